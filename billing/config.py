@@ -1,0 +1,96 @@
+"""The one list of settings the app reads, and their values for a run.
+
+Every setting the app reads is declared in `SETTINGS`; `local.settings.sample.json` and the
+Function App settings in `infra/` are checked against this list by the tests. Values are read
+from the environment (Azure Functions exposes app settings as environment variables).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    description: str
+    secret: bool = False
+    required: bool = True
+    default: str = ""
+    # What `local.settings.sample.json` holds for the local stack ("" when the runner fills it in).
+    local: str = ""
+
+
+# Settings whose family name is a connection prefix: in Azure they are identity-based
+# (`<name>__accountName`, `<name>__credential`, `<name>__clientId`), locally a connection string.
+CONNECTION_SETTINGS = frozenset({"AzureWebJobsStorage"})
+
+# Read by the Functions host, not by the app's code; listed so that the checks know them.
+PLATFORM_SETTINGS = frozenset(
+    {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "APPLICATIONINSIGHTS_CONNECTION_STRING",
+     "AzureWebJobsFeatureFlags", "AzureWebJobsSecretStorageType"}
+)  # fmt: skip
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "AzureWebJobsStorage",
+        "Storage for the app's tables and queues (connection string locally, identity-based in Azure).",
+        secret=True,
+        local="UseDevelopmentStorage=true",
+    ),
+    Setting("STRIPE_API_KEY", "Stripe secret or restricted key (sk_/rk_).", secret=True,
+            local="sk_test_emulator"),
+    Setting("STRIPE_WEBHOOK_SECRET", "Webhook signing secret(s), comma-separated during rotation.",
+            secret=True, local="whsec_emulator"),
+    Setting("STRIPE_API_BASE", "Stripe API base URL; empty for Stripe itself.", required=False,
+            local="http://127.0.0.1:12111"),
+    Setting("APIM_SUBSCRIPTION_ID", "Azure subscription id of the API Management instance.",
+            local="00000000-0000-0000-0000-000000000000"),
+    Setting("APIM_RESOURCE_GROUP", "Resource group of the API Management instance.", local="local-rg"),
+    Setting("APIM_SERVICE_NAME", "Name of the API Management instance.", local="local-apim"),
+    Setting("APIM_MANAGEMENT_ENDPOINT", "Azure Resource Manager endpoint.", required=False,
+            default="https://management.azure.com", local="https://127.0.0.1:12112"),
+    Setting("APIM_DELEGATION_VALIDATION_KEY", "Base64 delegation validation key from the APIM portal.",
+            secret=True, local="bG9jYWwtZGVsZWdhdGlvbi1rZXktZm9yLWRldmVsb3BtZW50LW9ubHk="),
+    Setting("APIM_DEVELOPER_PORTAL_URL", "Base URL of the APIM developer portal.",
+            local="http://127.0.0.1:12113"),
+    Setting("APIM_GATEWAY_URL", "Base URL of the APIM gateway, shown to consumers.",
+            local="http://127.0.0.1:12114"),
+    Setting("APP_BASE_URL", "Public base URL of this Functions app (for Checkout return pages).",
+            local="http://127.0.0.1:7071"),
+    Setting("AZURE_CLIENT_ID", "Client id of the app's user-assigned managed identity.", required=False),
+    Setting("DELEGATION_MODE", "'full' (sign-in and subscriptions) or 'subscriptions' only.",
+            required=False, default="full", local="full"),
+    Setting("USAGE_PUSH_SCHEDULE", "NCRONTAB schedule of the usage push.", required=False,
+            default="0 0 2 * * *", local="0 0 2 * * *"),
+    Setting("USAGE_REPORT_LAG_MINUTES", "Minutes before now that the push leaves for report lag.",
+            required=False, default="30", local="30"),
+    Setting("RECONCILE_SCHEDULE", "NCRONTAB schedule of the Stripe/APIM reconcile job.", required=False,
+            default="0 30 * * * *", local="0 30 * * * *"),
+)  # fmt: skip
+
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def _is_set(name: str, env: Mapping[str, str]) -> bool:
+    if env.get(name, "").strip():
+        return True
+    # Identity-based connections are configured as `<name>__accountName` / `__serviceUri`.
+    return name in CONNECTION_SETTINGS and any(
+        key.startswith(f"{name}__") and value.strip() for key, value in env.items()
+    )
+
+
+def missing_settings(env: Mapping[str, str] | None = None) -> list[str]:
+    """Names of required settings that have no value (never the values of any)."""
+    source = os.environ if env is None else env
+    return [s.name for s in SETTINGS if s.required and not _is_set(s.name, source)]
+
+
+def get(name: str, env: Mapping[str, str] | None = None) -> str:
+    """The value of a declared setting, or its default. Undeclared names are a programming error."""
+    setting = SETTINGS_BY_NAME[name]
+    source = os.environ if env is None else env
+    return source.get(name, "").strip() or setting.default
