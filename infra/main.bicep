@@ -1,0 +1,222 @@
+// Everything the APIM monetization app needs in Azure, deployed by `azd up` (see docs/deploy.md).
+// Subscription scope: azd creates the resource group here, and an existing APIM instance may
+// live in another resource group of the same subscription.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names the resource group and seeds every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of all new resources; Flex Consumption must be offered there.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the person or CI principal running azd (azd sets AZURE_PRINCIPAL_ID): may set the Stripe secrets in Key Vault. Empty for none.')
+param principalId string = ''
+
+@description('\'new\': create an API Management instance; \'existing\': use apimName in apimResourceGroupName.')
+@allowed([
+  'new'
+  'existing'
+])
+param apimMode string = 'new'
+
+@description('Name of the API Management instance to use or create; empty creates apim-<token>.')
+param apimName string = ''
+
+@description('Resource group of the existing API Management instance; empty means the app\'s resource group.')
+param apimResourceGroupName string = ''
+
+@description('Pricing tier of a new API Management instance.')
+param apimSku string = 'Developer'
+
+@description('Publisher email of a new API Management instance (required when creating one).')
+param apimPublisherEmail string = ''
+
+@description('Publisher name of a new API Management instance.')
+param apimPublisherName string = 'API provider'
+
+@description('\'full\': APIM delegates sign-in, sign-up and subscriptions to the app; \'subscriptions\': only subscriptions.')
+@allowed([
+  'full'
+  'subscriptions'
+])
+param delegationMode string = 'full'
+
+// Generated anew by every deployment (newGuid is only allowed as a parameter default), never
+// set in a parameters file. 2 x 122 random bits. See docs/deploy.md for the trade-offs.
+@secure()
+@description('Do not set: generated. The APIM delegation validation key, base64.')
+param delegationValidationKey string = base64('${newGuid()}${newGuid()}')
+
+@description('Tables and queues the app uses, created up front.')
+param appTableNames array = []
+param appQueueNames array = []
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var useExistingApim = apimMode == 'existing'
+var apimServiceName = !empty(apimName) ? apimName : 'apim-${resourceToken}'
+var deploymentContainerName = 'app-package'
+var secretNames = {
+  stripeApiKey: 'stripe-api-key'
+  stripeWebhookSecret: 'stripe-webhook-secret'
+  delegationKey: 'apim-delegation-validation-key'
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+resource apimRg 'Microsoft.Resources/resourceGroups@2024-03-01' existing = {
+  name: useExistingApim && !empty(apimResourceGroupName) ? apimResourceGroupName : rg.name
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    tableNames: appTableNames
+    queueNames: appQueueNames
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    delegationKeySecretName: secretNames.delegationKey
+    delegationValidationKey: delegationValidationKey
+  }
+}
+
+module appRoles 'modules/app-roles.bicep' = {
+  name: 'app-roles'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    operatorPrincipalId: principalId
+  }
+}
+
+module newApim 'modules/apim.bicep' = if (!useExistingApim) {
+  name: 'apim'
+  scope: rg
+  params: {
+    name: apimServiceName
+    location: location
+    tags: tags
+    sku: apimSku
+    publisherEmail: apimPublisherEmail
+    publisherName: apimPublisherName
+  }
+}
+
+module apim 'modules/apim-lookup.bicep' = {
+  name: 'apim-lookup'
+  scope: apimRg
+  params: {
+    name: apimServiceName
+  }
+  dependsOn: [
+    newApim
+  ]
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: 'func-${resourceToken}'
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    stripeApiKeySecretName: secretNames.stripeApiKey
+    stripeWebhookSecretSecretName: secretNames.stripeWebhookSecret
+    delegationKeySecretUri: keyVault.outputs.delegationKeySecretUriWithVersion
+    apimSubscriptionId: subscription().subscriptionId
+    apimResourceGroupName: apimRg.name
+    apimName: apimServiceName
+    apimGatewayUrl: apim.outputs.gatewayUrl
+    apimDeveloperPortalUrl: apim.outputs.developerPortalUrl
+    delegationMode: delegationMode
+  }
+  // The host starts as soon as the app exists: its storage and Key Vault roles must be in place.
+  dependsOn: [
+    appRoles
+  ]
+}
+
+module apimWiring 'modules/apim-wiring.bicep' = {
+  name: 'apim-wiring'
+  scope: apimRg
+  params: {
+    apimName: apimServiceName
+    appPrincipalId: identity.outputs.principalId
+    delegationUrl: 'https://${functionApp.outputs.defaultHostName}/api/delegation'
+    delegationValidationKey: delegationValidationKey
+    delegationMode: delegationMode
+  }
+}
+
+// Names and URLs only; no secret leaves the deployment. azd stores these in .azure/<env>/.env.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output SERVICE_API_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output STRIPE_WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhooks/stripe'
+output STRIPE_API_KEY_SECRET_NAME string = secretNames.stripeApiKey
+output STRIPE_WEBHOOK_SECRET_SECRET_NAME string = secretNames.stripeWebhookSecret
+output APIM_SUBSCRIPTION_ID string = subscription().subscriptionId
+output APIM_RESOURCE_GROUP string = apimRg.name
+output APIM_SERVICE_NAME string = apimServiceName
+output APIM_GATEWAY_URL string = apim.outputs.gatewayUrl
+output APIM_DEVELOPER_PORTAL_URL string = apim.outputs.developerPortalUrl
