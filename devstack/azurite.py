@@ -57,9 +57,7 @@ class Azurite:
             "--tableHost", LOOPBACK, "--tablePort", str(self.table_port),
         ]  # fmt: skip
         # In-memory persistence; the working directory only holds Azurite's own debug files and our log.
-        self._process = ManagedProcess(
-            "azurite", argv, log_path=self.workdir / "azurite.log", cwd=self.workdir
-        ).start()
+        self._process = ManagedProcess("azurite", argv, log_path=self.workdir / "azurite.log", cwd=self.workdir).start()
         try:
             for port in (self.blob_port, self.queue_port, self.table_port):
                 wait_for_port(port, timeout=timeout, alive=self._process.running)
