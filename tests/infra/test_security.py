@@ -1,0 +1,160 @@
+"""No secrets in parameters or outputs; HTTPS and TLS 1.2; delegation wired to the app;
+what is deployed and what is not."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.infra.bicep_tree import (
+    INFRA,
+    ROOT,
+    Declaration,
+    all_declarations,
+    bicep_files,
+    get_path,
+    params,
+    string_value,
+    text,
+    top_level,
+)
+
+SECRET_LOOKING = re.compile(r"\b(sk|rk)_(live|test)_\w+|\bwhsec_\w+|AccountKey=|SharedAccessSignature=")
+AZD_SUBSTITUTION = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*(=[^}]*)?\}$")
+
+
+def only(resource_type: str) -> list[Declaration]:
+    return [d for d in all_declarations() if d.resource_type == resource_type and not d.existing]
+
+
+def prop(decl: Declaration, *path: str) -> str:
+    node = get_path(decl.body, *path)
+    assert node is not None, f"{decl.where}: {'.'.join(path)} is not set"
+    return text(node)
+
+
+def test_parameters_file_holds_no_secret() -> None:
+    main_params = params(INFRA / "main.bicep")
+    document = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    for name, entry in document["parameters"].items():
+        assert name in main_params, f"main.parameters.json sets {name!r}, which main.bicep does not declare"
+        assert not main_params[name].secure, f"{name} is @secure(): it must not be in main.parameters.json"
+        value = entry.get("value")
+        assert "reference" not in entry, f"{name}: no Key Vault references in the parameters file"
+        if isinstance(value, str):
+            assert not SECRET_LOOKING.search(value), f"{name} looks like a secret"
+            assert AZD_SUBSTITUTION.match(value), f"{name}: use an azd ${{VAR}} substitution, not {value!r}"
+
+
+def test_secure_parameters_have_no_literal_secret_defaults() -> None:
+    for path in bicep_files():
+        for param in params(path).values():
+            if param.secure and param.default is not None:
+                assert string_value(param.default) is None, f"{path.name}: @secure {param.name} has a literal default"
+
+
+def test_outputs_expose_no_secret() -> None:
+    for path in bicep_files():
+        secure = {name for name, p in params(path).items() if p.secure}
+        for output in top_level(path, "output_declaration"):
+            source = text(output)
+            identifiers = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", source))
+            leaked = identifiers & secure
+            assert not leaked, f"{path.name}: output uses secure parameter(s) {sorted(leaked)}"
+            for call in ("listKeys(", "listSecrets(", "getSecret(", "ConnectionString", "InstrumentationKey"):
+                assert call not in source, f"{path.name}: output uses {call}"
+
+
+def test_function_app_is_https_only_with_tls12() -> None:
+    (site,) = only("Microsoft.Web/sites")
+    assert prop(site, "properties", "httpsOnly") == "true"
+    assert prop(site, "properties", "siteConfig", "minTlsVersion") == "'1.2'"
+    assert prop(site, "properties", "siteConfig", "scmMinTlsVersion") == "'1.2'"
+    assert prop(site, "properties", "siteConfig", "ftpsState") == "'Disabled'"
+    assert prop(site, "identity", "type") == "'UserAssigned'"
+    # Key Vault references must resolve with the user-assigned identity (no system identity exists).
+    assert prop(site, "properties", "keyVaultReferenceIdentity")
+    policies = only("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert {prop(p, "name") for p in policies} == {"'scm'", "'ftp'"}
+    assert {prop(p, "properties", "allow") for p in policies} == {"false"}
+
+
+def test_storage_key_vault_and_insights_are_locked_down() -> None:
+    (account,) = only("Microsoft.Storage/storageAccounts")
+    assert prop(account, "properties", "minimumTlsVersion") == "'TLS1_2'"
+    assert prop(account, "properties", "supportsHttpsTrafficOnly") == "true"
+    assert prop(account, "properties", "allowBlobPublicAccess") == "false"
+    (vault,) = only("Microsoft.KeyVault/vaults")
+    assert prop(vault, "properties", "enableRbacAuthorization") == "true"
+    assert "accessPolicies" not in text(vault.node)
+    (insights,) = only("Microsoft.Insights/components")
+    assert prop(insights, "properties", "DisableLocalAuth") == "true"
+    assert prop(insights, "properties", "WorkspaceResourceId")
+
+
+def test_deployment_package_is_pulled_with_the_user_assigned_identity() -> None:
+    (site,) = only("Microsoft.Web/sites")
+    auth = ("properties", "functionAppConfig", "deployment", "storage", "authentication")
+    assert prop(site, *auth, "type") == "'UserAssignedIdentity'"
+    assert prop(site, *auth, "userAssignedIdentityResourceId")
+    assert "storageAccountConnectionStringName" not in text(site.node)
+
+
+def test_delegation_points_at_the_app_with_a_generated_key() -> None:
+    (delegation,) = [d for d in only("Microsoft.ApiManagement/service/portalsettings")
+                     if prop(d, "name") == "'delegation'"]  # fmt: skip
+    assert prop(delegation, "properties", "subscriptions", "enabled") == "true"
+    assert prop(delegation, "properties", "userRegistration", "enabled")
+    key_param = prop(delegation, "properties", "validationKey")
+    assert params(delegation.file)[key_param].secure, "the validation key must be a @secure() parameter"
+    main = INFRA / "main.bicep"
+    source = main.read_text(encoding="utf-8")
+    url_passed = re.search(r"delegationUrl:\s*'([^']*)'", source)
+    assert url_passed, "main.bicep must pass delegationUrl to the APIM wiring"
+    assert url_passed.group(1).startswith("https://")
+    assert url_passed.group(1).endswith("/api/delegation")
+    # Generated per deployment, never read from a file.
+    generated = [p for p in params(main).values() if p.secure and p.default is not None
+                 and "newGuid()" in text(p.default)]  # fmt: skip
+    assert generated, "main.bicep must generate the delegation key (a @secure() newGuid()-based default)"
+    assert re.search(rf"delegationValidationKey:\s*{generated[0].name}\b", source)
+
+
+def test_key_vault_stores_the_delegation_key() -> None:
+    secrets = only("Microsoft.KeyVault/vaults/secrets")
+    assert secrets, "the delegation validation key must be stored in Key Vault"
+    for secret in secrets:
+        value = prop(secret, "properties", "value")
+        assert params(secret.file)[value].secure, f"{secret.where}: secret value must come from a @secure() param"
+
+
+def test_new_apim_sku_can_delegate() -> None:
+    # Consumption has no developer portal, hence no delegation.
+    (apim,) = only("Microsoft.ApiManagement/service")
+    allowed = text(next(d for d in top_level(apim.file, "decorators") if "@allowed" in text(d)))
+    assert "'Consumption'" not in allowed
+
+
+def test_funcignore_keeps_tooling_out_of_the_package() -> None:
+    lines = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for path in ("emulators", "devstack", "devhost", "tests", "bench", "node_modules", ".venv", "docs", "infra"):
+        assert path in lines, f".funcignore must exclude {path}/"
+    for deployed in ("function_app.py", "host.json", "billing", "payment", "requirements.txt"):
+        assert deployed not in lines, f".funcignore must not exclude {deployed}"
+
+
+def test_azure_yaml_deploys_the_tagged_function_app() -> None:
+    manifest = (ROOT / "azure.yaml").read_text(encoding="utf-8")
+    services = re.search(r"^services:\n((?:[ #].*\n)+)", manifest, re.MULTILINE)
+    assert services, "azure.yaml has no services section"
+    service = re.search(r"^  ([a-z][\w-]*):\n", services.group(1), re.MULTILINE)
+    assert service
+    assert re.search(r"^    host: function$", services.group(1), re.MULTILINE)
+    assert re.search(r"^    language: python$", services.group(1), re.MULTILINE)
+    (site,) = only("Microsoft.Web/sites")
+    assert f"'azd-service-name': '{service.group(1)}'" in prop(site, "tags")
+    assert re.search(r"^  path: infra$", manifest, re.MULTILINE)
