@@ -15,5 +15,5 @@ for secret in "${STRIPE_API_KEY_SECRET_NAME:-stripe-api-key}" "${STRIPE_WEBHOOK_
 done
 echo "Stripe webhook endpoint URL: ${STRIPE_WEBHOOK_URL:-https://<app>/api/webhooks/stripe}"
 if [ "$missing" -ne 0 ]; then
-  echo "The app answers 503 on payment routes until both secrets are set and the app has restarted."
+  echo "Payment routes cannot work until both secrets are set and the app has re-read them (docs/deploy.md)."
 fi
