@@ -1,0 +1,740 @@
+"""The ARM REST API of Microsoft.ApiManagement (2024-05-01) for the operations the app uses."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
+
+from emulators.apim import arm, odata
+from emulators.apim.arm import ArmError, iso, not_found, validation
+from emulators.apim.core import Emulated
+from emulators.apim.httpbase import Request, Response
+from emulators.apim.policy import PolicyError, parse_policy
+from emulators.apim.state import (
+    PRODUCT_STATES,
+    SUBSCRIPTION_STATES,
+    USER_STATES,
+    DelegationSettings,
+    Policy,
+    Product,
+    Subscription,
+    User,
+    new_etag,
+    new_key,
+)
+from emulators.apim.usage import Window
+
+_SERVICE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.ApiManagement/service/(?P<svc>[^/]+)(?P<rest>/.*)?$",
+    re.IGNORECASE,
+)
+_NAME = re.compile(r"^[^*#&+:<>?/\\%]{1,256}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+Route = tuple[str, re.Pattern[str], Callable[..., Response]]
+
+
+def _body_properties(req: Request) -> dict[str, Any]:
+    try:
+        body = req.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ArmError(400, "InvalidRequestContent", "The request body is not valid JSON.") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ArmError(400, "InvalidRequestContent", "The request body must be a JSON object.")
+    props = body.get("properties", {})
+    if not isinstance(props, dict):
+        raise validation("properties", "must be a JSON object")
+    return props
+
+
+def _str(props: dict[str, Any], name: str, *, required: bool = False, max_len: int = 1000) -> str | None:
+    value = props.get(name)
+    if value is None:
+        if required:
+            raise validation(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise validation(name, f"must be a string, not {type(value).__name__}")
+    if required and not value.strip():
+        raise validation(name, "must not be empty")
+    if len(value) > max_len:
+        raise validation(name, f"must be at most {max_len} characters")
+    return value
+
+
+def _bool(props: dict[str, Any], name: str) -> bool | None:
+    value = props.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise validation(name, "must be true or false")
+    return value
+
+
+def _choice(props: dict[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
+    value = _str(props, name)
+    if value is not None and value not in choices:
+        raise validation(name, f"'{value}' is not one of {', '.join(choices)}")
+    return value
+
+
+def _check_name(kind: str, name: str) -> str:
+    name = unquote(name)
+    if not _NAME.match(name):
+        raise validation(kind, f"'{name}' is not a valid name (1-256 characters, none of * # & + : < > ? / \\ %)")
+    return name
+
+
+def _if_match(req: Request, etag: str | None, *, required: bool) -> None:
+    value = req.header("if-match")
+    if value is None:
+        if required:
+            raise ArmError(400, "ValidationError", "The If-Match header is required ('*' or the entity's ETag).",
+                           "If-Match")  # fmt: skip
+        return
+    if value.strip() == "*":
+        if etag is None:
+            raise ArmError(412, "PreconditionFailed", "If-Match '*' given but the entity does not exist.")
+        return
+    if etag is None or value.strip() != etag:
+        raise ArmError(412, "PreconditionFailed", "The entity's ETag does not match the If-Match header.")
+
+
+class ManagementApi:
+    def __init__(self, emu: Emulated) -> None:
+        self.emu = emu
+        self.store = emu.store
+        R: Callable[[str, str, Callable[..., Response]], Route] = lambda m, p, f: (m, re.compile(p + "$"), f)  # noqa: E731
+        self.routes: list[Route] = [
+            R("GET", r"/users", self.list_users),
+            R("GET|HEAD|PUT|PATCH|DELETE", r"/users/(?P<uid>[^/]+)", self.user),
+            R("POST", r"/users/(?P<uid>[^/]+)/token", self.user_token),
+            R("GET", r"/users/(?P<uid>[^/]+)/subscriptions", self.user_subscriptions),
+            R("GET", r"/products", self.list_products),
+            R("GET|HEAD|PUT|PATCH|DELETE", r"/products/(?P<pid>[^/]+)", self.product),
+            R("GET", r"/products/(?P<pid>[^/]+)/policies", self.list_product_policies),
+            R("GET|HEAD|PUT|DELETE", r"/products/(?P<pid>[^/]+)/policies/(?P<policy>[^/]+)", self.product_policy),
+            R("GET", r"/products/(?P<pid>[^/]+)/subscriptions", self.product_subscriptions),
+            R("GET", r"/subscriptions", self.list_subscriptions),
+            R("GET|HEAD|PUT|PATCH|DELETE", r"/subscriptions/(?P<sid>[^/]+)", self.subscription),
+            R("POST", r"/subscriptions/(?P<sid>[^/]+)/listSecrets", self.subscription_secrets),
+            R("POST", r"/subscriptions/(?P<sid>[^/]+)/regenerate(?P<which>Primary|Secondary)Key", self.regenerate),
+            R("GET", r"/reports/by(?P<group>Subscription|Product|User)", self.reports),
+            R("GET|HEAD|PUT|PATCH", r"/portalsettings/delegation", self.delegation),
+            R("POST", r"/portalsettings/delegation/listSecrets", self.delegation_secrets),
+        ]
+
+    # ---- entry -------------------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        try:
+            return self._dispatch(req)
+        except ArmError as exc:
+            return exc.response()
+        except odata.FilterError as exc:
+            return ArmError(400, "ValidationError", str(exc), "$filter").response()
+
+    def _dispatch(self, req: Request) -> Response:
+        if not self.emu.tokens.valid(req.header("authorization")):
+            resp = ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is "
+                            "missing or its bearer token is not one this emulator issued.").response()  # fmt: skip
+            resp.headers["WWW-Authenticate"] = 'Bearer authorization_uri="' + req.base_url + '", error="invalid_token"'
+            return resp
+        self._inject_faults()
+        if req.query.get("api-version") is None:
+            raise ArmError(400, "MissingApiVersionParameter",
+                           "The api-version query parameter (?api-version=) is required for all requests.")  # fmt: skip
+        match = _SERVICE.match(req.path)
+        if match is None:
+            raise ArmError(404, "NotFound", f"No route for {req.method} {req.path}.")
+        if match.group("sub").lower() != self.emu.subscription_id.lower():
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{match.group('sub')}' could not be found.")
+        if match.group("rg").lower() != self.emu.resource_group.lower():
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{match.group('rg')}' could not be found.")
+        if match.group("svc").lower() != self.emu.service_name.lower():
+            raise ArmError(404, "ResourceNotFound",
+                           f"The Resource 'Microsoft.ApiManagement/service/{match.group('svc')}' under resource "
+                           f"group '{match.group('rg')}' was not found.")  # fmt: skip
+        rest = match.group("rest") or "/"
+        allowed_elsewhere = False
+        for methods, pattern, handler in self.routes:
+            route = pattern.match(rest)
+            if route is None:
+                continue
+            if req.method not in methods.split("|"):
+                allowed_elsewhere = True
+                continue
+            with self.store.lock:
+                return handler(req, **route.groupdict())
+        if allowed_elsewhere:
+            raise ArmError(405, "MethodNotAllowed", f"{req.method} is not supported on {rest}.")
+        raise ArmError(404, "NotFound", f"The emulator does not serve {rest}.")
+
+    def _inject_faults(self) -> None:
+        faults = self.emu.faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)  # the injected latency is the point here
+        status = faults.draw()
+        if status == 429:
+            exc = ArmError(429, "TooManyRequests", "The request was throttled (injected fault).")
+            raise _WithHeaders(exc, {"Retry-After": str(faults.retry_after_seconds)})
+        if status == 500:
+            raise ArmError(500, "InternalServerError", "The server encountered an internal error (injected fault).")
+
+    def _id(self, *parts: str) -> str:
+        return self.emu.service_id + "".join(f"/{p}" for p in parts)
+
+    @staticmethod
+    def _with_etag(resp: Response, etag: str) -> Response:
+        resp.headers["ETag"] = etag
+        return resp
+
+    # ---- users -------------------------------------------------------------------------------
+    def _user_json(self, user: User, *, groups: bool = False) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "firstName": user.first_name,
+            "lastName": user.last_name,
+            "email": user.email,
+            "state": user.state,
+            "registrationDate": iso(user.registration_date),
+        }
+        if user.note is not None:
+            props["note"] = user.note
+        if groups:
+            props["groups"] = []
+        props["identities"] = user.identities
+        return {"id": self._id("users", user.uid), "type": "Microsoft.ApiManagement/service/users",
+                "name": user.uid, "properties": props}  # fmt: skip
+
+    def _get_user(self, uid: str) -> User:
+        user = self.store.users.get(uid)
+        if user is None:
+            raise not_found("User", uid)
+        return user
+
+    def list_users(self, req: Request) -> Response:
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
+            "name": lambda u: u.uid, "email": lambda u: u.email, "firstName": lambda u: u.first_name,
+            "lastName": lambda u: u.last_name, "state": lambda u: u.state, "note": lambda u: u.note,
+            "registrationDate": lambda u: u.registration_date,
+        })  # fmt: skip
+        users = [u for u in self.store.users.values() if pred(u)]
+        groups = req.query.get("expandGroups", "").lower() == "true"
+        return Response.json(arm.page(req, users, top, skip, lambda u: self._user_json(u, groups=groups)))
+
+    def user(self, req: Request, uid: str) -> Response:
+        uid = _check_name("userId", uid)
+        existing = self.store.users.get(uid)
+        if req.method in ("GET", "HEAD"):
+            user = self._get_user(uid)
+            groups = req.query.get("expandGroups", "").lower() == "true"
+            return self._with_etag(Response.json(self._user_json(user, groups=groups)), user.etag)
+        if req.method == "DELETE":
+            if existing is None:
+                return Response(204)  # ARM deletes are idempotent
+            _if_match(req, existing.etag, required=True)
+            del self.store.users[uid]
+            if req.query.get("deleteSubscriptions", "").lower() == "true":
+                for sub in [s for s in self.store.subscriptions.values() if s.owner_uid == uid]:
+                    self.store.delete_subscription(sub.sid)
+            return Response(204)
+        props = _body_properties(req)
+        if req.method == "PATCH":
+            user = self._get_user(uid)
+            _if_match(req, user.etag, required=True)
+        else:
+            if existing is not None:
+                _if_match(req, existing.etag, required=False)
+            user = existing
+        email = _str(props, "email", required=user is None, max_len=254)
+        first = _str(props, "firstName", required=user is None, max_len=100)
+        last = _str(props, "lastName", required=user is None, max_len=100)
+        state = _choice(props, "state", USER_STATES)
+        note = _str(props, "note")
+        identities = props.get("identities")
+        if email is not None:
+            if not _EMAIL.match(email):
+                raise validation("email", f"'{email}' is not a valid e-mail address such as name@example.com")
+            clash = next((u for u in self.store.users.values()
+                          if u.email.lower() == email.lower() and u.uid != uid), None)  # fmt: skip
+            if clash is not None:
+                raise ArmError(409, "Conflict", f"email: a user with the e-mail address '{email}' already exists.",
+                               "email")  # fmt: skip
+        if identities is not None and not (
+            isinstance(identities, list)
+            and all(isinstance(i, dict) and isinstance(i.get("provider"), str) and isinstance(i.get("id"), str)
+                    for i in identities)  # fmt: skip
+        ):
+            raise validation("identities", 'must be a list of {"provider": "...", "id": "..."} objects')
+        created = user is None
+        if user is None:
+            assert email is not None and first is not None and last is not None
+            user = User(
+                uid=uid, email=email, first_name=first, last_name=last, state=state or "active", note=note,
+                identities=identities or [{"provider": "Basic", "id": email}],
+                registration_date=self.emu.now(),
+            )  # fmt: skip
+            self.store.users[uid] = user
+        else:
+            user.email = email or user.email
+            user.first_name = first or user.first_name
+            user.last_name = last or user.last_name
+            user.state = state or user.state
+            user.note = note if note is not None else user.note
+            user.identities = identities if identities is not None else user.identities
+            user.etag = new_etag()
+        status = 201 if created else 200
+        return self._with_etag(Response.json(self._user_json(user, groups=True), status), user.etag)
+
+    def user_token(self, req: Request, uid: str) -> Response:
+        user = self._get_user(_check_name("userId", uid))
+        props = _body_properties(req)
+        key_type = _choice(props, "keyType", ("primary", "secondary"))
+        if key_type is None:
+            raise validation("keyType", "is required: 'primary' or 'secondary'")
+        expiry = arm.parse_time(props.get("expiry"), "expiry")
+        if expiry is None:
+            raise validation("expiry", "is required: the token's expiry as an ISO 8601 date-time")
+        if expiry <= self.emu.now():
+            raise validation("expiry", "must be in the future")
+        return Response.json({"value": self.emu.user_token(user.uid, expiry)})
+
+    def user_subscriptions(self, req: Request, uid: str) -> Response:
+        self._get_user(_check_name("userId", uid))
+        return self._list_subs(req, lambda s: s.owner_uid == uid)
+
+    # ---- products ----------------------------------------------------------------------------
+    def _product_json(self, product: Product) -> dict[str, Any]:
+        props: dict[str, Any] = {"displayName": product.display_name}
+        for key, value in (("description", product.description), ("terms", product.terms)):
+            if value is not None:
+                props[key] = value
+        props["subscriptionRequired"] = product.subscription_required
+        if product.approval_required is not None:
+            props["approvalRequired"] = product.approval_required
+        if product.subscriptions_limit is not None:
+            props["subscriptionsLimit"] = product.subscriptions_limit
+        props["state"] = product.state
+        return {"id": self._id("products", product.pid), "type": "Microsoft.ApiManagement/service/products",
+                "name": product.pid, "properties": props}  # fmt: skip
+
+    def _get_product(self, pid: str) -> Product:
+        product = self.store.products.get(pid)
+        if product is None:
+            raise not_found("Product", pid)
+        return product
+
+    def list_products(self, req: Request) -> Response:
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
+            "name": lambda p: p.pid, "displayName": lambda p: p.display_name, "description": lambda p: p.description,
+            "terms": lambda p: p.terms, "state": lambda p: p.state, "groups": lambda p: None,
+        })  # fmt: skip
+        products = [p for p in self.store.products.values() if pred(p)]
+        return Response.json(arm.page(req, products, top, skip, self._product_json))
+
+    def product(self, req: Request, pid: str) -> Response:
+        pid = _check_name("productId", pid)
+        existing = self.store.products.get(pid)
+        if req.method in ("GET", "HEAD"):
+            product = self._get_product(pid)
+            return self._with_etag(Response.json(self._product_json(product)), product.etag)
+        if req.method == "DELETE":
+            if existing is None:
+                return Response(204)
+            _if_match(req, existing.etag, required=True)
+            subs = [s for s in self.store.subscriptions.values() if s.product_id == pid]
+            if subs and req.query.get("deleteSubscriptions", "").lower() != "true":
+                raise ArmError(409, "Conflict", f"Product '{pid}' has {len(subs)} subscription(s); pass "
+                               "deleteSubscriptions=true to delete them with it.")  # fmt: skip
+            for sub in subs:
+                self.store.delete_subscription(sub.sid)
+            del self.store.products[pid]
+            self.store.policies.pop(pid, None)
+            return Response(200)
+        props = _body_properties(req)
+        if req.method == "PATCH":
+            product = self._get_product(pid)
+            _if_match(req, product.etag, required=True)
+        else:
+            if existing is not None:
+                _if_match(req, existing.etag, required=False)
+            product = existing
+        display = _str(props, "displayName", required=product is None, max_len=300)
+        description = _str(props, "description")
+        terms = _str(props, "terms")
+        sub_required = _bool(props, "subscriptionRequired")
+        approval = _bool(props, "approvalRequired")
+        state = _choice(props, "state", PRODUCT_STATES)
+        limit = props.get("subscriptionsLimit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise validation("subscriptionsLimit", "must be a whole number of zero or more")
+        created = product is None
+        if product is None:
+            assert display is not None
+            required = True if sub_required is None else sub_required
+            product = Product(
+                pid=pid, display_name=display, description=description, terms=terms,
+                subscription_required=required,
+                approval_required=(approval if approval is not None else False) if required else approval,
+                subscriptions_limit=limit, state=state or "notPublished",
+            )  # fmt: skip
+            self.store.products[pid] = product
+        else:
+            product.display_name = display or product.display_name
+            product.description = description if description is not None else product.description
+            product.terms = terms if terms is not None else product.terms
+            product.subscription_required = (
+                sub_required if sub_required is not None else product.subscription_required
+            )
+            product.approval_required = approval if approval is not None else product.approval_required
+            product.subscriptions_limit = limit if limit is not None else product.subscriptions_limit
+            product.state = state or product.state
+            product.etag = new_etag()
+        return self._with_etag(Response.json(self._product_json(product), 201 if created else 200), product.etag)
+
+    def product_subscriptions(self, req: Request, pid: str) -> Response:
+        self._get_product(_check_name("productId", pid))
+        return self._list_subs(req, lambda s: s.product_id == pid)
+
+    # ---- product policies --------------------------------------------------------------------
+    def _policy_json(self, pid: str, policy: Policy, fmt: str | None) -> dict[str, Any]:
+        props: dict[str, Any] = {"value": policy.value}
+        if fmt is not None:
+            props["format"] = fmt
+        return {"id": self._id("products", pid, "policies", "policy"),
+                "type": "Microsoft.ApiManagement/service/products/policies", "name": "policy",
+                "properties": props}  # fmt: skip
+
+    def list_product_policies(self, req: Request, pid: str) -> Response:
+        self._get_product(_check_name("productId", pid))
+        policy = self.store.policies.get(pid)
+        items = [self._policy_json(pid, policy, None)] if policy else []
+        return Response.json({"value": items, "count": len(items)})
+
+    def product_policy(self, req: Request, pid: str, policy: str) -> Response:
+        pid = _check_name("productId", pid)
+        if policy != "policy":
+            raise validation("policyId", f"'{policy}' is not a policy identifier; the only one is 'policy'")
+        self._get_product(pid)
+        existing = self.store.policies.get(pid)
+        if req.method in ("GET", "HEAD"):
+            if existing is None:
+                raise not_found("Policy", f"{pid}/policy")
+            fmt = req.query.get("format")
+            if fmt is not None and fmt not in ("xml", "rawxml"):
+                raise validation("format", f"'{fmt}' is not one of xml, rawxml")
+            return self._with_etag(Response.json(self._policy_json(pid, existing, fmt)), existing.etag)
+        if req.method == "DELETE":
+            if existing is None:
+                return Response(204)
+            _if_match(req, existing.etag, required=True)
+            del self.store.policies[pid]
+            return Response(200)
+        if existing is not None:
+            _if_match(req, existing.etag, required=False)
+        props = _body_properties(req)
+        fmt = _choice(props, "format", ("xml", "rawxml", "xml-link", "rawxml-link")) or "xml"
+        if fmt.endswith("-link"):
+            raise validation("format", "linked policies (xml-link, rawxml-link) cannot be fetched offline")
+        value = _str(props, "value", required=True, max_len=1_000_000)
+        assert value is not None
+        try:
+            limits = parse_policy(value)
+        except PolicyError as exc:
+            raise validation("value", str(exc)) from None
+        stored = Policy(value=value, fmt=fmt, limits=limits)
+        self.store.policies[pid] = stored
+        return self._with_etag(Response.json(self._policy_json(pid, stored, None), 200 if existing else 201),
+                               stored.etag)  # fmt: skip
+
+    # ---- subscriptions -----------------------------------------------------------------------
+    def _subscription_json(self, sub: Subscription) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        if sub.owner_uid is not None:
+            props["ownerId"] = self._id("users", sub.owner_uid)
+        props["scope"] = self.emu.service_id + sub.scope
+        props["displayName"] = sub.display_name
+        props["state"] = sub.state
+        props["createdDate"] = iso(sub.created_date)
+        for key, value in (("startDate", sub.start_date), ("expirationDate", sub.expiration_date),
+                           ("endDate", sub.end_date), ("notificationDate", sub.notification_date)):  # fmt: skip
+            if value is not None:
+                props[key] = iso(value)
+        if sub.state_comment is not None:
+            props["stateComment"] = sub.state_comment
+        if sub.allow_tracing is not None:
+            props["allowTracing"] = sub.allow_tracing
+        return {"id": self._id("subscriptions", sub.sid), "type": "Microsoft.ApiManagement/service/subscriptions",
+                "name": sub.sid, "properties": props}  # fmt: skip
+
+    def _get_sub(self, sid: str) -> Subscription:
+        sub = self.store.subscriptions.get(sid)
+        if sub is None:
+            raise not_found("Subscription", sid)
+        return sub
+
+    def _list_subs(self, req: Request, base: Callable[[Subscription], bool]) -> Response:
+        top, skip = arm.paging(req)
+        clauses = [self._normalise_id_clause(c) for c in odata.parse_filter(req.query.get("$filter"))]
+        pred = odata.matcher(clauses, {
+            "name": lambda s: s.sid, "displayName": lambda s: s.display_name, "state": lambda s: s.state,
+            "stateComment": lambda s: s.state_comment, "ownerId": lambda s: s.owner_uid,
+            "userId": lambda s: s.owner_uid, "user": lambda s: s.owner_uid, "scope": lambda s: s.scope,
+            "productId": lambda s: s.product_id, "product": lambda s: s.product_id,
+            "createdDate": lambda s: s.created_date,
+        })  # fmt: skip
+        subs = [s for s in self.store.subscriptions.values() if base(s) and pred(s)]
+        return Response.json(arm.page(req, subs, top, skip, self._subscription_json))
+
+    def list_subscriptions(self, req: Request) -> Response:
+        return self._list_subs(req, lambda s: True)
+
+    def _normalise_id_clause(self, clause: odata.Clause) -> odata.Clause:
+        """Accept "/users/x", the full resource id or "x" for id-valued filters."""
+        field = clause.field.lower()
+        if not isinstance(clause.value, str):
+            return clause
+        if field in ("ownerid", "userid", "user"):
+            name = arm.relative_id(clause.value, "users", self.emu.service_id)
+        elif field in ("productid", "product"):
+            name = arm.relative_id(clause.value, "products", self.emu.service_id)
+        elif field == "scope":
+            rel = self._scope(clause.value, strict=False)
+            return odata.Clause(clause.field, clause.op, rel)
+        else:
+            return clause
+        return odata.Clause(clause.field, clause.op, name if name is not None else clause.value)
+
+    def _scope(self, value: str, *, strict: bool = True) -> str:
+        """The service-relative scope ("/products/x", "/apis", "/apis/x") of a relative or full id."""
+        lowered, prefix = value.lower(), self.emu.service_id.lower()
+        rel = value[len(prefix):] if lowered.startswith(prefix) else value
+        product = arm.relative_id(rel, "products", self.emu.service_id)
+        if product is not None:
+            if strict and product not in self.store.products:
+                raise validation("scope", f"product '{product}' does not exist")
+            return f"/products/{product}"
+        if rel.rstrip("/").lower() == "/apis" or arm.relative_id(rel, "apis", self.emu.service_id):
+            return rel.rstrip("/")
+        if strict:
+            raise validation("scope", f"'{value}' is not a scope; use /products/{{productId}} or its full resource id")
+        return value
+
+    def subscription(self, req: Request, sid: str) -> Response:
+        sid = _check_name("sid", sid)
+        existing = self.store.subscriptions.get(sid)
+        if req.method in ("GET", "HEAD"):
+            sub = self._get_sub(sid)
+            return self._with_etag(Response.json(self._subscription_json(sub)), sub.etag)
+        if req.method == "DELETE":
+            if existing is None:
+                return Response(204)
+            _if_match(req, existing.etag, required=True)
+            self.store.delete_subscription(sid)
+            return Response(200)
+        props = _body_properties(req)
+        if req.method == "PATCH":
+            sub = self._get_sub(sid)
+            _if_match(req, sub.etag, required=True)
+        else:
+            if existing is not None:
+                _if_match(req, existing.etag, required=False)
+            sub = existing
+        creating = sub is None
+        scope_raw = _str(props, "scope", required=creating)
+        display = _str(props, "displayName", required=creating, max_len=100)
+        owner_raw = _str(props, "ownerId")
+        state = _choice(props, "state", SUBSCRIPTION_STATES)
+        comment = _str(props, "stateComment")
+        primary = _str(props, "primaryKey", max_len=256)
+        secondary = _str(props, "secondaryKey", max_len=256)
+        tracing = _bool(props, "allowTracing")
+        expiration = arm.parse_time(props.get("expirationDate"), "expirationDate")
+        for name, key in (("primaryKey", primary), ("secondaryKey", secondary)):
+            if key is not None and len(key) < 1:
+                raise validation(name, "must not be empty")
+            if key is not None and key in self.store.keys and self.store.keys[key] != sid:
+                raise validation(name, "is already used by another subscription")
+        scope = self._scope(scope_raw) if scope_raw is not None else None
+        owner = None
+        if owner_raw is not None:
+            owner = arm.relative_id(owner_raw, "users", self.emu.service_id)
+            if owner is None:
+                raise validation("ownerId", f"'{owner_raw}' is not a user id; use /users/{{userId}} or the full id")
+            if owner not in self.store.users:
+                raise validation("ownerId", f"user '{owner}' does not exist")
+        now = self.emu.now()
+        if sub is None:
+            assert scope is not None and display is not None
+            sub = Subscription(
+                sid=sid, owner_uid=owner, scope=scope, display_name=display, state=state or "submitted",
+                primary_key=primary or new_key(), secondary_key=secondary or new_key(), created_date=now,
+                expiration_date=expiration, state_comment=comment, allow_tracing=tracing,
+            )  # fmt: skip
+            self._apply_state_dates(sub, None, now)
+            self.store.put_subscription(sub)
+            return self._with_etag(Response.json(self._subscription_json(sub), 201), sub.etag)
+        before = sub.state
+        sub.scope = scope or sub.scope
+        sub.display_name = display or sub.display_name
+        sub.owner_uid = owner or sub.owner_uid
+        sub.state = state or sub.state
+        sub.state_comment = comment if comment is not None else sub.state_comment
+        sub.allow_tracing = tracing if tracing is not None else sub.allow_tracing
+        sub.expiration_date = expiration or sub.expiration_date
+        self.store.set_keys(sub, primary, secondary)
+        self._apply_state_dates(sub, before, now)
+        sub.etag = new_etag()
+        return self._with_etag(Response.json(self._subscription_json(sub)), sub.etag)
+
+    @staticmethod
+    def _apply_state_dates(sub: Subscription, before: str | None, now: datetime) -> None:
+        # APIM stamps startDate on activation and endDate when a subscription stops for good.
+        if sub.state == before:
+            return
+        if sub.state == "active" and sub.start_date is None:
+            sub.start_date = now
+        if sub.state in ("cancelled", "expired", "rejected"):
+            sub.end_date = now
+
+    def subscription_secrets(self, req: Request, sid: str) -> Response:
+        sub = self._get_sub(_check_name("sid", sid))
+        return self._with_etag(Response.json({"primaryKey": sub.primary_key, "secondaryKey": sub.secondary_key}),
+                               sub.etag)  # fmt: skip
+
+    def regenerate(self, req: Request, sid: str, which: str) -> Response:
+        sub = self._get_sub(_check_name("sid", sid))
+        if which == "Primary":
+            self.store.set_keys(sub, primary=new_key())
+        else:
+            self.store.set_keys(sub, secondary=new_key())
+        sub.etag = new_etag()
+        return Response(204)
+
+    # ---- reports -----------------------------------------------------------------------------
+    def reports(self, req: Request, group: str) -> Response:
+        raw = req.query.get("$filter")
+        if not raw:
+            raise validation("$filter", "is required, e.g. timestamp ge datetime'2024-06-01T00:00:00' and "
+                             "timestamp le datetime'2024-06-02T00:00:00'")  # fmt: skip
+        top, skip = arm.paging(req)
+        window = Window()
+        wanted: dict[str, str] = {}
+        for clause in odata.parse_filter(raw):
+            field = clause.field.lower()
+            if field == "timestamp":
+                if not isinstance(clause.value, datetime) or clause.op not in ("ge", "gt", "le", "lt"):
+                    raise validation("$filter", "timestamp takes ge, gt, le or lt with datetime'...' values")
+                ts = clause.value.timestamp()
+                if clause.op in ("ge", "gt"):
+                    window = Window(ts, clause.op == "ge", window.upper, window.upper_inclusive)
+                else:
+                    window = Window(window.lower, window.lower_inclusive, ts, clause.op == "le")
+            elif field in ("subscriptionid", "productid", "userid") and clause.op == "eq":
+                collection = {"subscriptionid": "subscriptions", "productid": "products", "userid": "users"}[field]
+                value = str(clause.value)
+                wanted[field] = arm.relative_id(value, collection, self.emu.service_id) or value
+            else:
+                raise validation("$filter", f"'{clause.field} {clause.op}' is not supported here; use timestamp "
+                                 "ge/le and optionally subscriptionId, productId or userId eq")  # fmt: skip
+        if window.lower is None:
+            raise validation("$filter", "needs a lower bound: timestamp ge datetime'...'")
+        visible_until = self.emu.now().timestamp() - self.emu.report_lag_seconds
+        rows = self.emu.usage.rows(window, visible_until, group.lower())
+        if wanted:
+            rows = [r for r in rows if all(
+                (r.subscription_id if f == "subscriptionid" else r.product_id if f == "productid" else r.user_id) == v
+                for f, v in wanted.items())]  # fmt: skip
+        return Response.json(arm.page(req, rows, top, skip, lambda r: self._report_json(r, group), last_link=""))
+
+    def _report_json(self, row: Any, group: str) -> dict[str, Any]:
+        success, blocked, failed, other = row.counts
+        record: dict[str, Any] = {"name": ""}
+        if group == "Product":
+            product = self.store.products.get(row.product_id or "")
+            record["name"] = product.display_name if product else ""
+        elif group == "User":
+            user = self.store.users.get(row.user_id or "")
+            record["name"] = f"{user.first_name} {user.last_name}" if user else ""
+        if group in ("Subscription", "User"):
+            record["userId"] = f"/users/{row.user_id}" if row.user_id else None
+        if group in ("Subscription", "Product"):
+            record["productId"] = f"/products/{row.product_id}" if row.product_id else None
+        if group == "Subscription":
+            record["subscriptionId"] = f"/subscriptions/{row.subscription_id}"
+        record.update({
+            "callCountSuccess": success, "callCountBlocked": blocked, "callCountFailed": failed,
+            "callCountOther": other, "callCountTotal": success + blocked + failed + other,
+            "bandwidth": 0, "cacheHitCount": 0, "cacheMissCount": 0,
+            "apiTimeAvg": 0, "apiTimeMin": 0, "apiTimeMax": 0,
+            "serviceTimeAvg": 0, "serviceTimeMin": 0, "serviceTimeMax": 0,
+        })  # fmt: skip
+        return record
+
+    # ---- delegation settings -----------------------------------------------------------------
+    def _delegation_json(self, settings: DelegationSettings) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "url": settings.url,
+            "subscriptions": {"enabled": settings.subscriptions_enabled},
+            "userRegistration": {"enabled": settings.user_registration_enabled},
+        }
+        return {"id": self._id("portalsettings", "delegation"), "type": "Microsoft.ApiManagement/service/portalsettings",
+                "name": "delegation", "properties": props}  # fmt: skip
+
+    def delegation(self, req: Request) -> Response:
+        settings = self.store.delegation
+        if req.method in ("GET", "HEAD"):
+            return self._with_etag(Response.json(self._delegation_json(settings)), settings.etag)
+        if req.method == "PATCH":
+            _if_match(req, settings.etag, required=True)
+        else:
+            _if_match(req, settings.etag, required=False)
+        props = _body_properties(req)
+        url = _str(props, "url")
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
+            raise validation("url", f"'{url}' is not an absolute http(s) URL")
+        key = _str(props, "validationKey")
+        if key is not None:
+            try:
+                if len(base64.b64decode(key, validate=True)) < 16:
+                    raise validation("validationKey", "must decode to at least 16 bytes")
+            except (binascii.Error, ValueError):
+                raise validation("validationKey", "must be base64, e.g. from base64.b64encode(os.urandom(64))") from None
+        flags: dict[str, bool] = {}
+        for section in ("subscriptions", "userRegistration"):
+            value = props.get(section)
+            if value is None:
+                continue
+            if not isinstance(value, dict) or not isinstance(value.get("enabled"), bool):
+                raise validation(f"{section}.enabled", "must be an object like {\"enabled\": true}")
+            flags[section] = value["enabled"]
+        settings.url = url if url is not None else settings.url
+        settings.validation_key = key if key is not None else settings.validation_key
+        settings.subscriptions_enabled = flags.get("subscriptions", settings.subscriptions_enabled)
+        settings.user_registration_enabled = flags.get("userRegistration", settings.user_registration_enabled)
+        settings.etag = new_etag()
+        if req.method == "PATCH":
+            return self._with_etag(Response(204), settings.etag)
+        return self._with_etag(Response.json(self._delegation_json(settings)), settings.etag)
+
+    def delegation_secrets(self, req: Request) -> Response:
+        return Response.json({"validationKey": self.store.delegation.validation_key})
+
+
+class _WithHeaders(ArmError):
+    def __init__(self, inner: ArmError, headers: dict[str, str]) -> None:
+        super().__init__(inner.status, inner.code, inner.message)
+        self.headers = headers
+
+    def response(self) -> Response:
+        resp = super().response()
+        resp.headers.update(self.headers)
+        return resp
