@@ -12,10 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from billing.access.commands import register as register_access
+from billing.catalog.commands import register as register_catalog
 from billing.model_loader import ModelsFileError, load_models, render_json_schema
 from billing.models import MonetizationModels, UnknownProductError
 from billing.policy import product_policy_xml
 from billing.pricing import format_minor, quote
+from billing.usage.commands import register as register_usage
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -121,15 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("product", metavar="PRODUCT")
     policy.set_defaults(handler=_cmd_policy)
 
-    for register in EXTRA_COMMANDS:
+    # Each area owns its commands (billing/<area>/commands.py).
+    for register in (register_catalog, register_usage, register_access):
         register(commands, models_file)
     return parser
-
-
-# Commands defined in other modules register themselves here (keeps this module's imports light).
-EXTRA_COMMANDS: list[
-    Callable[[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser], None]
-] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

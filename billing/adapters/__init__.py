@@ -1,0 +1,1 @@
+"""Adapters: the one place each external service (Stripe, APIM, Storage) is reached from."""

@@ -1,0 +1,90 @@
+"""Table Storage and Queue clients from the `AzureWebJobsStorage` connection.
+
+Locally (and where shared keys are allowed) it is a connection string; in Azure it is
+identity-based, as the Functions host itself uses it: `AzureWebJobsStorage__accountName` (or
+`__tableServiceUri` / `__queueServiceUri`) with the managed identity in `AzureWebJobsStorage__clientId`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from azure.data.tables import TableClient, TableServiceClient
+from azure.identity import DefaultAzureCredential
+from azure.storage.queue import (
+    BinaryBase64DecodePolicy,
+    BinaryBase64EncodePolicy,
+    QueueClient,
+    QueueServiceClient,
+)
+
+CONNECTION = "AzureWebJobsStorage"
+
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def _connection_string(env: Mapping[str, str]) -> str | None:
+    value = env.get(CONNECTION, "").strip()
+    if value == "UseDevelopmentStorage=true":
+        raise RuntimeError(
+            "AzureWebJobsStorage=UseDevelopmentStorage=true points at Azurite's default ports; "
+            "give the full Azurite connection string (the local stack prints it)"
+        )
+    return value or None
+
+
+def _service_uri(env: Mapping[str, str], kind: str) -> str:
+    explicit = env.get(f"{CONNECTION}__{kind}ServiceUri", "").strip()
+    if explicit:
+        return explicit
+    account = env.get(f"{CONNECTION}__accountName", "").strip()
+    if not account:
+        raise RuntimeError(f"set {CONNECTION} (connection string) or {CONNECTION}__accountName (identity-based)")
+    return f"https://{account}.{kind}.core.windows.net"
+
+
+def _credential(env: Mapping[str, str]) -> DefaultAzureCredential:
+    client_id = env.get(f"{CONNECTION}__clientId", "").strip() or env.get("AZURE_CLIENT_ID", "").strip() or None
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+def table_service(env: Mapping[str, str] | None = None) -> TableServiceClient:
+    source = _env(env)
+    conn = _connection_string(source)
+    if conn:
+        return TableServiceClient.from_connection_string(conn)
+    return TableServiceClient(endpoint=_service_uri(source, "table"), credential=_credential(source))
+
+
+def table(name: str, env: Mapping[str, str] | None = None) -> TableClient:
+    """A client for one table; create it once at start-up with `ensure_table`."""
+    return table_service(env).get_table_client(name)
+
+
+def ensure_table(name: str, env: Mapping[str, str] | None = None) -> TableClient:
+    service = table_service(env)
+    service.create_table_if_not_exists(name)
+    return service.get_table_client(name)
+
+
+def queue_service(env: Mapping[str, str] | None = None) -> QueueServiceClient:
+    source = _env(env)
+    conn = _connection_string(source)
+    if conn:
+        return QueueServiceClient.from_connection_string(conn)
+    return QueueServiceClient(account_url=_service_uri(source, "queue"), credential=_credential(source))
+
+
+def queue(name: str, env: Mapping[str, str] | None = None) -> QueueClient:
+    """A queue client whose messages are base64, as the Functions queue trigger expects by default.
+
+    Send bytes (e.g. UTF-8 JSON); received messages' `content` is bytes.
+    """
+    return queue_service(env).get_queue_client(
+        name,
+        message_encode_policy=BinaryBase64EncodePolicy(),
+        message_decode_policy=BinaryBase64DecodePolicy(),
+    )

@@ -1,0 +1,43 @@
+"""The Stripe client, configured from settings. The Stripe API version is pinned here, once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import stripe
+
+if TYPE_CHECKING:
+    from stripe._base_address import BaseAddresses
+
+from billing import config
+
+# Every request the app makes uses this version; the SDK release it ships with is pinned in
+# requirements.txt. Upgrading is a deliberate change of both, tested against the changelog.
+STRIPE_API_VERSION = "2026-10-28.endive"
+
+# Stripe's documented guidance: retry network errors, 409, 429 and 5xx with backoff (the SDK
+# does this, honouring `Stripe-Should-Retry`), using the same idempotency key on each try.
+MAX_NETWORK_RETRIES = 3
+
+
+def stripe_client(env: Mapping[str, str] | None = None) -> stripe.StripeClient:
+    api_key = config.get("STRIPE_API_KEY", env)
+    if not api_key:
+        raise RuntimeError("STRIPE_API_KEY is not set")
+    base = config.get("STRIPE_API_BASE", env).rstrip("/")
+    addresses: BaseAddresses | None = None
+    if base:
+        # A local emulator (or a proxy) serves every Stripe host at one address.
+        addresses = {"api": base, "files": base, "connect": base, "meter_events": base}
+    return stripe.StripeClient(
+        api_key,
+        stripe_version=STRIPE_API_VERSION,
+        base_addresses=addresses,
+        max_network_retries=MAX_NETWORK_RETRIES,
+    )
+
+
+def webhook_secrets(env: Mapping[str, str] | None = None) -> list[str]:
+    """Endpoint secrets; several during a rotation (comma-separated in STRIPE_WEBHOOK_SECRET)."""
+    return [s.strip() for s in config.get("STRIPE_WEBHOOK_SECRET", env).split(",") if s.strip()]

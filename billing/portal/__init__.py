@@ -1,0 +1,1 @@
+"""Consumer journey: delegation, accounts, subscribe, checkout and billing pages."""

@@ -1,0 +1,1 @@
+"""State in Azure Table Storage (Azurite locally): one module per table."""
