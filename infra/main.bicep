@@ -33,7 +33,15 @@ param apimName string = ''
 @description('Resource group of the existing API Management instance; empty means the app\'s resource group.')
 param apimResourceGroupName string = ''
 
-@description('Pricing tier of a new API Management instance.')
+@description('Pricing tier of a new API Management instance (Consumption has no developer portal, so no delegation).')
+@allowed([
+  'Developer'
+  'Basic'
+  'Standard'
+  'Premium'
+  'BasicV2'
+  'StandardV2'
+])
 param apimSku string = 'Developer'
 
 @description('Publisher email of a new API Management instance (required when creating one).')
