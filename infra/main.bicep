@@ -63,10 +63,6 @@ param delegationMode string = 'full'
 @description('Do not set: generated. The APIM delegation validation key, base64.')
 param delegationValidationKey string = base64('${newGuid()}${newGuid()}')
 
-@description('Tables and queues the app uses, created up front.')
-param appTableNames array = []
-param appQueueNames array = []
-
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -74,6 +70,8 @@ var tags = {
 var useExistingApim = apimMode == 'existing'
 var apimServiceName = !empty(apimName) ? apimName : 'apim-${resourceToken}'
 var deploymentContainerName = 'app-package'
+// The app's tables and queues, generated from billing/store/tables.py by infra/settings_gen.py.
+var appStorage = loadJsonContent('app-storage.json')
 var secretNames = {
   stripeApiKey: 'stripe-api-key'
   stripeWebhookSecret: 'stripe-webhook-secret'
@@ -119,8 +117,8 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: deploymentContainerName
-    tableNames: appTableNames
-    queueNames: appQueueNames
+    tableNames: appStorage.tables
+    queueNames: appStorage.queues
   }
 }
 

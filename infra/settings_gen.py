@@ -1,11 +1,14 @@
 """Generate the files derived from billing/config.py, or check that they are up to date.
 
-    python infra/settings_gen.py          # rewrite local.settings.sample.json and infra/app-settings-defaults.json
+    python infra/settings_gen.py          # rewrite the generated files
     python infra/settings_gen.py --check  # exit 1 naming every setting that differs
 
-`billing/config.py` is the one list of settings. `local.settings.sample.json` holds each
-setting's local value (plus what the Functions host needs locally); the defaults file feeds
-`infra/modules/functionapp.bicep`, so that a default is never written twice by hand.
+`billing/config.py` is the one list of settings and `billing/store/tables.py` the one list of
+tables and queues. Generated from them:
+- `local.settings.sample.json`: each setting's local value (plus what the Functions host needs locally);
+- `infra/app-settings-defaults.json`: setting defaults, for `infra/modules/functionapp.bicep`;
+- `infra/app-storage.json`: the tables and queues that `infra/main.bicep` creates.
+So nothing is written twice by hand.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_PATH = ROOT / "local.settings.sample.json"
 DEFAULTS_PATH = ROOT / "infra" / "app-settings-defaults.json"
+STORAGE_PATH = ROOT / "infra" / "app-storage.json"
 
 # Read by the Functions host when it runs locally (`func start`); on Flex Consumption in Azure
 # the runtime is declared in functionAppConfig.runtime instead.
@@ -29,6 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from billing import config  # noqa: E402  (needs ROOT on sys.path first)
+from billing.store import tables  # noqa: E402
 
 
 def sample_settings() -> dict[str, Any]:
@@ -41,6 +46,11 @@ def sample_settings() -> dict[str, Any]:
 def app_defaults() -> dict[str, str]:
     """Defaults of the non-secret settings that have one, for Bicep's loadJsonContent."""
     return {s.name: s.default for s in config.SETTINGS if s.default and not s.secret}
+
+
+def app_storage() -> dict[str, list[str]]:
+    """The tables and queues the app uses, for Bicep's loadJsonContent."""
+    return {"tables": list(tables.ALL_TABLES), "queues": list(tables.ALL_QUEUES)}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -65,19 +75,23 @@ def differences(path: Path, expected: dict[str, Any]) -> list[str]:
     missing = sorted(set(exp_values) - set(act_values))
     extra = sorted(set(act_values) - set(exp_values))
     if missing:
-        problems.append(f"{path.name} lacks {', '.join(missing)} (declared in billing/config.py)")
+        problems.append(f"{path.name} lacks {', '.join(missing)} (declared in billing/)")
     if extra:
-        problems.append(f"{path.name} has {', '.join(extra)}, which billing/config.py does not declare")
+        problems.append(f"{path.name} has {', '.join(extra)}, which billing/ does not declare")
     changed = sorted(k for k in set(exp_values) & set(act_values) if exp_values[k] != act_values[k])
     if changed:
-        problems.append(f"{path.name} has other values than billing/config.py for {', '.join(changed)}")
+        problems.append(f"{path.name} has other values than billing/ for {', '.join(changed)}")
     if not problems and actual != expected:
         problems.append(f"{path.name} differs from the generated file outside the settings")
     return problems
 
 
 def targets() -> list[tuple[Path, dict[str, Any]]]:
-    return [(SAMPLE_PATH, sample_settings()), (DEFAULTS_PATH, dict(app_defaults()))]
+    return [
+        (SAMPLE_PATH, sample_settings()),
+        (DEFAULTS_PATH, dict(app_defaults())),
+        (STORAGE_PATH, dict(app_storage())),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

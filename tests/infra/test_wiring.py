@@ -3,11 +3,13 @@ missing required parameters, and outputs that a module does not have."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from tests.infra.bicep_tree import (
+    INFRA,
     Declaration,
     Node,
     all_declarations,
@@ -120,3 +122,27 @@ def _is_loop_variable(node: Node, name: str) -> bool:
             return True
         current = current.parent
     return False
+
+
+def test_loaded_json_files_exist_and_have_the_keys_used() -> None:
+    problems = []
+    for path in sorted({d.file for d in all_declarations()}):
+        source = path.read_text(encoding="utf-8")
+        for var, relative in re.findall(r"var (\w+) = loadJsonContent\('([^']+)'\)", source):
+            target = (path.parent / relative).resolve()
+            if not target.is_file():
+                problems.append(f"{path.name}: loadJsonContent target {relative} does not exist")
+                continue
+            keys = set(json.loads(target.read_text(encoding="utf-8")))
+            for key in re.findall(rf"\b{var}\.(\w+)", source):
+                if key not in keys:
+                    problems.append(f"{path.name}: {relative} has no key {key!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_app_tables_and_queues_come_from_the_generated_list() -> None:
+    storage = next(d for d in modules() if d.type == "modules/storage.bicep")
+    given = properties(get_path(storage.body, "params"))
+    assert text(given["tableNames"]) == "appStorage.tables"
+    assert text(given["queueNames"]) == "appStorage.queues"
+    assert "var appStorage = loadJsonContent('app-storage.json')" in (INFRA / "main.bicep").read_text()
