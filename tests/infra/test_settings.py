@@ -184,3 +184,24 @@ def test_flex_consumption_runtime_is_declared_outside_app_settings() -> None:
     assert string_value(get_path(runtime, "version")) == "3.11"
     plans = [d for d in all_declarations() if d.resource_type == "Microsoft.Web/serverfarms"]
     assert [string_value(get_path(p.body, "sku", "tier")) for p in plans] == ["FlexConsumption"]
+
+
+ENV_READ = re.compile(
+    r"""(?:os\.environ(?:\.get)?|os\.getenv|\benv\.get|\bsource\.get|config\.get)\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""
+    r"""|os\.environ\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]"""
+)
+
+
+def test_the_app_reads_no_setting_that_config_does_not_declare() -> None:
+    """billing/config.py is the one list: an env read elsewhere must name a declared setting."""
+    sources = [ROOT / "function_app.py", *sorted((ROOT / "billing").rglob("*.py"))]
+    undeclared = []
+    for path in sources:
+        if not path.is_file() or path.name == "config.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for match in ENV_READ.finditer(line):
+                name = match.group(1) or match.group(2)
+                if family(name) not in APP_SETTING_NAMES | HOST_SETTINGS:
+                    undeclared.append(f"{path.relative_to(ROOT)}:{number}: reads {name}")
+    assert not undeclared, "settings read outside billing/config.py's list:\n" + "\n".join(undeclared)
