@@ -55,7 +55,7 @@ class Emulated:
             if sub is None:
                 raise LookupError(f"no subscription named {sid!r}; create it first")
             product, owner = sub.product_id, sub.owner_uid
-        self.usage.record(sid, product, owner, at, outcome, calls)
+        self.usage.record(sid, product, owner, at=at, outcome=outcome, calls=calls)
 
     # Shared access tokens, as `POST .../users/{id}/token` returns and `signin-sso` accepts:
     # "{userId}&{yyyyMMddHHmm}&{base64 HMAC-SHA512}" like APIM's.

@@ -44,7 +44,9 @@ class Gateway:
             return _apim_error(401, "Access denied due to invalid subscription key. Make sure to provide a "
                                "valid key for an active subscription.")  # fmt: skip
         response = self._serve(req, sub, key)
-        self.emu.usage.record(sub.sid, sub.product_id, sub.owner_uid, self.emu.now(), classify(response.status))
+        self.emu.usage.record(
+            sub.sid, sub.product_id, sub.owner_uid, at=self.emu.now(), outcome=classify(response.status)
+        )
         return response
 
     def _serve(self, req: Request, sub: Subscription, key: str) -> Response:

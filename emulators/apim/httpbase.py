@@ -77,6 +77,7 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; no 40 ms stalls
     server: _Server
 
     def _handle(self) -> None:
@@ -116,7 +117,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         # Query strings may carry keys or tokens: log the path only.
         log.debug("%s %s -> %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
 
@@ -135,7 +136,7 @@ class LoopbackServer:
         self.port = int(self._server.server_address[1])
         self._server.app = app
         self._server.base_url = f"{scheme}://{LOOPBACK}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"apim-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"apim-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:

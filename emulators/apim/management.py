@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from emulators.apim import arm, odata
@@ -38,6 +38,7 @@ _SERVICE = re.compile(
 )
 _NAME = re.compile(r"^[^*#&+:<>?/\\%]{1,256}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+T = TypeVar("T")
 Route = tuple[str, re.Pattern[str], Callable[..., Response]]
 
 
@@ -83,6 +84,17 @@ def _choice(props: dict[str, Any], name: str, choices: tuple[str, ...]) -> str |
     if value is not None and value not in choices:
         raise validation(name, f"'{value}' is not one of {', '.join(choices)}")
     return value
+
+
+def _identities(props: dict[str, Any]) -> list[dict[str, str]] | None:
+    identities = props.get("identities")
+    if identities is None:
+        return None
+    if not isinstance(identities, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("provider"), str) and isinstance(i.get("id"), str) for i in identities
+    ):
+        raise validation("identities", 'must be a list of {"provider": "...", "id": "..."} objects')
+    return identities
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -245,37 +257,21 @@ class ManagementApi:
                 for sub in [s for s in self.store.subscriptions.values() if s.owner_uid == uid]:
                     self.store.delete_subscription(sub.sid)
             return Response(204)
+        user = self._target(req, self.store.users.get(uid), lambda: self._get_user(uid))
         props = _body_properties(req)
-        if req.method == "PATCH":
-            user = self._get_user(uid)
-            _if_match(req, user.etag, required=True)
-        else:
-            if existing is not None:
-                _if_match(req, existing.etag, required=False)
-            user = existing
         email = _str(props, "email", required=user is None, max_len=254)
         first = _str(props, "firstName", required=user is None, max_len=100)
         last = _str(props, "lastName", required=user is None, max_len=100)
         state = _choice(props, "state", USER_STATES)
         note = _str(props, "note")
-        identities = props.get("identities")
+        identities = _identities(props)
         if email is not None:
-            if not _EMAIL.match(email):
-                raise validation("email", f"'{email}' is not a valid e-mail address such as name@example.com")
-            clash = next((u for u in self.store.users.values()
-                          if u.email.lower() == email.lower() and u.uid != uid), None)  # fmt: skip
-            if clash is not None:
-                raise ArmError(409, "Conflict", f"email: a user with the e-mail address '{email}' already exists.",
-                               "email")  # fmt: skip
-        if identities is not None and not (
-            isinstance(identities, list)
-            and all(isinstance(i, dict) and isinstance(i.get("provider"), str) and isinstance(i.get("id"), str)
-                    for i in identities)  # fmt: skip
-        ):
-            raise validation("identities", 'must be a list of {"provider": "...", "id": "..."} objects')
+            self._check_email(uid, email)
         created = user is None
         if user is None:
-            assert email is not None and first is not None and last is not None
+            assert email is not None
+            assert first is not None
+            assert last is not None
             user = User(
                 uid=uid, email=email, first_name=first, last_name=last, state=state or "active", note=note,
                 identities=identities or [{"provider": "Basic", "id": email}],
@@ -292,6 +288,24 @@ class ManagementApi:
             user.etag = new_etag()
         status = 201 if created else 200
         return self._with_etag(Response.json(self._user_json(user, groups=True), status), user.etag)
+
+    def _check_email(self, uid: str, email: str) -> None:
+        if not _EMAIL.match(email):
+            raise validation("email", f"'{email}' is not a valid e-mail address such as name@example.com")
+        if any(u.email.lower() == email.lower() and u.uid != uid for u in self.store.users.values()):
+            raise ArmError(409, "Conflict", f"email: a user with the e-mail address '{email}' already exists.",
+                           "email")  # fmt: skip
+
+    @staticmethod
+    def _target(req: Request, existing: T | None, get: Callable[[], T]) -> T | None:
+        """The resource a PUT or PATCH changes (None: PUT creates it), after checking If-Match."""
+        if req.method == "PATCH":
+            resource = get()
+            _if_match(req, resource.etag, required=True)  # type: ignore[attr-defined]
+            return resource
+        if existing is not None:
+            _if_match(req, existing.etag, required=False)  # type: ignore[attr-defined]
+        return existing
 
     def user_token(self, req: Request, uid: str) -> Response:
         user = self._get_user(_check_name("userId", uid))
@@ -359,14 +373,8 @@ class ManagementApi:
             del self.store.products[pid]
             self.store.policies.pop(pid, None)
             return Response(200)
+        product = self._target(req, existing, lambda: self._get_product(pid))
         props = _body_properties(req)
-        if req.method == "PATCH":
-            product = self._get_product(pid)
-            _if_match(req, product.etag, required=True)
-        else:
-            if existing is not None:
-                _if_match(req, existing.etag, required=False)
-            product = existing
         display = _str(props, "displayName", required=product is None, max_len=300)
         description = _str(props, "description")
         terms = _str(props, "terms")
@@ -540,14 +548,8 @@ class ManagementApi:
             _if_match(req, existing.etag, required=True)
             self.store.delete_subscription(sid)
             return Response(200)
+        sub = self._target(req, existing, lambda: self._get_sub(sid))
         props = _body_properties(req)
-        if req.method == "PATCH":
-            sub = self._get_sub(sid)
-            _if_match(req, sub.etag, required=True)
-        else:
-            if existing is not None:
-                _if_match(req, existing.etag, required=False)
-            sub = existing
         creating = sub is None
         scope_raw = _str(props, "scope", required=creating)
         display = _str(props, "displayName", required=creating, max_len=100)
@@ -558,22 +560,13 @@ class ManagementApi:
         secondary = _str(props, "secondaryKey", max_len=256)
         tracing = _bool(props, "allowTracing")
         expiration = arm.parse_time(props.get("expirationDate"), "expirationDate")
-        for name, key in (("primaryKey", primary), ("secondaryKey", secondary)):
-            if key is not None and len(key) < 1:
-                raise validation(name, "must not be empty")
-            if key is not None and key in self.store.keys and self.store.keys[key] != sid:
-                raise validation(name, "is already used by another subscription")
+        self._check_keys(sid, primary=primary, secondary=secondary)
         scope = self._scope(scope_raw) if scope_raw is not None else None
-        owner = None
-        if owner_raw is not None:
-            owner = arm.relative_id(owner_raw, "users", self.emu.service_id)
-            if owner is None:
-                raise validation("ownerId", f"'{owner_raw}' is not a user id; use /users/{{userId}} or the full id")
-            if owner not in self.store.users:
-                raise validation("ownerId", f"user '{owner}' does not exist")
+        owner = self._owner(owner_raw) if owner_raw is not None else None
         now = self.emu.now()
         if sub is None:
-            assert scope is not None and display is not None
+            assert scope is not None
+            assert display is not None
             sub = Subscription(
                 sid=sid, owner_uid=owner, scope=scope, display_name=display, state=state or "submitted",
                 primary_key=primary or new_key(), secondary_key=secondary or new_key(), created_date=now,
@@ -594,6 +587,21 @@ class ManagementApi:
         self._apply_state_dates(sub, before, now)
         sub.etag = new_etag()
         return self._with_etag(Response.json(self._subscription_json(sub)), sub.etag)
+
+    def _check_keys(self, sid: str, **keys: str | None) -> None:
+        for name, key in keys.items():
+            if key is not None and not key.strip():
+                raise validation(f"{name}Key", "must not be empty")
+            if key is not None and self.store.keys.get(key, sid) != sid:
+                raise validation(f"{name}Key", "is already used by another subscription")
+
+    def _owner(self, owner_raw: str) -> str:
+        owner = arm.relative_id(owner_raw, "users", self.emu.service_id)
+        if owner is None:
+            raise validation("ownerId", f"'{owner_raw}' is not a user id; use /users/{{userId}} or the full id")
+        if owner not in self.store.users:
+            raise validation("ownerId", f"user '{owner}' does not exist")
+        return owner
 
     @staticmethod
     def _apply_state_dates(sub: Subscription, before: str | None, now: datetime) -> None:
@@ -686,8 +694,9 @@ class ManagementApi:
             "subscriptions": {"enabled": settings.subscriptions_enabled},
             "userRegistration": {"enabled": settings.user_registration_enabled},
         }
-        return {"id": self._id("portalsettings", "delegation"), "type": "Microsoft.ApiManagement/service/portalsettings",
-                "name": "delegation", "properties": props}  # fmt: skip
+        return {"id": self._id("portalsettings", "delegation"),
+                "type": "Microsoft.ApiManagement/service/portalsettings", "name": "delegation",
+                "properties": props}  # fmt: skip
 
     def delegation(self, req: Request) -> Response:
         settings = self.store.delegation
@@ -707,7 +716,7 @@ class ManagementApi:
                 if len(base64.b64decode(key, validate=True)) < 16:
                     raise validation("validationKey", "must decode to at least 16 bytes")
             except (binascii.Error, ValueError):
-                raise validation("validationKey", "must be base64, e.g. from base64.b64encode(os.urandom(64))") from None
+                raise validation("validationKey", "must be base64, e.g. base64.b64encode(os.urandom(64))") from None
         flags: dict[str, bool] = {}
         for section in ("subscriptions", "userRegistration"):
             value = props.get(section)

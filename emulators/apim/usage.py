@@ -68,7 +68,7 @@ class UsageStore:
         self._cache: dict[tuple[object, ...], tuple[int, float, list[Row]]] = {}
 
     def record(
-        self, sid: str, product_id: str | None, user_id: str | None, at: datetime, outcome: str, calls: int = 1
+        self, sid: str, product_id: str | None, user_id: str | None, *, at: datetime, outcome: str, calls: int = 1
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
