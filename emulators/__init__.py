@@ -1,0 +1,1 @@
+"""Local emulators of external services, for tests and the demo (never deployed)."""

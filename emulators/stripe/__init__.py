@@ -1,0 +1,1 @@
+"""A stateful local Stripe emulator that the real `stripe` SDK talks to over HTTP."""

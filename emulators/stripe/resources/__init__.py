@@ -1,0 +1,1 @@
+"""Handlers for each Stripe resource, registered in the route table on import."""

@@ -1,0 +1,327 @@
+"""The HTTP server, its request pipeline (faults, auth, idempotency, routing), and `StripeEmulator`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+from emulators.stripe import pages
+from emulators.stripe.core import API_VERSION, Config, Core
+from emulators.stripe.faults import FaultSettings
+from emulators.stripe.render import expand_paths, render
+from emulators.stripe.resources import catalog, checkout, customers, invoices, meters, misc, subscriptions
+from emulators.stripe.resources.misc import add_endpoint
+from emulators.stripe.routes import Request, match
+from emulators.stripe.store import random_token
+from emulators.stripe.wire import StripeError, parse_form
+
+_RESOURCES = (catalog, checkout, customers, invoices, meters, misc, subscriptions)  # imported to register routes
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+
+
+class WebhookEndpoint(NamedTuple):
+    id: str
+    secret: str
+
+
+def _redact(key: str) -> str:
+    return f"{key[:8]}****{key[-4:]}" if len(key) > 12 else "****"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "StripeEmulator/1.0"
+    core: Core  # set on the subclass made per emulator
+    verbose = False
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.verbose:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+        headers = {"Content-Type": "application/json", "Request-Id": f"req_{random_token(14)}",
+                   "Stripe-Version": API_VERSION, **(extra or {})}
+        self._send(status, json.dumps(payload, indent=2).encode(), headers)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/") or "/"
+        body = self._body()
+        try:
+            if path.startswith(("/v1/", "/v2/")):
+                self._api(method, path, url.query, body)
+            elif path.startswith("/_emulator/"):
+                self._control(method, path, url.query, body)
+            else:
+                self._page(method, path, body)
+        except StripeError as exc:
+            extra = {} if exc.should_retry is None else {"Stripe-Should-Retry": str(exc.should_retry).lower()}
+            self._json(exc.status, exc.body(), extra)
+        except Exception as exc:  # a bug in the emulator: answer like Stripe's 500, keep the detail for /health
+            self.core.scheduler.errors.append("".join(traceback.format_exception(exc))[-2000:])
+            self._json(500, StripeError(f"The emulator failed: {type(exc).__name__}: {exc}", status=500,
+                                        type="api_error").body())
+
+    # ---- the API --------------------------------------------------------------------------------
+    def _authenticate(self, path: str) -> None:
+        header = self.headers.get("Authorization", "")
+        key = ""
+        if header.startswith("Bearer "):
+            key = header[7:].strip()
+        elif header.startswith("Basic "):
+            try:
+                key = base64.b64decode(header[6:]).decode().split(":", 1)[0]
+            except (ValueError, UnicodeDecodeError):
+                key = ""
+        if path == "/v2/billing/meter_event_stream":
+            expires = self.core.meter_sessions.get(key)
+            if expires is None or expires < self.core.now():
+                raise StripeError("The meter event session token is missing, invalid or expired; create a new "
+                                  "session with POST /v2/billing/meter_event_session.", status=401,
+                                  type="invalid_request_error", code="billing_meter_event_session_expired")
+            return
+        if not key:
+            raise StripeError("You did not provide an API key. You need to provide your API key in the "
+                              "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+                              status=401)
+        if key != self.core.config.api_key:
+            raise StripeError(f"Invalid API Key provided: {_redact(key)}", status=401, code="api_key_invalid")
+
+    def _api(self, method: str, path: str, query: str, body: bytes) -> None:
+        core = self.core
+        core.faults.before_request()
+        self._authenticate(path)
+        version = self.headers.get("Stripe-Version")
+        if version and not _VERSION.match(version):
+            raise StripeError(f"Invalid Stripe API version: {version}", param="Stripe-Version")
+        v2 = path.startswith("/v2/")
+        body_json: Any = None
+        if method == "POST":
+            text = body.decode("utf-8", "replace")
+            if v2:
+                try:
+                    body_json = json.loads(text) if text.strip() else {}
+                except json.JSONDecodeError:
+                    raise StripeError("The request body is not valid JSON.") from None
+                params: dict[str, Any] = {}
+            else:
+                params = parse_form(text)
+        else:
+            params = parse_form(query)
+        found = match(method, path)
+        if found is None:
+            raise StripeError(f"Unrecognized request URL ({method}: {path}). The emulator does not implement "
+                              "this endpoint.", status=404)
+        if found is False:
+            raise StripeError(f"Unrecognized request URL ({method}: {path}): this path takes another HTTP method.",
+                              status=405)
+        assert isinstance(found, tuple)
+        handler, args = found
+        idem_key = self.headers.get("Idempotency-Key") if method == "POST" else None
+        fingerprint = hashlib.sha256(f"{method} {path} ".encode() + body).hexdigest()
+        with core.store.lock:
+            if idem_key:
+                cached = core.idempotency.get(idem_key)
+                if cached is not None:
+                    if cached[0] != fingerprint:
+                        raise StripeError(
+                            "Keys for idempotent requests can only be used with the same parameters they were first "
+                            f"used with. Try using a key other than '{idem_key}' if you meant to execute a different "
+                            "request.", type="idempotency_error")
+                    self._send(cached[1], cached[2], {"Content-Type": "application/json",
+                                                      "Idempotent-Replayed": "true", "Stripe-Version": API_VERSION})
+                    return
+            req = Request(core, method, path, args, params, body_json, dict(self.headers))
+            try:
+                result = handler(req)
+                status, payload = 200, render(core, result, expand_paths(params.get("expand")))
+            except StripeError as exc:
+                if not idem_key or exc.status != 402:
+                    raise
+                status, payload = exc.status, exc.body()
+            encoded = json.dumps(payload, indent=2).encode()
+            if idem_key:
+                core.idempotency[idem_key] = (fingerprint, status, encoded)
+        self._send(status, encoded, {"Content-Type": "application/json", "Request-Id": f"req_{random_token(14)}",
+                                     "Stripe-Version": API_VERSION})
+
+    # ---- control endpoints ------------------------------------------------------------------------
+    def _control(self, method: str, path: str, query: str, body: bytes) -> None:
+        core = self.core
+        if path == "/_emulator/health" and method == "GET":
+            self._json(200, {"status": "ok", "errors": core.scheduler.errors[-20:]})
+        elif path == "/_emulator/faults" and method == "GET":
+            self._json(200, core.faults.settings.as_dict())
+        elif path == "/_emulator/faults" and method == "POST":
+            try:
+                changes = json.loads(body or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("the body must be a JSON object of fault settings")
+                core.faults.settings.update(changes)
+            except ValueError as exc:
+                self._json(400, {"error": {"type": "invalid_request_error", "message": str(exc)}})
+                return
+            core.faults.reseed()
+            self._json(200, core.faults.settings.as_dict())
+        elif path == "/_emulator/webhooks/pending" and method == "GET":
+            self._json(200, {"pending": core.deliverer.pending()})
+        elif path == "/_emulator/webhooks" and method == "GET":
+            self._json(200, core.deliverer.describe())
+        elif path == "/_emulator/webhook_endpoints" and method == "POST":
+            try:
+                spec = json.loads(body or b"{}")
+                url = spec["url"]
+            except (ValueError, KeyError, TypeError):
+                self._json(400, {"error": {"type": "invalid_request_error",
+                                           "message": "Send JSON {\"url\": ..., \"secret\": optional, "
+                                                      "\"enabled_events\": optional list}."}})
+                return
+            with core.store.lock:
+                endpoint = add_endpoint(core, url, spec.get("enabled_events") or ["*"], spec.get("secret"))
+            self._json(200, {"id": endpoint["id"], "url": url, "secret": endpoint["_secret"]})
+        else:
+            self._json(404, {"error": {"type": "invalid_request_error",
+                                       "message": f"Unknown control endpoint {method} {path}; see README.md."}})
+
+    # ---- hosted pages -------------------------------------------------------------------------------
+    def _page(self, method: str, path: str, body: bytes) -> None:
+        text = body.decode("utf-8", "replace")
+        with self.core.store.lock:
+            if m := re.fullmatch(r"/c/pay/([^/]+)", path):
+                status, headers, doc = pages.checkout_page(self.core, m[1], method, text)
+            elif m := re.fullmatch(r"/i/([^/]+)", path):
+                status, headers, doc = pages.invoice_page(self.core, m[1], method, text)
+            elif m := re.fullmatch(r"/p/session/([^/]+)(?:/(cancel))?", path):
+                status, headers, doc = pages.portal_page(self.core, m[1], method, text, m[2] or "")
+            elif path == "/":
+                status, headers, doc = 200, {"Content-Type": "text/plain"}, "Stripe emulator\n"
+            else:
+                status, headers, doc = 404, {"Content-Type": "text/plain"}, "Not found\n"
+        self._send(status, doc.encode(), headers)
+
+
+class StripeEmulator:
+    """A Stripe emulator on 127.0.0.1, served from background threads of this process."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        api_key: str = "sk_test_emulator",
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        faults: FaultSettings | None = None,
+        config: Config | None = None,
+        host: str = "127.0.0.1",
+        verbose: bool = False,
+    ) -> None:
+        self.config = config or Config()
+        self.config.api_key = api_key
+        self.core = Core(self.config, faults or FaultSettings())
+        self.host = host
+        self.port = port
+        self._webhook = (webhook_url, webhook_secret)
+        self.webhook_secret = webhook_secret
+        self._verbose = verbose
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
+
+    def start(self) -> StripeEmulator:
+        handler = type("Handler", (_Handler,), {"core": self.core, "verbose": self._verbose})
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self.core.base_url = self.base_url
+        self._thread = threading.Thread(target=self._server.serve_forever, name="stripe-emulator-http", daemon=True)
+        self._thread.start()
+        self.core.deliverer.start()
+        self.core.scheduler.start_ticker()
+        url, secret = self._webhook
+        if url:
+            self.webhook_secret = self.add_webhook_endpoint(url, secret).secret
+        return self
+
+    def add_webhook_endpoint(self, url: str, secret: str | None = None,
+                             enabled_events: list[str] | None = None) -> WebhookEndpoint:
+        with self.core.store.lock:
+            endpoint = add_endpoint(self.core, url, enabled_events or ["*"], secret)
+        return WebhookEndpoint(endpoint["id"], endpoint["_secret"])
+
+    def client(self, **options: Any) -> Any:
+        """A `stripe.StripeClient` whose every base address points here."""
+        import stripe
+
+        options.setdefault("max_network_retries", 0)
+        return stripe.StripeClient(
+            self.api_key,
+            base_addresses={"api": self.base_url, "files": self.base_url, "connect": self.base_url,
+                            "meter_events": self.base_url},
+            **options,
+        )
+
+    def wait_for_webhooks_idle(self, timeout: float = 30) -> bool:
+        """Block until every queued delivery was answered 2xx or given up; TimeoutError otherwise."""
+        if not self.core.deliverer.wait_idle(timeout):
+            raise TimeoutError(f"{self.core.deliverer.pending()} webhook deliveries still pending after {timeout}s")
+        return True
+
+    def app_settings(self) -> dict[str, str]:
+        return {"STRIPE_API_KEY": self.api_key, "STRIPE_API_BASE": self.base_url,
+                "STRIPE_WEBHOOK_SECRET": self.webhook_secret or ""}
+
+    def stop(self) -> None:
+        self.core.scheduler.stop()
+        self.core.deliverer.stop()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> StripeEmulator:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_ = (HTTPStatus, parse_qs)
