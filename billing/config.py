@@ -30,7 +30,7 @@ CONNECTION_SETTINGS = frozenset({"AzureWebJobsStorage"})
 # Read by the Functions host, not by the app's code; listed so that the checks know them.
 PLATFORM_SETTINGS = frozenset(
     {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "APPLICATIONINSIGHTS_CONNECTION_STRING",
-     "AzureWebJobsFeatureFlags", "AzureWebJobsSecretStorageType"}
+     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "AzureWebJobsFeatureFlags", "AzureWebJobsSecretStorageType"}
 )  # fmt: skip
 
 SETTINGS: tuple[Setting, ...] = (
@@ -74,12 +74,21 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 
 
+# What App Service leaves in a setting whose Key Vault reference it could not resolve.
+_UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+def _has_value(value: str) -> bool:
+    value = value.strip()
+    return bool(value) and not value.startswith(_UNRESOLVED_KEY_VAULT_REFERENCE)
+
+
 def _is_set(name: str, env: Mapping[str, str]) -> bool:
-    if env.get(name, "").strip():
+    if _has_value(env.get(name, "")):
         return True
     # Identity-based connections are configured as `<name>__accountName` / `__serviceUri`.
     return name in CONNECTION_SETTINGS and any(
-        key.startswith(f"{name}__") and value.strip() for key, value in env.items()
+        key.startswith(f"{name}__") and _has_value(value) for key, value in env.items()
     )
 
 
@@ -90,7 +99,11 @@ def missing_settings(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def get(name: str, env: Mapping[str, str] | None = None) -> str:
-    """The value of a declared setting, or its default. Undeclared names are a programming error."""
+    """The value of a declared setting, or its default. Undeclared names are a programming error.
+
+    An unresolved Key Vault reference counts as no value: it must never be used as a key.
+    """
     setting = SETTINGS_BY_NAME[name]
     source = os.environ if env is None else env
-    return source.get(name, "").strip() or setting.default
+    value = source.get(name, "").strip()
+    return value if _has_value(value) else setting.default

@@ -26,13 +26,19 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if env is None else env
 
 
+# The Functions shorthand for Azurite on its default ports, spelled out (public development key).
+_DEVELOPMENT_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
 def _connection_string(env: Mapping[str, str]) -> str | None:
     value = env.get(CONNECTION, "").strip()
     if value == "UseDevelopmentStorage=true":
-        raise RuntimeError(
-            "AzureWebJobsStorage=UseDevelopmentStorage=true points at Azurite's default ports; "
-            "give the full Azurite connection string (the local stack prints it)"
-        )
+        return _DEVELOPMENT_STORAGE
     return value or None
 
 

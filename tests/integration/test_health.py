@@ -39,7 +39,9 @@ def devhost() -> Iterator[DevHost]:
 
 
 def test_health_through_function_app_object(complete_env: dict[str, str]) -> None:
-    response = function_named(function_app.app, "health").get_user_function()(func.HttpRequest("GET", "/api/health", body=b""))
+    response = function_named(function_app.app, "health").get_user_function()(
+        func.HttpRequest("GET", "/api/health", body=b"")
+    )
     assert response.status_code == 200
     assert json.loads(response.get_body()) == {"status": "ok", "version": __version__, "missingSettings": []}
 
@@ -58,7 +60,9 @@ def test_health_names_missing_settings_never_values(
         assert value not in response.text
 
 
-def test_identity_based_storage_counts_as_configured(complete_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identity_based_storage_counts_as_configured(
+    complete_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("AzureWebJobsStorage")
     monkeypatch.setenv("AzureWebJobsStorage__accountName", "stbilling")
     assert config.missing_settings() == []
@@ -84,3 +88,12 @@ def test_make_run_devhost_process_serves_and_stops(complete_env: dict[str, str])
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+
+
+def test_unresolved_key_vault_reference_counts_as_missing(
+    complete_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unresolved = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/stripe-api-key/)"
+    monkeypatch.setenv("STRIPE_API_KEY", unresolved)
+    assert config.missing_settings() == ["STRIPE_API_KEY"]
+    assert config.get("STRIPE_API_KEY") == ""

@@ -26,8 +26,16 @@ def _product(data: dict[str, Any], product_id: str) -> dict[str, Any]:
 
 
 CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
-    ("missing field", lambda d: _product(d, "basic").pop("displayName"), ["product 'basic'", "displayName", "required"]),
-    ("negative price", lambda d: _product(d, "standard").update(flatFee="-1"), ["product 'standard'", "flatFee", ">= 0"]),
+    (
+        "missing field",
+        lambda d: _product(d, "basic").pop("displayName"),
+        ["product 'basic'", "displayName", "required"],
+    ),
+    (
+        "negative price",
+        lambda d: _product(d, "standard").update(flatFee="-1"),
+        ["product 'standard'", "flatFee", ">= 0"],
+    ),
     (
         "negative usage price",
         lambda d: _product(d, "payg")["usagePrice"].update(amount="-0.15"),
@@ -38,7 +46,11 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
         lambda d: _product(d, "pro").update(pricingModel="Tiered"),
         ["product 'pro'", "pricingModel", "'Tiered'", "TierWithOverage"],
     ),
-    ("tier without quota", lambda d: _product(d, "basic").update(quota=None), ["product 'basic'", "quota", "hard quota"]),
+    (
+        "tier without quota",
+        lambda d: _product(d, "basic").update(quota=None),
+        ["product 'basic'", "quota", "hard quota"],
+    ),
     ("duplicate ids", lambda d: _product(d, "pro").update(id="standard"), ["'standard'", "id", "more than once"]),
     (
         "unknown field",
@@ -73,7 +85,9 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
 
 
 @pytest.mark.parametrize(("name", "edit", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_bad_file_names_product_and_field(name: str, edit: Callable[[dict[str, Any]], None], expected: list[str]) -> None:
+def test_bad_file_names_product_and_field(
+    name: str, edit: Callable[[dict[str, Any]], None], expected: list[str]
+) -> None:
     with pytest.raises(ModelsFileError) as caught:
         parse_models(_edited(edit))
     message = caught.value.report()

@@ -1,5 +1,7 @@
 """The checked-in JSON Schema is the one generated from the models."""
 
+import json
+
 from billing.model_loader import SCHEMA_PATH, render_json_schema
 
 
@@ -11,8 +13,6 @@ def test_checked_in_schema_is_current() -> None:
 
 
 def test_schema_forbids_unknown_fields_and_lists_pricing_models() -> None:
-    import json
-
     schema = json.loads(SCHEMA_PATH.read_text())
     assert schema["$defs"]["Product"]["additionalProperties"] is False
     assert set(schema["$defs"]["PricingModel"]["enum"]) == {
