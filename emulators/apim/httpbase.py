@@ -136,7 +136,10 @@ class LoopbackServer:
         self.port = int(self._server.server_address[1])
         self._server.app = app
         self._server.base_url = f"{scheme}://{LOOPBACK}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"apim-{self.port}", daemon=True)
+        # A short poll interval keeps stop() quick; the loop is idle between polls.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name=f"apim-{self.port}", daemon=True
+        )
 
     @property
     def url(self) -> str:

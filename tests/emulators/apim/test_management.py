@@ -98,7 +98,9 @@ def test_subscription_keys_are_hidden_and_regenerated(apim: Apim) -> None:
     assert got.primary_key is None
     assert got.secondary_key is None
     keys = apim.client.subscription.list_secrets(apim.rg, apim.svc, "s1")
-    assert keys.primary_key and keys.secondary_key and keys.primary_key != keys.secondary_key
+    assert keys.primary_key
+    assert keys.secondary_key
+    assert keys.primary_key != keys.secondary_key
     apim.client.subscription.regenerate_primary_key(apim.rg, apim.svc, "s1")
     again = apim.client.subscription.list_secrets(apim.rg, apim.svc, "s1")
     assert again.primary_key != keys.primary_key
