@@ -38,6 +38,7 @@ def _redact(key: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small JSON answers must not wait for delayed ACKs
     server_version = "StripeEmulator/1.0"
     core: Core  # set on the subclass made per emulator
     verbose = False
@@ -270,7 +271,8 @@ class StripeEmulator:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.core.base_url = self.base_url
-        self._thread = threading.Thread(target=self._server.serve_forever, name="stripe-emulator-http", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="stripe-emulator-http", daemon=True)
         self._thread.start()
         self.core.deliverer.start()
         self.core.scheduler.start_ticker()

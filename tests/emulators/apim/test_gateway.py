@@ -89,7 +89,10 @@ def test_rate_limit_by_key_with_subscription_expression(timed: Apim) -> None:
 
 def test_a_policy_outside_inbound_does_not_limit(timed: Apim) -> None:
     """The gateway reads what the app stored: a limit in the wrong section is not enforced."""
-    xml = '<policies><inbound><base /></inbound><outbound><quota calls="1" renewal-period="300" /></outbound></policies>'
+    xml = (
+        '<policies><inbound><base /></inbound><outbound><quota calls="1" renewal-period="300" /></outbound>'
+        "</policies>"
+    )
     timed.product("oops", xml)
     timed.subscription("s1", "oops", "u")
     key = timed.key("s1")
