@@ -7,7 +7,7 @@ PY := $(BIN)/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup lint typecheck test run demo clean
+.PHONY: setup lint typecheck test run serve demo clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -29,7 +29,12 @@ typecheck: setup
 test: setup lint typecheck
 	$(BIN)/pytest
 
+# The whole local stack for a person to click through; the Functions app on http://127.0.0.1:7071.
 run: setup
+	$(PY) -m devstack --port 7071
+
+# Only the Functions app on :7071 (func start when Core Tools are installed, else the development host).
+serve: setup
 	@if command -v func >/dev/null 2>&1; then func start; else $(PY) -m devhost; fi
 
 clean:
