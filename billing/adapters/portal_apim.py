@@ -1,0 +1,110 @@
+"""The APIM operations the consumer portal needs, over the real management client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.apimanagement.models import (
+    SubscriptionContract,
+    SubscriptionCreateParameters,
+    SubscriptionUpdateParameters,
+    UserCreateParameters,
+    UserTokenParameters,
+)
+
+from billing.adapters.apim_client import ApimService
+from billing.portal.ports import ApimSubscription
+
+# Outcome class of the model -> the report field that counts it (blocked calls are never billed).
+_OUTCOME_FIELDS = {"success": "call_count_success", "failed": "call_count_failed"}
+
+
+def _odata_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _odata_time(value: datetime) -> str:
+    return "datetime'" + value.strftime("%Y-%m-%dT%H:%M:%S") + "'"
+
+
+def _last_segment(resource_id: str | None, collection: str) -> str | None:
+    if not resource_id:
+        return None
+    marker = f"/{collection}/"
+    index = resource_id.lower().rfind(marker)
+    return resource_id[index + len(marker):] if index >= 0 else None
+
+
+def _subscription(contract: SubscriptionContract) -> ApimSubscription:
+    return ApimSubscription(
+        sid=str(contract.name),
+        owner_id=_last_segment(contract.owner_id, "users"),
+        product_id=_last_segment(contract.scope, "products"),
+        display_name=contract.display_name or str(contract.name),
+        state=str(contract.state),
+        start=contract.start_date,
+        created=contract.created_date,
+    )
+
+
+class PortalApim:
+    def __init__(self, service: ApimService) -> None:
+        self._s = service
+        self._c = service.client
+
+    def _at(self) -> tuple[str, str]:
+        return self._s.resource_group, self._s.service_name
+
+    def find_user_by_email(self, email: str) -> str | None:
+        for user in self._c.user.list_by_service(*self._at(), filter=f"email eq {_odata_string(email)}"):
+            if (user.email or "").lower() == email.lower():
+                return str(user.name)
+        return None
+
+    def create_user(self, uid: str, email: str, first_name: str, last_name: str) -> None:
+        params = UserCreateParameters(email=email, first_name=first_name, last_name=last_name, confirmation="signup")
+        self._c.user.create_or_update(*self._at(), uid, params)
+
+    def user_email(self, uid: str) -> str | None:
+        try:
+            return self._c.user.get(*self._at(), uid).email
+        except ResourceNotFoundError:
+            return None
+
+    def sign_in_token(self, uid: str, expiry: datetime) -> str:
+        params = UserTokenParameters(key_type="primary", expiry=expiry)
+        return str(self._c.user.get_shared_access_token(*self._at(), uid, params).value)
+
+    def user_subscriptions(self, uid: str) -> Sequence[ApimSubscription]:
+        try:
+            return [_subscription(c) for c in self._c.user_subscription.list(*self._at(), uid)]
+        except ResourceNotFoundError:
+            return []
+
+    def get_subscription(self, sid: str) -> ApimSubscription | None:
+        try:
+            return _subscription(self._c.subscription.get(*self._at(), sid))
+        except ResourceNotFoundError:
+            return None
+
+    def create_subscription(self, sid: str, uid: str, product_id: str, name: str, state: str) -> None:
+        params = SubscriptionCreateParameters(
+            owner_id=f"/users/{uid}", scope=f"/products/{product_id}", display_name=name, state=state
+        )
+        self._c.subscription.create_or_update(*self._at(), sid, params)
+
+    def set_subscription_state(self, sid: str, state: str, comment: str) -> None:
+        params = SubscriptionUpdateParameters(state=state, state_comment=comment)
+        self._c.subscription.update(*self._at(), sid, "*", params)
+
+    def billable_calls(self, sid: str, start: datetime, end: datetime, outcomes: Sequence[str]) -> int:
+        flt = (f"timestamp ge {_odata_time(start)} and timestamp le {_odata_time(end)} "
+               f"and subscriptionId eq {_odata_string(sid)}")  # fmt: skip
+        total = 0
+        for record in self._c.reports.list_by_subscription(*self._at(), filter=flt):
+            if _last_segment(record.subscription_id, "subscriptions") not in (sid, None):
+                continue
+            total += sum(int(getattr(record, _OUTCOME_FIELDS[o], 0) or 0) for o in outcomes if o in _OUTCOME_FIELDS)
+        return total

@@ -1,0 +1,98 @@
+"""The Stripe operations the consumer portal needs, over the real Stripe SDK client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import stripe
+
+from billing import catalog_names
+from billing.portal.ports import CheckoutInfo, CheckoutRequest
+
+
+def _search_string(value: str) -> str:
+    # Stripe's search query language: string values in single quotes, quotes escaped with a backslash.
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class PortalStripe:
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._c = client.v1
+
+    def find_customer(self, uid: str) -> str | None:
+        query = f"metadata['{catalog_names.CUSTOMER_META_APIM_USER}']:{_search_string(uid)}"
+        found = self._c.customers.search(params={"query": query, "limit": 1})
+        return found.data[0].id if found.data else None
+
+    def find_or_create_customer(self, uid: str, email: str | None) -> str:
+        existing = self.find_customer(uid)
+        if existing:
+            return existing
+        params: stripe.params.CustomerCreateParams = {"metadata": {catalog_names.CUSTOMER_META_APIM_USER: uid}}
+        if email:
+            params["email"] = email
+        # Idempotent per user: a retry (or a double submit) finds the same customer, not a second one.
+        customer = self._c.customers.create(params=params, options={"idempotency_key": f"portal-customer-{uid}"})
+        return customer.id
+
+    def price_ids(self, lookup_keys: Sequence[str]) -> dict[str, str]:
+        if not lookup_keys:
+            return {}
+        prices = self._c.prices.list(params={"lookup_keys": list(lookup_keys), "active": True, "limit": 10})
+        return {p.lookup_key: p.id for p in prices.data if p.lookup_key}
+
+    def create_checkout(self, request: CheckoutRequest, idempotency_key: str) -> str:
+        line_items: list[stripe.params.checkout.SessionCreateParamsLineItem] = []
+        for price, quantity in request.price_lines:
+            item: stripe.params.checkout.SessionCreateParamsLineItem = {"price": price}
+            if quantity is not None:
+                item["quantity"] = quantity
+            line_items.append(item)
+        session = self._c.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "customer": request.customer_id,
+                "line_items": line_items,
+                "subscription_data": {"metadata": dict(request.metadata)},
+                "allow_promotion_codes": True,
+                "success_url": request.success_url,
+                "cancel_url": request.cancel_url,
+            },
+            options={"idempotency_key": idempotency_key},
+        )
+        if not session.url:
+            raise RuntimeError("Stripe returned a Checkout Session without a URL")
+        return session.url
+
+    def checkout_info(self, session_id: str) -> CheckoutInfo | None:
+        try:
+            session = self._c.checkout.sessions.retrieve(session_id)
+        except stripe.InvalidRequestError:
+            return None
+        sub = session.subscription
+        sub_id = sub if isinstance(sub, str) or sub is None else sub.id
+        return CheckoutInfo(session.id, str(session.status), sub_id)
+
+    def cancel_subscription(self, subscription_id: str) -> None:
+        try:
+            self._c.subscriptions.cancel(subscription_id, params={"invoice_now": True, "prorate": False})
+        except stripe.InvalidRequestError as exc:
+            # Cancelling twice is a no-op for the consumer: Stripe answers 400 for a canceled subscription.
+            current = self._c.subscriptions.retrieve(subscription_id)
+            if current.status != "canceled":
+                raise exc from None
+
+    def subscription_period(self, subscription_id: str) -> tuple[int, int] | None:
+        try:
+            sub = self._c.subscriptions.retrieve(subscription_id)
+        except stripe.InvalidRequestError:
+            return None
+        # Since API version 2025-03-31 the billing period lives on the subscription items.
+        items = sub["items"].data if "items" in sub else []
+        if not items:
+            return None
+        return int(items[0].current_period_start), int(items[0].current_period_end)
+
+    def billing_portal_url(self, customer_id: str, return_url: str) -> str:
+        session = self._c.billing_portal.sessions.create(params={"customer": customer_id, "return_url": return_url})
+        return str(session.url)

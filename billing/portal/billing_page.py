@@ -1,0 +1,66 @@
+"""What the billing page shows: a link to Stripe's billing portal and each subscription's usage and quote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from billing.models import PERIOD_SECONDS, MonetizationModels, UnknownProductError
+from billing.portal.offers import money, quote_lines
+from billing.portal.ports import HOLDING_STATES, ApimPort, PaymentsPort
+from billing.portal.unsubscribe import is_paid_subscription
+from billing.pricing import quote
+
+
+@dataclass(frozen=True)
+class SubscriptionUsage:
+    sid: str
+    name: str
+    product_name: str
+    state: str
+    period_start: datetime
+    period_end: datetime
+    calls: int
+    lines: list[tuple[str, str]]  # (description, amount)
+    total: str
+
+
+@dataclass(frozen=True)
+class BillingOverview:
+    portal_url: str | None  # None: no Stripe customer yet (only free products)
+    subscriptions: list[SubscriptionUsage]
+
+
+def free_period(start: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """The current 30-day period counted from activation, as APIM renews a monthly quota."""
+    length = timedelta(seconds=PERIOD_SECONDS["month"])
+    elapsed = max(timedelta(0), now - start)
+    begin = start + length * (elapsed // length)
+    return begin, begin + length
+
+
+def overview(uid: str, models: MonetizationModels, apim: ApimPort, payments: PaymentsPort, now: datetime,
+             return_url: str) -> BillingOverview:  # fmt: skip
+    customer = payments.find_customer(uid)
+    portal_url = payments.billing_portal_url(customer, return_url) if customer else None
+    rows: list[SubscriptionUsage] = []
+    for sub in apim.user_subscriptions(uid):
+        if sub.state not in HOLDING_STATES or sub.product_id is None:
+            continue
+        try:
+            product = models.product(sub.product_id)
+        except UnknownProductError:
+            continue
+        period = payments.subscription_period(sub.sid) if is_paid_subscription(sub.sid) else None
+        if period is not None:
+            start, end = datetime.fromtimestamp(period[0], UTC), datetime.fromtimestamp(period[1], UTC)
+        else:
+            start, end = free_period(sub.start or sub.created or now, now)
+        calls = apim.billable_calls(sub.sid, start, now, [o.value for o in product.billable_outcomes])
+        q = quote(product, calls)
+        rows.append(SubscriptionUsage(
+            sub.sid, sub.display_name, product.display_name, sub.state, start, end, calls,
+            quote_lines(product, q), money(product, q.total),
+        ))  # fmt: skip
+    return BillingOverview(portal_url, rows)
+

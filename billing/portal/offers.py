@@ -1,0 +1,60 @@
+"""How a product's price is described to a consumer, from the revenue model and pricing engine. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing.models import Product
+from billing.pricing import LineKind, Quote, format_minor, quote
+
+
+@dataclass(frozen=True)
+class PriceDescription:
+    headline: str  # e.g. "USD 89.95 a month"
+    details: tuple[str, ...]  # included calls, usage price, limits
+    example: str | None  # a worked example from the pricing engine
+
+
+def money(product: Product, minor: int) -> str:
+    return format_minor(minor, product.currency, product.currency_exponent)
+
+
+def describe(product: Product) -> PriceDescription:
+    details: list[str] = []
+    if not product.is_paid:
+        headline = "Free: no payment method needed"
+    elif product.flat_fee_minor:
+        headline = f"{money(product, product.flat_fee_minor)} a month"
+    else:
+        headline = "No monthly fee: pay only for what you use"
+    if product.included_calls:
+        details.append(f"Includes {product.included_calls:,} calls each month.")
+    price = product.usage_price
+    if price is not None:
+        then = "Then " if product.included_calls else ""
+        if product.block_size is not None:
+            details.append(f"{then}{product.currency.upper()} {price.amount} for each started block of "
+                           f"{product.block_size:,} calls.")  # fmt: skip
+        else:
+            details.append(f"{then}{product.currency.upper()} {price.amount} per {price.per_calls:,} calls.")
+    if product.quota is not None:
+        details.append(f"Up to {product.quota.calls:,} calls per {product.quota.period}; calls beyond are refused.")
+    if product.rate_limit is not None:
+        details.append(f"Up to {product.rate_limit.calls_per_minute:,} calls a minute.")
+    return PriceDescription(headline, tuple(details), _example(product))
+
+
+def _example(product: Product) -> str | None:
+    if not product.is_metered:
+        return None
+    calls = product.included_calls + (product.block_size or 10_000) * 5
+    q = quote(product, calls)
+    return f"Example: {calls:,} calls in a month cost {money(product, q.total)}."
+
+
+def quote_lines(product: Product, q: Quote) -> list[tuple[str, str]]:
+    """(description, amount) rows of a quote, for a page."""
+    rows = [(line.description, money(product, line.amount)) for line in q.lines]
+    if not rows or all(line.kind is not LineKind.USAGE for line in q.lines) and not product.is_paid:
+        rows.append((f"{product.display_name}: free", money(product, 0)))
+    return rows

@@ -1,0 +1,97 @@
+"""The small interfaces the portal's services need; adapters in billing/adapters/portal_*.py.
+
+Services depend on these Protocols only, so their decisions are tested with in-memory fakes and
+the adapters are tested against the emulators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from billing.store.accounts import Account, FailureWindow
+
+
+@dataclass(frozen=True)
+class ApimSubscription:
+    sid: str
+    owner_id: str | None  # APIM user id
+    product_id: str | None
+    display_name: str
+    state: str  # submitted, active, suspended, cancelled, expired, rejected
+    start: datetime | None  # when it became active, if ever
+    created: datetime | None
+
+
+# States in which a subscription still holds (or is about to hold) the product.
+HOLDING_STATES = frozenset({"submitted", "active", "suspended"})
+
+
+class ApimPort(Protocol):
+    def find_user_by_email(self, email: str) -> str | None: ...
+
+    def create_user(self, uid: str, email: str, first_name: str, last_name: str) -> None: ...
+
+    def user_email(self, uid: str) -> str | None: ...
+
+    def sign_in_token(self, uid: str, expiry: datetime) -> str: ...
+
+    def user_subscriptions(self, uid: str) -> Sequence[ApimSubscription]: ...
+
+    def get_subscription(self, sid: str) -> ApimSubscription | None: ...
+
+    def create_subscription(self, sid: str, uid: str, product_id: str, name: str, state: str) -> None: ...
+
+    def set_subscription_state(self, sid: str, state: str, comment: str) -> None: ...
+
+    def billable_calls(self, sid: str, start: datetime, end: datetime, outcomes: Sequence[str]) -> int: ...
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    customer_id: str
+    price_lines: Sequence[tuple[str, int | None]]  # (price id, quantity or None for metered)
+    metadata: dict[str, str]
+    success_url: str
+    cancel_url: str
+
+
+@dataclass(frozen=True)
+class CheckoutInfo:
+    session_id: str
+    status: str  # open, complete, expired
+    subscription_id: str | None
+
+
+class PaymentsPort(Protocol):
+    def find_customer(self, uid: str) -> str | None: ...
+
+    def find_or_create_customer(self, uid: str, email: str | None) -> str: ...
+
+    def price_ids(self, lookup_keys: Sequence[str]) -> dict[str, str]: ...
+
+    def create_checkout(self, request: CheckoutRequest, idempotency_key: str) -> str: ...
+
+    def checkout_info(self, session_id: str) -> CheckoutInfo | None: ...
+
+    def cancel_subscription(self, subscription_id: str) -> None: ...
+
+    def subscription_period(self, subscription_id: str) -> tuple[int, int] | None: ...
+
+    def billing_portal_url(self, customer_id: str, return_url: str) -> str: ...
+
+
+class AccountsPort(Protocol):
+    def get(self, email: str) -> Account | None: ...
+
+    def create(self, account: Account) -> None: ...
+
+
+class AttemptsPort(Protocol):
+    def current(self, email: str) -> FailureWindow | None: ...
+
+    def record_failure(self, email: str, now: int, window_seconds: int) -> FailureWindow: ...
+
+    def reset(self, email: str) -> None: ...
