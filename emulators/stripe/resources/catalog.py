@@ -205,7 +205,7 @@ def create_price(req: Request) -> dict[str, Any]:
     else:
         if "tiers" in p or "tiers_mode" in p:
             raise invalid("tiers", "tiers and tiers_mode need billing_scheme=tiered.")
-        if unit is None:
+        if unit is None and unit_dec is None:
             raise StripeError("Missing required param: unit_amount.", code="parameter_missing", param="unit_amount")
     recurring = None
     if "recurring" in p:

@@ -129,8 +129,10 @@ def test_create_product_policy(env: Any) -> None:
     p, raw = s["parameters"], Raw()
     client.product.create_or_update(rg, svc, p["productId"], m.ProductContract(display_name="P"))
     for status in ("201", "200"):
-        client.product_policy.create_or_update(rg, svc, p["productId"], p["policyId"], body(p),
-                                               content_type="application/json", raw_response_hook=raw.hook())  # fmt: skip
+        client.product_policy.create_or_update(
+            rg, svc, p["productId"], p["policyId"], body(p), content_type="application/json",
+            raw_response_hook=raw.hook(),
+        )  # fmt: skip
         assert raw.status == int(status)
         # APIM rewrites {{named values}} to their ids on save; the emulator keeps the text it was sent.
         assert_matches(raw.body, s["responses"][status]["body"], ignore=frozenset({"value"}))
