@@ -15,6 +15,7 @@ import sys
 import threading
 from types import FrameType
 
+from billing.cli import main as billing_main
 from devstack.stack import LocalStack, StackOptions
 
 
@@ -47,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def apply_catalog() -> None:
-    from billing.cli import main as billing_main
-
     print("Applying the catalog from payment/monetizationModels.json:", flush=True)
     if billing_main(["catalog", "apply"]) != 0:
         print("  (catalog apply failed; see above)", flush=True)

@@ -8,6 +8,7 @@ Used by `make run`, `make demo` and end-to-end tests.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -17,9 +18,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import function_app
+from billing.adapters.storage import queue_service, table_service
+from billing.store.tables import ALL_QUEUES, ALL_TABLES
+from devhost.server import DevHost
 from devstack.azurite import Azurite
 from devstack.ports import free_port, wait_for_port
 from devstack.process import ManagedProcess
+from emulators.apim.server import ApimEmulator
+from emulators.stripe.server import StripeEmulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,9 +49,9 @@ class StackOptions:
 class LocalStack:
     options: StackOptions = field(default_factory=StackOptions)
     azurite: Azurite | None = None
-    stripe: Any = None  # emulators.stripe.server.StripeEmulator
-    apim: Any = None  # emulators.apim.server.ApimEmulator
-    app_host: Any = None  # devhost.server.DevHost, when the app runs in this process
+    stripe: StripeEmulator | None = None
+    apim: ApimEmulator | None = None
+    app_host: DevHost | None = None  # when the app runs in this process
     func_process: ManagedProcess | None = None
     queue_workers: Any = None
     settings: dict[str, str] = field(default_factory=dict)
@@ -64,10 +71,6 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        # Imported here: the emulators are test infrastructure, never imported by the app itself.
-        from emulators.apim.server import ApimEmulator
-        from emulators.stripe.server import StripeEmulator
-
         opts = self.options
         self._workdir = Path(tempfile.mkdtemp(prefix="localstack-"))
         self._app_port = opts.app_port or free_port()
@@ -112,9 +115,6 @@ class LocalStack:
             os.environ[key] = value
 
     def _ensure_storage(self) -> None:
-        from billing.adapters.storage import queue_service, table_service
-        from billing.store.tables import ALL_QUEUES, ALL_TABLES
-
         tables = table_service()
         for name in ALL_TABLES:
             tables.create_table_if_not_exists(name)
@@ -126,13 +126,10 @@ class LocalStack:
                     queues.create_queue(queue_name)
 
     def _start_devhost(self) -> None:
-        import function_app
-        from devhost.server import DevHost
-
         self.app_host = DevHost(function_app.app, port=self._app_port).start()
         if self.options.run_queue_workers:
-            try:
-                from devhost.queues import QueueWorkers  # type: ignore[import-not-found]
+            try:  # the queue poller arrives with the usage metering work
+                from devhost.queues import QueueWorkers  # type: ignore[import-not-found]  # noqa: PLC0415
             except ImportError:
                 return
             self.queue_workers = QueueWorkers(function_app.app).start()
@@ -149,10 +146,8 @@ class LocalStack:
     def stop(self) -> None:
         for part in (self.queue_workers, self.app_host, self.func_process, self.stripe, self.apim, self.azurite):
             if part is not None:
-                try:
+                with contextlib.suppress(Exception):  # stopping must go on for every other part
                     part.stop()
-                except Exception:  # noqa: S110 - stopping must go on for every other part
-                    pass
         self.queue_workers = self.app_host = self.func_process = self.stripe = self.apim = self.azurite = None
         for key, value in self._saved_env.items():
             if value is None:

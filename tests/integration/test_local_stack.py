@@ -7,6 +7,8 @@ import socket
 
 import requests
 
+from billing.adapters.apim_client import apim_service
+from billing.adapters.stripe_client import stripe_client
 from devstack.stack import LocalStack, StackOptions
 
 
@@ -24,9 +26,6 @@ def test_stack_wires_a_complete_configuration_and_stops_cleanly() -> None:
         ports = [stack.app_host.port, stack.azurite.table_port, int(stack.stripe.base_url.rsplit(":", 1)[1])]
         assert all(_listening(port) for port in ports)
         # The app reaches both emulators with its own clients and settings.
-        from billing.adapters.apim_client import apim_service
-        from billing.adapters.stripe_client import stripe_client
-
         assert stripe_client().v1.customers.list().data == []
         service = apim_service()
         assert list(service.client.product.list_by_service(service.resource_group, service.service_name)) == []
