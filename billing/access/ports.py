@@ -1,0 +1,64 @@
+"""The small interfaces the access services depend on; adapters implement them, unit tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from billing.access.decisions import AccessTarget, ApimState, ApimView
+from billing.store.subscriptions import SubscriptionLink
+
+
+class DependencyTimeout(Exception):
+    """An adapter's call did not complete within its timeout (the work may be retried or deferred)."""
+
+
+class StripeSubscriptions(Protocol):
+    def retrieve(self, subscription_id: str) -> Mapping[str, Any] | None:
+        """The subscription with `latest_invoice` expanded, or None when Stripe has no such subscription."""
+        ...
+
+    def list_with_metadata(self) -> Iterator[Mapping[str, Any]]:
+        """Every subscription (any status) that carries the APIM product metadata, latest invoice expanded."""
+        ...
+
+
+class ApimSubscriptions(Protocol):
+    def get(self, sid: str, timeout: float) -> ApimView | None: ...
+
+    def create(self, sid: str, target: AccessTarget, state: ApimState, timeout: float) -> None: ...
+
+    def set_state(self, sid: str, state: ApimState, timeout: float) -> None: ...
+
+
+class LinkStore(Protocol):
+    def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None: ...
+
+    def create_if_absent(self, link: SubscriptionLink) -> bool:
+        """False when a link for that subscription exists already."""
+        ...
+
+    def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> bool:
+        """False when somebody wrote the link since `etag` was read."""
+        ...
+
+
+class UsageReports(Protocol):
+    def request_closing(self, subscription_id: str, period_start: int, period_end: int) -> None:
+        """Durably ask the usage area for the closing report of a finished period."""
+        ...
+
+
+class WorkQueue(Protocol):
+    def defer(self, message: bytes) -> None:
+        """Durably queue event work for the queue-triggered worker."""
+        ...
+
+
+@dataclass(frozen=True)
+class AccessPorts:
+    stripe: StripeSubscriptions
+    apim: ApimSubscriptions
+    links: LinkStore
+    usage: UsageReports

@@ -1,0 +1,134 @@
+"""Make APIM and the subscription link match a Stripe subscription's current state.
+
+Used by every webhook handler and by reconcile. Concurrency: the link row's ETag serialises
+writers of one subscription. A writer reads the link, then Stripe, then changes APIM, then writes
+the link only if nobody wrote it meanwhile; a loser starts again with fresh reads, so the last
+APIM change always comes from the freshest Stripe read, whatever order events arrive in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from billing.access.deadline import Deadline
+from billing.access.decisions import (
+    AccessPlan,
+    AccessTarget,
+    MetadataProblem,
+    UnknownStripeStatus,
+    access_target,
+    decide,
+    plan_access,
+)
+from billing.access.ports import AccessPorts
+from billing.access.stripe_objects import MalformedObject, SubscriptionSnapshot, subscription_snapshot
+from billing.store.subscriptions import SubscriptionLink
+
+log = logging.getLogger(__name__)
+
+APIM_CALL_TIMEOUT = 5.0  # seconds per APIM call; APIM answers these in well under a second
+MAX_ATTEMPTS = 5
+
+
+class ConcurrentUpdates(RuntimeError):
+    """Other writers kept changing the link; the event is retried later."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    subscription_id: str
+    outcome: str  # "changed", "unchanged", "ignored"
+    detail: str
+    plan: AccessPlan | None = None
+
+
+def sync_subscription(
+    subscription_id: str,
+    ports: AccessPorts,
+    *,
+    event_created: int,
+    deadline: Deadline | None = None,
+    known: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+) -> SyncResult:
+    """Apply the subscription's current Stripe state; `known` is a freshly listed copy (reconcile)."""
+    deadline = deadline or Deadline.unbounded()
+    for _ in range(MAX_ATTEMPTS):
+        existing = ports.links.get(subscription_id)
+        deadline.step_timeout(APIM_CALL_TIMEOUT)
+        raw = known if known is not None else ports.stripe.retrieve(subscription_id)
+        known = None  # a retry after a lost race reads Stripe again
+        if raw is None:
+            return SyncResult(subscription_id, "ignored", "Stripe has no such subscription")
+        try:
+            snapshot = subscription_snapshot(raw)
+            target = access_target(snapshot.metadata, snapshot.product_ids)
+            desired = decide(snapshot.state)
+            if existing is not None:
+                _check_link(existing[0], target)
+            current = ports.apim.get(subscription_id, deadline.step_timeout(APIM_CALL_TIMEOUT))
+            plan = plan_access(desired, target, current)
+        except (MetadataProblem, UnknownStripeStatus, MalformedObject) as problem:
+            return SyncResult(subscription_id, "ignored", str(problem))
+        if dry_run:
+            return SyncResult(subscription_id, "changed" if plan.changes_anything else "unchanged",
+                              plan.describe(subscription_id, target), plan)  # fmt: skip
+        if plan.create:
+            ports.apim.create(subscription_id, target, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
+        elif plan.change_from is not None:
+            ports.apim.set_state(subscription_id, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
+        link = _link(snapshot, target, plan, existing[0] if existing else None, event_created)
+        if _store_link(ports, link, existing, plan):
+            outcome = "changed" if plan.changes_anything else "unchanged"
+            return SyncResult(subscription_id, outcome, plan.describe(subscription_id, target), plan)
+        log.info("link of %s changed while syncing; reading again", subscription_id)
+    raise ConcurrentUpdates(f"{subscription_id}: the link kept changing during {MAX_ATTEMPTS} attempts")
+
+
+def _check_link(link: SubscriptionLink, target: AccessTarget) -> None:
+    if (link.apim_user_id, link.product_id) != (target.user_id, target.product_id):
+        raise MetadataProblem(
+            f"metadata says user {target.user_id}, product {target.product_id}; the link recorded "
+            f"user {link.apim_user_id}, product {link.product_id}"
+        )
+
+
+def _link(
+    snapshot: SubscriptionSnapshot,
+    target: AccessTarget,
+    plan: AccessPlan,
+    previous: SubscriptionLink | None,
+    event_created: int,
+) -> SubscriptionLink:
+    return SubscriptionLink(
+        apim_subscription_id=snapshot.id,
+        apim_user_id=target.user_id,
+        product_id=target.product_id,
+        subscription_name=target.subscription_name,
+        stripe_customer_id=snapshot.customer_id,
+        stripe_subscription_id=snapshot.id,
+        stripe_usage_item_id=snapshot.usage_item_id,
+        stripe_status=snapshot.state.status,
+        apim_state=plan.desired.value,
+        current_period_start=snapshot.period_start,
+        current_period_end=snapshot.period_end,
+        stripe_state_at=max(event_created, previous.stripe_state_at if previous else 0),
+        canceled_at=snapshot.canceled_at,
+    )
+
+
+def _store_link(
+    ports: AccessPorts,
+    link: SubscriptionLink,
+    existing: tuple[SubscriptionLink, str] | None,
+    plan: AccessPlan,
+) -> bool:
+    if existing is None:
+        return ports.links.create_if_absent(link)
+    old, etag = existing
+    if old == link and not plan.changes_anything:
+        return True  # nothing to record, and nothing was changed that others must see
+    return ports.links.replace_if_unchanged(link, etag)
