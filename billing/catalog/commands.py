@@ -1,11 +1,138 @@
-"""CLI commands of this area, registered into `python -m billing` by billing.cli."""
+"""CLI commands of this area, registered into `python -m billing` by billing.cli.
+
+  catalog plan [--file F] [--stripe-only|--apim-only]   show what apply would change; change nothing
+  catalog apply [--file F] [--stripe-only|--apim-only]  make Stripe and APIM match the models file
+  catalog migrate-prices [--file F] [--apply]           move subscriptions off replaced prices
+
+Exit codes: 0 done, 1 a service failed (the message says which step; rerun apply to finish),
+2 bad input or missing settings.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from billing import config
+from billing.catalog.plan import Action, Service
+from billing.catalog.render import NOTHING_TO_CHANGE, action_line, render_plan
+from billing.catalog.service import ApimCatalogPort, CatalogSync, StripeCatalogPort
+from billing.catalog.state import CatalogServiceError
+from billing.model_loader import load_models
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], models_file: argparse.ArgumentParser
 ) -> None:
     """Add this area's subcommands to `commands`; `models_file` is the parent parser giving --file."""
+    catalog = commands.add_parser("catalog", help="make Stripe and APIM match the models file")
+    actions = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    scope = argparse.ArgumentParser(add_help=False)
+    only = scope.add_mutually_exclusive_group()
+    only.add_argument("--stripe-only", action="store_true", help="plan/apply Stripe only")
+    only.add_argument("--apim-only", action="store_true", help="plan/apply API Management only")
+
+    plan = actions.add_parser("plan", parents=[models_file, scope], help="show what apply would change")
+    plan.set_defaults(handler=_cmd_plan)
+    apply = actions.add_parser("apply", parents=[models_file, scope], help="make the changes, showing progress")
+    apply.set_defaults(handler=_cmd_apply)
+    migrate = actions.add_parser(
+        "migrate-prices", parents=[models_file], help="move subscriptions on replaced prices to the current ones"
+    )
+    migrate.add_argument("--apply", action="store_true", help="make the moves (default: only show them)")
+    migrate.set_defaults(handler=_cmd_migrate, stripe_only=True, apim_only=False)
+
+
+def _services(args: argparse.Namespace) -> tuple[Service, ...]:
+    if args.stripe_only:
+        return (Service.STRIPE,)
+    if args.apim_only:
+        return (Service.APIM,)
+    return (Service.STRIPE, Service.APIM)
+
+
+def _sync(args: argparse.Namespace) -> CatalogSync:
+    # Adapters are imported here so that `python -m billing quote` never loads the SDKs.
+    from billing.adapters.apim_client import apim_service  # noqa: PLC0415
+    from billing.adapters.catalog_apim import ApimCatalog  # noqa: PLC0415
+    from billing.adapters.catalog_stripe import StripeCatalog  # noqa: PLC0415
+    from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
+
+    models = load_models(args.file)
+    services = _services(args)
+    needed = (["STRIPE_API_KEY"] if Service.STRIPE in services else []) + (
+        ["APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME"] if Service.APIM in services else []
+    )
+    missing = [name for name in needed if not config.get(name)]
+    if missing:
+        _usage_error(f"settings not set: {', '.join(missing)} (see local.settings.sample.json)")
+    stripe: StripeCatalogPort | None = StripeCatalog(stripe_client()) if Service.STRIPE in services else None
+    apim: ApimCatalogPort | None = ApimCatalog(apim_service()) if Service.APIM in services else None
+    return CatalogSync(models, stripe, apim)
+
+
+def _usage_error(message: str) -> None:
+    from billing.cli import CliError  # noqa: PLC0415 - lazily: billing.cli imports this module
+
+    raise CliError(message)
+
+
+def _failed(exc: CatalogServiceError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    sync = _sync(args)
+    try:
+        plan = sync.plan()
+    except CatalogServiceError as exc:
+        return _failed(exc)
+    print(render_plan(plan, _services(args)))
+    return EXIT_OK
+
+
+def _progress(action: Action, result: str) -> None:
+    suffix = f" ({result})" if result and result != action.target else ""
+    print(f"  done {action_line(action)}{suffix}", flush=True)
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    sync = _sync(args)
+    try:
+        plan = sync.plan()
+        print(render_plan(plan, _services(args)), flush=True)
+        if plan.empty:
+            return EXIT_OK
+        print("Applying:", flush=True)
+        done = sync.apply(plan, _progress)
+    except CatalogServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("Nothing after the failed step was changed; run `catalog apply` again to finish.", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Applied {done} change(s). Running apply again now would find {NOTHING_TO_CHANGE}.")
+    return EXIT_OK
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    sync = _sync(args)
+    try:
+        moves = sync.plan_price_moves()
+        if not moves:
+            print(f"No subscription is on a replaced price: {NOTHING_TO_CHANGE}.")
+            return EXIT_OK
+        for move in moves:
+            print(move.line())
+        if not args.apply:
+            print(f"Plan: {len(moves)} subscription item(s) to move (no proration). Run with --apply to move them.")
+            return EXIT_OK
+        for move in moves:
+            sync.move(move)
+            print(f"  done {move.line()}", flush=True)
+    except CatalogServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Moved {len(moves)} subscription item(s); they are billed at the current prices from the next invoice.")
+    return EXIT_OK

@@ -1,0 +1,55 @@
+"""The catalog sync use case: read both services, plan, apply. Adapters come in as parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from billing.catalog.apply import ApimCatalogWriter, Progress, StripeCatalogWriter, apply_plan, idempotency_key
+from billing.catalog.desired import DesiredCatalog, desired_catalog
+from billing.catalog.migrate import PriceMove, outdated_prices, plan_moves
+from billing.catalog.plan import Plan, make_plan
+from billing.catalog.state import ApimState, StripeState
+from billing.models import MonetizationModels
+
+
+class StripeCatalogPort(StripeCatalogWriter, Protocol):
+    def read_state(self) -> StripeState: ...
+    def subscriptions_on(self, price_ids: list[str]) -> list[dict[str, Any]]: ...
+    def swap_item_price(self, item_id: str, price_id: str, idempotency_key: str) -> None: ...
+
+
+class ApimCatalogPort(ApimCatalogWriter, Protocol):
+    def read_state(self, wanted_ids: frozenset[str]) -> ApimState: ...
+
+
+@dataclass
+class CatalogSync:
+    models: MonetizationModels
+    stripe: StripeCatalogPort | None  # None: leave Stripe alone (--apim-only)
+    apim: ApimCatalogPort | None  # None: leave APIM alone (--stripe-only)
+
+    @property
+    def desired(self) -> DesiredCatalog:
+        return desired_catalog(self.models)
+
+    def plan(self) -> Plan:
+        desired = self.desired
+        stripe_state = self.stripe.read_state() if self.stripe else None
+        wanted = frozenset(s.product_id for s in desired.apim_products)
+        apim_state = self.apim.read_state(wanted) if self.apim else None
+        return make_plan(desired, stripe_state, apim_state)
+
+    def apply(self, plan: Plan, progress: Progress | None = None) -> int:
+        return apply_plan(plan, self.stripe, self.apim, progress)
+
+    def plan_price_moves(self) -> list[PriceMove]:
+        assert self.stripe is not None
+        outdated = outdated_prices(self.desired, self.stripe.read_state())
+        if not outdated:
+            return []
+        return plan_moves(outdated, self.stripe.subscriptions_on(sorted(outdated)))
+
+    def move(self, move: PriceMove) -> None:
+        assert self.stripe is not None
+        self.stripe.swap_item_price(move.item_id, move.to_price, idempotency_key(move))
