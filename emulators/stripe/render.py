@@ -63,6 +63,10 @@ def _expand(core: Core, raw: Any, out: Any, parts: list[str], path: str) -> None
             if target is not None:
                 out[key] = public(target)
                 raw_value = target
+        elif isinstance(value, list) and any(isinstance(v, str) for v in value):
+            targets = [core.store.find(v) if isinstance(v, str) else v for v in value]
+            out[key] = [public(t) if t is not None else v for t, v in zip(targets, value, strict=True)]
+            raw_value = [t if t is not None else v for t, v in zip(targets, value, strict=True)]
         elif not rest and not isinstance(value, dict | list) and value is not None:
             raise StripeError(f"This property cannot be expanded ({path}).", param="expand")
     else:

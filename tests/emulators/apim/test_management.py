@@ -254,3 +254,22 @@ def test_app_settings_work_with_default_azure_credential(apim: Apim, monkeypatch
         names = [p.name for p in client.product.list_by_service(
             settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"])]  # fmt: skip
     assert names == ["free"]
+
+
+def test_subscriptions_by_user_and_by_product_and_product_patch(apim: Apim) -> None:
+    apim.user("u")
+    apim.user("v")
+    apim.product("gold")
+    apim.product("silver")
+    apim.subscription("a", "gold", "u")
+    apim.subscription("b", "silver", "u")
+    apim.subscription("c", "gold", "v", state="suspended")
+    assert [s.name for s in apim.client.user_subscription.list(apim.rg, apim.svc, "u")] == ["a", "b"]
+    assert [s.name for s in apim.client.product_subscriptions.list(apim.rg, apim.svc, "gold")] == ["a", "c"]
+    suspended = apim.client.product_subscriptions.list(apim.rg, apim.svc, "gold", filter="state eq 'suspended'")
+    assert [s.name for s in suspended] == ["c"]
+
+    patched = apim.client.product.update(
+        apim.rg, apim.svc, "gold", "*", m.ProductUpdateParameters(description="Best", state="notPublished")
+    )
+    assert (patched.display_name, patched.description, patched.state) == ("Gold", "Best", "notPublished")
