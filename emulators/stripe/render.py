@@ -60,9 +60,10 @@ def _expand(core: Core, raw: Any, out: Any, parts: list[str], path: str) -> None
         value = out[key]
         if isinstance(value, str) and key not in ("id", "object"):
             target = core.store.find(value)
-            if target is not None:
-                out[key] = public(target)
-                raw_value = target
+            if target is None:
+                raise StripeError(f"This property cannot be expanded ({path}).", param="expand")
+            out[key] = public(target)
+            raw_value = target
         elif isinstance(value, list) and any(isinstance(v, str) for v in value):
             targets = [core.store.find(v) if isinstance(v, str) else v for v in value]
             out[key] = [public(t) if t is not None else v for t, v in zip(targets, value, strict=True)]
