@@ -1,0 +1,71 @@
+"""The interfaces the usage push needs from the outside, and the watermark values they exchange.
+
+The push service takes these as parameters: the real adapters (APIM reports, Stripe meter,
+Table Storage) in the app, small in-memory fakes of these interfaces in unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from billing.usage.plan import MeterEvent, PendingEvent, UsageCounts
+from billing.usage.windows import ReportWindow
+
+if TYPE_CHECKING:
+    from billing.store.subscriptions import SubscriptionLink
+
+
+@dataclass(frozen=True)
+class Watermark:
+    subscription_id: str
+    period_start: int
+    reported: int = 0  # cumulative billable calls Stripe has for this period
+    pending: PendingEvent | None = None  # written before sending, cleared once recorded
+    etag: str | None = None  # None: no row yet
+
+
+@dataclass(frozen=True)
+class WatermarkWrite:
+    """Move `previous` to `reported` with `pending` (None clears it)."""
+
+    previous: Watermark
+    reported: int
+    pending: PendingEvent | None = None
+
+
+class WatermarkConflict(Exception):
+    """Someone else wrote one of the rows since it was read; rerun the batch."""
+
+
+@dataclass
+class SendResult:
+    accepted: list[MeterEvent] = field(default_factory=list)  # Stripe has them (including duplicates)
+    failed: list[tuple[MeterEvent, str]] = field(default_factory=list)  # refused, with the reason
+
+    def extend(self, other: SendResult) -> None:
+        self.accepted.extend(other.accepted)
+        self.failed.extend(other.failed)
+
+
+class UsageReports(Protocol):
+    def read(self, window: ReportWindow, subscription_id: str | None = None) -> Mapping[str, UsageCounts]: ...
+
+
+class MeterSink(Protocol):
+    def send(self, events: Sequence[MeterEvent]) -> SendResult: ...
+
+
+class WatermarkStore(Protocol):
+    def get(self, period_start: int, sid: str) -> Watermark: ...
+
+    def read_range(self, period_start: int, sids: Sequence[str]) -> dict[str, Watermark]: ...
+
+    def write(self, period_start: int, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]: ...
+
+
+class LinkSource(Protocol):
+    def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None: ...
+
+    def all(self) -> Iterator[SubscriptionLink]: ...

@@ -1,0 +1,156 @@
+"""The pure planning of meter events: values, watermarks, identifiers, timestamps."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from billing.model_loader import load_models
+from billing.models import CallOutcome, PricingModel, Product, UsagePrice
+from billing.usage.plan import UsageCounts, event_identifier, event_timestamp, plan_step
+
+MODELS = load_models()
+PERIOD = (1_700_000_000, 1_702_592_000)  # 30 days
+
+
+def _step(product: Product, counts: UsageCounts, reported: int, window_end: int = PERIOD[0] + 3600):  # type: ignore[no-untyped-def]
+    return plan_step(subscription_id="sub_123", customer_id="cus_1", product=product, period_start=PERIOD[0],
+                     period_end=PERIOD[1], period_to_date=counts, reported=reported, window_end=window_end)
+
+
+def _product(included: int = 0, outcomes: tuple[CallOutcome, ...] = (CallOutcome.SUCCESS,)) -> Product:
+    model = PricingModel.FREEMIUM if included else PricingModel.METERED
+    return Product(id="p", display_name="P", description="d", pricing_model=model, included_calls=included,
+                   usage_price=UsagePrice(amount=Decimal("0.10"), per_calls=100), billable_outcomes=outcomes)
+
+
+def test_first_push_beyond_included_sends_only_the_overage() -> None:
+    step = _step(_product(included=100), UsageCounts(success=150), reported=0)
+    assert step.event is not None
+    assert step.event.value == 50
+    assert step.reported == 150
+
+
+def test_within_included_calls_no_event_but_watermark_advances() -> None:
+    step = _step(_product(included=100), UsageCounts(success=60), reported=20)
+    assert step.event is None
+    assert step.reported == 60
+
+
+def test_crossing_the_included_boundary_sends_the_part_beyond() -> None:
+    step = _step(_product(included=100), UsageCounts(success=130), reported=90)
+    assert step.event is not None
+    assert step.event.value == 30
+
+
+def test_blocked_and_other_calls_are_never_billed() -> None:
+    step = _step(_product(), UsageCounts(success=5, blocked=1000, failed=7, other=3), reported=0)
+    assert step.event is not None
+    assert step.event.value == 5
+
+
+def test_failed_calls_count_when_the_product_bills_them() -> None:
+    product = _product(outcomes=(CallOutcome.SUCCESS, CallOutcome.FAILED))
+    step = _step(product, UsageCounts(success=5, blocked=9, failed=7), reported=0)
+    assert step.event is not None
+    assert step.event.value == 12
+
+
+def test_nothing_new_is_skipped_with_a_reason() -> None:
+    step = _step(_product(), UsageCounts(success=40), reported=40)
+    assert step.event is None
+    assert step.reported == 40
+    assert step.note
+
+
+def test_a_shrinking_report_never_sends_a_negative_value() -> None:
+    step = _step(_product(), UsageCounts(success=30), reported=40)
+    assert step.event is None
+    assert step.reported == 40
+
+
+def test_flat_only_product_is_not_metered() -> None:
+    step = _step(MODELS.product("basic"), UsageCounts(success=500), reported=0)
+    assert step.event is None
+
+
+def test_event_names_the_products_meter_and_customer() -> None:
+    step = _step(MODELS.product("payg"), UsageCounts(success=10), reported=0)
+    assert step.event is not None
+    assert step.event.event_name == "apim_calls_payg"
+    assert step.event.customer_id == "cus_1"
+
+
+def test_identifier_is_deterministic_and_depends_on_the_cumulative_count() -> None:
+    a = event_identifier("sub_1", 100, 5)
+    assert a == event_identifier("sub_1", 100, 5)
+    assert a != event_identifier("sub_1", 100, 6)
+    assert a != event_identifier("sub_1", 200, 5)
+    assert a != event_identifier("sub_2", 100, 5)
+
+
+def test_long_identifiers_are_hashed_to_stripes_100_characters() -> None:
+    long_sid = "s" * 120
+    ident = event_identifier(long_sid, 1, 2)
+    assert len(ident) <= 100
+    assert ident == event_identifier(long_sid, 1, 2) != event_identifier(long_sid, 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("window_end", "expected"),
+    [
+        (PERIOD[0] + 10, PERIOD[0] + 10),  # inside: the window's end
+        (PERIOD[1], PERIOD[1] - 1),  # closing report: the last second of the period
+        (PERIOD[1] + 86_400, PERIOD[1] - 1),  # a late push never lands in the next period
+        (PERIOD[0] - 5, PERIOD[0]),
+    ],
+)
+def test_timestamp_stays_inside_the_period(window_end: int, expected: int) -> None:
+    assert event_timestamp(PERIOD[0], PERIOD[1], window_end) == expected
+
+
+def test_bad_counts_are_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="success calls must be a whole number"):
+        UsageCounts(success=-1)
+
+
+METERED = [p for p in MODELS.products if p.is_metered]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    product=st.sampled_from(METERED),
+    increments=st.lists(st.integers(min_value=0, max_value=400_000), min_size=1, max_size=12),
+)
+def test_any_split_of_a_periods_calls_reports_exactly_the_overage_of_the_total(
+    product: Product, increments: list[int]
+) -> None:
+    # Independent expectation: the overage of the total is the calls beyond the included ones.
+    total = sum(increments)
+    expected = max(0, total - product.included_calls)
+    reported, sent, seen = 0, 0, 0
+    for inc in increments:
+        seen += inc
+        step = _step(product, UsageCounts(success=seen, blocked=inc), reported)
+        if step.event is not None:
+            assert step.event.value > 0
+            sent += step.event.value
+        assert step.reported == seen
+        reported = step.reported
+    assert sent == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(seen=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=8))
+def test_rereading_the_same_counts_sends_nothing_more(seen: list[int]) -> None:
+    product = _product(included=50)
+    reported, sent = 0, 0
+    for cumulative in sorted(seen):
+        for _ in range(2):  # the same report read twice (a retried message)
+            step = _step(product, UsageCounts(success=cumulative), reported)
+            sent += step.event.value if step.event else 0
+            reported = step.reported
+    assert sent == max(0, max(seen) - 50)
