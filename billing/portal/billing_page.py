@@ -39,7 +39,7 @@ def free_period(start: datetime, now: datetime) -> tuple[datetime, datetime]:
     return begin, begin + length
 
 
-def overview(uid: str, models: MonetizationModels, apim: ApimPort, payments: PaymentsPort, now: datetime,
+def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: PaymentsPort, now: datetime,
              return_url: str) -> BillingOverview:  # fmt: skip
     customer = payments.find_customer(uid)
     portal_url = payments.billing_portal_url(customer, return_url) if customer else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billing.models import Product
-from billing.pricing import LineKind, Quote, format_minor, quote
+from billing.pricing import Quote, format_minor, quote
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,6 @@ def _example(product: Product) -> str | None:
 def quote_lines(product: Product, q: Quote) -> list[tuple[str, str]]:
     """(description, amount) rows of a quote, for a page."""
     rows = [(line.description, money(product, line.amount)) for line in q.lines]
-    if not rows or all(line.kind is not LineKind.USAGE for line in q.lines) and not product.is_paid:
+    if not rows:  # a free product has no invoice lines
         rows.append((f"{product.display_name}: free", money(product, 0)))
     return rows

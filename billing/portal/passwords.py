@@ -37,7 +37,8 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 def hash_password(password: str, *, n: int = N, r: int = R, p: int = P) -> str:
     salt = secrets.token_bytes(SALT_BYTES)
     digest = _scrypt(password, salt, n, r, p)
-    return "$".join(("scrypt", str(n), str(r), str(p), base64.b64encode(salt).decode(), base64.b64encode(digest).decode()))
+    encoded = (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+    return "$".join(("scrypt", str(n), str(r), str(p), *encoded))
 
 
 def verify_password(password: str, stored: str) -> bool:

@@ -59,6 +59,7 @@ def subscribe(
     product: Product,
     uid: str,
     name: str,
+    *,
     nonce: str,
     apim: ApimPort,
     payments: PaymentsPort,

@@ -1,0 +1,289 @@
+"""The portal's pages: one function per route, from a WebRequest to a WebResponse.
+
+Every delegated operation checks APIM's signature before anything else; every POST checks the
+CSRF token; forms that act for a user carry a token signed when the signed delegation request was
+shown, so a POST can only do what APIM asked for, for the user APIM named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from billing.models import UnknownProductError
+from billing.portal import accounts as account_service
+from billing.portal import delegation, offers
+from billing.portal.billing_page import overview
+from billing.portal.deps import PortalDeps
+from billing.portal.passwords import MIN_LENGTH
+from billing.portal.ports import HOLDING_STATES
+from billing.portal.subscribe import GoToCheckout, SubscribeError, held_subscription, subscribe
+from billing.portal.tokens import Signer, TokenError
+from billing.portal.unsubscribe import UnsubscribeError, closing_reporter, is_paid_subscription, unsubscribe
+from billing.portal.web import WebRequest, WebResponse, problem, redirect, render
+
+log = logging.getLogger(__name__)
+
+FORM_TTL = 3600  # seconds a subscribe or cancel form stays valid
+SSO_TOKEN_TTL = timedelta(hours=1)
+_SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
+
+
+def _offer_signer(deps: PortalDeps) -> Signer:
+    return Signer(deps.delegation_key, "subscribe-offer")
+
+
+def _cancel_signer(deps: PortalDeps) -> Signer:
+    return Signer(deps.delegation_key, "unsubscribe")
+
+
+def _portal_link(deps: PortalDeps) -> str:
+    return deps.portal_url + "/"
+
+
+def _expired_form(req: WebRequest, deps: PortalDeps) -> WebResponse:
+    return problem(req, 403, "csrf", "This form has expired or did not come from this site. Go back to the "
+                   "developer portal and start again.", portal_url=_portal_link(deps))  # fmt: skip
+
+
+# ---- GET /api/delegation ---------------------------------------------------------------------
+def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    try:
+        request = delegation.verify(deps.delegation_key, req.query)
+    except delegation.DelegationError as exc:
+        return problem(req, exc.status, "delegation", exc.message, portal_url=_portal_link(deps))
+    op = request.operation
+    if op in ("SignIn", "SignUp"):
+        return _account_page(deps, req, now, op, request.get("returnUrl"))
+    if op == "SignOut":
+        return redirect(deps.portal_url + "/signout", deps.sessions.clear_cookie())
+    if op == "Subscribe":
+        return _subscribe_page(deps, req, now, delegation.product_id_from(request.get("productId")),
+                               request.get("userId"))  # fmt: skip
+    if op == "Unsubscribe":
+        return _unsubscribe_page(deps, req, now, request.get("subscriptionId"))
+    if op == "Renew":
+        return render("message.html", title="Renewal", portal_url=_portal_link(deps), paragraphs=[
+            "Paid subscriptions renew by themselves each month while your payment method works.",
+            "To update your payment method or see invoices, open the billing page.",
+        ], link_url="/api/portal/billing", link_text="Billing")  # fmt: skip
+    # ChangePassword, ChangeProfile, CloseAccount: not offered by this app yet (see the report).
+    return render("message.html", 501, title="Not available", portal_url=_portal_link(deps), paragraphs=[
+        "This account change is not available here yet. Contact the API provider's support to make it.",
+    ], link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+
+
+def _account_page(deps: PortalDeps, req: WebRequest, now: float, op: str, return_url: str) -> WebResponse:
+    if not delegation.is_relative_return_url(return_url):
+        return problem(req, 400, "returnUrl", "returnUrl must be a path on the developer portal such as "
+                       "/products; other sites are never followed.", portal_url=_portal_link(deps))  # fmt: skip
+    if deps.mode == "subscriptions":
+        # Identities stay with APIM's own providers: back to the portal's own sign-in.
+        return redirect(f"{deps.portal_url}/signin?returnUrl={quote(return_url, safe='')}")
+    session, cookie = deps.sessions.ensure(req, now)
+    template = "signin.html" if op == "SignIn" else "signup.html"
+    context = _account_context(deps, session_token=deps.sessions.csrf_token(session, now), op=op,
+                               return_url=return_url)  # fmt: skip
+    return render(template, 200, cookie, **context)
+
+
+def _account_context(deps: PortalDeps, *, session_token: str, op: str, return_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "title": "Sign in" if op == "SignIn" else "Create your account",
+        "csrf_token": session_token,
+        "return_url": return_url,
+        "portal_url": _portal_link(deps),
+        "signup_url": _portal_link(deps),
+        "min_password": str(MIN_LENGTH),
+        "email": "", "first_name": "", "last_name": "",
+        **extra,
+    }  # fmt: skip
+
+
+def _sso_redirect(deps: PortalDeps, uid: str, return_url: str, now: float) -> WebResponse:
+    token = deps.apim.sign_in_token(uid, datetime.fromtimestamp(now, UTC) + SSO_TOKEN_TTL)
+    _, cookie = deps.sessions.start(uid, now)
+    location = f"{deps.portal_url}/signin-sso?token={quote(token, safe='')}&returnUrl={quote(return_url, safe='')}"
+    return redirect(location, cookie)
+
+
+# ---- POST /api/portal/signup, /api/portal/signin ---------------------------------------------
+def sign_up(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    return _account_post(deps, req, now, "SignUp")
+
+
+def sign_in(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    return _account_post(deps, req, now, "SignIn")
+
+
+def _account_post(deps: PortalDeps, req: WebRequest, now: float, op: str) -> WebResponse:
+    if deps.mode != "full":
+        return problem(req, 404, "not_found", "Accounts are managed by the developer portal itself.",
+                       portal_url=_portal_link(deps))  # fmt: skip
+    session = deps.sessions.check_csrf(req, now)
+    if session is None:
+        return _expired_form(req, deps)
+    return_url = req.form.get("returnUrl", "/")
+    if not delegation.is_relative_return_url(return_url):
+        return problem(req, 400, "returnUrl", "returnUrl must be a path on the developer portal such as /products.",
+                       portal_url=_portal_link(deps))  # fmt: skip
+    email = req.form.get("email", "")
+    try:
+        if op == "SignUp":
+            form = account_service.SignUpForm(email, req.form.get("password", ""), req.form.get("first_name", ""),
+                                              req.form.get("last_name", ""))  # fmt: skip
+            uid = account_service.sign_up(form, deps.accounts, deps.apim, int(now))
+        else:
+            uid = account_service.sign_in(email, req.form.get("password", ""), deps.accounts, deps.attempts, int(now))
+    except account_service.AccountError as exc:
+        template = "signin.html" if op == "SignIn" else "signup.html"
+        context = _account_context(deps, session_token=deps.sessions.csrf_token(session, now), op=op,
+                                   return_url=return_url, email=email, first_name=req.form.get("first_name", ""),
+                                   last_name=req.form.get("last_name", ""))  # fmt: skip
+        return render(template, exc.status, None, error=exc.message, **context)
+    return _sso_redirect(deps, uid, return_url, now)
+
+
+# ---- Subscribe -------------------------------------------------------------------------------
+def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, product_id: str, uid: str, *,
+                    error: str = "", status: int = 200, name: str = "") -> WebResponse:  # fmt: skip
+    try:
+        product = deps.models.product(product_id)
+    except UnknownProductError:
+        return problem(req, 404, "product", f"There is no product named {product_id!r} for sale.",
+                       portal_url=_portal_link(deps))  # fmt: skip
+    session, cookie = deps.sessions.ensure(req, now)
+    if deps.mode == "subscriptions" and session.uid != uid:
+        # Identities are APIM's: the signed Subscribe request is what identifies the consumer here.
+        session, cookie = deps.sessions.start(uid, now)
+    held = held_subscription(deps.apim, uid, product.id)
+    # "n": one nonce per form shown, so submitting the same form twice does one thing once.
+    offer = _offer_signer(deps).sign({"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)},
+                                     now=now, ttl_seconds=FORM_TTL)  # fmt: skip
+    return render("subscribe.html", status, cookie=cookie, title=f"Subscribe to {product.display_name}",
+                  product=product, price=offers.describe(product), held=held, error=error, name=name,
+                  csrf_token=deps.sessions.csrf_token(session, now), offer_token=offer,
+                  portal_url=_portal_link(deps))  # fmt: skip
+
+
+def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    session = deps.sessions.check_csrf(req, now)
+    if session is None:
+        return _expired_form(req, deps)
+    try:
+        offer = _offer_signer(deps).verify(req.form.get("offer", ""), now=now)
+    except TokenError:
+        offer = {}
+    uid, pid, nonce = offer.get("u"), offer.get("p"), offer.get("n")
+    if not (isinstance(uid, str) and isinstance(pid, str) and isinstance(nonce, str)) or (
+        offer.get("c") != session.nonce
+    ):
+        return problem(req, 401, "offer", "This subscription form is not valid for you or has expired. Start again "
+                       "from the product's Subscribe link in the developer portal.",
+                       portal_url=_portal_link(deps))  # fmt: skip
+    product = deps.models.product(pid)
+    name = req.form.get("name", "")
+    try:
+        outcome = subscribe(product, uid, name, nonce=nonce, apim=deps.apim, payments=deps.payments,
+                            app_base_url=deps.app_base_url)  # fmt: skip
+    except SubscribeError as exc:
+        if exc.field == "name":
+            return _subscribe_page(deps, req, now, pid, uid, error=exc.message, status=400, name=name)
+        return problem(req, exc.status, "subscribe", exc.message, portal_url=_portal_link(deps),
+                       title="Already subscribed" if exc.status == 409 else "")  # fmt: skip
+    if isinstance(outcome, GoToCheckout):
+        return redirect(outcome.url)  # only ever the URL Stripe returned
+    return render("message.html", title="You are subscribed", portal_url=_portal_link(deps), status_role=True,
+                  paragraphs=[f"Your subscription to {product.display_name} is active.",
+                              "Your keys are in the developer portal, under your profile."],
+                  link_url=_portal_link(deps), link_text="Go to your keys")  # fmt: skip
+
+
+# ---- Checkout return pages -------------------------------------------------------------------
+def checkout_success(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    session_id = req.query.get("session_id", "")
+    if not _SESSION_ID.match(session_id):
+        return problem(req, 400, "session_id", "session_id must be a Stripe Checkout Session id (cs_...).",
+                       portal_url=_portal_link(deps))  # fmt: skip
+    info = deps.payments.checkout_info(session_id)
+    if info is None:
+        return problem(req, 404, "session_id", "There is no such checkout.", portal_url=_portal_link(deps))
+    # This page grants nothing: the subscription becomes active when Stripe's webhook says it is paid.
+    if info.status == "complete":
+        paragraphs = ["Payment received: your key will be active in a moment.",
+                      "You find it in the developer portal, under your profile."]  # fmt: skip
+        title = "Thank you"
+    else:
+        paragraphs = ["This checkout is not complete, so nothing was charged."]
+        title = "Checkout not complete"
+    return render("message.html", title=title, paragraphs=paragraphs, status_role=True,
+                  portal_url=_portal_link(deps), link_url=_portal_link(deps),
+                  link_text="Go to the developer portal")  # fmt: skip
+
+
+def checkout_cancelled(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    return render("message.html", title="Checkout cancelled", status_role=True, portal_url=_portal_link(deps),
+                  paragraphs=["No payment was taken and no subscription was made.",
+                              "You can subscribe again from the developer portal at any time."],
+                  link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+
+
+# ---- Unsubscribe -----------------------------------------------------------------------------
+def _unsubscribe_page(deps: PortalDeps, req: WebRequest, now: float, sid: str) -> WebResponse:
+    sub = deps.apim.get_subscription(sid)
+    if sub is None:
+        return problem(req, 404, "subscription", "There is no such subscription.", portal_url=_portal_link(deps))
+    if sub.state not in HOLDING_STATES:
+        return render("message.html", title="Already cancelled", portal_url=_portal_link(deps),
+                      paragraphs=[f"The subscription “{sub.display_name}” is {sub.state}."],
+                      link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+    session, cookie = deps.sessions.ensure(req, now)
+    token = _cancel_signer(deps).sign({"s": sid, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL)
+    product_name = sub.product_id or ""
+    with contextlib.suppress(UnknownProductError):
+        product_name = deps.models.product(sub.product_id or "").display_name
+    return render("unsubscribe.html", cookie=cookie, title="Cancel subscription", subscription=sub,
+                  product_name=product_name, paid=is_paid_subscription(sid), cancel_token=token,
+                  csrf_token=deps.sessions.csrf_token(session, now), portal_url=_portal_link(deps))  # fmt: skip
+
+
+def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    session = deps.sessions.check_csrf(req, now)
+    if session is None:
+        return _expired_form(req, deps)
+    try:
+        payload = _cancel_signer(deps).verify(req.form.get("cancel", ""), now=now)
+    except TokenError:
+        payload = {}
+    sid = payload.get("s")
+    if not isinstance(sid, str) or payload.get("c") != session.nonce:
+        return problem(req, 401, "cancel", "This cancellation form is not valid or has expired. Start again from "
+                       "the subscription's Cancel link in the developer portal.",
+                       portal_url=_portal_link(deps))  # fmt: skip
+    try:
+        name = unsubscribe(sid, deps.apim, deps.payments, datetime.fromtimestamp(now, UTC), closing_reporter())
+    except UnsubscribeError as exc:
+        return problem(req, exc.status, "subscription", exc.message, portal_url=_portal_link(deps))
+    return render("message.html", title="Subscription cancelled", status_role=True, portal_url=_portal_link(deps),
+                  paragraphs=[f"The subscription “{name}” is cancelled; its keys no longer work.",
+                              "Any usage so far is billed on a final invoice."],
+                  link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+
+
+# ---- Billing page and sign-out ---------------------------------------------------------------
+def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    session = deps.sessions.read(req, now)
+    if session is None or session.uid is None:
+        return problem(req, 401, "signin", "Sign in from the developer portal first, then open this page again.",
+                       portal_url=_portal_link(deps), title="Please sign in")  # fmt: skip
+    data = overview(session.uid, models=deps.models, apim=deps.apim, payments=deps.payments,
+                    now=datetime.fromtimestamp(now, UTC), return_url=f"{deps.app_base_url}/api/portal/billing")
+    return render("billing.html", title="Billing", overview=data, portal_url=_portal_link(deps))
+
+
+def sign_out(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    return redirect(deps.portal_url + "/signout", deps.sessions.clear_cookie())
