@@ -1,0 +1,90 @@
+"""The access area's real dependencies, built from settings once per process (per distinct settings).
+
+Clients are reused across invocations: the APIM client caches its token, and the tables and queues
+are created once (in Azure, infra creates them; locally Azurite starts empty).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+from billing.access.ports import AccessPorts
+from billing.access.webhook import WebhookDeps
+from billing.adapters.access_apim import ApimSubscriptionsAdapter
+from billing.adapters.access_storage import AccessLinks, ClosingUsageQueue, EventWorkQueue, ensure_queue
+from billing.adapters.access_stripe import StripeSubscriptionsAdapter
+from billing.adapters.apim_client import apim_service
+from billing.adapters.storage import ensure_table, queue
+from billing.adapters.stripe_client import stripe_client, webhook_secrets
+from billing.store.processed_events import ProcessedEvents
+from billing.store.tables import EVENT_WORK_QUEUE, PROCESSED_EVENTS_TABLE, SUBSCRIPTIONS_TABLE, USAGE_BATCH_QUEUE
+
+_lock = threading.Lock()
+_cache: dict[tuple[tuple[str, str], ...], object] = {}
+# The settings the clients depend on: a change (e.g. another test's emulators) builds new ones.
+_KEYS = ("AzureWebJobsStorage", "STRIPE_API_KEY", "STRIPE_API_BASE", "APIM_MANAGEMENT_ENDPOINT",
+         "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "IDENTITY_ENDPOINT")  # fmt: skip
+
+
+def _key(kind: str, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return (("kind", kind), *((k, env.get(k, "")) for k in _KEYS))
+
+
+def _cached(kind: str, env: Mapping[str, str], build: object) -> object:
+    key = _key(kind, env)
+    with _lock:
+        found = _cache.get(key)
+    if found is not None:
+        return found
+    value = build() if callable(build) else build  # built outside the lock: it makes network calls
+    with _lock:
+        return _cache.setdefault(key, value)
+
+
+def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
+    source = os.environ if env is None else env
+
+    def build() -> AccessPorts:
+        return AccessPorts(
+            stripe=StripeSubscriptionsAdapter(stripe_client(source)),
+            apim=ApimSubscriptionsAdapter(apim_service(source)),
+            links=AccessLinks(ensure_table(SUBSCRIPTIONS_TABLE, source)),
+            usage=ClosingUsageQueue(ensure_queue(queue(USAGE_BATCH_QUEUE, source))),
+        )
+
+    ports = _cached("ports", source, build)
+    assert isinstance(ports, AccessPorts)
+    return ports
+
+
+def processed_events(env: Mapping[str, str] | None = None) -> ProcessedEvents:
+    source = os.environ if env is None else env
+    found = _cached("events", source, lambda: ProcessedEvents(ensure_table(PROCESSED_EVENTS_TABLE, source)))
+    assert isinstance(found, ProcessedEvents)
+    return found
+
+
+def event_work_queue(env: Mapping[str, str] | None = None) -> EventWorkQueue:
+    source = os.environ if env is None else env
+    found = _cached("work", source, lambda: EventWorkQueue(ensure_queue(queue(EVENT_WORK_QUEUE, source))))
+    assert isinstance(found, EventWorkQueue)
+    return found
+
+
+def webhook_deps(env: Mapping[str, str] | None = None) -> WebhookDeps:
+    source = os.environ if env is None else env
+    return WebhookDeps(
+        secrets=webhook_secrets(source),
+        claims=lambda: processed_events(source),
+        ports=lambda: access_ports(source),
+        work_queue=lambda: event_work_queue(source),
+    )
+
+
+def forget_clients() -> None:
+    """Drop the cached clients (tests that restart a service on the same settings)."""
+    with _lock:
+        _cache.clear()
+

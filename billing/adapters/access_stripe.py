@@ -1,0 +1,42 @@
+"""Stripe subscriptions for the access area, as plain dicts (the access logic is SDK-free)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import stripe
+
+from billing.catalog_names import SUB_META_PRODUCT
+
+PAGE_SIZE = 100  # Stripe's maximum page size
+
+
+class StripeSubscriptionsAdapter:
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._client = client
+
+    def retrieve(self, subscription_id: str) -> Mapping[str, Any] | None:
+        try:
+            sub = self._client.v1.subscriptions.retrieve(subscription_id, params={"expand": ["latest_invoice"]})
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "resource_missing":
+                return None
+            raise
+        return self._with_invoice(sub.to_dict())
+
+    def list_with_metadata(self) -> Iterator[Mapping[str, Any]]:
+        pages = self._client.v1.subscriptions.list(
+            params={"status": "all", "limit": PAGE_SIZE, "expand": ["data.latest_invoice"]}
+        )
+        for sub in pages.auto_paging_iter():
+            data = sub.to_dict()
+            if (data.get("metadata") or {}).get(SUB_META_PRODUCT):
+                yield self._with_invoice(data)
+
+    def _with_invoice(self, sub: dict[str, Any]) -> dict[str, Any]:
+        # Expansion is what Stripe does; fetch the invoice when a server left it as an id.
+        latest = sub.get("latest_invoice")
+        if isinstance(latest, str) and latest:
+            sub["latest_invoice"] = self._client.v1.invoices.retrieve(latest).to_dict()
+        return sub
