@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,11 @@ def test_cli_rejects_bad_arguments() -> None:
     assert result.returncode == 2
     assert "error_rate_429" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_clock_control_endpoint_moves_the_default_clock(apim: Apim) -> None:
+    url = f"{apim.emu.gateway_url}/_emulator/clock"
+    before = apim.emu.now()
+    moved = requests.post(url, json={"advance_seconds": 86_400}, timeout=10).json()["now"]
+    assert datetime.fromisoformat(moved) - before >= timedelta(days=1)
+    assert requests.post(url, json={"advance_seconds": -5}, timeout=10).status_code == 400
