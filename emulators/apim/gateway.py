@@ -67,6 +67,7 @@ class Gateway:
         }  # fmt: skip
         now = self.emu.now()
         limit: Limit
+        counter: tuple[str, ...]
         for limit in policy.limits:
             if limit.unresolved is not None:
                 return _apim_error(500, f"The policy of product '{sub.product_id}' uses the named value "

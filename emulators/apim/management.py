@@ -245,17 +245,17 @@ class ManagementApi:
         uid = _check_name("userId", uid)
         existing = self.store.users.get(uid)
         if req.method in ("GET", "HEAD"):
-            user = self._get_user(uid)
+            found = self._get_user(uid)
             groups = req.query.get("expandGroups", "").lower() == "true"
-            return self._with_etag(Response.json(self._user_json(user, groups=groups)), user.etag)
+            return self._with_etag(Response.json(self._user_json(found, groups=groups)), found.etag)
         if req.method == "DELETE":
             if existing is None:
                 return Response(204)  # ARM deletes are idempotent
             _if_match(req, existing.etag, required=True)
             del self.store.users[uid]
             if req.query.get("deleteSubscriptions", "").lower() == "true":
-                for sub in [s for s in self.store.subscriptions.values() if s.owner_uid == uid]:
-                    self.store.delete_subscription(sub.sid)
+                for owned in [s for s in self.store.subscriptions.values() if s.owner_uid == uid]:
+                    self.store.delete_subscription(owned.sid)
             return Response(204)
         user = self._target(req, self.store.users.get(uid), lambda: self._get_user(uid))
         props = _body_properties(req)
@@ -358,8 +358,8 @@ class ManagementApi:
         pid = _check_name("productId", pid)
         existing = self.store.products.get(pid)
         if req.method in ("GET", "HEAD"):
-            product = self._get_product(pid)
-            return self._with_etag(Response.json(self._product_json(product)), product.etag)
+            found = self._get_product(pid)
+            return self._with_etag(Response.json(self._product_json(found)), found.etag)
         if req.method == "DELETE":
             if existing is None:
                 return Response(204)
@@ -540,8 +540,8 @@ class ManagementApi:
         sid = _check_name("sid", sid)
         existing = self.store.subscriptions.get(sid)
         if req.method in ("GET", "HEAD"):
-            sub = self._get_sub(sid)
-            return self._with_etag(Response.json(self._subscription_json(sub)), sub.etag)
+            found = self._get_sub(sid)
+            return self._with_etag(Response.json(self._subscription_json(found)), found.etag)
         if req.method == "DELETE":
             if existing is None:
                 return Response(204)
