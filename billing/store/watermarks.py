@@ -129,8 +129,11 @@ class Watermarks:
             try:
                 answers = self._table.submit_transaction(operations)
             except TableTransactionError as exc:
+                status = getattr(exc, "status_code", None)
+                if status not in (409, 412):  # 409: created meanwhile, 412: ETag moved on
+                    raise
                 raise WatermarkConflict(
-                    f"a usage watermark of period {period_start} changed while this push ran ({exc.code})"
+                    f"a usage watermark of period {period_start} changed while this push ran; rerun the batch"
                 ) from None
             for w, answer in zip(chunk, answers, strict=True):
                 sid = w.previous.subscription_id

@@ -1,0 +1,86 @@
+"""Building the usage push from settings: the real adapters and the process-wide rate budgets."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+from billing import config
+from billing.adapters.apim_client import apim_service
+from billing.adapters.storage import table
+from billing.adapters.stripe_client import stripe_client
+from billing.adapters.usage_meter import StripeMeterSender
+from billing.adapters.usage_reports import ApimUsageReports
+from billing.model_loader import load_models
+from billing.store.subscriptions import SubscriptionLinks
+from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_WATERMARKS_TABLE
+from billing.store.watermarks import Watermarks
+from billing.usage.push import UsagePush
+from billing.usage.ratelimit import TokenBucket
+
+# Defaults per process: Stripe allows ~100 requests/s in live mode (shared with the rest of the
+# app and with other instances), ARM ~12,000 reads/hour. Scale down with the instance count.
+DEFAULT_STRIPE_RPS = 25.0
+DEFAULT_ARM_RPS = 3.0
+DEFAULT_BATCH_SIZE = 300
+
+_lock = threading.Lock()
+_buckets: dict[str, TokenBucket] = {}
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number above 0, e.g. {default:g}; got '{raw}'") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be a number above 0, e.g. {default:g}; got '{raw}'")
+    return value
+
+
+def tuning(env: Mapping[str, str] | None = None) -> tuple[float, float, int]:
+    """(Stripe requests/s, ARM requests/s, subscriptions per batch) for this process."""
+    # TODO(config): declare USAGE_STRIPE_REQUESTS_PER_SECOND, USAGE_ARM_REQUESTS_PER_SECOND and
+    # USAGE_BATCH_SIZE in billing/config.py, then read them with config.get.
+    source = os.environ if env is None else env
+    stripe_rps = _number(source, "USAGE_STRIPE_REQUESTS_PER_SECOND", DEFAULT_STRIPE_RPS)
+    arm_rps = _number(source, "USAGE_ARM_REQUESTS_PER_SECOND", DEFAULT_ARM_RPS)
+    batch = int(_number(source, "USAGE_BATCH_SIZE", DEFAULT_BATCH_SIZE))
+    return stripe_rps, arm_rps, batch
+
+
+def bucket(name: str, rate: float) -> TokenBucket:
+    """The process-wide bucket of a service: every push in this process shares it."""
+    with _lock:
+        found = _buckets.get(name)
+        if found is None or found.rate != rate:
+            found = _buckets[name] = TokenBucket(rate)
+        return found
+
+
+def lag_seconds(env: Mapping[str, str] | None = None) -> int:
+    raw = config.get("USAGE_REPORT_LAG_MINUTES", env)
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise ValueError(f"USAGE_REPORT_LAG_MINUTES must be a whole number of minutes, e.g. 30; got '{raw}'") from None
+    if minutes < 0:
+        raise ValueError(f"USAGE_REPORT_LAG_MINUTES must be 0 or more, got {minutes}")
+    return minutes * 60
+
+
+def usage_push(env: Mapping[str, str] | None = None, models_file: str | None = None) -> UsagePush:
+    stripe_rps, arm_rps, batch_size = tuning(env)
+    return UsagePush(
+        models=load_models(models_file),
+        reports=ApimUsageReports(apim_service(env), bucket("arm", arm_rps)),
+        meter=StripeMeterSender(stripe_client(env), bucket("stripe", stripe_rps)),
+        watermarks=Watermarks(table(USAGE_WATERMARKS_TABLE, env)),
+        links=SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env)),
+        lag_seconds=lag_seconds(env),
+        batch_size=batch_size,
+    )
