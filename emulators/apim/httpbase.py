@@ -74,11 +74,23 @@ class _Server(ThreadingHTTPServer):
     app: Handler
     base_url: str
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Port probes and clients that hang up mid-handshake are normal here; no tracebacks on stderr.
+        log.debug("connection from %s failed", client_address, exc_info=True)
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes; no 40 ms stalls
+    timeout = 60  # idle keep-alive connections do not hold a thread forever
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            # The TLS handshake runs here, in the connection's own thread, so a slow or silent client
+            # cannot stall the accept loop.
+            self.connection.do_handshake()
 
     def _handle(self) -> None:
         split = urlsplit(self.path)
@@ -131,7 +143,9 @@ class LoopbackServer:
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(certfile=tls[0], keyfile=tls[1])
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
             scheme = "https"
         self.port = int(self._server.server_address[1])
         self._server.app = app
