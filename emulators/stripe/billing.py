@@ -112,7 +112,7 @@ def is_metered(price: dict[str, Any]) -> bool:
     return (price.get("recurring") or {}).get("usage_type") == "metered"
 
 
-def new_item(core: Core, sub: dict, price: dict, quantity: int | None, metadata: dict, now: int) -> dict:
+def new_item(core: Core, sub: dict, price: dict, quantity: int | None, metadata: dict, now: int) -> dict:  # noqa: PLR0917
     item = blank("subscription_item")
     item.update(
         id=core.store.new_id("si"),
@@ -141,7 +141,9 @@ def product_name(core: Core, price: dict) -> str:
 
 
 # ---- invoices -----------------------------------------------------------------------------------
-def new_invoice(core: Core, customer: dict, sub: dict | None, reason: str, start: int, end: int, now: int) -> dict:
+def new_invoice(  # noqa: PLR0917 - internal helper, called positionally throughout
+    core: Core, customer: dict, sub: dict | None, reason: str, start: int, end: int, now: int
+) -> dict:
     inv = blank("invoice")
     inv_id = core.store.new_id("in")
     inv.update(
@@ -176,7 +178,8 @@ def new_invoice(core: Core, customer: dict, sub: dict | None, reason: str, start
         discounts=[],
         effective_at=None,
         issuer={"type": "self"},
-        lines={"object": "list", "data": [], "has_more": False, "total_count": 0, "url": f"/v1/invoices/{inv_id}/lines"},
+        lines={"object": "list", "data": [], "has_more": False, "total_count": 0,
+               "url": f"/v1/invoices/{inv_id}/lines"},
         parent=None,
         payment_settings={"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
         period_start=start,
@@ -266,7 +269,7 @@ def add_line(
     return line
 
 
-def flat_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int, trial: bool) -> None:
+def flat_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int, *, trial: bool) -> None:  # noqa: PLR0917
     price = item["price"]
     qty = item["quantity"] or 0
     amount = 0 if trial else pricing.amount(price, qty)
@@ -284,7 +287,7 @@ def metered_quantity(core: Core, sub: dict, price: dict, start: int, end: int) -
     return usage.aggregate(meter, sub["customer"], start, end)
 
 
-def metered_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int) -> None:
+def metered_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int) -> None:  # noqa: PLR0917
     price = item["price"]
     qty = metered_quantity(core, sub, price, start, end)
     add_line(inv, core, amount=pricing.amount(price, qty), description=f"{qty} × {product_name(core, price)}",
@@ -672,7 +675,9 @@ def cancel(core: Core, sub: dict, invoice_now: bool, prorate: bool, reason: str 
     return sub
 
 
-def proration_lines(core: Core, sub: dict, item: dict, old_price: dict, old_qty: int | None, now: int) -> list[dict]:
+def proration_lines(  # noqa: PLR0917 - internal helper
+    core: Core, sub: dict, item: dict, old_price: dict, old_qty: int | None, now: int
+) -> list[dict]:
     """Credit the unused old flat fee and charge the new one for the rest of the period."""
     start, end = item["current_period_start"], item["current_period_end"]
     if end <= now or sub["status"] == "trialing":

@@ -37,7 +37,7 @@ def render(core: Core, raw: Any, paths: list[str]) -> Any:
 def _includable(core: Core, raw: dict[str, Any], key: str) -> tuple[bool, Any]:
     """Fields Stripe returns only when expanded (e.g. price.tiers, checkout session line_items)."""
     if raw.get("object") == "checkout.session" and key == "line_items":
-        from emulators.stripe.resources.checkout import line_items
+        from emulators.stripe.resources.checkout import line_items  # noqa: PLC0415 - avoids an import cycle
 
         data = line_items(core, raw)
         return True, {"object": "list", "data": data, "has_more": False,

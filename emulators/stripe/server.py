@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         if key != self.core.config.api_key:
             raise StripeError(f"Invalid API Key provided: {_redact(key)}", status=401, code="api_key_invalid")
 
-    def _api(self, method: str, path: str, query: str, body: bytes) -> None:
+    def _api(self, method: str, path: str, query: str, body: bytes) -> None:  # noqa: PLR0912
         core = self.core
         core.faults.before_request()
         self._authenticate(path)
@@ -238,6 +238,7 @@ class StripeEmulator:
     def __init__(
         self,
         port: int = 0,
+        *,
         api_key: str = "sk_test_emulator",
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
@@ -289,7 +290,7 @@ class StripeEmulator:
 
     def client(self, **options: Any) -> Any:
         """A `stripe.StripeClient` whose every base address points here."""
-        import stripe
+        import stripe  # noqa: PLC0415 - only callers of client() need the SDK
 
         options.setdefault("max_network_retries", 0)
         return stripe.StripeClient(

@@ -20,7 +20,7 @@ def meter_for(core: Core, event_name: str) -> dict[str, Any] | None:
     return None
 
 
-def record(
+def record(  # noqa: PLR0917 - one call site per API version
     core: Core,
     event_name: str,
     payload: dict[str, str],

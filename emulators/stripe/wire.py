@@ -63,10 +63,10 @@ def parse_form(text: str) -> dict[str, Any]:
         head = raw_key.split("[", 1)[0]
         parts = [head, *_KEY_PART.findall(raw_key[len(head) :])]
         node = root
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if part == "":  # `expand[]=x` style: append
-                part = str(sum(1 for k in node if k.isdigit()))
+        for n, name in enumerate(parts):
+            last = n == len(parts) - 1
+            # `expand[]=x` style appends to a list
+            part = str(sum(1 for k in node if k.isdigit())) if name == "" else name
             if last:
                 node[part] = value
             else:

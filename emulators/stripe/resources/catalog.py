@@ -174,7 +174,7 @@ def _tiers(p: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @route("POST", "/v1/prices")
-def create_price(req: Request) -> dict[str, Any]:
+def create_price(req: Request) -> dict[str, Any]:  # noqa: PLR0912, PLR0915 - one check per rule
     p = validate(req.params, PRICE_FIELDS, ("currency",))
     store = req.core.store
     if "product" in p and "product_data" in p:

@@ -134,7 +134,8 @@ def list_line_items(req: Request) -> dict[str, Any]:
                          newest_first=False)
 
 
-def complete(core: Any, session: dict[str, Any], pm_card: dict[str, Any], email: str | None,
+def complete(  # noqa: PLR0917 - called from the hosted page only
+    core: Any, session: dict[str, Any], pm_card: dict[str, Any], email: str | None,
              name: str | None, promotion_code: str | None) -> None:
     """The customer paid on the hosted page: customer, subscription, first invoice, events."""
     req = Request(core, "POST", "", (), {})

@@ -77,7 +77,8 @@ def get_event(req: Request) -> dict[str, Any]:
 
 @route("GET", "/v1/events")
 def list_events(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {**LIST, "type": s, "types": arr(s), "created": obj({"gt": i, "gte": i, "lt": i, "lte": i}),
+    p = validate(req.params, {**LIST, "type": s, "types": arr(s),
+                              "created": obj({"gt": i, "gte": i, "lt": i, "lte": i}),
                               "delivery_success": s})
     created = p.get("created", {})
 
@@ -98,7 +99,7 @@ def list_events(req: Request) -> dict[str, Any]:
 
 
 # ---- webhook endpoints ---------------------------------------------------------------------------
-def add_endpoint(core: Any, url: str, enabled_events: list[str], secret: str | None = None,
+def add_endpoint(core: Any, url: str, enabled_events: list[str], secret: str | None = None, *,
                  description: str | None = None, meta: dict[str, str] | None = None,
                  api_version: str | None = None) -> dict[str, Any]:
     endpoint = blank("webhook_endpoint")

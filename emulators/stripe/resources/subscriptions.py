@@ -151,9 +151,10 @@ def _diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 
 @route("POST", "/v1/subscriptions/{id}")
-def update_subscription(req: Request) -> dict[str, Any]:
+def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one branch per field
     p = validate(req.params, {
-        "metadata": metadata, "cancel_at_period_end": b, "cancel_at": nullable(i), "default_payment_method": nullable(s),
+        "metadata": metadata, "cancel_at_period_end": b, "cancel_at": nullable(i),
+        "default_payment_method": nullable(s),
         "description": nullable(s), "proration_behavior": PRORATION, "payment_behavior": PAYMENT_BEHAVIOR,
         "items": arr(obj({"id": s, "price": s, "quantity": i, "metadata": metadata, "deleted": b})),
         "cancellation_details": obj({"comment": nullable(s), "feedback": nullable(s)}), "trial_end": int_or("now"),
@@ -207,7 +208,8 @@ def update_subscription(req: Request) -> dict[str, Any]:
     return sub
 
 
-def _update_items(req: Request, sub: dict[str, Any], specs: list[dict[str, Any]], now: int) -> list[dict]:
+def _update_items(  # noqa: PLR0912 - add, change or delete each item
+    req: Request, sub: dict[str, Any], specs: list[dict[str, Any]], now: int) -> list[dict]:
     core = req.core
     prorations: list[dict] = []
     current = billing.items(sub)

@@ -47,10 +47,9 @@ def test_rate_limit_answers_429_beyond_the_budget(stripe_emulator: StripeEmulato
             client.v1.customers.list()
             outcomes.append("ok")
         except stripe.RateLimitError as exc:
-            assert exc.json_body["error"]["code"] == "rate_limit"
-            outcomes.append("429")
+            outcomes.append(exc.json_body["error"]["code"])
     assert outcomes[0] == "ok"
-    assert "429" in outcomes
+    assert "rate_limit" in outcomes
 
 
 def test_fault_settings_refuse_unknown_names(stripe_emulator: StripeEmulator) -> None:
@@ -72,7 +71,7 @@ def test_duplicate_webhook_deliveries(sink: WebhookSink) -> None:
 
 def test_cli_serves_until_sigterm() -> None:
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own module with fixed arguments
+    process = subprocess.Popen(
         [sys.executable, "-m", "emulators.stripe", "--port", str(port), "--api-key", "sk_test_cli",
          "--error-rate-500", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,7 +87,7 @@ def test_cli_serves_until_sigterm() -> None:
 
 
 def test_cli_rejects_bad_options() -> None:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "emulators.stripe", "--port", "0", "--error-rate-429", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=20, check=False)
     assert result.returncode == 2

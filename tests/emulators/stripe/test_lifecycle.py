@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import stripe
 
 from emulators.stripe.server import StripeEmulator
@@ -126,12 +127,9 @@ def test_paying_with_a_declining_card_raises_card_error(client: Any, meter: Any)
     sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}],
                                                  "expand": ["latest_invoice"]})
     assert sub.status == "incomplete"
-    try:
+    with pytest.raises(stripe.CardError) as declined:
         client.v1.invoices.pay(sub.latest_invoice.id)
-    except stripe.CardError as exc:
-        assert exc.code == "card_declined"
-    else:
-        raise AssertionError("paying with a failing card must raise CardError")
+    assert declined.value.code == "card_declined"
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": JAN_1_2026 + DAY})
     assert client.v1.subscriptions.retrieve(sub.id).status == "incomplete_expired"
 
