@@ -17,9 +17,10 @@ def _as_of(text: str) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from billing.cli import CliError  # lazily: billing.cli imports this module
-    from billing.usage.runner import run_in_process
-    from billing.usage.wiring import usage_push
+    # Lazily: billing.cli imports this module, and the SDKs load only when a push runs.
+    from billing.cli import CliError  # noqa: PLC0415
+    from billing.usage.runner import run_in_process  # noqa: PLC0415
+    from billing.usage.wiring import usage_push  # noqa: PLC0415
 
     as_of = args.as_of if args.as_of is not None else int(datetime.now(UTC).timestamp())
     try:
@@ -52,5 +53,5 @@ def register(
     push = actions.add_parser("push", parents=[models_file], help="report unreported usage to Stripe now")
     push.add_argument("--dry-run", action="store_true", help="print the events that would be sent; send nothing")
     push.add_argument("--as-of", type=_as_of, default=None, metavar="ISO",
-                      help="push as if it were this time (default: now); reports are read up to it minus the lag")  # fmt: skip
+                      help="push as if it were this time (default: now); reports are read to it minus the lag")
     push.set_defaults(handler=_cmd_push)
