@@ -346,7 +346,7 @@ def recompute(core: Core, inv: dict) -> None:
     inv["amount_remaining"] = inv["amount_due"] - inv["amount_paid"]
 
 
-def finalize(core: Core, inv: dict) -> None:
+def finalize(core: Core, inv: dict, pm_id: str | None = None) -> None:
     """draft -> open (and paid at once when nothing is due), then the first payment attempt."""
     if inv["status"] != "draft":
         return
@@ -371,7 +371,7 @@ def finalize(core: Core, inv: dict) -> None:
         mark_paid(core, inv, now, clock)
         return
     if inv["auto_advance"]:
-        attempt(core, inv, None, automatic=True)
+        attempt(core, inv, pm_id, automatic=True)
 
 
 def mark_paid(core: Core, inv: dict, now: int, clock: str) -> None:
@@ -488,6 +488,7 @@ def create_subscription(
     discounts: list[str] | None = None,
     description: str | None = None,
     cancel_at_period_end: bool = False,
+    first_payment_method: str | None = None,
 ) -> dict:
     """Create the subscription and its first invoice (flat fees in advance), finalised at once."""
     clock = customer.get("test_clock") or ""
@@ -546,7 +547,7 @@ def create_subscription(
     recompute(core, inv)
     sub["latest_invoice"] = inv["id"]
     core.emit("invoice.created", inv, None, clock)
-    finalize(core, inv)
+    finalize(core, inv, first_payment_method)
     if sub["status"] == "incomplete" and inv["status"] == "paid":
         set_status(core, sub, "trialing" if trial_end else "active", clock)
     elif sub["status"] == "incomplete":

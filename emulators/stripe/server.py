@@ -284,8 +284,11 @@ class StripeEmulator:
 
     def add_webhook_endpoint(self, url: str, secret: str | None = None,
                              enabled_events: list[str] | None = None) -> WebhookEndpoint:
+        # Without an explicit secret, reuse the one given at construction so app_settings() stays right.
         with self.core.store.lock:
-            endpoint = add_endpoint(self.core, url, enabled_events or ["*"], secret)
+            endpoint = add_endpoint(self.core, url, enabled_events or ["*"], secret or self.webhook_secret)
+        if self.webhook_secret is None:
+            self.webhook_secret = endpoint["_secret"]
         return WebhookEndpoint(endpoint["id"], endpoint["_secret"])
 
     def client(self, **options: Any) -> Any:

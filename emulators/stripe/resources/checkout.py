@@ -147,6 +147,10 @@ def complete(  # noqa: PLR0917 - called from the hosted page only
     clock = core.clock_of(customer["id"])
     pm_card["customer"] = customer["id"]
     core.emit("payment_method.attached", pm_card, None, clock)
+    # The card becomes the customer's default (not the subscription's), so tests can swap it for a
+    # failing one with customers.modify(invoice_settings={"default_payment_method": ...}).
+    if not customer["invoice_settings"]["default_payment_method"]:
+        customer["invoice_settings"]["default_payment_method"] = pm_card["id"]
     specs = list(session["discounts"] or [])
     if promotion_code:
         specs = [{"promotion_code": promotion_code}]
@@ -154,8 +158,8 @@ def complete(  # noqa: PLR0917 - called from the hosted page only
     data = session["_subscription_data"]
     sub = billing.create_subscription(
         core, customer, [(price, qty, {}) for price, qty in session["_lines"]], metadata=dict(data.get("metadata", {})),
-        trial_days=data.get("trial_period_days"), default_payment_method=pm_card["id"], discounts=discounts,
-        description=data.get("description"),
+        trial_days=data.get("trial_period_days"), default_payment_method=None, discounts=discounts,
+        description=data.get("description"), first_payment_method=pm_card["id"],
     )
     inv = core.store.get("invoice", sub["latest_invoice"])
     session.update(

@@ -73,7 +73,9 @@ def test_cli_serves_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> Non
         assert proc.stdout is not None
         lines = []
         while not lines or lines[-1] != "}\n":  # the JSON object the CLI prints once it listens
-            lines.append(proc.stdout.readline())
+            line = proc.stdout.readline()
+            assert line, f"the CLI exited early: {proc.stderr.read() if proc.stderr else ''}"
+            lines.append(line)
         printed = json.loads("".join(lines))
         settings = printed["app_settings"]
         assert printed["gateway_url"] == f"http://127.0.0.1:{ports[1]}"

@@ -105,3 +105,19 @@ def test_portal_lists_invoices_and_cancels_at_period_end(client: Any) -> None:
     sub = client.v1.subscriptions.retrieve(completed.subscription)
     assert (sub.status, sub.cancel_at_period_end) == ("active", True)
     assert requests.get(invoice.hosted_invoice_url, timeout=10).status_code == 200
+
+
+def test_checkout_on_a_test_clock_then_a_swapped_failing_card(client: Any) -> None:
+    _, flat = _catalog(client)
+    start = 1767225600  # 2026-01-01T00:00:00Z
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": start})
+    customer = client.v1.customers.create(params={"email": "d@example.com", "test_clock": clock.id})
+    session = _session(client, flat, customer=customer.id)
+    requests.post(session.url, data={"cardNumber": "4242424242424242", **CARD}, timeout=10, allow_redirects=False)
+    sub = client.v1.subscriptions.retrieve(client.v1.checkout.sessions.retrieve(session.id).subscription)
+    assert (sub.start_date, sub.status) == (start, "active")
+    failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": failing.id}})
+    period_end = sub["items"].data[0].current_period_end
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": period_end + 7200})
+    assert client.v1.subscriptions.retrieve(sub.id).status == "past_due"
