@@ -7,22 +7,27 @@ reports up to the period's end (not now minus the lag) and sends what the waterm
 
 from __future__ import annotations
 
+import time
+
 from billing.usage.push import PushSummary, UsagePush
 from billing.usage.windows import Period
 from billing.usage.wiring import usage_push
 
 
 def report_closing_usage(
-    subscription_id: str, period_start: int, period_end: int, push: UsagePush | None = None
+    subscription_id: str, period_start: int, period_end: int, push: UsagePush | None = None, *,
+    now: int | None = None,
 ) -> PushSummary:
     """Report the subscription's unreported usage of [period_start, period_end); idempotent.
 
-    `push` defaults to one built from the app settings. Raises LookupError if there is no link for
+    `push` defaults to one built from the app settings. `now` (default: the wall clock) matters at
+    cancellation, when the period has not ended: the event then carries `now`, not the period's end. Raises LookupError if there is no link for
     the subscription, ValueError for an empty period; Stripe refusals are in the summary's failures.
     """
     if push is None:
         push = usage_push()
-    batch = push.closing_batch(subscription_id, Period(period_start, period_end))
+    when = int(time.time()) if now is None else now
+    batch = push.closing_batch(subscription_id, Period(period_start, period_end), when)
     if batch is None:
         return PushSummary(subscriptions_seen=1, skipped=1)
     summary, _ = push.process_batch(batch)

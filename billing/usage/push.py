@@ -119,8 +119,12 @@ class UsagePush:
             ]  # fmt: skip
             yield from split(period, window.end, as_of, items, self.batch_size)
 
-    def closing_batch(self, subscription_id: str, period: Period) -> PushBatch | None:
-        """The whole period of one subscription (period end or cancellation); None if not metered."""
+    def closing_batch(self, subscription_id: str, period: Period, now: int | None = None) -> PushBatch | None:
+        """The whole period of one subscription (period end or cancellation); None if not metered.
+
+        At cancellation the period has not ended: events then carry `now` (Stripe refuses
+        timestamps more than 5 minutes ahead), still inside the period.
+        """
         found = self.links.get(subscription_id)
         if found is None:
             raise LookupError(f"no subscription link for '{subscription_id}'; is the id an APIM subscription id?")
@@ -134,7 +138,8 @@ class UsagePush:
         window = closing_window(period)
         counts = self.reports.read(window, subscription_id).get(subscription_id, UsageCounts())
         item = PushItem(subscription_id, link.stripe_customer_id, link.product_id, counts)
-        return PushBatch(period, window.end, window.end, (item,), closing=True)
+        stamp_end = window.end if now is None or now >= period.end else max(period.start + 1, now)
+        return PushBatch(period, stamp_end, stamp_end, (item,), closing=True)
 
     # Stage 2: process ----------------------------------------------------------------------
     def process_batch(
