@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from billing.portal.ports import HOLDING_STATES, ApimPort, PaymentsPort
 
 log = logging.getLogger(__name__)
 
-ClosingReporter = Callable[[str, datetime, datetime], object]
+# report_closing_usage(subscription id, period start, period end) with unix seconds (issue 8).
+ClosingReporter = Callable[[str, int, int], object]
 
 
 class UnsubscribeError(Exception):
@@ -29,8 +30,8 @@ def is_paid_subscription(sid: str) -> bool:
 def closing_reporter() -> ClosingReporter | None:
     """`billing.usage.closing.report_closing_usage` (issue 8) when it exists.
 
-    HOOK: until issue 8 provides it, cancellation sends no closing usage and the last partial
-    period's calls since the previous push are not billed; this is logged at warning level.
+    Without it, cancellation sends no closing usage (the calls since the last push are not billed);
+    this is logged at warning level.
     """
     try:
         module = importlib.import_module("billing.usage.closing")
@@ -51,12 +52,22 @@ def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
     if is_paid_subscription(sid):
         period = payments.subscription_period(sid)
         if period is not None:
-            start = datetime.fromtimestamp(period[0], UTC)
-            if reporter is not None:
-                # Before the cancel, so the final invoice includes the calls of the partial period.
-                reporter(sid, start, now)
-            else:
-                log.warning("closing usage not reported for %s: billing.usage.closing is not available", sid)
+            _report_closing(reporter, sid, period[0], int(now.timestamp()))
         payments.cancel_subscription(sid)
     apim.set_subscription_state(sid, "cancelled", "Cancelled by the consumer")
     return sub.display_name
+
+
+def _report_closing(reporter: ClosingReporter | None, sid: str, start: int, end: int) -> None:
+    # Before the cancel, so the final invoice (invoice_now) includes the calls of the partial period.
+    if reporter is None:
+        log.warning("closing usage not reported for %s: billing.usage.closing is not available", sid)
+        return
+    if end <= start:
+        return
+    try:
+        reporter(sid, start, end)
+    except LookupError:
+        # No subscription link (the webhook never recorded it): nothing can be reported, but the
+        # consumer must still be able to cancel. Other failures stop the cancel, to be retried.
+        log.warning("closing usage not reported for %s: no subscription link", sid)

@@ -67,12 +67,36 @@ def running_stack(azurite: Azurite) -> Iterator[Stack]:
         }
         for name, value in env.items():
             mp.setenv(name, value)
+        _create_storage()
         _sync_catalog()
         import function_app  # noqa: PLC0415 - after the settings, as the Functions host would
         from devhost.server import DevHost  # noqa: PLC0415
 
         with DevHost(function_app.app, port=port):
             yield Stack(app_url, apim, stripe, key_b64, env)
+
+
+def _create_storage() -> None:
+    """The app's tables and queues, as the deployment creates them in Azure (infra/app-storage.json)."""
+    from billing.adapters.storage import ensure_table, queue  # noqa: PLC0415
+    from billing.store.tables import ALL_QUEUES, ALL_TABLES  # noqa: PLC0415
+
+    for name in ALL_TABLES:
+        ensure_table(name)
+    for name in ALL_QUEUES:
+        client = queue(name)
+        if not _queue_exists(client):
+            client.create_queue()
+
+
+def _queue_exists(client: Any) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError  # noqa: PLC0415
+
+    try:
+        client.get_queue_properties()
+    except ResourceNotFoundError:
+        return False
+    return True
 
 
 def _sync_catalog() -> None:

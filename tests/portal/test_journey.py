@@ -134,16 +134,30 @@ def test_paid_subscription_twice_is_refused_before_paying(stack: Stack) -> None:
 
 
 def _grant_like_the_webhook(stack: Stack, uid: str):
-    """What issue 7's webhook does on checkout.session.completed: the APIM subscription named sub_..."""
+    """What issue 7's webhook does once the first invoice is paid: the APIM subscription named after the
+    Stripe subscription, active, and its link row. Done here so these tests do not depend on issue 7."""
     from azure.mgmt.apimanagement.models import SubscriptionCreateParameters
+
+    from billing.adapters.storage import ensure_table
+    from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+    from billing.store.tables import SUBSCRIPTIONS_TABLE
 
     client = stack.stripe_client
     customer = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data[0]
     sub = client.v1.subscriptions.list(params={"customer": customer.id}).data[0]
+    pid = sub.metadata["apim_product_id"]
     stack.apim_client().subscription.create_or_update(
         stack.apim.resource_group, stack.apim.service_name, sub.id,
-        SubscriptionCreateParameters(owner_id=f"/users/{uid}", scope=f"/products/{sub.metadata['apim_product_id']}",
+        SubscriptionCreateParameters(owner_id=f"/users/{uid}", scope=f"/products/{pid}",
                                      display_name=sub.metadata["apim_subscription_name"], state="active"))
+    items = sub["items"].data
+    usage = [i.id for i in items if i.price.recurring and i.price.recurring.usage_type == "metered"]
+    SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE)).create_or_replace(SubscriptionLink(
+        apim_subscription_id=sub.id, apim_user_id=uid, product_id=pid,
+        subscription_name=sub.metadata["apim_subscription_name"], stripe_customer_id=customer.id,
+        stripe_subscription_id=sub.id, stripe_usage_item_id=usage[0] if usage else "", stripe_status=sub.status,
+        apim_state="active", current_period_start=items[0].current_period_start,
+        current_period_end=items[0].current_period_end, stripe_state_at=sub.created))
     return sub
 
 
