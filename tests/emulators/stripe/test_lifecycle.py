@@ -176,3 +176,33 @@ def test_price_change_without_proration(client: Any, meter: Any) -> None:
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": FEB_1 + 2 * HOUR})
     renewal = client.v1.invoices.list(params={"subscription": sub.id, "limit": 1}).data[0]
     assert renewal.amount_paid == 8995
+
+
+def test_trial_then_first_paid_renewal(client: Any, meter: Any) -> None:
+    flat, _ = _catalog(client, meter)
+    clock, customer = clocked_customer(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}],
+                                                 "trial_period_days": 14, "expand": ["latest_invoice"]})
+    assert (sub.status, sub.trial_end, sub.latest_invoice.amount_due) == ("trialing", JAN_1_2026 + 14 * DAY, 0)
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": JAN_1_2026 + 14 * DAY + 2 * HOUR})
+    after = client.v1.subscriptions.retrieve(sub.id, params={"expand": ["latest_invoice"]})
+    assert (after.status, after.latest_invoice.amount_paid) == ("active", 1495)
+    # the billing cycle now runs from the trial end, one calendar month at a time
+    assert after["items"].data[0].current_period_end == int(datetime(2026, 2, 15, tzinfo=UTC).timestamp())
+
+
+def test_upgrade_with_always_invoice_charges_the_prorated_difference(client: Any, meter: Any) -> None:
+    flat, _ = _catalog(client, meter)
+    bigger = client.v1.prices.create(params={"product": flat.product, "currency": "usd", "unit_amount": 4595,
+                                             "recurring": {"interval": "month"}})
+    clock, customer = clocked_customer(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}]})
+    # January has 31 days; upgrading with a fifth of it left makes both prorations whole cents.
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": FEB_1 - 31 * DAY // 5})
+    updated = client.v1.subscriptions.update(sub.id, params={
+        "items": [{"id": sub["items"].data[0].id, "price": bigger.id}], "proration_behavior": "always_invoice",
+        "expand": ["latest_invoice"]})
+    invoice = updated.latest_invoice
+    assert invoice.billing_reason == "subscription_update"
+    assert sorted(line.amount for line in invoice.lines.data) == [-299, 919]  # -1495/5 and 4595/5
+    assert (invoice.status, invoice.amount_paid) == ("paid", 919 - 299)
