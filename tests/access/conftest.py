@@ -83,6 +83,16 @@ class Stack:
     catalog: Catalog
     env: dict[str, str]
     apim_writes: list[tuple[str, str]]  # (method, path) of every APIM subscription write
+    endpoint_id: str = ""
+
+    def pause_deliveries(self) -> None:
+        """Stripe stops sending events to the app (they are still recorded, for `stripe_events`)."""
+        self.stripe.v1.webhook_endpoints.update(self.endpoint_id, params={"disabled": True})
+
+    def stripe_events(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every event Stripe recorded (created >= since), oldest first, as delivered JSON."""
+        found = self.stripe.v1.events.list(params={"limit": 100, "created": {"gte": since}})
+        return [e.to_dict(for_json=True) for e in reversed(list(found.auto_paging_iter()))]  # Stripe lists newest first
 
     @property
     def webhook_url(self) -> str:
@@ -224,8 +234,8 @@ def stack(
     import function_app  # noqa: PLC0415 - the app reads settings at call time; imported once here
 
     with DevHost(function_app.app, port=free_port()) as host:
-        stripe_emulator.add_webhook_endpoint(f"{host.base_url}/api/webhooks/stripe", WEBHOOK_SECRET)
-        yield Stack(stripe_emulator, apim_emulator, host, client, apim, catalog, env, writes)
+        endpoint = stripe_emulator.add_webhook_endpoint(f"{host.base_url}/api/webhooks/stripe", WEBHOOK_SECRET)
+        yield Stack(stripe_emulator, apim_emulator, host, client, apim, catalog, env, writes, endpoint.id)
     access_runtime.forget_clients()
     apim.close()
 
