@@ -12,7 +12,6 @@ from urllib.parse import parse_qs
 from emulators.stripe import billing, pricing
 from emulators.stripe.core import Core
 from emulators.stripe.resources import checkout
-from emulators.stripe.wire import StripeError
 
 # Stripe's test card numbers: brand and what charging the card does (None = succeeds).
 TEST_CARDS: dict[str, tuple[str, str | None]] = {
@@ -215,4 +214,3 @@ def portal_page(core: Core, portal_id: str, method: str, body: str, action: str)
     return _page("Billing", body_html)
 
 
-_ = StripeError

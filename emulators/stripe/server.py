@@ -8,10 +8,9 @@ import json
 import re
 import threading
 import traceback
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from emulators.stripe import pages
 from emulators.stripe.core import API_VERSION, Config, Core
@@ -330,4 +329,3 @@ class StripeEmulator:
         self.stop()
 
 
-_ = (HTTPStatus, parse_qs)

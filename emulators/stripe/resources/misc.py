@@ -5,12 +5,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from emulators.stripe import billing
 from emulators.stripe.core import API_VERSION
 from emulators.stripe.resources.catalog import merge_metadata
 from emulators.stripe.routes import Request, route
 from emulators.stripe.store import blank
-from emulators.stripe.wire import EXPAND, LIST, StripeError, arr, enum, i, invalid, metadata, nullable, obj, s, validate
+from emulators.stripe.wire import EXPAND, LIST, arr, enum, i, invalid, metadata, nullable, obj, s, validate
 
 
 # ---- test clocks -------------------------------------------------------------------------------
@@ -167,4 +166,3 @@ def list_endpoints(req: Request) -> dict[str, Any]:
     return page
 
 
-_ = (billing, StripeError)
