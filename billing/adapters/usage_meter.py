@@ -133,7 +133,7 @@ class StripeMeterSender:
         def call() -> None:
             self._count("v1")
             try:
-                self._client.billing.meter_events.create(
+                self._client.v1.billing.meter_events.create(
                     params=_v1_params(event),  # type: ignore[arg-type]
                     options={"max_network_retries": 0},
                 )

@@ -91,7 +91,9 @@ class FakeLinks:
         return iter(list(self.links.values()))
 
 
-def link(sid: str, product: str, start: int, end: int, customer: str | None = None, **changes: object) -> SubscriptionLink:
+def link(
+    sid: str, product: str, start: int, end: int, customer: str | None = None, **changes: object
+) -> SubscriptionLink:
     base = SubscriptionLink(
         apim_subscription_id=sid, apim_user_id="u1", product_id=product, subscription_name=sid,
         stripe_customer_id=customer or f"cus_{sid}", stripe_subscription_id=sid, stripe_usage_item_id="si_1",

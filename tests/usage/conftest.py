@@ -1,0 +1,159 @@
+"""Fixtures for the usage integration tests: Azurite, both emulators, a catalog made through the SDKs.
+
+The catalog (Stripe products, prices, meters; APIM products) is created directly under the
+stable names of billing.catalog_names, so these tests do not depend on the catalog sync; the
+subscription links are written as the webhook area writes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+import stripe
+from azure.mgmt.apimanagement import ApiManagementClient
+from azure.mgmt.apimanagement.models import ProductContract, SubscriptionCreateParameters, UserCreateParameters
+
+from billing.adapters.storage import ensure_table
+from billing.catalog_names import (
+    CUSTOMER_META_APIM_USER,
+    PRODUCT_METADATA_KEY,
+    flat_price_lookup_key,
+    meter_event_name,
+    stripe_product_id,
+    usage_price_lookup_key,
+)
+from billing.model_loader import load_models
+from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_WATERMARKS_TABLE
+from devstack.azurite import Azurite
+from emulators.apim.pytest_plugin import apim_emulator  # noqa: F401 - re-exported fixture
+from emulators.apim.server import ApimEmulator
+from emulators.stripe.pytest_plugin import stripe_emulator  # noqa: F401 - re-exported fixture
+from emulators.stripe.server import StripeEmulator
+
+MODELS = load_models()
+PRODUCTS = ("developer", "payg", "standard")  # Freemium, Metered, TierWithOverage
+
+
+@dataclass
+class UsageStack:
+    stripe_emu: StripeEmulator
+    apim_emu: ApimEmulator
+    stripe: stripe.StripeClient
+    apim: ApiManagementClient
+    env: dict[str, str]
+    prices: dict[str, list[str]] = field(default_factory=dict)
+    clock_now: dict[str, float] = field(default_factory=dict)  # the APIM emulator's injected time
+
+    @property
+    def where(self) -> tuple[str, str]:
+        return self.apim_emu.resource_group, self.apim_emu.service_name
+
+    def subscribe(self, product: str, user: str) -> tuple[str, str, str]:
+        """A paid subscription on its own test clock: (sid, customer id, test clock id)."""
+        clock = self.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": int(self.now())})
+        customer = self.stripe.v1.customers.create(params={
+            "email": f"{user}@example.com", "metadata": {CUSTOMER_META_APIM_USER: user}, "test_clock": clock.id,
+        })  # fmt: skip
+        items: list[dict[str, Any]] = [{"price": p} for p in self.prices[product]]
+        for item in items:
+            if item["price"] in self.prices.get(f"{product}:flat", []):
+                item["quantity"] = 1
+        session = self.stripe.v1.checkout.sessions.create(params={
+            "mode": "subscription", "customer": customer.id, "line_items": items,
+            "success_url": "http://127.0.0.1:9/done",
+        })  # fmt: skip
+        page = requests.post(str(session.url), data={"cardNumber": "4242 4242 4242 4242", "cardExpiry": "12 / 34",
+                             "cardCvc": "123", "billingName": user}, allow_redirects=False, timeout=10)  # fmt: skip
+        assert page.status_code == 303, page.text[:300]
+        sid = self.stripe.v1.checkout.sessions.retrieve(session.id).subscription
+        assert isinstance(sid, str)
+        self.apim.user.create_or_update(*self.where, user, UserCreateParameters(
+            email=f"{user}@example.com", first_name=user, last_name="Tester"))  # fmt: skip
+        self.apim.subscription.create_or_update(*self.where, sid, SubscriptionCreateParameters(
+            scope=f"/products/{product}", display_name=user, owner_id=f"/users/{user}", state="active"))  # fmt: skip
+        self.write_link(sid, product, customer.id, user)
+        return sid, customer.id, clock.id
+
+    def write_link(self, sid: str, product: str, customer: str, user: str) -> SubscriptionLink:
+        sub = self.stripe.v1.subscriptions.retrieve(sid)
+        item = sub["items"]["data"][0]
+        link = SubscriptionLink(
+            apim_subscription_id=sid, apim_user_id=user, product_id=product, subscription_name=user,
+            stripe_customer_id=customer, stripe_subscription_id=sid, stripe_usage_item_id=item["id"],
+            stripe_status=sub.status, apim_state="active", current_period_start=int(item["current_period_start"]),
+            current_period_end=int(item["current_period_end"]), stripe_state_at=int(time.time()),
+        )  # fmt: skip
+        SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE, self.env)).create_or_replace(link)
+        return link
+
+    def now(self) -> float:
+        return self.clock_now["t"]
+
+    def call(self, sid: str, times: int, status: int = 200) -> None:
+        """Real calls through the gateway with the subscription's key; `status` the backend answers."""
+        key = self.apim.subscription.list_secrets(*self.where, sid).primary_key
+        for _ in range(times):
+            requests.get(f"{self.apim_emu.gateway_url}/echo/status/{status}",
+                         headers={"Ocp-Apim-Subscription-Key": key}, timeout=10)  # fmt: skip
+
+
+def _catalog(client: stripe.StripeClient) -> dict[str, list[str]]:
+    prices: dict[str, list[str]] = {}
+    for pid in PRODUCTS:
+        product = MODELS.product(pid)
+        assert product.usage_price is not None
+        client.v1.products.create(params={"id": stripe_product_id(pid), "name": product.display_name,
+                                          "metadata": {PRODUCT_METADATA_KEY: pid}})  # fmt: skip
+        ids = []
+        if product.flat_fee_minor:
+            flat = client.v1.prices.create(params={
+                "product": stripe_product_id(pid), "currency": "usd", "unit_amount": product.flat_fee_minor,
+                "recurring": {"interval": "month", "usage_type": "licensed"}, "lookup_key": flat_price_lookup_key(pid),
+            })  # fmt: skip
+            ids.append(flat.id)
+            prices[f"{pid}:flat"] = [flat.id]
+        meter = client.v1.billing.meters.create(params={
+            "display_name": f"{pid} calls", "event_name": meter_event_name(pid),
+            "default_aggregation": {"formula": "sum"},
+        })  # fmt: skip
+        per_call = product.usage_price.minor_per_call(product.currency_exponent)
+        decimal = format(per_call.numerator / per_call.denominator, "f")  # exact here: 0.2, 0.15, 0.1 cents
+        usage = client.v1.prices.create(params={
+            "product": stripe_product_id(pid), "currency": "usd", "unit_amount_decimal": decimal,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+            "lookup_key": usage_price_lookup_key(pid),
+        })  # fmt: skip
+        ids.append(usage.id)
+        prices[pid] = ids
+    return prices
+
+
+@pytest.fixture
+def usage_stack(
+    azurite: Azurite,
+    stripe_emulator: StripeEmulator,  # noqa: F811 - the fixture imported above
+    apim_emulator: ApimEmulator,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[UsageStack]:
+    env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emulator.app_settings(),
+           **apim_emulator.app_settings(), "USAGE_REPORT_LAG_MINUTES": "30"}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    clock_now = {"t": time.time()}
+    apim_emulator.set_clock(lambda: datetime.fromtimestamp(clock_now["t"], UTC))
+    apim = apim_emulator.management_client(retry_total=0)
+    for pid in PRODUCTS:
+        apim.product.create_or_update(apim_emulator.resource_group, apim_emulator.service_name, pid, ProductContract(
+            display_name=pid, subscription_required=True, approval_required=False, subscriptions_limit=1,
+            state="published"))  # fmt: skip
+    ensure_table(USAGE_WATERMARKS_TABLE, env)
+    client = stripe_emulator.client()
+    yield UsageStack(stripe_emulator, apim_emulator, client, apim, env, _catalog(client), clock_now)
+    apim.close()
