@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.apimanagement.models import (
@@ -100,7 +100,9 @@ class PortalApim:
         self._c.subscription.update(*self._at(), sid, "*", params)
 
     def billable_calls(self, sid: str, start: datetime, end: datetime, outcomes: Sequence[str]) -> int:
-        flt = (f"timestamp ge {_odata_time(start)} and timestamp le {_odata_time(end)} "
+        # The filter takes whole seconds: round the end up so that calls in its last second count.
+        end_up = end.replace(microsecond=0) + timedelta(seconds=1) if end.microsecond else end
+        flt = (f"timestamp ge {_odata_time(start)} and timestamp lt {_odata_time(end_up)} "
                f"and subscriptionId eq {_odata_string(sid)}")  # fmt: skip
         total = 0
         for record in self._c.reports.list_by_subscription(*self._at(), filter=flt):
