@@ -263,3 +263,17 @@ def test_service_failures_exit_1_and_bad_input_exits_2_without_traceback(stack: 
     assert "HTTP 401" in result.err
     assert "sk_test_emulator" not in result.err
     assert "Traceback" not in result.err
+
+
+def test_throttled_apply_backs_off_and_finishes_without_duplicates(stack: Stack) -> None:
+    # APIM: ARM 429s with Retry-After; azure-core's retry policy waits and retries.
+    stack.apim_emu.faults.update({"error_rate_429": 0.15, "retry_after_seconds": 1, "seed": 11})
+    # Stripe: 429s, which the SDK does not retry; the catalog adapter does (same idempotency key).
+    stack.stripe_emu.core.faults.settings.update({"error_rate_429": 0.2, "seed": 5})
+    stack.stripe_emu.core.faults.reseed()
+    sync = CatalogSync(load_models(), StripeCatalog(stripe_client(), backoff_seconds=0.01), ApimCatalog(apim_service()))
+    sync.apply(sync.plan())
+    stack.apim_emu.faults.update({"error_rate_429": 0.0})
+    stack.stripe_emu.core.faults.settings.update({"error_rate_429": 0.0})
+    _assert_catalog_exactly(stack)
+    assert "nothing to change" in stack.cli("catalog", "apply").out
