@@ -17,7 +17,8 @@ pytestmark = pytest.mark.storage
 
 
 def _event(sub_id: str = "sub_doesnotmatter") -> dict[str, Any]:
-    return {"id": unique("evt"), "object": "event", "created": int(time.time()), "type": "customer.subscription.updated",
+    return {"id": unique("evt"), "object": "event", "created": int(time.time()),
+            "type": "customer.subscription.updated",
             "data": {"object": {"id": sub_id, "object": "subscription"}}}  # fmt: skip
 
 
