@@ -126,7 +126,8 @@ def product_link(page: str, product_id: str) -> str:
 
 def form_fields(page: str) -> dict[str, str]:
     """name -> value of the hidden inputs of the (first) form."""
-    return {m[1]: html.unescape(m[2]) for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)}
+    hidden = re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)
+    return {m[1]: html.unescape(m[2]) for m in hidden}
 
 
 def absolute(base: str, location: str) -> str:

@@ -6,8 +6,12 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from azure.mgmt.apimanagement.models import SubscriptionCreateParameters
 
 from billing import catalog_names
+from billing.adapters.storage import ensure_table
+from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+from billing.store.tables import SUBSCRIPTIONS_TABLE
 from tests.portal.journey import (
     checkout_url_of,
     new_email,
@@ -136,12 +140,6 @@ def test_paid_subscription_twice_is_refused_before_paying(stack: Stack) -> None:
 def _grant_like_the_webhook(stack: Stack, uid: str):
     """What issue 7's webhook does once the first invoice is paid: the APIM subscription named after the
     Stripe subscription, active, and its link row. Done here so these tests do not depend on issue 7."""
-    from azure.mgmt.apimanagement.models import SubscriptionCreateParameters
-
-    from billing.adapters.storage import ensure_table
-    from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
-    from billing.store.tables import SUBSCRIPTIONS_TABLE
-
     client = stack.stripe_client
     customer = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data[0]
     sub = client.v1.subscriptions.list(params={"customer": customer.id}).data[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from urllib.parse import urlencode
 
 import pytest
@@ -139,8 +140,6 @@ def test_nobody_can_start_a_checkout_for_another_user(stack: Stack) -> None:
 
 
 def _swap_user(token: str, uid: str) -> str:
-    import json
-
     payload, _, mac = token.partition(".")
     data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data["u"] = uid
