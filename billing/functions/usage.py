@@ -14,7 +14,7 @@ import azure.functions as func
 
 from billing.adapters.storage import queue
 from billing.store.tables import USAGE_BATCH_QUEUE
-from billing.usage.batches import BadMessage
+from billing.usage.batches import BadMessage, parse_message
 from billing.usage.runner import fan_out, handle_message
 from billing.usage.wiring import usage_push
 
@@ -38,6 +38,7 @@ def usage_push_batch(msg: func.QueueMessage) -> None:
     started = time.monotonic()
     dequeue = getattr(msg, "dequeue_count", None)
     try:
+        parse_message(msg.get_body())  # a malformed message is named as such, before any setting is read
         summary = handle_message(usage_push(), msg.get_body(), _send, started=started)
     except BadMessage as exc:
         # Never succeeds: say why, then let the host retry it into the poison queue.
