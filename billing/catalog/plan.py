@@ -153,7 +153,7 @@ def make_plan(desired: DesiredCatalog, stripe: StripeState | None, apim: ApimSta
     if stripe is not None:
         meter_ids = _plan_stripe(b, desired, stripe)
     if apim is not None:
-        _plan_apim(b, desired, apim)
+        _plan_apim(b, desired, apim, _catalog_made_product_ids(stripe))
     return Plan(tuple(b.actions), tuple(b.notices), tuple(b.problems), tuple(sorted(meter_ids.items())))
 
 
@@ -318,7 +318,18 @@ def normalised_xml(text: str) -> str:
         return text.strip()
 
 
-def _plan_apim(b: _Builder, desired: DesiredCatalog, apim: ApimState) -> None:
+def _catalog_made_product_ids(stripe: StripeState | None) -> frozenset[str]:
+    """Model ids the catalog once sold through Stripe: the only APIM products it may retire.
+
+    Without Stripe's state (`--apim-only`) nothing can be shown to be ours, so nothing is retired.
+    """
+    if stripe is None:
+        return frozenset()
+    ids = (p.metadata.get(names.PRODUCT_METADATA_KEY) for p in stripe.products.values())
+    return frozenset(i for i in ids if i)
+
+
+def _plan_apim(b: _Builder, desired: DesiredCatalog, apim: ApimState, catalog_made: frozenset[str]) -> None:
     wanted = {s.product_id for s in desired.apim_products}
     policies: list[tuple[ApimProductSpec, bool, list[str]]] = []
     for spec in desired.apim_products:
@@ -347,8 +358,12 @@ def _plan_apim(b: _Builder, desired: DesiredCatalog, apim: ApimState) -> None:
         change = Change.UPDATE if exists else Change.CREATE
         b.add(Service.APIM, change, "policy", spec.product_id, details,
               PutApimPolicy(spec.product_id, spec.policy_xml, exists))  # fmt: skip
+    unmanaged = sorted(pid for pid in apim.products if pid not in wanted and pid not in catalog_made)
+    if unmanaged:
+        # The provider's own products (and APIM's built-in ones) are none of the catalog's business.
+        b.notices.append(f"apim products not made by this catalog, left as they are: {', '.join(unmanaged)}")
     for pid, current in sorted(apim.products.items()):
-        if pid in wanted:
+        if pid in wanted or pid in unmanaged:
             continue
         count = current.subscription_count or 0
         if count:

@@ -98,9 +98,12 @@ def test_a_replaced_price_left_active_by_a_crash_is_archived_next_time() -> None
 def test_a_product_gone_from_the_file_is_archived_in_stripe_and_unpublished_in_apim_if_unused() -> None:
     stripe, apim = _in_sync_state()
     gone = StripeProductState("apim-old", "Old", None, True, {"monetization_product_id": "old"})
+    # "kept" was sold through the catalog before and is archived in Stripe already.
+    kept = StripeProductState("apim-kept", "Kept", None, False, {"monetization_product_id": "kept"})
     meter = MeterState("mtr_old", "apim_calls_old", "Old", True, "sum", "stripe_customer_id", "value")
     price = PriceState("price_old", "old-usage", True, {"monetization_product_id": "old"}, None)
-    state = StripeState({**stripe.products, "apim-old": gone}, (*stripe.meters, meter), (*stripe.prices, price))
+    products = {**stripe.products, "apim-old": gone, "apim-kept": kept}
+    state = StripeState(products, (*stripe.meters, meter), (*stripe.prices, price))
     unused = ApimProductState("old", "Old", None, True, False, 1, "published", None, subscription_count=0)
     used = ApimProductState("kept", "Kept", None, True, False, 1, "published", None, subscription_count=2)
     plan = make_plan(desired_catalog(load_models()), state, ApimState({**apim.products, "old": unused, "kept": used}))
@@ -113,6 +116,17 @@ def test_a_product_gone_from_the_file_is_archived_in_stripe_and_unpublished_in_a
     ]
     assert all(a.change is Change.ARCHIVE for a in plan.actions)
     assert any("kept" in n and "2 subscription(s)" in n for n in plan.notices)
+
+
+def test_apim_products_the_catalog_never_made_are_left_alone() -> None:
+    stripe, apim = _in_sync_state()
+    starter = ApimProductState("starter", "Starter", None, True, False, 1, "published", None, subscription_count=0)
+    internal = ApimProductState("partners", "Partners", None, True, True, None, "published", None, subscription_count=0)
+    products = {**apim.products, "starter": starter, "partners": internal}
+    for stripe_state in (stripe, None):  # with --apim-only nothing can be shown to be the catalog's
+        plan = make_plan(desired_catalog(load_models()), stripe_state, ApimState(products))
+        assert plan.actions == ()
+        assert any("partners, starter" in n and "left as they are" in n for n in plan.notices)
 
 
 def test_policies_that_differ_only_in_whitespace_are_equal() -> None:
