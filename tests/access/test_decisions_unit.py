@@ -1,0 +1,273 @@
+"""Pure logic: Stripe state -> APIM state, event routing, and the sync service with in-memory fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from billing.access.deadline import Deadline, DeadlineExceeded
+from billing.access.decisions import (
+    AccessTarget,
+    ApimState,
+    ApimView,
+    MetadataProblem,
+    StripeState,
+    UnknownStripeStatus,
+    access_target,
+    decide,
+    plan_access,
+)
+from billing.access.ports import AccessPorts
+from billing.access.routing import EventPlan, MalformedEvent, ReportClosingUsage, SyncSubscription, plan_event
+from billing.access.sync import ConcurrentUpdates, sync_subscription
+from billing.store.subscriptions import SubscriptionLink
+
+A, S, SU, C = ApimState.ACTIVE, ApimState.SUBMITTED, ApimState.SUSPENDED, ApimState.CANCELLED
+
+
+# Stripe's documented statuses (docs.stripe.com/billing/subscriptions/overview#subscription-statuses)
+# and what the revenue model says access must be for each.
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (StripeState("incomplete", "open", True), S),  # first invoice not paid: no key yet
+        (StripeState("incomplete", "open", False), S),
+        (StripeState("active", "paid", True), A),
+        (StripeState("trialing", "paid", False), A),
+        (StripeState("active", "draft", False), A),  # next period's draft does not block access
+        (StripeState("active", "open", False), A),  # finalised, not yet attempted
+        (StripeState("active", "open", True), SU),  # attempted and still open: payment failed
+        (StripeState("active", "uncollectible", True), SU),
+        (StripeState("active", "void", False), A),
+        (StripeState("past_due", "open", True), SU),
+        (StripeState("unpaid", "open", True), SU),
+        (StripeState("paused", None, False), SU),
+        (StripeState("canceled", "paid", True, ended_at=1), C),
+        (StripeState("incomplete_expired", "void", True), C),
+        (StripeState("active", "paid", True, ended_at=1700000000), C),
+    ],
+)
+def test_decide(state: StripeState, expected: ApimState) -> None:
+    assert decide(state) is expected
+
+
+def test_unknown_status_is_refused_not_guessed() -> None:
+    with pytest.raises(UnknownStripeStatus, match="'frozen'"):
+        decide(StripeState("frozen"))
+
+
+META = {"apim_user_id": "ada", "apim_product_id": "standard", "apim_subscription_name": "my key"}
+
+
+def test_access_target_checks_metadata_against_what_is_billed() -> None:
+    assert access_target(META, frozenset({"apim-standard"})) == AccessTarget("ada", "standard", "my key")
+    with pytest.raises(MetadataProblem, match="bills apim-basic"):
+        access_target(META, frozenset({"apim-basic"}))
+    with pytest.raises(MetadataProblem, match="lacks apim_user_id, apim_subscription_name"):
+        access_target({"apim_product_id": "standard"}, frozenset({"apim-standard"}))
+    with pytest.raises(MetadataProblem, match="longer than 100"):
+        access_target({**META, "apim_subscription_name": "n" * 101}, frozenset({"apim-standard"}))
+
+
+def test_plan_access() -> None:
+    target = AccessTarget("ada", "standard", "k")
+    assert plan_access(A, target, None).create
+    assert not plan_access(C, target, None).changes_anything  # never create just to cancel
+    assert plan_access(A, target, ApimView("suspended", "ada", "standard")).change_from == "suspended"
+    assert not plan_access(A, target, ApimView("active", "ada", "standard")).changes_anything
+    with pytest.raises(MetadataProblem, match="belongs to user 'eve'"):
+        plan_access(A, target, ApimView("active", "eve", "standard"))
+
+
+def _event(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "evt_1", "object": "event", "type": event_type, "created": 100, "data": {"object": obj}}
+
+
+def test_routing() -> None:
+    invoice = {"object": "invoice", "parent": {"subscription_details": {"subscription": "sub_1"}}}
+    assert plan_event(_event("invoice.paid", invoice)).actions == (SyncSubscription("sub_1"),)
+    assert plan_event(_event("invoice.payment_failed", {"subscription": "sub_2"})).actions == (
+        SyncSubscription("sub_2"),)
+    cycle = {**invoice, "billing_reason": "subscription_cycle", "period_start": 10, "period_end": 20}
+    assert plan_event(_event("invoice.created", cycle)).actions == (ReportClosingUsage("sub_1", 10, 20),)
+    first = {**invoice, "billing_reason": "subscription_create", "period_start": 10, "period_end": 10}
+    assert plan_event(_event("invoice.created", first)).actions == ()
+    session = {"object": "checkout.session", "mode": "subscription", "subscription": "sub_3"}
+    assert plan_event(_event("checkout.session.completed", session)).actions == (SyncSubscription("sub_3"),)
+    assert plan_event(_event("customer.subscription.deleted", {"id": "sub_4"})).actions == (
+        SyncSubscription("sub_4"),)
+    assert "not handled" in plan_event(_event("charge.refunded", {"id": "ch_1"})).note
+    with pytest.raises(MalformedEvent):
+        plan_event({"id": "evt_1", "object": "event", "type": "invoice.paid"})
+
+
+def test_plan_round_trips_through_the_queue_message() -> None:
+    plan = EventPlan("evt_9", "invoice.created", 5, (SyncSubscription("sub_1"), ReportClosingUsage("sub_1", 1, 2)))
+    assert EventPlan.from_json(plan.to_json()) == plan
+    with pytest.raises(MalformedEvent):
+        EventPlan.from_json(b"{}")
+
+
+def test_deadline() -> None:
+    now = [0.0]
+    deadline = Deadline(8.0, clock=lambda: now[0])
+    assert deadline.step_timeout(5.0) == 5.0
+    now[0] = 6.0
+    assert deadline.step_timeout(5.0) == 2.0
+    now[0] = 7.9
+    with pytest.raises(DeadlineExceeded):
+        deadline.step_timeout(5.0)
+
+
+# ---- the sync service against in-memory fakes of the project's own ports -----------------------------
+def _subscription(status: str, invoice_status: str = "paid", sub_id: str = "sub_1") -> dict[str, Any]:
+    return {
+        "id": sub_id, "status": status, "customer": "cus_1", "metadata": META, "ended_at": None,
+        "latest_invoice": {"id": "in_1", "status": invoice_status, "attempted": True},
+        "items": {"data": [
+            {"id": "si_flat", "price": {"product": "apim-standard", "recurring": {"usage_type": "licensed"}},
+             "current_period_start": 1000, "current_period_end": 2000},
+            {"id": "si_usage", "price": {"product": "apim-standard", "recurring": {"usage_type": "metered"}},
+             "current_period_start": 1000, "current_period_end": 2000},
+        ]},
+    }  # fmt: skip
+
+
+class FakeStripe:
+    def __init__(self, sub: dict[str, Any]) -> None:
+        self.sub = sub
+
+    def retrieve(self, subscription_id: str) -> Mapping[str, Any] | None:
+        return self.sub if self.sub["id"] == subscription_id else None
+
+    def list_with_metadata(self) -> Iterator[Mapping[str, Any]]:
+        yield self.sub
+
+
+class FakeApim:
+    def __init__(self) -> None:
+        self.subs: dict[str, ApimView] = {}
+        self.writes: list[str] = []
+
+    def get(self, sid: str, timeout: float) -> ApimView | None:
+        return self.subs.get(sid)
+
+    def create(self, sid: str, target: AccessTarget, state: ApimState, timeout: float) -> None:
+        self.writes.append(f"create {state}")
+        self.subs[sid] = ApimView(state.value, target.user_id, target.product_id)
+
+    def set_state(self, sid: str, state: ApimState, timeout: float) -> None:
+        self.writes.append(f"set {state}")
+        old = self.subs[sid]
+        self.subs[sid] = ApimView(state.value, old.user_id, old.product_id)
+
+
+class FakeLinks:
+    """ETag semantics like Table Storage: every write makes a new ETag."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[SubscriptionLink, str]] = {}
+        self.version = 0
+        self.before_write: list[Any] = []  # callbacks run before the next write (to simulate a race)
+
+    def _next(self) -> str:
+        self.version += 1
+        return f"etag{self.version}"
+
+    def _race(self) -> None:
+        while self.before_write:
+            self.before_write.pop(0)()
+
+    def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None:
+        return self.rows.get(apim_subscription_id)
+
+    def create_if_absent(self, link: SubscriptionLink) -> bool:
+        self._race()
+        if link.apim_subscription_id in self.rows:
+            return False
+        self.rows[link.apim_subscription_id] = (link, self._next())
+        return True
+
+    def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> bool:
+        self._race()
+        if self.rows[link.apim_subscription_id][1] != etag:
+            return False
+        self.rows[link.apim_subscription_id] = (link, self._next())
+        return True
+
+
+class FakeUsage:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, int, int]] = []
+
+    def request_closing(self, subscription_id: str, period_start: int, period_end: int) -> None:
+        self.requests.append((subscription_id, period_start, period_end))
+
+
+def _ports(sub: dict[str, Any]) -> tuple[AccessPorts, FakeStripe, FakeApim, FakeLinks]:
+    stripe, apim, links = FakeStripe(sub), FakeApim(), FakeLinks()
+    return AccessPorts(stripe, apim, links, FakeUsage()), stripe, apim, links
+
+
+def test_sync_creates_then_follows_stripe_and_records_the_link() -> None:
+    ports, stripe, apim, links = _ports(_subscription("active"))
+    result = sync_subscription("sub_1", ports, event_created=50)
+    assert result.outcome == "changed"
+    assert apim.writes == ["create active"]
+    link = links.rows["sub_1"][0]
+    assert (link.stripe_usage_item_id, link.current_period_start, link.current_period_end) == ("si_usage", 1000, 2000)
+    assert (link.apim_user_id, link.product_id, link.stripe_customer_id) == ("ada", "standard", "cus_1")
+    # The same state again: nothing written anywhere.
+    etag = links.rows["sub_1"][1]
+    assert sync_subscription("sub_1", ports, event_created=40).outcome == "unchanged"
+    assert apim.writes == ["create active"]
+    assert links.rows["sub_1"][1] == etag
+    stripe.sub = _subscription("past_due", "open")
+    sync_subscription("sub_1", ports, event_created=60)
+    assert apim.writes == ["create active", "set suspended"]
+    assert links.rows["sub_1"][0].stripe_state_at == 60
+
+
+def test_a_lost_race_reads_stripe_again_and_the_newest_state_wins() -> None:
+    ports, stripe, apim, links = _ports(_subscription("active"))
+    sync_subscription("sub_1", ports, event_created=1)
+
+    # While this handler (which read "active") is between APIM and the link, another handler
+    # applies the newer "past_due" and writes the link first.
+    def newer_handler() -> None:
+        stripe.sub = _subscription("past_due", "open")
+        sync_subscription("sub_1", ports, event_created=3)
+
+    stripe.sub = _subscription("active", "paid")
+    apim.subs["sub_1"] = ApimView("suspended", "ada", "standard")  # so this handler has work to do
+    links.before_write.append(newer_handler)
+    sync_subscription("sub_1", ports, event_created=2)
+    assert apim.subs["sub_1"].state == "suspended"
+    assert links.rows["sub_1"][0].stripe_status == "past_due"
+
+
+def test_endless_races_give_up_for_a_retry() -> None:
+    ports, _, apim, links = _ports(_subscription("active"))
+    sync_subscription("sub_1", ports, event_created=1)
+    apim.subs["sub_1"] = ApimView("suspended", "ada", "standard")
+
+    class Racing(FakeLinks):
+        def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> bool:
+            return False
+
+    racing = Racing()
+    racing.rows = links.rows
+    with pytest.raises(ConcurrentUpdates):
+        sync_subscription("sub_1", AccessPorts(ports.stripe, apim, racing, ports.usage), event_created=2)
+
+
+def test_link_for_another_user_is_a_metadata_problem_not_a_change() -> None:
+    ports, stripe, apim, _ = _ports(_subscription("active"))
+    sync_subscription("sub_1", ports, event_created=1)
+    stripe.sub = {**_subscription("active"), "metadata": {**META, "apim_user_id": "eve"}}
+    result = sync_subscription("sub_1", ports, event_created=2)
+    assert result.outcome == "ignored"
+    assert "user eve" in result.detail
+    assert apim.writes == ["create active"]
