@@ -67,6 +67,12 @@ SETTINGS: tuple[Setting, ...] = (
             default="0 0 2 * * *", local="0 0 2 * * *"),
     Setting("USAGE_REPORT_LAG_MINUTES", "Minutes before now that the push leaves for report lag.",
             required=False, default="30", local="30"),
+    Setting("USAGE_STRIPE_REQUESTS_PER_SECOND", "Stripe request budget of the usage push, per instance.",
+            required=False, default="25", local="25"),
+    Setting("USAGE_ARM_REQUESTS_PER_SECOND", "Azure Resource Manager request budget of the usage push, per instance.",
+            required=False, default="3", local="3"),
+    Setting("USAGE_BATCH_SIZE", "Subscriptions per usage queue message.", required=False, default="300",
+            local="300"),
     Setting("RECONCILE_SCHEDULE", "NCRONTAB schedule of the Stripe/APIM reconcile job.", required=False,
             default="0 30 * * * *", local="0 30 * * * *"),
 )  # fmt: skip

@@ -19,8 +19,9 @@ from types import TracebackType
 from typing import Any
 
 import function_app
-from billing.adapters.storage import queue_service, table_service
+from billing.adapters.storage import queue, queue_service, table_service
 from billing.store.tables import ALL_QUEUES, ALL_TABLES
+from devhost.queues import QueuePoller
 from devhost.server import DevHost
 from devstack.azurite import Azurite
 from devstack.ports import free_port, wait_for_port
@@ -53,7 +54,7 @@ class LocalStack:
     apim: ApimEmulator | None = None
     app_host: DevHost | None = None  # when the app runs in this process
     func_process: ManagedProcess | None = None
-    queue_workers: Any = None
+    queue_workers: QueuePoller | None = None
     settings: dict[str, str] = field(default_factory=dict)
     _saved_env: dict[str, str | None] = field(default_factory=dict)
     _workdir: Path | None = None
@@ -128,11 +129,9 @@ class LocalStack:
     def _start_devhost(self) -> None:
         self.app_host = DevHost(function_app.app, port=self._app_port).start()
         if self.options.run_queue_workers:
-            try:  # the queue poller arrives with the usage metering work
-                from devhost.queues import QueueWorkers  # type: ignore[import-not-found]  # noqa: PLC0415
-            except ImportError:
-                return
-            self.queue_workers = QueueWorkers(function_app.app).start()
+            # As the Functions host does: run the queue-triggered functions, poison after 5 tries.
+            clients = {name: queue(name) for name in ALL_QUEUES}
+            self.queue_workers = QueuePoller(function_app.app, clients).start()
 
     def _start_func(self) -> None:
         assert self._workdir is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 
@@ -42,11 +41,12 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+_TUNING_SETTINGS = ("USAGE_STRIPE_REQUESTS_PER_SECOND", "USAGE_ARM_REQUESTS_PER_SECOND", "USAGE_BATCH_SIZE")
+
+
 def tuning(env: Mapping[str, str] | None = None) -> tuple[float, float, int]:
     """(Stripe requests/s, ARM requests/s, subscriptions per batch) for this process."""
-    # TODO(config): declare USAGE_STRIPE_REQUESTS_PER_SECOND, USAGE_ARM_REQUESTS_PER_SECOND and
-    # USAGE_BATCH_SIZE in billing/config.py, then read them with config.get.
-    source = os.environ if env is None else env
+    source = {name: config.get(name, env) for name in _TUNING_SETTINGS}
     stripe_rps = _number(source, "USAGE_STRIPE_REQUESTS_PER_SECOND", DEFAULT_STRIPE_RPS)
     arm_rps = _number(source, "USAGE_ARM_REQUESTS_PER_SECOND", DEFAULT_ARM_RPS)
     batch = int(_number(source, "USAGE_BATCH_SIZE", DEFAULT_BATCH_SIZE))
