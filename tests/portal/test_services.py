@@ -1,0 +1,125 @@
+"""Subscribe and unsubscribe decisions with in-memory fakes of the portal's own ports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from billing.model_loader import load_models
+from billing.portal.ports import ApimSubscription, CheckoutInfo, CheckoutRequest
+from billing.portal.subscribe import GoToCheckout, Subscribed, SubscribeError, subscribe
+from billing.portal.unsubscribe import unsubscribe
+
+MODELS = load_models()
+
+
+class FakeApim:
+    def __init__(self) -> None:
+        self.subs: dict[str, ApimSubscription] = {}
+        self.calls: list[str] = []
+
+    def user_subscriptions(self, uid: str) -> Sequence[ApimSubscription]:
+        return [s for s in self.subs.values() if s.owner_id == uid]
+
+    def get_subscription(self, sid: str) -> ApimSubscription | None:
+        return self.subs.get(sid)
+
+    def create_subscription(self, sid: str, uid: str, product_id: str, name: str, state: str) -> None:
+        self.subs[sid] = ApimSubscription(sid, uid, product_id, name, state, None, None)
+
+    def set_subscription_state(self, sid: str, state: str, comment: str) -> None:
+        self.calls.append(f"apim:{state}")
+        old = self.subs[sid]
+        self.subs[sid] = ApimSubscription(sid, old.owner_id, old.product_id, old.display_name, state, None, None)
+
+    def user_email(self, uid: str) -> str | None:
+        return f"{uid}@example.com"
+
+
+class FakePayments:
+    def __init__(self, prices: dict[str, str]) -> None:
+        self.prices = prices
+        self.checkouts: list[CheckoutRequest] = []
+        self.calls: list[str] = []
+
+    def find_or_create_customer(self, uid: str, email: str | None) -> str:
+        return f"cus_{uid}"
+
+    def price_ids(self, lookup_keys: Sequence[str]) -> dict[str, str]:
+        return {k: v for k, v in self.prices.items() if k in lookup_keys}
+
+    def create_checkout(self, request: CheckoutRequest, idempotency_key: str) -> str:
+        self.checkouts.append(request)
+        return "https://checkout.stripe.com/c/pay/cs_test_1"
+
+    def checkout_info(self, session_id: str) -> CheckoutInfo | None:
+        return None
+
+    def subscription_period(self, subscription_id: str) -> tuple[int, int] | None:
+        return (1_000, 2_000)
+
+    def cancel_subscription(self, subscription_id: str) -> None:
+        self.calls.append("stripe:cancel")
+
+
+def _subscribe(product_id: str, apim: FakeApim, payments: FakePayments, nonce: str = "n1") -> object:
+    return subscribe(MODELS.product(product_id), "u1", "prod", nonce=nonce, apim=apim,  # type: ignore[arg-type]
+                     payments=payments, app_base_url="https://app.example/")  # type: ignore[arg-type]
+
+
+def test_paid_checkout_has_flat_price_with_quantity_and_metered_price_without() -> None:
+    payments = FakePayments({"standard-flat": "price_f", "standard-usage": "price_u"})
+    outcome = _subscribe("standard", FakeApim(), payments)
+    assert outcome == GoToCheckout("https://checkout.stripe.com/c/pay/cs_test_1")
+    request = payments.checkouts[0]
+    assert list(request.price_lines) == [("price_f", 1), ("price_u", None)]
+    assert request.metadata == {"apim_user_id": "u1", "apim_product_id": "standard", "apim_subscription_name": "prod"}
+    assert request.success_url == "https://app.example/api/portal/checkout/success?session_id={CHECKOUT_SESSION_ID}"
+    assert request.cancel_url == "https://app.example/api/portal/checkout/cancelled"
+
+
+def test_missing_stripe_prices_are_named() -> None:
+    with pytest.raises(SubscribeError, match="standard-usage") as raised:
+        _subscribe("standard", FakeApim(), FakePayments({"standard-flat": "price_f"}))
+    assert raised.value.status == 503
+
+
+def test_a_held_product_is_not_sold_twice() -> None:
+    apim = FakeApim()
+    apim.create_subscription("sub_1", "u1", "payg", "old", "suspended")
+    payments = FakePayments({"payg-usage": "price_u"})
+    with pytest.raises(SubscribeError, match="already hold") as raised:
+        _subscribe("payg", apim, payments)
+    assert raised.value.status == 409
+    assert payments.checkouts == []
+    # A cancelled one does not count.
+    apim.set_subscription_state("sub_1", "cancelled", "")
+    assert isinstance(_subscribe("payg", apim, payments), GoToCheckout)
+
+
+def test_submitting_the_same_free_form_twice_makes_one_subscription() -> None:
+    apim = FakeApim()
+    first = _subscribe("free", apim, FakePayments({}))
+    second = _subscribe("free", apim, FakePayments({}))
+    assert isinstance(first, Subscribed)
+    assert first == second
+    assert len(apim.subs) == 1
+    with pytest.raises(SubscribeError):
+        _subscribe("free", apim, FakePayments({}), nonce="another form")
+
+
+def test_unsubscribe_reports_usage_then_cancels_stripe_then_apim() -> None:
+    apim, payments = FakeApim(), FakePayments({})
+    apim.create_subscription("sub_9", "u1", "standard", "prod", "active")
+    order: list[str] = []
+    payments.calls = order
+    apim.calls = order
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    unsubscribe("sub_9", apim, payments, now,  # type: ignore[arg-type]
+                lambda sid, start, end: order.append(f"report:{sid}:{start}:{end}"))
+    assert order == [f"report:sub_9:1000:{int(now.timestamp())}", "stripe:cancel", "apim:cancelled"]
+    # Again: already cancelled, nothing more happens.
+    unsubscribe("sub_9", apim, payments, now, None)  # type: ignore[arg-type]
+    assert len(order) == 3
