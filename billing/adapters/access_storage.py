@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks, _to_entity
+from billing.usage.batches import closing_message
 
 
 class AccessLinks(SubscriptionLinks):
@@ -49,9 +49,8 @@ class ClosingUsageQueue:
         self._queue = queue
 
     def request_closing(self, subscription_id: str, period_start: int, period_end: int) -> None:
-        message = {"kind": "closing", "subscription_id": subscription_id,
-                   "period_start": period_start, "period_end": period_end}  # fmt: skip
-        self._queue.send_message(json.dumps(message, separators=(",", ":")).encode(), timeout=5)
+        # The usage area owns the message format (and consumes it with its queue trigger).
+        self._queue.send_message(closing_message(subscription_id, period_start, period_end), timeout=5)
 
 
 class EventWorkQueue:

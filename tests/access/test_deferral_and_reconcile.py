@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 from azure.mgmt.apimanagement.models import SubscriptionUpdateParameters
 
 from billing.adapters.storage import queue
@@ -99,3 +100,9 @@ def test_reconcile_repairs_drift_and_dry_run_changes_nothing(stack: Stack, capsy
     assert main(["reconcile"]) == 0
     assert "changed 0," in capsys.readouterr().out
     assert stack.apim_writes == []
+
+    # The timer-triggered reconcile (run on demand as Core Tools would) repairs drift as well.
+    stack.apim.subscription.update(*stack.where, missing, "*", SubscriptionUpdateParameters(state="suspended"))
+    ran = requests.post(f"{stack.host.base_url}/admin/functions/reconcile_access", json={"input": ""}, timeout=30)
+    assert ran.status_code == 202
+    assert stack.apim_state(missing) == "active"
