@@ -21,7 +21,9 @@ def report_closing_usage(
     """Report the subscription's unreported usage of [period_start, period_end); idempotent.
 
     `push` defaults to one built from the app settings. `now` (default: the wall clock) matters at
-    cancellation, when the period has not ended: the event then carries `now`, not the period's end. Raises LookupError if there is no link for
+    cancellation, when the period has not ended: the event then carries `now` - 1 s (inside the final
+    invoice that a cancel at `now` closes), not the period's end.
+    Raises LookupError if there is no link for
     the subscription, ValueError for an empty period; Stripe refusals are in the summary's failures.
     """
     if push is None:

@@ -122,8 +122,12 @@ class UsagePush:
     def closing_batch(self, subscription_id: str, period: Period, now: int | None = None) -> PushBatch | None:
         """The whole period of one subscription (period end or cancellation); None if not metered.
 
-        At cancellation the period has not ended: events then carry `now` (Stripe refuses
-        timestamps more than 5 minutes ahead), still inside the period.
+        At cancellation the period has not ended: events then carry `now` - 1 s (Stripe refuses
+        timestamps more than 5 minutes ahead), still inside the period. One second before `now`
+        because the cancel that follows at once (within the same second, or at the same frozen
+        test-clock time) closes the final invoice at its own `now`, and meter events are billed
+        on the invoice whose period holds their timestamp in [start, end): an event stamped at
+        the cancel instant would fall outside the final invoice and be billed nowhere.
         """
         found = self.links.get(subscription_id)
         if found is None:
@@ -138,7 +142,7 @@ class UsagePush:
         window = closing_window(period)
         counts = self.reports.read(window, subscription_id).get(subscription_id, UsageCounts())
         item = PushItem(subscription_id, link.stripe_customer_id, link.product_id, counts)
-        stamp_end = window.end if now is None or now >= period.end else max(period.start + 1, now)
+        stamp_end = window.end if now is None or now >= period.end else max(period.start, now - 1)
         return PushBatch(period, stamp_end, stamp_end, (item,), closing=True)
 
     # Stage 2: process ----------------------------------------------------------------------
