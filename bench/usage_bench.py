@@ -1,0 +1,401 @@
+"""Benchmark (not a test): the usage push against the naive per-subscription approach, at scale.
+
+    .venv/bin/python -m bench.usage_bench [--sizes 1000,10000,100000] [--latency-ms 50]
+        [--stripe-rps 100] [--workers 8] [--naive-sample 1000]
+
+Per size it starts its own Azurite, Stripe emulator and APIM emulator on free loopback ports and
+seeds, with no latency and no limits (setup is not measured):
+- N APIM subscriptions (`ApimEmulator.bulk_create_subscriptions`) on the three metered products
+  (developer, payg, standard, in turn), each with synthetic usage beyond its included calls
+  (`record_usage`, one row each), so every subscription has a meter event to send;
+- N/3 Stripe customers through the real API (the emulator has no bulk path; a consumer holds one
+  subscription of each metered product, so events of one customer go to three different meters);
+- N subscription links in Azurite (one row per subscription, as the webhook area writes them).
+
+Then it sets both emulators to `--latency-ms` per request and Stripe to a rate limit of
+`--stripe-rps` requests a second (Stripe's live-mode limit is 100; the emulator answers 429 beyond).
+The APIM emulator has no rate limit, so ARM's documented read limit (a token bucket of 250
+requests refilled at 25 a second, per subscription and principal) is enforced in the client for
+both approaches. Measured:
+
+- usage push: the app's own code (`UsagePush.plan_batches`, then each batch through its queue
+  message and `runner.handle_message` on `--workers` threads, as parallel queue-triggered
+  instances would), with the app's adapters (`ApimUsageReports`, `StripeMeterSender`, `Watermarks`).
+- naive (the Microsoft sample's `reportUsageToStripe`): per subscription one report call filtered on
+  the subscription, one usage call (a v1 meter event, today's form of a usage record) and one update
+  (`customers.update` metadata standing in for the sample's `subscriptions.update`: the bench makes
+  no Stripe subscriptions; both are one Stripe write). Same budgets, same retries, `--workers`
+  threads. Run on at most `--naive-sample` subscriptions; beyond that its wall time is
+  extrapolated (marked ~) by keeping the wall/floor ratio measured on the sample.
+
+The rate-limit floor is the least time the limits allow for the requests made: the larger of
+ARM's (reads beyond the 250 burst at 25/s) and Stripe's (requests / stripe-rps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import stripe  # noqa: E402
+from azure.core.exceptions import HttpResponseError  # noqa: E402
+from azure.data.tables import TableClient  # noqa: E402
+from azure.mgmt.apimanagement.models import ProductContract  # noqa: E402
+
+from billing.adapters.apim_client import ApimService, apim_service  # noqa: E402
+from billing.adapters.storage import ensure_table  # noqa: E402
+from billing.adapters.stripe_client import stripe_client  # noqa: E402
+from billing.adapters.usage_meter import StripeMeterSender  # noqa: E402
+from billing.adapters.usage_reports import ApimUsageReports, report_filter  # noqa: E402
+from billing.catalog_names import CUSTOMER_META_APIM_USER, METER_CUSTOMER_KEY, METER_VALUE_KEY, meter_event_name  # noqa: E402
+from billing.model_loader import load_models  # noqa: E402
+from billing.models import MonetizationModels  # noqa: E402
+from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks  # noqa: E402
+from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_WATERMARKS_TABLE  # noqa: E402
+from billing.store.watermarks import Watermarks  # noqa: E402
+from billing.usage.batches import batch_message  # noqa: E402
+from billing.usage.push import PushSummary, UsagePush  # noqa: E402
+from billing.usage.ratelimit import TokenBucket  # noqa: E402
+from billing.usage.retry import Throttled, Transient, call_with_retry, parse_retry_after  # noqa: E402
+from billing.usage.runner import handle_message  # noqa: E402
+from billing.usage.windows import ReportWindow  # noqa: E402
+from billing.usage.wiring import DEFAULT_BATCH_SIZE  # noqa: E402
+from devstack.azurite import Azurite  # noqa: E402
+from emulators.apim.server import ApimEmulator  # noqa: E402
+from emulators.stripe.server import StripeEmulator  # noqa: E402
+
+PRODUCTS = ("developer", "payg", "standard")  # the metered products of payment/monetizationModels.json
+ARM_READ_BURST = 250  # ARM (2024 token bucket): subscription reads, bucket size
+ARM_READ_RPS = 25.0  # ... refill per second
+LAG_SECONDS = 1800
+DAY = 86400
+SETUP_THREADS = 16
+
+
+@dataclass
+class Result:
+    approach: str
+    subscriptions: int
+    wall: float
+    apim_requests: int
+    stripe_requests: int
+    floor: float
+    extrapolated: bool = False
+    note: str = ""
+
+
+def arm_floor(reads: int) -> float:
+    return max(0, reads - ARM_READ_BURST) / ARM_READ_RPS
+
+
+def floor_seconds(apim_requests: int, stripe_requests: int, stripe_rps: float) -> float:
+    """The least time the rate limits allow: the slower of the two services (they run side by side)."""
+    return max(arm_floor(apim_requests), stripe_requests / stripe_rps)
+
+
+def calls_for(product: str, n: int, models: MonetizationModels) -> int:
+    """Successful calls of subscription n: always beyond the included calls, so every one bills."""
+    return models.product(product).included_calls + 1 + n % 997
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def stripe_budget(rps: float) -> TokenBucket:
+    # The emulator counts requests in any sliding second: a 5% margin and a small burst never exceed it.
+    return TokenBucket(rps * 0.95, burst=5)
+
+
+def arm_budget() -> TokenBucket:
+    return TokenBucket(ARM_READ_RPS, burst=ARM_READ_BURST)
+
+
+# Setup ------------------------------------------------------------------------------------------
+@dataclass
+class Seeded:
+    links: list[SubscriptionLink]
+    expected_overage: int  # sum over subscriptions of the calls beyond the included ones
+    setup_seconds: float
+
+
+def seed(size: int, stripe_emu: StripeEmulator, apim_emu: ApimEmulator, *, env: dict[str, str],
+         models: MonetizationModels, now: int) -> Seeded:  # fmt: skip
+    started = time.monotonic()
+    client = stripe_emu.client()
+    for pid in PRODUCTS:
+        client.v1.billing.meters.create(params={"display_name": f"{pid} calls", "event_name": meter_event_name(pid),
+                                                "default_aggregation": {"formula": "sum"}})  # fmt: skip
+    consumers = -(-size // len(PRODUCTS))
+
+    def customer(n: int) -> str:
+        params = {"email": f"bench{n}@example.com", "metadata": {CUSTOMER_META_APIM_USER: f"bench{n}"}}
+        return str(client.v1.customers.create(params=params).id)
+
+    with ThreadPoolExecutor(SETUP_THREADS) as pool:
+        customers = list(pool.map(customer, range(consumers)))
+
+    mgmt = apim_emu.management_client(retry_total=0)
+    for pid in PRODUCTS:
+        mgmt.product.create_or_update(apim_emu.resource_group, apim_emu.service_name, pid, ProductContract(
+            display_name=pid, subscription_required=True, approval_required=False, state="published"))  # fmt: skip
+    mgmt.close()
+    period_start, period_end = now - DAY, now + 29 * DAY
+    links, expected = [], 0
+    by_product: dict[str, list[str]] = {pid: [] for pid in PRODUCTS}
+    for n in range(size):
+        pid = PRODUCTS[n % len(PRODUCTS)]
+        sid = f"sub_bench{n:07d}"
+        by_product[pid].append(sid)
+        links.append(SubscriptionLink(
+            apim_subscription_id=sid, apim_user_id=f"bench{n // len(PRODUCTS)}", product_id=pid,
+            subscription_name=sid, stripe_customer_id=customers[n // len(PRODUCTS)], stripe_subscription_id=sid,
+            stripe_usage_item_id=f"si_bench{n:07d}", stripe_status="active", apim_state="active",
+            current_period_start=period_start, current_period_end=period_end, stripe_state_at=now,
+        ))  # fmt: skip
+    for pid, sids in by_product.items():
+        apim_emu.bulk_create_subscriptions(sids, product_id=pid)
+    usage_at = datetime.fromtimestamp(period_start + 3600, UTC)
+    for n, link in enumerate(links):
+        calls = calls_for(link.product_id, n, models)
+        apim_emu.record_usage(link.apim_subscription_id, calls, at=usage_at)
+        apim_emu.record_usage(link.apim_subscription_id, 3, at=usage_at, outcome="blocked")
+        expected += calls - models.product(link.product_id).included_calls
+
+    table = ensure_table(SUBSCRIPTIONS_TABLE, env)
+    writer = SubscriptionLinks(table)
+    with ThreadPoolExecutor(SETUP_THREADS) as pool:
+        list(pool.map(writer.create_or_replace, links))
+    ensure_table(USAGE_WATERMARKS_TABLE, env)
+    return Seeded(links, expected, time.monotonic() - started)
+
+
+def set_latency(stripe_emu: StripeEmulator, apim_emu: ApimEmulator, latency_ms: int, stripe_rps: int) -> None:
+    answer = requests.post(f"{stripe_emu.base_url}/_emulator/faults",
+                           json={"latency_ms": latency_ms, "rate_limit": stripe_rps}, timeout=10)  # fmt: skip
+    answer.raise_for_status()
+    apim_emu.faults.update({"latency_ms": latency_ms})
+
+
+# The usage push -----------------------------------------------------------------------------------
+def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *, as_of: int, workers: int,
+             stripe_rps: int) -> Result:  # fmt: skip
+    service = apim_service(env)
+    reports = ApimUsageReports(service, arm_budget())
+    meter = StripeMeterSender(stripe_client(env), stripe_budget(stripe_rps))
+    marks = Watermarks(TableClient.from_connection_string(env["AzureWebJobsStorage"], USAGE_WATERMARKS_TABLE))
+    links = SubscriptionLinks(TableClient.from_connection_string(env["AzureWebJobsStorage"], SUBSCRIPTIONS_TABLE))
+    push = UsagePush(models, reports, meter, marks, links, lag_seconds=LAG_SECONDS, batch_size=DEFAULT_BATCH_SIZE)
+    started = time.monotonic()
+    bodies = [batch_message(b) for b in push.plan_batches(as_of)]  # what the timer enqueues
+    planned = time.monotonic() - started
+    rest: list[bytes] = []
+    total = PushSummary()
+    with ThreadPoolExecutor(workers) as pool:
+        for summary in pool.map(lambda body: handle_message(push, body, rest.append), bodies):
+            total.add(summary)
+    wall = time.monotonic() - started
+    stripe_requests = sum(meter.requests.values())
+    problems = []
+    if total.failed or rest:
+        problems.append(f"{total.failed} failed, {len(rest)} re-enqueued")
+    if total.events_sent != len(seeded.links) or total.calls_reported != seeded.expected_overage:
+        problems.append(f"sent {total.events_sent} events / {total.calls_reported} calls, expected "
+                        f"{len(seeded.links)} / {seeded.expected_overage}")  # fmt: skip
+    note = f"{len(bodies)} batches; reports read in {planned:.1f}s; meter {meter.requests}; storage {marks.requests}"
+    if problems:
+        note += f"; PROBLEM: {'; '.join(problems)}"
+    service.client.close()
+    return Result("usage push", len(seeded.links), wall, reports.requests, stripe_requests,
+                  floor_seconds(reports.requests, stripe_requests, stripe_rps), note=note)  # fmt: skip
+
+
+# The naive approach (the Microsoft sample) ----------------------------------------------------------
+def _stripe_call(call: Any) -> Any:
+    try:
+        return call()
+    except stripe.RateLimitError as exc:
+        raise Throttled("Stripe rate limit", parse_retry_after((exc.headers or {}).get("Retry-After"))) from None
+    except stripe.APIConnectionError as exc:
+        raise Transient(str(exc)) from None
+
+
+def _arm_call(call: Any) -> Any:
+    try:
+        return call()
+    except HttpResponseError as exc:
+        if exc.status_code == 429:
+            raise Throttled("ARM throttled", None) from None
+        if (exc.status_code or 0) >= 500:
+            raise Transient(str(exc)) from None
+        raise
+
+
+def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, workers: int, stripe_rps: int) -> Result:
+    service: ApimService = apim_service(env)
+    client = stripe_client(env)
+    arm, stripe_bucket = arm_budget(), stripe_budget(stripe_rps)
+    links = seeded.links[:sample]
+    window = ReportWindow(links[0].current_period_start, as_of - LAG_SECONDS)
+    counters = {"apim": 0, "stripe": 0}
+    lock = threading.Lock()
+
+    def count(name: str) -> None:
+        with lock:
+            counters[name] += 1
+
+    stamp = datetime.fromtimestamp(as_of, UTC).isoformat()
+
+    def one(link: SubscriptionLink) -> None:
+        def report() -> int:
+            count("apim")
+            rows: Any = service.client.reports.list_by_subscription(
+                service.resource_group, service.service_name,
+                filter=report_filter(window, link.apim_subscription_id), retry_total=0)  # fmt: skip
+            return sum(int(r.call_count_success or 0) for r in next(rows.by_page()))
+
+        calls = call_with_retry(lambda: _arm_call(report), arm)
+
+        def usage() -> None:
+            count("stripe")
+            client.v1.billing.meter_events.create(params={
+                "event_name": meter_event_name(link.product_id),
+                "payload": {METER_CUSTOMER_KEY: link.stripe_customer_id, METER_VALUE_KEY: str(calls)},
+                "identifier": f"naive:{link.apim_subscription_id}:{as_of}", "timestamp": window.end - 1,
+            }, options={"max_network_retries": 0})  # fmt: skip
+
+        def update() -> None:
+            count("stripe")
+            client.v1.customers.update(link.stripe_customer_id,
+                                       params={"metadata": {f"last_usage_update_{link.product_id}": stamp}},
+                                       options={"max_network_retries": 0})  # fmt: skip
+
+        call_with_retry(lambda: _stripe_call(usage), stripe_bucket)
+        call_with_retry(lambda: _stripe_call(update), stripe_bucket)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, links))
+    wall = time.monotonic() - started
+    service.client.close()
+    measured = Result("naive (sample)", len(links), wall, counters["apim"], counters["stripe"],
+                      floor_seconds(counters["apim"], counters["stripe"], stripe_rps))  # fmt: skip
+    size = len(seeded.links)
+    if len(links) == size:
+        return Result("naive", size, wall, counters["apim"], counters["stripe"], measured.floor)
+    apim_n, stripe_n = size, 2 * size  # per subscription: 1 report call; 1 usage + 1 update
+    floor_n = floor_seconds(apim_n, stripe_n, stripe_rps)
+    ratio = wall / measured.floor if measured.floor else 1.0
+    return Result(
+        "naive",
+        size,
+        ratio * floor_n,
+        apim_n,
+        stripe_n,
+        floor_n,
+        extrapolated=True,
+        note=f"extrapolated from {len(links)} measured in {wall:.1f}s (wall/floor {ratio:.2f} kept)",
+    )
+
+
+# Driver -----------------------------------------------------------------------------------------
+def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) -> list[Result]:
+    with Azurite() as azurite, StripeEmulator(port=0) as stripe_emu, ApimEmulator() as apim_emu:
+        env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emu.app_settings(),
+               **apim_emu.app_settings()}  # fmt: skip
+        with environment(env):
+            now = int(time.time())
+            seeded = seed(size, stripe_emu, apim_emu, env=env, models=models, now=now)
+            print(f"  setup: {size:,} subscriptions, {len({lk.stripe_customer_id for lk in seeded.links}):,} "
+                  f"customers, links in Azurite, in {seeded.setup_seconds:.0f}s", flush=True)  # fmt: skip
+            set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
+            as_of = int(time.time())
+            push = run_push(env, models, seeded, as_of=as_of, workers=args.workers, stripe_rps=args.stripe_rps)
+            naive = run_naive(
+                env,
+                seeded,
+                sample=min(size, args.naive_sample),
+                as_of=as_of,
+                workers=args.workers,
+                stripe_rps=args.stripe_rps,
+            )
+    return [push, naive]
+
+
+def table(rows: list[Result]) -> str:
+    head = (f"{'approach':<12} {'subs':>8} {'wall s':>9} {'APIM req':>9} {'Stripe req':>10} "
+            f"{'floor s':>8} {'wall/floor':>10}")  # fmt: skip
+    out = [head, "-" * len(head)]
+    for r in rows:
+        mark = "~" if r.extrapolated else ""
+        ratio = f"{r.wall / r.floor:.2f}" if r.floor > 0 else "n/a"
+        out.append(f"{r.approach:<12} {r.subscriptions:>8,} {mark + format(r.wall, '.1f'):>9} {r.apim_requests:>9,} "
+                   f"{r.stripe_requests:>10,} {r.floor:>8.1f} {mark + ratio:>10}")  # fmt: skip
+        if r.note:
+            out.append(f"    {r.note}")
+    return "\n".join(out)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes takes whole numbers separated by commas, e.g. 1000,10000; "
+                                         f"got '{text}'") from None  # fmt: skip
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"--sizes must list numbers of subscriptions >= 1, got '{text}'")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.usage_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=_sizes, default=_sizes("1000,10000,100000"))
+    parser.add_argument("--latency-ms", type=int, default=50, help="added to every emulator API request")
+    parser.add_argument("--stripe-rps", type=int, default=100, help="Stripe requests a second before 429")
+    parser.add_argument("--workers", type=int, default=8, help="parallel queue workers (and naive threads)")
+    parser.add_argument("--naive-sample", type=int, default=1000, help="naive subscriptions measured per size")
+    args = parser.parse_args(argv)
+    if args.latency_ms < 0 or args.stripe_rps < 1 or args.workers < 1 or args.naive_sample < 1:
+        parser.error("--latency-ms must be >= 0; --stripe-rps, --workers and --naive-sample >= 1")
+    models = load_models()
+    print(f"usage bench: latency {args.latency_ms} ms/request, Stripe {args.stripe_rps} req/s (emulator-enforced), "
+          f"ARM reads {ARM_READ_BURST} burst + {ARM_READ_RPS:g}/s (client-enforced), {args.workers} workers, "
+          f"batch size {DEFAULT_BATCH_SIZE}", flush=True)  # fmt: skip
+    rows: list[Result] = []
+    for size in args.sizes:
+        print(f"size {size:,}:", flush=True)
+        results = run_size(size, args, models)
+        print(table(results), flush=True)
+        rows.extend(results)
+    print("\nsummary\n" + table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
