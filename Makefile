@@ -39,6 +39,10 @@ typecheck: setup
 test: setup lint typecheck
 	$(BIN)/pytest
 
+# The product end to end on the local stack: catalog, sign-ups, payments, traffic, usage, invoices, report.
+demo: setup
+	$(PY) -m demo
+
 # The whole local stack for a person to click through; the Functions app on http://127.0.0.1:7071.
 run: setup
 	$(PY) -m devstack --port 7071

@@ -93,6 +93,16 @@ class PortalStripe:
             return None
         return int(items[0].current_period_start), int(items[0].current_period_end)
 
+    def billing_time(self, subscription_id: str) -> int | None:
+        try:
+            sub = self._c.subscriptions.retrieve(subscription_id)
+        except stripe.InvalidRequestError:
+            return None
+        clock_id = sub.get("test_clock") if hasattr(sub, "get") else None
+        if not clock_id:
+            return None
+        return int(self._c.test_helpers.test_clocks.retrieve(str(clock_id)).frozen_time)
+
     def billing_portal_url(self, customer_id: str, return_url: str) -> str:
         session = self._c.billing_portal.sessions.create(params={"customer": customer_id, "return_url": return_url})
         return str(session.url)

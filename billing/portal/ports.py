@@ -80,6 +80,10 @@ class PaymentsPort(Protocol):
 
     def subscription_period(self, subscription_id: str) -> tuple[int, int] | None: ...
 
+    def billing_time(self, subscription_id: str) -> int | None:
+        """Stripe's present for the subscription: its test clock's frozen time; None in real time."""
+        ...
+
     def billing_portal_url(self, customer_id: str, return_url: str) -> str: ...
 
 

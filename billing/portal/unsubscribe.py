@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from billing.portal.ports import HOLDING_STATES, ApimPort, PaymentsPort
+from billing.usage.closing import report_closing_usage
 
 log = logging.getLogger(__name__)
 
-# report_closing_usage(subscription id, period start, period end) with unix seconds (issue 8).
-ClosingReporter = Callable[[str, int, int], object]
+
+class ClosingReporter(Protocol):
+    """`billing.usage.closing.report_closing_usage`: the period's usage so far, events stamped before `now`."""
+
+    def __call__(self, subscription_id: str, period_start: int, period_end: int, *, now: int) -> object: ...
 
 
 class UnsubscribeError(Exception):
@@ -27,18 +30,8 @@ def is_paid_subscription(sid: str) -> bool:
     return sid.startswith("sub_")
 
 
-def closing_reporter() -> ClosingReporter | None:
-    """`billing.usage.closing.report_closing_usage` (issue 8) when it exists.
-
-    Without it, cancellation sends no closing usage (the calls since the last push are not billed);
-    this is logged at warning level.
-    """
-    try:
-        module = importlib.import_module("billing.usage.closing")
-    except ModuleNotFoundError:
-        return None
-    reporter = getattr(module, "report_closing_usage", None)
-    return reporter if callable(reporter) else None
+def closing_reporter() -> ClosingReporter:
+    return report_closing_usage
 
 
 def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
@@ -52,21 +45,22 @@ def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
     if is_paid_subscription(sid):
         period = payments.subscription_period(sid)
         if period is not None:
-            _report_closing(reporter, sid, period[0], int(now.timestamp()))
+            # Stamp the usage in Stripe's present (a test clock's time in test mode): the final invoice
+            # that the cancel makes covers the period up to that moment, and no further.
+            stripe_now = payments.billing_time(sid) or int(now.timestamp())
+            _report_closing(reporter, sid, period, stripe_now)
         payments.cancel_subscription(sid)
     apim.set_subscription_state(sid, "cancelled", "Cancelled by the consumer")
     return sub.display_name
 
 
-def _report_closing(reporter: ClosingReporter | None, sid: str, start: int, end: int) -> None:
+def _report_closing(reporter: ClosingReporter | None, sid: str, period: tuple[int, int], now: int) -> None:
     # Before the cancel, so the final invoice (invoice_now) includes the calls of the partial period.
-    if reporter is None:
-        log.warning("closing usage not reported for %s: billing.usage.closing is not available", sid)
-        return
-    if end <= start:
+    start, end = period
+    if reporter is None or now <= start:
         return
     try:
-        reporter(sid, start, end)
+        reporter(sid, start, end, now=now)
     except LookupError:
         # No subscription link (the webhook never recorded it): nothing can be reported, but the
         # consumer must still be able to cancel. Other failures stop the cancel, to be retried.

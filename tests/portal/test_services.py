@@ -60,6 +60,11 @@ class FakePayments:
     def subscription_period(self, subscription_id: str) -> tuple[int, int] | None:
         return (1_000, 2_000)
 
+    def billing_time(self, subscription_id: str) -> int | None:
+        return self.clock_time
+
+    clock_time: int | None = None
+
     def cancel_subscription(self, subscription_id: str) -> None:
         self.calls.append("stripe:cancel")
 
@@ -117,9 +122,11 @@ def test_unsubscribe_reports_usage_then_cancels_stripe_then_apim() -> None:
     payments.calls = order
     apim.calls = order
     now = datetime(2026, 1, 1, tzinfo=UTC)
+    payments.clock_time = 1_500  # the subscription's Stripe test clock stands at 1,500
     unsubscribe("sub_9", apim, payments, now,  # type: ignore[arg-type]
-                lambda sid, start, end: order.append(f"report:{sid}:{start}:{end}"))
-    assert order == [f"report:sub_9:1000:{int(now.timestamp())}", "stripe:cancel", "apim:cancelled"]
+                lambda sid, start, end, *, now: order.append(f"report:{sid}:{start}:{end}:now={now}"))
+    # The period as Stripe has it, and usage stamped in Stripe's present, not the wall clock's.
+    assert order == ["report:sub_9:1000:2000:now=1500", "stripe:cancel", "apim:cancelled"]
     # Again: already cancelled, nothing more happens.
     unsubscribe("sub_9", apim, payments, now, None)  # type: ignore[arg-type]
     assert len(order) == 3

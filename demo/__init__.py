@@ -1,0 +1,1 @@
+"""`make demo`: the product doing its job end to end on the local stack. Not deployed."""

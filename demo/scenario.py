@@ -1,0 +1,361 @@
+"""The demo's story, step by step, on a running local stack. `make demo` runs it at full size;
+a test runs the same code with smaller volumes and asserts the report.
+
+Consumers sign up and subscribe through the real delegation and Checkout flow over HTTP, call the
+API through the gateway (some over quota or rate limit), their usage is pushed to Stripe, each
+consumer's Stripe test clock is advanced past the period end, and every invoice is compared with
+the pricing engine's quote. One consumer's renewal fails (key suspended, then reactivated after
+paying) and one cancels mid-period (final invoice with the usage so far).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+import function_app
+from billing.adapters.storage import queue
+from billing.cli import main as billing_main
+from billing.model_loader import load_models
+from billing.pricing import quote
+from billing.store.tables import ALL_QUEUES
+from demo.progress import ProgressBar
+from demo.report import ConsumerResult, Line
+from devhost.queues import QueuePoller
+from devstack.consumer import Consumer, JourneyError
+from devstack.stack import LocalStack
+
+PASSWORD = "demo password " + "x" * 8
+HOUR = 3600
+
+
+@dataclass(frozen=True)
+class ConsumerPlan:
+    name: str
+    product_id: str
+    gateway_calls: int  # real HTTP calls through the gateway (some may be blocked)
+    bulk_calls: int = 0  # successful calls recorded in bulk, as the gateway would count them
+    renewal_fails: bool = False
+    cancels_mid_period: bool = False
+    calls_per_burst: int = 0  # 0: as fast as possible in one burst; rate limits bite
+
+
+# `make demo`: realistic volumes (bulk usage for the large ones), small enough for a few minutes.
+FULL_PLAN = (
+    ConsumerPlan("Fatima (free)", "free", gateway_calls=120),
+    ConsumerPlan("Dmitri (developer)", "developer", gateway_calls=150, bulk_calls=1_000),
+    ConsumerPlan("Paula (payg)", "payg", gateway_calls=60, bulk_calls=9_940, cancels_mid_period=True),
+    ConsumerPlan("Bruno (basic)", "basic", gateway_calls=130, bulk_calls=40_000),
+    ConsumerPlan("Sofia (standard)", "standard", gateway_calls=60, bulk_calls=149_940, renewal_fails=True),
+    ConsumerPlan("Pedro (pro)", "pro", gateway_calls=60, bulk_calls=599_940),
+    ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=60, bulk_calls=3_000_001),
+)
+
+# The test's plan: every path of the story, with fewer calls.
+SMALL_PLAN = (
+    ConsumerPlan("Fatima (free)", "free", gateway_calls=105),
+    ConsumerPlan("Dmitri (developer)", "developer", gateway_calls=110, bulk_calls=1_000),
+    ConsumerPlan("Paula (payg)", "payg", gateway_calls=20, bulk_calls=980, cancels_mid_period=True),
+    ConsumerPlan("Sofia (standard)", "standard", gateway_calls=20, bulk_calls=100_980, renewal_fails=True),
+    ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=10, bulk_calls=1_500_000),
+)
+
+
+@dataclass
+class ConsumerState:
+    plan: ConsumerPlan
+    consumer: Consumer
+    subscription_id: str = ""
+    key: str = ""
+    customer_id: str = ""
+    clock_id: str = ""
+    gateway_outcomes: dict[int, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class DemoError(RuntimeError):
+    """A step of the demo did not go as the product promises (the message says which)."""
+
+
+Say = Callable[[str], None]
+
+
+class Demo:
+    def __init__(self, stack: LocalStack, plan: tuple[ConsumerPlan, ...], say: Say = print) -> None:
+        if stack.stripe is None or stack.apim is None:
+            raise DemoError("the local stack is not running")
+        self.stack = stack
+        self.stripe_emulator = stack.stripe
+        self.apim = stack.apim
+        self.stripe = stack.stripe.client(max_network_retries=2).v1
+        self.plan = plan
+        self.say = say
+        self.models = load_models()
+        self.states: list[ConsumerState] = []
+        # The demo runs the app's queued work itself, so it knows when all of it is done (a
+        # background poller could hold a message that an empty queue would not show).
+        self.queue_work = QueuePoller(function_app.app, {name: queue(name) for name in ALL_QUEUES})
+
+    # ---- the story ---------------------------------------------------------------------------
+    def run(self) -> list[ConsumerResult]:
+        self.step("1. The catalog, from payment/monetizationModels.json")
+        self.apply_catalog()
+        self.step("2. Consumers sign up and subscribe through the developer portal")
+        for plan in self.plan:
+            self.states.append(self.onboard(plan))
+        self.step("3. Traffic through the API gateway")
+        self.send_traffic()
+        self.step("4. Usage pushed to Stripe (the daily timer's work, run now)")
+        self.sync_clocks_to_now()
+        self.run_usage_push()
+        for state in self.states:
+            if state.plan.cancels_mid_period:
+                self.sync_clocks_to_now()
+                self.cancel_mid_period(state)
+        self.step("5. The billing period ends: renewal invoices, closing usage, payment")
+        self.end_period()
+        self.step("6. Invoices compared with the pricing engine's quotes")
+        return [self.result_of(state) for state in self.states]
+
+    def step(self, title: str) -> None:
+        self.say(f"\n== {title}")
+
+    def apply_catalog(self) -> None:
+        for argv in (["catalog", "plan"], ["catalog", "apply"]):
+            if billing_main(argv) != 0:
+                raise DemoError(f"`python -m billing {' '.join(argv)}` failed")
+
+    def onboard(self, plan: ConsumerPlan) -> ConsumerState:
+        email = f"{plan.name.split()[0].lower()}.{secrets.token_hex(3)}@example.com"
+        consumer = Consumer(plan.name, email, PASSWORD, self.apim.portal_url, self.stack.app_url)
+        state = ConsumerState(plan, consumer)
+        user_id = consumer.sign_up(first_name=plan.name.split()[0], last_name="Demo")
+        product = self.models.product(plan.product_id)
+        name = f"{plan.product_id} for {plan.name.split()[0]}"
+        if product.is_paid:
+            # Stripe's way to test renewals: the consumer's Stripe customer lives on a test clock.
+            clock = self.stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())})
+            customer = self.stripe.customers.create(params={
+                "email": email, "name": plan.name, "test_clock": clock.id, "metadata": {"apim_user_id": user_id}})  # fmt: skip
+            state.clock_id, state.customer_id = clock.id, customer.id
+            if consumer.subscriptions():
+                raise DemoError(f"{plan.name} has a subscription before paying")
+            consumer.subscribe_and_pay(plan.product_id, name)
+            self.settle()
+        else:
+            answer = consumer.subscribe(plan.product_id, name)
+            if answer.status_code >= 400:
+                raise DemoError(f"{plan.name} could not subscribe to Free ({answer.status_code})")
+        subscription = self.wait_for_state(state, "active")
+        state.subscription_id, state.key = subscription.subscription_id, subscription.primary_key
+        paid = " after paying with 4242 4242 4242 4242" if product.is_paid else " (no payment asked)"
+        self.say(f"  {plan.name:<20} signed up, subscribed to {plan.product_id:<10} key active{paid}")
+        return state
+
+    def wait_for_state(self, state: ConsumerState, wanted: str, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            subs = [s for s in state.consumer.subscriptions() if s.product_id == state.plan.product_id]
+            if subs and subs[0].state == wanted:
+                return subs[0]
+            if time.monotonic() > deadline:
+                seen = subs[0].state if subs else "no subscription"
+                raise DemoError(f"{state.plan.name}: subscription is '{seen}', expected '{wanted}'")
+            self.settle()
+            time.sleep(0.1)
+
+    def send_traffic(self) -> None:
+        for state in self.states:
+            bar = ProgressBar(state.plan.gateway_calls, f"{state.plan.name}")
+            outcomes = self.call_gateway(state.key, state.plan.gateway_calls, bar.advance)
+            bar.close()
+            for status, count in outcomes.items():
+                state.gateway_outcomes[status] = state.gateway_outcomes.get(status, 0) + count
+            blocked = sum(c for s, c in outcomes.items() if s in (401, 403, 429))
+            if blocked:
+                state.notes.append(f"{blocked} of {state.plan.gateway_calls} gateway calls blocked "
+                                   f"({', '.join(f'{c} x {s}' for s, c in sorted(outcomes.items()) if s != 200)})")  # fmt: skip
+            if state.plan.bulk_calls:
+                self.apim.record_usage(state.subscription_id, state.plan.bulk_calls, at=datetime.now(UTC))
+                state.notes.append(f"{state.plan.bulk_calls:,} further successful calls recorded in bulk")
+
+    def call_gateway(self, key: str, calls: int, progress: Callable[[int], None]) -> dict[int, int]:
+        def one(_: int) -> int:
+            response = requests.get(f"{self.apim.gateway_url}/echo/hello", headers={
+                "Ocp-Apim-Subscription-Key": key}, timeout=30)  # fmt: skip
+            progress(1)
+            return response.status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(one, range(calls)))
+        counts: dict[int, int] = {}
+        for status in statuses:
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def gateway_status(self, key: str) -> int:
+        return requests.get(f"{self.apim.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key},
+                            timeout=30).status_code  # fmt: skip
+
+    def sync_clocks_to_now(self) -> None:
+        """Bring each test clock to the present, as time passes for real customers.
+
+        The app stamps usage in wall-clock time; a clock left behind would see those events as
+        'in the future', and a cancellation would end the final invoice before them.
+        """
+        now = int(time.time()) + 1
+        for state in self.paid_states():
+            self.advance_clock(state, now)
+
+    def run_usage_push(self) -> None:
+        if billing_main(["usage", "push"]) != 0:
+            raise DemoError("`python -m billing usage push` reported failures")
+        self.settle()
+
+    def cancel_mid_period(self, state: ConsumerState) -> None:
+        answer = state.consumer.unsubscribe(state.subscription_id)
+        if answer.status_code >= 400:
+            raise DemoError(f"{state.plan.name} could not cancel ({answer.status_code})")
+        self.settle()
+        self.wait_for_state(state, "cancelled")
+        status = self.gateway_status(state.key)
+        state.notes.append(f"cancelled mid-period: final invoice with the usage so far; key now answers {status}")
+        self.say(f"  {state.plan.name:<20} cancelled mid-period; the key now answers {status}")
+
+    def end_period(self) -> None:
+        live = [s for s in self.paid_states() if not s.plan.cancels_mid_period]
+        for state in live:
+            if state.plan.renewal_fails:
+                self.swap_to_failing_card(state)
+        for state in live:
+            period_end = self.current_period_end(state)
+            # Just past the period end: Stripe drafts the renewal invoice (invoice.created), and the
+            # app reports the period's closing usage before Stripe finalises it an hour later.
+            self.advance_clock(state, period_end + 300)
+        self.settle()
+        for state in live:
+            clock = self.stripe.test_helpers.test_clocks.retrieve(state.clock_id)
+            self.advance_clock(state, clock.frozen_time + 2 * HOUR)
+        self.settle()
+        for state in live:
+            if state.plan.renewal_fails:
+                self.recover_failed_payment(state)
+
+    def swap_to_failing_card(self, state: ConsumerState) -> None:
+        method = self.stripe.payment_methods.attach(
+            "pm_card_chargeCustomerFail", params={"customer": state.customer_id}
+        )
+        self.stripe.customers.update(state.customer_id, params={
+            "invoice_settings": {"default_payment_method": method.id}})  # fmt: skip
+        self.say(f"  {state.plan.name:<20} card replaced by one that will be declined")
+
+    def recover_failed_payment(self, state: ConsumerState) -> None:
+        self.wait_for_state(state, "suspended")
+        refused = self.gateway_status(state.key)
+        self.say(f"  {state.plan.name:<20} renewal payment failed: subscription suspended, key answers {refused}")
+        invoice = self.renewal_invoice(state)
+        method = self.stripe.payment_methods.attach("pm_card_visa", params={"customer": state.customer_id})
+        self.stripe.invoices.pay(invoice.id, params={"payment_method": method.id})
+        self.settle()
+        self.wait_for_state(state, "active")
+        accepted = self.gateway_status(state.key)
+        self.say(f"  {state.plan.name:<20} paid the open invoice: reactivated, key answers {accepted}")
+        state.notes.append(f"renewal declined: key suspended (answered {refused}); paid: reactivated ({accepted})")
+
+    # ---- Stripe and settling -------------------------------------------------------------------
+    def paid_states(self) -> list[ConsumerState]:
+        return [s for s in self.states if s.clock_id]
+
+    def advance_clock(self, state: ConsumerState, to: int) -> None:
+        clock = self.stripe.test_helpers.test_clocks.retrieve(state.clock_id)
+        if to <= clock.frozen_time:
+            return
+        self.stripe.test_helpers.test_clocks.advance(state.clock_id, params={"frozen_time": to})
+        deadline = time.monotonic() + 60
+        while self.stripe.test_helpers.test_clocks.retrieve(state.clock_id).status != "ready":
+            if time.monotonic() > deadline:
+                raise DemoError(f"test clock of {state.plan.name} did not finish advancing")
+            time.sleep(0.1)
+
+    def current_period_end(self, state: ConsumerState) -> int:
+        sub = self.stripe.subscriptions.retrieve(state.subscription_id)
+        return int(max(item["current_period_end"] for item in sub["items"]["data"]))
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until every webhook was delivered and every queued job of the app has run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.stripe_emulator.wait_for_webhooks_idle(timeout=max(1.0, deadline - time.monotonic()))
+            handled = self.queue_work.poll_once()
+            if handled == 0 and self.stripe_emulator.core.deliverer.pending() == 0:
+                return
+            if time.monotonic() > deadline:
+                raise DemoError("the app did not settle (webhooks or queued work still pending)")
+
+    def invoices(self, state: ConsumerState) -> list[Any]:
+        found = self.stripe.invoices.list(params={"subscription": state.subscription_id, "limit": 100})
+        return sorted(found.data, key=lambda inv: inv.created)
+
+    def metered_items(self, state: ConsumerState) -> set[str]:
+        sub = self.stripe.subscriptions.retrieve(state.subscription_id, params={"expand": ["items.data.price"]})
+        items = sub.to_dict()["items"]["data"]
+        return {item["id"] for item in items if item["price"]["recurring"]["usage_type"] == "metered"}
+
+    def renewal_invoice(self, state: ConsumerState) -> Any:
+        renewals = [inv for inv in self.invoices(state) if inv.billing_reason == "subscription_cycle"]
+        if not renewals:
+            raise DemoError(f"{state.plan.name} has no renewal invoice")
+        return renewals[0]
+
+    # ---- the report ----------------------------------------------------------------------------
+    def successful_and_blocked(self, state: ConsumerState) -> tuple[int, int]:
+        client = self.apim.management_client()
+        rows = client.reports.list_by_subscription(
+            self.apim.resource_group, self.apim.service_name,
+            filter="timestamp ge datetime'2000-01-01T00:00:00Z' and timestamp le datetime'2100-01-01T00:00:00Z'",
+        )  # fmt: skip
+        for row in rows:
+            if (row.subscription_id or "").rsplit("/", 1)[-1] == state.subscription_id:
+                return int(row.call_count_success or 0), int(row.call_count_blocked or 0)
+        return 0, 0
+
+    def result_of(self, state: ConsumerState) -> ConsumerResult:
+        product = self.models.product(state.plan.product_id)
+        successful, blocked = self.successful_and_blocked(state)
+        quoted = [Line(line.description, line.amount) for line in quote(product, successful).lines]
+        invoiced: list[Line] = []
+        if product.is_paid:
+            invoices = self.invoices(state)
+            first = invoices[0]
+            # The period's flat fee was billed in advance on the first invoice; its usage in arrears
+            # on the next one (the renewal, or the final invoice of a cancellation).
+            closing = invoices[1] if len(invoices) > 1 else None
+            metered = self.metered_items(state)
+            invoiced += [Line(line.description, line.amount) for line in first.lines.data
+                         if _subscription_item(line) not in metered]  # fmt: skip
+            usage = [line for line in (closing.lines.data if closing else []) if _subscription_item(line) in metered]
+            invoiced += [Line(line.description, line.amount) for line in usage]
+            if product.is_metered and not usage:
+                state.notes.append("no usage line found on the closing invoice")
+        return ConsumerResult(state.plan.name, product.id, successful, blocked, invoiced, quoted,
+                              product.currency, state.notes)  # fmt: skip
+
+
+def _subscription_item(line: Any) -> str:
+    parent = line.to_dict().get("parent") or {}
+    details = parent.get("subscription_item_details") or {}
+    return str(details.get("subscription_item") or "")
+
+
+def run_demo(stack: LocalStack, plan: tuple[ConsumerPlan, ...], say: Say = print) -> list[ConsumerResult]:
+    try:
+        return Demo(stack, plan, say).run()
+    except JourneyError as exc:
+        raise DemoError(str(exc)) from exc

@@ -1,0 +1,172 @@
+"""A consumer of the API, driven over HTTP: the developer portal, the app's pages, Stripe Checkout.
+
+It starts where a real consumer starts (a link on the portal page) and only follows links and
+submits forms that the pages themselves offer, so the demo exercises the real delegation,
+checkout and access flow. Used by `make demo`; not deployed.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import requests
+
+SUCCEEDING_CARD = "4242424242424242"
+TIMEOUT = 30
+
+
+class JourneyError(RuntimeError):
+    """A page did not answer as a consumer would expect (names the step and the answer)."""
+
+
+@dataclass(frozen=True)
+class PortalSubscription:
+    subscription_id: str
+    name: str
+    product_id: str
+    state: str
+    primary_key: str
+
+
+@dataclass
+class Consumer:
+    name: str
+    email: str
+    password: str
+    portal_url: str
+    app_url: str
+    session: requests.Session = field(default_factory=requests.Session)
+    user_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.session.headers["Accept"] = "text/html,application/xhtml+xml"
+
+    # ---- pages ---------------------------------------------------------------------------------
+    def _get(self, url: str, step: str, redirects: bool = False) -> requests.Response:
+        response = self.session.get(url, allow_redirects=redirects, timeout=TIMEOUT)
+        if response.status_code >= 400:
+            raise JourneyError(f"{step}: GET answered {response.status_code}: {_snippet(response.text)}")
+        return response
+
+    def _post_form(self, page: requests.Response, data: dict[str, str], step: str) -> requests.Response:
+        action = re.search(r'<form[^>]*method="post"[^>]*action="([^"]+)"', page.text, re.I) or re.search(
+            r'<form[^>]*action="([^"]+)"[^>]*method="post"', page.text, re.I
+        )
+        if action is None:
+            raise JourneyError(f"{step}: the page has no form to submit")
+        url = urljoin(page.url, html.unescape(action[1]))
+        response = self.session.post(url, data={**hidden_fields(page.text), **data}, allow_redirects=False,
+                                     timeout=TIMEOUT)  # fmt: skip
+        if response.status_code >= 400:
+            raise JourneyError(f"{step}: POST answered {response.status_code}: {_snippet(response.text)}")
+        return response
+
+    def portal_home(self) -> str:
+        return self._get(self.portal_url + "/", "open the developer portal").text
+
+    # ---- journey -------------------------------------------------------------------------------
+    def sign_up(self, first_name: str = "Ada", last_name: str = "Lovelace") -> str:
+        """Sign up through the portal's delegated Sign up link; returns the APIM user id."""
+        page = self._get(portal_link(self.portal_home(), "signup"), "open the sign-up page")
+        answer = self._post_form(page, {"email": self.email, "password": self.password,
+                                        "first_name": first_name, "last_name": last_name}, "sign up")  # fmt: skip
+        self.user_id = self._follow_sso(answer, "sign up")
+        return self.user_id
+
+    def sign_in(self) -> str:
+        page = self._get(portal_link(self.portal_home(), "signin"), "open the sign-in page")
+        answer = self._post_form(page, {"email": self.email, "password": self.password}, "sign in")
+        self.user_id = self._follow_sso(answer, "sign in")
+        return self.user_id
+
+    def _follow_sso(self, answer: requests.Response, step: str) -> str:
+        location = answer.headers.get("Location", "")
+        if answer.status_code != 303 or "/signin-sso?token=" not in location:
+            raise JourneyError(f"{step}: expected a redirect to the portal's signin-sso, got {answer.status_code}")
+        landed = self._get(location, f"{step}: portal single sign-on", redirects=True)
+        match = re.search(r'data-user-id="([^"]+)"', landed.text)
+        if match is None:
+            raise JourneyError(f"{step}: the portal did not sign the consumer in")
+        return match[1]
+
+    def subscribe(self, product_id: str, subscription_name: str) -> requests.Response:
+        """Open the product's Subscribe link and submit the subscription form (no payment yet)."""
+        page = self._get(product_subscribe_link(self.portal_home(), product_id), f"open Subscribe to {product_id}")
+        return self._post_form(page, {"name": subscription_name}, f"subscribe to {product_id}")
+
+    def pay(self, checkout_url: str, card: str = SUCCEEDING_CARD) -> str:
+        """Pay on the hosted Checkout page; returns the page Checkout sends the consumer back to."""
+        page = self._get(checkout_url, "open Stripe Checkout")
+        answer = self._post_form(page, {"cardNumber": card, "cardExpiry": "12 / 34", "cardCvc": "123",
+                                        "billingName": self.name}, "pay on Checkout")  # fmt: skip
+        if answer.status_code != 303:
+            raise JourneyError(f"pay on Checkout: the card was not accepted ({_snippet(answer.text)})")
+        return answer.headers["Location"]
+
+    def subscribe_and_pay(self, product_id: str, subscription_name: str, card: str = SUCCEEDING_CARD) -> str:
+        """Subscribe to a paid product through Checkout; returns the success page's URL."""
+        answer = self.subscribe(product_id, subscription_name)
+        if answer.status_code != 303:
+            raise JourneyError(f"subscribe to {product_id}: expected a redirect to Checkout, got {answer.status_code}")
+        success_url = self.pay(answer.headers["Location"], card)
+        self._get(success_url, "return from Checkout", redirects=True)
+        return success_url
+
+    def subscriptions(self) -> list[PortalSubscription]:
+        """The consumer's subscriptions as the portal shows them (state and primary key)."""
+        rows = re.finditer(
+            r'<tr class="subscription" data-subscription-id="([^"]+)"><td>(.*?)</td><td>(.*?)</td>'
+            r'<td class="state">(.*?)</td><td><code class="primary-key">(.*?)</code>',
+            self.portal_home(),
+        )
+        return [PortalSubscription(*(html.unescape(part) for part in row.groups())) for row in rows]
+
+    def unsubscribe(self, subscription_id: str) -> requests.Response:
+        """Cancel through the portal's delegated Unsubscribe link and the app's confirmation form."""
+        link = portal_unsubscribe_link(self.portal_home(), subscription_id)
+        page = self._get(link, "open the cancel page")
+        return self._post_form(page, {}, "confirm cancelling")
+
+
+def hidden_fields(page: str) -> dict[str, str]:
+    """name -> value of the hidden inputs on a page (CSRF and signed tokens)."""
+    fields: dict[str, str] = {}
+    for tag in re.finditer(r"<input\b[^>]*>", page, re.I):
+        text = tag[0]
+        if not re.search(r'type="hidden"', text, re.I):
+            continue
+        name = re.search(r'name="([^"]+)"', text)
+        value = re.search(r'value="([^"]*)"', text)
+        if name:
+            fields[html.unescape(name[1])] = html.unescape(value[1]) if value else ""
+    return fields
+
+
+def portal_link(page: str, css_class: str) -> str:
+    match = re.search(rf'<a class="{css_class}" href="([^"]*)"', page)
+    if match is None:
+        raise JourneyError(f"the portal page has no '{css_class}' link")
+    return html.unescape(match[1])
+
+
+def product_subscribe_link(page: str, product_id: str) -> str:
+    pattern = rf'data-product-id="{re.escape(product_id)}">.*?<a class="subscribe" href="([^"]*)"'
+    match = re.search(pattern, page, re.S)
+    if match is None:
+        raise JourneyError(f"the portal page has no Subscribe link for '{product_id}'")
+    return html.unescape(match[1])
+
+
+def portal_unsubscribe_link(page: str, subscription_id: str) -> str:
+    pattern = rf'data-subscription-id="{re.escape(subscription_id)}".*?<a class="unsubscribe" href="([^"]*)"'
+    match = re.search(pattern, page, re.S)
+    if match is None:
+        raise JourneyError(f"the portal page has no Cancel link for subscription '{subscription_id}'")
+    return html.unescape(match[1])
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()[:limit]
