@@ -25,7 +25,7 @@ _lock = threading.Lock()
 _cache: dict[tuple[tuple[str, str], ...], object] = {}
 # The settings the clients depend on: a change (e.g. another test's emulators) builds new ones.
 _KEYS = ("AzureWebJobsStorage", "STRIPE_API_KEY", "STRIPE_API_BASE", "APIM_MANAGEMENT_ENDPOINT",
-         "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "IDENTITY_ENDPOINT")  # fmt: skip
+         "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME")  # fmt: skip
 
 
 def _key(kind: str, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
