@@ -131,7 +131,8 @@ def receive(
         return Answer(200, {"received": True, "duplicate": True, "outcome": claim.outcome})
     if claim.kind is ClaimKind.BUSY:
         if claim.status == "queued":
-            return Answer(200, {"received": True, "outcome": "queued"})
+            # Durably queued by an earlier delivery; the worker applies it.
+            return Answer(200, {"received": True, "duplicate": True, "outcome": "queued"})
         # Another instance works on it: answering non-2xx makes Stripe come back later.
         return _error(409, "in_progress", "this event is being processed; retry later", {"Retry-After": "30"})
     return _run_claimed(plan, claim, claims, deps, deadline)
