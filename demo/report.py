@@ -81,7 +81,7 @@ def render_chart_svg(results: list[ConsumerResult], width: int = 720, height: in
     products = list(data)
     max_calls = max((c for c, _ in data.values()), default=0) or 1
     max_revenue = max((r for _, r in data.values()), default=0) or 1
-    top, bottom, left, right = 30, 50, 20, 20
+    top, bottom, left, right = 44, 50, 20, 20
     plot_h = height - top - bottom
     slot = (width - left - right) / max(len(products), 1)
     bar_w = slot * 0.35
@@ -105,7 +105,8 @@ def render_chart_svg(results: list[ConsumerResult], width: int = 720, height: in
             f'<text x="{x + bar_w:.1f}" y="{top + plot_h + 18}" text-anchor="middle" font-size="13">{label}</text>',
             f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h - calls_h - 4:.1f}" text-anchor="middle" '
             f'font-size="10">{calls:,}</text>',
-            f'<text x="{x + bar_w * 1.5:.1f}" y="{top + plot_h - revenue_h - 4:.1f}" text-anchor="middle" '
+            # One line higher than the calls label, so that neighbouring labels never overlap.
+            f'<text x="{x + bar_w * 1.5:.1f}" y="{top + plot_h - revenue_h - 18:.1f}" text-anchor="middle" '
             f'font-size="10">{money(revenue)}</text>',
         ]
     parts += [

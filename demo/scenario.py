@@ -78,6 +78,8 @@ class ConsumerState:
     clock_id: str = ""
     gateway_outcomes: dict[int, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # What the key answered at each access change (HTTP status), for the report and the test.
+    key_status: dict[str, int] = field(default_factory=dict)
 
 
 class DemoError(RuntimeError):
@@ -143,7 +145,8 @@ class Demo:
             # Stripe's way to test renewals: the consumer's Stripe customer lives on a test clock.
             clock = self.stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())})
             customer = self.stripe.customers.create(params={
-                "email": email, "name": plan.name, "test_clock": clock.id, "metadata": {"apim_user_id": user_id}})  # fmt: skip
+                "email": email, "name": plan.name, "test_clock": clock.id,
+                "metadata": {"apim_user_id": user_id}})  # fmt: skip
             state.clock_id, state.customer_id = clock.id, customer.id
             if consumer.subscriptions():
                 raise DemoError(f"{plan.name} has a subscription before paying")
@@ -180,8 +183,8 @@ class Demo:
                 state.gateway_outcomes[status] = state.gateway_outcomes.get(status, 0) + count
             blocked = sum(c for s, c in outcomes.items() if s in (401, 403, 429))
             if blocked:
-                state.notes.append(f"{blocked} of {state.plan.gateway_calls} gateway calls blocked "
-                                   f"({', '.join(f'{c} x {s}' for s, c in sorted(outcomes.items()) if s != 200)})")  # fmt: skip
+                kinds = ", ".join(f"{count} x {status}" for status, count in sorted(outcomes.items()) if status != 200)
+                state.notes.append(f"{blocked} of {state.plan.gateway_calls} gateway calls blocked ({kinds})")
             if state.plan.bulk_calls:
                 self.apim.record_usage(state.subscription_id, state.plan.bulk_calls, at=datetime.now(UTC))
                 state.notes.append(f"{state.plan.bulk_calls:,} further successful calls recorded in bulk")
@@ -225,7 +228,7 @@ class Demo:
             raise DemoError(f"{state.plan.name} could not cancel ({answer.status_code})")
         self.settle()
         self.wait_for_state(state, "cancelled")
-        status = self.gateway_status(state.key)
+        status = state.key_status["cancelled"] = self.gateway_status(state.key)
         state.notes.append(f"cancelled mid-period: final invoice with the usage so far; key now answers {status}")
         self.say(f"  {state.plan.name:<20} cancelled mid-period; the key now answers {status}")
 
@@ -258,14 +261,14 @@ class Demo:
 
     def recover_failed_payment(self, state: ConsumerState) -> None:
         self.wait_for_state(state, "suspended")
-        refused = self.gateway_status(state.key)
+        refused = state.key_status["suspended"] = self.gateway_status(state.key)
         self.say(f"  {state.plan.name:<20} renewal payment failed: subscription suspended, key answers {refused}")
         invoice = self.renewal_invoice(state)
         method = self.stripe.payment_methods.attach("pm_card_visa", params={"customer": state.customer_id})
         self.stripe.invoices.pay(invoice.id, params={"payment_method": method.id})
         self.settle()
         self.wait_for_state(state, "active")
-        accepted = self.gateway_status(state.key)
+        accepted = state.key_status["reactivated"] = self.gateway_status(state.key)
         self.say(f"  {state.plan.name:<20} paid the open invoice: reactivated, key answers {accepted}")
         state.notes.append(f"renewal declined: key suspended (answered {refused}); paid: reactivated ({accepted})")
 

@@ -1,0 +1,66 @@
+"""The demo's scenario (the same code as `make demo`, smaller volumes) and what its report promises."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from billing.model_loader import load_models
+from billing.pricing import quote
+from demo.report import ConsumerResult, render_html, render_terminal
+from demo.scenario import SMALL_PLAN, Demo
+from devstack.stack import LocalStack, StackOptions
+
+pytestmark = pytest.mark.storage
+
+
+@pytest.fixture(scope="module")
+def demo_run() -> Iterator[tuple[Demo, list[ConsumerResult]]]:
+    with LocalStack(StackOptions(run_queue_workers=False)) as stack:
+        demo = Demo(stack, SMALL_PLAN, say=lambda _: None)
+        yield demo, demo.run()
+
+
+def test_every_consumers_invoice_equals_its_quote(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
+    _, results = demo_run
+    assert [r.product_id for r in results] == [p.product_id for p in SMALL_PLAN]
+    for result in results:
+        assert result.invoice_total == result.quote_total, render_terminal([result])
+    # Amounts worked out by hand from the price list, for the calls the plan makes.
+    totals = {r.product_id: r.invoice_total for r in results}
+    assert totals == {
+        "free": 0,
+        "developer": 200,  # 1,100 calls: 1,000 beyond the 100 free at 0.2 cents
+        "payg": 150,  # 1,000 calls at 0.15 cents, billed on the final invoice of the cancellation
+        "standard": 8_995 + 100,  # flat fee + 1,001 calls beyond 100,000 at 0.1 cents (100.1 -> 100)
+        "enterprise": 74_995 * 2,  # 1,500,010 calls: the block paid in advance and one started block
+    }
+
+
+def test_blocked_calls_are_counted_and_never_billed(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
+    _, results = demo_run
+    by_product = {r.product_id: r for r in results}
+    free, developer = by_product["free"], by_product["developer"]
+    assert (free.successful_calls, free.blocked_calls) == (100, 5)  # quota of 100 a month
+    assert developer.blocked_calls == 10  # 110 calls in a burst, 100 a minute allowed
+    models = load_models()
+    for result in results:
+        assert result.quote_total == quote(models.product(result.product_id), result.successful_calls).total
+
+
+def test_suspended_key_refused_and_reactivated_key_accepted(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
+    demo, _ = demo_run
+    failing = next(s for s in demo.states if s.plan.renewal_fails)
+    assert failing.key_status == {"suspended": 403, "reactivated": 200}
+    cancelled = next(s for s in demo.states if s.plan.cancels_mid_period)
+    assert cancelled.key_status == {"cancelled": 403}
+
+
+def test_report_page_shows_every_consumer_and_the_chart(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
+    _, results = demo_run
+    page = render_html(results)
+    assert "<svg" in page
+    assert f"{len(results)} of {len(results)} consumers were invoiced by Stripe exactly" in page
+    for result in results:
+        assert result.consumer in page
