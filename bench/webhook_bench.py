@@ -166,9 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscriptions", type=int, default=20)
     parser.add_argument("--duplicates", type=float, default=0.1, help="share of events re-sent (0..1)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--tcp-nodelay", action="store_true",
-                        help="set TCP_NODELAY on the development host's sockets: without it each keep-alive "
-                             "answer stalls ~40 ms (headers and body are sent apart; Nagle + delayed ACK)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.concurrency.split(",")]
     rng = random.Random(args.seed)
@@ -190,9 +187,6 @@ def main(argv: list[str] | None = None) -> int:
         import function_app  # noqa: PLC0415
 
         with DevHost(function_app.app, port=free_port()) as host:
-            if args.tcp_nodelay:
-                # A development-host defect, not the app's (reported); Azure's front end has no such stall.
-                host._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
             url = f"{host.base_url}/api/webhooks/stripe"
             # Warm up: create the APIM subscriptions, tables and client tokens outside the measurement.
             run_round(url, subs, len(subs), concurrency=1, duplicates=0.0, rng=rng)

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from billing.access.ports import AccessPorts
 from billing.access.webhook import WebhookDeps
 from billing.adapters.access_apim import ApimSubscriptionsAdapter
-from billing.adapters.access_storage import AccessLinks, ClosingUsageQueue, EventWorkQueue, ensure_queue
+from billing.adapters.access_storage import ClosingUsageQueue, EventWorkQueue, ensure_queue
 from billing.adapters.access_stripe import StripeSubscriptionsAdapter
 from billing.adapters.apim_client import apim_service
 from billing.adapters.storage import ensure_table, queue
 from billing.adapters.stripe_client import stripe_client, webhook_secrets
 from billing.store.processed_events import ProcessedEvents
+from billing.store.subscriptions import SubscriptionLinks
 from billing.store.tables import EVENT_WORK_QUEUE, PROCESSED_EVENTS_TABLE, SUBSCRIPTIONS_TABLE, USAGE_BATCH_QUEUE
 
 _lock = threading.Lock()
@@ -50,7 +51,7 @@ def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
         return AccessPorts(
             stripe=StripeSubscriptionsAdapter(stripe_client(source)),
             apim=ApimSubscriptionsAdapter(apim_service(source)),
-            links=AccessLinks(ensure_table(SUBSCRIPTIONS_TABLE, source)),
+            links=SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE, source)),
             usage=ClosingUsageQueue(ensure_queue(queue(USAGE_BATCH_QUEUE, source))),
         )
 

@@ -4,37 +4,10 @@ from __future__ import annotations
 
 import contextlib
 
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
-from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks, _to_entity
 from billing.usage.batches import closing_message
-
-
-class AccessLinks(SubscriptionLinks):
-    """The subscription links, with the two conditional writes the sync service needs as booleans.
-
-    TODO(store): `create_if_absent` belongs in billing/store/subscriptions.py (asked in the report).
-    """
-
-    def __init__(self, table: TableClient) -> None:
-        super().__init__(table)
-        self._links_table = table
-
-    def create_if_absent(self, link: SubscriptionLink) -> bool:
-        try:
-            self._links_table.create_entity(_to_entity(link))
-        except ResourceExistsError:
-            return False
-        return True
-
-    def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> bool:  # type: ignore[override]
-        try:
-            super().replace_if_unchanged(link, etag)
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
 
 
 class ClosingUsageQueue:

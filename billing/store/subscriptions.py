@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 ROW_KEY = "link"
@@ -66,11 +66,23 @@ class SubscriptionLinks:
     def create_or_replace(self, link: SubscriptionLink) -> None:
         self._table.upsert_entity(_to_entity(link), mode=UpdateMode.REPLACE)
 
-    def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> None:
-        """Replace only if nobody wrote since `etag` was read; raises ResourceModifiedError otherwise."""
-        self._table.update_entity(
-            _to_entity(link), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-        )
+    def create_if_absent(self, link: SubscriptionLink) -> bool:
+        """Insert the link; False if a row for the subscription exists already (someone else won)."""
+        try:
+            self._table.create_entity(_to_entity(link))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> bool:
+        """Replace only if nobody wrote since `etag` was read; False if someone did (or deleted it)."""
+        try:
+            self._table.update_entity(
+                _to_entity(link), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def all(self) -> Iterator[SubscriptionLink]:
         for entity in self._table.query_entities(f"RowKey eq '{ROW_KEY}'"):
