@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.apimanagement.models import (
     SubscriptionContract,
     SubscriptionCreateParameters,
     SubscriptionUpdateParameters,
+    UserContract,
     UserCreateParameters,
     UserTokenParameters,
+    UserUpdateParameters,
 )
 
 from billing.adapters.apim_client import ApimService
@@ -66,6 +69,40 @@ class PortalApim:
     def create_user(self, uid: str, email: str, first_name: str, last_name: str) -> None:
         params = UserCreateParameters(email=email, first_name=first_name, last_name=last_name, confirmation="signup")
         self._c.user.create_or_update(*self._at(), uid, params)
+
+    def update_user_names(self, uid: str, first_name: str, last_name: str) -> None:
+        for _ in range(3):  # optimistic concurrency: read again when an administrator changed the user meanwhile
+            user, etag = self._user_with_etag(uid)
+            # UserUpdateParameters defaults `state` to "active": send the current state so that a
+            # name change never unblocks a blocked user.
+            params = UserUpdateParameters(first_name=first_name, last_name=last_name, state=user.state or "active")
+            try:
+                self._c.user.update(*self._at(), uid, etag, params)
+            except HttpResponseError as exc:
+                if exc.status_code == 412:
+                    continue
+                raise
+            return
+        raise RuntimeError(f"APIM user {uid} kept changing while its names were updated")
+
+    def _user_with_etag(self, uid: str) -> tuple[UserContract, str]:
+        headers: dict[str, Any] = {}
+
+        def keep_headers(_response: object, body: UserContract, found: dict[str, Any]) -> UserContract:
+            headers.update(found)
+            return body
+
+        # `cls` is the generated client's documented hook for the response headers (the ETag).
+        user = self._c.user.get(*self._at(), uid, cls=keep_headers)
+        return user, str(headers.get("ETag") or "*")
+
+    def delete_user(self, uid: str) -> None:
+        # The subscriptions are cancelled before this; deleting them with the user removes the
+        # consumer's personal data from APIM and frees the e-mail address for a later sign-up.
+        try:
+            self._c.user.begin_delete(*self._at(), uid, "*", delete_subscriptions=True, notify=False).result()
+        except ResourceNotFoundError:
+            return
 
     def user_email(self, uid: str) -> str | None:
         try:

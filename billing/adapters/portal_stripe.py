@@ -103,6 +103,26 @@ class PortalStripe:
             return None
         return int(self._c.test_helpers.test_clocks.retrieve(str(clock_id)).frozen_time)
 
+    def live_subscriptions(self, uid: str) -> Sequence[str]:
+        customer = self.find_customer(uid)
+        if customer is None:
+            return []
+        # Without `status`, Stripe lists every subscription that has not ended (canceled ones excluded).
+        found = self._c.subscriptions.list(params={"customer": customer, "limit": 100})
+        return [sub.id for sub in found.auto_paging_iter()]
+
+    def expire_open_checkouts(self, uid: str) -> None:
+        customer = self.find_customer(uid)
+        if customer is None:
+            return
+        found = self._c.checkout.sessions.list(params={"customer": customer, "status": "open", "limit": 100})
+        for session in found.auto_paging_iter():
+            try:
+                self._c.checkout.sessions.expire(session.id)
+            except stripe.InvalidRequestError:
+                # Completed or expired meanwhile; a completed one's subscription is cancelled by the caller.
+                continue
+
     def billing_portal_url(self, customer_id: str, return_url: str) -> str:
         session = self._c.billing_portal.sessions.create(params={"customer": customer_id, "return_url": return_url})
         return str(session.url)

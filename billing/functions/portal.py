@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 
 from billing.functions.http import error_response
-from billing.portal import pages
+from billing.portal import account_pages, pages
 from billing.portal.deps import ConfigurationError, PortalDeps, portal_deps
 from billing.portal.web import WebRequest, WebResponse
 
@@ -112,3 +112,18 @@ def portal_billing(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/signout", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def portal_signout(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(pages.sign_out, req)
+
+
+@bp.route(route="portal/account/password", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_change_password(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(account_pages.change_password_post, req)
+
+
+@bp.route(route="portal/account/profile", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_change_profile(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(account_pages.change_profile_post, req)
+
+
+@bp.route(route="portal/account/close", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_close_account(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(account_pages.close_account_post, req)

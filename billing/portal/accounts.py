@@ -82,11 +82,17 @@ def locked_until(attempts: AttemptsPort, email: str, now: int) -> int | None:
     return window.window_start + WINDOW_SECONDS
 
 
-def sign_in(email: str, password: str, accounts: AccountsPort, attempts: AttemptsPort, now: int) -> str:
-    """The APIM user id of the account, or AccountError (401 wrong, 429 too many failures)."""
+def check_password(email: str, password: str, accounts: AccountsPort, attempts: AttemptsPort, now: int, *,
+                   wrong: str = "the e-mail address or password is wrong") -> Account:  # fmt: skip
+    """The account if `password` is its password; AccountError 429 while locked, 401 when wrong.
+
+    Sign-in and every account change that asks for the current password count failures in the
+    same window, so the limit cannot be sidestepped by guessing through another form.
+    """
     email = normalise_email(email)
     if not email or not password:
-        raise AccountError("enter your e-mail address and password", status=400)
+        raise AccountError("enter your e-mail address and password" if not email else "enter your password",
+                           status=400)  # fmt: skip
     until = locked_until(attempts, email, now)
     if until is not None:
         minutes = max(1, -(-(until - now) // 60))
@@ -96,6 +102,14 @@ def sign_in(email: str, password: str, accounts: AccountsPort, attempts: Attempt
     ok = passwords.verify_password(password, account.password_hash if account else _dummy_hash())
     if account is None or not ok:
         attempts.record_failure(email, now, WINDOW_SECONDS)
-        raise AccountError("the e-mail address or password is wrong", status=401)
+        raise AccountError(wrong, field="password", status=401)
     attempts.reset(email)
+    return account
+
+
+def sign_in(email: str, password: str, accounts: AccountsPort, attempts: AttemptsPort, now: int) -> str:
+    """The APIM user id of the account, or AccountError (401 wrong, 429 too many failures)."""
+    account = check_password(email, password, accounts, attempts, now)
+    if account.closing_since:
+        raise AccountError("this account is being closed; it cannot be used any more", status=403)
     return account.apim_user_id

@@ -15,9 +15,9 @@ from billing.adapters.stripe_client import stripe_client
 from billing.model_loader import load_models
 from billing.models import MonetizationModels
 from billing.portal.delegation import decode_key
-from billing.portal.ports import AccountsPort, ApimPort, AttemptsPort, PaymentsPort
+from billing.portal.ports import AccountsPort, ApimPort, AttemptsPort, PaymentsPort, SaltsPort
 from billing.portal.web import Sessions
-from billing.store.accounts import Accounts, LoginAttempts
+from billing.store.accounts import DELEGATION_SALTS_TABLE, Accounts, LoginAttempts, UsedSalts
 from billing.store.tables import ACCOUNTS_TABLE, LOGIN_ATTEMPTS_TABLE
 
 _SETTINGS = ("APIM_DELEGATION_VALIDATION_KEY", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL", "DELEGATION_MODE",
@@ -37,6 +37,7 @@ class PortalDeps:
     attempts: AttemptsPort
     apim: ApimPort
     payments: PaymentsPort
+    salts: SaltsPort  # delegation salts that already started a session
 
 
 class ConfigurationError(RuntimeError):
@@ -74,4 +75,5 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
         attempts=LoginAttempts(ensure_table(LOGIN_ATTEMPTS_TABLE)),
         apim=PortalApim(apim_service()),
         payments=PortalStripe(stripe_client()),
+        salts=UsedSalts(ensure_table(DELEGATION_SALTS_TABLE)),
     )

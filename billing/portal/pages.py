@@ -17,6 +17,7 @@ from urllib.parse import quote
 from billing.models import UnknownProductError
 from billing.portal import accounts as account_service
 from billing.portal import delegation, offers
+from billing.portal.account_pages import account_operation_page
 from billing.portal.billing_page import overview
 from billing.portal.deps import PortalDeps
 from billing.portal.passwords import MIN_LENGTH
@@ -29,6 +30,9 @@ from billing.portal.web import WebRequest, WebResponse, problem, redirect, rende
 log = logging.getLogger(__name__)
 
 FORM_TTL = 3600  # seconds a subscribe or cancel form stays valid
+# Used delegation salts are kept this long; a link replayed later could sign in again, so keep it
+# well beyond how long anyone keeps a link (APIM's links carry no time of their own).
+SALT_RETENTION_SECONDS = 400 * 24 * 3600
 SSO_TOKEN_TTL = timedelta(hours=1)
 _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 
@@ -63,18 +67,13 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
         return redirect(deps.portal_url + "/signout", deps.sessions.clear_cookie())
     if op == "Subscribe":
         return _subscribe_page(deps, req, now, delegation.product_id_from(request.get("productId")),
-                               request.get("userId"))  # fmt: skip
+                               request.get("userId"), delegated_salt=req.query.get("salt", ""))  # fmt: skip
     if op == "Unsubscribe":
         return _unsubscribe_page(deps, req, now, request.get("subscriptionId"))
     if op == "Renew":
-        return render("message.html", title="Renewal", portal_url=_portal_link(deps), paragraphs=[
-            "Paid subscriptions renew by themselves each month while your payment method works.",
-            "To update your payment method or see invoices, open the billing page.",
-        ], link_url="/api/portal/billing", link_text="Billing")  # fmt: skip
-    # ChangePassword, ChangeProfile, CloseAccount: not offered by this app yet (see the report).
-    return render("message.html", 501, title="Not available", portal_url=_portal_link(deps), paragraphs=[
-        "This account change is not available here yet. Contact the API provider's support to make it.",
-    ], link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+        return _renew_page(deps, req, now, request.get("subscriptionId"))
+    # ChangePassword, ChangeProfile, CloseAccount
+    return account_operation_page(deps, req, now, op, request.get("userId"))
 
 
 def _account_page(deps: PortalDeps, req: WebRequest, now: float, op: str, return_url: str) -> WebResponse:
@@ -150,22 +149,28 @@ def _account_post(deps: PortalDeps, req: WebRequest, now: float, op: str) -> Web
 
 # ---- Subscribe -------------------------------------------------------------------------------
 def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, product_id: str, uid: str, *,
-                    error: str = "", status: int = 200, name: str = "") -> WebResponse:  # fmt: skip
+                    error: str = "", status: int = 200, name: str = "", notice: str = "",
+                    delegated_salt: str = "") -> WebResponse:  # fmt: skip
     try:
         product = deps.models.product(product_id)
     except UnknownProductError:
         return problem(req, 404, "product", f"There is no product named {product_id!r} for sale.",
                        portal_url=_portal_link(deps))  # fmt: skip
     session, cookie = deps.sessions.ensure(req, now)
-    if deps.mode == "subscriptions" and session.uid != uid:
+    if deps.mode == "subscriptions" and delegated_salt and session.uid != uid:
         # Identities are APIM's: the signed Subscribe request is what identifies the consumer here.
+        # Its links never expire, so each one signs in once: a replayed (leaked) link opens nobody's
+        # billing page or Stripe portal.
+        if not deps.salts.claim(delegated_salt, uid, int(now), SALT_RETENTION_SECONDS):
+            return problem(req, 401, "delegation", "This Subscribe link was used already. Open the product's "
+                           "Subscribe link in the developer portal again.", portal_url=_portal_link(deps))  # fmt: skip
         session, cookie = deps.sessions.start(uid, now)
     held = held_subscription(deps.apim, uid, product.id)
     # "n": one nonce per form shown, so submitting the same form twice does one thing once.
     offer = _offer_signer(deps).sign({"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)},
                                      now=now, ttl_seconds=FORM_TTL)  # fmt: skip
     return render("subscribe.html", status, cookie=cookie, title=f"Subscribe to {product.display_name}",
-                  product=product, price=offers.describe(product), held=held, error=error, name=name,
+                  product=product, price=offers.describe(product), held=held, error=error, name=name, notice=notice,
                   csrf_token=deps.sessions.csrf_token(session, now), offer_token=offer,
                   portal_url=_portal_link(deps))  # fmt: skip
 
@@ -272,6 +277,28 @@ def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
                   paragraphs=[f"The subscription “{name}” is cancelled; its keys no longer work.",
                               "Any usage so far is billed on a final invoice."],
                   link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+
+
+# ---- Renew -----------------------------------------------------------------------------------
+def _renew_page(deps: PortalDeps, req: WebRequest, now: float, sid: str) -> WebResponse:
+    """APIM offers Renew for an expired subscription: here that means a new subscription to the product.
+
+    Paid access ends only when its Stripe subscription ends, and a Stripe subscription cannot be
+    revived, so a paid product is bought again through Checkout; a free one is subscribed again at
+    once. Either way it is the product's subscribe page for the owner, with new keys.
+    """
+    sub = deps.apim.get_subscription(sid)
+    if sub is None or sub.owner_id is None:
+        return problem(req, 404, "subscription", "There is no such subscription.", portal_url=_portal_link(deps))
+    if sub.state in HOLDING_STATES:
+        return render("message.html", title="Nothing to renew", portal_url=_portal_link(deps), paragraphs=[
+            f"The subscription “{sub.display_name}” is {sub.state}: there is nothing to renew.",
+            "Paid subscriptions renew by themselves each month while your payment method works; "
+            "the billing page shows your usage and links to your invoices.",
+        ], link_url="/api/portal/billing", link_text="Billing")  # fmt: skip
+    notice = (f"The subscription “{sub.display_name}” is {sub.state}. Renewing it starts a new subscription "
+              "to the same product, with new keys.")  # fmt: skip
+    return _subscribe_page(deps, req, now, sub.product_id or "", sub.owner_id, notice=notice, name=sub.display_name)
 
 
 # ---- Billing page and sign-out ---------------------------------------------------------------
