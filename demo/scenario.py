@@ -20,17 +20,13 @@ from typing import Any
 
 import requests
 
-import function_app
-from billing.adapters.storage import queue
 from billing.cli import main as billing_main
 from billing.model_loader import load_models
 from billing.pricing import quote
-from billing.store.tables import ALL_QUEUES
 from demo.progress import ProgressBar
 from demo.report import ConsumerResult, Line
-from devhost.queues import QueuePoller
 from devstack.consumer import Consumer, JourneyError
-from devstack.stack import LocalStack
+from devstack.stack import LocalStack, StackNotSettled
 
 PASSWORD = "demo password " + "x" * 8
 HOUR = 3600
@@ -101,9 +97,6 @@ class Demo:
         self.say = say
         self.models = load_models()
         self.states: list[ConsumerState] = []
-        # The demo runs the app's queued work itself, so it knows when all of it is done (a
-        # background poller could hold a message that an empty queue would not show).
-        self.queue_work = QueuePoller(function_app.app, {name: queue(name) for name in ALL_QUEUES})
 
     # ---- the story ---------------------------------------------------------------------------
     def run(self) -> list[ConsumerResult]:
@@ -293,14 +286,10 @@ class Demo:
 
     def settle(self, timeout: float = 60) -> None:
         """Wait until every webhook was delivered and every queued job of the app has run."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.stripe_emulator.wait_for_webhooks_idle(timeout=max(1.0, deadline - time.monotonic()))
-            handled = self.queue_work.poll_once()
-            if handled == 0 and self.stripe_emulator.core.deliverer.pending() == 0:
-                return
-            if time.monotonic() > deadline:
-                raise DemoError("the app did not settle (webhooks or queued work still pending)")
+        try:
+            self.stack.settle(timeout)
+        except StackNotSettled as exc:
+            raise DemoError(str(exc)) from exc
 
     def invoices(self, state: ConsumerState) -> list[Any]:
         found = self.stripe.invoices.list(params={"subscription": state.subscription_id, "limit": 100})

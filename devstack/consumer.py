@@ -2,7 +2,11 @@
 
 It starts where a real consumer starts (a link on the portal page) and only follows links and
 submits forms that the pages themselves offer, so the demo exercises the real delegation,
-checkout and access flow. Used by `make demo`; not deployed.
+checkout and access flow. Used by `make demo` and the end-to-end tests; not deployed.
+
+The steps come in two kinds: the journey (`sign_up`, `subscribe_and_pay`, ...) raises
+JourneyError when a page does not answer as a consumer expects; the `*_answer` steps and
+`open`/`submit` return the app's raw answer, for tests that check refusals.
 """
 
 from __future__ import annotations
@@ -15,11 +19,19 @@ from urllib.parse import urljoin
 import requests
 
 SUCCEEDING_CARD = "4242424242424242"
+DEFAULT_PASSWORD = "correct horse battery staple"  # noqa: S105 - for consumers on the local emulators
 TIMEOUT = 30
 
 
 class JourneyError(RuntimeError):
     """A page did not answer as a consumer would expect (names the step and the answer)."""
+
+
+def browser_session() -> requests.Session:
+    """A cookie-keeping HTTP client that asks for HTML, as a browser does."""
+    session = requests.Session()
+    session.headers["Accept"] = "text/html,application/xhtml+xml"
+    return session
 
 
 @dataclass(frozen=True)
@@ -38,28 +50,33 @@ class Consumer:
     password: str
     portal_url: str
     app_url: str
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=browser_session)
     user_id: str = ""
 
-    def __post_init__(self) -> None:
-        self.session.headers["Accept"] = "text/html,application/xhtml+xml"
-
     # ---- pages ---------------------------------------------------------------------------------
+    def open(self, url: str) -> requests.Response:
+        """GET a page as the browser would request it, without following redirects or judging the answer."""
+        return self.session.get(url, allow_redirects=False, timeout=TIMEOUT)
+
     def _get(self, url: str, step: str, redirects: bool = False) -> requests.Response:
         response = self.session.get(url, allow_redirects=redirects, timeout=TIMEOUT)
         if response.status_code >= 400:
             raise JourneyError(f"{step}: GET answered {response.status_code}: {_snippet(response.text)}")
         return response
 
-    def _post_form(self, page: requests.Response, data: dict[str, str], step: str) -> requests.Response:
+    def submit(self, page: requests.Response, data: dict[str, str], step: str = "submit the form") -> requests.Response:
+        """POST the page's form (its hidden fields plus `data`) to its action; the raw answer."""
         action = re.search(r'<form[^>]*method="post"[^>]*action="([^"]+)"', page.text, re.I) or re.search(
             r'<form[^>]*action="([^"]+)"[^>]*method="post"', page.text, re.I
         )
         if action is None:
             raise JourneyError(f"{step}: the page has no form to submit")
         url = urljoin(page.url, html.unescape(action[1]))
-        response = self.session.post(url, data={**hidden_fields(page.text), **data}, allow_redirects=False,
-                                     timeout=TIMEOUT)  # fmt: skip
+        return self.session.post(url, data={**hidden_fields(page.text), **data}, allow_redirects=False,
+                                 timeout=TIMEOUT)  # fmt: skip
+
+    def _post_form(self, page: requests.Response, data: dict[str, str], step: str) -> requests.Response:
+        response = self.submit(page, data, step)
         if response.status_code >= 400:
             raise JourneyError(f"{step}: POST answered {response.status_code}: {_snippet(response.text)}")
         return response
@@ -67,25 +84,42 @@ class Consumer:
     def portal_home(self) -> str:
         return self._get(self.portal_url + "/", "open the developer portal").text
 
+    def open_portal_link(self, css_class: str) -> requests.Response:
+        """The page behind the portal's (first) link of that class, e.g. "signup", "signin"."""
+        return self._get(portal_link(self.portal_home(), css_class), f"open the portal's {css_class} link")
+
+    def subscribe_page(self, product_id: str) -> requests.Response:
+        """The page behind the product's Subscribe link on the portal."""
+        return self._get(product_subscribe_link(self.portal_home(), product_id), f"open Subscribe to {product_id}")
+
     # ---- journey -------------------------------------------------------------------------------
+    def sign_up_answer(self, first_name: str = "Ada", last_name: str = "Lovelace") -> requests.Response:
+        """Submit the sign-up form behind the portal's Sign up link; the app's raw answer."""
+        page = self.open_portal_link("signup")
+        return self.submit(page, {"email": self.email, "password": self.password,
+                                  "first_name": first_name, "last_name": last_name}, "sign up")  # fmt: skip
+
     def sign_up(self, first_name: str = "Ada", last_name: str = "Lovelace") -> str:
         """Sign up through the portal's delegated Sign up link; returns the APIM user id."""
-        page = self._get(portal_link(self.portal_home(), "signup"), "open the sign-up page")
-        answer = self._post_form(page, {"email": self.email, "password": self.password,
-                                        "first_name": first_name, "last_name": last_name}, "sign up")  # fmt: skip
-        self.user_id = self._follow_sso(answer, "sign up")
+        answer = self.sign_up_answer(first_name, last_name)
+        self.user_id = self.follow_sso(answer, "sign up")
         return self.user_id
+
+    def sign_in_answer(self, password: str | None = None) -> requests.Response:
+        """Submit the sign-in form behind the portal's Sign in link; the app's raw answer."""
+        page = self.open_portal_link("signin")
+        return self.submit(page, {"email": self.email, "password": password or self.password}, "sign in")
 
     def sign_in(self) -> str:
-        page = self._get(portal_link(self.portal_home(), "signin"), "open the sign-in page")
-        answer = self._post_form(page, {"email": self.email, "password": self.password}, "sign in")
-        self.user_id = self._follow_sso(answer, "sign in")
+        self.user_id = self.follow_sso(self.sign_in_answer(), "sign in")
         return self.user_id
 
-    def _follow_sso(self, answer: requests.Response, step: str) -> str:
+    def follow_sso(self, answer: requests.Response, step: str = "sign in") -> str:
+        """Follow the app's redirect to the portal's single sign-on; returns the signed-in user id."""
         location = answer.headers.get("Location", "")
-        if answer.status_code != 303 or "/signin-sso?token=" not in location:
-            raise JourneyError(f"{step}: expected a redirect to the portal's signin-sso, got {answer.status_code}")
+        if answer.status_code != 303 or not location.startswith(self.portal_url + "/signin-sso?token="):
+            raise JourneyError(f"{step}: expected a redirect to the portal's signin-sso, got {answer.status_code}"
+                               f" ({_snippet(answer.text)})")  # fmt: skip
         landed = self._get(location, f"{step}: portal single sign-on", redirects=True)
         match = re.search(r'data-user-id="([^"]+)"', landed.text)
         if match is None:
@@ -94,7 +128,7 @@ class Consumer:
 
     def subscribe(self, product_id: str, subscription_name: str) -> requests.Response:
         """Open the product's Subscribe link and submit the subscription form (no payment yet)."""
-        page = self._get(product_subscribe_link(self.portal_home(), product_id), f"open Subscribe to {product_id}")
+        page = self.subscribe_page(product_id)
         return self._post_form(page, {"name": subscription_name}, f"subscribe to {product_id}")
 
     def pay(self, checkout_url: str, card: str = SUCCEEDING_CARD) -> str:
@@ -145,11 +179,16 @@ def hidden_fields(page: str) -> dict[str, str]:
     return fields
 
 
+def portal_links(page: str, css_class: str) -> list[str]:
+    """hrefs of the page's <a class="..."> links of that class, in page order."""
+    return [html.unescape(m[1]) for m in re.finditer(rf'<a class="{re.escape(css_class)}" href="([^"]*)"', page)]
+
+
 def portal_link(page: str, css_class: str) -> str:
-    match = re.search(rf'<a class="{css_class}" href="([^"]*)"', page)
-    if match is None:
+    found = portal_links(page, css_class)
+    if not found:
         raise JourneyError(f"the portal page has no '{css_class}' link")
-    return html.unescape(match[1])
+    return found[0]
 
 
 def product_subscribe_link(page: str, product_id: str) -> str:

@@ -2,7 +2,7 @@
 
 One object starts everything in dependency order, wires the settings between the parts exactly
 as they would be wired in Azure (the app only sees its documented settings), and stops it all.
-Used by `make run`, `make demo` and end-to-end tests.
+Used by `make run`, `make demo` and the end-to-end tests (portal, browser, catalog, access).
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+import requests
 
 import function_app
 from billing.adapters.storage import queue, queue_service, table_service
@@ -24,12 +28,14 @@ from billing.store.tables import ALL_QUEUES, ALL_TABLES
 from devhost.queues import QueuePoller
 from devhost.server import DevHost
 from devstack.azurite import Azurite
+from devstack.consumer import DEFAULT_PASSWORD, Consumer, browser_session
 from devstack.ports import free_port, wait_for_port
 from devstack.process import ManagedProcess
 from emulators.apim.server import ApimEmulator
 from emulators.stripe.server import StripeEmulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_Part = TypeVar("_Part")
 
 
 @dataclass
@@ -43,7 +49,20 @@ class StackOptions:
     report_lag_seconds: float = 0
     stripe_faults: Any = None
     apim_faults: Any = None
+    # False: nobody polls the queues in the background; `settle()` runs the queued work itself,
+    # so an empty queue means no work is in flight (what the demo and exact tests need).
     run_queue_workers: bool = True
+    # A running Azurite to use instead of starting one (tests share one per session); not stopped.
+    azurite: Azurite | None = None
+    # Apply payment/monetizationModels.json to Stripe and APIM at start (the app's catalog sync).
+    apply_catalog: bool = False
+    # False: Stripe has no webhook endpoint for the app, so access is never granted by webhooks.
+    stripe_webhooks: bool = True
+    webhook_secret: str = ""  # empty: a random one
+
+
+class StackNotSettled(TimeoutError):
+    """Webhooks or queued work still pending when `settle()` gave up."""
 
 
 @dataclass
@@ -54,10 +73,15 @@ class LocalStack:
     apim: ApimEmulator | None = None
     app_host: DevHost | None = None  # when the app runs in this process
     func_process: ManagedProcess | None = None
-    queue_workers: QueuePoller | None = None
-    settings: dict[str, str] = field(default_factory=dict)
+    # The app's queue-triggered functions run by this process (devhost only): in the background
+    # when `run_queue_workers`, else only when `settle()` (or a caller's `poll_once()`) runs them.
+    queue_poller: QueuePoller | None = None
+    env: dict[str, str] = field(default_factory=dict)  # the app settings, applied to os.environ
+    delegation_key_b64: str = ""  # what APIM signs delegation links with
+    webhook_endpoint_id: str = ""  # the app's endpoint in the Stripe emulator (when stripe_webhooks)
     _saved_env: dict[str, str | None] = field(default_factory=dict)
     _workdir: Path | None = None
+    _own_azurite: bool = False
 
     @property
     def app_url(self) -> str:
@@ -75,9 +99,10 @@ class LocalStack:
         opts = self.options
         self._workdir = Path(tempfile.mkdtemp(prefix="localstack-"))
         self._app_port = opts.app_port or free_port()
-        self.azurite = Azurite().start()
+        self._own_azurite = opts.azurite is None
+        self.azurite = opts.azurite or Azurite().start()
 
-        delegation_key = base64.b64encode(secrets.token_bytes(64)).decode("ascii")
+        delegation_key = self.delegation_key_b64 = base64.b64encode(secrets.token_bytes(64)).decode("ascii")
         self.apim = ApimEmulator(
             opts.apim_port, opts.gateway_port, opts.portal_port,
             delegation_url=f"{self.app_url}/api/delegation",
@@ -85,14 +110,16 @@ class LocalStack:
             report_lag_seconds=opts.report_lag_seconds,
             faults=opts.apim_faults,
         ).start()  # fmt: skip
-        webhook_secret = "whsec_" + secrets.token_hex(24)
+        webhook_secret = opts.webhook_secret or "whsec_" + secrets.token_hex(24)
         stripe_kwargs: dict[str, Any] = {"port": opts.stripe_port, "api_key": "sk_test_" + secrets.token_hex(12)}
         if opts.stripe_faults is not None:
             stripe_kwargs["faults"] = opts.stripe_faults
         self.stripe = StripeEmulator(**stripe_kwargs).start()
-        self.stripe.add_webhook_endpoint(f"{self.app_url}/api/webhooks/stripe", webhook_secret)
+        if opts.stripe_webhooks:
+            endpoint = self.stripe.add_webhook_endpoint(f"{self.app_url}/api/webhooks/stripe", webhook_secret)
+            self.webhook_endpoint_id = endpoint.id
 
-        self.settings = {
+        self.env = {
             "AzureWebJobsStorage": self.azurite.connection_string,
             **self.stripe.app_settings(),
             "STRIPE_WEBHOOK_SECRET": webhook_secret,
@@ -102,8 +129,10 @@ class LocalStack:
             "DELEGATION_MODE": "full",
             "USAGE_REPORT_LAG_MINUTES": str(int(opts.report_lag_seconds // 60)),
         }
-        self._apply_env(self.settings)
+        self._apply_env(self.env)
         self._ensure_storage()
+        if opts.apply_catalog:
+            self._apply_catalog()
         use_func = opts.use_func if opts.use_func is not None else shutil.which("func") is not None
         if use_func:
             self._start_func()
@@ -126,16 +155,28 @@ class LocalStack:
                 if queue_name not in existing:
                     queues.create_queue(queue_name)
 
+    def _apply_catalog(self) -> None:
+        """Stripe products, prices, meters and APIM products, made by the app's own catalog sync."""
+        from billing.adapters.apim_client import apim_service  # noqa: PLC0415 - only when asked for
+        from billing.adapters.catalog_apim import ApimCatalog  # noqa: PLC0415
+        from billing.adapters.catalog_stripe import StripeCatalog  # noqa: PLC0415
+        from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
+        from billing.catalog.service import CatalogSync  # noqa: PLC0415
+        from billing.model_loader import load_models  # noqa: PLC0415
+
+        sync = CatalogSync(load_models(), StripeCatalog(stripe_client()), ApimCatalog(apim_service()))
+        sync.apply(sync.plan())
+
     def _start_devhost(self) -> None:
         self.app_host = DevHost(function_app.app, port=self._app_port).start()
+        # As the Functions host does: run the queue-triggered functions, poison after 5 tries.
+        self.queue_poller = QueuePoller(function_app.app, {name: queue(name) for name in ALL_QUEUES})
         if self.options.run_queue_workers:
-            # As the Functions host does: run the queue-triggered functions, poison after 5 tries.
-            clients = {name: queue(name) for name in ALL_QUEUES}
-            self.queue_workers = QueuePoller(function_app.app, clients).start()
+            self.queue_poller.start()
 
     def _start_func(self) -> None:
         assert self._workdir is not None
-        env = {**os.environ, **self.settings, "FUNCTIONS_WORKER_RUNTIME": "python"}
+        env = {**os.environ, **self.env, "FUNCTIONS_WORKER_RUNTIME": "python"}
         self.func_process = ManagedProcess(
             "func", ["func", "start", "--port", str(self._app_port)],
             log_path=self._workdir / "func.log", env=env, cwd=REPO_ROOT,
@@ -143,11 +184,13 @@ class LocalStack:
         wait_for_port(self._app_port, timeout=120, alive=self.func_process.running)
 
     def stop(self) -> None:
-        for part in (self.queue_workers, self.app_host, self.func_process, self.stripe, self.apim, self.azurite):
+        workers = self.queue_poller if self.options.run_queue_workers else None
+        azurite = self.azurite if self._own_azurite else None  # a shared one outlives this stack
+        for part in (workers, self.app_host, self.func_process, self.stripe, self.apim, azurite):
             if part is not None:
                 with contextlib.suppress(Exception):  # stopping must go on for every other part
                     part.stop()
-        self.queue_workers = self.app_host = self.func_process = self.stripe = self.apim = self.azurite = None
+        self.queue_poller = self.app_host = self.func_process = self.stripe = self.apim = self.azurite = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -165,6 +208,47 @@ class LocalStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    # ---- for tests and the demo ----------------------------------------------------------------
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until every webhook was delivered and every queued job of the app has run.
+
+        With `run_queue_workers=False` the queued work runs here, synchronously, so "settled" is
+        exact; a background poller could hold a message that an empty queue would not show.
+        """
+        stripe_emulator, poller = self._running(self.stripe), self.queue_poller
+        deadline = time.monotonic() + timeout
+        while True:
+            stripe_emulator.wait_for_webhooks_idle(timeout=max(1.0, deadline - time.monotonic()))
+            handled = poller.poll_once() if poller is not None and not self.options.run_queue_workers else 0
+            if handled == 0 and stripe_emulator.core.deliverer.pending() == 0 and self._queues_empty():
+                return
+            if time.monotonic() > deadline:
+                raise StackNotSettled(f"the app did not settle within {timeout:.0f} s "
+                                      "(webhooks or queued work still pending)")  # fmt: skip
+            if handled == 0:
+                time.sleep(0.05)  # waiting on a delivery or a worker elsewhere, not on our own work
+
+    def _queues_empty(self) -> bool:
+        if self.queue_poller is not None and not self.options.run_queue_workers:
+            return True  # poll_once just found nothing
+        return all(not queue(name).peek_messages(max_messages=1) for name in ALL_QUEUES)
+
+    def browser(self) -> requests.Session:
+        """A cookie-keeping HTTP client that asks for HTML, as a browser does."""
+        return browser_session()
+
+    def consumer(self, email: str | None = None, password: str = DEFAULT_PASSWORD,
+                 name: str = "Ada Lovelace") -> Consumer:  # fmt: skip
+        """A consumer with a fresh browser on this stack's portal (a new e-mail address unless given)."""
+        address = email or f"dev-{uuid.uuid4().hex[:10]}@example.com"
+        return Consumer(name, address, password, self._running(self.apim).portal_url, self.app_url)
+
+    @staticmethod
+    def _running(part: _Part | None) -> _Part:
+        if part is None:
+            raise RuntimeError("the local stack is not running: start() it first")
+        return part
 
     def urls(self) -> dict[str, str]:
         return {

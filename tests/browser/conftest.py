@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.azurite import Azurite
-from tests.portal.stack import Stack, running_stack
+from devstack.stack import LocalStack
+from tests.portal.conftest import portal_stack_options
 
 
 @pytest.fixture(scope="module")
-def stack(azurite: Azurite) -> Iterator[Stack]:
-    with running_stack(azurite) as running:
+def stack(azurite: Azurite) -> Iterator[LocalStack]:
+    with LocalStack(portal_stack_options(azurite)) as running:
         yield running

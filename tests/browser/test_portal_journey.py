@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.portal.stack import PASSWORD, Stack
+from devstack.consumer import DEFAULT_PASSWORD as PASSWORD
+from devstack.stack import LocalStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.storage]
 
@@ -56,7 +57,7 @@ class Shots:
         self.page.screenshot(path=str(ARTIFACTS / f"{self.count:02d}-{name}.png"), full_page=True)
 
 
-def test_consumer_journey_in_chromium(stack: Stack, page) -> None:
+def test_consumer_journey_in_chromium(stack: LocalStack, page) -> None:
     shots = Shots(page)
     email = f"browser-{uuid.uuid4().hex[:8]}@example.com"
     page.goto(stack.apim.portal_url + "/")

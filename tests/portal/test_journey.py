@@ -6,95 +6,93 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+import requests
 from azure.mgmt.apimanagement.models import SubscriptionCreateParameters
 
 from billing import catalog_names
 from billing.adapters.storage import ensure_table
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
 from billing.store.tables import SUBSCRIPTIONS_TABLE
-from tests.portal.journey import (
-    checkout_url_of,
-    new_email,
-    open_link,
-    pay,
-    portal_home,
-    sign_in,
-    sign_up,
-    subscribe,
-    subscribe_page,
-)
-from tests.portal.stack import Stack, form_fields, links
+from devstack.consumer import hidden_fields, portal_links
+from devstack.stack import LocalStack
 
 pytestmark = pytest.mark.storage
 
 
-def _apim_subscriptions(stack: Stack, uid: str) -> list:
-    client = stack.apim_client()
+def _apim_subscriptions(stack: LocalStack, uid: str) -> list:
+    client = stack.apim.management_client()
     return list(client.user_subscription.list(stack.apim.resource_group, stack.apim.service_name, uid))
 
 
-def test_sign_up_then_sign_in_lands_signed_in_on_the_portal(stack: Stack) -> None:
-    email = new_email()
-    browser = stack.browser()
-    uid = sign_up(stack, browser, email)
-    user = stack.apim_client().user.get(stack.apim.resource_group, stack.apim.service_name, uid)
-    assert user.email == email
-    assert "Set-Cookie" not in browser.cookies  # sanity: cookies are kept by the session, not echoed
+def checkout_url_of(stack: LocalStack, answer: requests.Response) -> str:
+    assert answer.status_code == 303, answer.text
+    url = answer.headers["Location"]
+    assert url.startswith(stack.stripe.base_url + "/"), url
+    return url
 
-    other_device = stack.browser()
-    answer = sign_in(stack, other_device, email)
+
+def test_sign_up_then_sign_in_lands_signed_in_on_the_portal(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    uid = consumer.sign_up()
+    user = stack.apim.management_client().user.get(stack.apim.resource_group, stack.apim.service_name, uid)
+    assert user.email == consumer.email
+    assert "Set-Cookie" not in consumer.session.cookies  # sanity: cookies are kept by the session, not echoed
+
+    other_device = stack.consumer(consumer.email)
+    answer = other_device.sign_in_answer()
     assert answer.status_code == 303
     location = answer.headers["Location"]
     assert location.startswith(stack.apim.portal_url + "/signin-sso?token=")
     assert location.endswith("&returnUrl=%2F")
-    landed = other_device.get(location, timeout=10)
+    landed = other_device.session.get(location, timeout=10)
     assert f'data-user-id="{uid}"' in landed.text
 
 
-def test_sign_up_twice_with_one_address_is_refused(stack: Stack) -> None:
-    email = new_email()
-    sign_up(stack, stack.browser(), email)
-    browser = stack.browser()
-    page = open_link(browser, links(portal_home(stack, browser), "signup")[0])
-    answer = browser.post(f"{stack.app_url}/api/portal/signup", allow_redirects=False, timeout=30, data={
-        **form_fields(page.text), "email": email.upper(), "password": "another long password",
+def test_sign_up_twice_with_one_address_is_refused(stack: LocalStack) -> None:
+    first = stack.consumer()
+    first.sign_up()
+    again = stack.consumer(first.email.upper(), "another long password")
+    page = again.open_portal_link("signup")
+    answer = again.session.post(f"{stack.app_url}/api/portal/signup", allow_redirects=False, timeout=30, data={
+        **hidden_fields(page.text), "email": again.email, "password": again.password,
         "first_name": "B", "last_name": "C"})
     assert answer.status_code == 409
     assert "exists already" in answer.text
 
 
-def test_subscribe_to_free_is_active_at_once(stack: Stack) -> None:
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    page = subscribe_page(stack, browser, "free")
+def test_subscribe_to_free_is_active_at_once(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    uid = consumer.sign_up()
+    page = consumer.subscribe_page("free")
     assert "Free: no payment method needed" in page.text
-    answer = subscribe(stack, browser, "free", "my free key")
+    answer = consumer.subscribe("free", "my free key")
     assert answer.status_code == 200, answer.text
     assert "is active" in answer.text
     subs = _apim_subscriptions(stack, uid)
     assert [(s.display_name, s.state, s.scope.rsplit("/", 1)[-1]) for s in subs] == [("my free key", "active", "free")]
 
-    again = subscribe_page(stack, browser, "free")
+    again = consumer.subscribe_page("free")
     assert "You already hold Free" in again.text
     assert len(_apim_subscriptions(stack, uid)) == 1
 
 
-def test_subscribe_to_standard_through_checkout(stack: Stack) -> None:
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    page = subscribe_page(stack, browser, "standard")
+def test_subscribe_to_standard_through_checkout(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    browser = consumer.session
+    uid = consumer.sign_up()
+    page = consumer.subscribe_page("standard")
     # The price as the revenue model states it: $89.95 a month including 100,000 calls, then $0.10 per 100.
     assert "USD 89.95 a month" in page.text
     assert "Includes 100,000 calls each month." in page.text
     assert "USD 0.10 per 100 calls" in page.text
-    url = checkout_url_of(stack, subscribe(stack, browser, "standard", "production"))
-    back = pay(stack, browser, url)
+    url = checkout_url_of(stack, consumer.subscribe("standard", "production"))
+    back = consumer.pay(url)
     assert back.startswith(f"{stack.app_url}/api/portal/checkout/success?session_id=cs_")
     done = browser.get(back, timeout=10)
     assert done.status_code == 200
     assert "Payment received: your key will be active in a moment" in done.text
 
-    client = stack.stripe_client
+    client = stack.stripe.client()
     customers = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data
     assert len(customers) == 1
     subs = client.v1.subscriptions.list(params={"customer": customers[0].id}).data
@@ -111,10 +109,11 @@ def test_subscribe_to_standard_through_checkout(stack: Stack) -> None:
     assert _apim_subscriptions(stack, uid) == []
 
 
-def test_cancelled_checkout_takes_no_payment(stack: Stack) -> None:
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    url = checkout_url_of(stack, subscribe(stack, browser, "basic", "trial run"))
+def test_cancelled_checkout_takes_no_payment(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    browser = consumer.session
+    uid = consumer.sign_up()
+    url = checkout_url_of(stack, consumer.subscribe("basic", "trial run"))
     checkout = browser.get(url, timeout=10)
     back = re.search(r'<p><a href="([^"]+)">Back</a>', checkout.text)
     assert back
@@ -122,29 +121,29 @@ def test_cancelled_checkout_takes_no_payment(stack: Stack) -> None:
     page = browser.get(back[1], timeout=10)
     assert page.status_code == 200
     assert "No payment was taken" in page.text
-    client = stack.stripe_client
+    client = stack.stripe.client()
     customer = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data[0]
     assert client.v1.subscriptions.list(params={"customer": customer.id, "status": "all"}).data == []
 
 
-def test_paid_subscription_twice_is_refused_before_paying(stack: Stack) -> None:
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    pay(stack, browser, checkout_url_of(stack, subscribe(stack, browser, "basic", "first")))
+def test_paid_subscription_twice_is_refused_before_paying(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    uid = consumer.sign_up()
+    consumer.pay(checkout_url_of(stack, consumer.subscribe("basic", "first")))
     sub = _grant_like_the_webhook(stack, uid)
-    page = subscribe_page(stack, browser, "basic")
+    page = consumer.subscribe_page("basic")
     assert "You already hold Basic" in page.text
     assert sub.id
 
 
-def _grant_like_the_webhook(stack: Stack, uid: str):
+def _grant_like_the_webhook(stack: LocalStack, uid: str):
     """What issue 7's webhook does once the first invoice is paid: the APIM subscription named after the
     Stripe subscription, active, and its link row. Done here so these tests do not depend on issue 7."""
-    client = stack.stripe_client
+    client = stack.stripe.client()
     customer = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data[0]
     sub = client.v1.subscriptions.list(params={"customer": customer.id}).data[0]
     pid = sub.metadata["apim_product_id"]
-    stack.apim_client().subscription.create_or_update(
+    stack.apim.management_client().subscription.create_or_update(
         stack.apim.resource_group, stack.apim.service_name, sub.id,
         SubscriptionCreateParameters(owner_id=f"/users/{uid}", scope=f"/products/{pid}",
                                      display_name=sub.metadata["apim_subscription_name"], state="active"))
@@ -159,41 +158,45 @@ def _grant_like_the_webhook(stack: Stack, uid: str):
     return sub
 
 
-def test_unsubscribe_paid_cancels_stripe_and_apim(stack: Stack) -> None:
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    pay(stack, browser, checkout_url_of(stack, subscribe(stack, browser, "standard", "to cancel")))
+def test_unsubscribe_paid_cancels_stripe_and_apim(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    browser = consumer.session
+    uid = consumer.sign_up()
+    consumer.pay(checkout_url_of(stack, consumer.subscribe("standard", "to cancel")))
     sub = _grant_like_the_webhook(stack, uid)
-    cancel_link = links(portal_home(stack, browser), "unsubscribe")
+    cancel_link = portal_links(consumer.portal_home(), "unsubscribe")
     assert len(cancel_link) == 1
-    confirm = open_link(browser, cancel_link[0])
+    confirm = consumer.open(cancel_link[0])
     assert confirm.status_code == 200
     assert "to cancel" in confirm.text
     done = browser.post(f"{stack.app_url}/api/portal/unsubscribe", allow_redirects=False, timeout=30,
-                        data=form_fields(confirm.text))
+                        data=hidden_fields(confirm.text))
     assert done.status_code == 200, done.text
     assert "is cancelled" in done.text
-    stripe_sub = stack.stripe_client.v1.subscriptions.retrieve(sub.id)
+    stripe_sub = stack.stripe.client().v1.subscriptions.retrieve(sub.id)
     assert stripe_sub.status == "canceled"
-    apim_sub = stack.apim_client().subscription.get(stack.apim.resource_group, stack.apim.service_name, sub.id)
+    apim = stack.apim.management_client()
+    apim_sub = apim.subscription.get(stack.apim.resource_group, stack.apim.service_name, sub.id)
     assert apim_sub.state == "cancelled"
 
 
-def test_unsubscribe_free(stack: Stack) -> None:
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    subscribe(stack, browser, "free", "short lived")
-    confirm = open_link(browser, links(portal_home(stack, browser), "unsubscribe")[0])
+def test_unsubscribe_free(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    browser = consumer.session
+    uid = consumer.sign_up()
+    consumer.subscribe("free", "short lived")
+    confirm = consumer.open(portal_links(consumer.portal_home(), "unsubscribe")[0])
     done = browser.post(f"{stack.app_url}/api/portal/unsubscribe", allow_redirects=False, timeout=30,
-                        data=form_fields(confirm.text))
+                        data=hidden_fields(confirm.text))
     assert done.status_code == 200
     assert [s.state for s in _apim_subscriptions(stack, uid)] == ["cancelled"]
 
 
-def test_billing_page_shows_usage_and_quote(stack: Stack) -> None:
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    pay(stack, browser, checkout_url_of(stack, subscribe(stack, browser, "standard", "metered")))
+def test_billing_page_shows_usage_and_quote(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    browser = consumer.session
+    uid = consumer.sign_up()
+    consumer.pay(checkout_url_of(stack, consumer.subscribe("standard", "metered")))
     sub = _grant_like_the_webhook(stack, uid)
     stack.apim.record_usage(sub.id, 150_000, at=datetime.now(UTC))
     page = browser.get(f"{stack.app_url}/api/portal/billing", timeout=30)
@@ -207,7 +210,7 @@ def test_billing_page_shows_usage_and_quote(stack: Stack) -> None:
     assert browser.get(portal[1], timeout=10).status_code == 200
 
 
-def test_billing_page_needs_a_session(stack: Stack) -> None:
+def test_billing_page_needs_a_session(stack: LocalStack) -> None:
     page = stack.browser().get(f"{stack.app_url}/api/portal/billing", timeout=10)
     assert page.status_code == 401
     assert "Sign in from the developer portal first" in page.text

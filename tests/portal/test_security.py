@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from tests.portal.journey import new_email, open_link, portal_home, sign_in, sign_up, subscribe_page
-from tests.portal.stack import Stack, form_fields, links
+from devstack.consumer import DEFAULT_PASSWORD, hidden_fields
+from devstack.stack import LocalStack
 
 pytestmark = pytest.mark.storage
 
@@ -30,28 +30,30 @@ def signed_query(key_b64: str, operation: str, salt: str = "s4lt", **fields: str
     return {"operation": operation, **fields, "salt": salt, "sig": sig}
 
 
-def delegation(stack: Stack, query: dict[str, str], session: requests.Session | None = None) -> requests.Response:
+def delegation(stack: LocalStack, query: dict[str, str], session: requests.Session | None = None) -> requests.Response:
     client = session or requests.Session()
     return client.get(f"{stack.app_url}/api/delegation?{urlencode(query)}", allow_redirects=False, timeout=30)
 
 
-def _snapshot(stack: Stack) -> tuple[int, int, list[tuple[str, str]]]:
-    client = stack.apim_client()
+def _snapshot(stack: LocalStack) -> tuple[int, int, list[tuple[str, str]]]:
+    client = stack.apim.management_client()
     rg, svc = stack.apim.resource_group, stack.apim.service_name
     users = len(list(client.user.list_by_service(rg, svc)))
     subs = sorted((s.name, s.state) for s in client.subscription.list(rg, svc))
-    sessions = len(stack.stripe_client.v1.checkout.sessions.list(params={"limit": 100}).data)
+    sessions = len(stack.stripe.client().v1.checkout.sessions.list(params={"limit": 100}).data)
     return users, sessions, subs
 
 
 @pytest.fixture(scope="module")
-def member(stack: Stack) -> tuple[str, str]:
+def member(stack: LocalStack) -> tuple[str, str]:
     """A signed-up user with an active free subscription: (user id, subscription id)."""
-    browser = stack.browser()
-    uid = sign_up(stack, browser, new_email())
-    page = subscribe_page(stack, browser, "free")
-    browser.post(f"{stack.app_url}/api/portal/subscribe", data={**form_fields(page.text), "name": "k"}, timeout=30)
-    subs = list(stack.apim_client().user_subscription.list(stack.apim.resource_group, stack.apim.service_name, uid))
+    consumer = stack.consumer()
+    uid = consumer.sign_up()
+    page = consumer.subscribe_page("free")
+    consumer.session.post(f"{stack.app_url}/api/portal/subscribe", data={**hidden_fields(page.text), "name": "k"},
+                          timeout=30)  # fmt: skip
+    apim = stack.apim.management_client()
+    subs = list(apim.user_subscription.list(stack.apim.resource_group, stack.apim.service_name, uid))
     return uid, subs[0].name
 
 
@@ -62,10 +64,10 @@ def _values(member: tuple[str, str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("operation", list(SIGNED))
 def test_every_operation_refuses_a_tampered_signature_without_side_effects(
-    stack: Stack, member: tuple[str, str], operation: str
+    stack: LocalStack, member: tuple[str, str], operation: str
 ) -> None:
     values = {f: _values(member)[f] for f in SIGNED[operation]}
-    good = signed_query(stack.key_b64, operation, **values)
+    good = signed_query(stack.delegation_key_b64, operation, **values)
     wrong_key = signed_query(base64.b64encode(b"not the key").decode(), operation, **values)
     first_field = SIGNED[operation][0]
     forgeries = [
@@ -88,7 +90,7 @@ def test_every_operation_refuses_a_tampered_signature_without_side_effects(
     assert delegation(stack, good).status_code in (200, 303, 501)
 
 
-def test_unknown_operation_is_a_bad_request(stack: Stack) -> None:
+def test_unknown_operation_is_a_bad_request(stack: LocalStack) -> None:
     answer = delegation(stack, {"operation": "DeleteEverything", "salt": "x", "sig": "y"})
     assert answer.status_code == 400
     assert "SignIn" in answer.json()["error"]["message"]
@@ -98,31 +100,32 @@ def test_unknown_operation_is_a_bad_request(stack: Stack) -> None:
     "https://evil.example/", "//evil.example/", "/\\evil.example", "\\\\evil.example", "http:evil.example",
     "javascript:alert(1)", "evil.example", "/%2F%2Fevil.example", "/ok\r\nLocation: https://evil.example", "",
 ])  # fmt: skip
-def test_return_urls_off_the_portal_are_refused(stack: Stack, return_url: str) -> None:
-    query = signed_query(stack.key_b64, "SignIn", returnUrl=return_url) if return_url else {
+def test_return_urls_off_the_portal_are_refused(stack: LocalStack, return_url: str) -> None:
+    query = signed_query(stack.delegation_key_b64, "SignIn", returnUrl=return_url) if return_url else {
         "operation": "SignIn", "salt": "s", "sig": "x"}
     answer = delegation(stack, query)
     assert answer.status_code in ((400,) if return_url else (401,))
     assert "Location" not in answer.headers
 
 
-def test_a_tampered_return_url_in_the_sign_in_form_is_refused(stack: Stack) -> None:
-    email = new_email()
-    sign_up(stack, stack.browser(), email)
-    browser = stack.browser()
-    page = open_link(browser, links(portal_home(stack, browser), "signin")[0])
-    answer = browser.post(f"{stack.app_url}/api/portal/signin", allow_redirects=False, timeout=30, data={
-        **form_fields(page.text), "returnUrl": "//evil.example/", "email": email, "password": "whatever it is"})
+def test_a_tampered_return_url_in_the_sign_in_form_is_refused(stack: LocalStack) -> None:
+    first = stack.consumer()
+    first.sign_up()
+    email = first.email
+    consumer = stack.consumer(email)
+    page = consumer.open_portal_link("signin")
+    answer = consumer.session.post(f"{stack.app_url}/api/portal/signin", allow_redirects=False, timeout=30, data={
+        **hidden_fields(page.text), "returnUrl": "//evil.example/", "email": email, "password": "whatever it is"})
     assert answer.status_code == 400
     assert "Location" not in answer.headers
 
 
-def test_nobody_can_start_a_checkout_for_another_user(stack: Stack) -> None:
-    victim, attacker = stack.browser(), stack.browser()
-    sign_up(stack, victim, new_email())
-    sign_up(stack, attacker, new_email())
-    victims_form = form_fields(subscribe_page(stack, victim, "standard").text)
-    attackers_form = form_fields(subscribe_page(stack, attacker, "standard").text)
+def test_nobody_can_start_a_checkout_for_another_user(stack: LocalStack) -> None:
+    victim, attacker = stack.consumer(), stack.consumer()
+    victim.sign_up()
+    attacker.sign_up()
+    victims_form = hidden_fields(victim.subscribe_page("standard").text)
+    attackers_form = hidden_fields(attacker.subscribe_page("standard").text)
     before = _snapshot(stack)
     attempts = [
         # The victim's offer with the attacker's own session and CSRF token.
@@ -133,8 +136,8 @@ def test_nobody_can_start_a_checkout_for_another_user(stack: Stack) -> None:
         {k: v for k, v in attackers_form.items() if k != "offer"},
     ]
     for data in attempts:
-        answer = attacker.post(f"{stack.app_url}/api/portal/subscribe", data={**data, "name": "x"},
-                               allow_redirects=False, timeout=30)
+        answer = attacker.session.post(f"{stack.app_url}/api/portal/subscribe", data={**data, "name": "x"},
+                                       allow_redirects=False, timeout=30)  # fmt: skip
         assert answer.status_code == 401, answer.text
     assert _snapshot(stack) == before
 
@@ -147,12 +150,13 @@ def _swap_user(token: str, uid: str) -> str:
     return f"{encoded}.{mac}"
 
 
-def test_posts_without_a_valid_csrf_token_are_refused(stack: Stack, member: tuple[str, str]) -> None:
-    browser = stack.browser()
-    sign_up(stack, browser, new_email())
-    form = form_fields(subscribe_page(stack, browser, "free").text)
-    other = stack.browser()
-    other_form = form_fields(subscribe_page(stack, other, "free").text) if sign_up(stack, other, new_email()) else {}
+def test_posts_without_a_valid_csrf_token_are_refused(stack: LocalStack, member: tuple[str, str]) -> None:
+    consumer = stack.consumer()
+    browser = consumer.session
+    consumer.sign_up()
+    form = hidden_fields(consumer.subscribe_page("free").text)
+    other = stack.consumer()
+    other_form = hidden_fields(other.subscribe_page("free").text) if other.sign_up() else {}
     before = _snapshot(stack)
     for path in ("signup", "signin", "subscribe", "unsubscribe"):
         url = f"{stack.app_url}/api/portal/{path}"
@@ -167,28 +171,28 @@ def test_posts_without_a_valid_csrf_token_are_refused(stack: Stack, member: tupl
     assert _snapshot(stack) == before
 
 
-def test_wrong_passwords_beyond_the_limit_lock_the_account(stack: Stack) -> None:
-    email = new_email()
-    sign_up(stack, stack.browser(), email)
-    browser = stack.browser()
+def test_wrong_passwords_beyond_the_limit_lock_the_account(stack: LocalStack) -> None:
+    first = stack.consumer()
+    first.sign_up()
+    consumer = stack.consumer(first.email)
     for _ in range(5):
-        answer = sign_in(stack, browser, email, "wrong password 123")
+        answer = consumer.sign_in_answer("wrong password 123")
         assert answer.status_code == 401
         assert "Location" not in answer.headers
     # The sixth try is refused even with the right password, and without checking it.
-    locked = sign_in(stack, browser, email, "correct horse battery staple")
+    locked = consumer.sign_in_answer(DEFAULT_PASSWORD)
     assert locked.status_code == 429
     assert "try again in 15 minute" in locked.text
     assert "Location" not in locked.headers
     # Another account is not affected.
-    other = new_email()
-    sign_up(stack, stack.browser(), other)
-    assert sign_in(stack, stack.browser(), other).status_code == 303
+    other = stack.consumer()
+    other.sign_up()
+    assert stack.consumer(other.email).sign_in_answer().status_code == 303
 
 
-def test_subscriptions_mode_leaves_sign_in_to_the_portal(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_subscriptions_mode_leaves_sign_in_to_the_portal(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DELEGATION_MODE", "subscriptions")
-    answer = delegation(stack, signed_query(stack.key_b64, "SignIn", returnUrl="/products"))
+    answer = delegation(stack, signed_query(stack.delegation_key_b64, "SignIn", returnUrl="/products"))
     assert answer.status_code == 303
     assert answer.headers["Location"] == f"{stack.apim.portal_url}/signin?returnUrl=%2Fproducts"
     refused = requests.post(f"{stack.app_url}/api/portal/signin", data={}, allow_redirects=False, timeout=30)
