@@ -16,7 +16,11 @@ from typing import Any
 import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
-from azure.mgmt.apimanagement.models import SubscriptionCreateParameters, SubscriptionUpdateParameters, UserUpdateParameters
+from azure.mgmt.apimanagement.models import (
+    SubscriptionCreateParameters,
+    SubscriptionUpdateParameters,
+    UserUpdateParameters,
+)
 
 from billing.adapters.storage import ensure_table
 from billing.portal import account_ops, passwords
