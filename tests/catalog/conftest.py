@@ -1,4 +1,8 @@
-"""Fixtures for the catalog tests: both emulators, the app's settings pointed at them, the CLI."""
+"""Fixtures for the catalog tests: a fresh local stack per test (empty emulators), the CLI.
+
+The stack (the project's LocalStack, on the session's Azurite) applies no catalog, sends Stripe's
+webhooks nowhere and polls no queues: these tests see only what `catalog plan|apply` does.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ from azure.mgmt.apimanagement import ApiManagementClient
 
 from billing.cli import main
 from billing.model_loader import DEFAULT_MODELS_PATH
-from emulators.apim.pytest_plugin import apim_emulator  # noqa: F401 - re-exported fixture
+from devstack.azurite import Azurite
+from devstack.stack import LocalStack, StackOptions
 from emulators.apim.server import ApimEmulator
-from emulators.stripe.pytest_plugin import stripe_emulator  # noqa: F401 - re-exported fixture
 from emulators.stripe.server import StripeEmulator
 
 
@@ -27,11 +31,25 @@ class CliResult:
 
 @dataclass
 class Stack:
-    stripe_emu: StripeEmulator
-    apim_emu: ApimEmulator
+    local: LocalStack
     stripe: stripe.StripeClient  # an independent client for checking what the app made
     apim: ApiManagementClient
     capsys: pytest.CaptureFixture[str]
+
+    @property
+    def stripe_emu(self) -> StripeEmulator:
+        assert self.local.stripe is not None
+        return self.local.stripe
+
+    @property
+    def apim_emu(self) -> ApimEmulator:
+        assert self.local.apim is not None
+        return self.local.apim
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The app's settings (applied to os.environ while the stack runs)."""
+        return self.local.env
 
     @property
     def where(self) -> tuple[str, str]:
@@ -45,17 +63,14 @@ class Stack:
 
 
 @pytest.fixture
-def stack(
-    stripe_emulator: StripeEmulator,  # noqa: F811 - the fixture imported above
-    apim_emulator: ApimEmulator,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Iterator[Stack]:
-    for name, value in {**stripe_emulator.app_settings(), **apim_emulator.app_settings()}.items():
-        monkeypatch.setenv(name, value)
-    apim = apim_emulator.management_client(retry_total=0)
-    yield Stack(stripe_emulator, apim_emulator, stripe_emulator.client(), apim, capsys)
-    apim.close()
+def stack(azurite: Azurite, capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]:
+    options = StackOptions(use_func=False, azurite=azurite, stripe_webhooks=False, run_queue_workers=False)
+    with LocalStack(options) as local:
+        assert local.stripe is not None
+        assert local.apim is not None
+        apim = local.apim.management_client(retry_total=0)
+        yield Stack(local, local.stripe.client(), apim, capsys)
+        apim.close()
 
 
 def models_variant(tmp_path: Path, name: str, edit: str, replacement: str) -> Path:

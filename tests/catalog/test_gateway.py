@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import requests
 from azure.mgmt.apimanagement import models as m
 
 from tests.catalog.conftest import Stack
+
+pytestmark = pytest.mark.storage  # the local stack runs on the session's Azurite
 
 SMALL_LIMITS = {
     "products": [
