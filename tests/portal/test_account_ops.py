@@ -9,6 +9,7 @@ shows only Sign up / Sign in / Subscribe / Cancel links, not the profile links o
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -346,3 +347,103 @@ def test_a_replayed_subscribe_link_signs_nobody_in(stack: Any, monkeypatch: pyte
                      allow_redirects=False, timeout=30).status_code == 200
     assert fresh.get(billing, timeout=30).status_code == 200
 
+
+
+# ---- the close's order, with in-memory fakes of the portal's own ports ----------------------------
+class _Log:
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+
+class _FakeAccounts:
+    def __init__(self, log: _Log, account: Any) -> None:
+        self.log, self.rows = log, {account.email: account}
+
+    def get(self, email: str) -> Any:
+        return self.rows.get(email)
+
+    def get_with_etag(self, email: str) -> Any:
+        return (self.rows[email], "etag") if email in self.rows else None
+
+    def replace(self, account: Any, etag: str) -> bool:
+        self.log.steps.append(f"row:closing={bool(account.closing_since)}")
+        self.rows[account.email] = account
+        return True
+
+    def delete(self, email: str) -> None:
+        self.log.steps.append("row:delete")
+        self.rows.pop(email, None)
+
+
+class _FakeAttempts:
+    def current(self, email: str) -> None:
+        return None
+
+    def record_failure(self, email: str, now: int, window_seconds: int) -> None:
+        raise AssertionError("the password is right")
+
+    def reset(self, email: str) -> None:
+        pass
+
+
+class _FakeApim:
+    def __init__(self, log: _Log) -> None:
+        from billing.portal.ports import ApimSubscription  # noqa: PLC0415
+
+        self.log = log
+        self.subs = {sid: ApimSubscription(sid, "u1", pid, sid, state, None, None)
+                     for sid, pid, state in (("free-1", "free", "active"), ("sub_2", "standard", "active"),
+                                             ("old-3", "free", "cancelled"))}  # fmt: skip
+
+    def user_subscriptions(self, uid: str) -> list[Any]:
+        return list(self.subs.values())
+
+    def get_subscription(self, sid: str) -> Any:
+        return self.subs.get(sid)
+
+    def set_subscription_state(self, sid: str, state: str, comment: str) -> None:
+        self.log.steps.append(f"apim:{sid}:{state}")
+        self.subs[sid] = dataclasses.replace(self.subs[sid], state=state)
+
+    def delete_user(self, uid: str) -> None:
+        self.log.steps.append("apim:delete-user")
+
+
+class _FakePayments:
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+
+    def subscription_period(self, sid: str) -> tuple[int, int]:
+        return (1_000, 2_000)
+
+    def billing_time(self, sid: str) -> int:
+        return 1_500
+
+    def cancel_subscription(self, sid: str) -> None:
+        self.log.steps.append(f"stripe:cancel:{sid}")
+
+    def expire_open_checkouts(self, uid: str) -> None:
+        self.log.steps.append("stripe:expire-checkouts")
+
+    def live_subscriptions(self, uid: str) -> list[str]:
+        return ["sub_late"]  # a checkout completed before the webhook granted it
+
+
+def test_close_runs_in_an_order_a_retry_can_finish() -> None:
+    from billing.store.accounts import Account  # noqa: PLC0415
+
+    log = _Log()
+    account = Account("a@b.example", passwords.hash_password("right password", n=2**10), "u1", "A", "B", 0)
+    accounts = _FakeAccounts(log, account)
+    cancelled = account_ops.close_account(
+        "a@b.example", "u1", "right password", accounts=accounts, attempts=_FakeAttempts(), apim=_FakeApim(log),
+        payments=_FakePayments(log), now=datetime(2026, 1, 1, tzinfo=UTC),
+        reporter=lambda sid, start, end, *, now: log.steps.append(f"report:{sid}:{start}:{end}:{now}"))
+    assert cancelled == ["free-1", "sub_2"]
+    assert log.steps == [
+        "row:closing=True",  # first: sign-in stops, the password hash stays for a retry
+        "apim:free-1:cancelled",
+        "report:sub_2:1000:2000:1500", "stripe:cancel:sub_2", "apim:sub_2:cancelled",  # as Unsubscribe does
+        "stripe:expire-checkouts", "apim:delete-user", "stripe:cancel:sub_late",
+        "row:delete",  # last: until here the same form can be submitted again
+    ]
