@@ -1,8 +1,10 @@
 """Sending meter events to Stripe: v1 `billing.meter_events` or the v2 high-throughput stream.
 
 v1 takes one event a request (about 1,000/s in live mode); the v2 stream takes up to 100 events a
-request (about 10,000/s) with a short-lived session token. `send` picks the stream for volumes
-where it pays off. Every request takes a token from the shared Stripe budget; the SDK's own
+request (about 10,000/s) with a short-lived session token, reused until shortly before it expires.
+`send` uses the stream whenever it needs fewer requests than v1: from `STREAM_MIN_EVENTS` events
+(a session and one stream request beat three v1 requests), so only tiny sends go through v1.
+Every request takes a token from the shared Stripe budget; the SDK's own
 retries are switched off per request so that a 429 pauses the whole process (Retry-After).
 Identifiers make resending safe: Stripe drops a duplicate (v2) or refuses it as existing (v1).
 """
@@ -24,6 +26,8 @@ from billing.usage.ratelimit import TokenBucket
 from billing.usage.retry import Throttled, Transient, call_with_retry, parse_retry_after
 
 STREAM_MAX_EVENTS = 100  # Stripe: events per meter event stream request
+# From this many events the stream needs fewer requests than v1 even when it must open a session.
+STREAM_MIN_EVENTS = 3
 SESSION_MARGIN_SECONDS = 60  # renew the stream session this long before it expires
 
 
@@ -82,7 +86,7 @@ class StripeMeterSender:
         client: stripe.StripeClient,
         bucket: TokenBucket,
         *,
-        stream_threshold: int = STREAM_MAX_EVENTS,
+        stream_threshold: int = STREAM_MIN_EVENTS,
         workers: int = 8,
         now: Callable[[], float] | None = None,
     ) -> None:

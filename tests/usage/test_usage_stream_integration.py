@@ -33,7 +33,7 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
     usage_stack: UsageStack,
 ) -> None:
     stack = usage_stack
-    count = STREAM_MAX_EVENTS + 30  # one chunk of 100 (stream) and a rest of 30 (v1, one request each)
+    count = STREAM_MAX_EVENTS + 30  # one chunk of 100 and a rest of 30: both through the stream
     start = int(stack.now())
     # Test clocks frozen at the same instant give every subscription the same period, so one report
     # read and one batch cover them all, in chunks of 100 subscriptions.
@@ -63,12 +63,12 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
     assert first == {"v1": 0, "stream": 1, "session": 1}
 
     # The rerun resends the 100 pending events through the stream (same identifiers: dropped), then
-    # sends the other 30 one by one on v1.
+    # sends the other 30 in one more stream request on the same session (v1 only for tiny sends).
     stack.at(clocks, start + 4 * HOUR)
     rerun = usage_push()
     summary = stack.push_all(rerun, subs, start + 4 * HOUR)
     assert (summary.recovered, summary.events_sent, summary.failed) == (STREAM_MAX_EVENTS, 30, 0)
-    assert cast(StripeMeterSender, rerun.meter).requests == {"v1": 30, "stream": 1, "session": 1}
+    assert cast(StripeMeterSender, rerun.meter).requests == {"v1": 0, "stream": 2, "session": 1}
 
     # Every renewal invoice bills exactly that subscription's successful calls, once.
     for clock in clocks:
