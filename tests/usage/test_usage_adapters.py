@@ -88,14 +88,16 @@ def test_a_report_that_changes_while_read_is_read_again(apim_emulator: ApimEmula
 
 
 def _events(customer: str, count: int, now: int, tag: str) -> list[MeterEvent]:
-    return [MeterEvent(identifier=f"{tag}-{n}", event_name=meter_event_name("payg"), customer_id=customer,
-                       value=n + 1, timestamp=now - 120, subscription_id=f"sub_{tag}{n}") for n in range(count)]  # fmt: skip
+    name = meter_event_name("payg")
+    return [MeterEvent(identifier=f"{tag}-{n}", event_name=name, customer_id=customer, value=n + 1,
+                       timestamp=now - 120, subscription_id=f"sub_{tag}{n}") for n in range(count)]  # fmt: skip
 
 
 def test_seven_events_go_through_one_stream_request_and_two_through_v1(stripe_emulator: StripeEmulator) -> None:
     client = stripe_emulator.client()
-    meter = client.v1.billing.meters.create(params={"display_name": "payg calls", "event_name": meter_event_name("payg"),
-                                                    "default_aggregation": {"formula": "sum"}})  # fmt: skip
+    meter = client.v1.billing.meters.create(params={
+        "display_name": "payg calls", "event_name": meter_event_name("payg"), "default_aggregation": {"formula": "sum"},
+    })  # fmt: skip
     customer = client.v1.customers.create(params={"email": "meter@example.com"}).id
     sender = StripeMeterSender(client, TokenBucket(1000))
     now = int(time.time())
