@@ -17,8 +17,8 @@ from billing.models import MonetizationModels
 from billing.portal.delegation import decode_key
 from billing.portal.ports import AccountsPort, ApimPort, AttemptsPort, PaymentsPort, SaltsPort
 from billing.portal.web import Sessions
-from billing.store.accounts import DELEGATION_SALTS_TABLE, Accounts, LoginAttempts, UsedSalts
-from billing.store.tables import ACCOUNTS_TABLE, LOGIN_ATTEMPTS_TABLE
+from billing.store.accounts import Accounts, LoginAttempts, UsedSalts
+from billing.store.tables import ACCOUNTS_TABLE, DELEGATION_SALTS_TABLE, LOGIN_ATTEMPTS_TABLE
 
 _SETTINGS = ("APIM_DELEGATION_VALIDATION_KEY", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL", "DELEGATION_MODE",
              "AzureWebJobsStorage", "STRIPE_API_KEY", "STRIPE_API_BASE", "APIM_MANAGEMENT_ENDPOINT",

@@ -24,7 +24,6 @@ WINDOW_ROW = "window"
 SALT_ROW = "used"
 # TODO(tables): belongs in billing/store/tables.py (ALL_TABLES) for the deployment to create it;
 # the portal creates it at start-up with ensure_table meanwhile.
-DELEGATION_SALTS_TABLE = "delegationsalts"
 
 
 class AccountExistsError(Exception):
