@@ -1,8 +1,10 @@
-"""Fixtures for the access tests: Azurite, both emulators, the app on the development host, a catalog.
+"""Fixtures for the access tests: a fresh local stack per test (the project's LocalStack), a catalog.
 
-The Stripe emulator delivers real signed webhooks to the development host running `function_app.app`.
-The catalog (one flat + metered product, one flat-only product) is made directly through the SDKs
-under the catalog's stable names, so these tests do not depend on the catalog sync.
+The stack runs on the session's Azurite; its Stripe emulator delivers real signed webhooks to the
+development host running `function_app.app`. Nothing polls the queues in the background: a test
+that needs the queued work runs it. The catalog (one flat + metered product, one flat-only product)
+is made directly through the SDKs under the catalog's stable names, so these tests do not depend on
+the catalog sync.
 """
 
 from __future__ import annotations
@@ -35,10 +37,8 @@ from billing.catalog_names import (
 )
 from devhost.server import DevHost
 from devstack.azurite import Azurite
-from devstack.ports import free_port
-from emulators.apim.pytest_plugin import apim_emulator  # noqa: F401 - re-exported fixture
+from devstack.stack import LocalStack, StackOptions
 from emulators.apim.server import ApimEmulator
-from emulators.stripe.pytest_plugin import stripe_emulator  # noqa: F401 - re-exported fixture
 from emulators.stripe.server import StripeEmulator
 
 WEBHOOK_SECRET = "whsec_access_tests_" + "0" * 16
@@ -75,15 +75,35 @@ class Catalog:
 
 @dataclass
 class Stack:
-    stripe_emu: StripeEmulator
-    apim_emu: ApimEmulator
-    host: DevHost
+    local: LocalStack
     stripe: stripe.StripeClient  # the test's own client, for acting as the consumer and checking
     apim: ApiManagementClient
     catalog: Catalog
-    env: dict[str, str]
     apim_writes: list[tuple[str, str]]  # (method, path) of every APIM subscription write
-    endpoint_id: str = ""
+
+    @property
+    def stripe_emu(self) -> StripeEmulator:
+        assert self.local.stripe is not None
+        return self.local.stripe
+
+    @property
+    def apim_emu(self) -> ApimEmulator:
+        assert self.local.apim is not None
+        return self.local.apim
+
+    @property
+    def host(self) -> DevHost:
+        assert self.local.app_host is not None
+        return self.local.app_host
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The app's settings (applied to os.environ while the stack runs)."""
+        return self.local.env
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.local.webhook_endpoint_id
 
     def pause_deliveries(self) -> None:
         """Stripe stops sending events to the app (they are still recorded, for `stripe_events`)."""
@@ -206,38 +226,21 @@ def _count_apim_writes(emu: ApimEmulator) -> list[tuple[str, str]]:
     return writes
 
 
-def app_env(azurite: Azurite, stripe_emu: StripeEmulator, apim_emu: ApimEmulator) -> dict[str, str]:
-    return {
-        "AzureWebJobsStorage": azurite.connection_string,
-        **stripe_emu.app_settings(),
-        **apim_emu.app_settings(),
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-    }
-
-
 @pytest.fixture
-def stack(
-    azurite: Azurite,
-    stripe_emulator: StripeEmulator,  # noqa: F811 - the fixture imported above
-    apim_emulator: ApimEmulator,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Stack]:
-    env = app_env(azurite, stripe_emulator, apim_emulator)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    access_runtime.forget_clients()
-    apim = apim_emulator.management_client(retry_total=0)
-    _make_apim(apim, apim_emulator.resource_group, apim_emulator.service_name, (USER_ID, "grace"))
-    client = stripe_emulator.client()
-    catalog = _make_catalog(client)
-    writes = _count_apim_writes(apim_emulator)
-    import function_app  # noqa: PLC0415 - the app reads settings at call time; imported once here
-
-    with DevHost(function_app.app, port=free_port()) as host:
-        endpoint = stripe_emulator.add_webhook_endpoint(f"{host.base_url}/api/webhooks/stripe", WEBHOOK_SECRET)
-        yield Stack(stripe_emulator, apim_emulator, host, client, apim, catalog, env, writes, endpoint.id)
-    access_runtime.forget_clients()
-    apim.close()
+def stack(azurite: Azurite) -> Iterator[Stack]:
+    options = StackOptions(use_func=False, azurite=azurite, webhook_secret=WEBHOOK_SECRET, run_queue_workers=False)
+    with LocalStack(options) as local:
+        access_runtime.forget_clients()  # the app's clients are cached per settings
+        assert local.stripe is not None
+        assert local.apim is not None
+        apim = local.apim.management_client(retry_total=0)
+        _make_apim(apim, local.apim.resource_group, local.apim.service_name, (USER_ID, "grace"))
+        client = local.stripe.client()
+        catalog = _make_catalog(client)
+        writes = _count_apim_writes(local.apim)
+        yield Stack(local, client, apim, catalog, writes)
+        access_runtime.forget_clients()
+        apim.close()
 
 
 def unique(prefix: str) -> str:
