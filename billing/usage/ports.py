@@ -24,6 +24,7 @@ class Watermark:
     reported: int = 0  # cumulative billable calls Stripe has for this period
     pending: PendingEvent | None = None  # written before sending, cleared once recorded
     etag: str | None = None  # None: no row yet
+    receipt: str | None = None  # the store's own note of where Stripe's acceptance of `pending` goes
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class WatermarkStore(Protocol):
     def read_range(self, period_start: int, sids: Sequence[str]) -> dict[str, Watermark]: ...
 
     def write(self, period_start: int, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]: ...
+
+    def record(self, period_start: int, accepted: Sequence[Watermark]) -> dict[str, Watermark]:
+        """Stripe has the pending events of `accepted`: each watermark becomes its pending `reported`."""
+        ...
 
 
 class LinkSource(Protocol):

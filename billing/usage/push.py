@@ -222,27 +222,24 @@ class UsagePush:
         result = self.meter.send(events)
         marks = {m.subscription_id: m for m in pending}
         accepted = {e.identifier for e in result.accepted}
-        writes = [
-            WatermarkWrite(m, m.pending.reported, None)
-            for m in pending
-            if m.pending is not None and m.pending.event.identifier in accepted
-        ]
-        summary.recovered += len(writes)
+        done = [m for m in pending if m.pending is not None and m.pending.event.identifier in accepted]
+        summary.recovered += len(done)
         summary.calls_reported += sum(e.value for e in result.accepted)
         for event, reason in result.failed:
             summary.failed += 1
             summary.failures.append(f"{event.subscription_id}: {reason}")
-        return {**marks, **self.watermarks.write(period_start, writes)} if writes else marks
+        return {**marks, **self.watermarks.record(period_start, done)} if done else marks
 
     def _record(self, period_start: int, marks: dict[str, Watermark], result: SendResult, summary: PushSummary) -> None:
-        writes = []
+        done = []
         for event in result.accepted:
             mark = marks[event.subscription_id]
             assert mark.pending is not None
             assert mark.pending.event.identifier == event.identifier
-            writes.append(WatermarkWrite(mark, mark.pending.reported, None))
-        if writes:
-            self.watermarks.write(period_start, writes)
+            done.append(mark)
+        if done:
+            # One note for the whole chunk where the store allows it, not one row write per subscription.
+            self.watermarks.record(period_start, done)
         summary.events_sent += len(result.accepted)
         summary.calls_reported += sum(e.value for e in result.accepted)
         for event, reason in result.failed:

@@ -79,6 +79,11 @@ class FakeWatermarks:
         return out
 
 
+    def record(self, period_start: int, accepted: Sequence[Watermark]) -> dict[str, Watermark]:
+        return self.write(period_start, [WatermarkWrite(m, m.pending.reported if m.pending else m.reported)
+                                         for m in accepted])  # fmt: skip
+
+
 class FakeLinks:
     def __init__(self, links: Iterable[SubscriptionLink] = ()) -> None:
         self.links = {link.apim_subscription_id: link for link in links}
