@@ -28,8 +28,17 @@ both approaches. Measured:
   threads. Run on at most `--naive-sample` subscriptions; beyond that its wall time is
   extrapolated (marked ~) by keeping the wall/floor ratio measured on the sample.
 
-The rate-limit floor is the least time the limits allow for the requests made: the larger of
-ARM's (reads beyond the 250 burst at 25/s) and Stripe's (requests / stripe-rps).
+Two floors, and the ratio of wall time to each:
+- rate-limit floor: the least time the limits allow for the requests made: the larger of ARM's
+  (reads beyond the 250 burst at 25/s) and Stripe's (requests / stripe-rps);
+- latency floor: the chain of requests that must wait for one another, however parallel the rest:
+  for the push, the first report page (it states the row count), the other pages side by side, then
+  a meter send (3 x latency; 2 x with a single page); for the naive approach, per subscription a
+  report, then a usage call, then an update (3 x latency).
+Neither counts CPU: the process's CPU seconds during the run are printed beside them (`cpu s`); on
+this machine the SDKs' own work (azure-core's multipart encoding of table transactions, the APIM
+SDK's model deserialisation) and the in-process emulators share one interpreter, so a run whose CPU
+seconds approach its wall time is bound by that, not by the services.
 """
 
 from __future__ import annotations
@@ -96,7 +105,9 @@ class Result:
     wall: float
     apim_requests: int
     stripe_requests: int
-    floor: float
+    floor: float  # rate-limit floor
+    latency_floor: float = 0.0
+    cpu: float | None = None  # process CPU seconds during the run (None: extrapolated)
     extrapolated: bool = False
     note: str = ""
 
@@ -108,6 +119,11 @@ def arm_floor(reads: int) -> float:
 def floor_seconds(apim_requests: int, stripe_requests: int, stripe_rps: float) -> float:
     """The least time the rate limits allow: the slower of the two services (they run side by side)."""
     return max(arm_floor(apim_requests), stripe_requests / stripe_rps)
+
+
+def push_latency_floor(report_pages: int, latency_ms: int) -> float:
+    """First page, then the other pages side by side, then one meter send (see the module docstring)."""
+    return (3 if report_pages > 1 else 2) * latency_ms / 1000
 
 
 def calls_for(product: str, n: int, models: MonetizationModels) -> int:
@@ -227,14 +243,14 @@ class TimedWatermarks(Watermarks):
 
 # The usage push -----------------------------------------------------------------------------------
 def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *, as_of: int, workers: int,
-             stripe_rps: int) -> Result:  # fmt: skip
+             stripe_rps: int, latency_ms: int) -> Result:  # fmt: skip
     service = apim_service(env)
     reports = ApimUsageReports(service, arm_budget())
     meter = StripeMeterSender(stripe_client(env), stripe_budget(stripe_rps))
     marks = TimedWatermarks(TableClient.from_connection_string(env["AzureWebJobsStorage"], USAGE_WATERMARKS_TABLE))
     links = SubscriptionLinks(TableClient.from_connection_string(env["AzureWebJobsStorage"], SUBSCRIPTIONS_TABLE))
     push = UsagePush(models, reports, meter, marks, links, lag_seconds=LAG_SECONDS, batch_size=DEFAULT_BATCH_SIZE)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     bodies = [batch_message(b) for b in push.plan_batches(as_of)]  # what the timer enqueues
     planned = time.monotonic() - started
     rest: list[bytes] = []
@@ -242,7 +258,7 @@ def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *,
     with ThreadPoolExecutor(workers) as pool:
         for summary in pool.map(lambda body: handle_message(push, body, rest.append), bodies):
             total.add(summary)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     stripe_requests = sum(meter.requests.values())
     problems = []
     if total.failed or rest:
@@ -251,7 +267,7 @@ def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *,
         problems.append(f"sent {total.events_sent} events / {total.calls_reported} calls, expected "
                         f"{len(seeded.links)} / {seeded.expected_overage}")  # fmt: skip
     note = (
-        f"{len(bodies)} batches; reports read in {planned:.1f}s; meter {meter.requests}; floors: ARM "
+        f"{len(bodies)} batches; links listed and reports read in {planned:.1f}s; meter {meter.requests}; floors: ARM "
         f"{arm_floor(reports.requests):.1f}s, Stripe {stripe_requests / stripe_rps:.1f}s; Azurite "
         f"{marks.requests} requests, watermark transactions {marks.seconds:.1f}s summed over {workers} workers"
     )
@@ -259,7 +275,8 @@ def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *,
         note += f"; PROBLEM: {'; '.join(problems)}"
     service.client.close()
     return Result("usage push", len(seeded.links), wall, reports.requests, stripe_requests,
-                  floor_seconds(reports.requests, stripe_requests, stripe_rps), note=note)  # fmt: skip
+                  floor_seconds(reports.requests, stripe_requests, stripe_rps),
+                  push_latency_floor(reports.requests, latency_ms), cpu, note=note)  # fmt: skip
 
 
 # The naive approach (the Microsoft sample) ----------------------------------------------------------
@@ -283,7 +300,8 @@ def _arm_call(call: Any) -> Any:
         raise
 
 
-def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, workers: int, stripe_rps: int) -> Result:
+def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, workers: int, stripe_rps: int,
+              latency_ms: int) -> Result:  # fmt: skip
     service: ApimService = apim_service(env)
     client = stripe_client(env)
     arm, stripe_bucket = arm_budget(), stripe_budget(stripe_rps)
@@ -325,16 +343,17 @@ def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, w
         call_with_retry(lambda: _stripe_call(usage), stripe_bucket)
         call_with_retry(lambda: _stripe_call(update), stripe_bucket)
 
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, links))
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     service.client.close()
+    chain = 3 * latency_ms / 1000  # report, then usage, then update
     measured = Result("naive (sample)", len(links), wall, counters["apim"], counters["stripe"],
-                      floor_seconds(counters["apim"], counters["stripe"], stripe_rps))  # fmt: skip
+                      floor_seconds(counters["apim"], counters["stripe"], stripe_rps), chain, cpu)  # fmt: skip
     size = len(seeded.links)
     if len(links) == size:
-        return Result("naive", size, wall, counters["apim"], counters["stripe"], measured.floor)
+        return Result("naive", size, wall, counters["apim"], counters["stripe"], measured.floor, chain, cpu)
     apim_n, stripe_n = size, 2 * size  # per subscription: 1 report call; 1 usage + 1 update
     floor_n = floor_seconds(apim_n, stripe_n, stripe_rps)
     ratio = wall / measured.floor if measured.floor else 1.0
@@ -345,6 +364,7 @@ def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, w
         apim_n,
         stripe_n,
         floor_n,
+        chain,
         extrapolated=True,
         note=f"extrapolated from {len(links)} measured in {wall:.1f}s (wall/floor {ratio:.2f} kept)",
     )
@@ -362,7 +382,8 @@ def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) ->
                   f"customers, links in Azurite, in {seeded.setup_seconds:.0f}s", flush=True)  # fmt: skip
             set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
             as_of = int(time.time())
-            push = run_push(env, models, seeded, as_of=as_of, workers=args.workers, stripe_rps=args.stripe_rps)
+            push = run_push(env, models, seeded, as_of=as_of, workers=args.workers, stripe_rps=args.stripe_rps,
+                            latency_ms=args.latency_ms)  # fmt: skip
             naive = run_naive(
                 env,
                 seeded,
@@ -370,19 +391,23 @@ def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) ->
                 as_of=as_of,
                 workers=args.workers,
                 stripe_rps=args.stripe_rps,
+                latency_ms=args.latency_ms,
             )
     return [push, naive]
 
 
 def table(rows: list[Result]) -> str:
-    head = (f"{'approach':<12} {'subs':>8} {'wall s':>9} {'APIM req':>9} {'Stripe req':>10} "
-            f"{'floor s':>8} {'wall/floor':>10}")  # fmt: skip
+    head = (f"{'approach':<12} {'subs':>8} {'wall s':>9} {'cpu s':>7} {'APIM req':>9} {'Stripe req':>10} "
+            f"{'rate floor':>10} {'lat floor':>9} {'wall/rate':>9} {'wall/lat':>8}")  # fmt: skip
     out = [head, "-" * len(head)]
     for r in rows:
         mark = "~" if r.extrapolated else ""
-        ratio = f"{r.wall / r.floor:.2f}" if r.floor > 0 else "n/a"
-        out.append(f"{r.approach:<12} {r.subscriptions:>8,} {mark + format(r.wall, '.1f'):>9} {r.apim_requests:>9,} "
-                   f"{r.stripe_requests:>10,} {r.floor:>8.1f} {mark + ratio:>10}")  # fmt: skip
+        rate = f"{mark}{r.wall / r.floor:.2f}" if r.floor > 0 else "n/a"
+        lat = f"{mark}{r.wall / r.latency_floor:.1f}" if r.latency_floor > 0 else "n/a"
+        cpu = "" if r.cpu is None else f"{r.cpu:.1f}"
+        out.append(f"{r.approach:<12} {r.subscriptions:>8,} {mark + format(r.wall, '.1f'):>9} {cpu:>7} "
+                   f"{r.apim_requests:>9,} {r.stripe_requests:>10,} {r.floor:>10.2f} {r.latency_floor:>9.2f} "
+                   f"{rate:>9} {lat:>8}")  # fmt: skip
         if r.note:
             out.append(f"    {r.note}")
     return "\n".join(out)
