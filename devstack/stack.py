@@ -251,9 +251,10 @@ class LocalStack:
         return part
 
     def urls(self) -> dict[str, str]:
+        apim, stripe_emulator = self._running(self.apim), self._running(self.stripe)
         return {
             "Functions app": f"{self.app_url}/api/health",
-            "Developer portal (APIM emulator)": self.apim.portal_url,
-            "API gateway (APIM emulator)": self.apim.gateway_url,
-            "Stripe emulator": self.stripe.base_url,
+            "Developer portal (APIM emulator)": apim.portal_url,
+            "API gateway (APIM emulator)": apim.gateway_url,
+            "Stripe emulator": stripe_emulator.base_url,
         }
