@@ -5,8 +5,10 @@ Two stages, one per Functions trigger:
   period start (paged, all subscriptions), cut the result into `PushBatch`es (one queue message each).
 - `process_batch` (queue trigger, or the CLI in-process): for each subscription, compare the
   period-to-date billable calls with the watermark, write the event down as pending, send it, then
-  record the new watermark. A crash after sending leaves the pending event, which the next run
-  resends unchanged (same identifier: Stripe drops the duplicate) before planning anything new.
+  record the new watermark (`WatermarkStore.record`: the table store notes a chunk's acceptance in
+  one receipt row rather than rewriting each row). A crash after sending leaves the pending event,
+  which the next run resends unchanged (same identifier: Stripe drops the duplicate) before
+  planning anything new.
 
 The service takes the ports of `billing.usage.ports`; it imports no SDK.
 """
