@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -157,9 +158,16 @@ def test_close_account_cancels_everything_with_a_final_invoice_and_signs_out(sta
     consumer = signed_up(stack)
     uid = consumer.user_id
     free_sid = free_subscription(consumer)
+    # The consumer's Stripe customer lives on a test clock, so that the close happens an hour into
+    # the period: a final invoice covers [period start, cancel), and in the same second it is empty.
+    stripe = stack.stripe.client().v1
+    clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())})
+    stripe.customers.create(params={"email": consumer.email, "test_clock": clock.id,
+                                    "metadata": {"apim_user_id": uid}})  # fmt: skip
     consumer.subscribe_and_pay("standard", "production")
     paid = grant_paid(stack, uid)
     stack.apim.record_usage(paid.id, 150_000, at=datetime.now(UTC))
+    stripe.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": clock.frozen_time + 3600})
     page = open_form(consumer, link(stack, "CloseAccount", userId=uid), "This cannot be undone")
     assert "free key" in page.text
     assert "production" in page.text
