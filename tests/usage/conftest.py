@@ -1,8 +1,11 @@
-"""Fixtures for the usage integration tests: Azurite, both emulators, a catalog made through the SDKs.
+"""Fixtures for the usage integration tests: the project's LocalStack and a catalog made through the SDKs.
 
+`usage_stack` runs on LocalStack (the session's Azurite, both emulators, the app's settings in
+os.environ). Stripe sends webhooks nowhere and nothing polls the queues: these tests write the
+subscription links themselves, as the webhook area writes them, and drive the push in-process.
 The catalog (Stripe products, prices, meters; APIM products) is created directly under the
-stable names of billing.catalog_names, so these tests do not depend on the catalog sync; the
-subscription links are written as the webhook area writes them.
+stable names of billing.catalog_names, so these tests do not depend on the catalog sync.
+The adapter tests use the single-emulator fixtures `stripe_emulator` and `apim_emulator`.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from billing.catalog_names import (
 )
 from billing.model_loader import load_models
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
-from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_WATERMARKS_TABLE
+from billing.store.tables import SUBSCRIPTIONS_TABLE
 from billing.usage.push import PushSummary, UsagePush
 from devstack.azurite import Azurite
+from devstack.stack import LocalStack, StackOptions
 from emulators.apim.pytest_plugin import apim_emulator  # noqa: F401 - re-exported fixture
 from emulators.apim.server import ApimEmulator
 from emulators.stripe.pytest_plugin import stripe_emulator  # noqa: F401 - re-exported fixture
@@ -41,17 +45,31 @@ from emulators.stripe.server import StripeEmulator
 MODELS = load_models()
 PRODUCTS = ("developer", "payg", "standard")  # Freemium, Metered, TierWithOverage
 HOUR = 3600
+REPORT_LAG_MINUTES = "30"  # the app leaves 30 minutes for APIM's reports; the emulator reports at once
 
 
 @dataclass
 class UsageStack:
-    stripe_emu: StripeEmulator
-    apim_emu: ApimEmulator
-    stripe: stripe.StripeClient
+    local: LocalStack
+    stripe: stripe.StripeClient  # the test's own client, for acting as the consumer and checking
     apim: ApiManagementClient
-    env: dict[str, str]
     prices: dict[str, list[str]] = field(default_factory=dict)
     clock_now: dict[str, float] = field(default_factory=dict)  # the APIM emulator's injected time
+
+    @property
+    def stripe_emu(self) -> StripeEmulator:
+        assert self.local.stripe is not None
+        return self.local.stripe
+
+    @property
+    def apim_emu(self) -> ApimEmulator:
+        assert self.local.apim is not None
+        return self.local.apim
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The app's settings (applied to os.environ while the stack runs)."""
+        return self.local.env
 
     @property
     def where(self) -> tuple[str, str]:
@@ -190,24 +208,22 @@ def _catalog(client: stripe.StripeClient) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def usage_stack(
-    azurite: Azurite,
-    stripe_emulator: StripeEmulator,  # noqa: F811 - the fixture imported above
-    apim_emulator: ApimEmulator,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[UsageStack]:
-    env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emulator.app_settings(),
-           **apim_emulator.app_settings(), "USAGE_REPORT_LAG_MINUTES": "30"}  # fmt: skip
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    clock_now = {"t": time.time()}
-    apim_emulator.set_clock(lambda: datetime.fromtimestamp(clock_now["t"], UTC))
-    apim = apim_emulator.management_client(retry_total=0)
-    for pid in PRODUCTS:
-        apim.product.create_or_update(apim_emulator.resource_group, apim_emulator.service_name, pid, ProductContract(
-            display_name=pid, subscription_required=True, approval_required=False, subscriptions_limit=1,
-            state="published"))  # fmt: skip
-    ensure_table(USAGE_WATERMARKS_TABLE, env)
-    client = stripe_emulator.client()
-    yield UsageStack(stripe_emulator, apim_emulator, client, apim, env, _catalog(client), clock_now)
-    apim.close()
+def usage_stack(azurite: Azurite) -> Iterator[UsageStack]:
+    options = StackOptions(use_func=False, azurite=azurite, stripe_webhooks=False, run_queue_workers=False)
+    with LocalStack(options) as local, pytest.MonkeyPatch.context() as patch:
+        assert local.stripe is not None
+        assert local.apim is not None
+        # Only the app's setting: the emulator's reports stay immediate (the stack's report_lag_seconds
+        # would delay both), so a closing report sees calls minutes before a cancel.
+        local.env["USAGE_REPORT_LAG_MINUTES"] = REPORT_LAG_MINUTES
+        patch.setenv("USAGE_REPORT_LAG_MINUTES", REPORT_LAG_MINUTES)  # undone before the stack restores the rest
+        clock_now = {"t": time.time()}
+        local.apim.set_clock(lambda: datetime.fromtimestamp(clock_now["t"], UTC))
+        apim = local.apim.management_client(retry_total=0)
+        for pid in PRODUCTS:
+            apim.product.create_or_update(local.apim.resource_group, local.apim.service_name, pid, ProductContract(
+                display_name=pid, subscription_required=True, approval_required=False, subscriptions_limit=1,
+                state="published"))  # fmt: skip
+        client = local.stripe.client()
+        yield UsageStack(local, client, apim, _catalog(client), clock_now)
+        apim.close()
