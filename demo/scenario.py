@@ -87,12 +87,12 @@ Say = Callable[[str], None]
 
 class Demo:
     def __init__(self, stack: LocalStack, plan: tuple[ConsumerPlan, ...], say: Say = print) -> None:
-        if stack.stripe is None or stack.apim is None:
-            raise DemoError("the local stack is not running")
+        try:
+            self.stripe_emulator, self.apim = stack.stripe_emulator, stack.apim_emulator
+        except RuntimeError as exc:  # the stack is not running
+            raise DemoError(str(exc)) from exc
         self.stack = stack
-        self.stripe_emulator = stack.stripe
-        self.apim = stack.apim
-        self.stripe = stack.stripe.client(max_network_retries=2).v1
+        self.stripe = self.stripe_emulator.client(max_network_retries=2).v1
         self.plan = plan
         self.say = say
         self.models = load_models()

@@ -216,7 +216,7 @@ class LocalStack:
         With `run_queue_workers=False` the queued work runs here, synchronously, so "settled" is
         exact; a background poller could hold a message that an empty queue would not show.
         """
-        stripe_emulator, poller = self._running(self.stripe), self.queue_poller
+        stripe_emulator, poller = self.stripe_emulator, self.queue_poller
         deadline = time.monotonic() + timeout
         while True:
             stripe_emulator.wait_for_webhooks_idle(timeout=max(1.0, deadline - time.monotonic()))
@@ -242,7 +242,7 @@ class LocalStack:
                  name: str = "Ada Lovelace") -> Consumer:  # fmt: skip
         """A consumer with a fresh browser on this stack's portal (a new e-mail address unless given)."""
         address = email or f"dev-{uuid.uuid4().hex[:10]}@example.com"
-        return Consumer(name, address, password, self._running(self.apim).portal_url, self.app_url)
+        return Consumer(name, address, password, self.apim_emulator.portal_url, self.app_url)
 
     @staticmethod
     def _running(part: _Part | None) -> _Part:
@@ -250,8 +250,23 @@ class LocalStack:
             raise RuntimeError("the local stack is not running: start() it first")
         return part
 
+    @property
+    def stripe_emulator(self) -> StripeEmulator:
+        """The running Stripe emulator (RuntimeError when the stack is stopped)."""
+        return self._running(self.stripe)
+
+    @property
+    def apim_emulator(self) -> ApimEmulator:
+        """The running APIM emulator (RuntimeError when the stack is stopped)."""
+        return self._running(self.apim)
+
+    @property
+    def dev_host(self) -> DevHost:
+        """The in-process development host serving the app (RuntimeError under `func start`)."""
+        return self._running(self.app_host)
+
     def urls(self) -> dict[str, str]:
-        apim, stripe_emulator = self._running(self.apim), self._running(self.stripe)
+        apim, stripe_emulator = self.apim_emulator, self.stripe_emulator
         return {
             "Functions app": f"{self.app_url}/api/health",
             "Developer portal (APIM emulator)": apim.portal_url,

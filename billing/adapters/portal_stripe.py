@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import stripe
 
 from billing import catalog_names
-from billing.portal.ports import CheckoutInfo, CheckoutRequest
+from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest
 
 
 def _search_string(value: str) -> str:
@@ -82,26 +82,19 @@ class PortalStripe:
             if current.status != "canceled":
                 raise exc from None
 
-    def subscription_period(self, subscription_id: str) -> tuple[int, int] | None:
+    def subscription_period(self, subscription_id: str) -> BillingPeriod | None:
         try:
-            sub = self._c.subscriptions.retrieve(subscription_id)
+            # One request: the test clock (if any) comes expanded with the subscription.
+            sub = self._c.subscriptions.retrieve(subscription_id, params={"expand": ["test_clock"]})
         except stripe.InvalidRequestError:
             return None
         # Since API version 2025-03-31 the billing period lives on the subscription items.
         items = sub["items"].data if "items" in sub else []
         if not items:
             return None
-        return int(items[0].current_period_start), int(items[0].current_period_end)
-
-    def billing_time(self, subscription_id: str) -> int | None:
-        try:
-            sub = self._c.subscriptions.retrieve(subscription_id)
-        except stripe.InvalidRequestError:
-            return None
-        clock_id = sub.get("test_clock") if hasattr(sub, "get") else None
-        if not clock_id:
-            return None
-        return int(self._c.test_helpers.test_clocks.retrieve(str(clock_id)).frozen_time)
+        clock = getattr(sub, "test_clock", None)
+        clock_now = int(clock["frozen_time"]) if clock else None
+        return BillingPeriod(int(items[0].current_period_start), int(items[0].current_period_end), clock_now)
 
     def live_subscriptions(self, uid: str) -> Sequence[str]:
         customer = self.find_customer(uid)

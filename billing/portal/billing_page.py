@@ -53,7 +53,7 @@ def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: 
             continue
         period = payments.subscription_period(sub.sid) if is_paid_subscription(sub.sid) else None
         if period is not None:
-            start, end = datetime.fromtimestamp(period[0], UTC), datetime.fromtimestamp(period[1], UTC)
+            start, end = datetime.fromtimestamp(period.start, UTC), datetime.fromtimestamp(period.end, UTC)
         else:
             start, end = free_period(sub.start or sub.created or now, now)
         calls = apim.billable_calls(sub.sid, start, now, [o.value for o in product.billable_outcomes])

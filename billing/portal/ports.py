@@ -15,6 +15,15 @@ from billing.store.accounts import Account, FailureWindow
 
 
 @dataclass(frozen=True)
+class BillingPeriod:
+    """A Stripe subscription's current period (unix seconds), and Stripe's present for it."""
+
+    start: int
+    end: int
+    clock_now: int | None = None  # its test clock's frozen time; None in real time
+
+
+@dataclass(frozen=True)
 class ApimSubscription:
     sid: str
     owner_id: str | None  # APIM user id
@@ -86,11 +95,7 @@ class PaymentsPort(Protocol):
 
     def cancel_subscription(self, subscription_id: str) -> None: ...
 
-    def subscription_period(self, subscription_id: str) -> tuple[int, int] | None: ...
-
-    def billing_time(self, subscription_id: str) -> int | None:
-        """Stripe's present for the subscription: its test clock's frozen time; None in real time."""
-        ...
+    def subscription_period(self, subscription_id: str) -> BillingPeriod | None: ...
 
     def billing_portal_url(self, customer_id: str, return_url: str) -> str: ...
 

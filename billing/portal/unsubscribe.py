@@ -47,8 +47,8 @@ def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
         if period is not None:
             # Stamp the usage in Stripe's present (a test clock's time in test mode): the final invoice
             # that the cancel makes covers the period up to that moment, and no further.
-            stripe_now = payments.billing_time(sid) or int(now.timestamp())
-            _report_closing(reporter, sid, period, stripe_now)
+            stripe_now = period.clock_now or int(now.timestamp())
+            _report_closing(reporter, sid, (period.start, period.end), stripe_now)
         payments.cancel_subscription(sid)
     apim.set_subscription_state(sid, "cancelled", "Cancelled by the consumer")
     return sub.display_name

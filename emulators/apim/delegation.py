@@ -5,6 +5,9 @@ salt + "\n" + returnUrl (SignIn, SignUp), salt + "\n" + productId + "\n" + userI
 salt + "\n" + subscriptionId (Unsubscribe, Renew), salt + "\n" + userId (ChangePassword,
 ChangeProfile, CloseAccount, SignOut). See Microsoft's "How to delegate user registration and
 product subscription" (api-management-howto-setup-delegation).
+
+Written independently of billing/portal/delegation.py on purpose: the emulator plays APIM, and a
+shared implementation would let a mistake in the app's signing pass every test.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from devhost.server import DevHost
 from devstack.azurite import Azurite
 from devstack.stack import LocalStack, StackOptions
 from emulators.apim.server import ApimEmulator
-from emulators.stripe.server import StripeEmulator
+from tests.stack_view import StackView
 
 WEBHOOK_SECRET = "whsec_access_tests_" + "0" * 16
 USER_ID = "ada"
@@ -74,32 +74,15 @@ class Catalog:
 
 
 @dataclass
-class Stack:
-    local: LocalStack
+class Stack(StackView):
     stripe: stripe.StripeClient  # the test's own client, for acting as the consumer and checking
     apim: ApiManagementClient
     catalog: Catalog
     apim_writes: list[tuple[str, str]]  # (method, path) of every APIM subscription write
 
     @property
-    def stripe_emu(self) -> StripeEmulator:
-        assert self.local.stripe is not None
-        return self.local.stripe
-
-    @property
-    def apim_emu(self) -> ApimEmulator:
-        assert self.local.apim is not None
-        return self.local.apim
-
-    @property
     def host(self) -> DevHost:
-        assert self.local.app_host is not None
-        return self.local.app_host
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The app's settings (applied to os.environ while the stack runs)."""
-        return self.local.env
+        return self.local.dev_host
 
     @property
     def endpoint_id(self) -> str:
@@ -117,10 +100,6 @@ class Stack:
     @property
     def webhook_url(self) -> str:
         return f"{self.host.base_url}/api/webhooks/stripe"
-
-    @property
-    def where(self) -> tuple[str, str]:
-        return self.apim_emu.resource_group, self.apim_emu.service_name
 
     def post_event(self, event: dict[str, Any] | bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None,
                    signature: str | None = None) -> requests.Response:  # fmt: skip

@@ -18,8 +18,7 @@ from billing.cli import main
 from billing.model_loader import DEFAULT_MODELS_PATH
 from devstack.azurite import Azurite
 from devstack.stack import LocalStack, StackOptions
-from emulators.apim.server import ApimEmulator
-from emulators.stripe.server import StripeEmulator
+from tests.stack_view import StackView
 
 
 @dataclass
@@ -30,30 +29,10 @@ class CliResult:
 
 
 @dataclass
-class Stack:
-    local: LocalStack
+class Stack(StackView):
     stripe: stripe.StripeClient  # an independent client for checking what the app made
     apim: ApiManagementClient
     capsys: pytest.CaptureFixture[str]
-
-    @property
-    def stripe_emu(self) -> StripeEmulator:
-        assert self.local.stripe is not None
-        return self.local.stripe
-
-    @property
-    def apim_emu(self) -> ApimEmulator:
-        assert self.local.apim is not None
-        return self.local.apim
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The app's settings (applied to os.environ while the stack runs)."""
-        return self.local.env
-
-    @property
-    def where(self) -> tuple[str, str]:
-        return self.apim_emu.resource_group, self.apim_emu.service_name
 
     def cli(self, *args: str) -> CliResult:
         self.capsys.readouterr()

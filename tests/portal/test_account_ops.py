@@ -27,6 +27,7 @@ from azure.mgmt.apimanagement.models import (
 from billing.adapters.storage import ensure_table
 from billing.portal import account_ops, passwords
 from billing.portal.deps import portal_deps
+from billing.portal.ports import BillingPeriod
 from billing.portal.unsubscribe import closing_reporter
 from billing.store.accounts import Accounts
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
@@ -421,11 +422,8 @@ class _FakePayments:
     def __init__(self, log: _Log) -> None:
         self.log = log
 
-    def subscription_period(self, sid: str) -> tuple[int, int]:
-        return (1_000, 2_000)
-
-    def billing_time(self, sid: str) -> int:
-        return 1_500
+    def subscription_period(self, sid: str) -> BillingPeriod:
+        return BillingPeriod(1_000, 2_000, clock_now=1_500)
 
     def cancel_subscription(self, sid: str) -> None:
         self.log.steps.append(f"stripe:cancel:{sid}")

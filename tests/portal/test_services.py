@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from billing.model_loader import load_models
-from billing.portal.ports import ApimSubscription, CheckoutInfo, CheckoutRequest
+from billing.portal.ports import ApimSubscription, BillingPeriod, CheckoutInfo, CheckoutRequest
 from billing.portal.subscribe import GoToCheckout, Subscribed, SubscribeError, subscribe
 from billing.portal.unsubscribe import unsubscribe
 
@@ -57,11 +57,8 @@ class FakePayments:
     def checkout_info(self, session_id: str) -> CheckoutInfo | None:
         return None
 
-    def subscription_period(self, subscription_id: str) -> tuple[int, int] | None:
-        return (1_000, 2_000)
-
-    def billing_time(self, subscription_id: str) -> int | None:
-        return self.clock_time
+    def subscription_period(self, subscription_id: str) -> BillingPeriod | None:
+        return BillingPeriod(1_000, 2_000, self.clock_time)
 
     clock_time: int | None = None
 

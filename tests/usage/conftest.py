@@ -38,9 +38,8 @@ from billing.usage.push import PushSummary, UsagePush
 from devstack.azurite import Azurite
 from devstack.stack import LocalStack, StackOptions
 from emulators.apim.pytest_plugin import apim_emulator  # noqa: F401 - re-exported fixture
-from emulators.apim.server import ApimEmulator
 from emulators.stripe.pytest_plugin import stripe_emulator  # noqa: F401 - re-exported fixture
-from emulators.stripe.server import StripeEmulator
+from tests.stack_view import StackView
 
 MODELS = load_models()
 PRODUCTS = ("developer", "payg", "standard")  # Freemium, Metered, TierWithOverage
@@ -49,31 +48,11 @@ REPORT_LAG_MINUTES = "30"  # the app leaves 30 minutes for APIM's reports; the e
 
 
 @dataclass
-class UsageStack:
-    local: LocalStack
+class UsageStack(StackView):
     stripe: stripe.StripeClient  # the test's own client, for acting as the consumer and checking
     apim: ApiManagementClient
     prices: dict[str, list[str]] = field(default_factory=dict)
     clock_now: dict[str, float] = field(default_factory=dict)  # the APIM emulator's injected time
-
-    @property
-    def stripe_emu(self) -> StripeEmulator:
-        assert self.local.stripe is not None
-        return self.local.stripe
-
-    @property
-    def apim_emu(self) -> ApimEmulator:
-        assert self.local.apim is not None
-        return self.local.apim
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The app's settings (applied to os.environ while the stack runs)."""
-        return self.local.env
-
-    @property
-    def where(self) -> tuple[str, str]:
-        return self.apim_emu.resource_group, self.apim_emu.service_name
 
     def subscribe(self, product: str, user: str) -> tuple[str, str, str]:
         """A paid subscription on its own test clock: (sid, customer id, test clock id)."""
