@@ -5,6 +5,10 @@ calls in the window. The pages are read side by side (`$top`/`$skip`), so a repo
 costs about two round trips, not one per page. Each page goes through the shared ARM budget;
 azure-core's own retries are switched off per call (`retry_total=0`) so that 429s pause the whole
 process, not one thread.
+
+Pages are fetched through the management client's own pipeline (`_send_request`: its bearer token,
+ARM policies, TLS settings and user agent) and their JSON read here: the SDK's model deserialisation
+of ReportRecordContract rows cost more CPU than the rest of the push.
 """
 
 from __future__ import annotations
@@ -16,8 +20,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
+    ServiceRequestError,
+    ServiceResponseError,
+    map_error,
+)
+from azure.core.rest import HttpRequest
+from azure.mgmt.core.exceptions import ARMErrorFormat
 
 from billing.adapters.apim_client import ApimService
 from billing.usage.plan import UsageCounts
@@ -28,6 +44,20 @@ from billing.usage.windows import ReportWindow
 log = logging.getLogger("billing.usage")
 
 CONSISTENT_READ_ATTEMPTS = 3  # parallel reads of a report that keeps changing, before paging one by one
+
+# azure-mgmt-apimanagement 5.0.0, ReportsOperations.list_by_subscription: the path and the errors it maps.
+_REPORT_PATH = (
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+    "/providers/Microsoft.ApiManagement/service/{serviceName}/reports/bySubscription"
+)
+_ERROR_MAP: dict[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError, 404: ResourceNotFoundError,
+    409: ResourceExistsError, 304: ResourceNotModifiedError,
+}  # fmt: skip
+
+
+class ReportFormatError(ValueError):
+    """A report page that is not the JSON APIM documents (ReportCollection); the message says what is off."""
 
 
 def _odata_time(ts: float) -> str:
@@ -50,19 +80,15 @@ def _sid(value: str | None) -> str:
     return (value or "").rstrip("/").rsplit("/", 1)[-1]
 
 
-def _count(value: Any) -> int:
-    return int(value or 0)
-
-
 @dataclass(frozen=True)
 class _Page:
-    rows: list[Any]
+    rows: list[tuple[str, UsageCounts]]  # every row, "" for a row without a subscription (still counted)
     count: int | None  # the report's total rows, as this response states it (None if absent)
     next_link: str | None
 
 
 class ApimUsageReports:
-    """Report reads through the SDK: the first page, then the other pages side by side.
+    """Report reads through the management client: the first page, then the other pages side by side.
 
     The first page states the report's `count` of rows; the other pages are then independent
     `$top`/`$skip` reads, fetched by up to `parallel_pages` threads, each page taking its token from
@@ -87,22 +113,18 @@ class ApimUsageReports:
         """Counts per subscription id for calls in the window (subscriptions without calls are absent)."""
         counts: dict[str, UsageCounts] = {}
         for page in self._pages(report_filter(window, subscription_id)):
-            for record in page:
-                sid = _sid(record.subscription_id)
+            for sid, row in page:
                 if not sid:
                     continue
-                row = UsageCounts(
-                    success=_count(record.call_count_success), blocked=_count(record.call_count_blocked),
-                    failed=_count(record.call_count_failed), other=_count(record.call_count_other),
-                )  # fmt: skip
                 previous = counts.get(sid)
-                if previous is not None:  # the same subscription on two rows (e.g. regions): add up
-                    row = UsageCounts(previous.success + row.success, previous.blocked + row.blocked,
-                                      previous.failed + row.failed, previous.other + row.other)  # fmt: skip
-                counts[sid] = row
+                # The same subscription on two rows (e.g. regions): add up.
+                counts[sid] = row if previous is None else UsageCounts(
+                    previous.success + row.success, previous.blocked + row.blocked,
+                    previous.failed + row.failed, previous.other + row.other,
+                )  # fmt: skip
         return counts
 
-    def _pages(self, filter_text: str) -> list[list[Any]]:
+    def _pages(self, filter_text: str) -> list[list[tuple[str, UsageCounts]]]:
         for _ in range(CONSISTENT_READ_ATTEMPTS):
             pages = self._parallel_pages(filter_text)
             if pages is not None:
@@ -111,7 +133,7 @@ class ApimUsageReports:
         log.warning("usage push: the APIM report kept changing; reading its pages one after another")
         return self._sequential_pages(filter_text)
 
-    def _parallel_pages(self, filter_text: str) -> list[list[Any]] | None:
+    def _parallel_pages(self, filter_text: str) -> list[list[tuple[str, UsageCounts]]] | None:
         """All pages, or None if they disagree (the report changed between two page reads)."""
         first = self._page(filter_text, self._page_size, None)
         if not first.next_link:
@@ -127,7 +149,7 @@ class ApimUsageReports:
             return None
         return [p.rows for p in pages]
 
-    def _sequential_pages(self, filter_text: str, first: _Page | None = None) -> list[list[Any]]:
+    def _sequential_pages(self, filter_text: str, first: _Page | None = None) -> list[list[tuple[str, UsageCounts]]]:
         """Following nextLink one page at a time: for a service that states no count."""
         page = first or self._page(filter_text, self._page_size, None)
         pages = [page.rows]
@@ -137,41 +159,93 @@ class ApimUsageReports:
         return pages
 
     def _page(self, filter_text: str, top: int | None, skip: int | None, next_link: str | None = None) -> _Page:
-        ops = self._service.client.reports
-        stated: dict[str, Any] = {}
-
-        def keep_count(response: Any) -> None:
-            # The SDK's pager hands out rows and nextLink only; the page's `count` is read here.
-            try:
-                body = json.loads(response.http_response.text())
-            except ValueError:
-                return
-            if isinstance(body, dict) and isinstance(body.get("count"), int):
-                stated["count"] = body["count"]
+        request = self._request(filter_text, top, skip, next_link)
 
         def fetch() -> _Page:
             with self._lock:
                 self.requests += 1
             try:
-                items: Any = ops.list_by_subscription(
-                    self._service.resource_group, self._service.service_name, filter=filter_text,
-                    top=top, skip=skip, retry_total=0, raw_response_hook=keep_count,
-                )  # fmt: skip
-                pager = items.by_page(continuation_token=next_link)  # an ItemPaged, typed as Iterable
-                rows = list(next(pager))
-                return _Page(rows, stated.get("count"), pager.continuation_token)
-            except StopIteration:
-                return _Page([], stated.get("count"), None)
-            except HttpResponseError as exc:
-                status = exc.status_code or 0
-                if status == 429:
-                    response: Any = exc.response
-                    retry_after = response.headers.get("Retry-After") if response is not None else None
-                    raise Throttled("ARM throttled the report read", parse_retry_after(retry_after)) from None
-                if status >= 500:
-                    raise Transient(f"ARM answered {status} to the report read") from None
-                raise
+                response = self._service.client._send_request(request, retry_total=0)
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise Transient(f"network error reading APIM reports: {type(exc).__name__}") from None
+            status = response.status_code
+            if status == 429:
+                retry_after = response.headers.get("Retry-After")
+                raise Throttled("ARM throttled the report read", parse_retry_after(retry_after))
+            if status >= 500:
+                raise Transient(f"ARM answered {status} to the report read")
+            if status != 200:
+                # The errors the SDK's list_by_subscription raises (401, 404, ... with ARM's message).
+                map_error(status_code=status, response=response, error_map=_ERROR_MAP)
+                raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+            return parse_page(response.content, _where(request))
 
         return call_with_retry(fetch, self._bucket)
+
+    def _request(self, filter_text: str, top: int | None, skip: int | None, next_link: str | None) -> HttpRequest:
+        """The request `reports.list_by_subscription` would send (its `build_list_by_subscription_request`)."""
+        if next_link:  # absolute, with the service's own query (filter, paging, api-version)
+            return HttpRequest("GET", next_link, headers={"Accept": "application/json"})
+        config = self._service.client._config  # the client's subscription and api-version, as the SDK uses them
+        path = _REPORT_PATH.format(
+            subscriptionId=quote(config.subscription_id, safe=""),
+            resourceGroupName=quote(self._service.resource_group, safe=""),
+            serviceName=quote(self._service.service_name, safe=""),
+        )  # fmt: skip
+        # HttpRequest expects query values already quoted, as the SDK's serializer does.
+        params = {"$filter": quote(filter_text, safe="")}
+        if top is not None:
+            params["$top"] = str(top)
+        if skip is not None:
+            params["$skip"] = str(skip)
+        params["api-version"] = quote(config.api_version, safe="")
+        return HttpRequest("GET", path, params=params, headers={"Accept": "application/json"})
+
+
+def _where(request: HttpRequest) -> str:
+    # For error messages: the path says which report and page; the query (the long filter) adds nothing.
+    return f"GET {urlsplit(request.url).path}"
+
+
+def _int_field(row: dict[str, Any], name: str, where: str) -> int:
+    value = row.get(name)
+    if value is None:  # absent or null: no calls of that kind (the SDK's model reads None)
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ReportFormatError(f"{where}: '{name}' must be a whole number of calls, 0 or more, not {value!r}")
+    return value
+
+
+def parse_page(body: bytes, where: str) -> _Page:
+    """One ReportCollection page: `value` rows, `count`, `nextLink`; ReportFormatError names what is wrong."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        start = body[:60].decode("utf-8", "replace")
+        raise ReportFormatError(
+            f"{where}: the answer is not JSON ({len(body)} bytes starting {start!r}); expected a report page "
+            'like {"value": [...], "count": N, "nextLink": ...}'
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
+        shape = f"keys {sorted(doc)[:8]}" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
+        raise ReportFormatError(f"{where}: expected an object with a 'value' list of report rows, got {shape}")
+    rows: list[tuple[str, UsageCounts]] = []
+    for n, row in enumerate(doc["value"]):
+        at = f"{where}: row {n}"
+        if not isinstance(row, dict):
+            raise ReportFormatError(f"{at} must be an object, not a JSON {type(row).__name__}")
+        sid = row.get("subscriptionId")
+        if sid is not None and not isinstance(sid, str):
+            raise ReportFormatError(f"{at}: 'subscriptionId' must be a string like '/subscriptions/name', not {sid!r}")
+        counts = UsageCounts(
+            success=_int_field(row, "callCountSuccess", at), blocked=_int_field(row, "callCountBlocked", at),
+            failed=_int_field(row, "callCountFailed", at), other=_int_field(row, "callCountOther", at),
+        )  # fmt: skip
+        rows.append((_sid(sid), counts))
+    count = doc.get("count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ReportFormatError(f"{where}: 'count' must be the report's whole number of rows, not {count!r}")
+    next_link = doc.get("nextLink")
+    if next_link is not None and not isinstance(next_link, str):
+        raise ReportFormatError(f"{where}: 'nextLink' must be a URL string or null, not {next_link!r}")
+    return _Page(rows, count, next_link or None)  # the last page may say "" (as the SDK, read as no next page)
