@@ -204,7 +204,7 @@ class ApimUsageReports:
 
 def _where(request: HttpRequest) -> str:
     # For error messages: the path says which report and page; the query (the long filter) adds nothing.
-    return f"GET {urlsplit(request.url).path}"
+    return f"APIM report page (GET {urlsplit(request.url).path})"
 
 
 def _int_field(row: dict[str, Any], name: str, where: str) -> int:
