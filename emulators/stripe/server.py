@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import traceback
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from emulators.stripe.resources import catalog, checkout, customers, invoices, m
 from emulators.stripe.resources.misc import add_endpoint
 from emulators.stripe.routes import Request, match
 from emulators.stripe.store import random_token
-from emulators.stripe.wire import StripeError, parse_form
+from emulators.stripe.wire import StripeError, parse_form, validate
 
 _RESOURCES = (catalog, checkout, customers, invoices, meters, misc, subscriptions)  # imported to register routes
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
@@ -301,6 +302,27 @@ class StripeEmulator:
                             "meter_events": self.base_url},
             **options,
         )
+
+    def bulk_create_customers(self, specs: Iterable[tuple[str, dict[str, str]]]) -> list[str]:
+        """Seed many customers at once for load tests: (email, metadata) pairs in, their new ids out, in order.
+
+        Each is made by the `POST /v1/customers` handler itself, so the object, its id, what
+        `customers.search` finds and the `customer.created` event are those of `customers.create`
+        with the same email and metadata, without 33,000 HTTP requests. All specs are checked
+        before any customer is made; a bad one raises ValueError naming it.
+        """
+        core = self.core
+        with core.store.lock:  # one request's worth of locking, as the HTTP pipeline holds it per request
+            params = []
+            for n, spec in enumerate(specs):
+                try:
+                    email, meta = spec
+                    params.append(validate({"email": email, "metadata": meta}, customers.CUSTOMER_FIELDS))
+                except (TypeError, ValueError):
+                    raise ValueError(f"specs[{n}] must be an (email, metadata dict) pair, not {spec!r}") from None
+                except StripeError as exc:
+                    raise ValueError(f"specs[{n}]: {exc.message}") from None
+            return [customers.create_customer(Request(core, "POST", "/v1/customers", (), p))["id"] for p in params]
 
     def wait_for_webhooks_idle(self, timeout: float = 30) -> bool:
         """Block until every queued delivery was answered 2xx or given up; TimeoutError otherwise."""
