@@ -18,13 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from azure.mgmt.apimanagement.models import ProductContract  # noqa: E402
+from azure.identity import ClientSecretCredential
+from azure.mgmt.apimanagement import ApiManagementClient
+from azure.mgmt.apimanagement.models import ProductContract
 
-from billing.adapters.apim_client import ApimService  # noqa: E402
-from billing.adapters.usage_reports import ApimUsageReports  # noqa: E402
-from billing.usage.ratelimit import TokenBucket  # noqa: E402
-from billing.usage.windows import ReportWindow  # noqa: E402
-from emulators.apim.server import ApimEmulator  # noqa: E402
+from billing.adapters.apim_client import ApimService
+from billing.adapters.usage_reports import ApimUsageReports
+from billing.usage.ratelimit import TokenBucket
+from billing.usage.windows import ReportWindow
+from emulators.apim.server import ApimEmulator
 
 HOUR = 3600
 
@@ -62,9 +64,6 @@ def main() -> int:
     try:
         assert child.stdout is not None
         info = json.loads(child.stdout.readline())
-        from azure.identity import ClientSecretCredential
-        from azure.mgmt.apimanagement import ApiManagementClient
-
         tenant, client_id, secret = info["tokens"]
         credential = ClientSecretCredential(tenant, client_id, secret, authority=info["url"],
                                             disable_instance_discovery=True, connection_verify=info["ca"])  # fmt: skip
