@@ -1,29 +1,28 @@
-"""Usage watermarks: per subscription and billing period, the cumulative billable calls reported.
+"""Usage watermarks: per subscription and billing period, the billable calls reported and the cursor.
 
-PartitionKey = the period start (12 digits, unix seconds), RowKey = the APIM subscription id.
-A push processes subscriptions of one period start in sid order, so one range query reads a whole
-batch's watermarks and entity-group transactions (up to 100 rows of one partition) write them:
-storage requests grow with batches, not with subscriptions.
+Layout (why: writing one Table Storage row per subscription costs the client most of a millisecond
+of CPU, and most of a push's time went there): subscriptions are spread over `GROUPS` groups by a
+stable hash of their id; ONE row per group (RowKey = the group, all in partition `GROUP_PARTITION`)
+holds the watermarks of all its subscriptions and periods, as compressed JSON in binary properties.
+A push batch holds whole groups (`group_of`), so it reads its rows with one range query and writes
+each row once per step, in entity-group transactions of up to 100 rows.
 
-Writes are optimistic (ETag): two runs working on the same subscription cannot both move it.
+Writes are optimistic: a row is replaced only if its ETag is still the one read, so two runs can
+never both move a watermark (the loser gets WatermarkConflict and reruns from what is stored).
+A `Watermark`'s etag is its group row's.
 
-Receipts: a run writes each subscription's pending event (ETag-checked) before sending, and every
-row written by one `write` call names the same receipt key. Once Stripe has accepted the events,
-`record` inserts ONE receipt row for the chunk (RowKey `~receipt~<key>~<unique>`, the accepted
-identifiers) instead of rewriting every subscription's row: a row whose pending event is listed in
-a receipt of its key reads as recorded (`reported` = the pending `reported`, no pending). The next
-write of that row (ETag of the row as read; the receipt never touches it) folds it in. So a
-subscription with new usage costs one row write per run, not two, and exactly-once holds: a row
-only counts as moved once a receipt, written after Stripe accepted its event, says so. Receipts
-are insert-only (a recovery adds another under the same key), so they never conflict. They stay in
-the period's partition: a few hundred bytes per chunk and run.
+Rows stay bounded: a period's entry is dropped once it is closed (the closing report settled it)
+and its cursor is more than `CLOSED_KEEP_SECONDS` behind the newest cursor of its group, long after
+Stripe's retries of `invoice.created` could ask for the same closing report again.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
-from uuid import uuid4
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
@@ -32,185 +31,171 @@ from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransac
 from billing.usage.plan import MeterEvent, PendingEvent
 from billing.usage.ports import Watermark, WatermarkConflict, WatermarkWrite
 
+GROUPS = 1024  # never change for a table in use: a subscription's group must not move
+GROUP_PARTITION = "groups"
 MAX_TRANSACTION_OPS = 100  # Azure Table Storage entity-group transaction limit
-RECEIPT_PREFIX = "~receipt~"  # "~" sorts after the letters and digits of subscription ids
-RECEIPT_MAX_IDS = 200  # identifiers per receipt row
+PART_BYTES = 60_000  # a binary property holds 64 KiB; an entity 1 MiB (about 15 parts)
+MAX_PARTS = 15
+CLOSED_KEEP_SECONDS = 40 * 86400
+
+# One entry: [reported, counted_until, closed, pending]; pending: [identifier, event name, customer,
+# value, timestamp, reported, counted_until, closed] or None.
+Entry = list[Any]
 
 
-def partition_key(period_start: int) -> str:
-    return f"{period_start:012d}"
+def group_of(subscription_id: str) -> str:
+    return f"{zlib.crc32(subscription_id.encode('utf-8')) % GROUPS:04d}"
 
 
-def _int(value: Any) -> int:
-    return int(value.value if isinstance(value, EntityProperty) else value)
+def _key(subscription_id: str, period_start: int) -> str:
+    return f"{subscription_id}|{period_start}"
 
 
-def _int64(value: int) -> EntityProperty:
-    return EntityProperty(value, EdmType.INT64)
+def _encode(entries: dict[str, Entry]) -> dict[str, Any]:
+    packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode("utf-8"), 1)
+    parts = [packed[i : i + PART_BYTES] for i in range(0, len(packed), PART_BYTES)] or [b""]
+    if len(parts) > MAX_PARTS:
+        raise ValueError(f"a watermark group outgrew its row ({len(packed):,} bytes compressed); raise GROUPS")
+    return {"parts": len(parts), **{f"d{n}": EntityProperty(part, EdmType.BINARY) for n, part in enumerate(parts)}}
 
 
-def _to_entity(
-    period_start: int, sid: str, reported: int, pending: PendingEvent | None, receipt: str | None = None
-) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": partition_key(period_start), "RowKey": sid,
-                              "reported": _int64(reported), "has_pending": pending is not None}  # fmt: skip
-    if pending is not None:
-        event = pending.event
-        entity.update(
-            pending_receipt=receipt or "",
-            pending_reported=_int64(pending.reported),
-            pending_identifier=event.identifier,
-            pending_event_name=event.event_name,
-            pending_customer=event.customer_id,
-            pending_value=_int64(event.value),
-            pending_timestamp=_int64(event.timestamp),
-        )
-    return entity
+def _decode(entity: Any) -> dict[str, Entry]:
+    parts = int(entity.get("parts") or 0)
+    packed = b"".join(bytes(entity[f"d{n}"]) for n in range(parts))
+    decoded: dict[str, Entry] = json.loads(zlib.decompress(packed)) if packed else {}
+    return decoded
 
 
-def _from_entity(entity: Any) -> Watermark:
-    sid = str(entity["RowKey"])
+def _to_watermark(sid: str, period_start: int, entry: Entry | None, etag: str | None) -> Watermark:
+    if entry is None:
+        return Watermark(sid, period_start, etag=etag)
+    reported, counted_until, _closed, raw = entry
     pending = None
-    if entity.get("has_pending"):
-        pending = PendingEvent(
-            MeterEvent(
-                identifier=str(entity["pending_identifier"]),
-                event_name=str(entity["pending_event_name"]),
-                customer_id=str(entity["pending_customer"]),
-                value=_int(entity["pending_value"]),
-                timestamp=_int(entity["pending_timestamp"]),
-                subscription_id=sid,
-            ),
-            _int(entity["pending_reported"]),
-        )
-    receipt = (str(entity.get("pending_receipt") or "") or None) if pending is not None else None
-    return Watermark(sid, int(entity["PartitionKey"]), _int(entity["reported"]), pending,
-                     str(entity.metadata["etag"]), receipt)  # fmt: skip
+    if raw is not None:
+        identifier, name, customer, value, timestamp, p_reported, p_until, p_closed = raw
+        event = MeterEvent(identifier, name, customer, int(value), int(timestamp), sid)
+        pending = PendingEvent(event, int(p_reported), int(p_until), bool(p_closed))
+    return Watermark(sid, period_start, int(reported), int(counted_until), pending, etag)
 
 
-def _receipt_range(key: str) -> tuple[str, str]:
-    # Every receipt row of one key: "~receipt~<key>~<unique>", unique in hex (which sorts below "~").
-    return f"{RECEIPT_PREFIX}{key}~", f"{RECEIPT_PREFIX}{key}~~"
+def _to_entry(write: WatermarkWrite) -> Entry:
+    raw = None
+    if write.pending is not None:
+        e = write.pending.event
+        raw = [e.identifier, e.event_name, e.customer_id, e.value, e.timestamp, write.pending.reported,
+               write.pending.counted_until, write.pending.closed]  # fmt: skip
+    return [write.reported, write.counted_until, write.closed, raw]
 
 
-def _recorded(mark: Watermark) -> Watermark:
-    assert mark.pending is not None
-    return Watermark(mark.subscription_id, mark.period_start, mark.pending.reported, None, mark.etag)
+def _purged(entries: dict[str, Entry]) -> dict[str, Entry]:
+    newest = max((int(e[1]) for e in entries.values() if e[1] is not None), default=0)
+    return {k: e for k, e in entries.items() if not (e[2] and int(e[1]) < newest - CLOSED_KEEP_SECONDS)}
 
 
 class Watermarks:
-    """Repository over the usage watermarks table."""
+    """Repository over the usage watermarks table (see the module docstring for the layout)."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
-        self.requests = 0  # storage requests made (pages and transactions), for summaries
+        self._lock = threading.Lock()
+        self._rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}  # group -> (etag, entries); None: no row
+        self.requests = 0  # storage requests made (reads and transactions), for summaries
 
-    def get(self, period_start: int, sid: str) -> Watermark:
-        self.requests += 1
-        try:
-            entity = self._table.get_entity(partition_key(period_start), sid)
-        except ResourceNotFoundError:
-            return Watermark(sid, period_start)
-        return self._resolve(period_start, {sid: _from_entity(entity)})[sid]
+    def group_of(self, subscription_id: str) -> str:
+        return group_of(subscription_id)
 
-    def read_range(self, period_start: int, sids: Sequence[str]) -> dict[str, Watermark]:
-        """Watermarks of `sids` (of one period start), one range query; absent rows start at 0."""
-        if not sids:
+    # Reading -------------------------------------------------------------------------------
+    def read(self, keys: Sequence[tuple[str, int]]) -> dict[str, Watermark]:
+        """Watermarks of (sid, period start) keys, by sid: one range query over their groups."""
+        if not keys:
             return {}
-        low, high = min(sids), max(sids)
+        groups = {group_of(sid) for sid, _ in keys}
+        rows = self._read_groups(min(groups), max(groups))
+        with self._lock:
+            self._rows.update({g: (None, {}) for g in groups if g not in rows})
+        out: dict[str, Watermark] = {}
+        for sid, period_start in keys:
+            etag, entries = rows.get(group_of(sid), (None, {}))
+            out[sid] = _to_watermark(sid, period_start, entries.get(_key(sid, period_start)), etag)
+        return out
+
+    def get(self, subscription_id: str, period_start: int) -> Watermark:
+        return self.read([(subscription_id, period_start)])[subscription_id]
+
+    def _read_groups(self, low: str, high: str) -> dict[str, tuple[str | None, dict[str, Entry]]]:
         query = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"
-        params = {"pk": partition_key(period_start), "low": low, "high": high}
-        wanted = set(sids)
-        found: dict[str, Watermark] = {}
-        pages = self._table.query_entities(query, parameters=params, results_per_page=1000).by_page()
-        for page in pages:
-            self.requests += 1
-            for entity in page:
-                if entity["RowKey"] in wanted:
-                    mark = _from_entity(entity)
-                    found[mark.subscription_id] = mark
-        resolved = self._resolve(period_start, found)
-        return {sid: resolved.get(sid, Watermark(sid, period_start)) for sid in sids}
-
-    def _resolve(self, period_start: int, marks: dict[str, Watermark]) -> dict[str, Watermark]:
-        """Pending events that a receipt lists read as recorded; the others stay pending."""
-        keys = {m.receipt for m in marks.values() if m.pending is not None and m.receipt}
-        accepted: set[str] = set()
-        for key in sorted(keys):
-            low, high = _receipt_range(key)
-            query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high"
-            params = {"pk": partition_key(period_start), "low": low, "high": high}
-            for page in self._table.query_entities(query, parameters=params, results_per_page=1000).by_page():
+        params = {"pk": GROUP_PARTITION, "low": low, "high": high}
+        rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}
+        for page in self._table.query_entities(query, parameters=params, results_per_page=1000).by_page():
+            with self._lock:
                 self.requests += 1
-                for entity in page:
-                    accepted.update(str(entity.get("identifiers") or "").split("\n"))
-        if not accepted:
-            return marks
-        return {sid: _recorded(m) if m.pending is not None and m.pending.event.identifier in accepted else m
-                for sid, m in marks.items()}  # fmt: skip
+            for entity in page:
+                rows[str(entity["RowKey"])] = (str(entity.metadata["etag"]), _decode(entity))
+        with self._lock:
+            self._rows.update(rows)
+        return rows
 
-    def record(self, period_start: int, accepted: Sequence[Watermark]) -> dict[str, Watermark]:
-        """Stripe has the pending events of `accepted`: one receipt row per receipt key, rows untouched.
-
-        The returned watermarks keep their row's ETag, so the next conditional write succeeds.
-        """
-        by_key: dict[str, list[str]] = {}
-        result: dict[str, Watermark] = {}
-        for mark in accepted:
-            if mark.pending is None or not mark.receipt:
-                raise ValueError(f"the watermark of {mark.subscription_id} has no pending event written by this store")
-            if mark.period_start != period_start:
-                raise ValueError("every watermark of one call must belong to the same period start")
-            by_key.setdefault(mark.receipt, []).append(mark.pending.event.identifier)
-            result[mark.subscription_id] = _recorded(mark)
-        operations: list[Any] = []
-        pk = partition_key(period_start)
-        for key, ids in by_key.items():
-            # A string property holds 32K characters; identifiers are at most 100 characters long.
-            for start in range(0, len(ids), RECEIPT_MAX_IDS):
-                row = {"PartitionKey": pk, "RowKey": f"{RECEIPT_PREFIX}{key}~{uuid4().hex}",
-                       "identifiers": "\n".join(ids[start : start + RECEIPT_MAX_IDS])}  # fmt: skip
-                operations.append(("create", row))
-        for start in range(0, len(operations), MAX_TRANSACTION_OPS):
-            self.requests += 1
-            self._table.submit_transaction(operations[start : start + MAX_TRANSACTION_OPS])
-        return result
-
-    def write(self, period_start: int, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
-        """Apply the writes (all of one period start) in transactions; the new watermarks by sid.
-
-        Raises WatermarkConflict if a row changed since it was read (the transaction holding it is
-        rejected as a whole; earlier transactions stay applied, which is safe: each is a complete
-        state of its rows).
-        """
-        batch = list(writes)
-        result: dict[str, Watermark] = {}
-        receipt = uuid4().hex  # every pending event of this call: acceptance noted under this key
-        for start in range(0, len(batch), MAX_TRANSACTION_OPS):
-            chunk = batch[start : start + MAX_TRANSACTION_OPS]
-            operations: list[Any] = []
-            for w in chunk:
-                if w.previous.period_start != period_start:
-                    raise ValueError("every write of one call must belong to the same period start")
-                entity = _to_entity(period_start, w.previous.subscription_id, w.reported, w.pending, receipt)
-                if w.previous.etag is None:
-                    operations.append(("create", entity))
-                else:
-                    options = {"mode": UpdateMode.REPLACE, "etag": w.previous.etag,
-                               "match_condition": MatchConditions.IfNotModified}  # fmt: skip
-                    operations.append(("update", entity, options))
-            self.requests += 1
+    def _entries(self, group: str, etag: str | None) -> dict[str, Entry]:
+        """The entries of `group` as of `etag` (None: no row); WatermarkConflict if it moved on."""
+        with self._lock:
+            seen = self._rows.get(group)
+        if seen is None or seen[0] != etag:
             try:
-                answers = self._table.submit_transaction(operations)
+                entity = self._table.get_entity(GROUP_PARTITION, group)
+                seen = (str(entity.metadata["etag"]), _decode(entity))
+            except ResourceNotFoundError:
+                seen = (None, {})
+            with self._lock:
+                self.requests += 1
+                self._rows[group] = seen
+        if seen[0] != etag:
+            raise WatermarkConflict(f"usage watermark group {group} changed while this push ran; rerun the batch")
+        return dict(seen[1])
+
+    # Writing -------------------------------------------------------------------------------
+    def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
+        """Apply the writes, each group row replaced if unchanged since read; the new watermarks by sid.
+
+        Raises WatermarkConflict if a row changed since it was read. Rows go in transactions of up
+        to 100; a conflict rejects its transaction as a whole, and earlier transactions stay applied,
+        which is safe: each row is a complete state of its watermarks.
+        """
+        by_group: dict[str, list[WatermarkWrite]] = {}
+        for w in writes:
+            by_group.setdefault(group_of(w.previous.subscription_id), []).append(w)
+        operations: list[tuple[str, list[WatermarkWrite], dict[str, Entry], tuple[Any, ...]]] = []
+        for group, group_writes in sorted(by_group.items()):
+            etags = {w.previous.etag for w in group_writes}
+            if len(etags) != 1:
+                raise WatermarkConflict(f"writes to usage watermark group {group} were read at different versions")
+            etag = etags.pop()
+            entries = self._entries(group, etag)
+            for w in group_writes:
+                entries[_key(w.previous.subscription_id, w.previous.period_start)] = _to_entry(w)
+            entries = _purged(entries)
+            entity = {"PartitionKey": GROUP_PARTITION, "RowKey": group, **_encode(entries)}
+            if etag is None:
+                op: tuple[Any, ...] = ("create", entity)
+            else:
+                op = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
+                                         "match_condition": MatchConditions.IfNotModified})  # fmt: skip
+            operations.append((group, group_writes, entries, op))
+        result: dict[str, Watermark] = {}
+        for start in range(0, len(operations), MAX_TRANSACTION_OPS):
+            chunk = operations[start : start + MAX_TRANSACTION_OPS]
+            with self._lock:
+                self.requests += 1
+            try:
+                answers = self._table.submit_transaction([op for *_, op in chunk])
             except TableTransactionError as exc:
-                status = getattr(exc, "status_code", None)
-                if status not in (409, 412):  # 409: created meanwhile, 412: ETag moved on
+                if getattr(exc, "status_code", None) not in (409, 412):  # 409: created meanwhile; 412: moved on
                     raise
-                raise WatermarkConflict(
-                    f"a usage watermark of period {period_start} changed while this push ran; rerun the batch"
-                ) from None
-            for w, answer in zip(chunk, answers, strict=True):
-                sid = w.previous.subscription_id
-                result[sid] = Watermark(sid, period_start, w.reported, w.pending, str(answer.get("etag")),
-                                        receipt if w.pending is not None else None)  # fmt: skip
+                raise WatermarkConflict("a usage watermark group changed while this push ran; rerun it") from None
+            for (group, group_writes, entries, _), answer in zip(chunk, answers, strict=True):
+                etag = str(answer.get("etag"))
+                with self._lock:
+                    self._rows[group] = (etag, entries)
+                for w in group_writes:
+                    sid, period_start = w.previous.subscription_id, w.previous.period_start
+                    result[sid] = _to_watermark(sid, period_start, entries[_key(sid, period_start)], etag)
         return result

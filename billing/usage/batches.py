@@ -1,8 +1,10 @@
 """Units of work of the usage push and their queue messages. Pure.
 
-The fan-out (timer or CLI) reads the reports once per distinct period start and cuts the result
-into batches: subscriptions of ONE billing period, in sid order, each with its period-to-date counts.
-A batch carries everything its worker needs, so workers never read APIM (whose request count then
+The fan-out (timer or CLI) reads the run's report windows once for all subscriptions and cuts the
+result into batches of whole watermark groups (the rows the store keeps together, so a worker
+reads and writes each group once and no two batches share one), each item with its own billing
+period, its window start (its cursor as planned) and its calls from there to the window end. A
+batch carries everything its worker needs, so workers never read APIM (whose request count then
 grows with report pages, not with subscriptions) and a retried message recomputes the very same
 events (same counts, same identifiers).
 """
@@ -10,7 +12,7 @@ events (same counts, same identifiers).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,16 +29,17 @@ class PushItem:
     subscription_id: str
     customer_id: str
     product_id: str
-    counts: UsageCounts  # period-to-date, up to the batch's window end
+    period: Period
+    window_start: int | None  # counts are of [window_start, batch window end); None: adopt, nothing read
+    counts: UsageCounts  # (the whole period's for a closing report)
 
 
 @dataclass(frozen=True)
 class PushBatch:
-    period: Period
-    window_end: int  # counts include calls before this instant (unix seconds)
+    window_end: int  # counts include calls before this instant (unix seconds); events carry it
     as_of: int  # when the push started (for logs); the window end derives from it
     items: tuple[PushItem, ...]
-    closing: bool = False  # period-end or cancellation report: the window is the whole period
+    closing: bool = False  # period-end or cancellation report: the counts are the whole period's
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,9 @@ class BadMessage(ValueError):
 
 
 def batch_message(batch: PushBatch) -> bytes:
-    items = [[i.subscription_id, i.customer_id, i.product_id, i.counts.success, i.counts.blocked,
-              i.counts.failed, i.counts.other] for i in batch.items]  # fmt: skip
-    payload = {"kind": "batch", "period_start": batch.period.start, "period_end": batch.period.end,
-               "window_end": batch.window_end, "as_of": batch.as_of, "closing": batch.closing,
+    items = [[i.subscription_id, i.customer_id, i.product_id, i.period.start, i.period.end, i.window_start,
+              i.counts.success, i.counts.blocked, i.counts.failed, i.counts.other] for i in batch.items]  # fmt: skip
+    payload = {"kind": "batch", "window_end": batch.window_end, "as_of": batch.as_of, "closing": batch.closing,
                "items": items}  # fmt: skip
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
@@ -87,14 +89,22 @@ def _period(payload: dict[str, Any]) -> Period:
         raise BadMessage(str(exc)) from None
 
 
+ITEM_FIELDS = ("[sid, customer, product, period_start, period_end, window_start or null, success, blocked, "
+               "failed, other]")
+
+
 def _item(raw: Any, n: int) -> PushItem:
-    if not (isinstance(raw, list) and len(raw) == 7 and all(isinstance(x, str) and x for x in raw[:3])):
-        raise BadMessage(f"items[{n}] must be [sid, customer, product, success, blocked, failed, other]")
+    if not (isinstance(raw, list) and len(raw) == 10 and all(isinstance(x, str) and x for x in raw[:3])):
+        raise BadMessage(f"items[{n}] must be {ITEM_FIELDS}")
     try:
-        counts = UsageCounts(*raw[3:])
+        period = _period({"period_start": raw[3], "period_end": raw[4]})
+        window_start = None if raw[5] is None else _int({"window_start": raw[5]}, "window_start")
+        counts = UsageCounts(*raw[6:])
+    except BadMessage as exc:
+        raise BadMessage(f"items[{n}]: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise BadMessage(f"items[{n}]: {exc}") from None
-    return PushItem(raw[0], raw[1], raw[2], counts)
+    return PushItem(raw[0], raw[1], raw[2], period, window_start, counts)
 
 
 def parse_message(body: bytes | str) -> PushBatch | ClosingRequest:
@@ -116,29 +126,41 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest:
         closing = payload.get("closing", False)
         if not isinstance(closing, bool):
             raise BadMessage("'closing' must be true or false")
-        return PushBatch(_period(payload), window_end, _int(payload, "as_of"),
+        return PushBatch(window_end, _int(payload, "as_of"),
                          tuple(_item(raw, n) for n, raw in enumerate(items)), closing)  # fmt: skip
     raise BadMessage(f"'kind' must be \"batch\" or \"closing\", got {kind!r}")
 
 
 def split(
-    period: Period, window_end: int, as_of: int, items: Iterable[PushItem], batch_size: int = DEFAULT_BATCH_SIZE
-) -> Iterator[PushBatch]:
-    """Batches of at most `batch_size` items in sid order, each small enough for one queue message."""
+    window_end: int, as_of: int, items: Iterable[PushItem], *,
+    group_of: Callable[[str], str], batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[PushBatch]:  # fmt: skip
+    """Batches of whole groups (`group_of` a subscription id), at most `batch_size` items each.
+
+    A group larger than a batch is cut (its parts then conflict if run at once; a conflict reruns).
+    Each batch stays small enough for one queue message.
+    """
     if batch_size < 1:
         raise ValueError(f"the batch size must be at least 1, got {batch_size}")
-    ordered = sorted(items, key=lambda i: i.subscription_id)
+    groups: dict[str, list[PushItem]] = {}
+    for item in items:
+        groups.setdefault(group_of(item.subscription_id), []).append(item)
     current: list[PushItem] = []
     size = 0
-    for item in ordered:
-        item_size = len(item.subscription_id) + len(item.customer_id) + len(item.product_id) + 80
-        if current and (len(current) >= batch_size or size + item_size > MAX_MESSAGE_JSON_BYTES - 512):
-            yield PushBatch(period, window_end, as_of, tuple(current))
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda i: i.subscription_id)
+        if current and len(current) + len(group) > batch_size:
+            yield PushBatch(window_end, as_of, tuple(current))
             current, size = [], 0
-        current.append(item)
-        size += item_size
+        for item in group:
+            item_size = len(item.subscription_id) + len(item.customer_id) + len(item.product_id) + 125
+            if current and (len(current) >= batch_size or size + item_size > MAX_MESSAGE_JSON_BYTES - 512):
+                yield PushBatch(window_end, as_of, tuple(current))
+                current, size = [], 0
+            current.append(item)
+            size += item_size
     if current:
-        yield PushBatch(period, window_end, as_of, tuple(current))
+        yield PushBatch(window_end, as_of, tuple(current))
 
 
 def remainder(batch: PushBatch, done: Sequence[PushItem]) -> PushBatch | None:
@@ -147,4 +169,4 @@ def remainder(batch: PushBatch, done: Sequence[PushItem]) -> PushBatch | None:
     rest = tuple(i for i in batch.items if i.subscription_id not in seen)
     if not rest:
         return None
-    return PushBatch(batch.period, batch.window_end, batch.as_of, rest, batch.closing)
+    return PushBatch(batch.window_end, batch.as_of, rest, batch.closing)

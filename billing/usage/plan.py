@@ -1,10 +1,12 @@
 """What to tell Stripe about one subscription's usage: the pure decision of the usage push.
 
-Each push reads the period-to-date counts of a subscription (not deltas) and compares them with
-the watermark: the cumulative billable calls already reported for that period. The meter receives
-only calls beyond the product's included calls (`billing.pricing.billable_overage`), so the event
-value is the difference of the overage at the new and the old cumulative count. Splitting a
-period's calls into any number of pushes therefore sends exactly `billable_overage(total)`.
+The watermark of a subscription and period holds the cumulative billable calls already reported
+and a cursor: the end of the last report window added to it (`billing.usage.windows`). A push adds
+the calls of its window to the cumulative count (`window_action` says whether it may), the closing
+report replaces it by the whole period's count. The meter receives only calls beyond the product's
+included calls (`billing.pricing.billable_overage`), so the event value is the difference of the
+overage at the new and the old cumulative count. Splitting a period's calls into any number of
+pushes therefore sends exactly `billable_overage(total)`.
 
 Pure: no SDK, no adapter, no clock.
 """
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from enum import Enum
 
 from billing.catalog_names import meter_event_name
 from billing.models import CallOutcome, Product
 from billing.pricing import billable_overage
+from billing.usage.windows import Period, RunWindow
 
 # Stripe: a meter event identifier is at most 100 characters.
 MAX_IDENTIFIER_LENGTH = 100
@@ -36,6 +40,10 @@ class UsageCounts:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} calls must be a whole number >= 0, got {value!r}")
+
+    def __add__(self, other: UsageCounts) -> UsageCounts:
+        return UsageCounts(self.success + other.success, self.blocked + other.blocked, self.failed + other.failed,
+                           self.other + other.other)  # fmt: skip
 
     def billable(self, product: Product) -> int:
         """Calls of the product's billable outcomes (success by default). Blocked never counts."""
@@ -94,16 +102,18 @@ def plan_step(
     product: Product,
     period_start: int,
     period_end: int,
-    period_to_date: UsageCounts,
+    cumulative: int,
     reported: int,
     window_end: int,
 ) -> Step:
-    """The event for the calls not yet reported this period, and the watermark after it."""
+    """The event for the calls not yet reported this period, and the watermark after it.
+
+    `cumulative`: the billable calls of the period counted so far, the new ones included.
+    """
     if not product.is_metered:
         return Step(None, reported, "product is not metered")
     if reported < 0:
         raise ValueError(f"the watermark must be >= 0, got {reported}")
-    cumulative = period_to_date.billable(product)
     if cumulative < reported:
         # Reports never shrink in APIM; if one does, keep what was billed and never send a negative.
         return Step(None, reported, f"report shows {cumulative} billable calls, below the {reported} reported")
@@ -132,3 +142,26 @@ class PendingEvent:
 
     event: MeterEvent
     reported: int
+    counted_until: int  # the watermark's cursor once Stripe has the event
+    closed: bool = False  # a closing report's event: once recorded, the period is settled
+
+
+class WindowAction(Enum):
+    COUNT = "count"  # add the window's calls to the watermark, cursor to the window's end
+    ADOPT = "adopt"  # first window of the period: count nothing, cursor to the window's end
+    SKIP = "skip"  # leave the watermark as it is (already counted, or the closing report's part)
+
+
+def window_action(cursor: int | None, period: Period, run: RunWindow) -> WindowAction:
+    """What a push with window `run` may do with a watermark whose cursor is `cursor` (None: no row).
+
+    Counting needs the window inside the period and not before the cursor (no call twice); a gap
+    between cursor and window start (a failed run) is the closing report's part.
+    """
+    if run.end > period.end or run.end <= period.start:
+        return WindowAction.SKIP  # the window reaches beyond the period (or before it)
+    if cursor is not None and (cursor >= run.end or run.start is None or cursor > run.start):
+        return WindowAction.SKIP  # counted already, or the window overlaps what was counted
+    if run.start is not None and run.start >= period.start:
+        return WindowAction.COUNT
+    return WindowAction.ADOPT if cursor is None else WindowAction.SKIP

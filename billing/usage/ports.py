@@ -22,18 +22,20 @@ class Watermark:
     subscription_id: str
     period_start: int
     reported: int = 0  # cumulative billable calls Stripe has for this period
+    counted_until: int | None = None  # the report window end `reported` has reached; None: no row yet
     pending: PendingEvent | None = None  # written before sending, cleared once recorded
-    etag: str | None = None  # None: no row yet
-    receipt: str | None = None  # the store's own note of where Stripe's acceptance of `pending` goes
+    etag: str | None = None  # the store's version of what was read (None: nothing stored)
 
 
 @dataclass(frozen=True)
 class WatermarkWrite:
-    """Move `previous` to `reported` with `pending` (None clears it)."""
+    """Move `previous` to `reported` and `counted_until`, with `pending` (None clears it)."""
 
     previous: Watermark
     reported: int
+    counted_until: int | None
     pending: PendingEvent | None = None
+    closed: bool = False  # the closing report: the period is settled
 
 
 class WatermarkConflict(Exception):
@@ -59,14 +61,16 @@ class MeterSink(Protocol):
 
 
 class WatermarkStore(Protocol):
-    def get(self, period_start: int, sid: str) -> Watermark: ...
+    def group_of(self, subscription_id: str) -> str:
+        """Watermarks of one group are stored together: a batch holds whole groups where it can."""
+        ...
 
-    def read_range(self, period_start: int, sids: Sequence[str]) -> dict[str, Watermark]: ...
+    def read(self, keys: Sequence[tuple[str, int]]) -> dict[str, Watermark]:
+        """Watermarks of (subscription id, period start) keys, by subscription id; absent: no row."""
+        ...
 
-    def write(self, period_start: int, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]: ...
-
-    def record(self, period_start: int, accepted: Sequence[Watermark]) -> dict[str, Watermark]:
-        """Stripe has the pending events of `accepted`: each watermark becomes its pending `reported`."""
+    def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
+        """Apply the writes if nothing changed since they were read (else WatermarkConflict)."""
         ...
 
 

@@ -1,14 +1,15 @@
 """The usage push: APIM report counts -> Stripe meter events, exactly once per call and period.
 
 Two stages, one per Functions trigger:
-- `plan_batches` (timer, or the CLI): list the metered links, read the reports once per distinct
-  period start (paged, all subscriptions), cut the result into `PushBatch`es (one queue message each).
-- `process_batch` (queue trigger, or the CLI in-process): for each subscription, compare the
-  period-to-date billable calls with the watermark, write the event down as pending, send it, then
-  record the new watermark (`WatermarkStore.record`: the table store notes a chunk's acceptance in
-  one receipt row rather than rewriting each row). A crash after sending leaves the pending event,
-  which the next run resends unchanged (same identifier: Stripe drops the duplicate) before
-  planning anything new.
+- `plan` (timer, or the CLI): list the metered links and their watermarks' cursors, read the run's
+  report window once (paged, all subscriptions; a piece more per distinct cursor a failed run left
+  behind: `billing.usage.windows`), cut the result into `PushBatch`es of whole watermark groups
+  (one queue message each).
+- `process_batch` (queue trigger, or the CLI in-process): per chunk of subscriptions, read their
+  watermarks, decide per subscription (`window_action`) whether the window's calls count, write the
+  events down as pending with the new watermarks, send them, then record them. A crash after
+  sending leaves the pending events, which the next run resends unchanged (same identifiers:
+  Stripe drops the duplicates) before planning anything new.
 
 The service takes the ports of `billing.usage.ports`; it imports no SDK.
 """
@@ -18,29 +19,40 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from billing.models import MonetizationModels, UnknownProductError
+from billing.models import MonetizationModels, Product, UnknownProductError
 from billing.usage.batches import PushBatch, PushItem, remainder, split
-from billing.usage.plan import MeterEvent, PendingEvent, Step, UsageCounts, plan_step
+from billing.usage.plan import MeterEvent, PendingEvent, Step, UsageCounts, WindowAction, plan_step, window_action
 from billing.usage.ports import (
     LinkSource,
     MeterSink,
     SendResult,
     UsageReports,
     Watermark,
+    WatermarkConflict,
     WatermarkStore,
     WatermarkWrite,
 )
-from billing.usage.windows import Period, closing_window, push_window
+from billing.usage.windows import (
+    Period,
+    ReportWindow,
+    RunWindow,
+    closing_window,
+    pieces,
+    run_end,
+    start_for,
+    window_starts,
+)
 
 if TYPE_CHECKING:
     from billing.store.subscriptions import SubscriptionLink
 
 log = logging.getLogger("billing.usage")
 
-CHUNK = 100  # subscriptions per send-and-record step (one watermark transaction)
+CHUNK = 100  # subscriptions per send-and-record step (one Stripe stream request), in whole groups
+CONFLICT_RETRIES = 3  # a chunk whose watermarks changed meanwhile is redone from what is stored
 
 
 @dataclass
@@ -48,7 +60,7 @@ class PushSummary:
     subscriptions_seen: int = 0
     events_sent: int = 0
     calls_reported: int = 0  # sum of event values (overage calls) Stripe accepted
-    skipped: int = 0  # nothing new to report (or nothing billable)
+    skipped: int = 0  # nothing new to report (or nothing billable, or left to the closing report)
     failed: int = 0
     recovered: int = 0  # pending events from an interrupted run, resent
     failures: list[str] = field(default_factory=list)  # "sid: reason"
@@ -70,6 +82,13 @@ class PushSummary:
             f"calls reported {self.calls_reported}, skipped {self.skipped}, failed {self.failed}"
             + (f", recovered {self.recovered}" if self.recovered else "")
         )
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    window_end: int
+    report_reads: int  # report windows read (each paged), for the summary
+    batches: list[PushBatch]
 
 
 @dataclass
@@ -103,23 +122,42 @@ class UsagePush:
             if product.is_metered:
                 yield link
 
-    def plan_batches(self, as_of: int, links: Iterable[SubscriptionLink] | None = None) -> Iterator[PushBatch]:
-        """Batches for every metered link: one report read (all pages) per distinct period start."""
-        groups: dict[Period, list[SubscriptionLink]] = {}
-        for link in self.metered_links() if links is None else links:
+    def plan(self, as_of: int, links: Iterable[SubscriptionLink] | None = None) -> PushPlan:
+        """The run's batches: the report read once (all pages) per distinct cursor, for every metered link.
+
+        Each subscription's window starts at its cursor (the one its pending event will leave, if
+        it has one), so a run never needs a cursor of its own and one that died part-way is caught
+        up by the next. No cursor yet: the item only adopts the run's end (`window_action`).
+        """
+        end = run_end(as_of, self.lag_seconds)
+        metered = list(self.metered_links() if links is None else links)
+        marks = self.watermarks.read([(lk.apim_subscription_id, lk.current_period_start) for lk in metered])
+        cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
+        starts = window_starts((c for c in cursors.values() if c is not None), end)
+        windows = pieces(starts, end) if starts else []
+        counts_by_start = self._read_windows(windows)
+        items = []
+        for link in metered:
+            sid = link.apim_subscription_id
+            cursor = cursors.get(sid)
+            if cursor is not None and cursor >= end:
+                continue  # counted up to this run's end already
+            start = None if cursor is None else start_for(cursor, starts)
+            counts = UsageCounts() if start is None else counts_by_start[start].get(sid, UsageCounts())
             period = Period(link.current_period_start, link.current_period_end)
-            groups.setdefault(period, []).append(link)
-        for period in sorted(groups):
-            window = push_window(period, as_of, self.lag_seconds)
-            if window is None:
-                continue
-            counts = self.reports.read(window)
-            items = [
-                PushItem(link.apim_subscription_id, link.stripe_customer_id, link.product_id,
-                         counts.get(link.apim_subscription_id, UsageCounts()))
-                for link in groups[period]
-            ]  # fmt: skip
-            yield from split(period, window.end, as_of, items, self.batch_size)
+            items.append(PushItem(sid, link.stripe_customer_id, link.product_id, period, start, counts))
+        batches = list(split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size))
+        return PushPlan(end, len(windows), batches)
+
+    def _read_windows(self, windows: list[ReportWindow]) -> dict[int, dict[str, UsageCounts]]:
+        """Per window start, each subscription's calls from that start to the run's end (pieces summed)."""
+        totals: dict[str, UsageCounts] = {}
+        out: dict[int, dict[str, UsageCounts]] = {}
+        for window in reversed(windows):  # newest first: each start adds its piece to the later ones
+            for sid, c in self.reports.read(window).items():
+                totals[sid] = totals[sid] + c if sid in totals else c
+            out[window.start] = dict(totals)
+        return out
 
     def closing_batch(self, subscription_id: str, period: Period, now: int | None = None) -> PushBatch | None:
         """The whole period of one subscription (period end or cancellation); None if not metered.
@@ -143,9 +181,9 @@ class UsagePush:
             return None
         window = closing_window(period)
         counts = self.reports.read(window, subscription_id).get(subscription_id, UsageCounts())
-        item = PushItem(subscription_id, link.stripe_customer_id, link.product_id, counts)
+        item = PushItem(subscription_id, link.stripe_customer_id, link.product_id, period, period.start, counts)
         stamp_end = window.end if now is None or now >= period.end else max(period.start, now - 1)
-        return PushBatch(period, stamp_end, stamp_end, (item,), closing=True)
+        return PushBatch(stamp_end, stamp_end, (item,), closing=True)
 
     # Stage 2: process ----------------------------------------------------------------------
     def process_batch(
@@ -155,31 +193,54 @@ class UsagePush:
         """Report the batch's usage. Returns the summary and, if `deadline` came first, the rest."""
         summary = PushSummary()
         done: list[PushItem] = []
-        for start in range(0, len(batch.items), CHUNK):
+        for chunk in self._chunks(batch.items):
             if deadline is not None and clock() >= deadline:
                 return summary, remainder(batch, done)
-            chunk = batch.items[start : start + CHUNK]
-            summary.add(self._process_chunk(batch, chunk, dry_run))
+            for attempt in range(CONFLICT_RETRIES):
+                try:
+                    summary.add(self._process_chunk(batch, chunk, dry_run))
+                    break
+                except WatermarkConflict:
+                    if attempt == CONFLICT_RETRIES - 1:
+                        raise
+                    log.info("usage push: watermarks changed meanwhile; redoing %d subscriptions", len(chunk))
             done.extend(chunk)
         return summary, None
 
+    def _chunks(self, items: tuple[PushItem, ...]) -> Iterator[tuple[PushItem, ...]]:
+        """At most CHUNK items of whole groups (a bigger group is a chunk of its own)."""
+        groups: list[list[PushItem]] = []
+        for item in items:
+            if groups and self.watermarks.group_of(item.subscription_id) == self.watermarks.group_of(
+                groups[-1][0].subscription_id
+            ):
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        current: list[PushItem] = []
+        for group in groups:
+            if current and len(current) + len(group) > CHUNK:
+                yield tuple(current)
+                current = []
+            current.extend(group)
+        if current:
+            yield tuple(current)
+
     def _process_chunk(self, batch: PushBatch, chunk: tuple[PushItem, ...], dry_run: bool) -> PushSummary:
         summary = PushSummary(subscriptions_seen=len(chunk))
-        period = batch.period
-        marks = self.watermarks.read_range(period.start, [i.subscription_id for i in chunk])
-        by_sid = {i.subscription_id: i for i in chunk}
+        marks = self.watermarks.read([(i.subscription_id, i.period.start) for i in chunk])
 
         # 1. Recovery: pending events of an interrupted run go first, unchanged.
         pending = [m for m in marks.values() if m.pending is not None]
         if pending and not dry_run:
-            marks.update(self._recover(period.start, pending, summary))
+            marks = self._merge(marks, self._recover(pending, summary))
         elif pending:
             summary.planned.extend(m.pending.event for m in pending if m.pending is not None)
 
         # 2. Plan each subscription from its (recovered) watermark.
-        steps: dict[str, Step] = {}
-        for sid, item in by_sid.items():
-            mark = marks[sid]
+        steps: dict[str, tuple[Step, WatermarkWrite]] = {}
+        for item in chunk:
+            sid, mark = item.subscription_id, marks[item.subscription_id]
             if mark.pending is not None:
                 continue  # its resend failed; counted as failed in recovery
             try:
@@ -188,26 +249,20 @@ class UsagePush:
                 summary.failed += 1
                 summary.failures.append(f"{sid}: {exc.args[0]}")
                 continue
-            steps[sid] = plan_step(
-                subscription_id=sid, customer_id=item.customer_id, product=product, period_start=period.start,
-                period_end=period.end, period_to_date=item.counts, reported=mark.reported,
-                window_end=batch.window_end,
-            )  # fmt: skip
-        events = [s.event for s in steps.values() if s.event is not None]
-        summary.skipped += sum(1 for s in steps.values() if s.event is None)
+            planned = self._plan_item(batch, item, mark, product)
+            if planned is None:
+                summary.skipped += 1
+                continue
+            steps[sid] = planned
+        events = [step.event for step, _ in steps.values() if step.event is not None]
+        summary.skipped += sum(1 for step, _ in steps.values() if step.event is None)
         if dry_run:
             summary.planned.extend(events)
             return summary
 
-        # 3. Write down: pending events, and watermarks that move without an event (included calls).
-        writes = [
-            WatermarkWrite(marks[sid], marks[sid].reported if s.event else s.reported,
-                           PendingEvent(s.event, s.reported) if s.event else None)
-            for sid, s in steps.items()
-            if s.event is not None or s.reported != marks[sid].reported
-        ]  # fmt: skip
-        if writes:
-            marks.update(self.watermarks.write(period.start, writes))
+        # 3. Write down: pending events, and watermarks that move without an event.
+        if steps:
+            marks = self._merge(marks, self.watermarks.write(w for _, w in steps.values()))
         if not events:
             return summary
 
@@ -215,14 +270,48 @@ class UsagePush:
         result = self.meter.send(events)
         if self.after_send is not None:
             self.after_send(result)
-        self._record(period.start, marks, result, summary)
+        self._record(marks, result, summary)
         return summary
 
-    def _recover(self, period_start: int, pending: list[Watermark], summary: PushSummary) -> dict[str, Watermark]:
+    def _plan_item(
+        self, batch: PushBatch, item: PushItem, mark: Watermark, product: Product
+    ) -> tuple[Step, WatermarkWrite] | None:
+        """The step and the watermark write for one subscription; None when nothing moves."""
+        period = item.period
+        if batch.closing:
+            cumulative, until, closed = item.counts.billable(product), period.end, True
+            if mark.counted_until is not None and mark.counted_until >= period.end and cumulative <= mark.reported:
+                return None  # settled already (a resent closing request)
+        else:
+            run = RunWindow(item.window_start, batch.window_end)
+            action = window_action(mark.counted_until, period, run)
+            if action is WindowAction.SKIP:
+                return None
+            added = item.counts.billable(product) if action is WindowAction.COUNT else 0
+            cumulative, until, closed = mark.reported + added, run.end, False
+        step = plan_step(
+            subscription_id=item.subscription_id, customer_id=item.customer_id, product=product,
+            period_start=period.start, period_end=period.end, cumulative=cumulative, reported=mark.reported,
+            window_end=batch.window_end,
+        )  # fmt: skip
+        if step.event is None:
+            return step, WatermarkWrite(mark, step.reported, until, None, closed)
+        pending = PendingEvent(step.event, step.reported, until, closed)
+        return step, WatermarkWrite(mark, mark.reported, mark.counted_until, pending)
+
+    def _merge(self, marks: dict[str, Watermark], written: dict[str, Watermark]) -> dict[str, Watermark]:
+        """`marks` after a write: the written ones replaced, the others of the same groups re-versioned."""
+        versions = {self.watermarks.group_of(sid): m.etag for sid, m in written.items()}
+        merged = {}
+        for sid, mark in marks.items():
+            group = self.watermarks.group_of(sid)
+            merged[sid] = written.get(sid) or (replace(mark, etag=versions[group]) if group in versions else mark)
+        return merged
+
+    def _recover(self, pending: list[Watermark], summary: PushSummary) -> dict[str, Watermark]:
         events = [m.pending.event for m in pending if m.pending is not None]
         log.info("usage push: resending %d pending events of an interrupted run", len(events))
         result = self.meter.send(events)
-        marks = {m.subscription_id: m for m in pending}
         accepted = {e.identifier for e in result.accepted}
         done = [m for m in pending if m.pending is not None and m.pending.event.identifier in accepted]
         summary.recovered += len(done)
@@ -230,9 +319,9 @@ class UsagePush:
         for event, reason in result.failed:
             summary.failed += 1
             summary.failures.append(f"{event.subscription_id}: {reason}")
-        return {**marks, **self.watermarks.record(period_start, done)} if done else marks
+        return self.watermarks.write(_recorded(m) for m in done) if done else {}
 
-    def _record(self, period_start: int, marks: dict[str, Watermark], result: SendResult, summary: PushSummary) -> None:
+    def _record(self, marks: dict[str, Watermark], result: SendResult, summary: PushSummary) -> None:
         done = []
         for event in result.accepted:
             mark = marks[event.subscription_id]
@@ -240,8 +329,7 @@ class UsagePush:
             assert mark.pending.event.identifier == event.identifier
             done.append(mark)
         if done:
-            # One note for the whole chunk where the store allows it, not one row write per subscription.
-            self.watermarks.record(period_start, done)
+            self.watermarks.write(_recorded(m) for m in done)
         summary.events_sent += len(result.accepted)
         summary.calls_reported += sum(e.value for e in result.accepted)
         for event, reason in result.failed:
@@ -249,3 +337,14 @@ class UsagePush:
             summary.failed += 1
             summary.failures.append(f"{event.subscription_id}: {reason}")
             log.warning("usage push: Stripe refused the event of %s: %s", event.subscription_id, reason)
+
+
+def _expected_cursor(mark: Watermark) -> int | None:
+    """Where the cursor will be once a pending event (resent first) is recorded."""
+    return mark.pending.counted_until if mark.pending is not None else mark.counted_until
+
+
+def _recorded(mark: Watermark) -> WatermarkWrite:
+    """Stripe has the pending event of `mark`: the watermark becomes what the event was written with."""
+    assert mark.pending is not None
+    return WatermarkWrite(mark, mark.pending.reported, mark.pending.counted_until, None, mark.pending.closed)

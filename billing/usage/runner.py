@@ -17,13 +17,15 @@ SAFE_RUN_SECONDS = 8 * 60
 
 
 def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> int:
-    """Read the reports and enqueue one message per batch; returns the number of batches."""
-    count = 0
-    for batch in push.plan_batches(as_of):
+    """Read the reports and enqueue one message per batch; returns the number of batches.
+
+    A fan-out that fails part-way is simply run again: the watermarks say what is counted.
+    """
+    plan = push.plan(as_of)
+    for batch in plan.batches:
         send(batch_message(batch))
-        count += 1
-    log.info("usage push: %d batches enqueued (as of %d)", count, as_of)
-    return count
+    log.info("usage push: %d batches enqueued (as of %d)", len(plan.batches), as_of)
+    return len(plan.batches)
 
 
 def handle_message(
@@ -49,7 +51,8 @@ def handle_message(
 def run_in_process(push: UsagePush, as_of: int, *, dry_run: bool = False) -> PushSummary:
     """Plan and process every batch here (the CLI): same code as the queue path, no queue."""
     total = PushSummary()
-    for batch in push.plan_batches(as_of):
+    plan = push.plan(as_of)
+    for batch in plan.batches:
         summary, _ = push.process_batch(batch, dry_run=dry_run)
         total.add(summary)
     return total

@@ -1,13 +1,23 @@
 """Report windows: which slice of APIM's usage reports each push reads. Pure.
 
-Each subscription has its own billing anchor, so its period starts at its own time. One report
-read (paged, for all subscriptions) serves every subscription whose period starts at the same
-instant: the number of report reads grows with distinct period starts (at most ~31 a day with
-monthly anchors), not with subscriptions.
+Subscriptions have their own billing anchors, so their periods start at their own second; reading
+"period to date" would take one report read per distinct period start, which with anchors spread
+over a month is about one read per subscription. Instead each subscription's watermark keeps a
+cursor (the report window end its count has reached), and a run reads, for all subscriptions at
+once, the window from the cursors to now minus the report lag, adding each subscription's calls of
+that window to its count. After a normal run every cursor is the same, so the next run reads ONE
+window; subscriptions a failed run left behind add one more piece, up to `MAX_WINDOW_STARTS`.
+
+A subscription's first run in a period has no cursor yet: it only adopts the run's end as its
+cursor and counts nothing (its calls before that, which no window split from the previous
+period's, reach Stripe with the closing report, which reads the whole period exactly). Every
+window counted lies inside its period and windows never overlap, so the closing report's total
+is never below what was reported and the invoice gets every call once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -31,17 +41,37 @@ class ReportWindow:
     end: int
 
 
-def push_window(period: Period, as_of: int, lag_seconds: int) -> ReportWindow | None:
-    """Period-to-date, up to `lag_seconds` before `as_of` (reports lag), never past the period's end.
+MAX_WINDOW_STARTS = 4  # distinct cursors a run catches up from; older ones leave a gap to the closing report
 
-    None when nothing of the period is old enough to be read yet.
-    """
+
+@dataclass(frozen=True)
+class RunWindow:
+    """One subscription's window in a run: from its cursor (None: no cursor yet, adopt) to the end."""
+
+    start: int | None
+    end: int
+
+
+def run_end(as_of: int, lag_seconds: int) -> int:
+    """Where a run's windows end: `lag_seconds` before `as_of`, since APIM's reports lag."""
     if lag_seconds < 0:
         raise ValueError(f"the report lag must be >= 0 seconds, got {lag_seconds}")
-    end = min(as_of - lag_seconds, period.end)
-    if end <= period.start:
-        return None
-    return ReportWindow(period.start, end)
+    return as_of - lag_seconds
+
+
+def window_starts(cursors: Iterable[int], end: int, limit: int = MAX_WINDOW_STARTS) -> list[int]:
+    """The distinct starts a run reads from, oldest first: the newest `limit` cursors before `end`."""
+    return sorted({c for c in cursors if c < end})[-limit:]
+
+
+def pieces(starts: list[int], end: int) -> list[ReportWindow]:
+    """Disjoint report windows covering [starts[0], end): one read each, summed per subscription."""
+    return [ReportWindow(a, b) for a, b in zip(starts, [*starts[1:], end], strict=True)]
+
+
+def start_for(cursor: int, starts: list[int]) -> int:
+    """The window start of a subscription at `cursor`: its own, or the oldest kept (a gap)."""
+    return max([s for s in starts if s <= cursor], default=starts[0])
 
 
 def closing_window(period: Period) -> ReportWindow:

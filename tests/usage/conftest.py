@@ -123,12 +123,18 @@ class UsageStack(StackView):
         """`calls` synthetic calls of `sid` at unix time `at`, as APIM's reports will count them."""
         self.apim_emu.record_usage(sid, calls, at=datetime.fromtimestamp(at, UTC), outcome=outcome)
 
+    def start_pushes(self, sids: list[str], period_start: int) -> None:
+        """The first push of the period, before any call: its window only adopts the subscriptions."""
+        from billing.usage.wiring import usage_push  # noqa: PLC0415 - reads the settings set by the fixture
+
+        self.push_all(usage_push(), sids, period_start + int(REPORT_LAG_MINUTES) * 60 + 60)
+
     def push_all(self, push: UsagePush, sids: list[str], as_of: int) -> PushSummary:
         """Plan and process every batch of these subscriptions' links (the CLI's in-process path)."""
         links = SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, self.env))
         mine = [found[0] for sid in sids if (found := links.get(sid)) is not None]
         total = PushSummary()
-        for batch in push.plan_batches(as_of, links=mine):
+        for batch in push.plan(as_of, links=mine).batches:
             summary, rest = push.process_batch(batch)
             assert rest is None
             total.add(summary)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from billing.store.subscriptions import SubscriptionLink
 from billing.usage.plan import MeterEvent, UsageCounts
@@ -55,33 +56,50 @@ class FakeMeter:
 
 
 class FakeWatermarks:
-    def __init__(self) -> None:
-        self.rows: dict[tuple[int, str], Watermark] = {}
+    """Watermarks grouped like the table store: one version (etag) per group, writes ETag-checked."""
+
+    def __init__(self, group_size: int = 3) -> None:
+        self.rows: dict[tuple[str, int], Watermark] = {}
+        self.versions: dict[str, str] = {}  # group -> etag
         self._etags = itertools.count(1)
         self.writes = 0
+        self.group_size = group_size
+        self.before_write: Callable[[], None] | None = None  # test seam: runs once, then is cleared
 
-    def get(self, period_start: int, sid: str) -> Watermark:
-        return self.rows.get((period_start, sid), Watermark(sid, period_start))
+    def group_of(self, subscription_id: str) -> str:
+        digits = "".join(ch for ch in subscription_id if ch.isdigit())
+        return f"g{int(digits) // self.group_size if digits else 0}"
 
-    def read_range(self, period_start: int, sids: Sequence[str]) -> dict[str, Watermark]:
-        return {sid: self.get(period_start, sid) for sid in sids}
+    def get(self, sid: str, period_start: int) -> Watermark:
+        return self.read([(sid, period_start)])[sid]
 
-    def write(self, period_start: int, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
+    def read(self, keys: Sequence[tuple[str, int]]) -> dict[str, Watermark]:
         out = {}
-        for w in writes:
-            key = (period_start, w.previous.subscription_id)
-            if self.get(*key).etag != w.previous.etag:
-                raise WatermarkConflict("changed")
-            mark = Watermark(key[1], period_start, w.reported, w.pending, f"e{next(self._etags)}")
-            self.rows[key] = mark
-            out[key[1]] = mark
-            self.writes += 1
+        for sid, period_start in keys:
+            etag = self.versions.get(self.group_of(sid))
+            found = self.rows.get((sid, period_start))
+            out[sid] = replace(found, etag=etag) if found else Watermark(sid, period_start, etag=etag)
         return out
 
-
-    def record(self, period_start: int, accepted: Sequence[Watermark]) -> dict[str, Watermark]:
-        return self.write(period_start, [WatermarkWrite(m, m.pending.reported if m.pending else m.reported)
-                                         for m in accepted])  # fmt: skip
+    def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
+        hook, self.before_write = self.before_write, None
+        if hook is not None:
+            hook()
+        batch = list(writes)
+        for w in batch:
+            if self.versions.get(self.group_of(w.previous.subscription_id)) != w.previous.etag:
+                raise WatermarkConflict("changed")
+        out = {}
+        for group in sorted({self.group_of(w.previous.subscription_id) for w in batch}):
+            self.versions[group] = f"e{next(self._etags)}"
+        for w in batch:
+            sid, period_start = w.previous.subscription_id, w.previous.period_start
+            mark = Watermark(sid, period_start, w.reported, w.counted_until, w.pending,
+                             self.versions[self.group_of(sid)])  # fmt: skip
+            self.rows[(sid, period_start)] = mark
+            out[sid] = mark
+            self.writes += 1
+        return out
 
 
 class FakeLinks:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from billing.model_loader import load_models
 from billing.models import CallOutcome, PricingModel, Product, UsagePrice
-from billing.usage.plan import UsageCounts, event_identifier, event_timestamp, plan_step
+from billing.usage.plan import UsageCounts, WindowAction, event_identifier, event_timestamp, plan_step, window_action
+from billing.usage.windows import Period, ReportWindow, RunWindow, pieces, run_end, start_for, window_starts
 
 MODELS = load_models()
 PERIOD = (1_700_000_000, 1_702_592_000)  # 30 days
@@ -18,7 +19,8 @@ PERIOD = (1_700_000_000, 1_702_592_000)  # 30 days
 
 def _step(product: Product, counts: UsageCounts, reported: int, window_end: int = PERIOD[0] + 3600):  # type: ignore[no-untyped-def]
     return plan_step(subscription_id="sub_123", customer_id="cus_1", product=product, period_start=PERIOD[0],
-                     period_end=PERIOD[1], period_to_date=counts, reported=reported, window_end=window_end)
+                     period_end=PERIOD[1], cumulative=counts.billable(product), reported=reported,
+                     window_end=window_end)  # fmt: skip
 
 
 def _product(included: int = 0, outcomes: tuple[CallOutcome, ...] = (CallOutcome.SUCCESS,)) -> Product:
@@ -154,3 +156,46 @@ def test_rereading_the_same_counts_sends_nothing_more(seen: list[int]) -> None:
             sent += step.event.value if step.event else 0
             reported = step.reported
     assert sent == max(0, max(seen) - 50)
+
+
+P = Period(*PERIOD)
+H = 3600
+
+
+@pytest.mark.parametrize(
+    ("cursor", "run", "expected"),
+    [
+        (None, RunWindow(None, P.start + H), WindowAction.ADOPT),  # first run: nothing read
+        (None, RunWindow(P.start - H, P.start + H), WindowAction.ADOPT),  # window starts before the period
+        (None, RunWindow(P.start + H, P.start + 2 * H), WindowAction.COUNT),  # no row, window inside
+        (P.start + H, RunWindow(P.start + H, P.start + 2 * H), WindowAction.COUNT),  # the next window
+        (P.start + H, RunWindow(P.start + 3 * H, P.start + 4 * H), WindowAction.COUNT),  # after a gap
+        (P.start + 2 * H, RunWindow(P.start + H, P.start + 3 * H), WindowAction.SKIP),  # overlaps what was counted
+        (P.start + 2 * H, RunWindow(P.start + H, P.start + 2 * H), WindowAction.SKIP),  # counted already
+        (P.start + H, RunWindow(None, P.start + 2 * H), WindowAction.SKIP),  # nothing read: keep the row
+        (P.start + H, RunWindow(P.end - H, P.end + H), WindowAction.SKIP),  # reaches into the next period
+        (None, RunWindow(P.start - 2 * H, P.start - H), WindowAction.SKIP),  # before the period
+        (P.start + H, RunWindow(P.end - H, P.end), WindowAction.COUNT),  # up to the very end
+    ],
+)
+def test_a_window_counts_only_inside_the_period_and_after_the_cursor(
+    cursor: int | None, run: RunWindow, expected: WindowAction
+) -> None:
+    assert window_action(cursor, P, run) is expected
+
+
+def test_a_run_reads_one_window_per_distinct_cursor_and_sums_the_pieces_from_each() -> None:
+    end = 10_000
+    assert run_end(11_800, 1800) == end
+    with pytest.raises(ValueError, match="report lag"):
+        run_end(11_800, -1)
+    # Most subscriptions at 8,000 (the last run's end), two left behind by a failed run, one ahead.
+    starts = window_starts([8_000, 8_000, 8_000, 5_000, 6_500, 12_000], end)
+    assert starts == [5_000, 6_500, 8_000]
+    assert pieces(starts, end) == [ReportWindow(5_000, 6_500), ReportWindow(6_500, 8_000), ReportWindow(8_000, end)]
+    assert [start_for(c, starts) for c in (5_000, 6_500, 8_000)] == [5_000, 6_500, 8_000]
+    # Beyond the limit, the oldest cursors start at the oldest kept one (their gap: the closing report).
+    limited = window_starts([1_000, 2_000, 3_000, 4_000, 5_000], end, limit=2)
+    assert limited == [4_000, 5_000]
+    assert start_for(1_000, limited) == 4_000
+    assert window_starts([], end) == []

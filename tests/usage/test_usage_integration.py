@@ -31,6 +31,8 @@ def test_invoices_equal_the_quote_for_successful_calls_only_and_a_crash_counts_n
         item = sub["items"]["data"][0]
         link_period[pid] = (int(item["current_period_start"]), int(item["current_period_end"]))
     start = min(p[0] for p in link_period.values())
+    sids = [s for s, _, _ in subs.values()]
+    stack.start_pushes(sids, start)
 
     # An hour in: successful, failed (500) and blocked (429) calls through the gateway.
     clocks = [c for _, _, c in subs.values()]
@@ -45,7 +47,6 @@ def test_invoices_equal_the_quote_for_successful_calls_only_and_a_crash_counts_n
     def crash(result: SendResult) -> None:
         raise Crash
 
-    sids = [s for s, _, _ in subs.values()]
     crashing = usage_push()
     crashing.after_send = crash
     stack.at(clocks, start + 3 * HOUR)

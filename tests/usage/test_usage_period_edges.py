@@ -29,12 +29,13 @@ def test_a_subscription_cancelled_mid_period_has_its_final_usage_on_the_final_in
     periods = {pid: stack.period_of(sid) for pid, (sid, _, _) in subs.items()}
     start = min(p[0] for p in periods.values())
     sids = [sid for sid, _, _ in subs.values()]
+    stack.start_pushes(sids, start)
 
     # Part of the usage early in the period, reported by a regular push (30-minute report lag)...
     early = {"standard": 60_000, "payg": 400}
     for pid, (sid, _, _) in subs.items():
-        stack.record(sid, early[pid], at=start + 30 * 60)
-        stack.record(sid, 50, at=start + 30 * 60, outcome="blocked")  # never billable
+        stack.record(sid, early[pid], at=start + 90 * 60)
+        stack.record(sid, 50, at=start + 90 * 60, outcome="blocked")  # never billable
     stack.at(clocks, start + 3 * HOUR)
     first = stack.push_all(usage_push(), sids, start + 3 * HOUR)
     assert first.events_sent == 1  # payg only: standard's 60,000 calls are all included
@@ -78,6 +79,7 @@ def test_usage_in_the_last_hour_of_a_period_lands_on_that_periods_invoice(usage_
     sid, _customer, clock = stack.subscribe("payg", "last-hour")
     period_start, period_end = stack.period_of(sid)
     push = usage_push()
+    stack.start_pushes([sid], period_start)
 
     stack.record(sid, 700, at=period_start + 2 * DAY)
     stack.record(sid, 333, at=period_end - 30 * 60)  # the last half hour of the period

@@ -1,0 +1,95 @@
+"""The watermark table against Azurite: group rows, optimistic writes, the run cursor, bounded rows."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from azure.data.tables import TableClient
+
+from billing.store.watermarks import CLOSED_KEEP_SECONDS, GROUP_PARTITION, GROUPS, Watermarks, group_of
+from billing.usage.plan import MeterEvent, PendingEvent
+from billing.usage.ports import WatermarkConflict, WatermarkWrite
+from devstack.azurite import Azurite
+
+pytestmark = pytest.mark.storage
+P0 = 1_750_000_000
+DAY = 86_400
+
+
+@pytest.fixture
+def table(azurite: Azurite) -> TableClient:
+    client = TableClient.from_connection_string(azurite.connection_string, f"wm{uuid.uuid4().hex[:12]}")
+    client.create_table()
+    return client
+
+
+def _pending(sid: str, before: int, after: int, until: int) -> PendingEvent:
+    event = MeterEvent(identifier=f"{sid}:{P0}:{after}", event_name="apim_payg_calls", customer_id="cus_1",
+                       value=after - before, timestamp=P0 + 60, subscription_id=sid)  # fmt: skip
+    return PendingEvent(event, after, until)
+
+
+def test_many_subscriptions_are_stored_in_one_row_per_group_and_read_back_exactly(table: TableClient) -> None:
+    marks = Watermarks(table)
+    sids = [f"sub_{n:05d}" for n in range(3000)]
+    keys = [(sid, P0 + n) for n, sid in enumerate(sids)]  # each with its own period start
+    found = marks.read(keys)
+    assert all(m.counted_until is None and m.reported == 0 for m in found.values())
+    pending = {sid: _pending(sid, 0, n + 1, P0 + DAY) for n, sid in enumerate(sids) if n % 2}
+    marks.write(WatermarkWrite(found[sid], n, P0 + DAY // 2, pending.get(sid)) for n, sid in enumerate(sids))
+
+    again = Watermarks(table).read(keys)  # a fresh store: nothing cached
+    for n, sid in enumerate(sids):
+        assert (again[sid].reported, again[sid].counted_until, again[sid].pending) == (n, P0 + DAY // 2,
+                                                                                        pending.get(sid))
+    rows = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": GROUP_PARTITION}))
+    assert len(rows) == len({group_of(sid) for sid in sids}) <= GROUPS
+    # Another period of the same subscription is a separate watermark.
+    assert Watermarks(table).get(sids[0], P0 + 1).counted_until is None
+
+
+def test_a_row_changed_since_it_was_read_is_not_overwritten(table: TableClient) -> None:
+    first, second = Watermarks(table), Watermarks(table)
+    a = first.get("sub_a", P0)
+    b = second.get("sub_a", P0)
+    first.write([WatermarkWrite(a, 5, P0 + 10)])
+    with pytest.raises(WatermarkConflict):
+        second.write([WatermarkWrite(b, 7, P0 + 20)])
+    assert Watermarks(table).get("sub_a", P0).reported == 5
+    # Reading again gives the new version, which can be written.
+    fresh = second.get("sub_a", P0)
+    second.write([WatermarkWrite(fresh, 7, P0 + 20)])
+    assert Watermarks(table).get("sub_a", P0).reported == 7
+
+
+def test_two_subscriptions_of_one_group_written_by_two_runs_conflict_rather_than_lose_a_write(
+    table: TableClient,
+) -> None:
+    sid_a = "sub_a"
+    sid_b = next(f"sub_{n}" for n in range(100_000) if group_of(f"sub_{n}") == group_of(sid_a))
+    one, two = Watermarks(table), Watermarks(table)
+    a, b = one.get(sid_a, P0), two.get(sid_b, P0)
+    one.write([WatermarkWrite(a, 1, P0 + 10)])
+    with pytest.raises(WatermarkConflict):
+        two.write([WatermarkWrite(b, 2, P0 + 10)])
+    b = two.get(sid_b, P0)
+    two.write([WatermarkWrite(b, 2, P0 + 10)])
+    both = Watermarks(table).read([(sid_a, P0), (sid_b, P0)])
+    assert (both[sid_a].reported, both[sid_b].reported) == (1, 2)
+
+
+def test_closed_periods_are_dropped_long_after_they_were_settled_and_open_ones_never(table: TableClient) -> None:
+    marks = Watermarks(table)
+    old, current = ("sub_a", P0), ("sub_a", P0 + 30 * DAY)
+    found = marks.read([old])
+    marks.write([WatermarkWrite(found["sub_a"], 9, P0 + 30 * DAY, None, closed=True)])
+    other = ("sub_b", P0)  # open, never advanced
+    marks.write([WatermarkWrite(marks.get(*other), 3, P0 + DAY)])
+    later = P0 + 30 * DAY + CLOSED_KEEP_SECONDS + DAY
+    marks.write([WatermarkWrite(marks.get(*current), 1, later)])
+    store = Watermarks(table)
+    if group_of("sub_b") == group_of("sub_a"):
+        assert store.get(*other).reported == 3
+    assert store.get(*old).counted_until is None  # dropped: its group moved on 40+ days after it closed
+    assert store.get(*current).counted_until == later
