@@ -4,13 +4,18 @@
         [--stripe-rps 100] [--workers 8] [--naive-sample 1000]
 
 Per size it starts its own Azurite, Stripe emulator and APIM emulator on free loopback ports and
-seeds, with no latency and no limits (setup is not measured):
+seeds, with no latency and no limits (setup is not measured), the state of a steady day: yesterday's
+push ran, today's is due.
 - N APIM subscriptions (`ApimEmulator.bulk_create_subscriptions`) on the three metered products
   (developer, payg, standard, in turn), each with synthetic usage beyond its included calls
-  (`record_usage`, one row each), so every subscription has a meter event to send;
-- N/3 Stripe customers through the real API (the emulator has no bulk path; a consumer holds one
-  subscription of each metered product, so events of one customer go to three different meters);
-- N subscription links in Azurite (one row per subscription, as the webhook area writes them).
+  (`record_usage`, one row each) since yesterday's push, so every subscription has an event to send;
+- N/3 Stripe customers (`StripeEmulator.bulk_create_customers`: the API's own handler without
+  HTTP; a consumer holds one subscription of each metered product, so events of one customer go to
+  three different meters);
+- N subscription links in Azurite (one row per subscription, as the webhook area writes them), each
+  with its own billing anchor: period starts spread over the last 29 days, one second apart or more,
+  as real subscriptions' anchors are;
+- their watermarks as yesterday's push left them (cursor at yesterday's window end).
 
 Then it sets both emulators to `--latency-ms` per request and Stripe to a rate limit of
 `--stripe-rps` requests a second (Stripe's live-mode limit is 100; the emulator answers 429 beyond).
@@ -159,46 +164,44 @@ def arm_budget() -> TokenBucket:
 class Seeded:
     links: list[SubscriptionLink]
     expected_overage: int  # sum over subscriptions of the calls beyond the included ones
+    window: ReportWindow  # today's push window: yesterday's window end to now minus the lag
     setup_seconds: float
 
 
 def seed(size: int, stripe_emu: StripeEmulator, apim_emu: ApimEmulator, *, env: dict[str, str],
-         models: MonetizationModels, now: int) -> Seeded:  # fmt: skip
+         models: MonetizationModels, as_of: int) -> Seeded:  # fmt: skip
     started = time.monotonic()
     client = stripe_emu.client()
     for pid in PRODUCTS:
         client.v1.billing.meters.create(params={"display_name": f"{pid} calls", "event_name": meter_event_name(pid),
                                                 "default_aggregation": {"formula": "sum"}})  # fmt: skip
     consumers = -(-size // len(PRODUCTS))
-
-    def customer(n: int) -> str:
-        params = {"email": f"bench{n}@example.com", "metadata": {CUSTOMER_META_APIM_USER: f"bench{n}"}}
-        return str(client.v1.customers.create(params=params).id)
-
-    with ThreadPoolExecutor(SETUP_THREADS) as pool:
-        customers = list(pool.map(customer, range(consumers)))
+    customers = stripe_emu.bulk_create_customers(
+        (f"bench{n}@example.com", {CUSTOMER_META_APIM_USER: f"bench{n}"}) for n in range(consumers))
 
     mgmt = apim_emu.management_client(retry_total=0)
     for pid in PRODUCTS:
         mgmt.product.create_or_update(apim_emu.resource_group, apim_emu.service_name, pid, ProductContract(
             display_name=pid, subscription_required=True, approval_required=False, state="published"))  # fmt: skip
     mgmt.close()
-    period_start, period_end = now - DAY, now + 29 * DAY
+    window = ReportWindow(as_of - LAG_SECONDS - DAY, as_of - LAG_SECONDS)  # yesterday's end to today's
+    spread = 29 * DAY // size or 1  # anchors one second apart or more over the last 29 days
     links, expected = [], 0
     by_product: dict[str, list[str]] = {pid: [] for pid in PRODUCTS}
     for n in range(size):
         pid = PRODUCTS[n % len(PRODUCTS)]
         sid = f"sub_bench{n:07d}"
         by_product[pid].append(sid)
+        period_start = window.start - 1 - n * spread
         links.append(SubscriptionLink(
             apim_subscription_id=sid, apim_user_id=f"bench{n // len(PRODUCTS)}", product_id=pid,
             subscription_name=sid, stripe_customer_id=customers[n // len(PRODUCTS)], stripe_subscription_id=sid,
             stripe_usage_item_id=f"si_bench{n:07d}", stripe_status="active", apim_state="active",
-            current_period_start=period_start, current_period_end=period_end, stripe_state_at=now,
+            current_period_start=period_start, current_period_end=period_start + 30 * DAY, stripe_state_at=as_of,
         ))  # fmt: skip
     for pid, sids in by_product.items():
         apim_emu.bulk_create_subscriptions(sids, product_id=pid)
-    usage_at = datetime.fromtimestamp(period_start + 3600, UTC)
+    usage_at = datetime.fromtimestamp(window.start + 3600, UTC)
     for n, link in enumerate(links):
         calls = calls_for(link.product_id, n, models)
         apim_emu.record_usage(link.apim_subscription_id, calls, at=usage_at)
@@ -209,8 +212,11 @@ def seed(size: int, stripe_emu: StripeEmulator, apim_emu: ApimEmulator, *, env: 
     writer = SubscriptionLinks(table)
     with ThreadPoolExecutor(SETUP_THREADS) as pool:
         list(pool.map(writer.create_or_replace, links))
-    ensure_table(USAGE_WATERMARKS_TABLE, env)
-    return Seeded(links, expected, time.monotonic() - started)
+    # Yesterday's push: every watermark's cursor at the end of its window, nothing reported yet.
+    marks = Watermarks(ensure_table(USAGE_WATERMARKS_TABLE, env))
+    marks.write(WatermarkWrite(Watermark(lk.apim_subscription_id, lk.current_period_start), 0, window.start)
+                for lk in links)  # fmt: skip
+    return Seeded(links, expected, window, time.monotonic() - started)
 
 
 def set_latency(stripe_emu: StripeEmulator, apim_emu: ApimEmulator, latency_ms: int, stripe_rps: int) -> None:
@@ -223,8 +229,7 @@ def set_latency(stripe_emu: StripeEmulator, apim_emu: ApimEmulator, latency_ms: 
 class TimedWatermarks(Watermarks):
     """The app's watermark repository, adding up the time spent in its Table Storage transactions.
 
-    Azurite answers an entity-group transaction of 100 rows in a tenth of a second or more, one at a
-    time; the figure says how much of the wall time that is.
+    The figure says how much of the workers' time goes to Table Storage writes.
     """
 
     def __init__(self, table: TableClient) -> None:
@@ -232,10 +237,10 @@ class TimedWatermarks(Watermarks):
         self.seconds = 0.0
         self._lock = threading.Lock()
 
-    def write(self, period_start: int, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
+    def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
         started = time.monotonic()
         try:
-            return super().write(period_start, writes)
+            return super().write(writes)
         finally:
             with self._lock:
                 self.seconds += time.monotonic() - started
@@ -251,7 +256,8 @@ def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *,
     links = SubscriptionLinks(TableClient.from_connection_string(env["AzureWebJobsStorage"], SUBSCRIPTIONS_TABLE))
     push = UsagePush(models, reports, meter, marks, links, lag_seconds=LAG_SECONDS, batch_size=DEFAULT_BATCH_SIZE)
     started, cpu_started = time.monotonic(), time.process_time()
-    bodies = [batch_message(b) for b in push.plan_batches(as_of)]  # what the timer enqueues
+    plan = push.plan(as_of)
+    bodies = [batch_message(b) for b in plan.batches]  # what the timer enqueues
     planned = time.monotonic() - started
     rest: list[bytes] = []
     total = PushSummary()
@@ -267,7 +273,8 @@ def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *,
         problems.append(f"sent {total.events_sent} events / {total.calls_reported} calls, expected "
                         f"{len(seeded.links)} / {seeded.expected_overage}")  # fmt: skip
     note = (
-        f"{len(bodies)} batches; links listed and reports read in {planned:.1f}s; meter {meter.requests}; floors: ARM "
+        f"{len(bodies)} batches, {plan.report_reads} report window(s); links, watermarks and reports read in "
+        f"{planned:.1f}s; meter {meter.requests}; floors: ARM "
         f"{arm_floor(reports.requests):.1f}s, Stripe {stripe_requests / stripe_rps:.1f}s; Azurite "
         f"{marks.requests} requests, watermark transactions {marks.seconds:.1f}s summed over {workers} workers"
     )
@@ -306,7 +313,7 @@ def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, w
     client = stripe_client(env)
     arm, stripe_bucket = arm_budget(), stripe_budget(stripe_rps)
     links = seeded.links[:sample]
-    window = ReportWindow(links[0].current_period_start, as_of - LAG_SECONDS)
+    window = seeded.window
     counters = {"apim": 0, "stripe": 0}
     lock = threading.Lock()
 
@@ -376,12 +383,11 @@ def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) ->
         env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emu.app_settings(),
                **apim_emu.app_settings()}  # fmt: skip
         with environment(env):
-            now = int(time.time())
-            seeded = seed(size, stripe_emu, apim_emu, env=env, models=models, now=now)
+            as_of = int(time.time())
+            seeded = seed(size, stripe_emu, apim_emu, env=env, models=models, as_of=as_of)
             print(f"  setup: {size:,} subscriptions, {len({lk.stripe_customer_id for lk in seeded.links}):,} "
                   f"customers, links in Azurite, in {seeded.setup_seconds:.0f}s", flush=True)  # fmt: skip
             set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
-            as_of = int(time.time())
             push = run_push(env, models, seeded, as_of=as_of, workers=args.workers, stripe_rps=args.stripe_rps,
                             latency_ms=args.latency_ms)  # fmt: skip
             naive = run_naive(

@@ -44,7 +44,19 @@ Entry = list[Any]
 
 
 def group_of(subscription_id: str) -> str:
-    return f"{zlib.crc32(subscription_id.encode('utf-8')) % GROUPS:04d}"
+    return group_of_number(zlib.crc32(subscription_id.encode("utf-8")) % GROUPS)
+
+
+def group_of_number(number: int) -> str:
+    return f"{number:04d}"
+
+
+def _open_cursor(entry: Entry) -> int | None:
+    """Where an open entry's cursor is, or will be once its pending event is recorded; None if closed."""
+    _reported, counted_until, closed, pending = entry
+    if closed:
+        return None
+    return int(pending[6]) if pending is not None else (None if counted_until is None else int(counted_until))
 
 
 def _key(subscription_id: str, period_start: int) -> str:
@@ -121,6 +133,15 @@ class Watermarks:
 
     def get(self, subscription_id: str, period_start: int) -> Watermark:
         return self.read([(subscription_id, period_start)])[subscription_id]
+
+    def newest_cursor(self, before: int) -> int | None:
+        """The newest cursor of open (not closed) watermarks below `before`: one read of all rows."""
+        newest: int | None = None
+        for _etag, entries in self._read_groups(group_of_number(0), group_of_number(GROUPS - 1)).values():
+            for cursor in (_open_cursor(e) for e in entries.values()):
+                if cursor is not None and cursor < before and (newest is None or cursor > newest):
+                    newest = cursor
+        return newest
 
     def _read_groups(self, low: str, high: str) -> dict[str, tuple[str | None, dict[str, Entry]]]:
         query = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"

@@ -145,22 +145,28 @@ def split(
     groups: dict[str, list[PushItem]] = {}
     for item in items:
         groups.setdefault(group_of(item.subscription_id), []).append(item)
+    limit = MAX_MESSAGE_JSON_BYTES - 512
     current: list[PushItem] = []
     size = 0
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda i: i.subscription_id)
-        if current and len(current) + len(group) > batch_size:
+        sizes = [_item_size(i) for i in group]
+        if current and (len(current) + len(group) > batch_size or size + sum(sizes) > limit):
             yield PushBatch(window_end, as_of, tuple(current))
             current, size = [], 0
-        for item in group:
-            item_size = len(item.subscription_id) + len(item.customer_id) + len(item.product_id) + 125
-            if current and (len(current) >= batch_size or size + item_size > MAX_MESSAGE_JSON_BYTES - 512):
+        for item, item_size in zip(group, sizes, strict=True):
+            if current and (len(current) >= batch_size or size + item_size > limit):  # a group bigger than a batch
                 yield PushBatch(window_end, as_of, tuple(current))
                 current, size = [], 0
             current.append(item)
             size += item_size
     if current:
         yield PushBatch(window_end, as_of, tuple(current))
+
+
+def _item_size(item: PushItem) -> int:
+    """An upper bound of the item's JSON in a batch message (ids plus ten numbers)."""
+    return len(item.subscription_id) + len(item.customer_id) + len(item.product_id) + 125
 
 
 def remainder(batch: PushBatch, done: Sequence[PushItem]) -> PushBatch | None:

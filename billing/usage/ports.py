@@ -73,6 +73,13 @@ class WatermarkStore(Protocol):
         """Apply the writes if nothing changed since they were read (else WatermarkConflict)."""
         ...
 
+    def newest_cursor(self, before: int) -> int | None:
+        """The newest cursor of open watermarks below `before` (a pending event's, if it has one).
+
+        After a normal run every cursor is that run's end: the start of the next run's last window.
+        """
+        ...
+
 
 class LinkSource(Protocol):
     def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None: ...

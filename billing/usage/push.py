@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -128,14 +129,23 @@ class UsagePush:
         Each subscription's window starts at its cursor (the one its pending event will leave, if
         it has one), so a run never needs a cursor of its own and one that died part-way is caught
         up by the next. No cursor yet: the item only adopts the run's end (`window_action`).
+        The report read (paced by ARM's rate limit) starts at once from the newest cursor (after a
+        normal run, every watermark's) while the links are listed; older cursors, if any, add their
+        pieces afterwards.
         """
         end = run_end(as_of, self.lag_seconds)
-        metered = list(self.metered_links() if links is None else links)
-        marks = self.watermarks.read([(lk.apim_subscription_id, lk.current_period_start) for lk in metered])
-        cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
-        starts = window_starts((c for c in cursors.values() if c is not None), end)
-        windows = pieces(starts, end) if starts else []
-        counts_by_start = self._read_windows(windows)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            listed = pool.submit(lambda: list(self.metered_links() if links is None else links))
+            guess = self.watermarks.newest_cursor(end)
+            early = pool.submit(self.reports.read, ReportWindow(guess, end)) if guess is not None else None
+            metered = listed.result()
+            marks = self.watermarks.read([(lk.apim_subscription_id, lk.current_period_start) for lk in metered])
+            cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
+            starts = window_starts((c for c in cursors.values() if c is not None), end)
+            windows = pieces(starts, end) if starts else []
+            ready = {windows[-1]: early} if early is not None and windows and windows[-1].start == guess else {}
+            counts_by_start = self._read_windows(windows, ready)
+            reads = len(windows) + (1 if early is not None and not ready else 0)
         items = []
         for link in metered:
             sid = link.apim_subscription_id
@@ -147,14 +157,17 @@ class UsagePush:
             period = Period(link.current_period_start, link.current_period_end)
             items.append(PushItem(sid, link.stripe_customer_id, link.product_id, period, start, counts))
         batches = list(split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size))
-        return PushPlan(end, len(windows), batches)
+        return PushPlan(end, reads, batches)
 
-    def _read_windows(self, windows: list[ReportWindow]) -> dict[int, dict[str, UsageCounts]]:
+    def _read_windows(
+        self, windows: list[ReportWindow], ready: Mapping[ReportWindow, Future[Mapping[str, UsageCounts]]]
+    ) -> dict[int, dict[str, UsageCounts]]:
         """Per window start, each subscription's calls from that start to the run's end (pieces summed)."""
         totals: dict[str, UsageCounts] = {}
         out: dict[int, dict[str, UsageCounts]] = {}
         for window in reversed(windows):  # newest first: each start adds its piece to the later ones
-            for sid, c in self.reports.read(window).items():
+            read = ready[window].result() if window in ready else self.reports.read(window)
+            for sid, c in read.items():
                 totals[sid] = totals[sid] + c if sid in totals else c
             out[window.start] = dict(totals)
         return out

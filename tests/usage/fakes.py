@@ -81,6 +81,10 @@ class FakeWatermarks:
             out[sid] = replace(found, etag=etag) if found else Watermark(sid, period_start, etag=etag)
         return out
 
+    def newest_cursor(self, before: int) -> int | None:
+        cursors = [m.pending.counted_until if m.pending else m.counted_until for m in self.rows.values()]
+        return max((c for c in cursors if c is not None and c < before), default=None)
+
     def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
         hook, self.before_write = self.before_write, None
         if hook is not None:

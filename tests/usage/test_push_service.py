@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -261,10 +263,8 @@ def test_any_runs_crashes_and_closing_bill_exactly_the_periods_overage(
 
     for at, crashes in sorted(runs):
         push = _push(links, reports, meter, marks, after_send=crash if crashes else None)
-        try:
+        with contextlib.suppress(Crash):
             run_in_process(push, P0 + at)
-        except Crash:
-            pass
     report_closing_usage("sub_1", P0, P1, _push(links, reports, meter, marks), now=P1)
     in_period = sum(n for offset, n in calls if 0 <= offset < P1 - P0)
     assert meter.total() == max(0, in_period - MODELS.product(product).included_calls)
@@ -333,15 +333,20 @@ def test_bad_messages_say_what_is_wrong(body: bytes, fragment: str) -> None:
 
 def test_a_full_batch_message_fits_a_storage_queue_message() -> None:
     reports = FakeReports()
-    long_links = [link(f"sub_{'x' * 40}{n:05d}", "enterprise", P0 - n * 997, P1 - n * 997, customer=f"cus_{'y' * 30}{n}")
-                  for n in range(2000)]
+    long_links = [link(f"sub_{'x' * 40}{n:05d}", "enterprise", P0 - n * 997, P1 - n * 997,
+                       customer=f"cus_{'y' * 30}{n}") for n in range(2000)]  # fmt: skip
     marks = FakeWatermarks()
     for lk in long_links:
         marks.rows[(lk.apim_subscription_id, lk.current_period_start)] = Watermark(
             lk.apim_subscription_id, lk.current_period_start, 0, P0 + 1)
         reports.add(lk.apim_subscription_id, P0 + 1, success=10**12, blocked=10**12, failed=10**12)
-    for batch in _push(long_links, reports, marks=marks, batch_size=10_000).plan(P0 + DAY).batches:
+    batches = _push(long_links, reports, marks=marks, batch_size=10_000).plan(P0 + DAY).batches
+    for batch in batches:
         encoded = len(batch_message(batch)) * 4 / 3  # base64, as the Functions queue trigger expects
         assert encoded < 64 * 1024
         assert parse_message(batch_message(batch)) == batch
+    # Cut by size, still in whole groups: no two batches write one group.
+    groups = [{marks.group_of(i.subscription_id) for i in b.items} for b in batches]
+    assert len(batches) > 1
+    assert sum(len(g) for g in groups) == len(set().union(*groups))
     assert Period(P0, P1).end == P1
