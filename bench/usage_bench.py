@@ -1,7 +1,7 @@
 """Benchmark (not a test): the usage push against the naive per-subscription approach, at scale.
 
     .venv/bin/python -m bench.usage_bench [--sizes 1000,10000,100000] [--latency-ms 50]
-        [--stripe-rps 100] [--workers 8] [--naive-sample 1000]
+        [--stripe-rps 100] [--processes 2] [--workers 16] [--naive-sample 1000]
 
 Per size it starts its own Azurite, Stripe emulator and APIM emulator on free loopback ports and
 seeds, with no latency and no limits (setup is not measured), the state of a steady day: yesterday's
@@ -23,9 +23,10 @@ The APIM emulator has no rate limit, so ARM's documented read limit (a token buc
 requests refilled at 25 a second, per subscription and principal) is enforced in the client for
 both approaches. Measured:
 
-- usage push: the app's own code (`UsagePush.plan_batches`, then each batch through its queue
-  message and `runner.handle_message` on `--workers` threads, as parallel queue-triggered
-  instances would), with the app's adapters (`ApimUsageReports`, `StripeMeterSender`, `Watermarks`).
+- usage push: the app's own code with the app's adapters (`ApimUsageReports`, `StripeMeterSender`,
+  `Watermarks`): `UsagePush.plan` in a timer process, then each batch through its queue message and
+  `runner.handle_message` in `--processes` worker processes of `--workers` threads each, as
+  queue-triggered Functions instances would; each worker process has its share of the Stripe budget.
 - naive (the Microsoft sample's `reportUsageToStripe`): per subscription one report call filtered on
   the subscription, one usage call (a v1 meter event, today's form of a usage record) and one update
   (`customers.update` metadata standing in for the sample's `subscriptions.update`: the bench makes
@@ -49,6 +50,7 @@ seconds approach its wall time is bound by that, not by the services.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import threading
@@ -152,7 +154,7 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 def stripe_budget(rps: float) -> TokenBucket:
     # The emulator counts requests in any sliding second: a 5% margin and a small burst never exceed it.
-    return TokenBucket(rps * 0.95, burst=5)
+    return TokenBucket(rps * 0.95, burst=max(1, int(rps // 20)))
 
 
 def arm_budget() -> TokenBucket:
@@ -247,43 +249,101 @@ class TimedWatermarks(Watermarks):
 
 
 # The usage push -----------------------------------------------------------------------------------
-def run_push(env: dict[str, str], models: MonetizationModels, seeded: Seeded, *, as_of: int, workers: int,
-             stripe_rps: int, latency_ms: int) -> Result:  # fmt: skip
+# As on Azure Functions, the timer and the queue workers run in their own processes (instances), not
+# in the one that hosts the emulators; `--processes` worker processes take the batches, each with
+# `--workers` threads and its share of the Stripe budget.
+_PROCESS: dict[str, Any] = {}
+
+
+def _init_process(env: dict[str, str], stripe_rps: float, barrier: Any) -> None:
+    os.environ.update(env)
     service = apim_service(env)
     reports = ApimUsageReports(service, arm_budget())
     meter = StripeMeterSender(stripe_client(env), stripe_budget(stripe_rps))
     marks = TimedWatermarks(TableClient.from_connection_string(env["AzureWebJobsStorage"], USAGE_WATERMARKS_TABLE))
     links = SubscriptionLinks(TableClient.from_connection_string(env["AzureWebJobsStorage"], SUBSCRIPTIONS_TABLE))
-    push = UsagePush(models, reports, meter, marks, links, lag_seconds=LAG_SECONDS, batch_size=DEFAULT_BATCH_SIZE)
-    started, cpu_started = time.monotonic(), time.process_time()
+    _PROCESS.update(push=UsagePush(load_models(), reports, meter, marks, links, lag_seconds=LAG_SECONDS,
+                                   batch_size=DEFAULT_BATCH_SIZE), reports=reports, meter=meter, marks=marks,
+                    barrier=barrier)  # fmt: skip
+
+
+def _ready(_: int) -> int:
+    _PROCESS["barrier"].wait(60)  # every process of the pool initialised, each holding one of these
+    return os.getpid()
+
+
+def _timer(as_of: int) -> dict[str, Any]:
+    push: UsagePush = _PROCESS["push"]
+    started, cpu = time.monotonic(), time.process_time()
     plan = push.plan(as_of)
     bodies = [batch_message(b) for b in plan.batches]  # what the timer enqueues
-    planned = time.monotonic() - started
+    return {"bodies": bodies, "reads": plan.report_reads, "apim": _PROCESS["reports"].requests,
+            "azurite": _PROCESS["marks"].requests, "seconds": time.monotonic() - started,
+            "cpu": time.process_time() - cpu}  # fmt: skip
+
+
+def _worker(bodies: list[bytes], threads: int) -> dict[str, Any]:
+    push: UsagePush = _PROCESS["push"]
+    cpu = time.process_time()
     rest: list[bytes] = []
     total = PushSummary()
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         for summary in pool.map(lambda body: handle_message(push, body, rest.append), bodies):
             total.add(summary)
-    wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
-    stripe_requests = sum(meter.requests.values())
+    marks: TimedWatermarks = _PROCESS["marks"]
+    return {"summary": total, "rest": len(rest), "stripe": dict(_PROCESS["meter"].requests),
+            "azurite": marks.requests, "write_seconds": marks.seconds, "cpu": time.process_time() - cpu}  # fmt: skip
+
+
+def _pool(env: dict[str, str], processes: int, stripe_rps: float) -> Any:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    pool = context.Pool(processes, initializer=_init_process, initargs=(env, stripe_rps, barrier))
+    pool.map(_ready, range(processes), chunksize=1)
+    return pool
+
+
+def run_push(env: dict[str, str], seeded: Seeded, *, as_of: int, processes: int, workers: int,
+             stripe_rps: int, latency_ms: int) -> Result:  # fmt: skip
+    timer_pool = _pool(env, 1, stripe_rps)
+    worker_pool = _pool(env, processes, stripe_rps / processes)
+    try:
+        started = time.monotonic()
+        planned = timer_pool.apply(_timer, (as_of,))
+        bodies: list[bytes] = planned["bodies"]
+        shares = [bodies[n::processes] for n in range(processes)]
+        done = worker_pool.starmap(_worker, [(share, workers) for share in shares], chunksize=1)
+        wall = time.monotonic() - started
+    finally:
+        timer_pool.terminate()
+        worker_pool.terminate()
+    total = PushSummary()
+    meter_requests: dict[str, int] = {}
+    for part in done:
+        total.add(part["summary"])
+        for kind, n in part["stripe"].items():
+            meter_requests[kind] = meter_requests.get(kind, 0) + n
+    stripe_requests = sum(meter_requests.values())
+    cpu = planned["cpu"] + sum(part["cpu"] for part in done)
     problems = []
+    rest = sum(part["rest"] for part in done)
     if total.failed or rest:
-        problems.append(f"{total.failed} failed, {len(rest)} re-enqueued")
+        problems.append(f"{total.failed} failed, {rest} re-enqueued")
     if total.events_sent != len(seeded.links) or total.calls_reported != seeded.expected_overage:
         problems.append(f"sent {total.events_sent} events / {total.calls_reported} calls, expected "
                         f"{len(seeded.links)} / {seeded.expected_overage}")  # fmt: skip
     note = (
-        f"{len(bodies)} batches, {plan.report_reads} report window(s); links, watermarks and reports read in "
-        f"{planned:.1f}s; meter {meter.requests}; floors: ARM "
-        f"{arm_floor(reports.requests):.1f}s, Stripe {stripe_requests / stripe_rps:.1f}s; Azurite "
-        f"{marks.requests} requests, watermark transactions {marks.seconds:.1f}s summed over {workers} workers"
+        f"{len(bodies)} batches, {planned['reads']} report window(s); timer (links, watermarks, reports) "
+        f"{planned['seconds']:.1f}s; {processes} worker processes x {workers} threads; meter {meter_requests}; "
+        f"floors: ARM {arm_floor(planned['apim']):.1f}s, Stripe {stripe_requests / stripe_rps:.1f}s; Azurite "
+        f"{planned['azurite'] + sum(p['azurite'] for p in done)} requests, watermark writes "
+        f"{sum(p['write_seconds'] for p in done):.1f}s summed over threads; cpu s = timer + workers"
     )
     if problems:
         note += f"; PROBLEM: {'; '.join(problems)}"
-    service.client.close()
-    return Result("usage push", len(seeded.links), wall, reports.requests, stripe_requests,
-                  floor_seconds(reports.requests, stripe_requests, stripe_rps),
-                  push_latency_floor(reports.requests, latency_ms), cpu, note=note)  # fmt: skip
+    return Result("usage push", len(seeded.links), wall, planned["apim"], stripe_requests,
+                  floor_seconds(planned["apim"], stripe_requests, stripe_rps),
+                  push_latency_floor(planned["apim"], latency_ms), cpu, note=note)  # fmt: skip
 
 
 # The naive approach (the Microsoft sample) ----------------------------------------------------------
@@ -388,8 +448,8 @@ def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) ->
             print(f"  setup: {size:,} subscriptions, {len({lk.stripe_customer_id for lk in seeded.links}):,} "
                   f"customers, links in Azurite, in {seeded.setup_seconds:.0f}s", flush=True)  # fmt: skip
             set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
-            push = run_push(env, models, seeded, as_of=as_of, workers=args.workers, stripe_rps=args.stripe_rps,
-                            latency_ms=args.latency_ms)  # fmt: skip
+            push = run_push(env, seeded, as_of=as_of, processes=args.processes, workers=args.workers,
+                            stripe_rps=args.stripe_rps, latency_ms=args.latency_ms)  # fmt: skip
             naive = run_naive(
                 env,
                 seeded,
@@ -435,11 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_sizes, default=_sizes("1000,10000,100000"))
     parser.add_argument("--latency-ms", type=int, default=50, help="added to every emulator API request")
     parser.add_argument("--stripe-rps", type=int, default=100, help="Stripe requests a second before 429")
-    parser.add_argument("--workers", type=int, default=8, help="parallel queue workers (and naive threads)")
+    parser.add_argument("--processes", type=int, default=2, help="queue worker processes (Functions instances)")
+    parser.add_argument("--workers", type=int, default=16, help="threads per worker process (and naive threads)")
     parser.add_argument("--naive-sample", type=int, default=1000, help="naive subscriptions measured per size")
     args = parser.parse_args(argv)
-    if args.latency_ms < 0 or args.stripe_rps < 1 or args.workers < 1 or args.naive_sample < 1:
-        parser.error("--latency-ms must be >= 0; --stripe-rps, --workers and --naive-sample >= 1")
+    if args.latency_ms < 0 or min(args.stripe_rps, args.processes, args.workers, args.naive_sample) < 1:
+        parser.error("--latency-ms must be >= 0; --stripe-rps, --processes, --workers and --naive-sample >= 1")
     models = load_models()
     print(f"usage bench: latency {args.latency_ms} ms/request, Stripe {args.stripe_rps} req/s (emulator-enforced), "
           f"ARM reads {ARM_READ_BURST} burst + {ARM_READ_RPS:g}/s (client-enforced), {args.workers} workers, "

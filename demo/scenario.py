@@ -105,6 +105,10 @@ class Demo:
         self.step("2. Consumers sign up and subscribe through the developer portal")
         for plan in self.plan:
             self.states.append(self.onboard(plan))
+        # The daily push's first run after a subscription starts only opens its usage window (the
+        # calls before it reach Stripe with the closing report); here it runs before any traffic.
+        self.say("The usage push's first run opens the new subscriptions' usage windows:")
+        self.run_usage_push()
         self.step("3. Traffic through the API gateway")
         self.send_traffic()
         self.step("4. Usage pushed to Stripe (the daily timer's work, run now)")
