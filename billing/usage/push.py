@@ -52,7 +52,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("billing.usage")
 
-CHUNK = 100  # subscriptions per send-and-record step (one Stripe stream request), in whole groups
+# Subscriptions per read-write-send-record step, in whole groups: a batch of the default size is one
+# step (one watermark read, two writes, its stream requests side by side); bigger batches (the CLI's)
+# take several, and the time limit is checked between them.
+CHUNK = 300
 CONFLICT_RETRIES = 3  # a chunk whose watermarks changed meanwhile is redone from what is stored
 
 

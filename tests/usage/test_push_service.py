@@ -12,7 +12,7 @@ from billing.model_loader import load_models
 from billing.usage.batches import BadMessage, PushBatch, batch_message, parse_message
 from billing.usage.closing import report_closing_usage
 from billing.usage.ports import SendResult, Watermark
-from billing.usage.push import UsagePush
+from billing.usage.push import CHUNK, UsagePush
 from billing.usage.runner import handle_message, run_in_process
 from billing.usage.windows import Period, ReportWindow
 from tests.usage.fakes import FakeLinks, FakeMeter, FakeReports, FakeWatermarks, link
@@ -298,21 +298,23 @@ def test_closing_request_message_is_handled_like_the_function_call() -> None:
 
 def test_near_the_time_limit_the_rest_is_re_enqueued_and_finishes_exactly() -> None:
     reports, meter, marks = FakeReports(), FakeMeter(), FakeWatermarks(group_size=1)
-    links = [link(f"sub_{n:03d}", "payg", P0, P1) for n in range(250)]
-    push = _push(links, reports, meter, marks, batch_size=250)
+    count = 2 * CHUNK + CHUNK // 2
+    links = [link(f"sub_{n:04d}", "payg", P0, P1) for n in range(count)]
+    push = _push(links, reports, meter, marks)
     _start(push)
-    for n in range(250):
-        reports.add(f"sub_{n:03d}", P0 + 5, success=n + 1)
-    (batch,) = push.plan(P0 + DAY).batches
+    for n in range(count):
+        reports.add(f"sub_{n:04d}", P0 + 5, success=n + 1)
+    planned = push.plan(P0 + DAY).batches
+    batch = PushBatch(planned[0].window_end, planned[0].as_of, tuple(i for b in planned for i in b.items))
     ticks = iter([0.0, 0.0, 10_000.0])  # the clock passes the deadline after two chunks
     sent: list[bytes] = []
     handle_message(push, batch_message(batch), sent.append, started=0.0, clock=lambda: next(ticks))
     (rest_body,) = sent
     rest = parse_message(rest_body)
     assert isinstance(rest, PushBatch)
-    assert len(rest.items) == 50
+    assert len(rest.items) == count - 2 * CHUNK
     handle_message(push, rest_body, sent.append)
-    assert meter.total() == sum(range(1, 251))
+    assert meter.total() == sum(range(1, count + 1))
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
-"""The v2 meter event stream path end to end: enough subscriptions of one period that a chunk of
-events goes to Stripe through `/v2/billing/meter_event_stream` (session token), a crash after the
-stream accepted them, the rerun resending them through the stream (Stripe drops the duplicates),
-and every renewal invoice equal to the quote of that subscription's calls.
+"""The v2 meter event stream path end to end: enough subscriptions that their events go to Stripe
+through `/v2/billing/meter_event_stream` (session token) in two requests, a crash after the stream
+accepted them, the rerun resending them through the stream (Stripe drops the duplicates), new
+calls after that, and every renewal invoice equal to the quote of that subscription's calls.
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
         stack.record(sid, n, at=start + HOUR)
         stack.record(sid, 9, at=start + HOUR, outcome="blocked")
 
-    # The first run crashes after the stream accepted the first chunk (up to 100 subscriptions of
-    # whole watermark groups), before recording it.
+    # The first run crashes after the stream accepted the events (100 a request), before recording them.
     stack.at(clocks, start + 3 * HOUR)
     crashing = usage_push()
 
@@ -62,17 +61,22 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
     with pytest.raises(Crash):
         stack.push_all(crashing, subs, start + 3 * HOUR)
     first = cast(StripeMeterSender, crashing.meter).requests
-    assert first == {"v1": 0, "stream": 1, "session": 1}
+    assert first == {"v1": 0, "stream": 2, "session": 1}
 
-    # The rerun resends the pending events through the stream (same identifiers: dropped), then
-    # sends the others in one more stream request on the same session (v1 only for tiny sends).
+    # The rerun resends the pending events through the stream (same identifiers: Stripe drops them).
     stack.at(clocks, start + 4 * HOUR)
     rerun = usage_push()
     summary = stack.push_all(rerun, subs, start + 4 * HOUR)
-    first_chunk = summary.recovered  # whole groups: up to 100
-    assert STREAM_MAX_EVENTS - 10 <= first_chunk <= STREAM_MAX_EVENTS
-    assert (summary.events_sent, summary.failed) == (count - first_chunk, 0)
+    assert (summary.recovered, summary.events_sent, summary.failed) == (count, 0, 0)
     assert cast(StripeMeterSender, rerun.meter).requests == {"v1": 0, "stream": 2, "session": 1}
+
+    # Later calls of some subscriptions go in the next run, from where the recorded ones left off.
+    for n, sid in enumerate(subs[-(STREAM_MAX_EVENTS // 2) :]):
+        stack.record(sid, n + 1, at=start + 5 * HOUR)
+        calls[sid] += n + 1
+    stack.at(clocks, start + 6 * HOUR)
+    later = stack.push_all(usage_push(), subs, start + 6 * HOUR)
+    assert (later.events_sent, later.calls_reported) == (STREAM_MAX_EVENTS // 2, sum(range(1, 51)))
 
     # Every renewal invoice bills exactly that subscription's successful calls, once.
     for clock in clocks:
