@@ -3,7 +3,7 @@
 Layout (why: writing one Table Storage row per subscription costs the client most of a millisecond
 of CPU, and most of a push's time went there): subscriptions are spread over `GROUPS` groups by a
 stable hash of their id; ONE row per group (RowKey = the group, all in partition `GROUP_PARTITION`)
-holds the watermarks of all its subscriptions and periods, as compressed JSON in binary properties.
+holds the watermarks of all its subscriptions and periods, as JSON in string properties.
 A push batch holds whole groups (`group_of`), so it reads its rows with one range query and writes
 each row once per step, in entity-group transactions of up to 100 rows.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from billing.usage.plan import MeterEvent, PendingEvent
 from billing.usage.ports import Watermark, WatermarkConflict, WatermarkWrite
@@ -34,7 +34,7 @@ from billing.usage.ports import Watermark, WatermarkConflict, WatermarkWrite
 GROUPS = 1024  # never change for a table in use: a subscription's group must not move
 GROUP_PARTITION = "groups"
 MAX_TRANSACTION_OPS = 100  # Azure Table Storage entity-group transaction limit
-PART_BYTES = 60_000  # a binary property holds 64 KiB; an entity 1 MiB (about 15 parts)
+PART_CHARS = 30_000  # a string property holds 32K characters; an entity 1 MiB (about 15 parts)
 MAX_PARTS = 15
 CLOSED_KEEP_SECONDS = 40 * 86400
 
@@ -64,17 +64,17 @@ def _key(subscription_id: str, period_start: int) -> str:
 
 
 def _encode(entries: dict[str, Entry]) -> dict[str, Any]:
-    packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode("utf-8"), 1)
-    parts = [packed[i : i + PART_BYTES] for i in range(0, len(packed), PART_BYTES)] or [b""]
+    text = json.dumps(entries, separators=(",", ":"))
+    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or [""]
     if len(parts) > MAX_PARTS:
-        raise ValueError(f"a watermark group outgrew its row ({len(packed):,} bytes compressed); raise GROUPS")
-    return {"parts": len(parts), **{f"d{n}": EntityProperty(part, EdmType.BINARY) for n, part in enumerate(parts)}}
+        raise ValueError(f"a watermark group outgrew its row ({len(text):,} characters); raise GROUPS")
+    return {"parts": len(parts), **{f"d{n}": part for n, part in enumerate(parts)}}
 
 
 def _decode(entity: Any) -> dict[str, Entry]:
     parts = int(entity.get("parts") or 0)
-    packed = b"".join(bytes(entity[f"d{n}"]) for n in range(parts))
-    decoded: dict[str, Entry] = json.loads(zlib.decompress(packed)) if packed else {}
+    text = "".join(str(entity[f"d{n}"]) for n in range(parts))
+    decoded: dict[str, Entry] = json.loads(text) if text else {}
     return decoded
 
 

@@ -93,3 +93,16 @@ def test_closed_periods_are_dropped_long_after_they_were_settled_and_open_ones_n
         assert store.get(*other).reported == 3
     assert store.get(*old).counted_until is None  # dropped: its group moved on 40+ days after it closed
     assert store.get(*current).counted_until == later
+
+
+def test_a_group_larger_than_one_property_is_split_over_several_and_read_back(table: TableClient) -> None:
+    target = group_of("sub_0")
+    sids = [sid for n in range(400_000) if group_of(sid := f"sub_{n}") == target][:300]
+    marks = Watermarks(table)
+    found = marks.read([(sid, P0) for sid in sids])
+    pending = {sid: _pending(sid, 0, n + 7, P0 + DAY) for n, sid in enumerate(sids)}
+    marks.write(WatermarkWrite(found[sid], 0, P0, pending[sid]) for sid in sids)
+    (row,) = table.query_entities("PartitionKey eq @pk", parameters={"pk": GROUP_PARTITION})
+    assert row["parts"] > 1  # one row, its JSON beyond one string property's 32K characters
+    again = Watermarks(table).read([(sid, P0) for sid in sids])
+    assert {sid: m.pending for sid, m in again.items()} == pending
