@@ -87,7 +87,8 @@ def _to_watermark(sid: str, period_start: int, entry: Entry | None, etag: str | 
         identifier, name, customer, value, timestamp, p_reported, p_until, p_closed = raw
         event = MeterEvent(identifier, name, customer, int(value), int(timestamp), sid)
         pending = PendingEvent(event, int(p_reported), int(p_until), bool(p_closed))
-    return Watermark(sid, period_start, int(reported), int(counted_until), pending, etag)
+    cursor = None if counted_until is None else int(counted_until)  # None: a closing report came first
+    return Watermark(sid, period_start, int(reported), cursor, pending, etag)
 
 
 def _to_entry(write: WatermarkWrite) -> Entry:

@@ -106,3 +106,14 @@ def test_a_group_larger_than_one_property_is_split_over_several_and_read_back(ta
     assert row["parts"] > 1  # one row, its JSON beyond one string property's 32K characters
     again = Watermarks(table).read([(sid, P0) for sid in sids])
     assert {sid: m.pending for sid, m in again.items()} == pending
+
+
+def test_a_closing_report_before_any_push_writes_a_watermark_without_a_cursor(table: TableClient) -> None:
+    marks = Watermarks(table)
+    first = marks.get("sub_new", P0)
+    pending = PendingEvent(_pending("sub_new", 0, 12, P0 + 30 * DAY).event, 12, P0 + 30 * DAY, closed=True)
+    marks.write([WatermarkWrite(first, 0, None, pending)])
+    found = Watermarks(table).get("sub_new", P0)
+    assert (found.reported, found.counted_until, found.pending) == (0, None, pending)
+    marks.write([WatermarkWrite(found, 12, P0 + 30 * DAY, None, closed=True)])
+    assert Watermarks(table).get("sub_new", P0).counted_until == P0 + 30 * DAY
