@@ -2,20 +2,29 @@
 
 Paid products: the APIM subscription id IS the Stripe subscription id (`sub_...`), so creating
 it on `checkout.session.completed` is idempotent and either side finds the other without an index.
-One row per APIM subscription: PartitionKey = APIM subscription id, RowKey = "link".
+One row per APIM subscription: PartitionKey = the subscription's group (`billing.store.groups`,
+as its usage watermarks), RowKey = the APIM subscription id. A point read is still PartitionKey +
+RowKey; the groups let the usage push list every link as ranges read side by side, and let
+imports write a partition's rows in transactions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
+from itertools import pairwise
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-ROW_KEY = "link"
+from billing.store.groups import GROUPS, group_of, group_of_number
+from billing.store.table_rows import query_rows
+
+LIST_RANGES = 8  # partition ranges `all` reads side by side (each a paged query)
+MAX_TRANSACTION_OPS = 100  # Azure Table Storage entity-group transaction limit
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ _FIELDS = {f.name for f in fields(SubscriptionLink)}
 
 
 def _to_entity(link: SubscriptionLink) -> dict[str, Any]:
-    return {"PartitionKey": link.apim_subscription_id, "RowKey": ROW_KEY, **asdict(link)}
+    return {"PartitionKey": group_of(link.apim_subscription_id), "RowKey": link.apim_subscription_id, **asdict(link)}
 
 
 def _from_entity(entity: dict[str, Any]) -> SubscriptionLink:
@@ -58,7 +67,7 @@ class SubscriptionLinks:
     def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None:
         """The link and its ETag, or None."""
         try:
-            entity = self._table.get_entity(apim_subscription_id, ROW_KEY)
+            entity = self._table.get_entity(group_of(apim_subscription_id), apim_subscription_id)
         except ResourceNotFoundError:
             return None
         return _from_entity(dict(entity)), str(entity.metadata["etag"])
@@ -84,6 +93,39 @@ class SubscriptionLinks:
             return False
         return True
 
+    def bulk_insert(self, links: Iterable[SubscriptionLink]) -> int:
+        """Insert new links, a transaction per partition and 100 rows (imports, benchmarks).
+
+        Every link must be new: a transaction holding one that exists fails as a whole
+        (ResourceExistsError), and the transactions before it stay applied. Returns the rows written.
+        """
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        for link in links:
+            entity = _to_entity(link)
+            by_partition.setdefault(entity["PartitionKey"], []).append(entity)
+        written = 0
+        for entities in by_partition.values():
+            for start in range(0, len(entities), MAX_TRANSACTION_OPS):
+                chunk = entities[start : start + MAX_TRANSACTION_OPS]
+                try:
+                    self._table.submit_transaction([("create", e) for e in chunk])
+                except TableTransactionError as exc:
+                    if getattr(exc, "error_code", None) == "EntityAlreadyExists":  # a documented ivar
+                        raise ResourceExistsError(f"a link of partition {chunk[0]['PartitionKey']} exists already: "
+                                                  f"{exc.message.splitlines()[0]}") from None  # fmt: skip
+                    raise
+                written += len(chunk)
+        return written
+
     def all(self) -> Iterator[SubscriptionLink]:
-        for entity in self._table.query_entities(f"RowKey eq '{ROW_KEY}'"):
-            yield _from_entity(dict(entity))
+        """Every link: `LIST_RANGES` partition ranges read side by side, then yielded in order."""
+        bounds = [GROUPS * n // LIST_RANGES for n in range(LIST_RANGES + 1)]
+        filters = [
+            f"PartitionKey ge '{group_of_number(low)}' and PartitionKey lt '{group_of_number(high)}'"
+            for low, high in pairwise(bounds)
+        ]
+        with ThreadPoolExecutor(max_workers=LIST_RANGES) as pool:
+            ranges = list(pool.map(lambda text: [row.values for row in query_rows(self._table, text)], filters))
+        for rows in ranges:
+            for values in rows:
+                yield _from_entity(values)

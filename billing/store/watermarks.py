@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import threading
-import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,10 +27,11 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
+from billing.store.groups import GROUPS, group_of, group_of_number
+from billing.store.table_rows import query_rows
 from billing.usage.plan import MeterEvent, PendingEvent
 from billing.usage.ports import Watermark, WatermarkConflict, WatermarkWrite
 
-GROUPS = 1024  # never change for a table in use: a subscription's group must not move
 GROUP_PARTITION = "groups"
 MAX_TRANSACTION_OPS = 100  # Azure Table Storage entity-group transaction limit
 PART_CHARS = 30_000  # a string property holds 32K characters; an entity 1 MiB (about 15 parts)
@@ -41,14 +41,6 @@ CLOSED_KEEP_SECONDS = 40 * 86400
 # One entry: [reported, counted_until, closed, pending]; pending: [identifier, event name, customer,
 # value, timestamp, reported, counted_until, closed] or None.
 Entry = list[Any]
-
-
-def group_of(subscription_id: str) -> str:
-    return group_of_number(zlib.crc32(subscription_id.encode("utf-8")) % GROUPS)
-
-
-def group_of_number(number: int) -> str:
-    return f"{number:04d}"
 
 
 def _open_cursor(entry: Entry) -> int | None:
@@ -117,6 +109,10 @@ class Watermarks:
     def group_of(self, subscription_id: str) -> str:
         return group_of(subscription_id)
 
+    def _count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
     # Reading -------------------------------------------------------------------------------
     def read(self, keys: Sequence[tuple[str, int]]) -> dict[str, Watermark]:
         """Watermarks of (sid, period start) keys, by sid: one range query over their groups."""
@@ -145,14 +141,10 @@ class Watermarks:
         return newest
 
     def _read_groups(self, low: str, high: str) -> dict[str, tuple[str | None, dict[str, Entry]]]:
-        query = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"
-        params = {"pk": GROUP_PARTITION, "low": low, "high": high}
         rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}
-        for page in self._table.query_entities(query, parameters=params, results_per_page=1000).by_page():
-            with self._lock:
-                self.requests += 1
-            for entity in page:
-                rows[str(entity["RowKey"])] = (str(entity.metadata["etag"]), _decode(entity))
+        query = f"PartitionKey eq '{GROUP_PARTITION}' and RowKey ge '{low}' and RowKey le '{high}'"
+        for row in query_rows(self._table, query, on_page=self._count_request):
+            rows[str(row.values["RowKey"])] = (row.etag, _decode(row.values))
         with self._lock:
             self._rows.update(rows)
         return rows

@@ -656,11 +656,8 @@ class ManagementApi:
         if window.lower is None:
             raise validation("$filter", "needs a lower bound: timestamp ge datetime'...'")
         visible_until = self.emu.now().timestamp() - self.emu.report_lag_seconds
-        rows = self.emu.usage.rows(window, visible_until, group.lower())
-        if wanted:
-            rows = [r for r in rows if all(
-                (r.subscription_id if f == "subscriptionid" else r.product_id if f == "productid" else r.user_id) == v
-                for f, v in wanted.items())]  # fmt: skip
+        where = {field.removesuffix("id"): value for field, value in wanted.items()}  # subscription, product, user
+        rows = self.emu.usage.rows(window, visible_until, group.lower(), where)
         return Response.json(arm.page(req, rows, top, skip, lambda r: self._report_json(r, group), last_link=""))
 
     def _report_json(self, row: Any, group: str) -> dict[str, Any]:

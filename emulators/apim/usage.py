@@ -86,9 +86,23 @@ class UsageStore:
             self._max_ts = max(self._max_ts, ts)
             self._cache.clear()
 
-    def rows(self, window: Window, visible_until: float, group_by: str = "subscription") -> list[Row]:
-        """Non-zero rows in the window, grouped by subscription, product or user, in first-seen order."""
-        key = (window, group_by)
+    def rows(
+        self, window: Window, visible_until: float, group_by: str = "subscription",
+        where: dict[str, str] | None = None,
+    ) -> list[Row]:  # fmt: skip
+        """Non-zero rows in the window, grouped by subscription, product or user, in first-seen order.
+
+        `where` keeps the calls of one subscription, product and/or user ({"subscription": id, ...}).
+        A report of one subscription reads only that subscription's calls; the others are cached per
+        window and filter (a paged report asks for the same rows once a page).
+        """
+        where = where or {}
+        if "subscription" in where:
+            with self._lock:
+                found = self._subs.get(where["subscription"])
+                subs = {where["subscription"]: found} if found is not None else {}
+                return self._aggregate(subs, window, visible_until, group_by, where)
+        key = (window, group_by, tuple(sorted(where.items())))
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -98,13 +112,17 @@ class UsageStore:
                     cached_until == visible_until or self._max_ts <= min(cached_until, visible_until)
                 ):
                     return rows
-            rows = self._aggregate(window, visible_until, group_by)
+            rows = self._aggregate(self._subs, window, visible_until, group_by, where)
             self._cache[key] = (self._version, visible_until, rows)
             return rows
 
-    def _aggregate(self, window: Window, visible_until: float, group_by: str) -> list[Row]:
+    def _aggregate(self, subs: dict[str, _SubUsage], window: Window, visible_until: float, group_by: str,
+                   where: dict[str, str]) -> list[Row]:  # fmt: skip
         groups: dict[str, tuple[str, str | None, str | None, list[int]]] = {}
-        for sid, usage in self._subs.items():
+        product, user = where.get("product"), where.get("user")
+        for sid, usage in subs.items():
+            if (product is not None and usage.product_id != product) or (user is not None and usage.user_id != user):
+                continue
             counts = [0, 0, 0, 0]
             for ts, outcome, calls in usage.events:
                 if ts <= visible_until and window.contains(ts):

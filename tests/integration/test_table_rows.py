@@ -1,0 +1,86 @@
+"""Raw row reads (`billing.store.table_rows`) and the subscription links' layout, against Azurite."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import EdmType, TableClient, TableServiceClient
+
+from billing.store.groups import group_of
+from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+from billing.store.table_rows import query_rows
+
+pytestmark = pytest.mark.storage
+
+
+@pytest.fixture
+def table(storage_connection_string: str) -> TableClient:
+    service = TableServiceClient.from_connection_string(storage_connection_string)
+    return service.create_table(f"rows{uuid.uuid4().hex[:12]}")
+
+
+def _link(n: int, **changes: object) -> SubscriptionLink:
+    link = SubscriptionLink(
+        apim_subscription_id=f"sub_rows{n:05d}", apim_user_id=f"user{n}", product_id="payg",
+        subscription_name=f"name {n}", stripe_customer_id=f"cus_{n}", stripe_subscription_id=f"sub_rows{n:05d}",
+        stripe_usage_item_id=f"si_{n}", stripe_status="active", apim_state="active",
+        current_period_start=1_780_000_000 + n, current_period_end=1_782_592_000 + n, stripe_state_at=1_780_000_000,
+    )  # fmt: skip
+    return link.with_changes(**changes)
+
+
+def test_rows_read_as_the_sdk_reads_them_across_pages(table: TableClient) -> None:
+    for p in range(3):
+        table.submit_transaction([("create", {
+            "PartitionKey": f"p{p}", "RowKey": f"r{n:03d}", "big": (2**40 + n, EdmType.INT64), "small": n,
+            "text": f"t{n}", "flag": n % 2 == 0,
+        }) for n in range(40)])  # fmt: skip
+    rows = list(query_rows(table, page_size=25))  # 120 rows over 5 pages
+    sdk = {(e["PartitionKey"], e["RowKey"]): e for e in table.list_entities()}
+    assert len(rows) == len(sdk) == 120
+    for row in rows:
+        entity = sdk[(row.values["PartitionKey"], row.values["RowKey"])]
+        assert row.etag == entity.metadata["etag"]  # usable as the ETag of a conditional write
+        assert row.values["big"] == entity["big"].value
+        assert isinstance(row.values["big"], int)
+        assert (row.values["small"], row.values["text"], row.values["flag"]) == (
+            entity["small"], entity["text"], entity["flag"])  # fmt: skip
+
+    picked = list(query_rows(table, "PartitionKey eq 'p1' and small lt 3", select=["RowKey", "small"]))
+    assert [r.values for r in picked] == [{"RowKey": f"r{n:03d}", "small": n} for n in range(3)]
+
+
+def test_a_missing_table_is_named_as_not_found(storage_connection_string: str) -> None:
+    missing = TableServiceClient.from_connection_string(storage_connection_string).get_table_client("nosuchtable")
+    with pytest.raises(ResourceNotFoundError):
+        list(query_rows(missing))
+
+
+def test_links_live_in_their_group_partition_and_list_completely(table: TableClient) -> None:
+    links = SubscriptionLinks(table)
+    made = [_link(n) for n in range(250)]
+    assert links.bulk_insert(made[:200]) == 200
+    for link in made[200:]:
+        assert links.create_if_absent(link)
+    listed = list(links.all())
+    assert sorted(listed, key=lambda lk: lk.apim_subscription_id) == made  # every field read back
+    entity = table.get_entity(group_of(made[7].apim_subscription_id), made[7].apim_subscription_id)
+    assert entity["product_id"] == "payg"
+
+    found = links.get(made[7].apim_subscription_id)
+    assert found is not None
+    assert found[0] == made[7]
+    assert links.replace_if_unchanged(made[7].with_changes(apim_state="suspended"), found[1])
+    assert not links.replace_if_unchanged(made[7].with_changes(apim_state="cancelled"), found[1])  # stale ETag
+    assert links.get(made[7].apim_subscription_id)[0].apim_state == "suspended"  # type: ignore[index]
+    assert links.get("sub_never") is None
+
+
+def test_bulk_insert_refuses_a_link_that_exists(table: TableClient) -> None:
+    links = SubscriptionLinks(table)
+    links.create_if_absent(_link(1))
+    with pytest.raises(ResourceExistsError):
+        links.bulk_insert([_link(1, apim_state="suspended")])
+    assert links.get(_link(1).apim_subscription_id)[0].apim_state == "active"  # type: ignore[index]
