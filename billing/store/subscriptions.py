@@ -18,13 +18,13 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 
 from billing.store.groups import GROUPS, group_of, group_of_number
 from billing.store.table_rows import query_rows
+from billing.store.table_transactions import MAX_OPERATIONS, TransactionRefused, Write, submit
 
 LIST_RANGES = 8  # partition ranges `all` reads side by side (each a paged query)
-MAX_TRANSACTION_OPS = 100  # Azure Table Storage entity-group transaction limit
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,13 @@ class SubscriptionLinks:
             by_partition.setdefault(entity["PartitionKey"], []).append(entity)
         written = 0
         for entities in by_partition.values():
-            for start in range(0, len(entities), MAX_TRANSACTION_OPS):
-                chunk = entities[start : start + MAX_TRANSACTION_OPS]
+            for start in range(0, len(entities), MAX_OPERATIONS):
+                chunk = entities[start : start + MAX_OPERATIONS]
                 try:
-                    self._table.submit_transaction([("create", e) for e in chunk])
-                except TableTransactionError as exc:
-                    if getattr(exc, "error_code", None) == "EntityAlreadyExists":  # a documented ivar
-                        raise ResourceExistsError(f"a link of partition {chunk[0]['PartitionKey']} exists already: "
-                                                  f"{exc.message.splitlines()[0]}") from None  # fmt: skip
+                    submit(self._table, [Write(e) for e in chunk])
+                except TransactionRefused as exc:
+                    if exc.status == 409:
+                        raise ResourceExistsError(f"link {chunk[exc.index]['RowKey']} exists already") from None
                     raise
                 written += len(chunk)
         return written

@@ -12,6 +12,7 @@ strings, booleans, numbers and Int32 are JSON already.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,13 +71,16 @@ def query_rows(
     continuation: tuple[str, str | None] | None = None
     while True:
         request = _request(table, filter_text, select, page_size, continuation)
-        response = table._client.send_request(request)  # the TableClient's pipeline, not a new one
+        # The TableClient's pipeline, not a new one; streamed, so that its policies do not decode the
+        # JSON a first time (read once here).
+        response = table._client.send_request(request, stream=True)
+        content = response.read()
         if on_page is not None:
             on_page()
         if response.status_code != 200:
             map_error(status_code=response.status_code, response=response, error_map={404: ResourceNotFoundError})
             raise HttpResponseError(response=response)
-        for raw in response.json().get("value", []):
+        for raw in json.loads(content).get("value", []):
             yield _row(raw)
         next_partition = response.headers.get(_NEXT_PARTITION)
         if not next_partition:

@@ -23,17 +23,16 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient
 
 from billing.store.groups import GROUPS, group_of, group_of_number
 from billing.store.table_rows import query_rows
+from billing.store.table_transactions import MAX_OPERATIONS, TransactionRefused, Write, submit
 from billing.usage.plan import MeterEvent, PendingEvent
 from billing.usage.ports import Watermark, WatermarkConflict, WatermarkWrite
 
 GROUP_PARTITION = "groups"
-MAX_TRANSACTION_OPS = 100  # Azure Table Storage entity-group transaction limit
 PART_CHARS = 30_000  # a string property holds 32K characters; an entity 1 MiB (about 15 parts)
 MAX_PARTS = 15
 CLOSED_KEEP_SECONDS = 40 * 86400
@@ -177,7 +176,7 @@ class Watermarks:
         by_group: dict[str, list[WatermarkWrite]] = {}
         for w in writes:
             by_group.setdefault(group_of(w.previous.subscription_id), []).append(w)
-        operations: list[tuple[str, list[WatermarkWrite], dict[str, Entry], tuple[Any, ...]]] = []
+        operations: list[tuple[str, list[WatermarkWrite], dict[str, Entry], Write]] = []
         for group, group_writes in sorted(by_group.items()):
             etags = {w.previous.etag for w in group_writes}
             if len(etags) != 1:
@@ -188,25 +187,19 @@ class Watermarks:
                 entries[_key(w.previous.subscription_id, w.previous.period_start)] = _to_entry(w)
             entries = _purged(entries)
             entity = {"PartitionKey": GROUP_PARTITION, "RowKey": group, **_encode(entries)}
-            if etag is None:
-                op: tuple[Any, ...] = ("create", entity)
-            else:
-                op = ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
-                                         "match_condition": MatchConditions.IfNotModified})  # fmt: skip
-            operations.append((group, group_writes, entries, op))
+            operations.append((group, group_writes, entries, Write(entity, etag)))  # etag None: a new row
         result: dict[str, Watermark] = {}
-        for start in range(0, len(operations), MAX_TRANSACTION_OPS):
-            chunk = operations[start : start + MAX_TRANSACTION_OPS]
+        for start in range(0, len(operations), MAX_OPERATIONS):
+            chunk = operations[start : start + MAX_OPERATIONS]
             with self._lock:
                 self.requests += 1
             try:
-                answers = self._table.submit_transaction([op for *_, op in chunk])
-            except TableTransactionError as exc:
-                if getattr(exc, "status_code", None) not in (409, 412):  # 409: created meanwhile; 412: moved on
+                answers = submit(self._table, [op for *_, op in chunk])
+            except TransactionRefused as exc:
+                if exc.status not in (409, 412):  # 409: created meanwhile; 412: moved on
                     raise
                 raise WatermarkConflict("a usage watermark group changed while this push ran; rerun it") from None
-            for (group, group_writes, entries, _), answer in zip(chunk, answers, strict=True):
-                etag = str(answer.get("etag"))
+            for (group, group_writes, entries, _), etag in zip(chunk, answers, strict=True):
                 with self._lock:
                     self._rows[group] = (etag, entries)
                 for w in group_writes:

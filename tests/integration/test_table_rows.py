@@ -1,4 +1,5 @@
-"""Raw row reads (`billing.store.table_rows`) and the subscription links' layout, against Azurite."""
+"""Raw row reads and transactions (`billing.store.table_rows`, `table_transactions`) and the subscription
+links' layout, against Azurite."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from azure.data.tables import EdmType, TableClient, TableServiceClient
 from billing.store.groups import group_of
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
 from billing.store.table_rows import query_rows
+from billing.store.table_transactions import TransactionRefused, Write, submit
 
 pytestmark = pytest.mark.storage
 
@@ -84,3 +86,37 @@ def test_bulk_insert_refuses_a_link_that_exists(table: TableClient) -> None:
     with pytest.raises(ResourceExistsError):
         links.bulk_insert([_link(1, apim_state="suspended")])
     assert links.get(_link(1).apim_subscription_id)[0].apim_state == "active"  # type: ignore[index]
+
+
+def test_a_transaction_applies_every_write_or_none(table: TableClient) -> None:
+    rows = [{"PartitionKey": "g", "RowKey": f"r{n}", "text": "quote \" and é and '", "n": n, "big": 2**40 + n,
+             "flag": True} for n in range(3)]  # fmt: skip
+    etags = submit(table, [Write(row) for row in rows])
+    for row, etag in zip(rows, etags, strict=True):
+        entity = table.get_entity("g", row["RowKey"])
+        assert entity.metadata["etag"] == etag
+        assert (entity["text"], entity["n"], entity["big"].value, entity["flag"]) == (
+            row["text"], row["n"], row["big"], True)  # fmt: skip
+
+    changed = submit(table, [Write({**rows[0], "n": 10}, etags[0]), Write({**rows[1], "n": 11}, etags[1])])
+    assert table.get_entity("g", "r1")["n"] == 11
+
+    # A stale ETag on the second write: the first is not applied either.
+    with pytest.raises(TransactionRefused) as refused:
+        submit(table, [Write({**rows[0], "n": 20}, changed[0]), Write({**rows[1], "n": 21}, etags[1])])
+    assert (refused.value.status, refused.value.index) == (412, 1)
+    assert [table.get_entity("g", f"r{n}")["n"] for n in (0, 1)] == [10, 11]
+
+    with pytest.raises(TransactionRefused) as exists:
+        submit(table, [Write({**rows[0], "RowKey": "r9"}), Write(rows[2])])
+    assert (exists.value.status, exists.value.index) == (409, 1)
+    assert len(list(table.list_entities())) == 3
+
+
+def test_a_transaction_names_what_it_cannot_hold(table: TableClient) -> None:
+    with pytest.raises(ValueError, match="same partition"):
+        submit(table, [Write({"PartitionKey": "a", "RowKey": "1"}), Write({"PartitionKey": "b", "RowKey": "1"})])
+    with pytest.raises(ValueError, match="1 to 100 operations"):
+        submit(table, [Write({"PartitionKey": "a", "RowKey": str(n)}) for n in range(101)])
+    with pytest.raises(TypeError, match="'when' must be str, bool or int"):
+        submit(table, [Write({"PartitionKey": "a", "RowKey": "1", "when": 1.5})])
