@@ -77,7 +77,7 @@ from azure.data.tables import TableClient  # noqa: E402
 from azure.mgmt.apimanagement.models import ProductContract  # noqa: E402
 
 from billing.adapters.apim_client import ApimService, apim_service  # noqa: E402
-from billing.adapters.storage import ensure_table  # noqa: E402
+from billing.adapters.storage import ensure_table, table  # noqa: E402
 from billing.adapters.stripe_client import stripe_client  # noqa: E402
 from billing.adapters.usage_meter import StripeMeterSender  # noqa: E402
 from billing.adapters.usage_reports import ApimUsageReports, report_filter  # noqa: E402
@@ -265,8 +265,8 @@ def _init_process(env: dict[str, str], stripe_rps: float, barrier: Any) -> None:
     service = apim_service(env)
     reports = ApimUsageReports(service, arm_budget())
     meter = StripeMeterSender(stripe_client(env), stripe_budget(stripe_rps))
-    marks = TimedWatermarks(TableClient.from_connection_string(env["AzureWebJobsStorage"], USAGE_WATERMARKS_TABLE))
-    links = SubscriptionLinks(TableClient.from_connection_string(env["AzureWebJobsStorage"], SUBSCRIPTIONS_TABLE))
+    marks = TimedWatermarks(table(USAGE_WATERMARKS_TABLE, env))  # the app's clients (billing.adapters.storage)
+    links = SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env))
     _PROCESS.update(push=UsagePush(load_models(), reports, meter, marks, links, lag_seconds=LAG_SECONDS,
                                    batch_size=DEFAULT_BATCH_SIZE), reports=reports, meter=meter, marks=marks,
                     barrier=barrier)  # fmt: skip
@@ -282,7 +282,7 @@ def _timer(as_of: int) -> dict[str, Any]:
     started, cpu = time.monotonic(), time.process_time()
     plan = push.plan(as_of)
     bodies = [batch_message(b) for b in plan.batches]  # what the timer enqueues
-    return {"bodies": bodies, "reads": plan.report_reads, "apim": _PROCESS["reports"].requests,
+    return {"bodies": bodies, "reads": plan.report_reads, "apim": _PROCESS["reports"].requests, "phases": plan.phases,
             "azurite": _PROCESS["marks"].requests, "seconds": time.monotonic() - started,
             "cpu": time.process_time() - cpu}  # fmt: skip
 
@@ -342,7 +342,9 @@ def run_push(env: dict[str, str], seeded: Seeded, *, as_of: int, processes: int,
                         f"{len(seeded.links)} / {seeded.expected_overage}")  # fmt: skip
     note = (
         f"{len(bodies)} batches, {planned['reads']} report window(s); timer (links, watermarks, reports) "
-        f"{planned['seconds']:.1f}s; {processes} worker processes x {workers} threads; meter {meter_requests}; "
+        f"{planned['seconds']:.1f}s (links listed at {planned['phases']['links']:.1f}s, reports read at "
+        f"{planned['phases']['reports']:.1f}s, batches cut at {planned['phases']['batches']:.1f}s); "
+        f"{processes} worker processes x {workers} threads; meter {meter_requests}; "
         f"floors: ARM {arm_floor(planned['apim']):.1f}s, Stripe {stripe_requests / stripe_rps:.1f}s, one after the "
         f"other {sequential:.1f}s (wall/that {wall / sequential if sequential else 0:.2f}); Azurite "
         f"{planned['azurite'] + sum(p['azurite'] for p in done)} requests, watermark writes "
@@ -471,7 +473,7 @@ def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) ->
     return [push, naive]
 
 
-def table(rows: list[Result]) -> str:
+def results_table(rows: list[Result]) -> str:
     head = (f"{'approach':<12} {'subs':>8} {'wall s':>9} {'cpu s':>7} {'APIM req':>9} {'Stripe req':>10} "
             f"{'rate floor':>10} {'lat floor':>9} {'wall/rate':>9} {'wall/lat':>8}")  # fmt: skip
     out = [head, "-" * len(head)]
@@ -518,9 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         print(f"size {size:,}:", flush=True)
         results = run_size(size, args, models)
-        print(table(results), flush=True)
+        print(results_table(results), flush=True)
         rows.extend(results)
-    print("\nsummary\n" + table(rows))
+    print("\nsummary\n" + results_table(rows))
     return 0
 
 

@@ -97,6 +97,7 @@ class StripeMeterSender:
         self._now = now or (lambda: datetime.now(UTC).timestamp())
         self._session_lock = threading.Lock()
         self._session: tuple[str, float] | None = None  # token, expires at (unix)
+        self._executor: ThreadPoolExecutor | None = None
         self._counter_lock = threading.Lock()
         self.requests = {"v1": 0, "stream": 0, "session": 0}
 
@@ -115,10 +116,18 @@ class StripeMeterSender:
         result = SendResult()
         if not parts:
             return result
-        with ThreadPoolExecutor(max_workers=min(self._workers, len(parts))) as pool:
-            for part in pool.map(sender, parts):
-                result.extend(part)
+        if len(parts) == 1:
+            return sender(parts[0])
+        for part in self._pool().map(sender, parts):
+            result.extend(part)
         return result
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # One pool for the sender's life: a pool per send cost thread start-ups in every batch.
+        with self._session_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="meter-send")
+            return self._executor
 
     # v1 --------------------------------------------------------------------------------------
     def _send_v1_each(self, events: Sequence[MeterEvent]) -> SendResult:

@@ -98,7 +98,7 @@ class ApimUsageReports:
     """
 
     def __init__(
-        self, service: ApimService, bucket: TokenBucket, *, page_size: int | None = None, parallel_pages: int = 8
+        self, service: ApimService, bucket: TokenBucket, *, page_size: int | None = None, parallel_pages: int = 16
     ) -> None:
         if parallel_pages < 1:
             raise ValueError(f"parallel_pages must be at least 1, got {parallel_pages}")

@@ -37,13 +37,14 @@ class Row:
 
 
 def _row(raw: dict[str, Any]) -> Row:
-    etag = str(raw.get("odata.etag", ""))
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key.startswith("odata.") or key.endswith(_TYPE_SUFFIX):
-            continue
-        values[key] = int(value) if raw.get(key + _TYPE_SUFFIX) == "Edm.Int64" else value
-    return Row(values, etag)
+    """The decoded JSON row, its annotations removed in place (minimal metadata annotates few keys)."""
+    etag = str(raw.pop("odata.etag", ""))
+    for key in [k for k in raw if "@" in k or k.startswith("odata.")]:
+        kind = raw.pop(key)
+        if key.endswith(_TYPE_SUFFIX) and kind == "Edm.Int64":
+            name = key[: -len(_TYPE_SUFFIX)]
+            raw[name] = int(raw[name])
+    return Row(raw, etag)
 
 
 def _request(table: TableClient, filter_text: str | None, select: Sequence[str] | None, page_size: int,

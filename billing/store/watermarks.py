@@ -103,6 +103,7 @@ class Watermarks:
         self._table = table
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}  # group -> (etag, entries); None: no row
+        self._every_row: dict[str, tuple[str | None, dict[str, Entry]]] | None = None  # newest_cursor's read
         self.requests = 0  # storage requests made (reads and transactions), for summaries
 
     def group_of(self, subscription_id: str) -> str:
@@ -113,14 +114,22 @@ class Watermarks:
             self.requests += 1
 
     # Reading -------------------------------------------------------------------------------
-    def read(self, keys: Sequence[tuple[str, int]]) -> dict[str, Watermark]:
-        """Watermarks of (sid, period start) keys, by sid: one range query over their groups."""
+    def read(self, keys: Sequence[tuple[str, int]], *, recent: bool = False) -> dict[str, Watermark]:
+        """Watermarks of (sid, period start) keys, by sid: one range query over their groups.
+
+        `recent`: from the rows `newest_cursor` read (every row), if it ran; no request then.
+        """
         if not keys:
             return {}
         groups = {group_of(sid) for sid, _ in keys}
-        rows = self._read_groups(min(groups), max(groups))
         with self._lock:
-            self._rows.update({g: (None, {}) for g in groups if g not in rows})
+            every_row = self._every_row if recent else None
+        if every_row is not None:
+            rows = every_row
+        else:
+            rows = self._read_groups(min(groups), max(groups))
+            with self._lock:
+                self._rows.update({g: (None, {}) for g in groups if g not in rows})
         out: dict[str, Watermark] = {}
         for sid, period_start in keys:
             etag, entries = rows.get(group_of(sid), (None, {}))
@@ -133,7 +142,10 @@ class Watermarks:
     def newest_cursor(self, before: int) -> int | None:
         """The newest cursor of open (not closed) watermarks below `before`: one read of all rows."""
         newest: int | None = None
-        for _etag, entries in self._read_groups(group_of_number(0), group_of_number(GROUPS - 1)).values():
+        every_row = self._read_groups(group_of_number(0), group_of_number(GROUPS - 1))
+        with self._lock:
+            self._every_row = every_row
+        for _etag, entries in every_row.values():
             for cursor in (_open_cursor(e) for e in entries.values()):
                 if cursor is not None and cursor < before and (newest is None or cursor > newest):
                     newest = cursor

@@ -65,8 +65,12 @@ class WatermarkStore(Protocol):
         """Watermarks of one group are stored together: a batch holds whole groups where it can."""
         ...
 
-    def read(self, keys: Sequence[tuple[str, int]]) -> dict[str, Watermark]:
-        """Watermarks of (subscription id, period start) keys, by subscription id; absent: no row."""
+    def read(self, keys: Sequence[tuple[str, int]], *, recent: bool = False) -> dict[str, Watermark]:
+        """Watermarks of (subscription id, period start) keys, by subscription id; absent: no row.
+
+        `recent`: may answer from the store's last read of every row (`newest_cursor`) instead of
+        reading again; for planning, since a write still fails if its row changed meanwhile.
+        """
         ...
 
     def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:

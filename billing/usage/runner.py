@@ -24,7 +24,9 @@ def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> int:
     plan = push.plan(as_of)
     for batch in plan.batches:
         send(batch_message(batch))
-    log.info("usage push: %d batches enqueued (as of %d)", len(plan.batches), as_of)
+    log.info("usage push: %d batches enqueued (as of %d; links listed at %.1fs, reports read at %.1fs, cut at "
+             "%.1fs)", len(plan.batches), as_of, plan.phases.get("links", 0), plan.phases.get("reports", 0),
+             plan.phases.get("batches", 0))  # fmt: skip
     return len(plan.batches)
 
 

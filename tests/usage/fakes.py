@@ -73,7 +73,7 @@ class FakeWatermarks:
     def get(self, sid: str, period_start: int) -> Watermark:
         return self.read([(sid, period_start)])[sid]
 
-    def read(self, keys: Sequence[tuple[str, int]]) -> dict[str, Watermark]:
+    def read(self, keys: Sequence[tuple[str, int]], *, recent: bool = False) -> dict[str, Watermark]:
         out = {}
         for sid, period_start in keys:
             etag = self.versions.get(self.group_of(sid))
