@@ -88,12 +88,11 @@ from billing.store.groups import group_of  # noqa: E402
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks  # noqa: E402
 from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_WATERMARKS_TABLE  # noqa: E402
 from billing.store.watermarks import Watermarks  # noqa: E402
-from billing.usage.batches import batch_message  # noqa: E402
 from billing.usage.ports import Watermark, WatermarkWrite  # noqa: E402
 from billing.usage.push import PushSummary, UsagePush  # noqa: E402
 from billing.usage.ratelimit import TokenBucket  # noqa: E402
 from billing.usage.retry import Throttled, Transient, call_with_retry, parse_retry_after  # noqa: E402
-from billing.usage.runner import handle_message  # noqa: E402
+from billing.usage.runner import fan_out, handle_message  # noqa: E402
 from billing.usage.windows import ReportWindow  # noqa: E402
 from billing.usage.wiring import DEFAULT_BATCH_SIZE  # noqa: E402
 from devstack.azurite import Azurite  # noqa: E402
@@ -160,6 +159,15 @@ def stripe_budget(rps: float) -> TokenBucket:
     return TokenBucket(rps * 0.95, burst=max(1, int(rps // 20)))
 
 
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc (0.0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def arm_budget() -> TokenBucket:
     return TokenBucket(ARM_READ_RPS, burst=ARM_READ_BURST)
 
@@ -221,7 +229,8 @@ def seed(size: int, stripe_emu: StripeEmulator, apim_emu: ApimEmulator, *, env: 
         list(pool.map(writer.bulk_insert, shares))
     # Yesterday's push: every watermark's cursor at the end of its window, nothing reported yet.
     marks = Watermarks(ensure_table(USAGE_WATERMARKS_TABLE, env))
-    marks.write(WatermarkWrite(Watermark(lk.apim_subscription_id, lk.current_period_start), 0, window.start)
+    marks.write(WatermarkWrite(Watermark(lk.apim_subscription_id, lk.product_id, lk.current_period_start), 0,
+                               window.start)
                 for lk in links)  # fmt: skip
     return Seeded(links, expected, window, time.monotonic() - started)
 
@@ -260,7 +269,7 @@ class TimedWatermarks(Watermarks):
 _PROCESS: dict[str, Any] = {}
 
 
-def _init_process(env: dict[str, str], stripe_rps: float, barrier: Any) -> None:
+def _init_process(env: dict[str, str], stripe_rps: float, barrier: Any, queue: Any) -> None:
     os.environ.update(env)
     service = apim_service(env)
     reports = ApimUsageReports(service, arm_budget())
@@ -269,7 +278,7 @@ def _init_process(env: dict[str, str], stripe_rps: float, barrier: Any) -> None:
     links = SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env))
     _PROCESS.update(push=UsagePush(load_models(), reports, meter, marks, links, lag_seconds=LAG_SECONDS,
                                    batch_size=DEFAULT_BATCH_SIZE), reports=reports, meter=meter, marks=marks,
-                    barrier=barrier)  # fmt: skip
+                    barrier=barrier, queue=queue)  # fmt: skip
 
 
 def _ready(_: int) -> int:
@@ -277,48 +286,75 @@ def _ready(_: int) -> int:
     return os.getpid()
 
 
-def _timer(as_of: int) -> dict[str, Any]:
+def _timer(as_of: int, consumers: int) -> dict[str, Any]:
+    """The timer trigger: `fan_out`, each batch put on the queue as soon as its product's report is read."""
     push: UsagePush = _PROCESS["push"]
+    queue = _PROCESS["queue"]
     started, cpu = time.monotonic(), time.process_time()
-    plan = push.plan(as_of)
-    bodies = [batch_message(b) for b in plan.batches]  # what the timer enqueues
-    return {"bodies": bodies, "reads": plan.report_reads, "apim": _PROCESS["reports"].requests, "phases": plan.phases,
-            "azurite": _PROCESS["marks"].requests, "seconds": time.monotonic() - started,
+    plan = fan_out(push, queue.put, as_of)
+    seconds = time.monotonic() - started
+    for _ in range(consumers):
+        queue.put(None)  # no more messages
+    return {"batches": len(plan.batches), "reads": plan.report_reads, "phases": plan.phases,
+            "apim": _PROCESS["reports"].requests, "azurite": _PROCESS["marks"].requests, "seconds": seconds,
             "cpu": time.process_time() - cpu}  # fmt: skip
 
 
-def _worker(bodies: list[bytes], threads: int) -> dict[str, Any]:
+def _worker(threads: int) -> dict[str, Any]:
+    """A Functions instance's queue trigger: up to `threads` messages at once, taken as they come."""
     push: UsagePush = _PROCESS["push"]
+    queue = _PROCESS["queue"]
     cpu = time.process_time()
     rest: list[bytes] = []
     total = PushSummary()
+    errors: list[str] = []
+    free = threading.BoundedSemaphore(threads)
+
+    def one(body: bytes) -> PushSummary:
+        try:
+            return handle_message(push, body, rest.append)
+        except Exception as exc:  # as the queue trigger would: the message fails and is retried later
+            errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            return PushSummary()
+        finally:
+            free.release()
+
     with ThreadPoolExecutor(threads) as pool:
-        for summary in pool.map(lambda body: handle_message(push, body, rest.append), bodies):
-            total.add(summary)
+        futures = []
+        while True:
+            free.acquire()  # take a message only when a thread is free, as the queue trigger does
+            body = queue.get()
+            if body is None:
+                break
+            futures.append(pool.submit(one, body))
+        for future in futures:
+            total.add(future.result())
     marks: TimedWatermarks = _PROCESS["marks"]
-    return {"summary": total, "rest": len(rest), "stripe": dict(_PROCESS["meter"].requests),
+    return {"summary": total, "rest": len(rest), "errors": errors, "stripe": dict(_PROCESS["meter"].requests),
             "azurite": marks.requests, "write_seconds": marks.seconds, "cpu": time.process_time() - cpu}  # fmt: skip
 
 
-def _pool(env: dict[str, str], processes: int, stripe_rps: float) -> Any:
+def _pool(env: dict[str, str], processes: int, stripe_rps: float, queue: Any) -> Any:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
-    pool = context.Pool(processes, initializer=_init_process, initargs=(env, stripe_rps, barrier))
+    pool = context.Pool(processes, initializer=_init_process, initargs=(env, stripe_rps, barrier, queue))
     pool.map(_ready, range(processes), chunksize=1)
     return pool
 
 
 def run_push(env: dict[str, str], seeded: Seeded, *, as_of: int, processes: int, workers: int,
-             stripe_rps: int, latency_ms: int) -> Result:  # fmt: skip
-    timer_pool = _pool(env, 1, stripe_rps)
-    worker_pool = _pool(env, processes, stripe_rps / processes)
+             stripe_rps: int, latency_ms: int, azurite_pid: int | None) -> Result:  # fmt: skip
+    queue = multiprocessing.get_context("spawn").Queue()  # the Storage queue between timer and workers
+    timer_pool = _pool(env, 1, stripe_rps, queue)
+    worker_pool = _pool(env, processes, stripe_rps / processes, queue)
     try:
-        started = time.monotonic()
-        planned = timer_pool.apply(_timer, (as_of,))
-        bodies: list[bytes] = planned["bodies"]
-        shares = [bodies[n::processes] for n in range(processes)]
-        done = worker_pool.starmap(_worker, [(share, workers) for share in shares], chunksize=1)
+        started, main_cpu, azurite_cpu = time.monotonic(), time.process_time(), process_cpu(azurite_pid)
+        timing = timer_pool.apply_async(_timer, (as_of, processes))
+        done = worker_pool.map(_worker, [workers] * processes, chunksize=1)
+        planned = timing.get()
         wall = time.monotonic() - started
+        emulators_cpu = time.process_time() - main_cpu  # this process only serves the two emulators now
+        azurite_cpu = process_cpu(azurite_pid) - azurite_cpu
     finally:
         timer_pool.terminate()
         worker_pool.terminate()
@@ -329,26 +365,31 @@ def run_push(env: dict[str, str], seeded: Seeded, *, as_of: int, processes: int,
         for kind, n in part["stripe"].items():
             meter_requests[kind] = meter_requests.get(kind, 0) + n
     stripe_requests = sum(meter_requests.values())
-    # No event can be computed before the whole report is read (a subscription may be on any page):
-    # the two rate limits apply one after the other.
+    # With one report read for everyone, no event could be computed before the whole report is read
+    # (a subscription's row may be on any page): the two rate limits would apply one after the other.
+    # Reading product by product lets them overlap; this says how much that bought.
     sequential = arm_floor(planned["apim"]) + stripe_requests / stripe_rps
     cpu = planned["cpu"] + sum(part["cpu"] for part in done)
     problems = []
     rest = sum(part["rest"] for part in done)
-    if total.failed or rest:
-        problems.append(f"{total.failed} failed, {rest} re-enqueued")
+    errors = [e for part in done for e in part["errors"]]
+    if total.failed or rest or errors:
+        problems.append(f"{total.failed} failed, {rest} re-enqueued, {len(errors)} messages raised "
+                        f"(first: {errors[0] if errors else '-'})")  # fmt: skip
     if total.events_sent != len(seeded.links) or total.calls_reported != seeded.expected_overage:
         problems.append(f"sent {total.events_sent} events / {total.calls_reported} calls, expected "
                         f"{len(seeded.links)} / {seeded.expected_overage}")  # fmt: skip
     note = (
-        f"{len(bodies)} batches, {planned['reads']} report window(s); timer (links, watermarks, reports) "
-        f"{planned['seconds']:.1f}s (links listed at {planned['phases']['links']:.1f}s, reports read at "
-        f"{planned['phases']['reports']:.1f}s, batches cut at {planned['phases']['batches']:.1f}s); "
+        f"{planned['batches']} batches, {planned['reads']} report reads (a product each); timer "
+        f"{planned['seconds']:.1f}s (links listed at {planned['phases']['links']:.1f}s, first product's batches "
+        f"queued at {planned['phases'].get('first batches', 0):.1f}s, last at {planned['phases']['reports']:.1f}s); "
         f"{processes} worker processes x {workers} threads; meter {meter_requests}; "
         f"floors: ARM {arm_floor(planned['apim']):.1f}s, Stripe {stripe_requests / stripe_rps:.1f}s, one after the "
         f"other {sequential:.1f}s (wall/that {wall / sequential if sequential else 0:.2f}); Azurite "
         f"{planned['azurite'] + sum(p['azurite'] for p in done)} requests, watermark writes "
-        f"{sum(p['write_seconds'] for p in done):.1f}s summed over threads; cpu s = timer + workers"
+        f"{sum(p['write_seconds'] for p in done):.1f}s summed over threads; cpu s = timer + workers; "
+        f"CPU of the {os.cpu_count()} cores' {wall * (os.cpu_count() or 1):.0f} core-s: push {cpu:.0f}, "
+        f"emulators {emulators_cpu:.0f}, Azurite {azurite_cpu:.0f}"
     )
     if problems:
         note += f"; PROBLEM: {'; '.join(problems)}"
@@ -460,6 +501,7 @@ def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) ->
                   f"customers, links in Azurite, in {seeded.setup_seconds:.0f}s", flush=True)  # fmt: skip
             set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
             push = run_push(env, seeded, as_of=as_of, processes=args.processes, workers=args.workers,
+                            azurite_pid=azurite.pid,
                             stripe_rps=args.stripe_rps, latency_ms=args.latency_ms)  # fmt: skip
             naive = run_naive(
                 env,

@@ -40,6 +40,11 @@ class Azurite:
     _process: ManagedProcess | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The Azurite process, while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def connection_string(self) -> str:
         return connection_string(self.blob_port, self.queue_port, self.table_port)
 

@@ -64,14 +64,20 @@ def _odata_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
-def report_filter(window: ReportWindow, subscription_id: str | None = None) -> str:
+def _quoted(value: str) -> str:
+    return value.replace("'", "''")  # OData string literal
+
+
+def report_filter(window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None) -> str:
     """Calls in [start, end): APIM's report filter takes `ge` and `le`, so the upper bound is end - 1 ms."""
     text = (
         f"timestamp ge datetime'{_odata_time(window.start)}' "
         f"and timestamp le datetime'{_odata_time(window.end - 0.001)}'"
     )
     if subscription_id is not None:
-        text += f" and subscriptionId eq '{subscription_id}'"
+        text += f" and subscriptionId eq '{_quoted(subscription_id)}'"
+    if product_id is not None:
+        text += f" and productId eq '{_quoted(product_id)}'"
     return text
 
 
@@ -109,10 +115,12 @@ class ApimUsageReports:
         self._lock = threading.Lock()
         self.requests = 0  # report pages fetched (including retries)
 
-    def read(self, window: ReportWindow, subscription_id: str | None = None) -> dict[str, UsageCounts]:
+    def read(
+        self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None
+    ) -> dict[str, UsageCounts]:
         """Counts per subscription id for calls in the window (subscriptions without calls are absent)."""
         counts: dict[str, UsageCounts] = {}
-        for page in self._pages(report_filter(window, subscription_id)):
+        for page in self._pages(report_filter(window, subscription_id, product_id)):
             for sid, row in page:
                 if not sid:
                     continue

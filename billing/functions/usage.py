@@ -29,8 +29,8 @@ def _send(body: bytes) -> None:
 @bp.timer_trigger(schedule="%USAGE_PUSH_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def usage_push_timer(timer: func.TimerRequest) -> None:
     as_of = int(datetime.now(UTC).timestamp())
-    batches = fan_out(usage_push(), _send, as_of)
-    log.info("usage push: %d batches for as_of=%d%s", batches, as_of, " (past due)" if timer.past_due else "")
+    plan = fan_out(usage_push(), _send, as_of)
+    log.info("usage push: %d batches for as_of=%d%s", len(plan.batches), as_of, " (past due)" if timer.past_due else "")
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=USAGE_BATCH_QUEUE, connection="AzureWebJobsStorage")

@@ -2,10 +2,12 @@
 
 Layout (why: writing one Table Storage row per subscription costs the client most of a millisecond
 of CPU, and most of a push's time went there): subscriptions are spread over `GROUPS` groups by a
-stable hash of their id; ONE row per group (RowKey = the group, all in partition `GROUP_PARTITION`)
-holds the watermarks of all its subscriptions and periods, as JSON in string properties.
-A push batch holds whole groups (`group_of`), so it reads its rows with one range query and writes
-each row once per step, in entity-group transactions of up to 100 rows.
+stable hash of their id, per product; ONE row per product and group (RowKey = "{product}~{group}",
+all in partition `GROUP_PARTITION`) holds the watermarks of all its subscriptions and periods, as
+JSON in string properties. A push batch holds whole groups of one product (`group_of`), so it reads
+its rows with one range query and writes each row once per step, in entity-group transactions of
+up to 100 rows; and the push can send one product's events while it reads the next product's
+report, since their batches never share a row.
 
 Writes are optimistic: a row is replaced only if its ETag is still the one read, so two runs can
 never both move a watermark (the loser gets WatermarkConflict and reruns from what is stored).
@@ -26,11 +28,11 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
-from billing.store.groups import GROUPS, group_of, group_of_number
+from billing.store.groups import group_of
 from billing.store.table_rows import query_rows
 from billing.store.table_transactions import MAX_OPERATIONS, TransactionRefused, Write, submit
 from billing.usage.plan import MeterEvent, PendingEvent
-from billing.usage.ports import Watermark, WatermarkConflict, WatermarkWrite
+from billing.usage.ports import Watermark, WatermarkConflict, WatermarkKey, WatermarkWrite
 
 GROUP_PARTITION = "groups"
 PART_CHARS = 30_000  # a string property holds 32K characters; an entity 1 MiB (about 15 parts)
@@ -58,7 +60,8 @@ def _encode(entries: dict[str, Entry]) -> dict[str, Any]:
     text = json.dumps(entries, separators=(",", ":"))
     parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or [""]
     if len(parts) > MAX_PARTS:
-        raise ValueError(f"a watermark group outgrew its row ({len(text):,} characters); raise GROUPS")
+        raise ValueError(f"a watermark group outgrew its row ({len(text):,} characters): "
+                         "too few GROUPS (billing.store.groups) for this many subscriptions")
     return {"parts": len(parts), **{f"d{n}": part for n, part in enumerate(parts)}}
 
 
@@ -69,9 +72,16 @@ def _decode(entity: Any) -> dict[str, Entry]:
     return decoded
 
 
-def _to_watermark(sid: str, period_start: int, entry: Entry | None, etag: str | None) -> Watermark:
+def group_key(subscription_id: str, product_id: str) -> str:
+    """The RowKey of the subscription's group row ("~" sorts after the letters, digits and "-" of ids)."""
+    return f"{product_id}~{group_of(subscription_id)}"
+
+
+def _to_watermark(
+    sid: str, product_id: str, period_start: int, entry: Entry | None, etag: str | None
+) -> Watermark:
     if entry is None:
-        return Watermark(sid, period_start, etag=etag)
+        return Watermark(sid, product_id, period_start, etag=etag)
     reported, counted_until, _closed, raw = entry
     pending = None
     if raw is not None:
@@ -79,7 +89,7 @@ def _to_watermark(sid: str, period_start: int, entry: Entry | None, etag: str | 
         event = MeterEvent(identifier, name, customer, int(value), int(timestamp), sid)
         pending = PendingEvent(event, int(p_reported), int(p_until), bool(p_closed))
     cursor = None if counted_until is None else int(counted_until)  # None: a closing report came first
-    return Watermark(sid, period_start, int(reported), cursor, pending, etag)
+    return Watermark(sid, product_id, period_start, int(reported), cursor, pending, etag)
 
 
 def _to_entry(write: WatermarkWrite) -> Entry:
@@ -103,25 +113,25 @@ class Watermarks:
         self._table = table
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}  # group -> (etag, entries); None: no row
-        self._every_row: dict[str, tuple[str | None, dict[str, Entry]]] | None = None  # newest_cursor's read
+        self._every_row: dict[str, tuple[str | None, dict[str, Entry]]] | None = None  # newest_cursors' read
         self.requests = 0  # storage requests made (reads and transactions), for summaries
 
-    def group_of(self, subscription_id: str) -> str:
-        return group_of(subscription_id)
+    def group_of(self, subscription_id: str, product_id: str) -> str:
+        return group_key(subscription_id, product_id)
 
     def _count_request(self) -> None:
         with self._lock:
             self.requests += 1
 
     # Reading -------------------------------------------------------------------------------
-    def read(self, keys: Sequence[tuple[str, int]], *, recent: bool = False) -> dict[str, Watermark]:
-        """Watermarks of (sid, period start) keys, by sid: one range query over their groups.
+    def read(self, keys: Sequence[WatermarkKey], *, recent: bool = False) -> dict[str, Watermark]:
+        """Watermarks of (sid, product, period start) keys, by sid: one range query over their groups.
 
-        `recent`: from the rows `newest_cursor` read (every row), if it ran; no request then.
+        `recent`: from the rows `newest_cursors` read (every row), if it ran; no request then.
         """
         if not keys:
             return {}
-        groups = {group_of(sid) for sid, _ in keys}
+        groups = {group_key(sid, pid) for sid, pid, _ in keys}
         with self._lock:
             every_row = self._every_row if recent else None
         if every_row is not None:
@@ -131,29 +141,36 @@ class Watermarks:
             with self._lock:
                 self._rows.update({g: (None, {}) for g in groups if g not in rows})
         out: dict[str, Watermark] = {}
-        for sid, period_start in keys:
-            etag, entries = rows.get(group_of(sid), (None, {}))
-            out[sid] = _to_watermark(sid, period_start, entries.get(_key(sid, period_start)), etag)
+        for sid, pid, period_start in keys:
+            etag, entries = rows.get(group_key(sid, pid), (None, {}))
+            out[sid] = _to_watermark(sid, pid, period_start, entries.get(_key(sid, period_start)), etag)
         return out
 
-    def get(self, subscription_id: str, period_start: int) -> Watermark:
-        return self.read([(subscription_id, period_start)])[subscription_id]
+    def get(self, subscription_id: str, product_id: str, period_start: int) -> Watermark:
+        return self.read([(subscription_id, product_id, period_start)])[subscription_id]
 
-    def newest_cursor(self, before: int) -> int | None:
-        """The newest cursor of open (not closed) watermarks below `before`: one read of all rows."""
-        newest: int | None = None
-        every_row = self._read_groups(group_of_number(0), group_of_number(GROUPS - 1))
+    def newest_cursors(self, before: int) -> dict[str, tuple[int, int]]:
+        """Per product, (newest cursor below `before`, open watermarks), most open first: one read of all rows."""
+        every_row = self._read_groups(None, None)
         with self._lock:
             self._every_row = every_row
-        for _etag, entries in every_row.values():
+        found: dict[str, tuple[int, int]] = {}
+        for group, (_etag, entries) in every_row.items():
+            product = group.rsplit("~", 1)[0]
+            newest, count = found.get(product, (-1, 0))
             for cursor in (_open_cursor(e) for e in entries.values()):
-                if cursor is not None and cursor < before and (newest is None or cursor > newest):
-                    newest = cursor
-        return newest
+                if cursor is not None and cursor < before:
+                    newest, count = max(newest, cursor), count + 1
+            if count:
+                found[product] = (newest, count)
+        return dict(sorted(found.items(), key=lambda item: -item[1][1]))
 
-    def _read_groups(self, low: str, high: str) -> dict[str, tuple[str | None, dict[str, Entry]]]:
+    def _read_groups(self, low: str | None, high: str | None) -> dict[str, tuple[str | None, dict[str, Entry]]]:
+        """Rows with RowKey in [low, high] (every row when None)."""
         rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}
-        query = f"PartitionKey eq '{GROUP_PARTITION}' and RowKey ge '{low}' and RowKey le '{high}'"
+        query = f"PartitionKey eq '{GROUP_PARTITION}'"
+        if low is not None and high is not None:
+            query += f" and RowKey ge '{low}' and RowKey le '{high}'"
         for row in query_rows(self._table, query, on_page=self._count_request):
             rows[str(row.values["RowKey"])] = (row.etag, _decode(row.values))
         with self._lock:
@@ -187,7 +204,7 @@ class Watermarks:
         """
         by_group: dict[str, list[WatermarkWrite]] = {}
         for w in writes:
-            by_group.setdefault(group_of(w.previous.subscription_id), []).append(w)
+            by_group.setdefault(group_key(w.previous.subscription_id, w.previous.product_id), []).append(w)
         operations: list[tuple[str, list[WatermarkWrite], dict[str, Entry], Write]] = []
         for group, group_writes in sorted(by_group.items()):
             etags = {w.previous.etag for w in group_writes}
@@ -216,5 +233,6 @@ class Watermarks:
                     self._rows[group] = (etag, entries)
                 for w in group_writes:
                     sid, period_start = w.previous.subscription_id, w.previous.period_start
-                    result[sid] = _to_watermark(sid, period_start, entries[_key(sid, period_start)], etag)
+                    result[sid] = _to_watermark(sid, w.previous.product_id, period_start,
+                                                entries[_key(sid, period_start)], etag)  # fmt: skip
         return result

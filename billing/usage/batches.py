@@ -133,9 +133,9 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest:
 
 def split(
     window_end: int, as_of: int, items: Iterable[PushItem], *,
-    group_of: Callable[[str], str], batch_size: int = DEFAULT_BATCH_SIZE,
+    group_of: Callable[[str, str], str], batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Iterator[PushBatch]:  # fmt: skip
-    """Batches of whole groups (`group_of` a subscription id), at most `batch_size` items each.
+    """Batches of whole groups (`group_of` a subscription and product id), at most `batch_size` items each.
 
     A group larger than a batch is cut (its parts then conflict if run at once; a conflict reruns).
     Each batch stays small enough for one queue message.
@@ -144,7 +144,7 @@ def split(
         raise ValueError(f"the batch size must be at least 1, got {batch_size}")
     groups: dict[str, list[PushItem]] = {}
     for item in items:
-        groups.setdefault(group_of(item.subscription_id), []).append(item)
+        groups.setdefault(group_of(item.subscription_id, item.product_id), []).append(item)
     limit = MAX_MESSAGE_JSON_BYTES - 512
     current: list[PushItem] = []
     size = 0
@@ -165,8 +165,16 @@ def split(
 
 
 def _item_size(item: PushItem) -> int:
-    """An upper bound of the item's JSON in a batch message (ids plus ten numbers)."""
-    return len(item.subscription_id) + len(item.customer_id) + len(item.product_id) + 125
+    """The item's JSON in a batch message, to a few characters (ids, seven numbers, null or a number).
+
+    Exact rather than a wide bound, so that a batch reaches `batch_size` items: a batch of 300
+    fills three meter event stream requests, where one cut at 263 would take the same three.
+    """
+    c = item.counts
+    numbers = (item.period.start, item.period.end, item.window_start or 0, c.success, c.blocked, c.failed, c.other)
+    ids = sum(len(t) if t.isascii() else len(json.dumps(t)) for t in (item.subscription_id, item.customer_id,
+                                                                       item.product_id))  # fmt: skip
+    return ids + sum(len(str(n)) for n in numbers) + 24  # quotes, commas, brackets, and "null" for no start
 
 
 def remainder(batch: PushBatch, done: Sequence[PushItem]) -> PushBatch | None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Watermark:
     subscription_id: str
+    product_id: str  # the subscription's product: watermarks of one product are stored apart
     period_start: int
     reported: int = 0  # cumulative billable calls Stripe has for this period
     counted_until: int | None = None  # the report window end `reported` has reached; None: no row yet
@@ -53,7 +54,15 @@ class SendResult:
 
 
 class UsageReports(Protocol):
-    def read(self, window: ReportWindow, subscription_id: str | None = None) -> Mapping[str, UsageCounts]: ...
+    def read(
+        self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None
+    ) -> Mapping[str, UsageCounts]:
+        """Calls per subscription in the window, of one subscription or one product if given."""
+        ...
+
+
+# A watermark's key: (subscription id, product id, billing period start).
+WatermarkKey = tuple[str, str, int]
 
 
 class MeterSink(Protocol):
@@ -61,14 +70,17 @@ class MeterSink(Protocol):
 
 
 class WatermarkStore(Protocol):
-    def group_of(self, subscription_id: str) -> str:
-        """Watermarks of one group are stored together: a batch holds whole groups where it can."""
+    def group_of(self, subscription_id: str, product_id: str) -> str:
+        """Watermarks of one group are stored together: a batch holds whole groups where it can.
+
+        A group holds subscriptions of one product, so batches of different products never share one.
+        """
         ...
 
-    def read(self, keys: Sequence[tuple[str, int]], *, recent: bool = False) -> dict[str, Watermark]:
-        """Watermarks of (subscription id, period start) keys, by subscription id; absent: no row.
+    def read(self, keys: Sequence[WatermarkKey], *, recent: bool = False) -> dict[str, Watermark]:
+        """Watermarks of (subscription id, product id, period start) keys, by subscription id.
 
-        `recent`: may answer from the store's last read of every row (`newest_cursor`) instead of
+        `recent`: may answer from the store's last read of every row (`newest_cursors`) instead of
         reading again; for planning, since a write still fails if its row changed meanwhile.
         """
         ...
@@ -77,8 +89,9 @@ class WatermarkStore(Protocol):
         """Apply the writes if nothing changed since they were read (else WatermarkConflict)."""
         ...
 
-    def newest_cursor(self, before: int) -> int | None:
-        """The newest cursor of open watermarks below `before` (a pending event's, if it has one).
+    def newest_cursors(self, before: int) -> dict[str, tuple[int, int]]:
+        """Per product: the newest cursor of its open watermarks below `before` (a pending event's,
+        if it has one) and how many of its watermarks are open, most open first.
 
         After a normal run every cursor is that run's end: the start of the next run's last window.
         """

@@ -129,56 +129,79 @@ class UsagePush:
             if product.is_metered:
                 yield link
 
-    def plan(self, as_of: int, links: Iterable[SubscriptionLink] | None = None) -> PushPlan:
-        """The run's batches: the report read once (all pages) per distinct cursor, for every metered link.
+    def plan(
+        self, as_of: int, links: Iterable[SubscriptionLink] | None = None,
+        on_batch: Callable[[PushBatch], None] | None = None,
+    ) -> PushPlan:  # fmt: skip
+        """The run's batches: each product's report read once (all pages) per distinct cursor.
 
         Each subscription's window starts at its cursor (the one its pending event will leave, if
         it has one), so a run never needs a cursor of its own and one that died part-way is caught
         up by the next. No cursor yet: the item only adopts the run's end (`window_action`).
-        The report read (paced by ARM's rate limit) starts at once from the newest cursor (after a
+
+        Reports are read one product after another (APIM filters a report by product), and a
+        product's batches go to `on_batch` (the fan-out enqueues them) as soon as its report is
+        read: the workers send one product's events to Stripe while the next product's report is
+        read, so Stripe's rate limit and ARM's are spent side by side, not one after the other.
+        The first read (paced by ARM's rate limit) starts at once from the newest cursor (after a
         normal run, every watermark's) while the links are listed; older cursors, if any, add their
         pieces afterwards.
         """
         end = run_end(as_of, self.lag_seconds)
         started = time.monotonic()
         phases: dict[str, float] = {}
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            listed = pool.submit(lambda: list(self.metered_links() if links is None else links))
-            guess = self.watermarks.newest_cursor(end)
-            early = pool.submit(self.reports.read, ReportWindow(guess, end)) if guess is not None else None
+        batches: list[PushBatch] = []
+        reads = 0
+        # One thread lists the links; another reads the products' reports one after another, from
+        # each product's newest cursor, so ARM's budget is spent without a pause from the start.
+        with ThreadPoolExecutor(max_workers=1) as lister, ThreadPoolExecutor(max_workers=1) as reader:
+            listed = lister.submit(lambda: list(self.metered_links() if links is None else links))
+            newest = self.watermarks.newest_cursors(end)  # the product with the most open watermarks first
+            early = {pid: (cursor, reader.submit(self.reports.read, ReportWindow(cursor, end), None, pid))
+                     for pid, (cursor, _open) in newest.items()}  # fmt: skip
             metered = listed.result()
             phases["links"] = time.monotonic() - started
-            keys = [(lk.apim_subscription_id, lk.current_period_start) for lk in metered]
-            marks = self.watermarks.read(keys, recent=True)  # the rows newest_cursor has just read
+            keys = [(lk.apim_subscription_id, lk.product_id, lk.current_period_start) for lk in metered]
+            marks = self.watermarks.read(keys, recent=True)  # the rows newest_cursors has just read
             cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
-            starts = window_starts((c for c in cursors.values() if c is not None), end)
-            windows = pieces(starts, end) if starts else []
-            ready = {windows[-1]: early} if early is not None and windows and windows[-1].start == guess else {}
-            counts_by_start = self._read_windows(windows, ready)
-            reads = len(windows) + (1 if early is not None and not ready else 0)
+            by_product: dict[str, list[SubscriptionLink]] = {}
+            for link in metered:
+                by_product.setdefault(link.product_id, []).append(link)
+            # Then the others, the largest first: the last product's sending is what the run waits for.
+            later = sorted((pid for pid in by_product if pid not in early), key=lambda pid: -len(by_product[pid]))
+            for pid in [*early, *later]:
+                own = by_product.get(pid, [])
+                own_cursors = (cursors.get(lk.apim_subscription_id) for lk in own)
+                starts = window_starts((c for c in own_cursors if c is not None), end)
+                windows = pieces(starts, end) if starts else []
+                ready: dict[ReportWindow, Future[Mapping[str, UsageCounts]]] = {}
+                if pid in early:
+                    guess, future = early[pid]
+                    if windows and windows[-1].start == guess:
+                        ready = {windows[-1]: future}
+                    else:
+                        reads += 1  # read for nothing: no subscription of it has that cursor any more
+                counts_by_start = self._read_windows(windows, ready, pid)
+                reads += len(windows)
+                items = _items(own, cursors, starts, counts_by_start, end)
+                for batch in split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size):
+                    batches.append(batch)
+                    if on_batch is not None:
+                        on_batch(batch)
+                phases.setdefault("first batches", time.monotonic() - started)
             phases["reports"] = time.monotonic() - started
-        items = []
-        for link in metered:
-            sid = link.apim_subscription_id
-            cursor = cursors.get(sid)
-            if cursor is not None and cursor >= end:
-                continue  # counted up to this run's end already
-            start = None if cursor is None else start_for(cursor, starts)
-            counts = UsageCounts() if start is None else counts_by_start[start].get(sid, UsageCounts())
-            period = Period(link.current_period_start, link.current_period_end)
-            items.append(PushItem(sid, link.stripe_customer_id, link.product_id, period, start, counts))
-        batches = list(split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size))
         phases["batches"] = time.monotonic() - started
         return PushPlan(end, reads, batches, phases)
 
     def _read_windows(
-        self, windows: list[ReportWindow], ready: Mapping[ReportWindow, Future[Mapping[str, UsageCounts]]]
-    ) -> dict[int, dict[str, UsageCounts]]:
+        self, windows: list[ReportWindow], ready: Mapping[ReportWindow, Future[Mapping[str, UsageCounts]]],
+        product_id: str,
+    ) -> dict[int, dict[str, UsageCounts]]:  # fmt: skip
         """Per window start, each subscription's calls from that start to the run's end (pieces summed)."""
         totals: dict[str, UsageCounts] = {}
         out: dict[int, dict[str, UsageCounts]] = {}
         for window in reversed(windows):  # newest first: each start adds its piece to the later ones
-            read = ready[window].result() if window in ready else self.reports.read(window)
+            read = ready[window].result() if window in ready else self.reports.read(window, None, product_id)
             for sid, c in read.items():
                 totals[sid] = totals[sid] + c if sid in totals else c
             out[window.start] = dict(totals)
@@ -205,7 +228,7 @@ class UsagePush:
         if not product.is_metered:
             return None
         window = closing_window(period)
-        counts = self.reports.read(window, subscription_id).get(subscription_id, UsageCounts())
+        counts = self.reports.read(window, subscription_id, None).get(subscription_id, UsageCounts())
         item = PushItem(subscription_id, link.stripe_customer_id, link.product_id, period, period.start, counts)
         stamp_end = window.end if now is None or now >= period.end else max(period.start, now - 1)
         return PushBatch(stamp_end, stamp_end, (item,), closing=True)
@@ -236,8 +259,9 @@ class UsagePush:
         """At most CHUNK items of whole groups (a bigger group is a chunk of its own)."""
         groups: list[list[PushItem]] = []
         for item in items:
-            if groups and self.watermarks.group_of(item.subscription_id) == self.watermarks.group_of(
-                groups[-1][0].subscription_id
+            last = groups[-1][0] if groups else None
+            if last is not None and self.watermarks.group_of(item.subscription_id, item.product_id) == (
+                self.watermarks.group_of(last.subscription_id, last.product_id)
             ):
                 groups[-1].append(item)
             else:
@@ -253,7 +277,7 @@ class UsagePush:
 
     def _process_chunk(self, batch: PushBatch, chunk: tuple[PushItem, ...], dry_run: bool) -> PushSummary:
         summary = PushSummary(subscriptions_seen=len(chunk))
-        marks = self.watermarks.read([(i.subscription_id, i.period.start) for i in chunk])
+        marks = self.watermarks.read([(i.subscription_id, i.product_id, i.period.start) for i in chunk])
 
         # 1. Recovery: pending events of an interrupted run go first, unchanged.
         pending = [m for m in marks.values() if m.pending is not None]
@@ -326,10 +350,10 @@ class UsagePush:
 
     def _merge(self, marks: dict[str, Watermark], written: dict[str, Watermark]) -> dict[str, Watermark]:
         """`marks` after a write: the written ones replaced, the others of the same groups re-versioned."""
-        versions = {self.watermarks.group_of(sid): m.etag for sid, m in written.items()}
+        versions = {self.watermarks.group_of(sid, m.product_id): m.etag for sid, m in written.items()}
         merged = {}
         for sid, mark in marks.items():
-            group = self.watermarks.group_of(sid)
+            group = self.watermarks.group_of(sid, mark.product_id)
             merged[sid] = written.get(sid) or (replace(mark, etag=versions[group]) if group in versions else mark)
         return merged
 
@@ -362,6 +386,24 @@ class UsagePush:
             summary.failed += 1
             summary.failures.append(f"{event.subscription_id}: {reason}")
             log.warning("usage push: Stripe refused the event of %s: %s", event.subscription_id, reason)
+
+
+def _items(
+    links: list[SubscriptionLink], cursors: Mapping[str, int | None], starts: list[int],
+    counts_by_start: Mapping[int, Mapping[str, UsageCounts]], end: int,
+) -> list[PushItem]:  # fmt: skip
+    """One item per link not yet counted up to `end`, with its window start and calls."""
+    items = []
+    for link in links:
+        sid = link.apim_subscription_id
+        cursor = cursors.get(sid)
+        if cursor is not None and cursor >= end:
+            continue  # counted up to this run's end already
+        start = None if cursor is None else start_for(cursor, starts)
+        counts = UsageCounts() if start is None else counts_by_start[start].get(sid, UsageCounts())
+        period = Period(link.current_period_start, link.current_period_end)
+        items.append(PushItem(sid, link.stripe_customer_id, link.product_id, period, start, counts))
+    return items
 
 
 def _expected_cursor(mark: Watermark) -> int | None:

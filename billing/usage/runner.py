@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from billing.usage.batches import BadMessage, ClosingRequest, batch_message, parse_message
-from billing.usage.push import PushSummary, UsagePush
+from billing.usage.push import PushPlan, PushSummary, UsagePush
 
 log = logging.getLogger("billing.usage")
 
@@ -16,18 +16,18 @@ log = logging.getLogger("billing.usage")
 SAFE_RUN_SECONDS = 8 * 60
 
 
-def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> int:
-    """Read the reports and enqueue one message per batch; returns the number of batches.
+def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> PushPlan:
+    """Read the reports and enqueue one message per batch; returns the plan (its batches all sent).
 
-    A fan-out that fails part-way is simply run again: the watermarks say what is counted.
+    Each product's batches are enqueued as soon as its report is read, so queue workers start on
+    them while the next product's report is read. A fan-out that fails part-way is simply run
+    again: the watermarks say what is counted.
     """
-    plan = push.plan(as_of)
-    for batch in plan.batches:
-        send(batch_message(batch))
+    plan = push.plan(as_of, on_batch=lambda batch: send(batch_message(batch)))
     log.info("usage push: %d batches enqueued (as of %d; links listed at %.1fs, reports read at %.1fs, cut at "
              "%.1fs)", len(plan.batches), as_of, plan.phases.get("links", 0), plan.phases.get("reports", 0),
              plan.phases.get("batches", 0))  # fmt: skip
-    return len(plan.batches)
+    return plan
 
 
 def handle_message(

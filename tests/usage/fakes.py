@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from billing.store.subscriptions import SubscriptionLink
 from billing.usage.plan import MeterEvent, UsageCounts
-from billing.usage.ports import SendResult, Watermark, WatermarkConflict, WatermarkWrite
+from billing.usage.ports import SendResult, Watermark, WatermarkConflict, WatermarkKey, WatermarkWrite
 from billing.usage.windows import ReportWindow
 
 
@@ -17,15 +17,21 @@ class FakeReports:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, UsageCounts]] = []
-        self.reads: list[tuple[ReportWindow, str | None]] = []
+        self.reads: list[tuple[ReportWindow, str | None, str | None]] = []  # window, subscription, product
+        self.products: dict[str, str] = {}  # subscription -> product, where a test says
 
     def add(self, sid: str, at: int, success: int = 0, blocked: int = 0, failed: int = 0) -> None:
         self.calls.append((sid, at, UsageCounts(success=success, blocked=blocked, failed=failed)))
 
-    def read(self, window: ReportWindow, subscription_id: str | None = None) -> Mapping[str, UsageCounts]:
-        self.reads.append((window, subscription_id))
+    def read(
+        self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None
+    ) -> Mapping[str, UsageCounts]:
+        self.reads.append((window, subscription_id, product_id))
         out: dict[str, UsageCounts] = {}
         for sid, at, c in self.calls:
+            known = self.products.get(sid)
+            if product_id is not None and known is not None and known != product_id:
+                continue  # APIM's productId filter (for subscriptions whose product the test named)
             if window.start <= at < window.end and subscription_id in (None, sid):
                 p = out.get(sid, UsageCounts())
                 out[sid] = UsageCounts(p.success + c.success, p.blocked + c.blocked, p.failed + c.failed)
@@ -66,24 +72,30 @@ class FakeWatermarks:
         self.group_size = group_size
         self.before_write: Callable[[], None] | None = None  # test seam: runs once, then is cleared
 
-    def group_of(self, subscription_id: str) -> str:
+    def group_of(self, subscription_id: str, product_id: str) -> str:
         digits = "".join(ch for ch in subscription_id if ch.isdigit())
-        return f"g{int(digits) // self.group_size if digits else 0}"
+        return f"{product_id}/g{int(digits) // self.group_size if digits else 0}"
 
     def get(self, sid: str, period_start: int) -> Watermark:
-        return self.read([(sid, period_start)])[sid]
+        """A stored watermark (tests know the sid; its product is the one it was stored with)."""
+        found = self.rows.get((sid, period_start))
+        return self.read([(sid, found.product_id if found else "payg", period_start)])[sid]
 
-    def read(self, keys: Sequence[tuple[str, int]], *, recent: bool = False) -> dict[str, Watermark]:
+    def read(self, keys: Sequence[WatermarkKey], *, recent: bool = False) -> dict[str, Watermark]:
         out = {}
-        for sid, period_start in keys:
-            etag = self.versions.get(self.group_of(sid))
+        for sid, pid, period_start in keys:
+            etag = self.versions.get(self.group_of(sid, pid))
             found = self.rows.get((sid, period_start))
-            out[sid] = replace(found, etag=etag) if found else Watermark(sid, period_start, etag=etag)
+            out[sid] = replace(found, etag=etag) if found else Watermark(sid, pid, period_start, etag=etag)
         return out
 
-    def newest_cursor(self, before: int) -> int | None:
-        cursors = [m.pending.counted_until if m.pending else m.counted_until for m in self.rows.values()]
-        return max((c for c in cursors if c is not None and c < before), default=None)
+    def newest_cursors(self, before: int) -> dict[str, tuple[int, int]]:
+        found: dict[str, list[int]] = {}
+        for m in self.rows.values():
+            cursor = m.pending.counted_until if m.pending else m.counted_until
+            if cursor is not None and cursor < before:
+                found.setdefault(m.product_id, []).append(cursor)
+        return {pid: (max(c), len(c)) for pid, c in sorted(found.items(), key=lambda item: -len(item[1]))}
 
     def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
         hook, self.before_write = self.before_write, None
@@ -91,15 +103,15 @@ class FakeWatermarks:
             hook()
         batch = list(writes)
         for w in batch:
-            if self.versions.get(self.group_of(w.previous.subscription_id)) != w.previous.etag:
+            if self.versions.get(self.group_of(w.previous.subscription_id, w.previous.product_id)) != w.previous.etag:
                 raise WatermarkConflict("changed")
         out = {}
-        for group in sorted({self.group_of(w.previous.subscription_id) for w in batch}):
+        for group in sorted({self.group_of(w.previous.subscription_id, w.previous.product_id) for w in batch}):
             self.versions[group] = f"e{next(self._etags)}"
         for w in batch:
-            sid, period_start = w.previous.subscription_id, w.previous.period_start
-            mark = Watermark(sid, period_start, w.reported, w.counted_until, w.pending,
-                             self.versions[self.group_of(sid)])  # fmt: skip
+            sid, pid, period_start = w.previous.subscription_id, w.previous.product_id, w.previous.period_start
+            mark = Watermark(sid, pid, period_start, w.reported, w.counted_until, w.pending,
+                             self.versions[self.group_of(sid, pid)])  # fmt: skip
             self.rows[(sid, period_start)] = mark
             out[sid] = mark
             self.writes += 1

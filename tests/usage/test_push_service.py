@@ -159,10 +159,10 @@ def test_one_report_read_per_run_whatever_the_period_starts() -> None:
         reports.add(f"sub_{n:04d}", P0 + 3600, success=n + 1)
     plan = push.plan(P0 + DAY)
     assert len(reports.reads) == 1
-    assert reports.reads[0] == (ReportWindow(P0 + 1, P0 + DAY - LAG), None)
+    assert reports.reads[0] == (ReportWindow(P0 + 1, P0 + DAY - LAG), None, "payg")
     assert len(plan.batches) == 9
     # Whole groups per batch: no group is written by two batches.
-    groups = [{marks.group_of(i.subscription_id) for i in b.items} for b in plan.batches]
+    groups = [{marks.group_of(i.subscription_id, i.product_id) for i in b.items} for b in plan.batches]
     assert sum(len(g) for g in groups) == len(set().union(*groups))
     for batch in plan.batches:
         push.process_batch(batch)
@@ -224,7 +224,7 @@ def test_a_batch_never_processed_is_caught_up_by_the_next_run_from_its_own_curso
     run_in_process(push, P0 + 2 * DAY)
     assert (meter.total("sub_1"), meter.total("sub_2")) == (10, 6)
     # Two pieces: from sub_1's cursor to sub_2's, and from there to the end; each read once.
-    assert [w for w, _ in reports.reads[reads:]] == [ReportWindow(P0 + DAY - LAG, P0 + 2 * DAY - LAG),
+    assert [w for w, *_ in reports.reads[reads:]] == [ReportWindow(P0 + DAY - LAG, P0 + 2 * DAY - LAG),
                                                       ReportWindow(P0 + 1, P0 + DAY - LAG)]  # fmt: skip
 
 
@@ -340,7 +340,7 @@ def test_a_full_batch_message_fits_a_storage_queue_message() -> None:
     marks = FakeWatermarks()
     for lk in long_links:
         marks.rows[(lk.apim_subscription_id, lk.current_period_start)] = Watermark(
-            lk.apim_subscription_id, lk.current_period_start, 0, P0 + 1)
+            lk.apim_subscription_id, lk.product_id, lk.current_period_start, 0, P0 + 1)
         reports.add(lk.apim_subscription_id, P0 + 1, success=10**12, blocked=10**12, failed=10**12)
     batches = _push(long_links, reports, marks=marks, batch_size=10_000).plan(P0 + DAY).batches
     for batch in batches:
@@ -348,7 +348,7 @@ def test_a_full_batch_message_fits_a_storage_queue_message() -> None:
         assert encoded < 64 * 1024
         assert parse_message(batch_message(batch)) == batch
     # Cut by size, still in whole groups: no two batches write one group.
-    groups = [{marks.group_of(i.subscription_id) for i in b.items} for b in batches]
+    groups = [{marks.group_of(i.subscription_id, i.product_id) for i in b.items} for b in batches]
     assert len(batches) > 1
     assert sum(len(g) for g in groups) == len(set().union(*groups))
     assert Period(P0, P1).end == P1
