@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
 
 MAX_OPERATIONS = 100  # Table Storage: operations per transaction
 MAX_BODY_BYTES = 4 * 1024 * 1024  # ... and its payload
 API_VERSION = "2019-02-02"  # as azure-data-tables 12.7 sends
+SEND_ATTEMPTS = 3
 _INT32 = range(-(2**31), 2**31)
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 _ETAG = re.compile(rb"^ETag: *(.+?)\r?$", re.MULTILINE | re.IGNORECASE)
@@ -116,6 +117,25 @@ def _refusal(part: bytes, status: int) -> TransactionRefused:
     return TransactionRefused(status, index, message or f"status {status}")
 
 
+def _send(table: TableClient, request: HttpRequest) -> tuple[Any, bytes]:
+    """The answer to the transaction, sending it again if the connection broke before the answer.
+
+    The pipeline does not retry a POST whose answer was lost (a pooled connection the server had
+    closed, say). Sending it again is safe here: every operation is conditional (an insert, or a
+    replace If-Match), so a transaction that was applied the first time is refused as a whole the
+    second (409 or 412, TransactionRefused), never applied twice.
+    """
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            # The TableClient's pipeline, not a new one; streamed, so that no policy decodes the parts.
+            response = table._client.send_request(request, stream=True)
+            return response, response.read()
+        except ServiceResponseError:
+            if attempt == SEND_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
 def submit(table: TableClient, writes: Sequence[Write]) -> list[str]:
     """Apply all writes or none; the new ETags, in order.
 
@@ -134,9 +154,7 @@ def submit(table: TableClient, writes: Sequence[Write]) -> list[str]:
         headers={"x-ms-version": API_VERSION, "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
                  "Accept": "application/json", "Content-Type": f"multipart/mixed; boundary={boundary}"},
     )  # fmt: skip
-    # The TableClient's pipeline, not a new one; streamed, so that no policy tries to decode the parts.
-    response = table._client.send_request(request, stream=True)
-    content = response.read()
+    response, content = _send(table, request)
     if response.status_code != 202:
         raise HttpResponseError(response=response)
     kind = response.headers.get("Content-Type", "")

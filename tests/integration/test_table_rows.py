@@ -3,6 +3,8 @@ links' layout, against Azurite."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import uuid
 
 import pytest
@@ -13,6 +15,7 @@ from billing.store.groups import group_of
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
 from billing.store.table_rows import query_rows
 from billing.store.table_transactions import TransactionRefused, Write, submit
+from devstack.azurite import Azurite
 
 pytestmark = pytest.mark.storage
 
@@ -120,3 +123,86 @@ def test_a_transaction_names_what_it_cannot_hold(table: TableClient) -> None:
         submit(table, [Write({"PartitionKey": "a", "RowKey": str(n)}) for n in range(101)])
     with pytest.raises(TypeError, match="'when' must be str, bool or int"):
         submit(table, [Write({"PartitionKey": "a", "RowKey": "1", "when": 1.5})])
+
+
+class _AnswerDroppingProxy:
+    """A loopback proxy to Azurite that, while `drop_next` is set, forwards a `$batch` request and
+    drops the connection instead of passing the answer back: the client sees a reset after the
+    service applied it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.drop_next = False
+        self.dropped = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        with client, upstream:
+            while True:
+                request = _read_http(client)
+                if not request:
+                    return
+                upstream.sendall(request)
+                answer = _read_http(upstream)
+                if b"$batch" in request.split(b"\r\n", 1)[0] and self.drop_next:
+                    self.drop_next = False
+                    self.dropped += 1
+                    client.shutdown(socket.SHUT_RDWR)  # applied upstream; the answer never arrives
+                    return
+                client.sendall(answer)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _read_http(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 message with a Content-Length body (all that Azurite and the SDK send here)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_transaction_whose_answer_was_lost_is_sent_again_and_applied_once(azurite: Azurite) -> None:
+    name = f"rows{uuid.uuid4().hex[:12]}"
+    TableServiceClient.from_connection_string(azurite.connection_string).create_table(name)
+    proxy = _AnswerDroppingProxy(azurite.table_port)
+    try:
+        via_proxy = TableClient.from_connection_string(
+            azurite.connection_string.replace(f":{azurite.table_port}/", f":{proxy.port}/"), name)
+        row = {"PartitionKey": "g", "RowKey": "r", "n": 1}
+        proxy.drop_next = True
+        with pytest.raises(TransactionRefused) as exists:
+            submit(via_proxy, [Write(row)])  # applied, its answer lost, sent again: the row exists
+        assert (exists.value.status, proxy.dropped) == (409, 1)
+        etag = via_proxy.get_entity("g", "r").metadata["etag"]
+
+        proxy.drop_next = True
+        with pytest.raises(TransactionRefused) as stale:
+            submit(via_proxy, [Write({**row, "n": 2}, etag)])  # applied, answer lost, sent again: stale ETag
+        assert (stale.value.status, proxy.dropped) == (412, 2)  # the caller rereads and finds its own write
+        assert via_proxy.get_entity("g", "r")["n"] == 2
+        assert len(list(via_proxy.list_entities())) == 1
+
+        assert submit(via_proxy, [Write({**row, "n": 3}, via_proxy.get_entity("g", "r").metadata["etag"])])
+    finally:
+        proxy.close()
