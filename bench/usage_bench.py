@@ -388,7 +388,8 @@ def run_push(env: dict[str, str], seeded: Seeded, *, as_of: int, processes: int,
         f"other {sequential:.1f}s (wall/that {wall / sequential if sequential else 0:.2f}); Azurite "
         f"{planned['azurite'] + sum(p['azurite'] for p in done)} requests, watermark writes "
         f"{sum(p['write_seconds'] for p in done):.1f}s summed over threads; cpu s = timer + workers; "
-        f"CPU of the {os.cpu_count()} cores' {wall * (os.cpu_count() or 1):.0f} core-s: push {cpu:.0f}, "
+        f"CPU of the {os.cpu_count()} cores' {wall * (os.cpu_count() or 1):.0f} core-s: push {cpu:.0f} (timer "
+        f"{planned['cpu']:.0f}), "
         f"emulators {emulators_cpu:.0f}, Azurite {azurite_cpu:.0f}"
     )
     if problems:

@@ -217,6 +217,8 @@ def _where(request: HttpRequest) -> str:
 
 def _int_field(row: dict[str, Any], name: str, where: str) -> int:
     value = row.get(name)
+    if type(value) is int and value >= 0:  # the usual case first: a row of every page goes through here
+        return value
     if value is None:  # absent or null: no calls of that kind (the SDK's model reads None)
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -96,6 +96,14 @@ ITEM_FIELDS = ("[sid, customer, product, period_start, period_end, window_start 
 def _item(raw: Any, n: int) -> PushItem:
     if not (isinstance(raw, list) and len(raw) == 10 and all(isinstance(x, str) and x for x in raw[:3])):
         raise BadMessage(f"items[{n}] must be {ITEM_FIELDS}")
+    start, end, window = raw[3], raw[4], raw[5]
+    usual_window = window is None or (type(window) is int and window >= 0)
+    if type(start) is int and type(end) is int and 0 <= start < end and usual_window:
+        # The usual item, checked at once (a batch holds hundreds); anything else is named below.
+        try:
+            return PushItem(raw[0], raw[1], raw[2], Period(start, end), window, UsageCounts(*raw[6:]))
+        except (TypeError, ValueError) as exc:
+            raise BadMessage(f"items[{n}]: {exc}") from None
     try:
         period = _period({"period_start": raw[3], "period_end": raw[4]})
         window_start = None if raw[5] is None else _int({"window_start": raw[5]}, "window_start")
@@ -170,11 +178,13 @@ def _item_size(item: PushItem) -> int:
     Exact rather than a wide bound, so that a batch reaches `batch_size` items: a batch of 300
     fills three meter event stream requests, where one cut at 263 would take the same three.
     """
-    c = item.counts
-    numbers = (item.period.start, item.period.end, item.window_start or 0, c.success, c.blocked, c.failed, c.other)
-    ids = sum(len(t) if t.isascii() else len(json.dumps(t)) for t in (item.subscription_id, item.customer_id,
-                                                                       item.product_id))  # fmt: skip
-    return ids + sum(len(str(n)) for n in numbers) + 24  # quotes, commas, brackets, and "null" for no start
+    c, sid, customer, product = item.counts, item.subscription_id, item.customer_id, item.product_id
+    numbers = f"{item.period.start}{item.period.end}{item.window_start or 0}{c.success}{c.blocked}{c.failed}{c.other}"
+    if sid.isascii() and customer.isascii() and product.isascii():
+        ids = len(sid) + len(customer) + len(product)
+    else:  # JSON writes other characters as \uXXXX
+        ids = len(json.dumps(sid)) + len(json.dumps(customer)) + len(json.dumps(product))
+    return ids + len(numbers) + 24  # quotes, commas, brackets, and "null" for no start
 
 
 def remainder(batch: PushBatch, done: Sequence[PushItem]) -> PushBatch | None:

@@ -36,6 +36,11 @@ class UsageCounts:
     other: int = 0
 
     def __post_init__(self) -> None:
+        # One check for the usual case (made for every report row and batch item); `type() is int`
+        # also refuses bools. Only a failing value is looked at one by one, to name it.
+        s, b, f, o = self.success, self.blocked, self.failed, self.other
+        if type(s) is int and type(b) is int and type(f) is int and type(o) is int and min(s, b, f, o) >= 0:
+            return
         for name in ("success", "blocked", "failed", "other"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
