@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=50, help="added to every emulator API request")
     parser.add_argument("--stripe-rps", type=int, default=100, help="Stripe requests a second before 429")
     parser.add_argument("--processes", type=int, default=2, help="queue worker processes (Functions instances)")
-    parser.add_argument("--workers", type=int, default=8, help="messages at once per worker process (and naive threads)")
+    parser.add_argument("--workers", type=int, default=8, help="messages at once per worker process; naive threads")
     parser.add_argument("--naive-sample", type=int, default=1000, help="naive subscriptions measured per size")
     args = parser.parse_args(argv)
     if args.latency_ms < 0 or min(args.stripe_rps, args.processes, args.workers, args.naive_sample) < 1:
