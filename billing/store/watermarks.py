@@ -156,7 +156,9 @@ class Watermarks:
             self._every_row = every_row
         found: dict[str, tuple[int, int]] = {}
         for group, (_etag, entries) in every_row.items():
-            product = group.rsplit("~", 1)[0]
+            product, _, number = group.rpartition("~")
+            if not product or not number:
+                continue  # not a group row of this layout
             newest, count = found.get(product, (-1, 0))
             for cursor in (_open_cursor(e) for e in entries.values()):
                 if cursor is not None and cursor < before:
