@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -167,6 +168,49 @@ def test_one_report_read_per_run_whatever_the_period_starts() -> None:
     for batch in plan.batches:
         push.process_batch(batch)
     assert meter.total() == sum(range(1, 901))
+
+
+class _HeldReports(FakeReports):
+    """Reports whose read of `held` product waits until `release` is set (or 10 s pass)."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__()
+        self.held, self.release, self.waited_for_release = held, threading.Event(), False
+
+    def read(self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None):  # type: ignore[no-untyped-def]
+        if product_id == self.held:
+            self.waited_for_release = self.release.wait(10)
+        return super().read(window, subscription_id, product_id)
+
+
+def test_each_products_batches_go_out_while_the_next_products_report_is_still_read() -> None:
+    marks = FakeWatermarks(group_size=4)
+    links = [link(f"sub_{n:03d}", "payg" if n < 60 else "developer", P0 - n, P1 - n) for n in range(90)]
+    reports = _HeldReports(held="developer")
+    for n, lk in enumerate(links):
+        reports.products[lk.apim_subscription_id] = lk.product_id
+        reports.add(lk.apim_subscription_id, P0 + 3600, success=200 + n)
+    push = _push(links, reports, FakeMeter(), marks, batch_size=25)
+    run_in_process(push, P0 + 1 + LAG)  # opens every window (the developer read is not held yet)
+    reports.reads.clear()
+
+    sent: list[PushBatch] = []
+
+    def on_batch(batch: PushBatch) -> None:
+        sent.append(batch)
+        if {i.product_id for i in batch.items} == {"payg"}:
+            reports.release.set()  # only now may the developer report finish
+
+    plan = push.plan(P0 + DAY, on_batch=on_batch)
+    # The developer read waited for payg's batches: they went out before it, not after every read.
+    assert reports.waited_for_release
+    assert [r[2] for r in reports.reads] == ["payg", "developer"]  # the product with most watermarks first
+    assert sent == plan.batches
+    assert [{i.product_id for i in b.items} for b in sent] == [{"payg"}] * 3 + [{"developer"}] * 2
+    for batch in plan.batches:
+        push.process_batch(batch)
+    dev = MODELS.product("developer").included_calls
+    assert push.meter.total() == sum(200 + n for n in range(60)) + sum(200 + n - dev for n in range(60, 90))  # type: ignore[attr-defined]
 
 
 def test_cancelled_and_flat_only_links_are_not_pushed() -> None:
