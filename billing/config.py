@@ -70,7 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("USAGE_STRIPE_REQUESTS_PER_SECOND", "Stripe request budget of the usage push, per instance.",
             required=False, default="25", local="25"),
     Setting("USAGE_ARM_REQUESTS_PER_SECOND", "Azure Resource Manager request budget of the usage push, per instance.",
-            required=False, default="3", local="3"),
+            required=False, default="20", local="20"),
     Setting("USAGE_BATCH_SIZE", "Subscriptions per usage queue message.", required=False, default="300",
             local="300"),
     Setting("RECONCILE_SCHEDULE", "NCRONTAB schedule of the Stripe/APIM reconcile job.", required=False,

@@ -19,9 +19,11 @@ from billing.usage.push import UsagePush
 from billing.usage.ratelimit import TokenBucket
 
 # Defaults per process: Stripe allows ~100 requests/s in live mode (shared with the rest of the
-# app and with other instances), ARM ~12,000 reads/hour. Scale down with the instance count.
+# app and with other instances); ARM's reads are a token bucket of 250 refilled at 25/s per
+# subscription and principal (since 2024), and only the timer reads reports in bulk: 20/s leaves
+# the rest to the app's other ARM calls. Scale Stripe's down with the instance count.
 DEFAULT_STRIPE_RPS = 25.0
-DEFAULT_ARM_RPS = 3.0
+DEFAULT_ARM_RPS = 20.0
 DEFAULT_BATCH_SIZE = 300
 
 _lock = threading.Lock()
