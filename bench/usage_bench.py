@@ -29,7 +29,7 @@ both approaches. Measured:
   processes taking messages as they come, at most `--workers` at a time each, as queue-triggered
   Functions instances would; each worker process has its share of the Stripe budget. (8 at a time:
   the work is CPU-bound Python, and more threads per process only add GIL contention here; 16, the
-  host.json batchSize, measured 2-4 s slower at 100,000.)
+  host.json batchSize, took 44.7-47.8 s at 100,000 in three runs, 8 took 40.6 and 43.5 s.)
 - naive (the Microsoft sample's `reportUsageToStripe`): per subscription one report call filtered on
   the subscription, one usage call (a v1 meter event, today's form of a usage record) and one update
   (`customers.update` metadata standing in for the sample's `subscriptions.update`: the bench makes
