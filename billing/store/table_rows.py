@@ -1,12 +1,11 @@
 """Reading many Table Storage rows quickly: the SDK's own request, its JSON read here.
 
 `TableClient.query_entities` turns every property of every row into an `EntityProperty` through
-the generated deserializer: about a quarter of a millisecond of CPU per row, so 100,000
-subscription links cost 25 CPU-seconds to list, more than the usage push spends on anything
-else. These reads send the very request the SDK builds (`build_table_query_entities_request`)
-through the client's own pipeline (its credential, whether shared key or managed identity, its
-retries and its TLS settings) and parse the JSON themselves, which costs about a hundredth of
-that. Only the types this app stores are converted: Edm.Int64 (sent as a string) becomes an int;
+the generated deserializer, which costs several times more CPU than the request itself
+(`python -m bench.table_bench` prints both per row). These reads send the very request the SDK
+builds (`build_table_query_entities_request`) through the client's own pipeline (its credential,
+whether shared key or managed identity, its retries and its TLS settings) and parse the JSON
+themselves. Only the types this app stores are converted: Edm.Int64 (sent as a string) becomes an int;
 strings, booleans, numbers and Int32 are JSON already.
 """
 

@@ -113,7 +113,7 @@ class Watermarks:
         self._table = table
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}  # group -> (etag, entries); None: no row
-        self._every_row: dict[str, tuple[str | None, dict[str, Entry]]] | None = None  # newest_cursors' read
+        self._have_every_row = False  # newest_cursors read every row into _rows
         self.requests = 0  # storage requests made (reads and transactions), for summaries
 
     def group_of(self, subscription_id: str, product_id: str) -> str:
@@ -131,12 +131,10 @@ class Watermarks:
         """
         if not keys:
             return {}
-        groups = {group_key(sid, pid) for sid, pid, _ in keys}
         with self._lock:
-            every_row = self._every_row if recent else None
-        if every_row is not None:
-            rows = every_row
-        else:
+            rows = dict(self._rows) if recent and self._have_every_row else None
+        if rows is None:
+            groups = {group_key(sid, pid) for sid, pid, _ in keys}
             rows = self._read_groups(min(groups), max(groups))
             with self._lock:
                 self._rows.update({g: (None, {}) for g in groups if g not in rows})
@@ -153,7 +151,7 @@ class Watermarks:
         """Per product, (newest cursor below `before`, open watermarks), most open first: one read of all rows."""
         every_row = self._read_groups(None, None)
         with self._lock:
-            self._every_row = every_row
+            self._have_every_row = True
         found: dict[str, tuple[int, int]] = {}
         for group, (_etag, entries) in every_row.items():
             product, _, number = group.rpartition("~")

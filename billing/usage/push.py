@@ -258,14 +258,14 @@ class UsagePush:
     def _chunks(self, items: tuple[PushItem, ...]) -> Iterator[tuple[PushItem, ...]]:
         """At most CHUNK items of whole groups (a bigger group is a chunk of its own)."""
         groups: list[list[PushItem]] = []
+        last_key: str | None = None
         for item in items:
-            last = groups[-1][0] if groups else None
-            if last is not None and self.watermarks.group_of(item.subscription_id, item.product_id) == (
-                self.watermarks.group_of(last.subscription_id, last.product_id)
-            ):
+            key = self.watermarks.group_of(item.subscription_id, item.product_id)
+            if groups and key == last_key:
                 groups[-1].append(item)
             else:
                 groups.append([item])
+            last_key = key
         current: list[PushItem] = []
         for group in groups:
             if current and len(current) + len(group) > CHUNK:
