@@ -10,6 +10,7 @@ import threading
 
 from emulators.apim.faults import Faults
 from emulators.apim.server import ApimEmulator
+from emulators.apim.state import DEFAULT_PUBLISHER_EMAIL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--portal-port", type=int, default=0, help="developer portal port; 0 picks a free one")
     parser.add_argument("--delegation-url", help="delegation endpoint of the app, e.g. http://127.0.0.1:7071/...")
     parser.add_argument("--delegation-key", help="delegation validation key, base64")
+    parser.add_argument(
+        "--publisher-email", default=DEFAULT_PUBLISHER_EMAIL, help="the administrator's e-mail (user 1)"
+    )
     parser.add_argument("--report-lag-seconds", type=float, default=0.0)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--error-rate-429", type=float, default=0.0)
@@ -30,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator = ApimEmulator(
             args.port, args.gateway_port, args.portal_port,
             delegation_url=args.delegation_url, delegation_key_b64=args.delegation_key,
-            report_lag_seconds=args.report_lag_seconds, faults=faults,
+            report_lag_seconds=args.report_lag_seconds, faults=faults, publisher_email=args.publisher_email,
         )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))

@@ -18,10 +18,14 @@ from emulators.apim.core import Emulated
 from emulators.apim.httpbase import Request, Response
 from emulators.apim.policy import PolicyError, parse_policy
 from emulators.apim.state import (
+    ADMIN_USER_ID,
+    EMAIL,
+    GROUP_TYPES,
     PRODUCT_STATES,
     SUBSCRIPTION_STATES,
     USER_STATES,
     DelegationSettings,
+    Group,
     Policy,
     Product,
     Subscription,
@@ -37,8 +41,17 @@ _SERVICE = re.compile(
     re.IGNORECASE,
 )
 _NAME = re.compile(r"^[^*#&+:<>?/\\%]{1,256}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = EMAIL
 T = TypeVar("T")
+# $filter fields of Group_ListByService and GroupUser_List (apimgroups.json, 2024-05-01)
+_GROUP_FILTER: dict[str, Callable[[Group], Any]] = {
+    "name": lambda g: g.gid, "displayName": lambda g: g.display_name, "description": lambda g: g.description,
+    "externalId": lambda g: g.external_id,
+}  # fmt: skip
+_GROUP_USER_FILTER: dict[str, Callable[[User], Any]] = {
+    "name": lambda u: u.uid, "email": lambda u: u.email, "firstName": lambda u: u.first_name,
+    "lastName": lambda u: u.last_name, "note": lambda u: u.note, "registrationDate": lambda u: u.registration_date,
+}  # fmt: skip
 Route = tuple[str, re.Pattern[str], Callable[..., Response]]
 
 
@@ -129,6 +142,11 @@ class ManagementApi:
             R("GET|HEAD|PUT|PATCH|DELETE", r"/users/(?P<uid>[^/]+)", self.user),
             R("POST", r"/users/(?P<uid>[^/]+)/token", self.user_token),
             R("GET", r"/users/(?P<uid>[^/]+)/subscriptions", self.user_subscriptions),
+            R("GET", r"/users/(?P<uid>[^/]+)/groups", self.user_groups),
+            R("GET", r"/groups", self.list_groups),
+            R("GET|HEAD|PUT|PATCH|DELETE", r"/groups/(?P<gid>[^/]+)", self.group),
+            R("GET", r"/groups/(?P<gid>[^/]+)/users", self.group_users),
+            R("HEAD|PUT|DELETE", r"/groups/(?P<gid>[^/]+)/users/(?P<uid>[^/]+)", self.group_user),
             R("GET", r"/products", self.list_products),
             R("GET|HEAD|PUT|PATCH|DELETE", r"/products/(?P<pid>[^/]+)", self.product),
             R("GET", r"/products/(?P<pid>[^/]+)/policies", self.list_product_policies),
@@ -208,7 +226,9 @@ class ManagementApi:
         return resp
 
     # ---- users -------------------------------------------------------------------------------
-    def _user_json(self, user: User, *, groups: bool = False) -> dict[str, Any]:
+    def _user_json(self, user: User, *, groups: list[Group] | None = None,
+                   kind: str = "Microsoft.ApiManagement/service/users") -> dict[str, Any]:  # fmt: skip
+        """`groups` None leaves the property out; PUT answers carry `[]`, as in the published samples."""
         props: dict[str, Any] = {
             "firstName": user.first_name,
             "lastName": user.last_name,
@@ -218,11 +238,21 @@ class ManagementApi:
         }
         if user.note is not None:
             props["note"] = user.note
-        if groups:
-            props["groups"] = []
+        if groups is not None:
+            props["groups"] = [self._group_properties(g) for g in groups]
         props["identities"] = user.identities
-        return {"id": self._id("users", user.uid), "type": "Microsoft.ApiManagement/service/users",
-                "name": user.uid, "properties": props}  # fmt: skip
+        return {"id": self._id("users", user.uid), "type": kind, "name": user.uid, "properties": props}
+
+    def _expanded_groups(self, req: Request, user: User) -> list[Group] | None:
+        if req.query.get("expandGroups", "").lower() != "true":
+            return None
+        return self.store.groups_of(user.uid)
+
+    @staticmethod
+    def _refuse_administrator_change(uid: str) -> None:
+        if uid == ADMIN_USER_ID:
+            raise ArmError(405, "MethodNotAllowed", "User '1' is the service's built-in administrator (the publisher "
+                           "e-mail given at creation): it cannot be changed or deleted through this API.")  # fmt: skip
 
     def _get_user(self, uid: str) -> User:
         user = self.store.users.get(uid)
@@ -238,21 +268,22 @@ class ManagementApi:
             "registrationDate": lambda u: u.registration_date,
         })  # fmt: skip
         users = [u for u in self.store.users.values() if pred(u)]
-        groups = req.query.get("expandGroups", "").lower() == "true"
-        return Response.json(arm.page(req, users, top, skip, lambda u: self._user_json(u, groups=groups)))
+        return Response.json(arm.page(req, users, top, skip,
+                                      lambda u: self._user_json(u, groups=self._expanded_groups(req, u))))  # fmt: skip
 
     def user(self, req: Request, uid: str) -> Response:
         uid = _check_name("userId", uid)
         existing = self.store.users.get(uid)
         if req.method in ("GET", "HEAD"):
             found = self._get_user(uid)
-            groups = req.query.get("expandGroups", "").lower() == "true"
-            return self._with_etag(Response.json(self._user_json(found, groups=groups)), found.etag)
+            return self._with_etag(Response.json(self._user_json(found, groups=self._expanded_groups(req, found))),
+                                   found.etag)  # fmt: skip
+        self._refuse_administrator_change(uid)
         if req.method == "DELETE":
             if existing is None:
                 return Response(204)  # ARM deletes are idempotent
             _if_match(req, existing.etag, required=True)
-            del self.store.users[uid]
+            self.store.delete_user(uid)  # and its group memberships
             if req.query.get("deleteSubscriptions", "").lower() == "true":
                 for owned in [s for s in self.store.subscriptions.values() if s.owner_uid == uid]:
                     self.store.delete_subscription(owned.sid)
@@ -277,7 +308,7 @@ class ManagementApi:
                 identities=identities or [{"provider": "Basic", "id": email}],
                 registration_date=self.emu.now(),
             )  # fmt: skip
-            self.store.users[uid] = user
+            self.store.add_user(user)  # joins Developers (system-managed membership)
         else:
             user.email = email or user.email
             user.first_name = first or user.first_name
@@ -287,7 +318,7 @@ class ManagementApi:
             user.identities = identities if identities is not None else user.identities
             user.etag = new_etag()
         status = 201 if created else 200
-        return self._with_etag(Response.json(self._user_json(user, groups=True), status), user.etag)
+        return self._with_etag(Response.json(self._user_json(user, groups=[]), status), user.etag)
 
     def _check_email(self, uid: str, email: str) -> None:
         if not _EMAIL.match(email):
@@ -323,6 +354,130 @@ class ManagementApi:
     def user_subscriptions(self, req: Request, uid: str) -> Response:
         self._get_user(_check_name("userId", uid))
         return self._list_subs(req, lambda s: s.owner_uid == uid)
+
+    # ---- groups ------------------------------------------------------------------------------
+    @staticmethod
+    def _group_properties(group: Group, *, built_in: bool = True) -> dict[str, Any]:
+        """GroupContractProperties; fields without a value are left out, as in the published samples."""
+        props: dict[str, Any] = {"displayName": group.display_name}
+        if group.description is not None:
+            props["description"] = group.description
+        if built_in:
+            props["builtIn"] = group.built_in
+        props["type"] = group.type
+        if group.external_id is not None:
+            props["externalId"] = group.external_id
+        return props
+
+    def _group_json(self, group: Group, *, built_in: bool = True) -> dict[str, Any]:
+        return {"id": self._id("groups", group.gid), "type": "Microsoft.ApiManagement/service/groups",
+                "name": group.gid, "properties": self._group_properties(group, built_in=built_in)}  # fmt: skip
+
+    def _get_group(self, gid: str) -> Group:
+        group = self.store.groups.get(gid)
+        if group is None:
+            raise not_found("Group", gid)
+        return group
+
+    @staticmethod
+    def _refuse_system_group_change(group: Group | None, what: str) -> None:
+        if group is not None and group.built_in:
+            raise ArmError(405, "MethodNotAllowed", f"Group '{group.gid}' ({group.display_name}) is a built-in "
+                           f"system group: {what}.")  # fmt: skip
+
+    def list_groups(self, req: Request) -> Response:
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), _GROUP_FILTER)
+        groups = [g for g in self.store.groups.values() if pred(g)]
+        return Response.json(arm.page(req, groups, top, skip, self._group_json, last_link=""))
+
+    def group(self, req: Request, gid: str) -> Response:
+        gid = _check_name("groupId", gid)
+        existing = self.store.groups.get(gid)
+        if req.method in ("GET", "HEAD"):
+            found = self._get_group(gid)
+            return self._with_etag(Response.json(self._group_json(found)), found.etag)
+        self._refuse_system_group_change(existing, "built-in groups cannot be created, changed or deleted")
+        if req.method == "DELETE":
+            if existing is None:
+                return Response(204)
+            _if_match(req, existing.etag, required=True)
+            self.store.delete_group(gid)  # and its memberships
+            return Response(200)
+        group = self._target(req, existing, lambda: self._get_group(gid))
+        props = _body_properties(req)
+        display = _str(props, "displayName", required=group is None, max_len=300)
+        description = _str(props, "description", max_len=1000)
+        kind = _choice(props, "type", GROUP_TYPES)
+        external_id = _str(props, "externalId", max_len=2000)
+        if kind == "system":
+            raise validation("type", "'system' is reserved for the built-in groups; use 'custom' or 'external'")
+        final_kind = kind or (group.type if group else "custom")
+        final_external = external_id if external_id is not None else (group.external_id if group else None)
+        if final_kind == "external" and not final_external:
+            raise validation("externalId", "is required for an external group, e.g. "
+                             "aad://<tenant>.onmicrosoft.com/groups/<group object id>")  # fmt: skip
+        if final_kind == "custom" and final_external:
+            raise validation("externalId", "is only for external groups (type 'external')")
+        created = group is None
+        if group is None:
+            assert display is not None
+            group = Group(gid=gid, display_name=display, description=description, type=final_kind,
+                          external_id=final_external)  # fmt: skip
+            self.store.put_group(group)
+        else:
+            group.display_name = display or group.display_name
+            group.description = description if description is not None else group.description
+            group.type = final_kind
+            group.external_id = final_external
+            group.etag = new_etag()
+        if req.method == "PATCH":
+            return self._with_etag(Response.json(self._group_json(group)), group.etag)
+        # PUT answers leave out builtIn, as ApiManagementCreateGroup(External).json show for 201 and 200.
+        return self._with_etag(Response.json(self._group_json(group, built_in=False), 201 if created else 200),
+                               group.etag)  # fmt: skip
+
+    def group_users(self, req: Request, gid: str) -> Response:
+        group = self._get_group(_check_name("groupId", gid))
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), _GROUP_USER_FILTER)
+        users = [u for u in self.store.members_of(group.gid) if pred(u)]
+        return Response.json(arm.page(
+            req, users, top, skip, lambda u: self._user_json(u, kind="Microsoft.ApiManagement/service/groups/users"),
+            last_link="",
+        ))  # fmt: skip
+
+    def group_user(self, req: Request, gid: str, uid: str) -> Response:
+        group = self._get_group(_check_name("groupId", gid))
+        uid = _check_name("userId", uid)
+        member = self.store.is_member(group.gid, uid)
+        if req.method == "HEAD":
+            if not member:
+                raise ArmError(404, "ResourceNotFound", f"User '{uid}' is not a member of group '{group.gid}'.")
+            return Response(204)
+        self._refuse_system_group_change(group, "its membership is managed by the system; users cannot be added "
+                                         "to it or removed from it")
+        if req.method == "DELETE":
+            return Response(200 if self.store.remove_member(group.gid, uid) else 204)
+        user = self._get_user(uid)
+        self.store.add_member(group.gid, uid)
+        body = self._user_json(user, groups=[], kind="Microsoft.ApiManagement/service/groups/users")
+        return Response.json(body, 200 if member else 201)
+
+    def user_groups(self, req: Request, uid: str) -> Response:
+        user = self._get_user(_check_name("userId", uid))
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
+            "name": lambda g: g.gid, "displayName": lambda g: g.display_name, "description": lambda g: g.description,
+        })  # fmt: skip
+        groups = [g for g in self.store.groups_of(user.uid) if pred(g)]
+
+        def render(group: Group) -> dict[str, Any]:
+            return {"id": self._id("users", user.uid, "groups", group.gid),
+                    "type": "Microsoft.ApiManagement/service/users/groups", "name": group.gid,
+                    "properties": self._group_properties(group)}  # fmt: skip
+
+        return Response.json(arm.page(req, groups, top, skip, render, last_link=""))
 
     # ---- products ----------------------------------------------------------------------------
     def _product_json(self, product: Product) -> dict[str, Any]:

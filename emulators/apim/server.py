@@ -22,7 +22,7 @@ from emulators.apim.gateway import Gateway
 from emulators.apim.httpbase import LoopbackServer, Request, Response
 from emulators.apim.management import ManagementApi
 from emulators.apim.portal import Portal
-from emulators.apim.state import SUBSCRIPTION_STATES, Subscription, new_key
+from emulators.apim.state import DEFAULT_PUBLISHER_EMAIL, SUBSCRIPTION_STATES, Store, Subscription, new_key
 from emulators.apim.tls import TlsFiles, make_tls_files
 
 DEFAULT_SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
@@ -47,7 +47,9 @@ class ApimEmulator:
         subscription_id: str = DEFAULT_SUBSCRIPTION_ID,
         resource_group: str = "rg-apim-emulator",
         service_name: str = "apim-emulator",
+        publisher_email: str = DEFAULT_PUBLISHER_EMAIL,
     ) -> None:
+        """`publisher_email` is the administrator's e-mail given at service creation: user "1"."""
         if report_lag_seconds < 0:
             raise ValueError(f"report_lag_seconds must be zero or more, not {report_lag_seconds}")
         if isinstance(faults, dict):
@@ -56,6 +58,9 @@ class ApimEmulator:
         self._offset = timedelta(0)
         self._offset_lock = threading.Lock()
         self._injected_clock = clock
+        created = (clock or self._offset_clock)()
+        if created.tzinfo is None:
+            raise ValueError("the emulator clock must return timezone-aware datetimes")
         self.emu = Emulated(
             subscription_id=subscription_id,
             resource_group=resource_group,
@@ -64,6 +69,8 @@ class ApimEmulator:
             faults=faults or Faults(),
             clock=clock or self._offset_clock,
             report_lag_seconds=report_lag_seconds,
+            # The administrator user "1" (in Administrators) and the built-in groups exist from the start.
+            store=Store(publisher_email=publisher_email, created=created),
         )
         settings = self.emu.store.delegation
         if delegation_url or delegation_key_b64:
@@ -159,6 +166,11 @@ class ApimEmulator:
     @property
     def service_name(self) -> str:
         return self.emu.service_name
+
+    @property
+    def publisher_email(self) -> str:
+        """The administrator's e-mail (user "1"), as given at creation."""
+        return self.emu.store.publisher_email
 
     def app_settings(self) -> dict[str, str]:
         """Environment for the app: the APIM coordinates plus App Service managed-identity variables.

@@ -1,4 +1,4 @@
-"""The emulated service's resources: users, products, policies, subscriptions, delegation settings.
+"""The emulated service's resources: users, groups, products, policies, subscriptions, delegation settings.
 
 Plain data kept in memory under one lock; the HTTP layers translate to and from ARM JSON.
 """
@@ -6,15 +6,34 @@ Plain data kept in memory under one lock; the HTTP layers translate to and from 
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 SUBSCRIPTION_STATES = ("submitted", "active", "suspended", "cancelled", "expired", "rejected")
 USER_STATES = ("active", "blocked", "pending", "deleted")
 PRODUCT_STATES = ("notPublished", "published")
+GROUP_TYPES = ("custom", "system", "external")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# Every API Management instance has an administrator user "1" (first name "Administrator", empty last
+# name, the publisher e-mail given at creation; examples/ApiManagementListUsers.json) and three
+# built-in groups. Instances created today name them administrators, developers and guests.
+ADMIN_USER_ID = "1"
+DEFAULT_PUBLISHER_EMAIL = "admin@apim-emulator.example"
+ADMINISTRATORS, DEVELOPERS, GUESTS = "administrators", "developers", "guests"
+# Display names and descriptions exactly as in examples/ApiManagementListGroups.json (2024-05-01).
+BUILT_IN_GROUPS = (
+    (ADMINISTRATORS, "Administrators", "Administrators is a built-in group. Its membership is managed by the "
+     "system. Microsoft Azure subscription administrators fall into this group."),
+    (DEVELOPERS, "Developers", "Developers is a built-in group. Its membership is managed by the system. "
+     "Signed-in users fall into this group."),
+    (GUESTS, "Guests", "Guests is a built-in group. Its membership is managed by the system. Unauthenticated "
+     "users visiting the developer portal fall into this group."),
+)  # fmt: skip
 
 _etags = itertools.count(1)
 
@@ -39,6 +58,21 @@ class User:
     identities: list[dict[str, str]]
     registration_date: datetime
     etag: str = field(default_factory=new_etag)
+
+
+@dataclass
+class Group:
+    gid: str
+    display_name: str
+    description: str | None
+    type: str  # custom | system | external
+    external_id: str | None = None
+    etag: str = field(default_factory=new_etag)
+
+    @property
+    def built_in(self) -> bool:
+        """True for the three system groups (the spec's `builtIn`); their membership is system-managed."""
+        return self.type == "system"
 
 
 @dataclass
@@ -98,9 +132,18 @@ class DelegationSettings:
 class Store:
     """All resources of one API Management service. Callers hold `lock` for compound updates."""
 
-    def __init__(self) -> None:
+    def __init__(self, publisher_email: str = DEFAULT_PUBLISHER_EMAIL, created: datetime | None = None) -> None:
+        if not EMAIL.match(publisher_email):
+            raise ValueError(f"publisher_email must be an e-mail address such as name@example.com, "
+                             f"not {publisher_email!r}")
         self.lock = threading.RLock()
         self.users: dict[str, User] = {}
+        self.groups: dict[str, Group] = {
+            gid: Group(gid=gid, display_name=name, description=text, type="system")
+            for gid, name, text in BUILT_IN_GROUPS
+        }
+        # group id -> member user ids, in the order they joined (a dict used as an ordered set)
+        self.members: dict[str, dict[str, None]] = {gid: {} for gid in self.groups}
         self.products: dict[str, Product] = {}
         self.policies: dict[str, Policy] = {}  # by product id
         self.subscriptions: dict[str, Subscription] = {}
@@ -108,6 +151,69 @@ class Store:
         self.delegation = DelegationSettings()
         # Signs users' shared access tokens (the service's "tenant access" key in APIM).
         self.token_signing_key = secrets.token_bytes(64)
+        self.users[ADMIN_USER_ID] = User(
+            uid=ADMIN_USER_ID, email=publisher_email, first_name="Administrator", last_name="", state="active",
+            note=None, identities=[{"provider": "Azure", "id": publisher_email}],
+            registration_date=created or datetime.now(UTC),
+        )  # fmt: skip
+        self.add_member(ADMINISTRATORS, ADMIN_USER_ID)
+
+    @property
+    def publisher_email(self) -> str:
+        return self.users[ADMIN_USER_ID].email
+
+    # Users and groups ---------------------------------------------------------------------------
+    def add_user(self, user: User) -> None:
+        """A user created through the API; Developers membership is managed by the system."""
+        with self.lock:
+            self.users[user.uid] = user
+            self.add_member(DEVELOPERS, user.uid)
+
+    def delete_user(self, uid: str) -> None:
+        with self.lock:
+            self.users.pop(uid, None)
+            for members in self.members.values():
+                members.pop(uid, None)
+
+    def put_group(self, group: Group) -> None:
+        with self.lock:
+            self.groups[group.gid] = group
+            self.members.setdefault(group.gid, {})
+
+    def delete_group(self, gid: str) -> None:
+        with self.lock:
+            self.groups.pop(gid, None)
+            self.members.pop(gid, None)
+
+    def add_member(self, gid: str, uid: str) -> bool:
+        """Adds `uid` to group `gid`; False when it already was a member."""
+        with self.lock:
+            members = self.members.setdefault(gid, {})
+            if uid in members:
+                return False
+            members[uid] = None
+            return True
+
+    def remove_member(self, gid: str, uid: str) -> bool:
+        """Removes `uid` from group `gid`; False when it was not a member."""
+        with self.lock:
+            members = self.members.get(gid, {})
+            if uid not in members:
+                return False
+            del members[uid]
+            return True
+
+    def is_member(self, gid: str, uid: str) -> bool:
+        with self.lock:
+            return uid in self.members.get(gid, {})
+
+    def groups_of(self, uid: str) -> list[Group]:
+        with self.lock:
+            return [g for g in self.groups.values() if uid in self.members.get(g.gid, {})]
+
+    def members_of(self, gid: str) -> list[User]:
+        with self.lock:
+            return [self.users[uid] for uid in self.members.get(gid, {}) if uid in self.users]
 
     def set_keys(self, sub: Subscription, primary: str | None = None, secondary: str | None = None) -> None:
         with self.lock:

@@ -4,6 +4,10 @@ real client and compares the emulator's raw JSON answers with them field for fie
 Documented differences (see emulators/apim/README.md): timestamps are the emulator's own; a stored
 policy is returned as sent (APIM rewrites named values); reports omit zero-call rows and do not
 measure bandwidth or latency.
+
+Samples that ../shared does not hold (groups, group users, the administrator) are embedded below,
+each with the name of its file in azure-rest-api-specs
+(specification/apimanagement/resource-manager/Microsoft.ApiManagement/stable/2024-05-01/examples/).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def env() -> Iterator[tuple[ApiManagementClient, str, str, ApimEmulator]]:
     # The samples' own coordinates, so resource ids can be compared verbatim; the samples date from 2017.
     clock = ManualClock(datetime(2017, 6, 3, 12, 0, tzinfo=UTC))
     with ApimEmulator(subscription_id="00000000-0000-0000-0000-000000000000", resource_group="rg1",
-                      service_name="apimService1", clock=clock) as emu:  # fmt: skip
+                      service_name="apimService1", clock=clock, publisher_email="admin@live.com") as emu:  # fmt: skip
         client = emu.management_client(retry_total=0)
         yield client, "rg1", "apimService1", emu
         client.close()
@@ -222,3 +226,237 @@ def test_reports_by_subscription(env: Any) -> None:
     # Zero-call rows, which the sample shows, are omitted here (documented), so count differs.
     assert raw.body["count"] == 1
     assert_matches(raw.body["value"], [busy], "value", ignore=frozenset(NOT_MEASURED))
+
+
+# ---- samples embedded here (not in ../shared) -------------------------------------------------------
+SERVICE = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1"
+    "/providers/Microsoft.ApiManagement/service/apimService1"
+)
+
+# ApiManagementListGroups.json: the three system entries' properties (their names there are old-style
+# hex ids; instances created today name them administrators, developers, guests) and the envelope.
+LIST_GROUPS_SYSTEM = {
+    "administrators": {
+        "displayName": "Administrators",
+        "description": "Administrators is a built-in group. Its membership is managed by the system. "
+                       "Microsoft Azure subscription administrators fall into this group.",
+        "builtIn": True,
+        "type": "system",
+    },
+    "developers": {
+        "displayName": "Developers",
+        "description": "Developers is a built-in group. Its membership is managed by the system. "
+                       "Signed-in users fall into this group.",
+        "builtIn": True,
+        "type": "system",
+    },
+    "guests": {
+        "displayName": "Guests",
+        "description": "Guests is a built-in group. Its membership is managed by the system. "
+                       "Unauthenticated users visiting the developer portal fall into this group.",
+        "builtIn": True,
+        "type": "system",
+    },
+}  # fmt: skip
+
+# ApiManagementCreateGroup.json: request and the 201/200 answers (the same body).
+CREATE_GROUP = {
+    "groupId": "tempgroup",
+    "parameters": {"properties": {"displayName": "temp group"}},
+    "response": {
+        "id": SERVICE + "/groups/tempgroup",
+        "type": "Microsoft.ApiManagement/service/groups",
+        "name": "tempgroup",
+        "properties": {"displayName": "temp group", "type": "custom"},
+    },
+}
+
+# ApiManagementCreateGroupExternal.json: request and the 201/200 answers (the same body).
+CREATE_GROUP_EXTERNAL = {
+    "groupId": "aadGroup",
+    "parameters": {"properties": {
+        "displayName": "NewGroup (samiraad.onmicrosoft.com)",
+        "description": "new group to test",
+        "type": "external",
+        "externalId": "aad://samiraad.onmicrosoft.com/groups/83cf2753-5831-4675-bc0e-2f8dc067c58d",
+    }},
+    "response": {
+        "id": SERVICE + "/groups/aadGroup",
+        "type": "Microsoft.ApiManagement/service/groups",
+        "name": "aadGroup",
+        "properties": {
+            "displayName": "NewGroup (samiraad.onmicrosoft.com)",
+            "description": "new group to test",
+            "type": "external",
+            "externalId": "aad://samiraad.onmicrosoft.com/groups/83cf2753-5831-4675-bc0e-2f8dc067c58d",
+        },
+    },
+}  # fmt: skip
+
+# ApiManagementGetGroup.json: the 200 answer.
+GET_GROUP = {
+    "id": SERVICE + "/groups/59306a29e4bbd510dc24e5f9",
+    "type": "Microsoft.ApiManagement/service/groups",
+    "name": "59306a29e4bbd510dc24e5f9",
+    "properties": {
+        "displayName": "AwesomeGroup (samiraad.onmicrosoft.com)",
+        "description": "awesome group of people",
+        "builtIn": False,
+        "type": "external",
+        "externalId": "aad://samiraad.onmicrosoft.com/groups/3773adf4-032e-4d25-9988-eaff9ca72eca",
+    },
+}
+
+# ApiManagementUpdateGroup.json: the 200 answer's fields (its displayName "tempgroup" does not follow
+# from the request's "temp group", so only the field set and builtIn are compared).
+UPDATE_GROUP_PROPERTIES = {"displayName", "description", "builtIn", "type", "externalId"}
+
+# ApiManagementListUserGroups.json: the one entry (Developers, under its old-style hex id) and envelope.
+LIST_USER_GROUPS_ENTRY_PROPERTIES = LIST_GROUPS_SYSTEM["developers"]
+
+# ApiManagementCreateGroupUser.json: the 201/200 answer for user 59307d350af58404d8a26300.
+CREATE_GROUP_USER = {
+    "id": SERVICE + "/users/59307d350af58404d8a26300",
+    "type": "Microsoft.ApiManagement/service/groups/users",
+    "name": "59307d350af58404d8a26300",
+    "properties": {
+        "firstName": "test",
+        "lastName": "user",
+        "email": "testuser1@live.com",
+        "state": "active",
+        "registrationDate": "2017-06-01T20:46:45.437Z",
+        "groups": [],
+        "identities": [],
+    },
+}
+
+# ApiManagementListGroupUsers.json: the 200 answer. Its entry's id ends in "kjoshiarmTemplateUser1"
+# while its name is "armTemplateUser1" (a slip in the sample), so the id is checked against the name.
+LIST_GROUP_USERS = {
+    "value": [{
+        "id": SERVICE + "/users/kjoshiarmTemplateUser1",
+        "type": "Microsoft.ApiManagement/service/groups/users",
+        "name": "armTemplateUser1",
+        "properties": {
+            "firstName": "user1",
+            "lastName": "lastname1",
+            "email": "user1@live.com",
+            "state": "active",
+            "registrationDate": "2017-05-31T18:54:41.447Z",
+            "note": "note for user 1",
+            "identities": [{"provider": "Basic", "id": "user1@live.com"}],
+        },
+    }],
+    "count": 1,
+    "nextLink": "",
+}  # fmt: skip
+
+# ApiManagementListUsers.json: its first entry, the administrator (the sample's publisher e-mail is
+# admin@live.com, which the env fixture passes as publisher_email).
+ADMIN_USER = {
+    "id": SERVICE + "/users/1",
+    "type": "Microsoft.ApiManagement/service/users",
+    "name": "1",
+    "properties": {
+        "firstName": "Administrator",
+        "lastName": "",
+        "email": "admin@live.com",
+        "state": "active",
+        "registrationDate": "2015-09-22T01:57:39.677Z",
+        "identities": [{"provider": "Azure", "id": "admin@live.com"}],
+    },
+}
+
+
+def test_list_groups_system_entries(env: Any) -> None:
+    client, rg, svc, _ = env
+    raw = Raw()
+    groups = list(client.group.list_by_service(rg, svc, raw_response_hook=raw.hook()))
+    assert [g.name for g in groups] == list(LIST_GROUPS_SYSTEM)
+    assert set(raw.body) == {"value", "count", "nextLink"}
+    assert (raw.body["count"], raw.body["nextLink"]) == (3, "")
+    for entry in raw.body["value"]:
+        gid = entry["name"]
+        assert_matches(entry, {"id": f"{SERVICE}/groups/{gid}", "type": "Microsoft.ApiManagement/service/groups",
+                               "name": gid, "properties": LIST_GROUPS_SYSTEM[gid]})  # fmt: skip
+
+
+@pytest.mark.parametrize("s", [CREATE_GROUP, CREATE_GROUP_EXTERNAL], ids=["custom", "external"])
+def test_create_group(env: Any, s: dict[str, Any]) -> None:
+    client, rg, svc, _ = env
+    raw = Raw()
+    for status in (201, 200):
+        client.group.create_or_update(rg, svc, s["groupId"], io.BytesIO(json.dumps(s["parameters"]).encode()),
+                                      content_type="application/json", raw_response_hook=raw.hook())  # fmt: skip
+        assert raw.status == status
+        assert_matches(raw.body, s["response"])
+
+
+def test_get_and_update_group(env: Any) -> None:
+    client, rg, svc, _ = env
+    props = GET_GROUP["properties"]
+    client.group.create_or_update(rg, svc, GET_GROUP["name"], m.GroupCreateParameters(
+        display_name=props["displayName"], description=props["description"], type=props["type"],
+        external_id=props["externalId"]))  # fmt: skip
+    raw = Raw()
+    client.group.get(rg, svc, GET_GROUP["name"], raw_response_hook=raw.hook())
+    assert_matches(raw.body, GET_GROUP)
+
+    client.group.update(rg, svc, GET_GROUP["name"], "*", m.GroupUpdateParameters(display_name="temp group"),
+                        raw_response_hook=raw.hook())  # fmt: skip
+    assert raw.status == 200
+    assert set(raw.body["properties"]) == UPDATE_GROUP_PROPERTIES
+    assert raw.body["properties"]["builtIn"] is False
+
+
+def test_list_user_groups(env: Any) -> None:
+    client, rg, svc, _ = env
+    uid = "57681833a40f7eb6c49f6acf"  # ApiManagementListUserGroups.json's userId
+    client.user.create_or_update(rg, svc, uid, m.UserCreateParameters(
+        email="groups@example.com", first_name="foo", last_name="bar"))  # fmt: skip
+    raw = Raw()
+    list(client.user_group.list(rg, svc, uid, raw_response_hook=raw.hook()))
+    assert_matches(raw.body, {
+        "value": [{"id": f"{SERVICE}/users/{uid}/groups/developers",
+                   "type": "Microsoft.ApiManagement/service/users/groups", "name": "developers",
+                   "properties": LIST_USER_GROUPS_ENTRY_PROPERTIES}],
+        "count": 1,
+        "nextLink": "",
+    })  # fmt: skip
+
+
+def test_create_group_user(env: Any) -> None:
+    client, rg, svc, _ = env
+    props = CREATE_GROUP_USER["properties"]
+    client.group.create_or_update(rg, svc, "tempgroup", m.GroupCreateParameters(display_name="temp group"))
+    client.user.create_or_update(rg, svc, CREATE_GROUP_USER["name"], m.UserCreateParameters(
+        email=props["email"], first_name=props["firstName"], last_name=props["lastName"]))  # fmt: skip
+    raw = Raw()
+    for status in (201, 200):
+        client.group_user.create(rg, svc, "tempgroup", CREATE_GROUP_USER["name"], raw_response_hook=raw.hook())
+        assert raw.status == status
+        # The sample's user has no identities; one created with an e-mail has its Basic identity.
+        assert_matches(raw.body, CREATE_GROUP_USER, ignore=frozenset({"identities"}))
+
+
+def test_list_group_users(env: Any) -> None:
+    client, rg, svc, _ = env
+    expected = LIST_GROUP_USERS["value"][0]
+    props, uid = expected["properties"], expected["name"]
+    client.group.create_or_update(rg, svc, "57d2ef278aa04f0888cba3f3", m.GroupCreateParameters(display_name="G"))
+    client.user.create_or_update(rg, svc, uid, m.UserCreateParameters(
+        email=props["email"], first_name=props["firstName"], last_name=props["lastName"],
+        note=props["note"]))  # fmt: skip
+    client.group_user.create(rg, svc, "57d2ef278aa04f0888cba3f3", uid)
+    raw = Raw()
+    list(client.group_user.list(rg, svc, "57d2ef278aa04f0888cba3f3", raw_response_hook=raw.hook()))
+    assert_matches(raw.body, LIST_GROUP_USERS, ignore=frozenset({"id"}))
+    assert raw.body["value"][0]["id"] == f"{SERVICE}/users/{uid}"
+
+
+def test_administrator_user(env: Any) -> None:
+    client, rg, svc, _ = env
+    raw = Raw()
+    client.user.get(rg, svc, "1", raw_response_hook=raw.hook())
+    assert_matches(raw.body, ADMIN_USER)
