@@ -57,6 +57,21 @@ param apimPublisherName string = 'API provider'
 ])
 param delegationMode string = 'full'
 
+@description('Application (client) id of the Entra application that the app\'s SMTP login to Azure Communication Services belongs to (docs/deploy.md, E-mail). Empty: no SMTP login yet.')
+param smtpEntraAppClientId string = ''
+
+@description('Object id of that application\'s service principal: gets "Communication and Email Service Owner" on the Communication Services resource. Empty: no role yet.')
+param smtpServicePrincipalId string = ''
+
+@description('Data location of the Email Communication Service and Communication Services resources (e.g. \'United States\', \'Europe\'); fixed once created.')
+param emailDataLocation string = 'United States'
+
+@description('A verified custom domain already added to the Email Communication Service (e.g. mail.example.com); empty: send from the Azure-managed domain.')
+param emailCustomDomainName string = ''
+
+@description('From address of the portal\'s mails; empty: DoNotReply@ the custom domain, or the Azure-managed domain.')
+param mailSenderOverride string = ''
+
 // Generated anew by every deployment (newGuid is only allowed as a parameter default), never
 // set in a parameters file. 2 x 122 random bits. See docs/deploy.md for the trade-offs.
 @secure()
@@ -76,6 +91,8 @@ var secretNames = {
   stripeApiKey: 'stripe-api-key'
   stripeWebhookSecret: 'stripe-webhook-secret'
   delegationKey: 'apim-delegation-validation-key'
+  // The Entra application's client secret, set by the provider (docs/deploy.md, E-mail).
+  smtpPassword: 'smtp-password'
 }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -134,6 +151,21 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
+module email 'modules/email.bicep' = {
+  name: 'email'
+  scope: rg
+  params: {
+    emailServiceName: 'ecs-${resourceToken}'
+    communicationServiceName: 'acs-${resourceToken}'
+    dataLocation: emailDataLocation
+    tags: tags
+    smtpEntraApplicationId: smtpEntraAppClientId
+    smtpServicePrincipalId: smtpServicePrincipalId
+    customDomainName: emailCustomDomainName
+    mailSender: mailSenderOverride
+  }
+}
+
 module appRoles 'modules/app-roles.bicep' = {
   name: 'app-roles'
   scope: rg
@@ -186,6 +218,10 @@ module functionApp 'modules/functionapp.bicep' = {
     stripeApiKeySecretName: secretNames.stripeApiKey
     stripeWebhookSecretSecretName: secretNames.stripeWebhookSecret
     delegationKeySecretUri: keyVault.outputs.delegationKeySecretUriWithVersion
+    smtpPasswordSecretName: secretNames.smtpPassword
+    smtpHost: email.outputs.smtpHost
+    smtpUsername: email.outputs.smtpUsername
+    mailSender: email.outputs.mailSender
     apimSubscriptionId: subscription().subscriptionId
     apimResourceGroupName: apimRg.name
     apimName: apimServiceName
@@ -221,6 +257,11 @@ output SERVICE_API_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output STRIPE_WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhooks/stripe'
 output STRIPE_API_KEY_SECRET_NAME string = secretNames.stripeApiKey
 output STRIPE_WEBHOOK_SECRET_SECRET_NAME string = secretNames.stripeWebhookSecret
+output SMTP_PASSWORD_SECRET_NAME string = secretNames.smtpPassword
+output SMTP_USERNAME string = email.outputs.smtpUsername
+output MAIL_SENDER string = email.outputs.mailSender
+output AZURE_COMMUNICATION_SERVICE_NAME string = email.outputs.communicationServiceName
+output AZURE_EMAIL_SERVICE_NAME string = email.outputs.emailServiceName
 output APIM_SUBSCRIPTION_ID string = subscription().subscriptionId
 output APIM_RESOURCE_GROUP string = apimRg.name
 output APIM_SERVICE_NAME string = apimServiceName

@@ -33,6 +33,14 @@ param keyVaultName string
 param stripeApiKeySecretName string
 param stripeWebhookSecretSecretName string
 
+@description('Key Vault secret name of the SMTP password (the client secret of the Entra application that ACS e-mail authenticates).')
+param smtpPasswordSecretName string
+
+@description('SMTP server, login and From address of the portal\'s mails (infra/modules/email.bicep); the login is empty until the Entra application is set up.')
+param smtpHost string
+param smtpUsername string
+param mailSender string
+
 @description('Versioned Key Vault URI of the APIM delegation validation key.')
 param delegationKeySecretUri string
 
@@ -203,6 +211,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     USAGE_STRIPE_REQUESTS_PER_SECOND: appDefaults.USAGE_STRIPE_REQUESTS_PER_SECOND
     USAGE_ARM_REQUESTS_PER_SECOND: appDefaults.USAGE_ARM_REQUESTS_PER_SECOND
     USAGE_BATCH_SIZE: appDefaults.USAGE_BATCH_SIZE
+    // Portal mails through Azure Communication Services: port 587 with STARTTLS (config defaults);
+    // the password is an unversioned reference like the Stripe secrets, so a rotation needs no deployment.
+    SMTP_HOST: smtpHost
+    SMTP_PORT: appDefaults.SMTP_PORT
+    SMTP_STARTTLS: appDefaults.SMTP_STARTTLS
+    SMTP_USERNAME: smtpUsername
+    SMTP_PASSWORD: '@Microsoft.KeyVault(SecretUri=${secretsBase}/${smtpPasswordSecretName})'
+    MAIL_SENDER: mailSender
   }
 }
 
