@@ -75,6 +75,18 @@ SETTINGS: tuple[Setting, ...] = (
             local="300"),
     Setting("RECONCILE_SCHEDULE", "NCRONTAB schedule of the Stripe/APIM reconcile job.", required=False,
             default="0 30 * * * *", local="0 30 * * * *"),
+    Setting("SMTP_HOST", "SMTP server of the portal's mails (Azure Communication Services: smtp.azurecomm.net).",
+            local="127.0.0.1"),
+    Setting("SMTP_PORT", "SMTP port (587 with STARTTLS for Azure Communication Services).", required=False,
+            default="587", local="2525"),
+    Setting("SMTP_USERNAME", "SMTP user name (ACS: the SMTP Username resource); empty: no login.",
+            required=False),
+    Setting("SMTP_PASSWORD", "SMTP password (ACS: the Entra application's client secret).", secret=True,
+            required=False),
+    Setting("SMTP_STARTTLS", "'true' to require STARTTLS before logging in and sending (always in Azure).",
+            required=False, default="true", local="false"),
+    Setting("MAIL_SENDER", "From address of the portal's mails (a sender address of the ACS e-mail domain).",
+            local="DoNotReply@portal.localhost"),
 )  # fmt: skip
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}

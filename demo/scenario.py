@@ -102,7 +102,7 @@ class Demo:
     def run(self) -> list[ConsumerResult]:
         self.step("1. The catalog, from payment/monetizationModels.json")
         self.apply_catalog()
-        self.step("2. Consumers sign up and subscribe through the developer portal")
+        self.step("2. Consumers sign up (address confirmed by a mailed link) and subscribe through the portal")
         for plan in self.plan:
             self.states.append(self.onboard(plan))
         # The daily push's first run after a subscription starts only opens its usage window (the
@@ -133,7 +133,7 @@ class Demo:
 
     def onboard(self, plan: ConsumerPlan) -> ConsumerState:
         email = f"{plan.name.split()[0].lower()}.{secrets.token_hex(3)}@example.com"
-        consumer = Consumer(plan.name, email, PASSWORD, self.apim.portal_url, self.stack.app_url)
+        consumer = self.stack.consumer(email, PASSWORD, plan.name)
         state = ConsumerState(plan, consumer)
         user_id = consumer.sign_up(first_name=plan.name.split()[0], last_name="Demo")
         product = self.models.product(plan.product_id)
@@ -156,7 +156,8 @@ class Demo:
         subscription = self.wait_for_state(state, "active")
         state.subscription_id, state.key = subscription.subscription_id, subscription.primary_key
         paid = " after paying with 4242 4242 4242 4242" if product.is_paid else " (no payment asked)"
-        self.say(f"  {plan.name:<20} signed up, subscribed to {plan.product_id:<10} key active{paid}")
+        self.say(f"  {plan.name:<20} signed up and confirmed by mail, subscribed to {plan.product_id:<10} "
+                 f"key active{paid}")
         return state
 
     def wait_for_state(self, state: ConsumerState, wanted: str, timeout: float = 60) -> Any:

@@ -146,6 +146,11 @@ def _handler_class(host: DevHost) -> type[BaseHTTPRequestHandler]:
                 return
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
+            # As Azure's front end does: the caller's address and port are appended to any
+            # X-Forwarded-For the caller sent, so the app can trust only the last entry.
+            peer = f"{self.client_address[0]}:{self.client_address[1]}"
+            sent = headers.get("x-forwarded-for", "")
+            headers["x-forwarded-for"] = f"{sent}, {peer}" if sent else peer
             try:
                 if self.path.startswith("/admin/functions/") and self.command == "POST":
                     response = self._admin_invoke(body)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print("Starting the local stack (Azurite, Stripe emulator, APIM emulator, Functions app)...", flush=True)
+    print("Starting the local stack (Azurite, Stripe emulator, APIM emulator, mailbox, Functions app)...", flush=True)
     with LocalStack(StackOptions(app_port=args.port)) as stack:
         if not args.no_catalog:
             apply_catalog()

@@ -12,11 +12,14 @@ JourneyError when a page does not answer as a consumer expects; the `*_answer` s
 from __future__ import annotations
 
 import html
+import random
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
+from requests.adapters import HTTPAdapter
 
 SUCCEEDING_CARD = "4242424242424242"
 DEFAULT_PASSWORD = "correct horse battery staple"  # noqa: S105 - for consumers on the local emulators
@@ -27,10 +30,31 @@ class JourneyError(RuntimeError):
     """A page did not answer as a consumer would expect (names the step and the answer)."""
 
 
-def browser_session() -> requests.Session:
-    """A cookie-keeping HTTP client that asks for HTML, as a browser does."""
+class _FromAddress(HTTPAdapter):
+    """Connections from one local address: each consumer is its own client, as on the internet."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def loopback_address() -> str:
+    """A random address of 127.0.0.0/8 (all of it is this machine's loopback on Linux)."""
+    pick = random.SystemRandom().randint
+    return f"127.{pick(1, 254)}.{pick(0, 255)}.{pick(1, 254)}"
+
+
+def browser_session(source_address: str | None = None) -> requests.Session:
+    """A cookie-keeping HTTP client that asks for HTML, as a browser does, from its own address."""
     session = requests.Session()
     session.headers["Accept"] = "text/html,application/xhtml+xml"
+    adapter = _FromAddress(source_address or loopback_address())
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     return session
 
 
@@ -50,6 +74,7 @@ class Consumer:
     password: str
     portal_url: str
     app_url: str
+    mailbox_url: str = ""  # the local mailbox's web page, where this consumer reads its mail
     session: requests.Session = field(default_factory=browser_session)
     user_id: str = ""
 
@@ -100,10 +125,43 @@ class Consumer:
                                   "first_name": first_name, "last_name": last_name}, "sign up")  # fmt: skip
 
     def sign_up(self, first_name: str = "Ada", last_name: str = "Lovelace") -> str:
-        """Sign up through the portal's delegated Sign up link; returns the APIM user id."""
+        """Sign up through the portal's delegated Sign up link, then confirm the address with the link
+        the app mailed; returns the APIM user id."""
         answer = self.sign_up_answer(first_name, last_name)
-        self.user_id = self.follow_sso(answer, "sign up")
+        if answer.status_code != 200 or "Check your e-mail" not in answer.text:
+            raise JourneyError(f"sign up: expected the 'check your e-mail' page, got {answer.status_code}"
+                               f" ({_snippet(answer.text)})")  # fmt: skip
+        return self.confirm_address()
+
+    def confirm_address(self) -> str:
+        """Open the newest confirmation link mailed to this consumer and enter the password."""
+        answer = self.confirm_answer(self.mail_link("Confirm your e-mail address"))
+        self.user_id = self.follow_sso(answer, "confirm the e-mail address")
         return self.user_id
+
+    def confirm_answer(self, link: str, password: str | None = None) -> requests.Response:
+        """Submit the confirmation page behind a mailed link; the app's raw answer."""
+        page = self._get(link, "open the confirmation link")
+        return self.submit(page, {"password": password or self.password}, "confirm the e-mail address")
+
+    # ---- mail ----------------------------------------------------------------------------------
+    def mails(self) -> list[dict[str, Any]]:
+        """The messages in this consumer's mailbox (the local stack's mailbox page), newest first."""
+        if not self.mailbox_url:
+            raise JourneyError("read mail: this consumer has no mailbox (the stack starts one)")
+        answer = requests.get(f"{self.mailbox_url}/messages.json", params={"to": self.email}, timeout=TIMEOUT)
+        answer.raise_for_status()
+        found: list[dict[str, Any]] = answer.json()["messages"]
+        return found
+
+    def mail_link(self, subject: str) -> str:
+        """The app's link in the newest mail with this subject (what a person clicks)."""
+        for message in self.mails():
+            if message["subject"] == subject:
+                for url in message["links"]:
+                    if url.startswith(self.app_url):
+                        return str(url)
+        raise JourneyError(f"read mail: no mail '{subject}' with a link to the app reached {self.email}")
 
     def sign_in_answer(self, password: str | None = None) -> requests.Response:
         """Submit the sign-in form behind the portal's Sign in link; the app's raw answer."""

@@ -32,6 +32,7 @@ from devstack.consumer import DEFAULT_PASSWORD, Consumer, browser_session
 from devstack.ports import free_port, wait_for_port
 from devstack.process import ManagedProcess
 from emulators.apim.server import ApimEmulator
+from emulators.mailbox import Mailbox
 from emulators.stripe.server import StripeEmulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,7 @@ class LocalStack:
     azurite: Azurite | None = None
     stripe: StripeEmulator | None = None
     apim: ApimEmulator | None = None
+    mailbox: Mailbox | None = None  # the SMTP server the app's mails go to, with a page to read them
     app_host: DevHost | None = None  # when the app runs in this process
     func_process: ManagedProcess | None = None
     # The app's queue-triggered functions run by this process (devhost only): in the background
@@ -119,8 +121,11 @@ class LocalStack:
             endpoint = self.stripe.add_webhook_endpoint(f"{self.app_url}/api/webhooks/stripe", webhook_secret)
             self.webhook_endpoint_id = endpoint.id
 
+        self.mailbox = Mailbox().start()
         self.env = {
             "AzureWebJobsStorage": self.azurite.connection_string,
+            **self.mailbox.app_settings(),
+            "MAIL_SENDER": "DoNotReply@portal.localhost",
             **self.stripe.app_settings(),
             "STRIPE_WEBHOOK_SECRET": webhook_secret,
             **self.apim.app_settings(),
@@ -186,11 +191,12 @@ class LocalStack:
     def stop(self) -> None:
         workers = self.queue_poller if self.options.run_queue_workers else None
         azurite = self.azurite if self._own_azurite else None  # a shared one outlives this stack
-        for part in (workers, self.app_host, self.func_process, self.stripe, self.apim, azurite):
+        for part in (workers, self.app_host, self.func_process, self.stripe, self.apim, self.mailbox, azurite):
             if part is not None:
                 with contextlib.suppress(Exception):  # stopping must go on for every other part
                     part.stop()
         self.queue_poller = self.app_host = self.func_process = self.stripe = self.apim = self.azurite = None
+        self.mailbox = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -242,7 +248,8 @@ class LocalStack:
                  name: str = "Ada Lovelace") -> Consumer:  # fmt: skip
         """A consumer with a fresh browser on this stack's portal (a new e-mail address unless given)."""
         address = email or f"dev-{uuid.uuid4().hex[:10]}@example.com"
-        return Consumer(name, address, password, self.apim_emulator.portal_url, self.app_url)
+        return Consumer(name, address, password, self.apim_emulator.portal_url, self.app_url,
+                        self.mail_server.web_url)
 
     @staticmethod
     def _running(part: _Part | None) -> _Part:
@@ -261,6 +268,11 @@ class LocalStack:
         return self._running(self.apim)
 
     @property
+    def mail_server(self) -> Mailbox:
+        """The running mailbox that receives the app's mails (RuntimeError when the stack is stopped)."""
+        return self._running(self.mailbox)
+
+    @property
     def dev_host(self) -> DevHost:
         """The in-process development host serving the app (RuntimeError under `func start`)."""
         return self._running(self.app_host)
@@ -272,4 +284,5 @@ class LocalStack:
             "Developer portal (APIM emulator)": apim.portal_url,
             "API gateway (APIM emulator)": apim.gateway_url,
             "Stripe emulator": stripe_emulator.base_url,
+            "Mailbox (mails the app sent)": self.mail_server.web_url,
         }

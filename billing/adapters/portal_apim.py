@@ -20,6 +20,7 @@ from azure.mgmt.apimanagement.models import (
 from billing.adapters.apim_client import ApimService
 from billing.portal.ports import ApimSubscription
 
+ADMINISTRATOR_USER_ID = "1"
 # Outcome class of the model -> the report field that counts it (blocked calls are never billed).
 _OUTCOME_FIELDS = {"success": "call_count_success", "failed": "call_count_failed"}
 
@@ -65,6 +66,22 @@ class PortalApim:
             if (user.email or "").lower() == email.lower():
                 return str(user.name)
         return None
+
+    def is_administrator(self, uid: str) -> bool:
+        # Every instance's administrator is user 1; the Administrators group is system-managed and
+        # holds it (Microsoft: "How to create and use groups"). Its resource name is "administrators"
+        # on current instances and an id on older ones, so the built-in system group is matched by
+        # its fixed display name too.
+        if uid == ADMINISTRATOR_USER_ID:
+            return True
+        try:
+            groups = list(self._c.user_group.list(*self._at(), uid))
+        except ResourceNotFoundError:
+            return False
+        return any(
+            str(g.name).lower() == "administrators" or (bool(g.built_in) and g.display_name == "Administrators")
+            for g in groups
+        )
 
     def create_user(self, uid: str, email: str, first_name: str, last_name: str) -> None:
         params = UserCreateParameters(email=email, first_name=first_name, last_name=last_name, confirmation="signup")

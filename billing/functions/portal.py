@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 
 from billing.functions.http import error_response
-from billing.portal import account_pages, pages
+from billing.portal import account_pages, pages, signin_pages
+from billing.portal.clients import client_address
 from billing.portal.deps import ConfigurationError, PortalDeps, portal_deps
 from billing.portal.web import WebRequest, WebResponse
 
@@ -48,6 +49,7 @@ def _web_request(req: func.HttpRequest) -> WebRequest | None:
         form=form,
         cookies=_cookies(req.headers.get("cookie", "")),
         accept=req.headers.get("accept", ""),
+        client=client_address(req.headers.get("x-forwarded-for", "")),
     )
 
 
@@ -66,7 +68,10 @@ def _serve(page: Page, req: func.HttpRequest) -> func.HttpResponse:
         log.exception("portal page %s failed", getattr(page, "__name__", "?"))
         return error_response(502, "unavailable", "a service this page needs did not answer; try again in a minute")
     headers = {"Content-Type": answer.content_type, **answer.headers}
-    return func.HttpResponse(answer.body, status_code=answer.status, headers=headers)
+    response = func.HttpResponse(answer.body, status_code=answer.status, headers=headers)
+    for cookie in answer.cookies:
+        response.headers.add("Set-Cookie", cookie)  # one header per cookie (the worker sends each)
+    return response
 
 
 @bp.route(route="delegation", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -76,12 +81,27 @@ def portal_delegation(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="portal/signup", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def portal_signup(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(pages.sign_up, req)
+    return _serve(signin_pages.sign_up, req)
+
+
+@bp.route(route="portal/signup/confirm", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_signup_confirm(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(signin_pages.confirm_post if req.method == "POST" else signin_pages.confirm_page, req)
 
 
 @bp.route(route="portal/signin", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def portal_signin(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(pages.sign_in, req)
+    return _serve(signin_pages.sign_in, req)
+
+
+@bp.route(route="portal/password/forgot", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_password_forgot(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(signin_pages.forgot_post if req.method == "POST" else signin_pages.forgot_page, req)
+
+
+@bp.route(route="portal/password/reset", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_password_reset(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(signin_pages.reset_post if req.method == "POST" else signin_pages.reset_page, req)
 
 
 @bp.route(route="portal/subscribe", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from datetime import datetime
 
-from billing.portal import passwords
-from billing.portal.accounts import AccountError, check_password
-from billing.portal.ports import HOLDING_STATES, AccountsPort, ApimPort, AttemptsPort, PaymentsPort
+from billing.portal.accounts import (
+    AccountError,
+    AccountPorts,
+    check_names,
+    check_new_password,
+    check_password,
+    hash_new_password,
+    update_account,
+)
+from billing.portal.ports import HOLDING_STATES, AccountsPort, ApimPort, PaymentsPort
+from billing.portal.records import Account
 from billing.portal.unsubscribe import ClosingReporter, unsubscribe
-from billing.store.accounts import Account
 
 log = logging.getLogger(__name__)
-_WRITE_TRIES = 3  # optimistic concurrency on the account row
 
 
 def find_account(uid: str, apim: ApimPort, accounts: AccountsPort) -> Account | None:
@@ -31,47 +36,30 @@ def find_account(uid: str, apim: ApimPort, accounts: AccountsPort) -> Account | 
     return account if account is not None and account.apim_user_id == uid else None
 
 
-def _update(accounts: AccountsPort, email: str, change: Callable[[Account], Account]) -> Account:
-    for _ in range(_WRITE_TRIES):
-        found = accounts.get_with_etag(email)
-        if found is None:
-            raise AccountError("this account does not exist any more", status=404)
-        current, etag = found
-        updated = change(current)
-        if updated == current or accounts.replace(updated, etag):
-            return updated
-    raise RuntimeError("the account row kept changing while it was updated")
-
-
-def _own_account(email: str, uid: str, password: str, *, accounts: AccountsPort, attempts: AttemptsPort,
+def _own_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: str | None,
                  now: int) -> Account:  # fmt: skip
-    account = check_password(email, password, accounts, attempts, now, wrong="the current password is wrong")
+    account = check_password(email, password, client=client, device=device, ports=ports, now=now,
+                             wrong="the current password is wrong")  # fmt: skip
     if account.apim_user_id != uid:  # the form's signed e-mail and user id no longer belong together
         raise AccountError("this account does not exist any more", status=404)
+    if not account.confirmed_at:
+        # An account from before addresses were confirmed may have adopted someone else's user by
+        # its address: it changes nothing until its owner confirms (a link is sent at sign-in).
+        raise AccountError("confirm your e-mail address first: sign in again to get the link", status=403)
     return account
 
 
-def change_password(email: str, uid: str, current: str, new: str, confirm: str, *, accounts: AccountsPort,
-                    attempts: AttemptsPort, now: int) -> None:  # fmt: skip
-    """Replace the password hash after checking the current password (attempts limited as at sign-in)."""
-    account = _own_account(email, uid, current, accounts=accounts, attempts=attempts, now=now)
+def change_password(email: str, uid: str, current: str, new: str, confirm: str, *, ports: AccountPorts,
+                    client: str, device: str | None, now: int) -> None:  # fmt: skip
+    """Replace the password hash after checking the current password (guesses limited as at sign-in)."""
+    account = _own_account(email, uid, current, ports=ports, client=client, device=device, now=now)
     if account.closing_since:
         raise AccountError("this account is being closed; its password cannot change", status=409)
-    try:
-        passwords.check_policy(new)
-    except passwords.PasswordPolicyError as exc:
-        raise AccountError(str(exc), field="new_password") from None
+    check_new_password(new, personal=(account.email, account.first_name, account.last_name), field="new_password")
     if new != confirm:
         raise AccountError("the new password and its confirmation differ", field="confirm_password")
-    new_hash = passwords.hash_password(new)
-    _update(accounts, email, lambda a: dataclasses.replace(a, password_hash=new_hash))
-
-
-def check_names(first_name: str, last_name: str) -> tuple[str, str]:
-    for field, value, label in (("first_name", first_name, "first name"), ("last_name", last_name, "last name")):
-        if not value.strip() or len(value.strip()) > 100:
-            raise AccountError(f"enter your {label} (1 to 100 characters)", field=field)
-    return first_name.strip(), last_name.strip()
+    new_hash = hash_new_password(ports, new)
+    update_account(ports.accounts, email, lambda a: dataclasses.replace(a, password_hash=new_hash))
 
 
 def change_profile(email: str, uid: str, first_name: str, last_name: str, *, accounts: AccountsPort,
@@ -84,12 +72,11 @@ def change_profile(email: str, uid: str, first_name: str, last_name: str, *, acc
     if found.closing_since:
         raise AccountError("this account is being closed; its profile cannot change", status=409)
     apim.update_user_names(uid, first, last)
-    _update(accounts, email, lambda a: dataclasses.replace(a, first_name=first, last_name=last))
+    update_account(accounts, email, lambda a: dataclasses.replace(a, first_name=first, last_name=last))
 
 
-def close_account(email: str, uid: str, password: str, *, accounts: AccountsPort, attempts: AttemptsPort,
-                  apim: ApimPort, payments: PaymentsPort, now: datetime,
-                  reporter: ClosingReporter | None) -> list[str]:  # fmt: skip
+def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: str | None,
+                  payments: PaymentsPort, now: datetime, reporter: ClosingReporter | None) -> list[str]:  # fmt: skip
     """Close the account; the names of the subscriptions it cancelled. Safe to repeat after a failure.
 
     1. password check, then mark the row closing (sign-in refuses it from now on);
@@ -100,11 +87,11 @@ def close_account(email: str, uid: str, password: str, *, accounts: AccountsPort
        it), so nothing keeps billing a closed account;
     4. remove the account row (the password check above already cleared its login-attempt window).
     """
-    account = _own_account(email, uid, password, accounts=accounts, attempts=attempts,
-                           now=int(now.timestamp()))
+    accounts, apim = ports.accounts, ports.apim
+    account = _own_account(email, uid, password, ports=ports, client=client, device=device, now=int(now.timestamp()))
     if not account.closing_since:
         stamp = int(now.timestamp())
-        _update(accounts, email, lambda a: a if a.closing_since else dataclasses.replace(a, closing_since=stamp))
+        update_account(accounts, email, lambda a: a if a.closing_since else dataclasses.replace(a, closing_since=stamp))
     cancelled = []
     for sub in apim.user_subscriptions(uid):
         if sub.state in HOLDING_STATES:

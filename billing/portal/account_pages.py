@@ -20,7 +20,7 @@ from billing.portal.passwords import MIN_LENGTH
 from billing.portal.ports import HOLDING_STATES
 from billing.portal.tokens import Signer, TokenError
 from billing.portal.unsubscribe import closing_reporter
-from billing.portal.web import WebRequest, WebResponse, problem, render
+from billing.portal.web import WebRequest, WebResponse, problem, render, too_many
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,11 @@ def change_password_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRe
     uid, email = bound
     try:
         change_password(email, uid, req.form.get("current_password", ""), req.form.get("new_password", ""),
-                        req.form.get("confirm_password", ""), accounts=deps.accounts, attempts=deps.attempts,
-                        now=int(now))  # fmt: skip
+                        req.form.get("confirm_password", ""), ports=deps.account_ports, client=req.client,
+                        device=deps.devices.nonce(req, email, now), now=int(now))  # fmt: skip
     except AccountError as exc:
-        return _form(deps, req, now, "ChangePassword", uid=uid, email=email, status=exc.status, error=exc.message)
+        return too_many(_form(deps, req, now, "ChangePassword", uid=uid, email=email, status=exc.status,
+                              error=exc.message), exc.retry_after)  # fmt: skip
     return _done(deps, "Password changed", "Your password is changed: use the new one the next time you sign in.")
 
 
@@ -145,11 +146,13 @@ def close_account_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
         return bound
     uid, email = bound
     try:
-        cancelled = close_account(email, uid, req.form.get("password", ""), accounts=deps.accounts,
-                                  attempts=deps.attempts, apim=deps.apim, payments=deps.payments,
-                                  now=datetime.fromtimestamp(now, UTC), reporter=closing_reporter())  # fmt: skip
+        cancelled = close_account(email, uid, req.form.get("password", ""), ports=deps.account_ports,
+                                  client=req.client, device=deps.devices.nonce(req, email, now),
+                                  payments=deps.payments, now=datetime.fromtimestamp(now, UTC),
+                                  reporter=closing_reporter())  # fmt: skip
     except AccountError as exc:
-        return _form(deps, req, now, "CloseAccount", uid=uid, email=email, status=exc.status, error=exc.message)
+        return too_many(_form(deps, req, now, "CloseAccount", uid=uid, email=email, status=exc.status,
+                              error=exc.message), exc.retry_after)  # fmt: skip
     except Exception:  # a dependency failed midway: every step done so far stays done, a resubmit finishes
         log.exception("closing the account of APIM user %s did not finish", uid)
         return _form(deps, req, now, "CloseAccount", uid=uid, email=email, status=502,

@@ -8,33 +8,43 @@ from dataclasses import dataclass
 
 from billing import config
 from billing.adapters.apim_client import apim_service
+from billing.adapters.mail_smtp import smtp_mailer
 from billing.adapters.portal_apim import PortalApim
 from billing.adapters.portal_stripe import PortalStripe
 from billing.adapters.storage import ensure_table
 from billing.adapters.stripe_client import stripe_client
 from billing.model_loader import load_models
 from billing.models import MonetizationModels
+from billing.portal.accounts import AccountPorts, PortalUrls
 from billing.portal.delegation import decode_key
-from billing.portal.ports import AccountsPort, ApimPort, AttemptsPort, PaymentsPort, SaltsPort
+from billing.portal.devices import DeviceCookies
+from billing.portal.hash_budget import HashBudget
+from billing.portal.ports import AccountsPort, ApimPort, PaymentsPort, SaltsPort
 from billing.portal.web import Sessions
-from billing.store.accounts import Accounts, LoginAttempts, UsedSalts
-from billing.store.tables import ACCOUNTS_TABLE, DELEGATION_SALTS_TABLE, LOGIN_ATTEMPTS_TABLE
+from billing.store.accounts import Accounts, UsedSalts
+from billing.store.email_links import EmailLinks
+from billing.store.tables import ACCOUNTS_TABLE, DELEGATION_SALTS_TABLE, EMAIL_TOKENS_TABLE, THROTTLES_TABLE
+from billing.store.throttles import Throttles
 
 _SETTINGS = ("APIM_DELEGATION_VALIDATION_KEY", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL", "DELEGATION_MODE",
              "AzureWebJobsStorage", "STRIPE_API_KEY", "STRIPE_API_BASE", "APIM_MANAGEMENT_ENDPOINT",
-             "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME")  # fmt: skip
+             "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "SMTP_HOST", "SMTP_PORT",
+             "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS", "MAIL_SENDER")  # fmt: skip
+# One per process: the limit on concurrent password hashing is per instance, whatever the settings.
+HASH_BUDGET = HashBudget()
 
 
 @dataclass(frozen=True)
 class PortalDeps:
     delegation_key: bytes
     sessions: Sessions
+    devices: DeviceCookies
     app_base_url: str
     portal_url: str
     mode: str  # "full" or "subscriptions"
     models: MonetizationModels
     accounts: AccountsPort
-    attempts: AttemptsPort
+    account_ports: AccountPorts  # what sign-up, sign-in, confirmation and reset need
     apim: ApimPort
     payments: PaymentsPort
     salts: SaltsPort  # delegation salts that already started a session
@@ -63,17 +73,35 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
     if mode not in ("full", "subscriptions"):
         raise ConfigurationError(f"DELEGATION_MODE must be 'full' or 'subscriptions', not {mode!r}")
     base = env["APP_BASE_URL"].rstrip("/")
+    portal_url = env["APIM_DEVELOPER_PORTAL_URL"].rstrip("/")
+    secure = base.lower().startswith("https://")
+    try:
+        mailer = smtp_mailer(env)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     # The storage and APIM adapters read the rest of the environment (identity settings) themselves.
+    accounts = Accounts(ensure_table(ACCOUNTS_TABLE))
+    apim = PortalApim(apim_service())
+    account_ports = AccountPorts(
+        accounts=accounts,
+        links=EmailLinks(ensure_table(EMAIL_TOKENS_TABLE)),
+        throttles=Throttles(ensure_table(THROTTLES_TABLE)),
+        mailer=mailer,
+        apim=apim,
+        hashing=HASH_BUDGET,
+        urls=PortalUrls(base, portal_url),
+    )
     return PortalDeps(
         delegation_key=key,
-        sessions=Sessions(key, secure=base.lower().startswith("https://")),
+        sessions=Sessions(key, secure=secure),
+        devices=DeviceCookies(key, secure=secure),
         app_base_url=base,
-        portal_url=env["APIM_DEVELOPER_PORTAL_URL"].rstrip("/"),
+        portal_url=portal_url,
         mode=mode,
         models=load_models(),
-        accounts=Accounts(ensure_table(ACCOUNTS_TABLE)),
-        attempts=LoginAttempts(ensure_table(LOGIN_ATTEMPTS_TABLE)),
-        apim=PortalApim(apim_service()),
+        accounts=accounts,
+        account_ports=account_ports,
+        apim=apim,
         payments=PortalStripe(stripe_client()),
         salts=UsedSalts(ensure_table(DELEGATION_SALTS_TABLE)),
     )

@@ -11,17 +11,15 @@ import contextlib
 import logging
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
+from datetime import UTC, datetime
 
 from billing.models import UnknownProductError
-from billing.portal import accounts as account_service
 from billing.portal import delegation, offers
 from billing.portal.account_pages import account_operation_page
 from billing.portal.billing_page import overview
 from billing.portal.deps import PortalDeps
-from billing.portal.passwords import MIN_LENGTH
 from billing.portal.ports import HOLDING_STATES
+from billing.portal.signin_pages import account_page
 from billing.portal.subscribe import GoToCheckout, SubscribeError, held_subscription, subscribe
 from billing.portal.tokens import Signer, TokenError
 from billing.portal.unsubscribe import UnsubscribeError, closing_reporter, is_paid_subscription, unsubscribe
@@ -33,7 +31,6 @@ FORM_TTL = 3600  # seconds a subscribe or cancel form stays valid
 # Used delegation salts are kept this long; a link replayed later could sign in again, so keep it
 # well beyond how long anyone keeps a link (APIM's links carry no time of their own).
 SALT_RETENTION_SECONDS = 400 * 24 * 3600
-SSO_TOKEN_TTL = timedelta(hours=1)
 _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 
 
@@ -62,7 +59,7 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
         return problem(req, exc.status, "delegation", exc.message, portal_url=_portal_link(deps))
     op = request.operation
     if op in ("SignIn", "SignUp"):
-        return _account_page(deps, req, now, op, request.get("returnUrl"))
+        return account_page(deps, req, now, op, request.get("returnUrl"))
     if op == "SignOut":
         return redirect(deps.portal_url + "/signout", deps.sessions.clear_cookie())
     if op == "Subscribe":
@@ -74,77 +71,6 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
         return _renew_page(deps, req, now, request.get("subscriptionId"))
     # ChangePassword, ChangeProfile, CloseAccount
     return account_operation_page(deps, req, now, op, request.get("userId"))
-
-
-def _account_page(deps: PortalDeps, req: WebRequest, now: float, op: str, return_url: str) -> WebResponse:
-    if not delegation.is_relative_return_url(return_url):
-        return problem(req, 400, "returnUrl", "returnUrl must be a path on the developer portal such as "
-                       "/products; other sites are never followed.", portal_url=_portal_link(deps))  # fmt: skip
-    if deps.mode == "subscriptions":
-        # Identities stay with APIM's own providers: back to the portal's own sign-in.
-        return redirect(f"{deps.portal_url}/signin?returnUrl={quote(return_url, safe='')}")
-    session, cookie = deps.sessions.ensure(req, now)
-    template = "signin.html" if op == "SignIn" else "signup.html"
-    context = _account_context(deps, session_token=deps.sessions.csrf_token(session, now), op=op,
-                               return_url=return_url)  # fmt: skip
-    return render(template, 200, cookie, **context)
-
-
-def _account_context(deps: PortalDeps, *, session_token: str, op: str, return_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "title": "Sign in" if op == "SignIn" else "Create your account",
-        "csrf_token": session_token,
-        "return_url": return_url,
-        "portal_url": _portal_link(deps),
-        "signup_url": _portal_link(deps),
-        "min_password": str(MIN_LENGTH),
-        "email": "", "first_name": "", "last_name": "",
-        **extra,
-    }  # fmt: skip
-
-
-def _sso_redirect(deps: PortalDeps, uid: str, return_url: str, now: float) -> WebResponse:
-    token = deps.apim.sign_in_token(uid, datetime.fromtimestamp(now, UTC) + SSO_TOKEN_TTL)
-    _, cookie = deps.sessions.start(uid, now)
-    location = f"{deps.portal_url}/signin-sso?token={quote(token, safe='')}&returnUrl={quote(return_url, safe='')}"
-    return redirect(location, cookie)
-
-
-# ---- POST /api/portal/signup, /api/portal/signin ---------------------------------------------
-def sign_up(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
-    return _account_post(deps, req, now, "SignUp")
-
-
-def sign_in(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
-    return _account_post(deps, req, now, "SignIn")
-
-
-def _account_post(deps: PortalDeps, req: WebRequest, now: float, op: str) -> WebResponse:
-    if deps.mode != "full":
-        return problem(req, 404, "not_found", "Accounts are managed by the developer portal itself.",
-                       portal_url=_portal_link(deps))  # fmt: skip
-    session = deps.sessions.check_csrf(req, now)
-    if session is None:
-        return _expired_form(req, deps)
-    return_url = req.form.get("returnUrl", "/")
-    if not delegation.is_relative_return_url(return_url):
-        return problem(req, 400, "returnUrl", "returnUrl must be a path on the developer portal such as /products.",
-                       portal_url=_portal_link(deps))  # fmt: skip
-    email = req.form.get("email", "")
-    try:
-        if op == "SignUp":
-            form = account_service.SignUpForm(email, req.form.get("password", ""), req.form.get("first_name", ""),
-                                              req.form.get("last_name", ""))  # fmt: skip
-            uid = account_service.sign_up(form, deps.accounts, deps.apim, int(now))
-        else:
-            uid = account_service.sign_in(email, req.form.get("password", ""), deps.accounts, deps.attempts, int(now))
-    except account_service.AccountError as exc:
-        template = "signin.html" if op == "SignIn" else "signup.html"
-        context = _account_context(deps, session_token=deps.sessions.csrf_token(session, now), op=op,
-                                   return_url=return_url, email=email, first_name=req.form.get("first_name", ""),
-                                   last_name=req.form.get("last_name", ""))  # fmt: skip
-        return render(template, exc.status, None, error=exc.message, **context)
-    return _sso_redirect(deps, uid, return_url, now)
 
 
 # ---- Subscribe -------------------------------------------------------------------------------

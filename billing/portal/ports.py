@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from billing.store.accounts import Account, FailureWindow
+from billing.portal.records import Account, EmailLink
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ HOLDING_STATES = frozenset({"submitted", "active", "suspended"})
 
 class ApimPort(Protocol):
     def find_user_by_email(self, email: str) -> str | None: ...
+
+    def is_administrator(self, uid: str) -> bool:
+        """True for the instance's administrator (user 1) and members of the Administrators group."""
+        ...
 
     def create_user(self, uid: str, email: str, first_name: str, last_name: str) -> None: ...
 
@@ -122,12 +126,16 @@ class AccountsPort(Protocol):
     def delete(self, email: str) -> None: ...
 
 
-class AttemptsPort(Protocol):
-    def current(self, email: str) -> FailureWindow | None: ...
+class EmailLinksPort(Protocol):
+    def create(self, token: str, link: EmailLink) -> None: ...
 
-    def record_failure(self, email: str, now: int, window_seconds: int) -> FailureWindow: ...
+    def get(self, token: str) -> tuple[EmailLink, str] | None:
+        """The link and its ETag; None for an unknown (or malformed) token."""
+        ...
 
-    def reset(self, email: str) -> None: ...
+    def replace(self, token: str, link: EmailLink, etag: str) -> bool:
+        """False if the row changed since it was read with `etag`."""
+        ...
 
 
 class SaltsPort(Protocol):

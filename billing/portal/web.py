@@ -32,6 +32,7 @@ class WebRequest:
     form: Mapping[str, str]
     cookies: Mapping[str, str]
     accept: str = ""
+    client: str = "unknown"  # the caller's address as the front end reports it (billing.portal.clients)
 
     @property
     def wants_html(self) -> bool:
@@ -44,6 +45,11 @@ class WebResponse:
     body: str
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    cookies: list[str] = field(default_factory=list)  # Set-Cookie values, one header each
+
+    def with_cookie(self, cookie: str) -> WebResponse:
+        self.cookies.append(cookie)
+        return self
 
 
 @dataclass(frozen=True)
@@ -115,16 +121,12 @@ def render(template: str, status: int = 200, cookie: str | None = None, **contex
     headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
                # No form-action: the subscribe form's answer redirects to Stripe's own (or the emulator's) host.
                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"}
-    if cookie:
-        headers["Set-Cookie"] = cookie
-    return WebResponse(status, body, headers=headers)
+    return WebResponse(status, body, headers=headers, cookies=[cookie] if cookie else [])
 
 
 def redirect(location: str, cookie: str | None = None) -> WebResponse:
     headers = {"Location": location, "Cache-Control": "no-store"}
-    if cookie:
-        headers["Set-Cookie"] = cookie
-    return WebResponse(303, "", "text/plain; charset=utf-8", headers)
+    return WebResponse(303, "", "text/plain; charset=utf-8", headers, [cookie] if cookie else [])
 
 
 def problem(req: WebRequest, status: int, code: str, message: str, *, portal_url: str, title: str = "") -> WebResponse:
@@ -135,6 +137,13 @@ def problem(req: WebRequest, status: int, code: str, message: str, *, portal_url
                       link_text="Back to the developer portal")  # fmt: skip
     body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
     return WebResponse(status, body, "application/json", {"Cache-Control": "no-store"})
+
+
+def too_many(response: WebResponse, retry_after: int) -> WebResponse:
+    """The answer with the Retry-After header that a 429 or 503 carries."""
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 _TITLES = {

@@ -1,9 +1,7 @@
-"""Consumer accounts for delegated sign-up and sign-in, and their recent failed logins.
+"""Consumer accounts for delegated sign-up and sign-in, and the salts of used delegation links.
 
 accounts: PartitionKey = sha256(normalised email), RowKey = "account" (emails may hold characters
 that Table keys forbid, and the hash keeps the address out of the key). Password hashes only.
-loginattempts: the same key, RowKey = "window": failures in the current window, written with
-ETags so that concurrent failures from several instances are all counted.
 delegationsalts: PartitionKey = sha256(salt), RowKey = "used": the salts of delegation links that
 already started a session, so a replayed (leaked) link starts none.
 """
@@ -12,41 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from billing.portal.records import Account, AccountExistsError, normalise_email
+
 ACCOUNT_ROW = "account"
-WINDOW_ROW = "window"
 SALT_ROW = "used"
-# TODO(tables): belongs in billing/store/tables.py (ALL_TABLES) for the deployment to create it;
-# the portal creates it at start-up with ensure_table meanwhile.
-
-
-class AccountExistsError(Exception):
-    pass
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
 
 
 def email_key(email: str) -> str:
     return hashlib.sha256(normalise_email(email).encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Account:
-    email: str
-    password_hash: str
-    apim_user_id: str
-    first_name: str
-    last_name: str
-    created_at: int  # unix seconds
-    closing_since: int = 0  # unix seconds when closing began (0: open); sign-in refuses a closing account
 
 
 _ACCOUNT_FIELDS = {f.name for f in fields(Account)}
@@ -93,61 +71,6 @@ class Accounts:
             self._table.create_entity(entity)
         except ResourceExistsError as exc:
             raise AccountExistsError(account.email) from exc
-
-
-@dataclass(frozen=True)
-class FailureWindow:
-    window_start: int  # unix seconds of the first failure of the window
-    failures: int
-
-
-class LoginAttempts:
-    """Failed sign-ins per account, counted in a fixed window that starts at the first failure."""
-
-    def __init__(self, table: TableClient) -> None:
-        self._table = table
-
-    def current(self, email: str) -> FailureWindow | None:
-        found = self._read(email)
-        return found[0] if found else None
-
-    def record_failure(self, email: str, now: int, window_seconds: int) -> FailureWindow:
-        key = email_key(email)
-        for _ in range(10):  # optimistic concurrency: retry when another instance wrote first
-            found = self._read(email)
-            if found is None:
-                window = FailureWindow(now, 1)
-                try:
-                    self._table.create_entity({"PartitionKey": key, "RowKey": WINDOW_ROW, **asdict(window)})
-                except ResourceExistsError:
-                    continue
-                return window
-            old, etag = found
-            window = (
-                FailureWindow(now, 1)
-                if now - old.window_start >= window_seconds
-                else FailureWindow(old.window_start, old.failures + 1)
-            )
-            try:
-                self._table.update_entity(
-                    {"PartitionKey": key, "RowKey": WINDOW_ROW, **asdict(window)},
-                    mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified,
-                )  # fmt: skip
-            except (ResourceModifiedError, ResourceNotFoundError):
-                continue
-            return window
-        raise RuntimeError("could not record a failed sign-in: too much contention on one account")
-
-    def reset(self, email: str) -> None:
-        self._table.delete_entity(email_key(email), WINDOW_ROW)
-
-    def _read(self, email: str) -> tuple[FailureWindow, str] | None:
-        try:
-            entity = self._table.get_entity(email_key(email), WINDOW_ROW)
-        except ResourceNotFoundError:
-            return None
-        window = FailureWindow(int(entity["window_start"]), int(entity["failures"]))
-        return window, str(entity.metadata["etag"])
 
 
 class UsedSalts:

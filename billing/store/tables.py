@@ -4,7 +4,8 @@ PROCESSED_EVENTS_TABLE = "processedevents"
 SUBSCRIPTIONS_TABLE = "subscriptions"
 USAGE_WATERMARKS_TABLE = "usagewatermarks"
 ACCOUNTS_TABLE = "accounts"
-LOGIN_ATTEMPTS_TABLE = "loginattempts"
+THROTTLES_TABLE = "throttles"  # fixed-window counters: guesses per account, requests per client, mails per address
+EMAIL_TOKENS_TABLE = "emailtokens"  # single-use links sent by e-mail (address confirmation, password reset)
 DELEGATION_SALTS_TABLE = "delegationsalts"
 
 USAGE_BATCH_QUEUE = "usage-batches"
@@ -15,7 +16,8 @@ ALL_TABLES = (
     SUBSCRIPTIONS_TABLE,
     USAGE_WATERMARKS_TABLE,
     ACCOUNTS_TABLE,
-    LOGIN_ATTEMPTS_TABLE,
+    THROTTLES_TABLE,
+    EMAIL_TOKENS_TABLE,
     DELEGATION_SALTS_TABLE,
 )
 ALL_QUEUES = (USAGE_BATCH_QUEUE, EVENT_WORK_QUEUE)

@@ -1,4 +1,5 @@
-"""The consumer's journey once in a real headless Chromium: sign up, Free, Standard via Checkout, billing.
+"""The consumer's journey once in a real headless Chromium: sign up, confirm by mail, Free, Standard via
+Checkout, billing.
 
 Debian's /usr/bin/chromium driven by Playwright; a screenshot of every page goes to
 test-artifacts/browser/ (kept after the run as evidence of what a consumer sees).
@@ -72,6 +73,18 @@ def test_consumer_journey_in_chromium(stack: LocalStack, page) -> None:
     page.get_by_label("Last name").fill("Hopper")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    page.wait_for_selector("text=Check your e-mail")
+    shots.take("check-your-email")
+
+    # The confirmation mail, read in the local stack's mailbox as the consumer reads their mail.
+    page.goto(f"{stack.mail_server.web_url}/?to={email}")
+    page.wait_for_selector("text=Confirm your e-mail address")
+    shots.take("mailbox")
+    page.click(f'a[href^="{stack.app_url}/api/portal/signup/confirm"]')
+    page.wait_for_selector("text=enter the password you chose")
+    shots.take("confirm")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Confirm and sign in").click()
     page.wait_for_selector("span.user")
     assert email in page.inner_text("span.user")
     shots.take("portal-signed-in")

@@ -49,8 +49,14 @@ def test_stack_serves_the_portal_with_the_catalog_and_stops_on_sigterm(tmp_path:
         page = requests.get(portal[1], timeout=10).text
         for product in ("free", "developer", "payg", "basic", "standard", "pro", "enterprise"):
             assert f'data-product-id="{product}"' in page
+        # Where a person reads the mails the app sends (confirmation and reset links).
+        mailbox = re.search(r"Mailbox \(mails the app sent\)\s+(\S+)", text)
+        assert mailbox, text
+        assert "Mailbox" in requests.get(mailbox[1], timeout=10).text
+        mailbox_port = int(mailbox[1].rsplit(":", 1)[1])
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     assert code == 0
     assert not _listening(port)
+    assert not _listening(mailbox_port)

@@ -28,12 +28,14 @@ from billing.adapters.storage import ensure_table
 from billing.portal import account_ops, passwords
 from billing.portal.deps import portal_deps
 from billing.portal.ports import BillingPeriod
+from billing.portal.records import Account
 from billing.portal.unsubscribe import closing_reporter
 from billing.store.accounts import Accounts
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
 from billing.store.tables import ACCOUNTS_TABLE, SUBSCRIPTIONS_TABLE
 from devstack.consumer import DEFAULT_PASSWORD, Consumer, hidden_fields
 from emulators.apim.delegation import delegation_url
+from tests.portal import fakes
 
 pytestmark = pytest.mark.storage
 
@@ -120,18 +122,26 @@ def test_change_password_end_to_end(stack: Any) -> None:
 def test_wrong_current_passwords_count_toward_the_sign_in_limit(stack: Any) -> None:
     consumer = signed_up(stack)
     before = account_row(consumer.email).password_hash
-    page = open_form(consumer, link(stack, "ChangePassword", userId=consumer.user_id), "Current password")
+    # Someone with a leaked ChangePassword link, in a browser that never signed in to the account.
+    stranger = stack.consumer(consumer.email)
+    page = open_form(stranger, link(stack, "ChangePassword", userId=consumer.user_id), "Current password")
     for _ in range(5):
-        page = consumer.submit(page, {"current_password": "not my password", "new_password": NEW_PASSWORD,
+        page = stranger.submit(page, {"current_password": "not my password", "new_password": NEW_PASSWORD,
                                       "confirm_password": NEW_PASSWORD})
         assert page.status_code == 401
         assert "the current password is wrong" in page.text
-    # The right password is now refused without being checked, here and at sign-in.
-    locked = consumer.submit(page, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD,
+    # The right password is now refused without being checked, here and at sign-in ...
+    locked = stranger.submit(page, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD,
                                     "confirm_password": NEW_PASSWORD})
     assert locked.status_code == 429
+    assert locked.headers["Retry-After"]
     assert stack.consumer(consumer.email).sign_in_answer(DEFAULT_PASSWORD).status_code == 429
     assert account_row(consumer.email).password_hash == before
+    # ... except from the owner's browser, whose device cookie has an allowance of its own.
+    own = open_form(consumer, link(stack, "ChangePassword", userId=consumer.user_id), "Current password")
+    done = consumer.submit(own, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD,
+                                 "confirm_password": NEW_PASSWORD})
+    assert done.status_code == 200, done.text
 
 
 # ---- ChangeProfile ------------------------------------------------------------------------------
@@ -223,9 +233,9 @@ def test_a_close_that_failed_midway_is_finished_by_submitting_again(stack: Any) 
 
     deps = portal_deps()
     with pytest.raises(RuntimeError, match="Stripe did not answer"):
-        account_ops.close_account(consumer.email, uid, DEFAULT_PASSWORD, accounts=deps.accounts,
-                                  attempts=deps.attempts, apim=deps.apim, payments=StripeDownAtTheEnd(deps.payments),
-                                  now=datetime.now(UTC), reporter=closing_reporter())
+        account_ops.close_account(consumer.email, uid, DEFAULT_PASSWORD, ports=deps.account_ports, client="test",
+                                  device=None, payments=StripeDownAtTheEnd(deps.payments), now=datetime.now(UTC),
+                                  reporter=closing_reporter())
     mgmt, rg, svc = apim(stack)
     with pytest.raises(ResourceNotFoundError):
         mgmt.subscription.get(rg, svc, free_sid)  # cancelled, then deleted with the user
@@ -384,17 +394,6 @@ class _FakeAccounts:
         self.rows.pop(email, None)
 
 
-class _FakeAttempts:
-    def current(self, email: str) -> None:
-        return None
-
-    def record_failure(self, email: str, now: int, window_seconds: int) -> None:
-        raise AssertionError("the password is right")
-
-    def reset(self, email: str) -> None:
-        pass
-
-
 class _FakeApim:
     def __init__(self, log: _Log) -> None:
         from billing.portal.ports import ApimSubscription  # noqa: PLC0415
@@ -436,13 +435,11 @@ class _FakePayments:
 
 
 def test_close_runs_in_an_order_a_retry_can_finish() -> None:
-    from billing.store.accounts import Account  # noqa: PLC0415
-
     log = _Log()
-    account = Account("a@b.example", passwords.hash_password("right password", n=2**10), "u1", "A", "B", 0)
-    accounts = _FakeAccounts(log, account)
+    account = Account("a@b.example", passwords.hash_password("right password"), "u1", "A", "B", 0, confirmed_at=1)
+    ports = dataclasses.replace(fakes.account_ports(), accounts=_FakeAccounts(log, account), apim=_FakeApim(log))
     cancelled = account_ops.close_account(
-        "a@b.example", "u1", "right password", accounts=accounts, attempts=_FakeAttempts(), apim=_FakeApim(log),
+        "a@b.example", "u1", "right password", ports=ports, client="c", device=None,
         payments=_FakePayments(log), now=datetime(2026, 1, 1, tzinfo=UTC),
         reporter=lambda sid, start, end, *, now: log.steps.append(f"report:{sid}:{start}:{end}:{now}"))
     assert cancelled == ["free-1", "sub_2"]

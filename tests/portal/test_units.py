@@ -1,4 +1,4 @@
-"""Pure parts of the portal: delegation signatures, return URLs, tokens, passwords, prices, throttling."""
+"""Pure parts of the portal: delegation signatures, return URLs, tokens, prices (accounts: test_account_rules)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from decimal import Decimal
 import pytest
 
 from billing.model_loader import load_models
-from billing.portal import delegation, offers, passwords
-from billing.portal.accounts import AccountError, locked_until, sign_in
+from billing.portal import delegation, offers
 from billing.portal.tokens import Signer, TokenError
-from billing.store.accounts import Account, FailureWindow
 
 KEY = b"\x01\x02 a delegation key of some length \xff"
 KEY_B64 = base64.b64encode(KEY).decode()
@@ -110,28 +108,6 @@ def test_tokens_are_bound_to_their_purpose_and_key() -> None:
         Signer(KEY, "csrf").verify("garbage", now=1)
 
 
-def test_passwords_hash_with_salt_and_parameters() -> None:
-    # Small parameters keep the test fast; the stored form records them.
-    first = passwords.hash_password("a long secret", n=2**10)
-    second = passwords.hash_password("a long secret", n=2**10)
-    assert first != second  # per-account salt
-    assert first.startswith("scrypt$1024$8$1$")
-    assert passwords.verify_password("a long secret", first)
-    assert not passwords.verify_password("a long secreT", first)
-    assert not passwords.verify_password("a long secret", "md5$whatever")
-    assert not passwords.verify_password("a long secret", "scrypt$x$8$1$AA==$AA==")
-
-
-def test_default_password_hash_is_memory_hard() -> None:
-    # OWASP's minimum for scrypt: N = 2^17 with r = 8 (128 MiB), p = 1.
-    assert passwords.N * passwords.R * 128 >= 128 * 2**20
-
-
-def test_password_policy() -> None:
-    with pytest.raises(passwords.PasswordPolicyError, match="at least 10"):
-        passwords.check_policy("short")
-
-
 def test_price_descriptions_follow_the_model() -> None:
     models = load_models()
     standard = offers.describe(models.product("standard"))
@@ -147,48 +123,3 @@ def test_price_descriptions_follow_the_model() -> None:
     assert offers.describe(payg).headline == "No monthly fee: pay only for what you use"
     assert payg.usage_price is not None
     assert payg.usage_price.amount == Decimal("0.15")
-
-
-class FakeAccounts:
-    def __init__(self, *accounts: Account) -> None:
-        self.rows = {a.email: a for a in accounts}
-
-    def get(self, email: str) -> Account | None:
-        return self.rows.get(email)
-
-    def create(self, account: Account) -> None:
-        self.rows[account.email] = account
-
-
-class FakeAttempts:
-    def __init__(self) -> None:
-        self.windows: dict[str, FailureWindow] = {}
-
-    def current(self, email: str) -> FailureWindow | None:
-        return self.windows.get(email)
-
-    def record_failure(self, email: str, now: int, window_seconds: int) -> FailureWindow:
-        old = self.windows.get(email)
-        new = FailureWindow(now, 1) if old is None or now - old.window_start >= window_seconds else \
-            FailureWindow(old.window_start, old.failures + 1)
-        self.windows[email] = new
-        return new
-
-    def reset(self, email: str) -> None:
-        self.windows.pop(email, None)
-
-
-def test_sign_in_locks_after_five_failures_for_fifteen_minutes() -> None:
-    account = Account("a@b.example", passwords.hash_password("right password", n=2**10), "u1", "A", "B", 0)
-    accounts, attempts = FakeAccounts(account), FakeAttempts()
-    for _ in range(5):
-        with pytest.raises(AccountError) as raised:
-            sign_in("a@b.example", "wrong password", accounts, attempts, now=100)
-        assert raised.value.status == 401
-    with pytest.raises(AccountError) as locked:
-        sign_in("A@B.example", "right password", accounts, attempts, now=100 + 899)
-    assert locked.value.status == 429
-    assert locked_until(attempts, "a@b.example", 100) == 100 + 15 * 60
-    # After the window the right password works again, and success clears the count.
-    assert sign_in("a@b.example", "right password", accounts, attempts, now=100 + 900) == "u1"
-    assert attempts.current("a@b.example") is None
