@@ -53,6 +53,12 @@ def _subscription(contract: SubscriptionContract) -> ApimSubscription:
     )
 
 
+def _unknown(exc: HttpResponseError) -> bool:
+    """404, or the 400 ARM answers for an id it rejects (characters or length a name cannot have):
+    either way APIM has no such entity, which a signed link from a real portal never names."""
+    return exc.status_code in (400, 404)
+
+
 class PortalApim:
     def __init__(self, service: ApimService) -> None:
         self._s = service
@@ -124,8 +130,10 @@ class PortalApim:
     def user_email(self, uid: str) -> str | None:
         try:
             return self._c.user.get(*self._at(), uid).email
-        except ResourceNotFoundError:
-            return None
+        except HttpResponseError as exc:
+            if _unknown(exc):
+                return None
+            raise
 
     def sign_in_token(self, uid: str, expiry: datetime) -> str:
         params = UserTokenParameters(key_type="primary", expiry=expiry)
@@ -140,8 +148,10 @@ class PortalApim:
     def get_subscription(self, sid: str) -> ApimSubscription | None:
         try:
             return _subscription(self._c.subscription.get(*self._at(), sid))
-        except ResourceNotFoundError:
-            return None
+        except HttpResponseError as exc:
+            if _unknown(exc):
+                return None
+            raise
 
     def create_subscription(self, sid: str, uid: str, product_id: str, name: str, state: str) -> None:
         params = SubscriptionCreateParameters(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import stripe
 
 from billing import catalog_names
-from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest
+from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest, Debt
 
 
 def _search_string(value: str) -> str:
@@ -115,6 +115,21 @@ class PortalStripe:
             except stripe.InvalidRequestError:
                 # Completed or expired meanwhile; a completed one's subscription is cancelled by the caller.
                 continue
+
+    def outstanding_invoices(self, uid: str) -> Sequence[Debt]:
+        customer = self.find_customer(uid)
+        if customer is None:
+            return []
+        debts = []
+        # Uncollectible invoices can still be paid on their hosted page, and are still owed.
+        for status in ("open", "uncollectible"):
+            found = self._c.invoices.list(params={"customer": customer, "status": status, "limit": 100})
+            debts += [
+                Debt(str(inv.id), str(inv.number or ""), str(inv.currency), int(inv.amount_remaining or 0),
+                     str(inv.hosted_invoice_url or ""))
+                for inv in found.auto_paging_iter()
+            ]  # fmt: skip
+        return debts
 
     def billing_portal_url(self, customer_id: str, return_url: str) -> str:
         session = self._c.billing_portal.sessions.create(params={"customer": customer_id, "return_url": return_url})

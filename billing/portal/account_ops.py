@@ -62,17 +62,18 @@ def change_password(email: str, uid: str, current: str, new: str, confirm: str, 
     update_account(ports.accounts, email, lambda a: dataclasses.replace(a, password_hash=new_hash))
 
 
-def change_profile(email: str, uid: str, first_name: str, last_name: str, *, accounts: AccountsPort,
-                   apim: ApimPort) -> None:  # fmt: skip
-    """New first and last names in APIM and in the account row (both idempotent, so a retry repeats both)."""
+def change_profile(email: str, uid: str, password: str, first_name: str, last_name: str, *, ports: AccountPorts,
+                   client: str, device: str | None, now: int) -> None:  # fmt: skip
+    """New first and last names in APIM and in the account row, after checking the current password.
+
+    Both writes are idempotent, so a retry after a failure repeats both.
+    """
     first, last = check_names(first_name, last_name)
-    found = accounts.get(email)
-    if found is None or found.apim_user_id != uid:
-        raise AccountError("this account does not exist any more", status=404)
-    if found.closing_since:
+    account = _own_account(email, uid, password, ports=ports, client=client, device=device, now=now)
+    if account.closing_since:
         raise AccountError("this account is being closed; its profile cannot change", status=409)
-    apim.update_user_names(uid, first, last)
-    update_account(accounts, email, lambda a: dataclasses.replace(a, first_name=first, last_name=last))
+    ports.apim.update_user_names(uid, first, last)
+    update_account(ports.accounts, email, lambda a: dataclasses.replace(a, first_name=first, last_name=last))
 
 
 def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: str | None,

@@ -1,8 +1,9 @@
 """Pages of the delegated account operations: ChangePassword, ChangeProfile and CloseAccount.
 
-APIM signs only the user id of these links, not the operation, so a GET never acts: it shows a form
-bound to the signed user (and the e-mail found for it) and to the browser's session; the POST checks
-the CSRF token and that binding before anything changes.
+APIM signs only the user id of these links, not the operation, so a GET never acts: the link is bound
+to its owner, signed in here, and its salt claimed (billing.portal.link_binding); the form is bound to
+the signed user (and the e-mail found for it) and to the browser's session; the POST checks the CSRF
+token, that binding and the current password before anything changes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from billing.models import UnknownProductError
 from billing.portal.account_ops import change_password, change_profile, close_account, find_account
 from billing.portal.accounts import AccountError
 from billing.portal.deps import PortalDeps
+from billing.portal.link_binding import Bound
 from billing.portal.passwords import MIN_LENGTH
 from billing.portal.ports import HOLDING_STATES
 from billing.portal.tokens import Signer, TokenError
 from billing.portal.unsubscribe import closing_reporter
-from billing.portal.web import WebRequest, WebResponse, problem, render, too_many
+from billing.portal.web import Session, WebRequest, WebResponse, problem, render, too_many
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,13 @@ def _not_here(req: WebRequest, deps: PortalDeps) -> WebResponse:
                    portal_url=_portal_link(deps))  # fmt: skip
 
 
-def account_operation_page(deps: PortalDeps, req: WebRequest, now: float, op: str, uid: str) -> WebResponse:
-    """GET of a signed ChangePassword / ChangeProfile / CloseAccount link: the confirmation form."""
+def account_operation_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
+                           operation: tuple[str, str]) -> WebResponse:  # fmt: skip
+    """GET of a signed ChangePassword / ChangeProfile / CloseAccount link, bound to its owner: the form.
+
+    `operation`: (the operation, the user id the link names).
+    """
+    op, uid = operation
     if deps.mode != "full":
         return _not_here(req, deps)  # APIM delegates these only with sign-in and sign-up
     account = find_account(uid, deps.apim, deps.accounts)
@@ -54,13 +61,12 @@ def account_operation_page(deps: PortalDeps, req: WebRequest, now: float, op: st
         return problem(req, 404, "account", "This user's account was not made through this site's sign-up, so it "
                        "cannot be changed here. Ask the API provider's support.",
                        portal_url=_portal_link(deps))  # fmt: skip
-    return _form(deps, req, now, op, uid=uid, email=account.email, first_name=account.first_name,
-                 last_name=account.last_name)
+    return _form(deps, now, bound.session, op, uid=uid, email=account.email, cookie=bound.cookie,
+                 first_name=account.first_name, last_name=account.last_name)
 
 
-def _form(deps: PortalDeps, req: WebRequest, now: float, op: str, *, uid: str, email: str, status: int = 200,
-          error: str = "", **extra: Any) -> WebResponse:  # fmt: skip
-    session, cookie = deps.sessions.ensure(req, now)
+def _form(deps: PortalDeps, now: float, session: Session, op: str, *, uid: str, email: str, status: int = 200,
+          error: str = "", cookie: str | None = None, **extra: Any) -> WebResponse:  # fmt: skip
     token = _signer(deps, op).sign({"u": uid, "e": email, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL)
     template, title = _TEMPLATES[op]
     if op == "CloseAccount":
@@ -82,8 +88,8 @@ def _held(deps: PortalDeps, uid: str) -> list[dict[str, str]]:
     return rows
 
 
-def _bound(deps: PortalDeps, req: WebRequest, now: float, op: str) -> tuple[str, str] | WebResponse:
-    """(user id, e-mail) of a POSTed account form, or the answer refusing it."""
+def _bound(deps: PortalDeps, req: WebRequest, now: float, op: str) -> tuple[Session, str, str] | WebResponse:
+    """(session, user id, e-mail) of a POSTed account form, or the answer refusing it."""
     if deps.mode != "full":
         return _not_here(req, deps)
     session = deps.sessions.check_csrf(req, now)
@@ -95,10 +101,12 @@ def _bound(deps: PortalDeps, req: WebRequest, now: float, op: str) -> tuple[str,
     except TokenError:
         payload = {}
     uid, email = payload.get("u"), payload.get("e")
-    if not (isinstance(uid, str) and isinstance(email, str)) or payload.get("c") != session.nonce:
+    if not (isinstance(uid, str) and isinstance(email, str)) or payload.get("c") != session.nonce or (
+        session.uid != uid
+    ):
         return problem(req, 401, "account", "This form is not valid for you or has expired. Start again from "
                        "your profile in the developer portal.", portal_url=_portal_link(deps))  # fmt: skip
-    return uid, email
+    return session, uid, email
 
 
 def _done(deps: PortalDeps, title: str, *paragraphs: str, cookie: str | None = None,
@@ -113,13 +121,13 @@ def change_password_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRe
     bound = _bound(deps, req, now, "ChangePassword")
     if isinstance(bound, WebResponse):
         return bound
-    uid, email = bound
+    session, uid, email = bound
     try:
         change_password(email, uid, req.form.get("current_password", ""), req.form.get("new_password", ""),
                         req.form.get("confirm_password", ""), ports=deps.account_ports, client=req.client,
                         device=deps.devices.nonce(req, email, now), now=int(now))  # fmt: skip
     except AccountError as exc:
-        return too_many(_form(deps, req, now, "ChangePassword", uid=uid, email=email, status=exc.status,
+        return too_many(_form(deps, now, session, "ChangePassword", uid=uid, email=email, status=exc.status,
                               error=exc.message), exc.retry_after)  # fmt: skip
     return _done(deps, "Password changed", "Your password is changed: use the new one the next time you sign in.")
 
@@ -129,13 +137,14 @@ def change_profile_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
     bound = _bound(deps, req, now, "ChangeProfile")
     if isinstance(bound, WebResponse):
         return bound
-    uid, email = bound
+    session, uid, email = bound
     first, last = req.form.get("first_name", ""), req.form.get("last_name", "")
     try:
-        change_profile(email, uid, first, last, accounts=deps.accounts, apim=deps.apim)
+        change_profile(email, uid, req.form.get("password", ""), first, last, ports=deps.account_ports,
+                       client=req.client, device=deps.devices.nonce(req, email, now), now=int(now))  # fmt: skip
     except AccountError as exc:
-        return _form(deps, req, now, "ChangeProfile", uid=uid, email=email, status=exc.status, error=exc.message,
-                     first_name=first, last_name=last)  # fmt: skip
+        return too_many(_form(deps, now, session, "ChangeProfile", uid=uid, email=email, status=exc.status,
+                              error=exc.message, first_name=first, last_name=last), exc.retry_after)  # fmt: skip
     return _done(deps, "Profile saved", f"Your name is now {first.strip()} {last.strip()}.")
 
 
@@ -144,18 +153,18 @@ def close_account_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
     bound = _bound(deps, req, now, "CloseAccount")
     if isinstance(bound, WebResponse):
         return bound
-    uid, email = bound
+    session, uid, email = bound
     try:
         cancelled = close_account(email, uid, req.form.get("password", ""), ports=deps.account_ports,
                                   client=req.client, device=deps.devices.nonce(req, email, now),
                                   payments=deps.payments, now=datetime.fromtimestamp(now, UTC),
                                   reporter=closing_reporter())  # fmt: skip
     except AccountError as exc:
-        return too_many(_form(deps, req, now, "CloseAccount", uid=uid, email=email, status=exc.status,
+        return too_many(_form(deps, now, session, "CloseAccount", uid=uid, email=email, status=exc.status,
                               error=exc.message), exc.retry_after)  # fmt: skip
     except Exception:  # a dependency failed midway: every step done so far stays done, a resubmit finishes
         log.exception("closing the account of APIM user %s did not finish", uid)
-        return _form(deps, req, now, "CloseAccount", uid=uid, email=email, status=502,
+        return _form(deps, now, session, "CloseAccount", uid=uid, email=email, status=502,
                      error="Closing your account did not finish because a service did not answer. Enter your "
                            "password and submit again in a minute to finish; nothing is cancelled or billed twice.")
     paragraphs = ["Your account is closed and you are signed out."]

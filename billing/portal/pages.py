@@ -1,8 +1,9 @@
 """The portal's pages: one function per route, from a WebRequest to a WebResponse.
 
-Every delegated operation checks APIM's signature before anything else; every POST checks the
-CSRF token; forms that act for a user carry a token signed when the signed delegation request was
-shown, so a POST can only do what APIM asked for, for the user APIM named.
+Every delegated operation checks APIM's signature before anything else, then binds the link to
+its owner and claims its salt once (billing.portal.link_binding); every POST checks the CSRF token;
+forms that act for a user carry a token signed for that user and the browser's session, so a POST
+can only do what APIM asked for, for the user APIM named, signed in here.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from datetime import UTC, datetime
 
 from billing.models import UnknownProductError
 from billing.portal import delegation, offers
-from billing.portal.account_pages import account_operation_page
+from billing.portal.account_pages import ACCOUNT_OPERATIONS, account_operation_page
 from billing.portal.billing_page import overview
+from billing.portal.debts import outstanding_debts
 from billing.portal.deps import PortalDeps
-from billing.portal.ports import HOLDING_STATES
+from billing.portal.link_binding import Bound, bind_link
+from billing.portal.ports import HOLDING_STATES, ApimSubscription
 from billing.portal.signin_pages import account_page
 from billing.portal.subscribe import GoToCheckout, SubscribeError, held_subscription, subscribe
 from billing.portal.tokens import Signer, TokenError
@@ -28,9 +31,6 @@ from billing.portal.web import WebRequest, WebResponse, problem, redirect, rende
 log = logging.getLogger(__name__)
 
 FORM_TTL = 3600  # seconds a subscribe or cancel form stays valid
-# Used delegation salts are kept this long; a link replayed later could sign in again, so keep it
-# well beyond how long anyone keeps a link (APIM's links carry no time of their own).
-SALT_RETENTION_SECONDS = 400 * 24 * 3600
 _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 
 
@@ -62,41 +62,48 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
         return account_page(deps, req, now, op, request.get("returnUrl"))
     if op == "SignOut":
         return redirect(deps.portal_url + "/signout", deps.sessions.clear_cookie())
+    if op in ACCOUNT_OPERATIONS and deps.mode != "full":
+        return problem(req, 404, "not_found", "Accounts are managed by the developer portal itself.",
+                       portal_url=_portal_link(deps))  # fmt: skip
+    sub: ApimSubscription | None = None
+    if op in ("Unsubscribe", "Renew"):
+        sub = deps.apim.get_subscription(request.get("subscriptionId"))
+        if sub is None or sub.owner_id is None:
+            return problem(req, 404, "subscription", "There is no such subscription: API Management does not know "
+                           "the subscription this link names.", portal_url=_portal_link(deps))  # fmt: skip
+        owner = sub.owner_id
+    else:
+        owner = request.get("userId")
+    bound = bind_link(deps, req, now, owner=owner, salt=req.query.get("salt", ""))
+    if isinstance(bound, WebResponse):
+        return bound
     if op == "Subscribe":
-        return _subscribe_page(deps, req, now, delegation.product_id_from(request.get("productId")),
-                               request.get("userId"), delegated_salt=req.query.get("salt", ""))  # fmt: skip
-    if op == "Unsubscribe":
-        return _unsubscribe_page(deps, req, now, request.get("subscriptionId"))
-    if op == "Renew":
-        return _renew_page(deps, req, now, request.get("subscriptionId"))
-    # ChangePassword, ChangeProfile, CloseAccount
-    return account_operation_page(deps, req, now, op, request.get("userId"))
+        return _subscribe_page(deps, req, now, bound, delegation.product_id_from(request.get("productId")))
+    if sub is not None:
+        page = _unsubscribe_page if op == "Unsubscribe" else _renew_page
+        return page(deps, req, now, bound, sub)
+    return account_operation_page(deps, req, now, bound, (op, owner))
 
 
 # ---- Subscribe -------------------------------------------------------------------------------
-def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, product_id: str, uid: str, *,
-                    error: str = "", status: int = 200, name: str = "", notice: str = "",
-                    delegated_salt: str = "") -> WebResponse:  # fmt: skip
+def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound, product_id: str, *,
+                    error: str = "", status: int = 200, name: str = "", notice: str = "") -> WebResponse:  # fmt: skip
+    """The subscription form for the session's consumer (bound to it by `bind_link` or the POST)."""
+    session, cookie = bound.session, bound.cookie
     try:
         product = deps.models.product(product_id)
     except UnknownProductError:
         return problem(req, 404, "product", f"There is no product named {product_id!r} for sale.",
                        portal_url=_portal_link(deps))  # fmt: skip
-    session, cookie = deps.sessions.ensure(req, now)
-    if deps.mode == "subscriptions" and delegated_salt and session.uid != uid:
-        # Identities are APIM's: the signed Subscribe request is what identifies the consumer here.
-        # Its links never expire, so each one signs in once: a replayed (leaked) link opens nobody's
-        # billing page or Stripe portal.
-        if not deps.salts.claim(delegated_salt, uid, int(now), SALT_RETENTION_SECONDS):
-            return problem(req, 401, "delegation", "This Subscribe link was used already. Open the product's "
-                           "Subscribe link in the developer portal again.", portal_url=_portal_link(deps))  # fmt: skip
-        session, cookie = deps.sessions.start(uid, now)
+    uid = session.uid or ""
     held = held_subscription(deps.apim, uid, product.id)
+    debts = outstanding_debts(deps.payments, uid) if product.is_paid and held is None else []
     # "n": one nonce per form shown, so submitting the same form twice does one thing once.
     offer = _offer_signer(deps).sign({"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)},
                                      now=now, ttl_seconds=FORM_TTL)  # fmt: skip
-    return render("subscribe.html", status, cookie=cookie, title=f"Subscribe to {product.display_name}",
-                  product=product, price=offers.describe(product), held=held, error=error, name=name, notice=notice,
+    return render("subscribe.html", status if not debts else 402, cookie=cookie,
+                  title=f"Subscribe to {product.display_name}", product=product, price=offers.describe(product),
+                  held=held, debts=debts, error=error, name=name, notice=notice,
                   csrf_token=deps.sessions.csrf_token(session, now), offer_token=offer,
                   portal_url=_portal_link(deps))  # fmt: skip
 
@@ -111,7 +118,7 @@ def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse
         offer = {}
     uid, pid, nonce = offer.get("u"), offer.get("p"), offer.get("n")
     if not (isinstance(uid, str) and isinstance(pid, str) and isinstance(nonce, str)) or (
-        offer.get("c") != session.nonce
+        offer.get("c") != session.nonce or session.uid != uid
     ):
         return problem(req, 401, "offer", "This subscription form is not valid for you or has expired. Start again "
                        "from the product's Subscribe link in the developer portal.",
@@ -122,8 +129,9 @@ def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse
         outcome = subscribe(product, uid, name, nonce=nonce, apim=deps.apim, payments=deps.payments,
                             app_base_url=deps.app_base_url)  # fmt: skip
     except SubscribeError as exc:
-        if exc.field == "name":
-            return _subscribe_page(deps, req, now, pid, uid, error=exc.message, status=400, name=name)
+        if exc.field == "name" or exc.status == 402:
+            return _subscribe_page(deps, req, now, Bound(session), pid, error=exc.message, status=exc.status,
+                                   name=name)  # fmt: skip
         return problem(req, exc.status, "subscribe", exc.message, portal_url=_portal_link(deps),
                        title="Already subscribed" if exc.status == 409 else "")  # fmt: skip
     if isinstance(outcome, GoToCheckout):
@@ -164,21 +172,20 @@ def checkout_cancelled(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
 
 
 # ---- Unsubscribe -----------------------------------------------------------------------------
-def _unsubscribe_page(deps: PortalDeps, req: WebRequest, now: float, sid: str) -> WebResponse:
-    sub = deps.apim.get_subscription(sid)
-    if sub is None:
-        return problem(req, 404, "subscription", "There is no such subscription.", portal_url=_portal_link(deps))
+def _unsubscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
+                      sub: ApimSubscription) -> WebResponse:  # fmt: skip
+    session, cookie = bound.session, bound.cookie
     if sub.state not in HOLDING_STATES:
-        return render("message.html", title="Already cancelled", portal_url=_portal_link(deps),
+        return render("message.html", cookie=cookie, title="Already cancelled", portal_url=_portal_link(deps),
                       paragraphs=[f"The subscription “{sub.display_name}” is {sub.state}."],
                       link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
-    session, cookie = deps.sessions.ensure(req, now)
-    token = _cancel_signer(deps).sign({"s": sid, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL)
+    token = _cancel_signer(deps).sign({"s": sub.sid, "u": session.uid, "c": session.nonce}, now=now,
+                                      ttl_seconds=FORM_TTL)  # fmt: skip
     product_name = sub.product_id or ""
     with contextlib.suppress(UnknownProductError):
         product_name = deps.models.product(sub.product_id or "").display_name
     return render("unsubscribe.html", cookie=cookie, title="Cancel subscription", subscription=sub,
-                  product_name=product_name, paid=is_paid_subscription(sid), cancel_token=token,
+                  product_name=product_name, paid=is_paid_subscription(sub.sid), cancel_token=token,
                   csrf_token=deps.sessions.csrf_token(session, now), portal_url=_portal_link(deps))  # fmt: skip
 
 
@@ -191,7 +198,7 @@ def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
     except TokenError:
         payload = {}
     sid = payload.get("s")
-    if not isinstance(sid, str) or payload.get("c") != session.nonce:
+    if not isinstance(sid, str) or payload.get("c") != session.nonce or payload.get("u") != session.uid:
         return problem(req, 401, "cancel", "This cancellation form is not valid or has expired. Start again from "
                        "the subscription's Cancel link in the developer portal.",
                        portal_url=_portal_link(deps))  # fmt: skip
@@ -206,25 +213,23 @@ def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
 
 
 # ---- Renew -----------------------------------------------------------------------------------
-def _renew_page(deps: PortalDeps, req: WebRequest, now: float, sid: str) -> WebResponse:
+def _renew_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound, sub: ApimSubscription) -> WebResponse:
     """APIM offers Renew for an expired subscription: here that means a new subscription to the product.
 
     Paid access ends only when its Stripe subscription ends, and a Stripe subscription cannot be
-    revived, so a paid product is bought again through Checkout; a free one is subscribed again at
-    once. Either way it is the product's subscribe page for the owner, with new keys.
+    revived, so a paid product is bought again through Checkout (debts first); a free one is
+    subscribed again at once. Either way it is the product's subscribe page for the owner.
     """
-    sub = deps.apim.get_subscription(sid)
-    if sub is None or sub.owner_id is None:
-        return problem(req, 404, "subscription", "There is no such subscription.", portal_url=_portal_link(deps))
     if sub.state in HOLDING_STATES:
-        return render("message.html", title="Nothing to renew", portal_url=_portal_link(deps), paragraphs=[
+        return render("message.html", cookie=bound.cookie, title="Nothing to renew", portal_url=_portal_link(deps),
+                      paragraphs=[
             f"The subscription “{sub.display_name}” is {sub.state}: there is nothing to renew.",
             "Paid subscriptions renew by themselves each month while your payment method works; "
             "the billing page shows your usage and links to your invoices.",
         ], link_url="/api/portal/billing", link_text="Billing")  # fmt: skip
     notice = (f"The subscription “{sub.display_name}” is {sub.state}. Renewing it starts a new subscription "
-              "to the same product, with new keys.")  # fmt: skip
-    return _subscribe_page(deps, req, now, sub.product_id or "", sub.owner_id, notice=notice, name=sub.display_name)
+              "to the same product.")  # fmt: skip
+    return _subscribe_page(deps, req, now, bound, sub.product_id or "", notice=notice, name=sub.display_name)
 
 
 # ---- Billing page and sign-out ---------------------------------------------------------------

@@ -80,6 +80,17 @@ class CheckoutRequest:
 
 
 @dataclass(frozen=True)
+class Debt:
+    """An open or uncollectible invoice of the consumer's Stripe customer."""
+
+    invoice_id: str
+    number: str
+    currency: str
+    amount_remaining: int  # minor units
+    hosted_invoice_url: str
+
+
+@dataclass(frozen=True)
 class CheckoutInfo:
     session_id: str
     status: str  # open, complete, expired
@@ -109,6 +120,10 @@ class PaymentsPort(Protocol):
 
     def expire_open_checkouts(self, uid: str) -> None:
         """Expire the user's open Checkout Sessions, so none can start a subscription later."""
+        ...
+
+    def outstanding_invoices(self, uid: str) -> Sequence[Debt]:
+        """The user's open and uncollectible invoices (any subscription, also ended ones)."""
         ...
 
 

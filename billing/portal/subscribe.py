@@ -49,9 +49,11 @@ def held_subscription(apim: ApimPort, uid: str, product_id: str) -> ApimSubscrip
     return None
 
 
-def free_subscription_id(product_id: str, uid: str, nonce: str) -> str:
-    # Derived from the signed form's nonce, so submitting the same form twice creates one subscription.
-    digest = hashlib.sha256(f"{uid}\n{product_id}\n{nonce}".encode()).hexdigest()[:12]
+def free_subscription_id(product_id: str, uid: str) -> str:
+    # One id per consumer and product: forms sent at the same moment all PUT the same subscription,
+    # and subscribing again after a cancellation re-activates it, so APIM's quota counter (kept per
+    # subscription) continues the month's count instead of starting a new quota.
+    digest = hashlib.sha256(f"{uid}\n{product_id}".encode()).hexdigest()[:12]
     return f"{product_id}-{digest}"
 
 
@@ -69,7 +71,7 @@ def subscribe(
     pid = catalog_names.apim_product_id(product.id)
     held = held_subscription(apim, uid, pid)
     if not product.is_paid:
-        sid = free_subscription_id(pid, uid, nonce)
+        sid = free_subscription_id(pid, uid)
         if held is not None and held.sid != sid:
             raise _already(product, held)
         if held is None:
@@ -77,6 +79,8 @@ def subscribe(
         return Subscribed(sid)
     if held is not None:
         raise _already(product, held)
+    if any(debt.amount_remaining > 0 for debt in payments.outstanding_invoices(uid)):
+        raise SubscribeError("you have unpaid invoices: pay them first, then subscribe again", status=402)
     email = apim.user_email(uid)
     customer = payments.find_or_create_customer(uid, email)
     keys = [catalog_names.flat_price_lookup_key(product.id)] if product.flat_fee_minor else []

@@ -380,5 +380,6 @@ def test_an_unconfirmed_older_account_changes_nothing_through_account_forms() ->
     new = "violet kettle under nine bridges"
     refused = raised(account_ops.change_password, "old@example.com", "u9", PASSWORD, new, new, ports=ports,
                      client="c", device=None, now=NOW)  # fmt: skip
-    assert refused.status == 403 and "confirm your e-mail address" in refused.message
+    assert refused.status == 403
+    assert "confirm your e-mail address" in refused.message
     assert ports.accounts.get("old@example.com") == legacy

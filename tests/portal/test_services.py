@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from billing.model_loader import load_models
-from billing.portal.ports import ApimSubscription, BillingPeriod, CheckoutInfo, CheckoutRequest
+from billing.portal.ports import ApimSubscription, BillingPeriod, CheckoutInfo, CheckoutRequest, Debt
 from billing.portal.subscribe import GoToCheckout, Subscribed, SubscribeError, subscribe
 from billing.portal.unsubscribe import unsubscribe
 
@@ -43,6 +43,10 @@ class FakePayments:
         self.prices = prices
         self.checkouts: list[CheckoutRequest] = []
         self.calls: list[str] = []
+        self.debts: list[Debt] = []
+
+    def outstanding_invoices(self, uid: str) -> Sequence[Debt]:
+        return self.debts
 
     def find_or_create_customer(self, uid: str, email: str | None) -> str:
         return f"cus_{uid}"
@@ -101,15 +105,30 @@ def test_a_held_product_is_not_sold_twice() -> None:
     assert isinstance(_subscribe("payg", apim, payments), GoToCheckout)
 
 
-def test_submitting_the_same_free_form_twice_makes_one_subscription() -> None:
+def test_free_forms_make_one_subscription_per_consumer_and_it_comes_back_on_resubscribing() -> None:
     apim = FakeApim()
     first = _subscribe("free", apim, FakePayments({}))
-    second = _subscribe("free", apim, FakePayments({}))
+    second = _subscribe("free", apim, FakePayments({}), nonce="another form")
     assert isinstance(first, Subscribed)
     assert first == second
     assert len(apim.subs) == 1
-    with pytest.raises(SubscribeError):
-        _subscribe("free", apim, FakePayments({}), nonce="another form")
+    # Cancelled and subscribed again: the same subscription, whose quota count APIM keeps.
+    apim.set_subscription_state(first.sid, "cancelled", "")
+    again = _subscribe("free", apim, FakePayments({}), nonce="a third form")
+    assert again == first
+    assert [(s.sid, s.state) for s in apim.subs.values()] == [(first.sid, "active")]
+
+
+def test_unpaid_invoices_stop_a_new_paid_subscription_but_not_free() -> None:
+    payments = FakePayments({"payg-usage": "price_u"})
+    payments.debts = [Debt("in_1", "A-0001", "usd", 150_001, "https://invoice.stripe.com/i/1")]
+    with pytest.raises(SubscribeError, match="unpaid invoices") as raised:
+        _subscribe("payg", FakeApim(), payments)
+    assert raised.value.status == 402
+    assert payments.checkouts == []
+    assert isinstance(_subscribe("free", FakeApim(), payments), Subscribed)
+    payments.debts = [Debt("in_1", "A-0001", "usd", 0, "")]  # paid meanwhile: nothing remains
+    assert isinstance(_subscribe("payg", FakeApim(), payments), GoToCheckout)
 
 
 def test_unsubscribe_reports_usage_then_cancels_stripe_then_apim() -> None:

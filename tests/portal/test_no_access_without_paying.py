@@ -1,0 +1,227 @@
+"""A consumer who wants the API without paying, against the portal and the gateway (issue 16).
+
+Each test takes the attacker's view (what they try, what they get) and the owner's or provider's
+(nothing changed, what is owed). Stripe delivers real webhooks to the app here, so keys are granted,
+suspended and reactivated by the app's own webhook handling; `stack.settle()` runs the queued work.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.azurite import Azurite
+from devstack.consumer import Consumer, hidden_fields
+from devstack.stack import LocalStack, StackOptions
+from emulators.apim.delegation import delegation_url
+
+pytestmark = pytest.mark.storage
+
+HOUR = 3600
+
+
+@pytest.fixture(scope="module")
+def stack(azurite: Azurite) -> Iterator[LocalStack]:
+    options = StackOptions(use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True,
+                           run_queue_workers=False)  # fmt: skip
+    with LocalStack(options) as running:
+        yield running
+
+
+def link(stack: LocalStack, operation: str, **fields: str) -> str:
+    """A delegation link signed as APIM signs it (a new salt each time, as the portal makes them)."""
+    return delegation_url(f"{stack.app_url}/api/delegation", stack.delegation_key_b64, operation, **fields)
+
+
+def call(stack: LocalStack, key: str) -> int:
+    answer = requests.get(f"{stack.apim_emulator.gateway_url}/echo", headers={"Ocp-Apim-Subscription-Key": key},
+                          timeout=30)  # fmt: skip
+    return answer.status_code
+
+
+def subscription(consumer: Consumer, product_id: str) -> Any:
+    return next(s for s in consumer.subscriptions() if s.product_id == product_id)
+
+
+def on_a_test_clock(stack: LocalStack, consumer: Consumer) -> str:
+    """The consumer's Stripe customer, made ahead on a test clock (as the demo does): the clock's id."""
+    stripe = stack.stripe_emulator.client().v1
+    clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())})
+    stripe.customers.create(params={"email": consumer.email, "test_clock": clock.id,
+                                    "metadata": {"apim_user_id": consumer.user_id}})  # fmt: skip
+    return str(clock.id)
+
+
+def advance(stack: LocalStack, clock_id: str, to: int) -> None:
+    stripe = stack.stripe_emulator.client().v1
+    stripe.test_helpers.test_clocks.advance(clock_id, params={"frozen_time": to})
+    deadline = time.monotonic() + 60
+    while stripe.test_helpers.test_clocks.retrieve(clock_id).status != "ready":
+        assert time.monotonic() < deadline, "the test clock did not finish advancing"
+        time.sleep(0.05)
+    stack.settle()
+
+
+# ---- signed links act only for their owner, once -------------------------------------------------
+def test_another_consumers_links_change_nothing_from_my_browser(stack: LocalStack) -> None:
+    owner, attacker = stack.consumer(), stack.consumer()
+    owner.sign_up()
+    attacker.sign_up()
+    assert owner.subscribe("free", "owner's key").status_code == 200
+    sid = subscription(owner, "free").subscription_id
+    for operation, fields in (("Unsubscribe", {"subscriptionId": sid}), ("Renew", {"subscriptionId": sid}),
+                              ("ChangeProfile", {"userId": owner.user_id}),
+                              ("ChangePassword", {"userId": owner.user_id}),
+                              ("CloseAccount", {"userId": owner.user_id}),
+                              ("Subscribe", {"productId": "payg", "userId": owner.user_id})):  # fmt: skip
+        answer = attacker.open(link(stack, operation, **fields))
+        assert answer.status_code == 403, (operation, answer.text)
+        assert "belongs to another account" in answer.text
+        assert 'name="csrf_token"' not in answer.text  # no form to post
+        # Not signed in at all: asked to sign in, nothing shown either.
+        anonymous = stack.browser().get(link(stack, operation, **fields), allow_redirects=False, timeout=30)
+        assert anonymous.status_code == 401
+    # The owner's view: the subscription, the name and the account are as they were.
+    assert subscription(owner, "free").state == "active"
+    apim = stack.apim_emulator
+    user = apim.management_client().user.get(apim.resource_group, apim.service_name, owner.user_id)
+    assert (user.first_name, user.last_name) == ("Ada", "Lovelace")
+    # And the owner's own link works.
+    page = owner.open(link(stack, "Unsubscribe", subscriptionId=sid))
+    assert page.status_code == 200
+    assert "Cancel subscription" in page.text
+
+
+def test_a_used_link_does_nothing_again(stack: LocalStack) -> None:
+    owner = stack.consumer()
+    owner.sign_up()
+    assert owner.subscribe("free", "key").status_code == 200
+    sid = subscription(owner, "free").subscription_id
+    unsubscribe = link(stack, "Unsubscribe", subscriptionId=sid)
+    page = owner.open(unsubscribe)
+    assert page.status_code == 200
+    replay = owner.open(unsubscribe)  # from the browser's history, or a log
+    assert replay.status_code == 409
+    assert "This link was used" in replay.text
+    # The same signature, read as another operation (APIM does not sign the operation), is the same salt.
+    renew = unsubscribe.replace("operation=Unsubscribe", "operation=Renew")
+    assert owner.open(renew).status_code == 409
+    assert subscription(owner, "free").state == "active"
+    # The form shown the first time still does what it says, once.
+    assert owner.submit(page, {}).status_code == 200
+    assert subscription(owner, "free").state == "cancelled"
+
+
+@pytest.mark.parametrize(("operation", "fields", "status", "says"), [
+    ("ChangeProfile", {"userId": "not a user id!"}, 403, "belongs to another account"),
+    ("ChangeProfile", {"userId": "nobody-here"}, 403, "belongs to another account"),
+    ("Unsubscribe", {"subscriptionId": "sub_that_apim_never_had"}, 404, "does not know"),
+    ("Renew", {"subscriptionId": "has spaces and /slashes"}, 404, "does not know"),
+])  # fmt: skip
+def test_links_naming_what_apim_does_not_know_answer_4xx(stack: LocalStack, operation: str, fields: dict[str, str],
+                                                         status: int, says: str) -> None:  # fmt: skip
+    consumer = stack.consumer()
+    consumer.sign_up()
+    answer = consumer.open(link(stack, operation, **fields))
+    assert answer.status_code == status, answer.text
+    assert says in answer.text
+
+
+# ---- one Free subscription and one quota per consumer --------------------------------------------
+def test_eight_free_forms_at_once_make_one_subscription(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    consumer.sign_up()
+    forms = [hidden_fields(consumer.open(link(stack, "Subscribe", productId="free", userId=consumer.user_id)).text)
+             for _ in range(8)]  # fmt: skip
+
+    def send(fields: dict[str, str]) -> int:
+        answer = consumer.session.post(f"{consumer.app_url}/api/portal/subscribe", data={**fields, "name": "k"},
+                                       allow_redirects=False, timeout=60)  # fmt: skip
+        return answer.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(send, forms))
+    assert set(statuses) <= {200, 409}, statuses
+    assert [s.product_id for s in consumer.subscriptions()] == ["free"]
+
+
+def test_a_resubscribed_free_consumer_gets_100_calls_in_the_month(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    consumer.sign_up()
+    assert consumer.subscribe("free", "first").status_code == 200
+    first = subscription(consumer, "free")
+    successes = sum(call(stack, first.primary_key) == 200 for _ in range(60))
+    assert consumer.unsubscribe(first.subscription_id).status_code == 200
+    assert call(stack, first.primary_key) == 403
+    assert consumer.subscribe("free", "second").status_code == 200
+    second = subscription(consumer, "free")
+    statuses = [call(stack, second.primary_key) for _ in range(60)]
+    successes += statuses.count(200)
+    assert successes == 100  # not 120: the month's count went on
+    assert statuses[-1] == 403
+
+
+# ---- debts before new keys --------------------------------------------------------------------------
+def test_an_unpaid_payg_consumer_gets_no_new_key_until_the_invoice_is_paid(stack: LocalStack) -> None:
+    attacker = stack.consumer()
+    attacker.sign_up()
+    clock = on_a_test_clock(stack, attacker)
+    stripe = stack.stripe_emulator.client().v1
+    attacker.subscribe_and_pay("payg", "metered")
+    stack.settle()
+    paid = subscription(attacker, "payg")
+    assert call(stack, paid.primary_key) == 200
+    kept_form = attacker.subscribe_page("basic")  # opened while nothing was owed, posted later
+    assert "Continue to payment" in kept_form.text
+    # 1,000,005 calls, then a card that declines the renewal.
+    stack.apim_emulator.record_usage(paid.subscription_id, 1_000_004, at=datetime.now(UTC))
+    customer = stripe.customers.search(params={"query": f"metadata['apim_user_id']:'{attacker.user_id}'"}).data[0]
+    method = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    stripe.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": method.id}})
+    sub = stripe.subscriptions.retrieve(paid.subscription_id)
+    period_end = int(sub["items"].data[0].current_period_end)
+    advance(stack, clock, period_end + 300)
+    advance(stack, clock, period_end + 3 * HOUR)
+    assert subscription(attacker, "payg").state == "suspended"
+    assert call(stack, paid.primary_key) == 403
+    # The attacker cancels the product that left the debt, and tries PAYG again.
+    assert attacker.unsubscribe(paid.subscription_id).status_code == 200
+    stack.settle()
+    sessions_before = len(stripe.checkout.sessions.list(params={"limit": 100}).data)
+    page = attacker.open(link(stack, "Subscribe", productId="payg", userId=attacker.user_id))
+    assert page.status_code == 402
+    assert 'name="offer"' not in page.text  # no form while something is owed
+    assert "USD 1,500.01" in page.text  # 1,000,005 calls at USD 0.15 per 100, by hand
+    pay_url = page.text.split('class="pay" href="', 1)[1].split('"', 1)[0]
+    assert pay_url.startswith(stack.stripe_emulator.base_url + "/")
+    # A form kept from earlier makes no Checkout either.
+    refused = attacker.submit(kept_form, {"name": "again"})
+    assert refused.status_code == 402
+    assert "unpaid invoices" in refused.text
+    assert len(stripe.checkout.sessions.list(params={"limit": 100}).data) == sessions_before
+    # Paid on Stripe's hosted invoice page: subscribing works again, and the new key works.
+    paid_page = attacker.session.post(pay_url, data={"cardNumber": "4242424242424242", "cardExpiry": "12 / 34",
+                                                     "cardCvc": "123"}, timeout=30)  # fmt: skip
+    assert "status <strong>paid</strong>" in paid_page.text
+    stack.settle()
+    attacker.subscribe_and_pay("payg", "metered again")
+    stack.settle()
+    renewed = next(s for s in attacker.subscriptions() if s.name == "metered again")
+    assert renewed.state == "active"
+    assert call(stack, renewed.primary_key) == 200
+
+
+def test_a_consumer_without_debts_is_not_held_back(stack: LocalStack) -> None:
+    consumer = stack.consumer(f"clean-{uuid.uuid4().hex[:8]}@example.com")
+    consumer.sign_up()
+    page = consumer.subscribe_page("payg")
+    assert page.status_code == 200
+    assert "Continue to payment" in page.text
+    assert "pay what is owed" not in page.text
