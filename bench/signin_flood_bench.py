@@ -1,13 +1,14 @@
 """Benchmark (not a test): a flood of anonymous sign-ins against the app, and what it costs the host.
 
-    .venv/bin/python -m bench.signin_flood_bench [--clients 32] [--seconds 20]
+    .venv/bin/python -m bench.signin_flood_bench [--clients 32] [--seconds 20] [--kind signin|signup]
 
 Starts the local stack (Azurite, the emulators, the mailbox and the app on the development host,
 all but Azurite in this process) and, in a second process, `--clients` threads that each open the
 delegated sign-in page once and then post sign-ins with random addresses and passwords as fast as
 the app answers, each request from another loopback address (a botnet: the per-client limit never
 trips, so the per-instance hashing budget is what protects the host). A third thread in that process
-calls GET /api/health every 100 ms. Printed: the answers by status and their rate, the p50/p95/max
+calls GET /api/health every 100 ms. `--kind signup` posts sign-ups instead, each with a password
+whose strength check is as costly as a password can make it (about a second of CPU). Printed: the answers by status and their rate, the p50/p95/max
 of /api/health during the flood, and this process's memory before and at its peak (VmHWM), which
 holds the app, the emulators and the mailbox.
 
@@ -45,7 +46,11 @@ def memory_kib(field: str) -> int:
 
 
 # ---- the load, in its own process ------------------------------------------------------------------
-def flood(portal_url: str, app_url: str, clients: int, seconds: float) -> dict[str, object]:
+# A password whose strength check is costly (zxcvbn's l33t matcher): the worst a sign-up can send.
+COSTLY_PASSWORD = "4@(<{[3!|1+70$5%2689" * 4
+
+
+def flood(portal_url: str, app_url: str, clients: int, seconds: float, kind: str) -> dict[str, object]:
     statuses: Counter[int] = Counter()
     health: list[float] = []
     lock = threading.Lock()
@@ -53,13 +58,15 @@ def flood(portal_url: str, app_url: str, clients: int, seconds: float) -> dict[s
 
     def attacker() -> None:
         session = browser_session()
-        form = session.get(portal_link(session.get(portal_url + "/", timeout=30).text, "signin"), timeout=30)
+        form = session.get(portal_link(session.get(portal_url + "/", timeout=30).text, kind), timeout=30)
         fields = hidden_fields(form.text)
         while time.monotonic() < deadline:
             sender = browser_session()  # another address for every attempt; the same cookies
             sender.cookies = session.cookies
             data = {**fields, "email": f"{uuid.uuid4().hex[:12]}@example.com", "password": uuid.uuid4().hex}
-            answer = sender.post(f"{app_url}/api/portal/signin", data=data, allow_redirects=False, timeout=60)
+            if kind == "signup":
+                data.update(password=COSTLY_PASSWORD, first_name="Flood", last_name="Bot")
+            answer = sender.post(f"{app_url}/api/portal/{kind}", data=data, allow_redirects=False, timeout=60)
             sender.close()
             with lock:
                 statuses[answer.status_code] += 1
@@ -92,10 +99,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--kind", choices=("signin", "signup"), default="signin",
+                        help="sign-ins with random addresses, or sign-ups with a costly password")
     parser.add_argument("--load", nargs=2, metavar=("PORTAL_URL", "APP_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        print(json.dumps(flood(args.load[0], args.load[1], args.clients, args.seconds)))
+        print(json.dumps(flood(args.load[0], args.load[1], args.clients, args.seconds, args.kind)))
         return 0
 
     options = StackOptions(use_func=False, stripe_webhooks=False, run_queue_workers=False)
@@ -108,7 +117,7 @@ def main() -> int:
         started = time.monotonic()
         load = subprocess.run(
             [sys.executable, "-m", "bench.signin_flood_bench", "--clients", str(args.clients), "--seconds",
-             str(args.seconds), "--load", stack.apim_emulator.portal_url, stack.app_url],
+             str(args.seconds), "--kind", args.kind, "--load", stack.apim_emulator.portal_url, stack.app_url],
             cwd=ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
         elapsed = time.monotonic() - started
@@ -116,7 +125,8 @@ def main() -> int:
         # The owner of an account still gets in after the flood.
         assert consumer.follow_sso(stack.consumer(consumer.email).sign_in_answer()) == consumer.user_id
     result = json.loads(load.stdout)
-    print(f"{args.clients} anonymous clients for {args.seconds:.0f} s (load process ran {elapsed:.1f} s)")
+    print(f"{args.clients} anonymous clients sending {args.kind} for {args.seconds:.0f} s (load process ran "
+          f"{elapsed:.1f} s)")  # fmt: skip
     print(f"answers: {result['statuses']}  ({result['answers_per_second']:.1f}/s)")
     print(f"/api/health during the flood: p50 {result['health_p50'] * 1000:.0f} ms, "
           f"p95 {result['health_p95'] * 1000:.0f} ms, max {result['health_max'] * 1000:.0f} ms "

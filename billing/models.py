@@ -99,6 +99,9 @@ class Product(_Model):
     billable_outcomes: Annotated[tuple[CallOutcome, ...], Field(min_length=1)] = (CallOutcome.SUCCESS,)
     quota: Quota | None = None
     rate_limit: RateLimit | None = None
+    # Metered products: once a period's accrued usage reaches this amount, Stripe invoices it at once
+    # (a billing threshold), so a card that never pays cannot run up unbounded usage.
+    spending_limit: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @property
     def currency_exponent(self) -> int:
@@ -117,6 +120,12 @@ class Product(_Model):
     def is_metered(self) -> bool:
         return self.usage_price is not None
 
+    @property
+    def spending_limit_minor(self) -> int | None:
+        if self.spending_limit is None:
+            return None
+        return int(self.spending_limit * (Decimal(10) ** self.currency_exponent))
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
         problems = _consistency_problems(self)
@@ -131,7 +140,8 @@ def _consistency_problems(p: Product) -> list[str]:
     if p.currency not in CURRENCY_EXPONENTS:
         supported = ", ".join(sorted(CURRENCY_EXPONENTS))
         return [f"currency: '{p.currency}' is not supported; use one of {supported}"]
-    rules = (_flat_fee_problems, _usage_price_problems, _included_calls_problems, _quota_problems, _block_problems)
+    rules = (_flat_fee_problems, _usage_price_problems, _included_calls_problems, _quota_problems, _block_problems,
+             _spending_limit_problems)  # fmt: skip
     return [problem for rule in rules for problem in rule(p)]
 
 
@@ -199,6 +209,23 @@ def _block_problems(p: Product) -> list[str]:
         return [f"usagePrice.perCalls: a Unit product is priced per block; set it to blockSize ({p.block_size})"]
     if p.included_calls != p.block_size:
         return [f"includedCalls: a Unit product bills one block in advance; set it to blockSize ({p.block_size})"]
+    return []
+
+
+def _spending_limit_problems(p: Product) -> list[str]:
+    if p.spending_limit is None:
+        return []
+    exponent = CURRENCY_EXPONENTS[p.currency]
+    if p.usage_price is None:
+        return [f"spendingLimit: a {p.pricing_model} product bills no usage, so nothing can run up; remove it"]
+    if p.spending_limit != p.spending_limit.quantize(Decimal(1).scaleb(-exponent)):
+        return [f"spendingLimit: {p.spending_limit} has more decimals than {p.currency.upper()} allows ({exponent})"]
+    # Stripe: "Monetary thresholds must be greater than the sum of all licensed plan costs", and at
+    # least 50 minor units.
+    floor = max(p.flat_fee, Decimal(50).scaleb(-exponent))
+    if p.spending_limit <= floor:
+        return [f"spendingLimit: {p.spending_limit} must be above {floor} (the flat fee, and Stripe's minimum "
+                "billing threshold), or the first invoice alone would reach it"]  # fmt: skip
     return []
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from billing.access.decisions import AccessTarget, ApimState, ApimView
@@ -21,6 +21,10 @@ class StripeSubscriptions(Protocol):
 
     def list_with_metadata(self) -> Iterator[Mapping[str, Any]]:
         """Every subscription (any status) that carries the APIM product metadata, latest invoice expanded."""
+        ...
+
+    def set_billing_threshold(self, subscription_id: str, amount_minor: int) -> None:
+        """Invoice the subscription at once when its period's bill reaches `amount_minor` (anchor unchanged)."""
         ...
 
 
@@ -62,3 +66,5 @@ class AccessPorts:
     apim: ApimSubscriptions
     links: LinkStore
     usage: UsageReports
+    # Product id -> the spending limit (minor units) of products that have one (models file).
+    spending_limits: Mapping[str, int] = field(default_factory=dict)

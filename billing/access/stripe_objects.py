@@ -28,6 +28,7 @@ class SubscriptionSnapshot:
     period_start: int
     period_end: int
     canceled_at: int
+    billing_threshold: int | None = None  # billing_thresholds.amount_gte (minor units), if set
 
 
 def _id_of(value: Any) -> str:
@@ -79,6 +80,7 @@ def subscription_snapshot(
         period_start=_int(period_item.get("current_period_start")),
         period_end=_int(period_item.get("current_period_end")),
         canceled_at=ended_at or (_int(sub.get("canceled_at")) if status == "canceled" else 0),
+        billing_threshold=_int((sub.get("billing_thresholds") or {}).get("amount_gte")) or None,
     )
 
 

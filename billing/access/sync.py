@@ -23,6 +23,7 @@ from billing.access.decisions import (
     decide,
     plan_access,
 )
+from billing.access.limits import threshold_to_set
 from billing.access.ports import AccessPorts
 from billing.access.stripe_objects import MalformedObject, SubscriptionSnapshot, subscription_snapshot
 from billing.store.subscriptions import SubscriptionLink
@@ -80,6 +81,9 @@ def sync_subscription(
             ports.apim.create(subscription_id, target, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
         elif plan.change_from is not None:
             ports.apim.set_state(subscription_id, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
+        threshold = threshold_to_set(snapshot, target.product_id, ports.spending_limits)
+        if threshold is not None:
+            ports.stripe.set_billing_threshold(subscription_id, threshold)
         link = _link(snapshot, target, plan, existing[0] if existing else None, event_created)
         if _store_link(ports, link, existing, plan):
             outcome = "changed" if plan.changes_anything else "unchanged"

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Mapping
 
+from billing.access.limits import spending_limits
 from billing.access.ports import AccessPorts
 from billing.access.webhook import WebhookDeps
 from billing.adapters.access_apim import ApimSubscriptionsAdapter
@@ -18,6 +19,7 @@ from billing.adapters.access_stripe import StripeSubscriptionsAdapter
 from billing.adapters.apim_client import apim_service
 from billing.adapters.storage import ensure_table, queue
 from billing.adapters.stripe_client import stripe_client, webhook_secrets
+from billing.model_loader import load_models
 from billing.store.processed_events import ProcessedEvents
 from billing.store.subscriptions import SubscriptionLinks
 from billing.store.tables import EVENT_WORK_QUEUE, PROCESSED_EVENTS_TABLE, SUBSCRIPTIONS_TABLE, USAGE_BATCH_QUEUE
@@ -53,6 +55,7 @@ def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
             apim=ApimSubscriptionsAdapter(apim_service(source)),
             links=SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE, source)),
             usage=ClosingUsageQueue(ensure_queue(queue(USAGE_BATCH_QUEUE, source))),
+            spending_limits=spending_limits(load_models()),
         )
 
     ports = _cached("ports", source, build)

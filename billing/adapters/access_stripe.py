@@ -34,6 +34,13 @@ class StripeSubscriptionsAdapter:
             if (data.get("metadata") or {}).get(SUB_META_PRODUCT):
                 yield self._with_invoice(data)
 
+    def set_billing_threshold(self, subscription_id: str, amount_minor: int) -> None:
+        # Stripe's billing thresholds: "issue an invoice when a customer's accrued usage in a
+        # subscription cycle reaches a specific monetary threshold"; the anchor stays, so the
+        # period (and the usage push's windows) are unchanged.
+        self._client.v1.subscriptions.update(subscription_id, params={
+            "billing_thresholds": {"amount_gte": amount_minor, "reset_billing_cycle_anchor": False}})  # fmt: skip
+
     def _with_invoice(self, sub: dict[str, Any]) -> dict[str, Any]:
         # Expansion is what Stripe does; fetch the invoice when a server left it as an id.
         latest = sub.get("latest_invoice")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from collections.abc import Mapping
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -29,7 +30,7 @@ class SmtpMailer:
     def send(self, mail: Mail) -> None:
         message = EmailMessage()
         message["From"] = self._sender
-        message["To"] = mail.to
+        message["To"] = Address(addr_spec=mail.to)  # the bare address, never a display name to parse
         message["Subject"] = mail.subject
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(domain=self._sender.rpartition("@")[2] or None)
@@ -40,8 +41,9 @@ class SmtpMailer:
                     smtp.starttls(context=ssl.create_default_context())
                 if self._username:
                     smtp.login(self._username, self._password)
-                smtp.send_message(message)
-        except (smtplib.SMTPException, OSError) as exc:
+                # The envelope recipient is exactly the checked address, not what parsing To yields.
+                smtp.send_message(message, to_addrs=[mail.to])
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
             # The reason names the server's answer or the socket error, never the credentials.
             raise MailError(f"{type(exc).__name__} from {self._host}:{self._port}") from None
 

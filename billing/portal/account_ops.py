@@ -17,11 +17,10 @@ from billing.portal.accounts import (
     check_names,
     check_new_password,
     check_password,
-    hash_new_password,
     update_account,
 )
 from billing.portal.ports import HOLDING_STATES, AccountsPort, ApimPort, PaymentsPort
-from billing.portal.records import Account
+from billing.portal.records import Account, DeviceToken
 from billing.portal.unsubscribe import ClosingReporter, unsubscribe
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ def find_account(uid: str, apim: ApimPort, accounts: AccountsPort) -> Account | 
     return account if account is not None and account.apim_user_id == uid else None
 
 
-def _own_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: str | None,
+def _own_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: DeviceToken | None,
                  now: int) -> Account:  # fmt: skip
     account = check_password(email, password, client=client, device=device, ports=ports, now=now,
                              wrong="the current password is wrong")  # fmt: skip
@@ -50,20 +49,20 @@ def _own_account(email: str, uid: str, password: str, *, ports: AccountPorts, cl
 
 
 def change_password(email: str, uid: str, current: str, new: str, confirm: str, *, ports: AccountPorts,
-                    client: str, device: str | None, now: int) -> None:  # fmt: skip
+                    client: str, device: DeviceToken | None, now: int) -> None:  # fmt: skip
     """Replace the password hash after checking the current password (guesses limited as at sign-in)."""
     account = _own_account(email, uid, current, ports=ports, client=client, device=device, now=now)
     if account.closing_since:
         raise AccountError("this account is being closed; its password cannot change", status=409)
-    check_new_password(new, personal=(account.email, account.first_name, account.last_name), field="new_password")
     if new != confirm:
         raise AccountError("the new password and its confirmation differ", field="confirm_password")
-    new_hash = hash_new_password(ports, new)
+    new_hash = check_new_password(ports, new, personal=(account.email, account.first_name, account.last_name),
+                                  field="new_password")  # fmt: skip
     update_account(ports.accounts, email, lambda a: dataclasses.replace(a, password_hash=new_hash))
 
 
 def change_profile(email: str, uid: str, password: str, first_name: str, last_name: str, *, ports: AccountPorts,
-                   client: str, device: str | None, now: int) -> None:  # fmt: skip
+                   client: str, device: DeviceToken | None, now: int) -> None:  # fmt: skip
     """New first and last names in APIM and in the account row, after checking the current password.
 
     Both writes are idempotent, so a retry after a failure repeats both.
@@ -76,7 +75,7 @@ def change_profile(email: str, uid: str, password: str, first_name: str, last_na
     update_account(ports.accounts, email, lambda a: dataclasses.replace(a, first_name=first, last_name=last))
 
 
-def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: str | None,
+def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: DeviceToken | None,
                   payments: PaymentsPort, now: datetime, reporter: ClosingReporter | None) -> list[str]:  # fmt: skip
     """Close the account; the names of the subscriptions it cancelled. Safe to repeat after a failure.
 

@@ -125,7 +125,7 @@ def change_password_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRe
     try:
         change_password(email, uid, req.form.get("current_password", ""), req.form.get("new_password", ""),
                         req.form.get("confirm_password", ""), ports=deps.account_ports, client=req.client,
-                        device=deps.devices.nonce(req, email, now), now=int(now))  # fmt: skip
+                        device=deps.devices.read(req, now), now=int(now))  # fmt: skip
     except AccountError as exc:
         return too_many(_form(deps, now, session, "ChangePassword", uid=uid, email=email, status=exc.status,
                               error=exc.message), exc.retry_after)  # fmt: skip
@@ -141,7 +141,7 @@ def change_profile_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
     first, last = req.form.get("first_name", ""), req.form.get("last_name", "")
     try:
         change_profile(email, uid, req.form.get("password", ""), first, last, ports=deps.account_ports,
-                       client=req.client, device=deps.devices.nonce(req, email, now), now=int(now))  # fmt: skip
+                       client=req.client, device=deps.devices.read(req, now), now=int(now))  # fmt: skip
     except AccountError as exc:
         return too_many(_form(deps, now, session, "ChangeProfile", uid=uid, email=email, status=exc.status,
                               error=exc.message, first_name=first, last_name=last), exc.retry_after)  # fmt: skip
@@ -156,7 +156,7 @@ def close_account_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
     session, uid, email = bound
     try:
         cancelled = close_account(email, uid, req.form.get("password", ""), ports=deps.account_ports,
-                                  client=req.client, device=deps.devices.nonce(req, email, now),
+                                  client=req.client, device=deps.devices.read(req, now),
                                   payments=deps.payments, now=datetime.fromtimestamp(now, UTC),
                                   reporter=closing_reporter())  # fmt: skip
     except AccountError as exc:

@@ -25,9 +25,19 @@ from urllib.parse import quote
 from billing.portal import mails, passwords
 from billing.portal.hash_budget import HashBudget, HashingBusy
 from billing.portal.ports import AccountsPort, ApimPort, EmailLinksPort
-from billing.portal.records import CONFIRM, RESET, Account, AccountExistsError, EmailLink, normalise_email
+from billing.portal.records import (
+    CONFIRM,
+    RESET,
+    Account,
+    AccountExistsError,
+    DeviceToken,
+    EmailLink,
+    credential_tag,
+    normalise_email,
+)
 from billing.portal.throttle import (
     GUESSES_PER_ACCOUNT,
+    GUESSES_PER_ACCOUNT_FROM_DEVICES,
     GUESSES_PER_DEVICE,
     MAIL_REQUESTS_PER_CLIENT,
     MAILS_PER_ADDRESS,
@@ -35,6 +45,7 @@ from billing.portal.throttle import (
     SIGN_INS_PER_CLIENT,
     Limit,
     ThrottlePort,
+    account_devices_key,
     account_key,
     client_key,
     device_key,
@@ -44,7 +55,11 @@ from billing.portal.throttle import (
 
 CONFIRM_TTL = 24 * 3600
 RESET_TTL = 3600
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# RFC 5321 dot-atom local part and an ASCII domain of at least two labels. Linear to match (no
+# nested repetition over overlapping characters), and applied only to at most 254 characters.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 _WRITE_TRIES = 3  # optimistic concurrency on the account row
 
 
@@ -102,8 +117,11 @@ class SignUpForm:
 
 # ---- checks ----------------------------------------------------------------------------------
 def check_email(email: str) -> str:
-    if not _EMAIL.match(email.strip()) or len(email) > 254:
-        raise AccountError("enter an e-mail address such as name@example.com", field="email")
+    email = email.strip()
+    local = email.rpartition("@")[0]
+    if len(email) > 254 or len(local) > 64 or not _EMAIL.fullmatch(email):
+        raise AccountError("enter an e-mail address such as name@example.com (letters, digits and . _ + - only "
+                           "before the @)", field="email")  # fmt: skip
     return normalise_email(email)
 
 
@@ -114,37 +132,35 @@ def check_names(first_name: str, last_name: str) -> tuple[str, str]:
     return first_name.strip(), last_name.strip()
 
 
-def check_new_password(password: str, *, personal: tuple[str, ...], field: str = "password") -> None:
+def check_new_password(ports: AccountPorts, password: str, *, personal: tuple[str, ...],
+                       field: str = "password") -> str:  # fmt: skip
+    """The hash of a new password that meets the rules; AccountError naming the rule otherwise.
+
+    The strength check and the hash both run inside the instance's hashing budget.
+    """
+    if len(password) > passwords.MAX_LENGTH:  # before any work on it
+        raise AccountError(f"the password must have at most {passwords.MAX_LENGTH} characters", field=field)
+
+    def check_and_hash() -> str | passwords.PasswordPolicyError:
+        try:
+            passwords.check_policy(password, personal=personal)
+        except passwords.PasswordPolicyError as exc:
+            return exc
+        return passwords.hash_password(password)
+
     try:
-        passwords.check_policy(password, personal=personal)
-    except passwords.PasswordPolicyError as exc:
-        raise AccountError(str(exc), field=field) from None
-
-
-def validate_sign_up(form: SignUpForm) -> None:
-    check_email(form.email)
-    check_names(form.first_name, form.last_name)
-    check_new_password(form.password, personal=(form.email, form.first_name, form.last_name))
+        result = ports.hashing.run(check_and_hash)
+    except HashingBusy:
+        raise _busy() from None
+    if isinstance(result, passwords.PasswordPolicyError):
+        raise AccountError(str(result), field=field)
+    return result
 
 
 # ---- shared steps ----------------------------------------------------------------------------
 def _busy() -> AccountError:
     return AccountError("the service is busy: try again in a few seconds", status=429,
                         retry_after=HashingBusy.retry_after)  # fmt: skip
-
-
-def hash_new_password(ports: AccountPorts, password: str) -> str:
-    try:
-        return ports.hashing.run(lambda: passwords.hash_password(password))
-    except HashingBusy:
-        raise _busy() from None
-
-
-def _verify(ports: AccountPorts, password: str, stored: str) -> bool:
-    try:
-        return ports.hashing.run(lambda: passwords.verify_password(password, stored))
-    except HashingBusy:
-        raise _busy() from None
 
 
 @functools.cache
@@ -177,6 +193,12 @@ def _new_link(ports: AccountPorts, link: EmailLink) -> str:
     return token
 
 
+def _reset_link(ports: AccountPorts, email: str, account: Account | None, now: int) -> str:
+    """A reset link's URL; for an address without an account the link leads nowhere (same work done)."""
+    credential = credential_tag(email, account.password_hash) if account else ""
+    return ports.urls.reset(_new_link(ports, EmailLink(RESET, email, now, now + RESET_TTL, credential=credential)))
+
+
 def _send_confirmation(ports: AccountPorts, link: EmailLink, now: int) -> None:
     def compose() -> mails.Mail:
         token = _new_link(ports, link)
@@ -200,20 +222,23 @@ def update_account(accounts: AccountsPort, email: str, change: Callable[[Account
 
 # ---- sign-up and its confirmation ------------------------------------------------------------
 def request_sign_up(form: SignUpForm, return_url: str, client: str, ports: AccountPorts, now: int) -> None:
-    """Mail the address a confirmation link, or, if it has an account, a note saying so.
+    """Mail the address a confirmation link, or, if it has an account, a note with a reset link.
 
-    The answer is the same either way, and the password is hashed either way (same time taken).
+    The answer is the same either way, and so is the work: a password check and hash, a link row
+    and a mail. Cheap checks and the per-client limit come before anything costly.
     """
-    validate_sign_up(form)
+    email = check_email(form.email)
+    first, last = check_names(form.first_name, form.last_name)
     _claim(ports, client_key("mail", client), MAIL_REQUESTS_PER_CLIENT, now,
            "too many sign-ups from your network: try again in {minutes} minute(s)")  # fmt: skip
-    email = normalise_email(form.email)
-    password_hash = hash_new_password(ports, form.password)
+    password_hash = check_new_password(ports, form.password, personal=(email, first, last))
     existing = ports.accounts.get(email)
     if existing is not None and existing.confirmed_at:
-        _send(ports, email, now, lambda: mails.already_registered(email, ports.urls.portal_home, ports.urls.forgot))
+        # Each such mail lets the owner in (a reset link), so nobody can fill the address's mail
+        # allowance with notes that leave the owner no way to a new password.
+        _send(ports, email, now, lambda: mails.already_registered(
+            email, ports.urls.portal_home, _reset_link(ports, email, existing, now), RESET_TTL))  # fmt: skip
         return
-    first, last = check_names(form.first_name, form.last_name)
     link = EmailLink(CONFIRM, email, now, now + CONFIRM_TTL, password_hash, first, last, return_url)
     _send_confirmation(ports, link, now)
 
@@ -243,9 +268,15 @@ def confirm_sign_up(token: str, password: str, ports: AccountPorts, now: int) ->
     state that submitting the form again completes.
     """
     link, _ = usable_link(ports, token, CONFIRM, now)
-    _claim(ports, link_key(token), PASSWORDS_PER_LINK, now,
-           "too many wrong passwords for this link: sign up again to get a new one")  # fmt: skip
-    if not password or not _verify(ports, password, link.password_hash):
+    try:
+        with ports.hashing.slot():  # first: a busy instance counts no try against the link
+            _claim(ports, link_key(token), PASSWORDS_PER_LINK, now,
+                   "too many wrong passwords for this link: sign up again to get a new one")  # fmt: skip
+            ok = bool(password) and ports.hashing.compute(lambda: passwords.verify_password(password,
+                                                                                            link.password_hash))
+    except HashingBusy:
+        raise _busy() from None
+    if not ok:
         raise AccountError("this is not the password you chose when you signed up", field="password", status=401)
     email = link.email
     existing = ports.accounts.get_with_etag(email)
@@ -282,42 +313,59 @@ def _create_account(accounts: AccountsPort, account: Account) -> None:
 
 
 def _mark_used(ports: AccountPorts, token: str, now: int) -> None:
+    # The password hash a confirmation link carried is no longer needed once it is used.
     found = ports.links.get(token)
     if found is not None and not found[0].used_at:
-        ports.links.replace(token, dataclasses.replace(found[0], used_at=now), found[1])
+        ports.links.replace(token, dataclasses.replace(found[0], used_at=now, password_hash=""), found[1])
 
 
 # ---- sign-in ---------------------------------------------------------------------------------
-def check_password(email: str, password: str, *, client: str, device: str | None, ports: AccountPorts,
+def check_password(email: str, password: str, *, client: str, device: DeviceToken | None, ports: AccountPorts,
                    now: int, wrong: str = "the e-mail address or password is wrong") -> Account:  # fmt: skip
     """The account if `password` is its password; AccountError 429 past the limits, 401 when wrong.
 
-    `device`: the nonce of this browser's device cookie for the account, if it has a valid one.
-    Sign-in and every account change that asks for the current password share the allowances.
+    `device`: this browser's device cookie, if it has a genuine one; it counts only when it was
+    issued under the account's current credentials. Sign-in and every account change that asks for
+    the current password share the allowances.
     """
     email = normalise_email(email)
     if not email or not password:
         raise AccountError("enter your e-mail address and password" if not email else "enter your password")
-    if device:
-        key, limit = device_key(device), GUESSES_PER_DEVICE
-    else:
-        _claim(ports, client_key("signin", client), SIGN_INS_PER_CLIENT, now,
-               "too many sign-ins from your network: try again in {minutes} minute(s)")  # fmt: skip
-        key, limit = account_key(email), GUESSES_PER_ACCOUNT
-    _claim(ports, key, limit, now, "too many failed sign-ins for this account: try again in {minutes} "
-           "minute(s), or choose a new password with “Forgot your password?”")  # fmt: skip
+    if len(password) > passwords.MAX_LENGTH or len(email) > 254:
+        raise AccountError("the e-mail address or password is too long", status=400)
     account = ports.accounts.get(email)
-    ok = _verify(ports, password, account.password_hash if account else _dummy_hash())
+    trusted = device is not None and account is not None and (
+        device.credential == credential_tag(email, account.password_hash))
+    locked = ("too many failed sign-ins for this account: try again in {minutes} minute(s), or choose a new "
+              "password with “Forgot your password?”")  # fmt: skip
+    try:
+        with ports.hashing.slot():  # first: a busy instance counts no guess against anyone
+            if trusted:
+                assert device is not None
+                _claim(ports, account_devices_key(email), GUESSES_PER_ACCOUNT_FROM_DEVICES, now, locked)
+                key, limit = device_key(device.nonce), GUESSES_PER_DEVICE
+            else:
+                _claim(ports, client_key("signin", client), SIGN_INS_PER_CLIENT, now,
+                       "too many sign-ins from your network: try again in {minutes} minute(s)")  # fmt: skip
+                key, limit = account_key(email), GUESSES_PER_ACCOUNT
+            _claim(ports, key, limit, now, locked)
+            stored = account.password_hash if account else _dummy_hash()
+            ok = ports.hashing.compute(lambda: passwords.verify_password(password, stored))
+    except HashingBusy:
+        raise _busy() from None
     if account is None or not ok:
         raise AccountError(wrong, field="password", status=401)
     ports.throttles.clear(key)
     if passwords.needs_rehash(account.password_hash):
-        new_hash = hash_new_password(ports, password)
+        try:
+            new_hash = ports.hashing.run(lambda: passwords.hash_password(password))
+        except HashingBusy:
+            return account  # the next sign-in replaces it
         account = update_account(ports.accounts, email, lambda a: dataclasses.replace(a, password_hash=new_hash))
     return account
 
 
-def sign_in(email: str, password: str, *, client: str, device: str | None, ports: AccountPorts,
+def sign_in(email: str, password: str, *, client: str, device: DeviceToken | None, ports: AccountPorts,
             now: int) -> Account:  # fmt: skip
     """The signed-in account; AccountError 401 wrong, 429 too many, 403 closing or not confirmed yet."""
     account = check_password(email, password, client=client, device=device, ports=ports, now=now)
@@ -336,18 +384,17 @@ def sign_in(email: str, password: str, *, client: str, device: str | None, ports
 
 # ---- password reset --------------------------------------------------------------------------
 def request_password_reset(email: str, client: str, ports: AccountPorts, now: int) -> None:
-    """Mail a reset link, or a note that the address has no account; the answer is the same."""
+    """Mail a reset link, or a note that the address has no account; the answer and the work are alike."""
     email = check_email(email)
     _claim(ports, client_key("mail", client), MAIL_REQUESTS_PER_CLIENT, now,
            "too many requests from your network: try again in {minutes} minute(s)")  # fmt: skip
     account = ports.accounts.get(email)
-    if account is None:
-        _send(ports, email, now, lambda: mails.no_account(email, ports.urls.portal_home))
-        return
 
     def compose() -> mails.Mail:
-        token = _new_link(ports, EmailLink(RESET, email, now, now + RESET_TTL))
-        return mails.reset_password(email, ports.urls.reset(token), RESET_TTL)
+        link = _reset_link(ports, email, account, now)  # written for an unknown address too: same work
+        if account is None:
+            return mails.no_account(email, ports.urls.portal_home)
+        return mails.reset_password(email, link, RESET_TTL)
 
     _send(ports, email, now, compose)
 
@@ -356,12 +403,15 @@ def reset_password(token: str, new: str, confirm: str, ports: AccountPorts, now:
     """Set the new password of a reset link's account (which also confirms its address)."""
     link, etag = usable_link(ports, token, RESET, now)
     account = ports.accounts.get(link.email)
-    if account is None:
-        raise AccountError("this account does not exist any more", status=410)
-    check_new_password(new, personal=(account.email, account.first_name, account.last_name), field="new_password")
+    if account is None or link.credential != credential_tag(account.email, account.password_hash):
+        # No account, or its password changed since the link was made: older links stop working.
+        raise AccountError("this link is no longer valid: ask for a new one", status=410)
+    if account.closing_since:
+        raise AccountError("this account is being closed; it cannot be used any more", status=403)
     if new != confirm:
         raise AccountError("the new password and its confirmation differ", field="confirm_password")
-    new_hash = hash_new_password(ports, new)
+    new_hash = check_new_password(ports, new, personal=(account.email, account.first_name, account.last_name),
+                                  field="new_password")  # fmt: skip
     if not ports.links.replace(token, dataclasses.replace(link, used_at=now), etag):
         raise AccountError("this link was used already: each link works once", status=410)
     updated = update_account(ports.accounts, link.email, lambda a: dataclasses.replace(

@@ -2,7 +2,8 @@
 
 In Azure, the front end that terminates the connection appends the caller's address to
 `X-Forwarded-For` ("a.b.c.d:port"), after any value the caller sent itself; so only the last entry
-is trusted. IPv6 callers are grouped by their /64 network, which one host can fill at will.
+is trusted. IPv6 callers are grouped by their /56 network: one host can fill a /64 at will, and
+ISPs hand homes and sites a /56 (or a /48), which one customer controls.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 UNKNOWN = "unknown"
+IPV6_PREFIX = 56
 
 
 def client_address(forwarded_for: str) -> str:
@@ -25,5 +27,5 @@ def client_address(forwarded_for: str) -> str:
     except ValueError:
         return UNKNOWN
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
     return str(address.ipv4_mapped or address) if isinstance(address, ipaddress.IPv6Address) else str(address)

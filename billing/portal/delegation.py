@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -97,9 +98,12 @@ def is_relative_return_url(url: str) -> bool:
     if "\\" in url or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         return False
     # A scheme before the first slash cannot occur once the URL starts with "/", but an encoded
-    # "//" or "\\" could be decoded by the portal: refuse those too.
+    # "//" or "\\", or an encoded control character (browsers drop tabs and newlines, so "/%09/host"
+    # becomes "//host"), could be decoded by the portal: refuse those too.
     lowered = url.lower()
-    return not any(s in lowered for s in ("%2f%2f", "%5c", "/%2f"))
+    if any(s in lowered for s in ("%2f%2f", "%5c", "/%2f")):
+        return False
+    return re.search(r"%(?:[01][0-9a-f]|7f)", lowered) is None
 
 
 def product_id_from(value: str) -> str:

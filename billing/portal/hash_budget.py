@@ -1,6 +1,7 @@
 """A per-instance limit on concurrent password hashing, so that sign-in floods cannot exhaust the host.
 
-Each Argon2id check holds 19 MiB and a core for some 30 ms. Without a limit, every anonymous
+Each Argon2id check holds 19 MiB and a core for some 30 ms, and a password-strength check (zxcvbn)
+up to about a second for long passwords of substituted characters. Without a limit, every anonymous
 request that reaches a password check adds one, until the instance's memory and CPU are spent and
 the webhook and health endpoints starve. Requests beyond the limit wait a moment for a slot and are
 then refused (the caller answers 429 with Retry-After) instead of queueing without bound: a
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 WAIT_SECONDS = 0.25  # about eight checks' time: a short burst is served, a flood is refused
@@ -42,11 +44,24 @@ class HashBudget:
         self._wait = wait_seconds
         self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="password-hash")
 
-    def run(self, work: Callable[[], _T]) -> _T:
-        """The result of `work`, computed on a hashing thread; HashingBusy if no slot came free in time."""
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Admission to the budget: HashingBusy if no slot came free in time; `compute` runs inside.
+
+        Callers take the slot before they count anything against the consumer (a guess, a request),
+        so an instance that is busy answers 429 without using up anyone's allowance.
+        """
         if not self._admitted.acquire(timeout=self._wait):
             raise HashingBusy
         try:
-            return self._pool.submit(work).result()
+            yield
         finally:
             self._admitted.release()
+
+    def compute(self, work: Callable[[], _T]) -> _T:
+        """The result of `work` (a hash or a password-strength check), on the budget's own threads."""
+        return self._pool.submit(work).result()
+
+    def run(self, work: Callable[[], _T]) -> _T:
+        with self.slot():
+            return self.compute(work)

@@ -44,17 +44,18 @@ def confirm_address(to: str, link: str, valid_seconds: int) -> Mail:
     )))  # fmt: skip
 
 
-def already_registered(to: str, sign_in_url: str, reset_url: str) -> Mail:
+def already_registered(to: str, sign_in_url: str, reset_link: str, valid_seconds: int) -> Mail:
     return Mail(to, "You already have an account", "\n".join((
         "Someone, hopefully you, tried to create an account for the API developer portal with this address.",
         "",
         "This address has an account already, so nothing was created. Sign in on the developer portal:",
         sign_in_url,
         "",
-        "If you forgot your password, choose a new one here:",
-        reset_url,
+        "If you forgot your password, choose a new one with this link:",
+        reset_link,
         "",
-        "If this was not you, ignore this mail: your account is unchanged.",
+        f"The link works once and for {_hours(valid_seconds)}. If this was not you, ignore this mail: your "
+        "account is unchanged.",
     )))  # fmt: skip
 
 

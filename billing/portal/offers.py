@@ -41,6 +41,9 @@ def describe(product: Product) -> PriceDescription:
         details.append(f"Up to {product.quota.calls:,} calls per {product.quota.period}; calls beyond are refused.")
     if product.rate_limit is not None:
         details.append(f"Up to {product.rate_limit.calls_per_minute:,} calls a minute.")
+    if product.spending_limit_minor is not None:
+        details.append(f"When a month's usage reaches {money(product, product.spending_limit_minor)}, it is invoiced "
+                       "at once; if that invoice is not paid, the key stops working until it is.")  # fmt: skip
     return PriceDescription(headline, tuple(details), _example(product))
 
 

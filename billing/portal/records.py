@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 CONFIRM = "confirm"  # a sign-up (or an account from before confirmation existed) waiting for its address
@@ -15,6 +16,21 @@ class AccountExistsError(Exception):
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
+
+
+def credential_tag(email: str, password_hash: str) -> str:
+    """Names an account's current credentials: device cookies and reset links made under them stop
+    working once the password changes (reset, change, or a rehash at sign-in)."""
+    material = f"{normalise_email(email)}\n{password_hash}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class DeviceToken:
+    """A genuine, unexpired device cookie: the credentials it was issued under, and its nonce."""
+
+    credential: str
+    nonce: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class EmailLink:
     last_name: str = ""
     return_url: str = "/"
     used_at: int = 0  # set once, when the link did what it stands for
+    credential: str = ""  # RESET: the account's credential_tag when the link was made
 
     def usable(self, now: int) -> bool:
         return not self.used_at and now < self.expires_at

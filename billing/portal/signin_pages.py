@@ -85,7 +85,7 @@ def signed_in(deps: PortalDeps, account: Account, return_url: str, now: float) -
     token = deps.apim.sign_in_token(account.apim_user_id, datetime.fromtimestamp(now, UTC) + SSO_TOKEN_TTL)
     _, cookie = deps.sessions.start(account.apim_user_id, now)
     location = f"{deps.portal_url}/signin-sso?token={quote(token, safe='')}&returnUrl={quote(return_url, safe='')}"
-    return redirect(location, cookie).with_cookie(deps.devices.issue(account.email, now))
+    return redirect(location, cookie).with_cookie(deps.devices.issue(account.email, account.password_hash, now))
 
 
 def _posted(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse | None:
@@ -175,7 +175,7 @@ def sign_in(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     email = req.form.get("email", "")
     try:
         account = service.sign_in(email, req.form.get("password", ""), client=req.client,
-                                  device=deps.devices.nonce(req, email, now), ports=deps.account_ports,
+                                  device=deps.devices.read(req, now), ports=deps.account_ports,
                                   now=int(now))  # fmt: skip
     except service.AccountError as exc:
         return _form(deps, req, now, "SignIn", status=exc.status, error=exc.message, retry_after=exc.retry_after,

@@ -24,6 +24,9 @@ class Limit:
 # account), and of one device cookie (a stolen cookie cannot guess without bound either).
 GUESSES_PER_ACCOUNT = Limit(5, 15 * 60)
 GUESSES_PER_DEVICE = Limit(5, 15 * 60)
+# And of all device cookies of one account together: whoever once knew the password and kept many
+# cookies cannot multiply the allowance.
+GUESSES_PER_ACCOUNT_FROM_DEVICES = Limit(20, 15 * 60)
 # Sign-ins from one client address, across accounts (credential stuffing from one host).
 SIGN_INS_PER_CLIENT = Limit(30, 15 * 60)
 # Sign-ups and reset requests from one client address: each sends a mail and stores a link.
@@ -40,6 +43,10 @@ def _digest(value: str) -> str:
 
 def account_key(email: str) -> str:
     return "account:" + _digest(normalise_email(email))
+
+
+def account_devices_key(email: str) -> str:
+    return "account-devices:" + _digest(normalise_email(email))
 
 
 def device_key(nonce: str) -> str:

@@ -134,9 +134,9 @@ class CountingBudget(HashBudget):
         super().__init__(slots=4)
         self.hashes = 0
 
-    def run(self, work: Callable[[], _T]) -> _T:
+    def compute(self, work: Callable[[], _T]) -> _T:
         self.hashes += 1
-        return super().run(work)
+        return super().compute(work)
 
 
 def account_ports(*accounts: Account, apim: FakeApimUsers | None = None) -> AccountPorts:

@@ -15,7 +15,7 @@ from billing.portal import accounts as service
 from billing.portal import passwords
 from billing.portal.clients import client_address
 from billing.portal.hash_budget import HashBudget, HashingBusy
-from billing.portal.records import Account
+from billing.portal.records import Account, DeviceToken, credential_tag
 from tests.portal.fakes import (
     CountingBudget,
     FakeApimUsers,
@@ -39,6 +39,13 @@ def parts(ports: service.AccountPorts) -> tuple[InMemoryAccounts, InMemoryLinks,
     assert isinstance(ports.mailer, RecordingMailer)
     assert isinstance(ports.apim, FakeApimUsers)
     return ports.accounts, ports.links, ports.mailer, ports.apim
+
+
+def device_of(ports: service.AccountPorts, nonce: str = "owner", email: str = "ada@example.com") -> DeviceToken:
+    """The device cookie a browser got when it signed in to the account (as it is now)."""
+    account = ports.accounts.get(email)
+    assert account is not None
+    return DeviceToken(credential_tag(email, account.password_hash), nonce)
 
 
 def confirmed(email: str = "ada@example.com", uid: str = "u1") -> Account:
@@ -74,12 +81,29 @@ def test_sign_up_answers_alike_for_a_known_address_and_only_the_mail_differs() -
     before = dict(accounts.rows)
     assert service.request_sign_up(form(password="another long passphrase"), "/", "c", ports, NOW) is None
     assert accounts.rows == before  # the password of the account is not touched
-    assert links.rows == {}
+    [(link, _)] = links.rows.values()  # a link row, as for an unknown address: the same work
+    assert link.purpose == "reset"
     [mail] = mailer.sent
     assert mail.subject == "You already have an account"
     assert "https://portal.example/" in mail.text
-    assert "https://app.example/api/portal/password/forgot" in mail.text
+    assert "https://app.example/api/portal/password/reset?token=" in mail.text
     assert ports.hashing.hashes == 1  # as much work as for an unknown address: timing tells nothing
+
+
+def test_a_stranger_filling_the_owners_mail_allowance_still_hands_the_owner_a_way_in() -> None:
+    ports = account_ports(confirmed())
+    _, _, mailer, _ = parts(ports)
+    for client in ("a", "b", "c", "d"):  # a stranger signs up with the owner's address, again and again
+        service.request_sign_up(form(password="the stranger's passphrase"), "/", client, ports, NOW)
+    for n in range(5):  # and locks the account for browsers without the owner's device cookie
+        raised(service.sign_in, "ada@example.com", f"guess {n}", client="x", device=None, ports=ports, now=NOW)
+    service.request_password_reset("ada@example.com", "owner", ports, NOW + 1)  # over the hour's allowance
+    assert len(mailer.to("ada@example.com")) == 3
+    # Every mail that did arrive carries a reset link that lets the owner in.
+    new = "violet kettle under nine bridges"
+    account = service.reset_password(mailer.link("ada@example.com"), new, new, ports, NOW + 2)
+    assert service.sign_in("ada@example.com", new, client="owner", device=None, ports=ports, now=NOW + 3)
+    assert account.apim_user_id == "u1"
 
 
 def test_confirming_creates_the_account_and_its_user_once() -> None:
@@ -192,7 +216,7 @@ def test_guessing_stops_after_five_and_the_device_of_the_owner_still_gets_in() -
     assert locked.status == 429
     assert locked.retry_after == 15 * 60 - 1
     assert "Forgot your password?" in locked.message
-    account = service.sign_in("ada@example.com", PASSWORD, client="owner", device="nonce-of-owner", ports=ports,
+    account = service.sign_in("ada@example.com", PASSWORD, client="owner", device=device_of(ports), ports=ports,
                               now=NOW + 2)  # fmt: skip
     assert account.apim_user_id == "u1"
     # The lock on browsers without the cookie stays: the owner's success does not reopen it.
@@ -205,12 +229,60 @@ def test_guessing_stops_after_five_and_the_device_of_the_owner_still_gets_in() -
 
 def test_a_device_cookie_has_its_own_allowance() -> None:
     ports = account_ports(confirmed())
+    stolen = device_of(ports, "stolen")
     for _ in range(5):
-        assert raised(service.sign_in, "ada@example.com", "typo typo typo", client="c", device="stolen",
+        assert raised(service.sign_in, "ada@example.com", "typo typo typo", client="c", device=stolen,
                       ports=ports, now=NOW).status == 401  # fmt: skip
-    assert raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device="stolen", ports=ports,
+    assert raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=stolen, ports=ports,
                   now=NOW).status == 429  # fmt: skip
     assert service.sign_in("ada@example.com", PASSWORD, client="c", device=None, ports=ports, now=NOW)
+
+
+def test_many_device_cookies_do_not_multiply_the_guesses() -> None:
+    ports = account_ports(confirmed())
+    answers = [raised(service.sign_in, "ada@example.com", f"guess {n}", client="c", device=device_of(ports, f"d{n}"),
+                      ports=ports, now=NOW).status for n in range(30)]  # fmt: skip
+    assert answers.count(401) == 20
+    assert answers[20:] == [429] * 10
+
+
+def test_a_password_change_retires_older_device_cookies_and_reset_links() -> None:
+    ports = account_ports(confirmed())
+    accounts, _, mailer, _ = parts(ports)
+    old_device = device_of(ports)
+    service.request_password_reset("ada@example.com", "c", ports, NOW)
+    older_link = mailer.link("ada@example.com")
+    service.request_password_reset("ada@example.com", "c", ports, NOW + 1)
+    new = "violet kettle under nine bridges"
+    service.reset_password(mailer.link("ada@example.com"), new, new, ports, NOW + 2)
+    # The older link was made under the old password: it opens nothing now.
+    assert raised(service.reset_password, older_link, "another fine passphrase", "another fine passphrase", ports,
+                  NOW + 3).status == 410  # fmt: skip
+    # The old device cookie is a stranger's browser now: it shares the account's five guesses.
+    for n in range(5):
+        raised(service.sign_in, "ada@example.com", f"guess {n}", client="x", device=old_device, ports=ports,
+               now=NOW + 4)  # fmt: skip
+    assert raised(service.sign_in, "ada@example.com", new, client="y", device=None, ports=ports,
+                  now=NOW + 5).status == 429  # fmt: skip
+    assert accounts.get("ada@example.com") is not None
+
+
+def test_a_busy_instance_counts_no_guess() -> None:
+    ports = account_ports(confirmed())
+    full = HashBudget(slots=1, wait_seconds=0.01)
+    busy_ports = service.AccountPorts(**{**ports.__dict__, "hashing": full})
+    taken, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=full.run, args=(lambda: (taken.set(), release.wait()),))
+    holder.start()
+    taken.wait()
+    statuses = [raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=device_of(ports),
+                       ports=busy_ports, now=NOW).status for _ in range(8)]  # fmt: skip
+    release.set()
+    holder.join()
+    assert statuses == [429] * 8
+    assert ports.throttles.windows == {}  # type: ignore[attr-defined]
+    assert service.sign_in("ada@example.com", PASSWORD, client="c", device=device_of(ports), ports=busy_ports,
+                           now=NOW + 1)  # fmt: skip
 
 
 def test_sign_ins_from_one_client_are_limited_across_accounts() -> None:
@@ -281,7 +353,9 @@ def test_reset_of_an_unknown_address_mails_only_that_there_is_no_account() -> No
     service.request_password_reset("nobody@example.com", "c", ports, NOW)
     [mail] = mailer.sent
     assert mail.subject == "No account with this address"
-    assert links.rows == {}
+    assert "token=" not in mail.text
+    [(decoy, _)] = links.rows.values()  # written anyway, so the answer takes as long; it opens nothing
+    assert decoy.credential == ""
 
 
 def test_a_reset_link_expires_after_an_hour() -> None:
@@ -325,8 +399,8 @@ def test_argon2id_hashes_carry_owasp_parameters_and_a_salt() -> None:
 @pytest.mark.parametrize(("header", "client"), [
     ("203.0.113.7:50112", "203.0.113.7"),
     ("6.6.6.6, 203.0.113.7:50112", "203.0.113.7"),  # what the caller sent comes first: only the last counts
-    ("[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"),
-    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1::/56"),
+    ("2001:db8:1:2ff:aaaa::1", "2001:db8:1:200::/56"),  # a site's /56: one client
     ("::ffff:198.51.100.4", "198.51.100.4"),
     ("", "unknown"),
     ("not an address", "unknown"),
@@ -383,3 +457,27 @@ def test_an_unconfirmed_older_account_changes_nothing_through_account_forms() ->
     assert refused.status == 403
     assert "confirm your e-mail address" in refused.message
     assert ports.accounts.get("old@example.com") == legacy
+
+
+@pytest.mark.parametrize("address", [
+    "victim(1)@example.com", '"victim"@example.com', "x:victim@example.com", "x<victim@example.com",
+    "x,attacker@evil.example", "a\x00b@example.com", "ada@example", "ada@-example.com", ".ada@example.com",
+    "a@" + "." * 16000 + "@", "x" * 65 + "@example.com", "ada@exämple.com",
+])  # fmt: skip
+def test_only_plain_addresses_are_accepted(address: str) -> None:
+    ports = account_ports()
+    _, _, mailer, _ = parts(ports)
+    refused = raised(service.request_sign_up, form(address), "/", "c", ports, NOW)
+    assert (refused.status, refused.field) == (400, "email")
+    assert raised(service.request_password_reset, address, "c", ports, NOW).field == "email"
+    assert mailer.sent == []
+
+
+def test_a_closing_account_is_not_reopened_by_a_reset() -> None:
+    closing = Account("ada@example.com", passwords.hash_password(PASSWORD), "u1", "Ada", "L", 0, closing_since=NOW,
+                      confirmed_at=1)  # fmt: skip
+    ports = account_ports(closing)
+    _, _, mailer, _ = parts(ports)
+    service.request_password_reset("ada@example.com", "c", ports, NOW)
+    new = "violet kettle under nine bridges"
+    assert raised(service.reset_password, mailer.link("ada@example.com"), new, new, ports, NOW + 1).status == 403

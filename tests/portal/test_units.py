@@ -73,13 +73,14 @@ def test_a_key_that_is_not_base64_is_named() -> None:
         delegation.decode_key("not base64!")
 
 
-@pytest.mark.parametrize("url", ["/", "/products", "/products/x?a=b#c", "/a//b"])
+@pytest.mark.parametrize("url", ["/", "/products", "/products/x?a=b#c", "/a//b", "/search?q=a%20b"])
 def test_relative_return_urls(url: str) -> None:
     assert delegation.is_relative_return_url(url)
 
 
 @pytest.mark.parametrize("url", ["", "products", "//evil", "/\\evil", "https://evil/", "/%2f%2Fevil", "/%5Cevil",
-                                 "/a\nb", "javascript:x"])  # fmt: skip
+                                 "/a\nb", "javascript:x", "/%09/evil.com", "/%0a/evil.com", "/%0D/evil",
+                                 "/%7f/evil"])  # fmt: skip
 def test_other_return_urls(url: str) -> None:
     assert not delegation.is_relative_return_url(url)
 
