@@ -8,9 +8,11 @@ delegated sign-in page once and then post sign-ins with random addresses and pas
 the app answers, each request from another loopback address (a botnet: the per-client limit never
 trips, so the per-instance hashing budget is what protects the host). A third thread in that process
 calls GET /api/health every 100 ms. `--kind signup` posts sign-ups instead, each with a password
-whose strength check is as costly as a password can make it (about a second of CPU). Printed: the answers by status and their rate, the p50/p95/max
-of /api/health during the flood, and this process's memory before and at its peak (VmHWM), which
-holds the app, the emulators and the mailbox.
+whose strength check is as costly as a password can make it (about a second of CPU).
+
+Printed: the answers by status and their rate, the p50/p95/max of /api/health during the flood,
+and this process's memory before and at its peak (VmHWM), which holds the app, the emulators and
+the mailbox.
 
 Goal (issue 15): growth under 512 MiB and health p95 under 1 s on 2 cores.
 """
