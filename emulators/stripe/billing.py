@@ -193,6 +193,7 @@ def new_invoice(  # noqa: PLR0917 - internal helper, called positionally through
         subtotal=0,
         subtotal_excluding_tax=0,
         test_clock=customer.get("test_clock"),
+        threshold_reason=None,  # set on billing_reason=subscription_threshold invoices (see thresholds.py)
         total=0,
         total_discount_amounts=[],
         total_excluding_tax=0,
@@ -288,10 +289,44 @@ def metered_quantity(core: Core, sub: dict, price: dict, start: int, end: int) -
 
 
 def metered_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int) -> None:  # noqa: PLR0917
+    """The usage of [start, end) (start = the period start), less what threshold invoices already billed."""
     price = item["price"]
     qty = metered_quantity(core, sub, price, start, end)
     add_line(inv, core, amount=pricing.amount(price, qty), description=f"{qty} × {product_name(core, price)}",
              start=start, end=end, price=price, quantity=qty, sub=sub, item=item, metered=True)
+    previously_billed_line(core, inv, sub, item, start)
+
+
+def previously_billed(core: Core, sub: dict, item_id: str, cycle_start: int, exclude: str | None = None,
+                      ) -> tuple[int, int | None]:
+    """(amount, until): what this period's threshold invoices billed for the item, and up to when.
+
+    Each threshold invoice carries the period's cumulative usage line and a credit for the
+    invoices before it, so the sum of their lines is the price of the usage at the last one:
+    tiers run across the whole period and rounding happens on cumulative amounts only.
+    """
+    amount, until = 0, None
+    for inv in core.store.all(INV):
+        if (inv["_subscription"] != sub["id"] or inv["billing_reason"] != "subscription_threshold"
+                or inv["id"] == exclude):
+            continue
+        for line in inv["lines"]["data"]:
+            if line.get("_item") == item_id and line.get("_cycle") == cycle_start:
+                amount += line["amount"]
+                until = max(until or 0, line["period"]["end"])
+    return amount, until
+
+
+def previously_billed_line(core: Core, inv: dict, sub: dict, item: dict, cycle_start: int) -> dict | None:
+    """Stripe's "Amount previously billed" credit line for the usage that threshold invoices billed."""
+    amount, until = previously_billed(core, sub, item["id"], cycle_start, exclude=inv["id"])
+    if amount == 0:
+        return None
+    line = add_line(inv, core, amount=-amount, description=f"Amount previously billed for "
+                    f"{product_name(core, item['price'])}", start=cycle_start, end=until or cycle_start,
+                    price=item["price"], quantity=None, sub=sub, item=item)
+    line["_cycle"] = cycle_start
+    return line
 
 
 def refresh_metered(core: Core, inv: dict) -> None:
@@ -312,7 +347,8 @@ def refresh_metered(core: Core, inv: dict) -> None:
         line["description"] = f"{qty} × {product_name(core, price)}"
 
 
-def discount_amount(core: Core, inv: dict, subtotal: int) -> list[dict]:
+def discount_amount(core: Core, inv: dict, subtotal: int, *, commit: bool = True) -> list[dict]:
+    """The discounts of an invoice; `commit=False` computes them without using up `once` coupons."""
     amounts = []
     remaining = subtotal
     for discount_id in inv.get("discounts") or []:
@@ -331,7 +367,8 @@ def discount_amount(core: Core, inv: dict, subtotal: int) -> list[dict]:
             off = int((Decimal(str(coupon["percent_off"])) * remaining / 100).quantize(Decimal(1), ROUND_HALF_UP))
         else:
             off = min(int(coupon["amount_off"]), remaining)
-        discount["_used_on"] = inv["id"]
+        if commit:
+            discount["_used_on"] = inv["id"]
         remaining -= off
         amounts.append({"amount": off, "discount": discount_id})
     return amounts
@@ -366,6 +403,11 @@ def finalize(core: Core, inv: dict, pm_id: str | None = None) -> None:
         automatically_finalizes_at=None,
     )
     inv["status_transitions"]["finalized_at"] = now
+    if inv["total"] < 0 and not inv.get("_balance_applied"):
+        # Stripe credits a negative invoice total to the customer's balance (e.g. volume tiers
+        # after a threshold invoice, docs.stripe.com/billing/subscriptions/usage-based/thresholds).
+        customer["balance"] = customer.get("balance", 0) + inv["total"]
+        inv["_balance_applied"] = True
     core.emit("invoice.finalized", inv, {"status": "draft"}, clock)
     if inv["amount_due"] == 0:
         mark_paid(core, inv, now, clock)
@@ -489,6 +531,7 @@ def create_subscription(
     description: str | None = None,
     cancel_at_period_end: bool = False,
     first_payment_method: str | None = None,
+    billing_thresholds: dict | None = None,
 ) -> dict:
     """Create the subscription and its first invoice (flat fees in advance), finalised at once."""
     clock = customer.get("test_clock") or ""
@@ -503,6 +546,7 @@ def create_subscription(
         billing_cycle_anchor=trial_end or now,
         billing_cycle_anchor_config=None,
         billing_mode={"type": "flexible", "flexible": None, "updated_at": None},
+        billing_thresholds=billing_thresholds,
         cancel_at=None,
         cancel_at_period_end=cancel_at_period_end,
         canceled_at=None,
@@ -667,6 +711,7 @@ def cancel(core: Core, sub: dict, invoice_now: bool, prorate: bool, reason: str 
     recompute(core, inv)
     if inv["total"] < 0:
         customer["balance"] = customer.get("balance", 0) + inv["total"]
+        inv["_balance_applied"] = True  # not again at finalisation
     sub["latest_invoice"] = inv["id"]
     previous = {"status": sub["status"]}
     sub.update(status="canceled", canceled_at=now, ended_at=now)

@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from emulators.stripe import usage
+from emulators.stripe import thresholds, usage
 from emulators.stripe.routes import Request, route
 from emulators.stripe.store import blank
 from emulators.stripe.wire import EXPAND, LIST, StripeError, enum, i, invalid, obj, s, validate
@@ -117,6 +117,7 @@ def create_meter_event(req: Request) -> dict[str, Any]:
                  ("event_name", "payload"))
     event = usage.record(req.core, p["event_name"], p["payload"], p.get("identifier"), p.get("timestamp"))
     assert event is not None  # v1 raises on duplicates instead of dropping them
+    thresholds.evaluate_customer(req.core, event["_customer"])
     return event
 
 
@@ -163,8 +164,11 @@ def _v2_event(req: Request, body: Any, prefix: str, stream: bool) -> dict[str, A
         if parsed.tzinfo is None:
             raise invalid(f"{prefix}timestamp", "timestamp must carry a time zone (e.g. Z).")
         timestamp = int(parsed.timestamp())
-    return usage.record(req.core, str(body["event_name"]), payload, body.get("identifier"), timestamp,
-                        prefix=prefix, duplicates_raise=not stream)
+    event = usage.record(req.core, str(body["event_name"]), payload, body.get("identifier"), timestamp,
+                         prefix=prefix, duplicates_raise=not stream)
+    if event is not None:  # a dropped duplicate adds no usage
+        thresholds.evaluate_customer(req.core, event["_customer"])
+    return event
 
 
 @route("POST", "/v2/billing/meter_event_stream")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from emulators.stripe import thresholds
 from emulators.stripe.core import API_VERSION
 from emulators.stripe.resources.catalog import merge_metadata
 from emulators.stripe.routes import Request, route
@@ -62,6 +63,7 @@ def advance_clock(req: Request) -> dict[str, Any]:
     clock["status"] = "advancing"
     core.emit("test_helpers.test_clock.advancing", clock, None, clock["id"])
     core.scheduler.run_until(clock["id"], p["frozen_time"])
+    thresholds.evaluate_clock(core, clock["id"])  # e.g. usage stamped a few minutes ahead has come due
     clock["status"] = "ready"
     core.emit("test_helpers.test_clock.ready", clock, {"status": "advancing"}, clock["id"])
     return clock

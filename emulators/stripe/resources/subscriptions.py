@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from emulators.stripe import billing, search
+from emulators.stripe import billing, search, thresholds
 from emulators.stripe.resources.catalog import merge_metadata
 from emulators.stripe.routes import Request, route
 from emulators.stripe.store import blank
@@ -110,10 +110,11 @@ def create_subscription(req: Request) -> dict[str, Any]:
         "trial_period_days": i, "trial_end": int_or("now"), "default_payment_method": s,
         "payment_behavior": PAYMENT_BEHAVIOR, "proration_behavior": PRORATION, "cancel_at_period_end": b,
         "description": s, "discounts": DISCOUNTS, "collection_method": enum("charge_automatically"),
-        "off_session": b, **EXPAND}, ("customer", "items"))
+        "off_session": b, "billing_thresholds": thresholds.SPEC, **EXPAND}, ("customer", "items"))
     core = req.core
     customer = core.store.get("customer", p["customer"], param="customer")
     lines = resolve_lines(req, p["items"], "items")
+    limits = thresholds.validate(p.get("billing_thresholds"), thresholds.licensed_total((pr, q) for pr, q, _ in lines))
     pm = p.get("default_payment_method")
     if pm:
         found = core.store.maybe("payment_method", pm)
@@ -136,7 +137,7 @@ def create_subscription(req: Request) -> dict[str, Any]:
     return billing.create_subscription(
         core, customer, lines, metadata=p.get("metadata", {}), trial_days=p.get("trial_period_days"),
         trial_end=trial_end, default_payment_method=pm, discounts=discounts, description=p.get("description"),
-        cancel_at_period_end=p.get("cancel_at_period_end", False),
+        cancel_at_period_end=p.get("cancel_at_period_end", False), billing_thresholds=limits,
     )
 
 
@@ -158,7 +159,7 @@ def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one 
         "description": nullable(s), "proration_behavior": PRORATION, "payment_behavior": PAYMENT_BEHAVIOR,
         "items": arr(obj({"id": s, "price": s, "quantity": i, "metadata": metadata, "deleted": b})),
         "cancellation_details": obj({"comment": nullable(s), "feedback": nullable(s)}), "trial_end": int_or("now"),
-        "off_session": b, **EXPAND})
+        "off_session": b, "billing_thresholds": thresholds.SPEC, **EXPAND})
     core = req.core
     sub = core.store.get("subscription", req.args[0])
     if sub["status"] in ("canceled", "incomplete_expired"):
@@ -167,9 +168,11 @@ def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one 
         if bad:
             raise StripeError("A canceled subscription can only update its cancellation_details and metadata.",
                               param=sorted(bad)[0])
+    limits = thresholds.for_update(core, sub, p)  # checked before anything changes
     before = copy.deepcopy(sub)
     clock = core.clock_of(sub["customer"])
     now = core.now(clock)
+    sub["billing_thresholds"] = limits
     if "metadata" in p:
         sub["metadata"] = merge_metadata(sub["metadata"], p["metadata"])
     if "cancel_at_period_end" in p:
