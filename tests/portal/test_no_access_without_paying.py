@@ -11,12 +11,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 
+from billing.cli import main as billing_main
+from billing.model_loader import load_models
+from billing.pricing import quote
 from devstack.azurite import Azurite
 from devstack.consumer import Consumer, hidden_fields
 from devstack.stack import LocalStack, StackOptions
@@ -50,10 +53,10 @@ def subscription(consumer: Consumer, product_id: str) -> Any:
     return next(s for s in consumer.subscriptions() if s.product_id == product_id)
 
 
-def on_a_test_clock(stack: LocalStack, consumer: Consumer) -> str:
+def on_a_test_clock(stack: LocalStack, consumer: Consumer, *, minutes_ago: int = 0) -> str:
     """The consumer's Stripe customer, made ahead on a test clock (as the demo does): the clock's id."""
     stripe = stack.stripe_emulator.client().v1
-    clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())})
+    clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time()) - 60 * minutes_ago})
     stripe.customers.create(params={"email": consumer.email, "test_clock": clock.id,
                                     "metadata": {"apim_user_id": consumer.user_id}})  # fmt: skip
     return str(clock.id)
@@ -225,3 +228,53 @@ def test_a_consumer_without_debts_is_not_held_back(stack: LocalStack) -> None:
     assert page.status_code == 200
     assert "Continue to payment" in page.text
     assert "pay what is owed" not in page.text
+
+
+# ---- a credit limit on metered products -----------------------------------------------------------
+def push_usage(stack: LocalStack, as_of: datetime) -> None:
+    assert billing_main(["usage", "push", "--as-of", as_of.isoformat()]) == 0
+    stack.settle()
+
+
+def test_a_payg_consumer_past_the_spending_limit_is_invoiced_then_suspended_until_paid(stack: LocalStack) -> None:
+    payg = load_models().product("payg")
+    assert payg.spending_limit_minor == 50_000  # USD 500.00 in payment/monetizationModels.json
+    consumer = stack.consumer()
+    consumer.sign_up()
+    # The period began ten minutes ago, so the calls below are in APIM's past, as reports need them.
+    clock = on_a_test_clock(stack, consumer, minutes_ago=10)
+    stripe = stack.stripe_emulator.client().v1
+    consumer.subscribe_and_pay("payg", "metered")
+    stack.settle()
+    key = subscription(consumer, "payg")
+    sub = stripe.subscriptions.retrieve(key.subscription_id)
+    # The app put the product's spending limit on the subscription when it became active.
+    assert sub.billing_thresholds is not None
+    assert (sub.billing_thresholds.amount_gte, sub.billing_thresholds.reset_billing_cycle_anchor) == (50_000, False)
+    customer = stripe.customers.search(params={"query": f"metadata['apim_user_id']:'{consumer.user_id}'"}).data[0]
+    method = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    stripe.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": method.id}})
+    start = datetime.fromtimestamp(sub["items"].data[0].current_period_start + 5, UTC)
+    push_usage(stack, start)  # the first push of the period opens its usage window
+    calls = 400_001  # USD 600.0015: past the limit
+    stack.apim_emulator.record_usage(key.subscription_id, calls, at=start + timedelta(seconds=10))
+    advance(stack, clock, int(start.timestamp()) + 30)  # Stripe's present, so the events are not ahead of it
+    push_usage(stack, start + timedelta(seconds=20))
+    threshold = [i for i in stripe.invoices.list(params={"subscription": key.subscription_id, "limit": 10}).data
+                 if i.billing_reason == "subscription_threshold"]  # fmt: skip
+    assert len(threshold) == 1
+    # Stripe drafts it for an hour, then charges the card, which declines: the key stops working.
+    advance(stack, clock, int(start.timestamp()) + 2 * HOUR)
+    invoice = stripe.invoices.retrieve(threshold[0].id)
+    assert invoice.status == "open"
+    assert invoice.amount_due == quote(payg, calls).total == 60_000  # by hand: 400,001 x 0.15 / 100 = 600.00
+    assert subscription(consumer, "payg").state == "suspended"
+    assert call(stack, key.primary_key) == 403
+    # Paid: the key works again, and the period goes on with its anchor unchanged.
+    good = stripe.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    stripe.invoices.pay(invoice.id, params={"payment_method": good.id})
+    stack.settle()
+    assert subscription(consumer, "payg").state == "active"
+    assert call(stack, key.primary_key) == 200
+    after = stripe.subscriptions.retrieve(key.subscription_id)
+    assert after["items"].data[0].current_period_end == sub["items"].data[0].current_period_end
