@@ -80,6 +80,21 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
         ["product 'payg'", "usagePrice", "perCalls"],
     ),
     ("bad id", lambda d: _product(d, "pro").update(id="Pro Plan"), ["'Pro Plan'", "id"]),
+    (
+        "spending limit on a product without usage",
+        lambda d: _product(d, "basic").update(spendingLimit="100"),
+        ["product 'basic'", "spendingLimit", "bills no usage"],
+    ),
+    (
+        "spending limit below the flat fee",
+        lambda d: _product(d, "standard").update(spendingLimit="89.95"),
+        ["product 'standard'", "spendingLimit", "must be above 89.95"],
+    ),
+    (
+        "spending limit below Stripe's minimum",
+        lambda d: _product(d, "payg").update(spendingLimit="0.40"),
+        ["product 'payg'", "spendingLimit", "must be above 0.50"],
+    ),
     ("no products", lambda d: d.update(products=[]), ["products"]),
 ]
 
