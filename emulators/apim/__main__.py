@@ -10,7 +10,7 @@ import threading
 
 from emulators.apim.faults import Faults
 from emulators.apim.server import ApimEmulator
-from emulators.apim.state import DEFAULT_PUBLISHER_EMAIL
+from emulators.apim.state import DEFAULT_PUBLISHER_EMAIL, DEFAULT_TIER, TIERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--publisher-email", default=DEFAULT_PUBLISHER_EMAIL, help="the administrator's e-mail (user 1)"
     )
+    parser.add_argument("--tier", default=DEFAULT_TIER, choices=TIERS, help="pricing tier (sku.name)")
     parser.add_argument("--report-lag-seconds", type=float, default=0.0)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--error-rate-429", type=float, default=0.0)
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             args.port, args.gateway_port, args.portal_port,
             delegation_url=args.delegation_url, delegation_key_b64=args.delegation_key,
             report_lag_seconds=args.report_lag_seconds, faults=faults, publisher_email=args.publisher_email,
+            tier=args.tier,
         )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))

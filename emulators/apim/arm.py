@@ -17,19 +17,27 @@ DEFAULT_PAGE = 100
 class ArmError(Exception):
     """Raised anywhere in a handler; becomes ARM's `{"error": {...}}` answer."""
 
-    def __init__(self, status: int, code: str, message: str, target: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, target: str | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.target = status, code, message, target
+        self.status, self.code, self.message, self.target, self.detail = status, code, message, target, detail
 
     def response(self) -> Response:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.target is not None:
-            error["details"] = [{"code": self.code, "target": self.target, "message": self.message}]
+            error["details"] = [{"code": self.code, "target": self.target, "message": self.detail or self.message}]
         return Response.json({"error": error}, self.status)
 
 
 def validation(target: str, message: str) -> ArmError:
     return ArmError(400, "ValidationError", f"{target}: {message}", target)
+
+
+def incorrect_values(target: str, detail: str) -> ArmError:
+    """APIM's own validation envelope, as real answers show it (e.g. Azure/apiops#343):
+    {"code": "ValidationError", "message": "One or more fields contain incorrect values:", "details": [...]}."""
+    return ArmError(400, "ValidationError", "One or more fields contain incorrect values:", target, detail)
 
 
 def not_found(kind: str, name: str) -> ArmError:

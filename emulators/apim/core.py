@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from emulators.apim.entra import TokenIssuer
 from emulators.apim.faults import Faults
 from emulators.apim.policy import Limiter
-from emulators.apim.state import Store
+from emulators.apim.state import DEFAULT_TIER, V2_TIERS, Store
 from emulators.apim.usage import UsageStore
 
 Clock = Callable[[], datetime]
@@ -34,6 +34,14 @@ class Emulated:
     store: Store = field(default_factory=Store)
     usage: UsageStore = field(default_factory=UsageStore)
     limiter: Limiter = field(default_factory=Limiter)
+    tier: str = DEFAULT_TIER  # the service's sku.name
+    created: datetime | None = None  # when the service was created (emulator clock)
+    gateway_url: str | None = None  # set once the servers listen, for the service resource
+    portal_url: str | None = None
+
+    @property
+    def is_v2(self) -> bool:
+        return self.tier in V2_TIERS
 
     @property
     def service_id(self) -> str:

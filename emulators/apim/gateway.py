@@ -1,8 +1,10 @@
-"""The gateway: subscription keys, the product policy's quota and rate limits, a stub backend.
+"""The gateway: routing to APIs, subscription keys and their scopes, product policy limits, a stub backend.
 
-Every call that can be attributed to a subscription is recorded with its outcome class for reports.
-The stub backend answers 200, or the status asked for by `/status/{code}` or the
-`X-Emulator-Backend-Status` header, so tests can produce failed calls.
+A request `/{apiPath}/...` goes to the API whose path is its longest prefix; every method and
+sub-path of an API is served (the emulator has no operations). Every call that can be attributed to
+a subscription is recorded with its outcome class for reports. The stub backend answers 200, or the
+status asked for by `/status/{code}` or the `X-Emulator-Backend-Status` header, so tests can produce
+failed calls. Sources for each answer are in README.md ("Gateway").
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from typing import Any
 
 from emulators.apim.control import ControlApi
 from emulators.apim.core import Emulated
+from emulators.apim.expressions import Context, ExpressionError, evaluate_condition, evaluate_key
 from emulators.apim.httpbase import Request, Response
-from emulators.apim.policy import Blocked, ExpressionError, Limit, evaluate_key
-from emulators.apim.state import Subscription
+from emulators.apim.policy import Blocked, Limit, QuotaPeriod
+from emulators.apim.state import Api, Product, Subscription
 from emulators.apim.usage import classify
 
 _STATUS_PATH = re.compile(r"/status/(\d{3})/?$")
-KEY_HEADER = "ocp-apim-subscription-key"
-KEY_QUERY = "subscription-key"
+MISSING_KEY = ("Access denied due to missing subscription key. Make sure to include subscription key when making "
+               "requests to an API.")  # fmt: skip
+INVALID_KEY = ("Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
+               "subscription.")  # fmt: skip
+NOT_FOUND = "Resource not found"
 
 
 def _apim_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -35,63 +41,129 @@ class Gateway:
     def handle(self, req: Request) -> Response:
         if req.path.startswith("/_emulator/"):
             return self.control.handle(req)
-        key = req.header(KEY_HEADER) or req.query.get(KEY_QUERY)
+        store = self.emu.store
+        api = store.match_api(req.path)
+        if api is None:
+            # No API matches the URL: APIM's configuration error OperationNotFound, answered 404.
+            return _apim_error(404, NOT_FOUND)
+        # "The query parameter is checked only if the header isn't present."
+        key = req.header(api.key_header) or req.query.get(api.key_query)
         if not key:
-            return _apim_error(401, "Access denied due to missing subscription key. Make sure to include "
-                               "subscription key when making requests to an API.")  # fmt: skip
-        sub = self.emu.store.subscription_for_key(key)
+            return self._without_key(req, api)
+        sub = store.subscription_for_key(key)
         if sub is None:
-            return _apim_error(401, "Access denied due to invalid subscription key. Make sure to provide a "
-                               "valid key for an active subscription.")  # fmt: skip
-        response = self._serve(req, sub, key)
+            return _apim_error(401, INVALID_KEY)  # not attributable to a subscription: not in reports
+        response = self._serve(req, api, sub, key)
         self.emu.usage.record(
             sub.sid, sub.product_id, sub.owner_uid, at=self.emu.now(), outcome=classify(response.status)
         )
         return response
 
-    def _serve(self, req: Request, sub: Subscription, key: str) -> Response:
-        if sub.state != "active":
-            return _apim_error(403, f"Access denied: the subscription is {sub.state}, not active.")
-        blocked = self._apply_limits(req, sub, key)
-        if isinstance(blocked, Response):
-            return blocked
-        return self._backend(req, sub)
+    def _without_key(self, req: Request, api: Api) -> Response:
+        """A call without a key reaches the API through an open product that contains it, or when the API
+        itself needs no subscription; otherwise 401. Such calls are not attributable: no report rows."""
+        store = self.emu.store
+        with store.lock:
+            open_product = next((p for p in store.products.values() if not p.subscription_required
+                                 and api.aid in store.product_apis.get(p.pid, {})), None)  # fmt: skip
+        if open_product is None and api.subscription_required:
+            return _apim_error(401, MISSING_KEY)
+        return self._backend(req, api, None, open_product)
 
-    def _apply_limits(self, req: Request, sub: Subscription, key: str) -> Response | None:
+    @staticmethod
+    def _in_scope(sub: Subscription, api: Api, linked: dict[str, None]) -> bool:
+        if sub.scope == "/apis":
+            return True
+        if sub.scope.startswith("/apis/"):
+            return sub.scope[len("/apis/"):] == api.aid
+        return api.aid in linked  # a product's key reaches the product's APIs only
+
+    def _serve(self, req: Request, api: Api, sub: Subscription, key: str) -> Response:
+        store = self.emu.store
+        with store.lock:
+            linked = dict(store.product_apis.get(sub.product_id or "", {}))
+            product = store.products.get(sub.product_id or "")
+            owner = store.users.get(sub.owner_uid or "")
+        # "Check if it's a valid key associated with an active subscription [at an appropriate scope] ...
+        # Otherwise, access is denied (401 Access denied error)."
+        if sub.state != "active" or not self._in_scope(sub, api, linked):
+            return _apim_error(401, INVALID_KEY)
+        context = Context(
+            subscription_id=sub.sid, subscription_key=key, subscription_name=sub.display_name,
+            user_id=sub.owner_uid, user_email=owner.email if owner else None,
+            product_id=product.pid if product else None, product_name=product.display_name if product else None,
+            api_id=api.aid, api_name=api.display_name, api_path=api.path, method=req.method, url_path=req.path,
+        )  # fmt: skip
+        pending: list[tuple[Limit, QuotaPeriod]] = []
+        counted: set[int] = set()  # "If multiple policies would increment the same key value, it is incremented
+        # only once per request."
+        # Product policies apply to product-scoped keys only: "If you're using an API-scoped subscription
+        # or the all-access subscription, any policies configured at the product scope aren't applied".
+        refused = self._apply_limits(sub, context, pending, counted) if product is not None else None
+        response = refused or self._backend(req, api, sub, product)
+        return self._count_on_response(response, context, pending, counted)
+
+    def _apply_limits(self, sub: Subscription, context: Context, pending: list[tuple[Limit, QuotaPeriod]],
+                      counted: set[int]) -> Response | None:  # fmt: skip
         policy = self.emu.store.policies.get(sub.product_id or "")
         if policy is None:
             return None  # a product without a policy has no limits
-        context = {
-            "subscription_id": sub.sid, "subscription_key": key, "user_id": sub.owner_uid or "",
-            "product_id": sub.product_id or "", "ip": "127.0.0.1",
-        }  # fmt: skip
-        now = self.emu.now()
+        now, limiter = self.emu.now(), self.emu.limiter
         limit: Limit
-        counter: tuple[str, ...]
         for limit in policy.limits:
             if limit.unresolved is not None:
                 return _apim_error(500, f"The policy of product '{sub.product_id}' uses the named value "
                                    f"{{{{{limit.unresolved}}}}}, which this emulator does not define.")  # fmt: skip
+            outcome: Blocked | QuotaPeriod | None
             try:
-                if limit.counter_key is not None:
-                    counter = (limit.kind, "key", evaluate_key(limit.counter_key, context))
+                if limit.is_rate:
+                    counter = ((limit.kind, "key", evaluate_key(limit.counter_key, context)) if limit.counter_key
+                               else (limit.kind, "product", sub.product_id or "", sub.sid))  # fmt: skip
+                    outcome = limiter.check_rate(limit, counter, now)
+                elif limit.kind == "quota":
+                    # "The start of each period is calculated relative to the start time of the subscription."
+                    start = sub.start_date or sub.created_date
+                    outcome = limiter.check_quota(limit, ("quota", sub.product_id or "", sub.sid), now, start)
                 else:
-                    counter = (limit.kind, "product", sub.product_id or "", sub.sid)
+                    assert limit.counter_key is not None  # parse_policy requires it for quota-by-key
+                    key = evaluate_key(limit.counter_key, context)
+                    outcome = limiter.check_quota_by_key(limit, key, now, frozenset(counted))
             except ExpressionError as exc:
                 return _apim_error(500, str(exc))
-            outcome: Blocked | None = self.emu.limiter.check(limit, counter, now)
-            if outcome is not None:
+            if isinstance(outcome, Blocked):
                 headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else {}
                 return _apim_error(outcome.status, outcome.message, headers)
+            if isinstance(outcome, QuotaPeriod):
+                if limit.increment_condition is not None:
+                    pending.append((limit, outcome))  # counted once the response is known
+                elif id(outcome) not in counted:
+                    counted.add(id(outcome))
+                    limiter.count(outcome, limit.increment_count)
         return None
 
+    def _count_on_response(self, response: Response, context: Context, pending: list[tuple[Limit, QuotaPeriod]],
+                           counted: set[int]) -> Response:  # fmt: skip
+        """quota-by-key's increment-condition is evaluated on the response: calls it rejects are not counted."""
+        context.status_code = response.status
+        for limit, period in pending:
+            assert limit.increment_condition is not None
+            try:
+                counts = evaluate_condition(limit.increment_condition, context)
+            except ExpressionError as exc:
+                return _apim_error(500, str(exc))
+            if counts and id(period) not in counted:
+                counted.add(id(period))
+                self.emu.limiter.count(period, limit.increment_count)
+        return response
+
     @staticmethod
-    def _backend(req: Request, sub: Subscription) -> Response:
+    def _backend(req: Request, api: Api, sub: Subscription | None, product: Product | None) -> Response:
         asked = req.header("x-emulator-backend-status")
         match = _STATUS_PATH.search(req.path)
         status = int(asked) if asked and asked.isdigit() else int(match.group(1)) if match else 200
         if not 100 <= status <= 599:
             status = 400
-        payload: dict[str, Any] = {"method": req.method, "path": req.path, "subscription": sub.sid,
-                                   "product": sub.product_id, "status": status}  # fmt: skip
+        payload: dict[str, Any] = {"method": req.method, "path": req.path, "api": api.aid,
+                                   "subscription": sub.sid if sub else None,
+                                   "product": product.pid if product else None, "status": status}  # fmt: skip
         return Response(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})

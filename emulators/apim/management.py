@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -13,17 +14,21 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from emulators.apim import arm, odata
-from emulators.apim.arm import ArmError, iso, not_found, validation
+from emulators.apim.arm import ArmError, incorrect_values, iso, not_found, validation
 from emulators.apim.core import Emulated
 from emulators.apim.httpbase import Request, Response
-from emulators.apim.policy import PolicyError, parse_policy
+from emulators.apim.policy import Limit, PolicyError, QuotaPeriod, parse_policy
 from emulators.apim.state import (
     ADMIN_USER_ID,
+    API_PROTOCOLS,
+    DEFAULT_KEY_HEADER,
+    DEFAULT_KEY_QUERY,
     EMAIL,
     GROUP_TYPES,
     PRODUCT_STATES,
     SUBSCRIPTION_STATES,
     USER_STATES,
+    Api,
     DelegationSettings,
     Group,
     Policy,
@@ -52,7 +57,14 @@ _GROUP_USER_FILTER: dict[str, Callable[[User], Any]] = {
     "name": lambda u: u.uid, "email": lambda u: u.email, "firstName": lambda u: u.first_name,
     "lastName": lambda u: u.last_name, "note": lambda u: u.note, "registrationDate": lambda u: u.registration_date,
 }  # fmt: skip
+# $filter fields of Api_ListByService and ProductApi_ListByProduct (apimapis.json, apimproducts.json)
+_API_FILTER: dict[str, Callable[[Api], Any]] = {
+    "name": lambda a: a.aid, "displayName": lambda a: a.display_name, "description": lambda a: a.description,
+    "serviceUrl": lambda a: a.service_url, "path": lambda a: a.path, "isCurrent": lambda a: True,
+}  # fmt: skip
 Route = tuple[str, re.Pattern[str], Callable[..., Response]]
+PUBLISHER_NAME = "APIM emulator"  # the service's publisherName (the emulator has no creation form)
+LOCATION = "East US"
 
 
 def _body_properties(req: Request) -> dict[str, Any]:
@@ -137,7 +149,14 @@ class ManagementApi:
         self.emu = emu
         self.store = emu.store
         R: Callable[[str, str, Callable[..., Response]], Route] = lambda m, p, f: (m, re.compile(p + "$"), f)  # noqa: E731
+        self.operations: dict[str, datetime] = {}  # long-running operation id -> when it completed
         self.routes: list[Route] = [
+            R("GET", r"/", self.service),
+            R("GET", r"/tenant/operationResults/(?P<op>[^/]+)", self.operation_result),
+            R("GET", r"/apis", self.list_apis),
+            R("GET|HEAD|PUT|PATCH|DELETE", r"/apis/(?P<aid>[^/]+)", self.api),
+            R("GET|PATCH", r"/quotas/(?P<key>[^/]+)", self.quota_counters),
+            R("GET|PATCH", r"/quotas/(?P<key>[^/]+)/periods/(?P<period>[^/]+)", self.quota_period),
             R("GET", r"/users", self.list_users),
             R("GET|HEAD|PUT|PATCH|DELETE", r"/users/(?P<uid>[^/]+)", self.user),
             R("POST", r"/users/(?P<uid>[^/]+)/token", self.user_token),
@@ -152,6 +171,10 @@ class ManagementApi:
             R("GET", r"/products/(?P<pid>[^/]+)/policies", self.list_product_policies),
             R("GET|HEAD|PUT|DELETE", r"/products/(?P<pid>[^/]+)/policies/(?P<policy>[^/]+)", self.product_policy),
             R("GET", r"/products/(?P<pid>[^/]+)/subscriptions", self.product_subscriptions),
+            R("GET", r"/products/(?P<pid>[^/]+)/apis", self.product_apis),
+            R("HEAD|PUT|DELETE", r"/products/(?P<pid>[^/]+)/apis/(?P<aid>[^/]+)", self.product_api),
+            R("GET", r"/products/(?P<pid>[^/]+)/groups", self.product_groups),
+            R("HEAD|PUT|DELETE", r"/products/(?P<pid>[^/]+)/groups/(?P<gid>[^/]+)", self.product_group),
             R("GET", r"/subscriptions", self.list_subscriptions),
             R("GET|HEAD|PUT|PATCH|DELETE", r"/subscriptions/(?P<sid>[^/]+)", self.subscription),
             R("POST", r"/subscriptions/(?P<sid>[^/]+)/listSecrets", self.subscription_secrets),
@@ -525,8 +548,7 @@ class ManagementApi:
                                "deleteSubscriptions=true to delete them with it.")  # fmt: skip
             for sub in subs:
                 self.store.delete_subscription(sub.sid)
-            del self.store.products[pid]
-            self.store.policies.pop(pid, None)
+            self.store.delete_product(pid)  # and its policy, API links and group links
             return Response(200)
         product = self._target(req, existing, lambda: self._get_product(pid))
         props = _body_properties(req)
@@ -549,7 +571,7 @@ class ManagementApi:
                 approval_required=(approval if approval is not None else False) if required else approval,
                 subscriptions_limit=limit, state=state or "notPublished",
             )  # fmt: skip
-            self.store.products[pid] = product
+            self.store.add_product(product)  # linked to Administrators, as every new product is
         else:
             product.display_name = display or product.display_name
             product.description = description if description is not None else product.description
@@ -613,10 +635,301 @@ class ManagementApi:
             limits = parse_policy(value)
         except PolicyError as exc:
             raise validation("value", str(exc)) from None
+        self._refuse_policies_of_other_tiers(limits)
         stored = Policy(value=value, fmt=fmt, limits=limits)
         self.store.policies[pid] = stored
         return self._with_etag(Response.json(self._policy_json(pid, stored, None), 200 if existing else 201),
                                stored.etag)  # fmt: skip
+
+    def _refuse_policies_of_other_tiers(self, limits: list[Limit]) -> None:
+        # quota-by-key "APPLIES TO: Developer | Basic | Standard | Premium"; APIM refuses a policy its
+        # tier lacks with "Error in element '...' on line L, column C: Policy is not allowed in '...' sku".
+        for limit in limits:
+            if limit.kind == "quota-by-key" and self.emu.is_v2:
+                raise incorrect_values("representation", f"Error in element '{limit.kind}' on line {limit.line}, "
+                                       f"column {limit.column}: Policy is not allowed in '{self.emu.tier}' sku")
+
+    # ---- the service itself --------------------------------------------------------------------
+    def service(self, req: Request) -> Response:
+        """ApiManagementService_Get, shaped like ApiManagementServiceGetService.json."""
+        emu = self.emu
+        gateway_host = (emu.gateway_url or "").split("://")[-1]
+        props: dict[str, Any] = {
+            "publisherEmail": self.store.publisher_email,
+            "publisherName": PUBLISHER_NAME,
+            "notificationSenderEmail": "apimgmt-noreply@mail.windowsazure.com",
+            "provisioningState": "Succeeded",
+            "targetProvisioningState": "",
+            "createdAtUtc": iso(emu.created),
+            "gatewayUrl": emu.gateway_url,
+            "developerPortalUrl": emu.portal_url,
+            "hostnameConfigurations": [{"type": "Proxy", "hostName": gateway_host, "negotiateClientCertificate": False,
+                                        "defaultSslBinding": False, "certificateSource": "BuiltIn"}],
+            "publicIPAddresses": ["127.0.0.1"],
+            "virtualNetworkType": "None",
+            "disableGateway": False,
+            "publicNetworkAccess": "Enabled",
+            "platformVersion": "mtv1" if emu.is_v2 else "stv2",
+        }  # fmt: skip
+        body = {"id": emu.service_id, "name": emu.service_name, "type": "Microsoft.ApiManagement/service",
+                "tags": {}, "location": LOCATION, "etag": "AAAAAAAAAAA=", "properties": props,
+                "sku": {"name": emu.tier, "capacity": 1}}  # fmt: skip
+        return self._with_etag(Response.json(body), '"AAAAAAAAAAA="')
+
+    def operation_result(self, req: Request, op: str) -> Response:
+        """The Azure-AsyncOperation URL of an API create: the emulator finishes at once, so Succeeded."""
+        done = self.operations.get(op)
+        if done is None:
+            raise not_found("Operation", op)
+        return Response.json({"id": self._id("tenant", "operationResults", op), "name": op, "status": "Succeeded",
+                              "startTime": iso(done), "endTime": iso(done)})  # fmt: skip
+
+    # ---- APIs ------------------------------------------------------------------------------------
+    def _api_properties(self, api: Api, *, single: bool) -> dict[str, Any]:
+        """ApiContractProperties as the samples show them: lists (ApiManagementListApis.json) leave out
+        subscriptionKeyParameterNames and isOnline, single answers carry them."""
+        props: dict[str, Any] = {"displayName": api.display_name, "apiRevision": "1"}
+        if api.description is not None:
+            props["description"] = api.description
+        if api.service_url is not None:
+            props["serviceUrl"] = api.service_url
+        props["path"] = api.path
+        props["protocols"] = list(api.protocols)
+        if single:
+            props["subscriptionKeyParameterNames"] = {"header": api.key_header, "query": api.key_query}
+        props["subscriptionRequired"] = api.subscription_required
+        props["isCurrent"] = True
+        if single:
+            props["isOnline"] = True
+        return props
+
+    def _api_json(self, api: Api, *, single: bool = True) -> dict[str, Any]:
+        return {"id": self._id("apis", api.aid), "type": "Microsoft.ApiManagement/service/apis", "name": api.aid,
+                "properties": self._api_properties(api, single=single)}  # fmt: skip
+
+    def _get_api(self, aid: str) -> Api:
+        api = self.store.apis.get(aid)
+        if api is None:
+            raise not_found("Api", aid)
+        return api
+
+    def list_apis(self, req: Request) -> Response:
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), _API_FILTER)
+        apis = [a for a in self.store.apis.values() if pred(a)]
+        return Response.json(arm.page(req, apis, top, skip, lambda a: self._api_json(a, single=False), last_link=""))
+
+    def api(self, req: Request, aid: str) -> Response:
+        aid = _check_name("apiId", aid)
+        if ";rev=" in aid:
+            raise validation("apiId", "API revisions (;rev=n) are not emulated")
+        existing = self.store.apis.get(aid)
+        if req.method in ("GET", "HEAD"):
+            found = self._get_api(aid)
+            return self._with_etag(Response.json(self._api_json(found)), found.etag)
+        if req.method == "DELETE":
+            if existing is not None:
+                _if_match(req, existing.etag, required=True)
+                self.store.delete_api(aid)  # and its product links
+            return Response(204)  # Api_Delete: "204 The API was successfully deleted."
+        api = self._target(req, existing, lambda: self._get_api(aid))
+        creating = api is None
+        change = self._api_change(_body_properties(req), creating)
+        if change.get("path") is not None:
+            self._check_unique_path(aid, change["path"])
+        if api is None:
+            api = Api(aid=aid, display_name=change["displayName"], path=change["path"],
+                      protocols=change.get("protocols") or ["https"], service_url=change.get("serviceUrl"),
+                      description=change.get("description"),
+                      subscription_required=change.get("subscriptionRequired", True) is not False)  # fmt: skip
+            self.store.apis[aid] = api
+        else:
+            for name, attr in (("displayName", "display_name"), ("path", "path"), ("protocols", "protocols"),
+                               ("serviceUrl", "service_url"), ("description", "description"),
+                               ("subscriptionRequired", "subscription_required")):  # fmt: skip
+                if change.get(name) is not None:
+                    setattr(api, attr, change[name])
+            api.etag = new_etag()
+        names = change.get("subscriptionKeyParameterNames") or {}
+        api.key_header = names.get("header") or api.key_header or DEFAULT_KEY_HEADER
+        api.key_query = names.get("query") or api.key_query or DEFAULT_KEY_QUERY
+        if req.method == "PATCH":
+            return self._with_etag(Response.json(self._api_json(api)), api.etag)
+        return self._api_long_running_answer(req, api, 201 if creating else 200)
+
+    @staticmethod
+    def _api_change(props: dict[str, Any], creating: bool) -> dict[str, Any]:
+        """The validated ApiCreateOrUpdateProperties / ApiContractUpdateProperties that were sent."""
+        change: dict[str, Any] = {
+            "displayName": _str(props, "displayName", required=creating, max_len=300),
+            "serviceUrl": _str(props, "serviceUrl", max_len=2000),
+            "description": _str(props, "description", max_len=100_000),
+            "subscriptionRequired": _bool(props, "subscriptionRequired"),
+        }
+        path = props.get("path")
+        if path is None and creating:
+            raise validation("path", "is required")
+        if path is not None and (not isinstance(path, str) or len(path) > 400):
+            raise validation("path", "must be a string of at most 400 characters")
+        change["path"] = path.strip("/") if isinstance(path, str) else None
+        url = change["serviceUrl"]
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
+            raise validation("serviceUrl", f"'{url}' is not an absolute http(s) URL")
+        protocols = props.get("protocols")
+        if protocols is not None and (not isinstance(protocols, list) or not protocols
+                                      or any(p not in API_PROTOCOLS for p in protocols)):  # fmt: skip
+            raise validation("protocols", f"must be a non-empty list of {', '.join(API_PROTOCOLS)}")
+        change["protocols"] = list(protocols) if protocols is not None else None
+        names = props.get("subscriptionKeyParameterNames")
+        if names is not None and not (isinstance(names, dict) and all(
+                isinstance(names.get(k, ""), str) for k in ("header", "query"))):  # fmt: skip
+            raise validation("subscriptionKeyParameterNames", 'must be {"header": "...", "query": "..."}')
+        change["subscriptionKeyParameterNames"] = names
+        return change
+
+    def _check_unique_path(self, aid: str, path: str) -> None:
+        for other in self.store.apis.values():
+            if other.aid != aid and other.path.lower() == path.lower():
+                # Verbatim form (two spaces included) from a real answer, Azure/apiops#343.
+                raise incorrect_values("path", f"Cannot create API '{aid}' with the same Path '{path}' as API "
+                                       f"'{other.aid}'  unless it's a part of the same version set")  # fmt: skip
+
+    def _api_long_running_answer(self, req: Request, api: Api, status: int) -> Response:
+        """Api_CreateOrUpdate is a long-running operation (final-state-via location). As in
+        ApiManagementCreateApi.json, the answer carries the API with provisioningState InProgress and the
+        Location / Azure-AsyncOperation URLs; the operation has already succeeded when the SDK polls."""
+        op = secrets.token_hex(12)
+        self.operations[op] = self.emu.now()
+        body = self._api_json(api)
+        body["properties"]["provisioningState"] = "InProgress"
+        base = f"{req.base_url}{self.emu.service_id}"
+        headers = {
+            "ETag": api.etag,
+            "Location": f"{base}/apis/{api.aid}?api-version={arm.API_VERSION}&asyncId={op}&asyncCode={status}",
+            "Azure-AsyncOperation": f"{base}/tenant/operationResults/{op}?api-version={arm.API_VERSION}",
+        }
+        return Response.json(body, status, headers)
+
+    # ---- product APIs and product groups ------------------------------------------------------------
+    def product_apis(self, req: Request, pid: str) -> Response:
+        product = self._get_product(_check_name("productId", pid))
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
+            k: v for k, v in _API_FILTER.items() if k != "isCurrent"})  # fmt: skip
+        apis = [a for a in self.store.apis_of(product.pid) if pred(a)]
+
+        def render(api: Api) -> dict[str, Any]:
+            return {"id": self._id("products", product.pid, "apis", api.aid),
+                    "type": "Microsoft.ApiManagement/service/products/apis", "name": api.aid,
+                    "properties": self._api_properties(api, single=False)}  # fmt: skip
+
+        return Response.json(arm.page(req, apis, top, skip, render, last_link=""))
+
+    def product_api(self, req: Request, pid: str, aid: str) -> Response:
+        product = self._get_product(_check_name("productId", pid))
+        aid = _check_name("apiId", aid)
+        links = self.store.product_apis.setdefault(product.pid, {})
+        linked = aid in links
+        if req.method == "HEAD":
+            if not linked:
+                raise ArmError(404, "ResourceNotFound", f"API '{aid}' is not part of product '{product.pid}'.")
+            return Response(204)
+        if req.method == "DELETE":
+            links.pop(aid, None)
+            return Response(200 if linked else 204)
+        api = self._get_api(aid)
+        links[aid] = None
+        # ApiManagementCreateProductApi.json: the API itself (its /apis/{id} id and type), no isOnline.
+        body = self._api_json(api)
+        del body["properties"]["isOnline"]
+        return Response.json(body, 200 if linked else 201)
+
+    def product_groups(self, req: Request, pid: str) -> Response:
+        product = self._get_product(_check_name("productId", pid))
+        top, skip = arm.paging(req)
+        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
+            k: _GROUP_FILTER[k] for k in ("name", "displayName", "description")})  # fmt: skip
+        groups = [g for g in self.store.groups_of_product(product.pid) if pred(g)]
+
+        def render(group: Group) -> dict[str, Any]:
+            return {"id": self._id("products", product.pid, "groups", group.gid),
+                    "type": "Microsoft.ApiManagement/service/products/groups", "name": group.gid,
+                    "properties": self._group_properties(group)}  # fmt: skip
+
+        return Response.json(arm.page(req, groups, top, skip, render, last_link=""))
+
+    def product_group(self, req: Request, pid: str, gid: str) -> Response:
+        product = self._get_product(_check_name("productId", pid))
+        gid = _check_name("groupId", gid)
+        links = self.store.product_groups.setdefault(product.pid, {})
+        linked = gid in links
+        if req.method == "HEAD":
+            if not linked:
+                raise ArmError(404, "ResourceNotFound", f"Group '{gid}' is not linked to product '{product.pid}'.")
+            return Response(204)
+        if req.method == "DELETE":
+            links.pop(gid, None)
+            return Response(200 if linked else 204)
+        group = self._get_group(gid)
+        links[gid] = None
+        # ApiManagementCreateProductGroup.json: the group's /groups/{id} id with the products/groups type.
+        body = self._group_json(group)
+        body["type"] = "Microsoft.ApiManagement/service/products/groups"
+        return Response.json(body, 200 if linked else 201)
+
+    # ---- quota counters (quota-by-key) -----------------------------------------------------------
+    def _refuse_on_v2(self) -> None:
+        if self.emu.is_v2:
+            raise ArmError(400, "MethodNotAllowedInPricingTier", f"Method not allowed in {self.emu.tier} pricing tier")
+
+    @staticmethod
+    def _quota_json(period: QuotaPeriod) -> dict[str, Any]:
+        def stamp(value: datetime | None) -> str | None:
+            # %Y would print year 1 (first-period-start's default) without its leading zeros
+            return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}Z" if value is not None else None
+
+        return {"counterKey": period.counter_key, "periodKey": period.period_key,
+                "periodStartTime": stamp(period.start), "periodEndTime": stamp(period.end),
+                "value": {"callsCount": period.calls, "kbTransferred": period.kb}}  # fmt: skip
+
+    @staticmethod
+    def _counter_values(req: Request) -> tuple[int | None, float | None]:
+        props = _body_properties(req)
+        calls, kb = props.get("callsCount"), props.get("kbTransferred")
+        if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 0):
+            raise validation("callsCount", "must be a whole number of zero or more")
+        if kb is not None and (isinstance(kb, bool) or not isinstance(kb, int | float) or kb < 0):
+            raise validation("kbTransferred", "must be a number of zero or more")
+        return calls, None if kb is None else float(kb)
+
+    def quota_counters(self, req: Request, key: str) -> Response:
+        """QuotaByCounterKeys_ListByService (GET) and QuotaByCounterKeys_Update (PATCH: every current period)."""
+        self._refuse_on_v2()
+        key = unquote(key)
+        now = self.emu.now()
+        if req.method == "PATCH":
+            calls, kb = self._counter_values(req)
+            periods = self.emu.limiter.set_counters(key, now, calls, kb)
+        else:
+            periods = self.emu.limiter.counters(key, now)
+        if periods is None:
+            raise ArmError(404, "ResourceNotFound", f"Quota counter '{key}' not found.")
+        return Response.json({"value": [self._quota_json(p) for p in periods], "count": len(periods),
+                              "nextLink": ""})  # fmt: skip
+
+    def quota_period(self, req: Request, key: str, period: str) -> Response:
+        """QuotaByPeriodKeys_Get and QuotaByPeriodKeys_Update: one period of one counter key."""
+        self._refuse_on_v2()
+        key, period = unquote(key), unquote(period)
+        now = self.emu.now()
+        if req.method == "PATCH":
+            calls, kb = self._counter_values(req)
+            periods = self.emu.limiter.set_counters(key, now, calls, kb, period_key=period)
+        else:
+            periods = [p for p in self.emu.limiter.counters(key, now) or [] if p.period_key == period] or None
+        if periods is None:
+            raise ArmError(404, "ResourceNotFound", f"Quota counter '{key}' has no period '{period}'.")
+        return Response.json(self._quota_json(periods[0]))
 
     # ---- subscriptions -----------------------------------------------------------------------
     def _subscription_json(self, sub: Subscription) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 `/signin-sso?token=...` which accepts the shared access tokens the management API issues.
 
 Served at `/` of the portal port. With delegation configured (url + validationKey), every account
-and subscription link goes to the delegation endpoint, signed as APIM signs it.
+and subscription link goes to the delegation endpoint, signed as APIM signs it. Each visitor sees
+the products their groups see (Guests when anonymous). There is no sign-out page: like the real
+portal's `#signout` route, the Sign out link (`/?signout`) ends the session here and then goes to the
+delegation endpoint (operation SignOut) or, without sign-in delegation, to the home page.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import secrets
 import threading
 from html import escape
-from urllib.parse import urlencode
 
 from emulators.apim.core import Emulated
 from emulators.apim.delegation import delegation_url
@@ -30,9 +32,9 @@ class Portal:
             return Response.html("<h1>405 Method Not Allowed</h1>", 405)
         if req.path == "/signin-sso":
             return self._signin_sso(req)
-        if req.path == "/signout":
-            return self._signout(req)
         if req.path in ("/", "/products"):
+            if "signout" in req.query:
+                return self._signout(req)
             return Response.html(self._home(req))
         return Response.html("<h1>404 Not Found</h1>", 404)
 
@@ -59,13 +61,15 @@ class Portal:
         store = self.emu.store
         settings = store.delegation
         with store.lock:
-            products = [p for p in store.products.values() if p.state == "published"]
+            # "Products are first made visible to groups, and then developers in those groups can view and
+            # subscribe to the products that are associated with the groups."
+            products = store.visible_products(uid)
             subs = [s for s in store.subscriptions.values() if uid is not None and s.owner_uid == uid]
             user = store.users.get(uid or "")
         rows = []
         for product in products:
             if uid is None:
-                href = self._account_link("SignIn", "/")
+                href = self._account_link("SignIn", "/")  # anonymous visitors are asked to sign in first
             elif settings.subscriptions_enabled:
                 href = self._link("Subscribe", productId=product.pid, userId=uid) or "#"
             else:
@@ -81,10 +85,9 @@ class Portal:
                 f'<a class="signin" href="{escape(self._account_link("SignIn", "/"))}">Sign in</a>'
             )
         else:
-            sign_out = self._link("SignOut", userId=user.uid) if settings.user_registration_enabled else None
             account = (
                 f'<span class="user" data-user-id="{escape(user.uid)}">Signed in as {escape(user.email)}</span> '
-                f'<a class="signout" href="{escape(sign_out or "/signout")}">Sign out</a>'
+                '<a class="signout" href="/?signout">Sign out</a>'
             )
         sub_rows = []
         for sub in subs:
@@ -128,8 +131,14 @@ class Portal:
         return Response.redirect(target, {"Set-Cookie": cookie})
 
     def _signout(self, req: Request) -> Response:
+        """The portal signs itself out first, then calls the delegation endpoint with SignOut and the
+        user's id when sign-in is delegated, else goes home (the developer portal's SignOutRouteGuard)."""
         session = req.cookies().get(SESSION_COOKIE)
         with self._lock:
-            self._sessions.pop(session or "", None)
+            uid = self._sessions.pop(session or "", None)
         expired = f"{SESSION_COOKIE}=; Path=/; Max-Age=0"
-        return Response.redirect("/?" + urlencode({"signedOut": "1"}), {"Set-Cookie": expired})
+        settings = self.emu.store.delegation
+        target = None
+        if uid is not None and settings.user_registration_enabled:
+            target = self._link("SignOut", userId=uid)
+        return Response.redirect(target or "/", {"Set-Cookie": expired})

@@ -22,7 +22,15 @@ from emulators.apim.gateway import Gateway
 from emulators.apim.httpbase import LoopbackServer, Request, Response
 from emulators.apim.management import ManagementApi
 from emulators.apim.portal import Portal
-from emulators.apim.state import DEFAULT_PUBLISHER_EMAIL, SUBSCRIPTION_STATES, Store, Subscription, new_key
+from emulators.apim.state import (
+    DEFAULT_PUBLISHER_EMAIL,
+    DEFAULT_TIER,
+    SUBSCRIPTION_STATES,
+    TIERS,
+    Store,
+    Subscription,
+    new_key,
+)
 from emulators.apim.tls import TlsFiles, make_tls_files
 
 DEFAULT_SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
@@ -48,8 +56,12 @@ class ApimEmulator:
         resource_group: str = "rg-apim-emulator",
         service_name: str = "apim-emulator",
         publisher_email: str = DEFAULT_PUBLISHER_EMAIL,
+        tier: str = DEFAULT_TIER,
     ) -> None:
-        """`publisher_email` is the administrator's e-mail given at service creation: user "1"."""
+        """`publisher_email` is the administrator's e-mail given at service creation: user "1".
+        `tier` is the pricing tier (sku.name): Developer, Basic, Standard, Premium, BasicV2 or StandardV2."""
+        if tier not in TIERS:
+            raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
         if report_lag_seconds < 0:
             raise ValueError(f"report_lag_seconds must be zero or more, not {report_lag_seconds}")
         if isinstance(faults, dict):
@@ -71,6 +83,8 @@ class ApimEmulator:
             report_lag_seconds=report_lag_seconds,
             # The administrator user "1" (in Administrators) and the built-in groups exist from the start.
             store=Store(publisher_email=publisher_email, created=created),
+            tier=tier,
+            created=created,
         )
         settings = self.emu.store.delegation
         if delegation_url or delegation_key_b64:
@@ -105,6 +119,8 @@ class ApimEmulator:
         except OSError:
             self.stop()
             raise
+        # The service resource (GET .../service/{name}) names its gateway and developer portal URLs.
+        self.emu.gateway_url, self.emu.portal_url = self._servers[1].url, self._servers[2].url
         return self
 
     def stop(self) -> None:
@@ -166,6 +182,11 @@ class ApimEmulator:
     @property
     def service_name(self) -> str:
         return self.emu.service_name
+
+    @property
+    def tier(self) -> str:
+        """The pricing tier (the service resource's sku.name)."""
+        return self.emu.tier
 
     @property
     def publisher_email(self) -> str:

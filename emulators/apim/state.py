@@ -1,4 +1,5 @@
-"""The emulated service's resources: users, groups, products, policies, subscriptions, delegation settings.
+"""The emulated service's resources: users, groups, APIs, products and their links, policies,
+subscriptions, delegation settings.
 
 Plain data kept in memory under one lock; the HTTP layers translate to and from ARM JSON.
 """
@@ -17,6 +18,14 @@ SUBSCRIPTION_STATES = ("submitted", "active", "suspended", "cancelled", "expired
 USER_STATES = ("active", "blocked", "pending", "deleted")
 PRODUCT_STATES = ("notPublished", "published")
 GROUP_TYPES = ("custom", "system", "external")
+API_PROTOCOLS = ("http", "https", "ws", "wss")
+# Pricing tiers (sku.name) the emulator plays; the v2 tiers lack quota-by-key and the quotas API.
+CLASSIC_TIERS = ("Developer", "Basic", "Standard", "Premium")
+V2_TIERS = ("BasicV2", "StandardV2")
+TIERS = CLASSIC_TIERS + V2_TIERS
+DEFAULT_TIER = "Developer"
+DEFAULT_KEY_HEADER = "Ocp-Apim-Subscription-Key"
+DEFAULT_KEY_QUERY = "subscription-key"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 # Every API Management instance has an administrator user "1" (first name "Administrator", empty last
@@ -89,6 +98,24 @@ class Product:
 
 
 @dataclass
+class Api:
+    aid: str
+    display_name: str
+    path: str  # relative URL suffix; unique in the service (case-insensitively)
+    protocols: list[str]
+    service_url: str | None
+    description: str | None
+    subscription_required: bool
+    key_header: str = DEFAULT_KEY_HEADER
+    key_query: str = DEFAULT_KEY_QUERY
+    etag: str = field(default_factory=new_etag)
+
+    @property
+    def segments(self) -> list[str]:
+        return [p.lower() for p in self.path.split("/") if p]
+
+
+@dataclass
 class Policy:
     value: str
     fmt: str
@@ -145,6 +172,10 @@ class Store:
         # group id -> member user ids, in the order they joined (a dict used as an ordered set)
         self.members: dict[str, dict[str, None]] = {gid: {} for gid in self.groups}
         self.products: dict[str, Product] = {}
+        self.apis: dict[str, Api] = {}
+        # product id -> linked API ids / group ids, in the order they were linked (dicts as ordered sets)
+        self.product_apis: dict[str, dict[str, None]] = {}
+        self.product_groups: dict[str, dict[str, None]] = {}
         self.policies: dict[str, Policy] = {}  # by product id
         self.subscriptions: dict[str, Subscription] = {}
         self.keys: dict[str, str] = {}  # subscription key -> sid, for the gateway
@@ -184,6 +215,8 @@ class Store:
         with self.lock:
             self.groups.pop(gid, None)
             self.members.pop(gid, None)
+            for groups in self.product_groups.values():
+                groups.pop(gid, None)
 
     def add_member(self, gid: str, uid: str) -> bool:
         """Adds `uid` to group `gid`; False when it already was a member."""
@@ -214,6 +247,55 @@ class Store:
     def members_of(self, gid: str) -> list[User]:
         with self.lock:
             return [self.users[uid] for uid in self.members.get(gid, {}) if uid in self.users]
+
+    # Products, APIs and their links --------------------------------------------------------------
+    def add_product(self, product: Product) -> None:
+        """A new product is visible only to Administrators: it starts linked to that group."""
+        with self.lock:
+            self.products[product.pid] = product
+            self.product_apis[product.pid] = {}
+            self.product_groups[product.pid] = {ADMINISTRATORS: None}
+
+    def delete_product(self, pid: str) -> None:
+        with self.lock:
+            self.products.pop(pid, None)
+            self.policies.pop(pid, None)
+            self.product_apis.pop(pid, None)
+            self.product_groups.pop(pid, None)
+
+    def delete_api(self, aid: str) -> None:
+        with self.lock:
+            self.apis.pop(aid, None)
+            for apis in self.product_apis.values():
+                apis.pop(aid, None)
+
+    def apis_of(self, pid: str) -> list[Api]:
+        with self.lock:
+            return [self.apis[a] for a in self.product_apis.get(pid, {}) if a in self.apis]
+
+    def groups_of_product(self, pid: str) -> list[Group]:
+        with self.lock:
+            return [self.groups[g] for g in self.product_groups.get(pid, {}) if g in self.groups]
+
+    def match_api(self, path: str) -> Api | None:
+        """The API whose path is the longest prefix (whole segments, any case) of a gateway request path."""
+        wanted = [p.lower() for p in path.split("/") if p]
+        with self.lock:
+            candidates = [a for a in self.apis.values() if wanted[: len(a.segments)] == a.segments]
+        return max(candidates, key=lambda a: len(a.segments), default=None)
+
+    def visible_products(self, uid: str | None) -> list[Product]:
+        """What the developer portal lists: Administrators see every product; anyone else sees the
+        published products linked to one of their groups (Guests when anonymous; Developers plus their
+        custom and external groups when signed in)."""
+        with self.lock:
+            groups = {g.gid for g in self.groups_of(uid)} if uid is not None else {GUESTS}
+            if ADMINISTRATORS in groups:
+                return list(self.products.values())
+            if uid is not None:
+                groups.add(DEVELOPERS)  # every signed-in user is a developer, whatever the member lists say
+            return [p for p in self.products.values()
+                    if p.state == "published" and groups & set(self.product_groups.get(p.pid, {}))]  # fmt: skip
 
     def set_keys(self, sub: Subscription, primary: str | None = None, secondary: str | None = None) -> None:
         with self.lock:

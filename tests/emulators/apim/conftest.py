@@ -44,7 +44,15 @@ class Apim:
         params = m.UserCreateParameters(email=email or f"{uid}@example.com", first_name="Ada", last_name="Lovelace")
         return self.client.user.create_or_update(self.rg, self.svc, uid, params)
 
-    def product(self, pid: str, policy_xml: str | None = None) -> m.ProductContract:
+    def api(self, aid: str, path: str | None = None, **props: object) -> m.ApiContract:
+        """An API (created if missing): the gateway routes /{path}/... to it."""
+        params = m.ApiCreateOrUpdateParameter(display_name=aid.title(), path=aid if path is None else path,
+                                              protocols=["https"], service_url=f"https://{aid}.example", **props)
+        return self.client.api.begin_create_or_update(self.rg, self.svc, aid, params).result()
+
+    def product(self, pid: str, policy_xml: str | None = None, *, apis: tuple[str, ...] = ("echo",),
+                groups: tuple[str, ...] = ()) -> m.ProductContract:  # fmt: skip
+        """A published product with the APIs (path = id, created if missing) and groups linked to it."""
         product = self.client.product.create_or_update(
             self.rg, self.svc, pid, m.ProductContract(display_name=pid.title(), state="published")
         )
@@ -52,6 +60,12 @@ class Apim:
             self.client.product_policy.create_or_update(
                 self.rg, self.svc, pid, "policy", m.PolicyContract(value=policy_xml, format="xml")
             )
+        for aid in apis:
+            if aid not in self.emu.emu.store.apis:
+                self.api(aid)
+            self.client.product_api.create_or_update(self.rg, self.svc, pid, aid)
+        for gid in groups:
+            self.client.product_group.create_or_update(self.rg, self.svc, pid, gid)
         return product
 
     def subscription(self, sid: str, pid: str, uid: str, state: str = "active") -> m.SubscriptionContract:

@@ -64,7 +64,8 @@ def test_cli_serves_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> Non
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulators.apim", "--port", str(ports[0]), "--gateway-port", str(ports[1]),
-         "--portal-port", str(ports[2]), "--error-rate-429", "0", "--publisher-email", "owner@contoso.com"],
+         "--portal-port", str(ports[2]), "--error-rate-429", "0", "--publisher-email", "owner@contoso.com",
+         "--tier", "StandardV2"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -89,8 +90,10 @@ def test_cli_serves_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> Non
             created = client.product.create_or_update(settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"],
                                                       "p", m.ProductContract(display_name="P"))  # fmt: skip
             admin = client.user.get(settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"], "1")
+            service = client.api_management_service.get(settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"])
         assert created.name == "p"
         assert admin.email == "owner@contoso.com"
+        assert (service.sku.name, service.gateway_url) == ("StandardV2", settings["APIM_GATEWAY_URL"])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
@@ -113,6 +116,12 @@ def test_cli_rejects_bad_arguments() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "publisher_email" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "emulators.apim", "--tier", "Consumption"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--tier: invalid choice: 'Consumption'" in result.stderr
 
 
 def test_clock_control_endpoint_moves_the_default_clock(apim: Apim) -> None:

@@ -11,6 +11,10 @@ from azure.mgmt.apimanagement import models as m
 from tests.emulators.apim.conftest import Apim, ManualClock, policy
 
 KEY = "Ocp-Apim-Subscription-Key"
+INVALID_KEY = ("Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
+               "subscription.")  # fmt: skip
+MISSING_KEY = ("Access denied due to missing subscription key. Make sure to include subscription key when making "
+               "requests to an API.")  # fmt: skip
 
 
 def call(apim: Apim, key: str | None, path: str = "/echo", **kwargs: object) -> requests.Response:
@@ -36,18 +40,23 @@ def timed(apim: Apim, clock: ManualClock) -> Apim:
 
 
 def test_quota_lets_exactly_n_through_per_period(timed: Apim, clock: ManualClock) -> None:
-    # Hourly quota windows count from 0001-01-01T00:00Z, so they start on the hour; the clock is 12:00.
+    # `quota` windows start at the subscription's start: "The start of each period is calculated
+    # relative to the start time of the subscription." The clock is 12:00; the subscription starts 12:07.
     timed.product("free", policy('<quota calls="5" renewal-period="3600" />'))
+    clock.advance(minutes=7)
     timed.subscription("s1", "free", "u")
     key = timed.key("s1")
     clock.advance(minutes=10)
     statuses = [call(timed, key).status_code for _ in range(7)]
     assert statuses == [200] * 5 + [403] * 2
     blocked = call(timed, key)
-    assert blocked.headers["Retry-After"] == str(50 * 60)  # until 13:00
-    assert "quota" in blocked.json()["message"].lower()
+    assert blocked.headers["Retry-After"] == str(50 * 60)  # until 13:07
+    assert blocked.json() == {"statusCode": 403, "message": "Out of call volume quota. Quota will be replenished "
+                              "in 00:50:00."}  # fmt: skip
 
-    clock.advance(minutes=50)  # 13:00, a new period
+    clock.advance(minutes=49)  # 13:06, still the first period
+    assert call(timed, key).status_code == 403
+    clock.advance(minutes=1)  # 13:07, a new period
     assert [call(timed, key).status_code for _ in range(6)] == [200] * 5 + [403]
 
 
@@ -110,18 +119,19 @@ def test_keys_and_subscription_states(timed: Apim) -> None:
     timed.product("open")
     timed.subscription("s1", "open", "u")
     key = timed.key("s1")
-    assert call(timed, None).status_code == 401
-    assert "missing subscription key" in call(timed, None).json()["message"]
-    assert call(timed, "0" * 32).status_code == 401
+    assert call(timed, None).json() == {"statusCode": 401, "message": MISSING_KEY}
+    assert call(timed, "0" * 32).json() == {"statusCode": 401, "message": INVALID_KEY}
     assert requests.get(f"{timed.emu.gateway_url}/echo?subscription-key={key}", timeout=10).status_code == 200
 
+    # A key of a subscription that is not active is an invalid key: 401, as for an unknown key.
     timed.client.subscription.update(timed.rg, timed.svc, "s1", "*", m.SubscriptionUpdateParameters(state="suspended"))
-    assert call(timed, key).status_code == 403
+    suspended = call(timed, key)
+    assert (suspended.status_code, suspended.json()["message"]) == (401, INVALID_KEY)
     timed.client.subscription.update(timed.rg, timed.svc, "s1", "*", m.SubscriptionUpdateParameters(state="active"))
     assert call(timed, key).status_code == 200
 
     timed.subscription("pending", "open", "u", state="submitted")
-    assert call(timed, timed.key("pending")).status_code == 403
+    assert call(timed, timed.key("pending")).status_code == 401
     old = key
     timed.client.subscription.regenerate_primary_key(timed.rg, timed.svc, "s1")
     assert call(timed, old).status_code == 401
@@ -135,12 +145,12 @@ def test_reports_count_outcomes(timed: Apim, clock: ManualClock) -> None:
     start = clock()
     for _ in range(2):
         assert call(timed, key).status_code == 200
-    assert call(timed, key, "/status/500").status_code == 500  # third call: within quota, backend fails
+    assert call(timed, key, "/echo/status/500").status_code == 500  # third call: within quota, backend fails
     assert call(timed, key).status_code == 403  # over quota: blocked
     assert call(timed, key).status_code == 403
     clock.advance(hours=1)
-    assert call(timed, key, "/status/404").status_code == 404  # new period; backend 404 is "other" in APIM
-    assert call(timed, key, "/status/400").status_code == 400  # 400 is "failed"
+    assert call(timed, key, "/echo/status/404").status_code == 404  # new period; backend 404 is "other" in APIM
+    assert call(timed, key, "/echo/status/400").status_code == 400  # 400 is "failed"
 
     rows = report(timed, start, clock())
     assert list(rows) == ["/subscriptions/s1"]  # the idle subscription has no row
@@ -229,3 +239,86 @@ def test_reports_page_through_many_subscriptions(timed: Apim, clock: ManualClock
     expected = {f"/subscriptions/sub-{i:06d}": i for i in range(total) if i % 4}
     assert seen == expected
     assert pages == [5_000, 5_000, 5_000]  # 15,000 subscriptions with usage, three full pages
+
+
+# ---- routing to APIs and the scope of keys ------------------------------------------------------------
+def test_requests_go_to_the_api_with_the_longest_matching_path(timed: Apim) -> None:
+    timed.api("shop")
+    timed.api("orders", "shop/orders")
+    timed.product("p", apis=("shop", "orders"))
+    timed.subscription("s1", "p", "u")
+    key = timed.key("s1")
+    assert call(timed, key, "/shop").json()["api"] == "shop"
+    assert call(timed, key, "/shop/items/1").json()["api"] == "shop"
+    assert call(timed, key, "/shop/orders/7").json()["api"] == "orders"
+    assert call(timed, key, "/SHOP/Orders").json()["api"] == "orders"  # paths match whatever their case
+    # Whole segments only, and no API at all: APIM's OperationNotFound, with or without a key.
+    for path, key_sent in (("/shopping", key), ("/nowhere", key), ("/nowhere", None)):
+        missing = call(timed, key_sent, path)
+        assert (missing.status_code, missing.json()) == (404, {"statusCode": 404, "message": "Resource not found"})
+
+
+def test_a_product_key_reaches_only_the_products_apis(timed: Apim, clock: ManualClock) -> None:
+    timed.product("p", apis=("echo",))
+    timed.product("other", apis=("secret",))
+    timed.subscription("s1", "p", "u")
+    key = timed.key("s1")
+    start = clock()
+    assert call(timed, key, "/echo").status_code == 200
+    refused = call(timed, key, "/secret")
+    assert (refused.status_code, refused.json()["message"]) == (401, INVALID_KEY)
+    # Unlinking the API takes effect on the next call; linking it again restores access.
+    timed.client.product_api.delete(timed.rg, timed.svc, "p", "echo")
+    assert call(timed, key, "/echo").status_code == 401
+    timed.client.product_api.create_or_update(timed.rg, timed.svc, "p", "echo")
+    assert call(timed, key, "/echo").status_code == 200
+    row = report(timed, start, clock())["/subscriptions/s1"]
+    assert (row.call_count_success, row.call_count_blocked) == (2, 2)  # refused keys count as blocked
+
+
+def test_suspended_and_cancelled_keys_are_refused_and_reported_as_blocked(timed: Apim, clock: ManualClock) -> None:
+    timed.product("p")
+    timed.subscription("s1", "p", "u")
+    key = timed.key("s1")
+    start = clock()
+    for state in ("suspended", "cancelled"):
+        timed.client.subscription.update(timed.rg, timed.svc, "s1", "*", m.SubscriptionUpdateParameters(state=state))
+        answer = call(timed, key)
+        assert (answer.status_code, answer.json()) == (401, {"statusCode": 401, "message": INVALID_KEY})
+    row = report(timed, start, clock())["/subscriptions/s1"]
+    assert (row.call_count_blocked, row.call_count_total) == (2, 2)
+
+
+def test_api_scoped_and_all_apis_keys_skip_product_policies(timed: Apim) -> None:
+    timed.product("p", policy('<rate-limit calls="1" renewal-period="60" />'), apis=("echo", "other"))
+    for sid, scope in (("one", "/apis/echo"), ("all", "/apis")):
+        timed.client.subscription.create_or_update(timed.rg, timed.svc, sid, m.SubscriptionCreateParameters(
+            owner_id="/users/u", scope=scope, display_name=sid, state="active"))  # fmt: skip
+    one, every = timed.key("one"), timed.key("all")
+    assert [call(timed, one, "/echo").status_code for _ in range(3)] == [200, 200, 200]  # no product rate limit
+    assert call(timed, one, "/other").status_code == 401  # another API
+    assert [call(timed, every, p).status_code for p in ("/echo", "/other", "/echo")] == [200, 200, 200]
+    assert call(timed, one, "/echo").json()["product"] is None
+
+
+def test_calls_without_a_key_reach_only_apis_that_need_no_subscription(timed: Apim) -> None:
+    timed.api("public", subscription_required=False)
+    timed.api("free-api")
+    timed.product("p", apis=("echo",))
+    open_product = m.ProductContract(display_name="Open", state="published", subscription_required=False)
+    timed.client.product.create_or_update(timed.rg, timed.svc, "open", open_product)
+    timed.client.product_api.create_or_update(timed.rg, timed.svc, "open", "free-api")
+    assert call(timed, None, "/public").status_code == 200
+    assert call(timed, None, "/free-api").status_code == 200  # through the open product
+    assert call(timed, None, "/echo").json() == {"statusCode": 401, "message": MISSING_KEY}
+
+
+def test_custom_subscription_key_names(timed: Apim) -> None:
+    timed.api("custom", subscription_key_parameter_names=m.SubscriptionKeyParameterNamesContract(
+        header="X-Key", query="key"))  # fmt: skip
+    timed.product("p", apis=("custom",))
+    timed.subscription("s1", "p", "u")
+    key = timed.key("s1")
+    assert requests.get(f"{timed.emu.gateway_url}/custom", headers={"X-Key": key}, timeout=10).status_code == 200
+    assert requests.get(f"{timed.emu.gateway_url}/custom?key={key}", timeout=10).status_code == 200
+    assert call(timed, key, "/custom").status_code == 401  # the default header is not read for this API

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlsplit
@@ -61,7 +62,7 @@ def portal(apim: Apim, clock: ManualClock) -> tuple[Apim, str]:
             user_registration=m.RegistrationDelegationSettingsProperties(enabled=True),
         ),
     )  # fmt: skip
-    apim.product("gold")
+    apim.product("gold", groups=("guests", "developers"))  # visible to anonymous and signed-in visitors
     apim.client.product.create_or_update(apim.rg, apim.svc, "hidden", m.ProductContract(display_name="Hidden"))
     apim.user("u")
     return apim, key
@@ -109,9 +110,18 @@ def test_sign_in_with_token_then_subscribe_and_unsubscribe_links(portal: tuple[A
     q = query(links(page)["unsubscribe"][0])
     assert (q["operation"], q["subscriptionId"]) == ("Unsubscribe", "s1")
     assert q["sig"] == expected_sig(key, q["salt"], "s1")
-    q = query(links(page)["signout"][0])
+
+    # The portal has no sign-out page: its Sign out link ends the session here, then goes to the
+    # delegation endpoint with operation=SignOut (signed like the other account operations).
+    assert links(page)["signout"] == ["/?signout"]
+    assert session.get(apim.emu.portal_url + "/signout", allow_redirects=False, timeout=10).status_code == 404
+    signed_out = session.get(apim.emu.portal_url + "/?signout", allow_redirects=False, timeout=10)
+    assert signed_out.status_code == 302
+    q = query(signed_out.headers["Location"])
+    assert list(q) == ["operation", "userId", "salt", "sig"]
     assert (q["operation"], q["userId"]) == ("SignOut", "u")
     assert q["sig"] == expected_sig(key, q["salt"], "u")
+    assert "u@example.com" not in session.get(apim.emu.portal_url + "/", timeout=10).text  # the session ended first
 
 
 def test_signin_sso_rejects_bad_tokens_and_foreign_return_urls(portal: tuple[Apim, str], clock: ManualClock) -> None:
@@ -135,5 +145,61 @@ def test_delegation_from_constructor() -> None:
         client = emu.management_client()
         client.product.create_or_update(emu.resource_group, emu.service_name, "p",
                                         m.ProductContract(display_name="P", state="published"))  # fmt: skip
+        client.product_group.create_or_update(emu.resource_group, emu.service_name, "p", "guests")
         q = query(links(requests.get(emu.portal_url, timeout=10).text)["signin"][0])
         assert q["sig"] == expected_sig(key, q["salt"], q["returnUrl"])
+
+
+def sign_in(apim: Apim, uid: str, clock: ManualClock) -> requests.Session:
+    session = requests.Session()
+    token = token_for(apim, uid, clock() + timedelta(minutes=10))
+    assert session.get(apim.emu.portal_url + "/signin-sso", params={"token": token}, allow_redirects=False,
+                       timeout=10).status_code == 302  # fmt: skip
+    return session
+
+
+def shown(session: requests.Session | None, apim: Apim) -> list[str]:
+    page = (session or requests).get(apim.emu.portal_url + "/", timeout=10).text
+    return re.findall(r'class="product" data-product-id="([^"]+)"', page)
+
+
+def test_each_visitor_sees_the_products_of_their_groups(portal: tuple[Apim, str], clock: ManualClock) -> None:
+    apim, _ = portal
+    apim.client.group.create_or_update(apim.rg, apim.svc, "partners", m.GroupCreateParameters(display_name="Partners"))
+    apim.product("members", groups=("developers",))
+    apim.product("partner", groups=("partners",))
+    apim.product("nobody")  # linked to Administrators only, as every new product is
+    apim.user("partner-user")
+    apim.client.group_user.create(apim.rg, apim.svc, "partners", "partner-user")
+    assert shown(None, apim) == ["gold"]  # anonymous visitors are Guests
+    developer = sign_in(apim, "u", clock)
+    assert shown(developer, apim) == ["gold", "members"]
+    partner = sign_in(apim, "partner-user", clock)
+    assert shown(partner, apim) == ["gold", "members", "partner"]
+    admin = sign_in(apim, "1", clock)  # Administrators see every product, published or not
+    assert shown(admin, apim) == ["gold", "hidden", "members", "partner", "nobody"]
+    # Unlinking a group or unpublishing hides the product again.
+    apim.client.product_group.delete(apim.rg, apim.svc, "members", "developers")
+    apim.client.product.update(apim.rg, apim.svc, "gold", "*", m.ProductUpdateParameters(state="notPublished"))
+    assert shown(developer, apim) == []
+    assert shown(None, apim) == []
+
+
+def test_subscribe_links_are_offered_to_signed_in_users_who_see_the_product(portal: tuple[Apim, str],
+                                                                           clock: ManualClock) -> None:
+    apim, _ = portal
+    anonymous = links(requests.get(apim.emu.portal_url + "/", timeout=10).text)
+    assert [query(h)["operation"] for h in anonymous["subscribe"]] == ["SignIn"]  # sign in first
+    page = sign_in(apim, "u", clock).get(apim.emu.portal_url + "/", timeout=10).text
+    assert [(query(h)["operation"], query(h)["productId"]) for h in links(page)["subscribe"]] == [("Subscribe", "gold")]
+
+
+def test_sign_out_without_sign_in_delegation_goes_home(apim: Apim, clock: ManualClock) -> None:
+    apim.emu.set_clock(clock)
+    apim.user("u")
+    session = sign_in(apim, "u", clock)
+    assert "u@example.com" in session.get(apim.emu.portal_url + "/", timeout=10).text
+    signed_out = session.get(apim.emu.portal_url + "/?signout", allow_redirects=False, timeout=10)
+    assert (signed_out.status_code, signed_out.headers["Location"]) == (302, "/")
+    assert "Max-Age=0" in signed_out.headers["Set-Cookie"]
+    assert "u@example.com" not in session.get(apim.emu.portal_url + "/", timeout=10).text
