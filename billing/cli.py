@@ -16,7 +16,7 @@ from billing.access.commands import register as register_access
 from billing.catalog.commands import register as register_catalog
 from billing.model_loader import ModelsFileError, load_models, render_json_schema
 from billing.models import MonetizationModels, UnknownProductError
-from billing.policy import product_policy_xml
+from billing.policy import ALL_TIERS, DEFAULT_TIER, product_policy_xml
 from billing.pricing import format_minor, quote
 from billing.usage.commands import register as register_usage
 
@@ -95,7 +95,7 @@ def _cmd_quote(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    sys.stdout.write(product_policy_xml(_models(args).product(args.product)))
+    sys.stdout.write(product_policy_xml(_models(args).product(args.product), args.tier))
     return EXIT_OK
 
 
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     policy = commands.add_parser("policy", parents=[models_file], help="print the product's APIM policy XML")
     policy.add_argument("product", metavar="PRODUCT")
+    policy.add_argument("--tier", choices=sorted(ALL_TIERS), default=DEFAULT_TIER,
+                        help=f"the API Management tier (SKU) the policy is for (default {DEFAULT_TIER})")
     policy.set_defaults(handler=_cmd_policy)
 
     # Each area owns its commands (billing/<area>/commands.py).

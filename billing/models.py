@@ -33,6 +33,8 @@ PERIOD_SECONDS: dict[str, int] = {
 }
 
 NonNegativeMoney = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+# APIM resource names (API and group ids): letters, digits, "-", "_" and ".", up to 80 characters.
+_APIM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
 
 
 class PricingModel(StrEnum):
@@ -99,6 +101,11 @@ class Product(_Model):
     billable_outcomes: Annotated[tuple[CallOutcome, ...], Field(min_length=1)] = (CallOutcome.SUCCESS,)
     quota: Quota | None = None
     rate_limit: RateLimit | None = None
+    # What the product sells and who sees it in APIM: the ids of the APIs a key of the product may
+    # call, and of the groups to whom the developer portal shows it (Microsoft: new products are
+    # visible only to Administrators, and a key reaches only its product's APIs).
+    apis: Annotated[tuple[Annotated[str, Field(pattern=_APIM_NAME)], ...], Field(min_length=1)]
+    groups: tuple[Annotated[str, Field(pattern=_APIM_NAME)], ...] = ("developers", "guests")
     # Metered products: once a period's accrued usage reaches this amount, Stripe invoices it at once
     # (a billing threshold), so a card that never pays cannot run up unbounded usage.
     spending_limit: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
@@ -128,7 +135,7 @@ class Product(_Model):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
-        problems = _consistency_problems(self)
+        problems = _consistency_problems(self) + _visibility_problems(self)
         if problems:
             # One line per problem; the loader reports each with the product and field it names.
             raise ValueError("\n".join(problems))
@@ -210,6 +217,19 @@ def _block_problems(p: Product) -> list[str]:
     if p.included_calls != p.block_size:
         return [f"includedCalls: a Unit product bills one block in advance; set it to blockSize ({p.block_size})"]
     return []
+
+
+def _visibility_problems(p: Product) -> list[str]:
+    problems = []
+    if len(set(p.apis)) != len(p.apis):
+        problems.append("apis: an API is named more than once")
+    if len(set(p.groups)) != len(p.groups):
+        problems.append("groups: a group is named more than once")
+    if "administrators" in p.groups:
+        # APIM manages that group's membership and what it sees; the catalog leaves it alone.
+        problems.append('groups: "administrators" is APIM\'s own; name the groups consumers are in, such as '
+                        '"developers" and "guests"')  # fmt: skip
+    return problems
 
 
 def _spending_limit_problems(p: Product) -> list[str]:

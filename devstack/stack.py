@@ -36,6 +36,8 @@ from emulators.mailbox import Mailbox
 from emulators.stripe.server import StripeEmulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The API the models file's products sell ("apis": ["echo"]), called at {gateway}/echo/...
+PROVIDER_API_ID = PROVIDER_API_PATH = "echo"
 _Part = TypeVar("_Part")
 
 
@@ -136,6 +138,7 @@ class LocalStack:
         }
         self._apply_env(self.env)
         self._ensure_storage()
+        self._create_provider_api()
         if opts.apply_catalog:
             self._apply_catalog()
         use_func = opts.use_func if opts.use_func is not None else shutil.which("func") is not None
@@ -160,16 +163,30 @@ class LocalStack:
                 if queue_name not in existing:
                     queues.create_queue(queue_name)
 
+    def _create_provider_api(self) -> None:
+        """The API the provider sells, as it exists in their APIM before the catalog links products to it."""
+        from azure.mgmt.apimanagement.models import ApiCreateOrUpdateParameter  # noqa: PLC0415
+
+        apim = self.apim_emulator
+        api = ApiCreateOrUpdateParameter(display_name="Echo API", path=PROVIDER_API_PATH, protocols=["https"],
+                                         service_url="https://echo.backend.example", subscription_required=True)
+        apim.management_client().api.begin_create_or_update(
+            apim.resource_group, apim.service_name, PROVIDER_API_ID, api).result()
+
     def _apply_catalog(self) -> None:
         """Stripe products, prices, meters and APIM products, made by the app's own catalog sync."""
         from billing.adapters.apim_client import apim_service  # noqa: PLC0415 - only when asked for
         from billing.adapters.catalog_apim import ApimCatalog  # noqa: PLC0415
         from billing.adapters.catalog_stripe import StripeCatalog  # noqa: PLC0415
+        from billing.adapters.storage import ensure_table  # noqa: PLC0415
         from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
         from billing.catalog.service import CatalogSync  # noqa: PLC0415
         from billing.model_loader import load_models  # noqa: PLC0415
+        from billing.store.catalog_links import CatalogLinks  # noqa: PLC0415
+        from billing.store.tables import CATALOG_LINKS_TABLE  # noqa: PLC0415
 
-        sync = CatalogSync(load_models(), StripeCatalog(stripe_client()), ApimCatalog(apim_service()))
+        apim = ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
+        sync = CatalogSync(load_models(), StripeCatalog(stripe_client()), apim)
         sync.apply(sync.plan())
 
     def _start_devhost(self) -> None:

@@ -1,4 +1,6 @@
-"""Spending limits of metered products, as Stripe billing thresholds on their subscriptions. Pure code.
+"""What the models file asks of each live subscription beyond access: the spending limit of
+metered products (a Stripe billing threshold) and quota counters that restart with each period.
+Pure code.
 
 Past a product's spending limit in a period, Stripe invoices the period's bill at once (a
 monetary billing threshold with the billing cycle anchor unchanged). If the card pays, the period
@@ -26,6 +28,13 @@ def spending_limits(models: MonetizationModels) -> dict[str, int]:
     """APIM product id -> spending limit in minor units, for the products that declare one."""
     return {apim_product_id(p.id): p.spending_limit_minor for p in models.products
             if p.spending_limit_minor is not None}  # fmt: skip
+
+
+def quota_resets(models: MonetizationModels) -> frozenset[str]:
+    """APIM product ids of the paid products with a monthly quota: their counters restart with each period
+    (on the tiers that have counters; the adapter knows the tier)."""
+    return frozenset(apim_product_id(p.id) for p in models.products
+                     if p.is_paid and p.quota is not None and p.quota.period == "month")  # fmt: skip
 
 
 def threshold_to_set(snapshot: SubscriptionSnapshot, product_id: str, limits: Mapping[str, int]) -> int | None:

@@ -27,6 +27,14 @@ class StripeSubscriptions(Protocol):
         """Invoice the subscription at once when its period's bill reaches `amount_minor` (anchor unchanged)."""
         ...
 
+    def owed(self, customer_id: str, except_subscription: str) -> int:
+        """Minor units the customer owes on invoices of other subscriptions (open, uncollectible, due drafts)."""
+        ...
+
+    def cancel_refused(self, subscription_id: str) -> None:
+        """End a subscription that must not start now, crediting what it charged for unused time."""
+        ...
+
 
 class ApimSubscriptions(Protocol):
     def get(self, sid: str, timeout: float) -> ApimView | None: ...
@@ -34,6 +42,14 @@ class ApimSubscriptions(Protocol):
     def create(self, sid: str, target: AccessTarget, state: ApimState, timeout: float) -> None: ...
 
     def set_state(self, sid: str, state: ApimState, timeout: float) -> None: ...
+
+    def reset_quota(self, sid: str, timeout: float) -> None:
+        """Start the subscription's quota count again (a new billing period began)."""
+        ...
+
+    def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
+        """Ids of the user's subscriptions to the product that hold it (submitted, active, suspended)."""
+        ...
 
 
 class LinkStore(Protocol):
@@ -68,3 +84,5 @@ class AccessPorts:
     usage: UsageReports
     # Product id -> the spending limit (minor units) of products that have one (models file).
     spending_limits: Mapping[str, int] = field(default_factory=dict)
+    # Products whose quota counter the app zeroes when Stripe starts a subscription's next period.
+    quota_resets: frozenset[str] = frozenset()

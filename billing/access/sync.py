@@ -17,6 +17,7 @@ from billing.access.deadline import Deadline
 from billing.access.decisions import (
     AccessPlan,
     AccessTarget,
+    ApimState,
     MetadataProblem,
     UnknownStripeStatus,
     access_target,
@@ -77,19 +78,61 @@ def sync_subscription(
         if dry_run:
             return SyncResult(subscription_id, "changed" if plan.changes_anything else "unchanged",
                               plan.describe(subscription_id, target), plan)  # fmt: skip
+        refusal = _refusal(ports, snapshot, target, plan, deadline)
+        if refusal is not None:
+            ports.stripe.cancel_refused(subscription_id)
+            log.warning("subscription %s refused at its first grant: %s", subscription_id, refusal)
+            return SyncResult(subscription_id, "ignored", f"refused and cancelled: {refusal}")
         if plan.create:
             ports.apim.create(subscription_id, target, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
         elif plan.change_from is not None:
             ports.apim.set_state(subscription_id, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
-        threshold = threshold_to_set(snapshot, target.product_id, ports.spending_limits)
-        if threshold is not None:
-            ports.stripe.set_billing_threshold(subscription_id, threshold)
+        if existing is not None and target.product_id in ports.quota_resets and (
+            snapshot.period_start > existing[0].current_period_start
+        ):
+            # Stripe started the next period: so does the quota (its window is the billing period).
+            ports.apim.reset_quota(subscription_id, deadline.step_timeout(APIM_CALL_TIMEOUT))
         link = _link(snapshot, target, plan, existing[0] if existing else None, event_created)
         if _store_link(ports, link, existing, plan):
+            _keep_spending_limit(ports, snapshot, target)
             outcome = "changed" if plan.changes_anything else "unchanged"
             return SyncResult(subscription_id, outcome, plan.describe(subscription_id, target), plan)
         log.info("link of %s changed while syncing; reading again", subscription_id)
     raise ConcurrentUpdates(f"{subscription_id}: the link kept changing during {MAX_ATTEMPTS} attempts")
+
+
+def _keep_spending_limit(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessTarget) -> None:
+    """Write the product's spending limit on the subscription if it lacks it. After access and the link
+    are settled: a failure here only waits for the next event or the hourly reconcile to try again."""
+    threshold = threshold_to_set(snapshot, target.product_id, ports.spending_limits)
+    if threshold is None:
+        return
+    try:
+        ports.stripe.set_billing_threshold(snapshot.id, threshold)
+    except Exception:  # any Stripe failure: the access decision above must stand regardless
+        log.exception("spending limit not set on %s; the next sync tries again", snapshot.id)
+
+
+def _refusal(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessTarget, plan: AccessPlan,
+             deadline: Deadline) -> str | None:  # fmt: skip
+    """Why a subscription's first grant of a key must not happen, if it must not.
+
+    The portal refuses a second subscription to a product and any new one while something is owed,
+    but a Checkout page can be completed long after the portal's check (another tab, a kept page):
+    the first grant checks again. A second subscription would also bill every metered call twice,
+    since Stripe meters count per customer, not per subscription.
+    """
+    first_grant = plan.desired is ApimState.ACTIVE and (plan.create or plan.change_from == ApimState.SUBMITTED.value)
+    if not first_grant:
+        return None
+    others = [sid for sid in ports.apim.holders(target.user_id, target.product_id,
+                                                 deadline.step_timeout(APIM_CALL_TIMEOUT)) if sid != snapshot.id]
+    if others:
+        return f"user {target.user_id} holds product {target.product_id} already ({', '.join(others)})"
+    owed = ports.stripe.owed(snapshot.customer_id, snapshot.id)
+    if owed > 0:
+        return f"customer {snapshot.customer_id} owes {owed} (minor units) on other invoices"
+    return None
 
 
 def _check_link(link: SubscriptionLink, target: AccessTarget) -> None:

@@ -6,11 +6,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestTimeoutError, ServiceResponseTimeoutError
-from azure.mgmt.apimanagement.models import SubscriptionCreateParameters, SubscriptionUpdateParameters
+from azure.mgmt.apimanagement.models import (
+    QuotaCounterValueUpdateContract,
+    SubscriptionCreateParameters,
+    SubscriptionUpdateParameters,
+)
 
 from billing.access.decisions import AccessTarget, ApimState, ApimView
 from billing.access.ports import DependencyTimeout
 from billing.adapters.apim_client import ApimService
+from billing.policy import has_quota_by_key
+from billing.portal.ports import HOLDING_STATES
 
 T = TypeVar("T")
 # One retry at most inside a call: the webhook's budget, not the SDK's patience, bounds the wait.
@@ -34,6 +40,7 @@ def _last_segment(resource_id: str | None, collection: str) -> str | None:
 class ApimSubscriptionsAdapter:
     def __init__(self, service: ApimService) -> None:
         self._service = service
+        self._tier: str | None = None  # the instance's SKU, read once
 
     def _call(self, timeout: float, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -78,3 +85,22 @@ class ApimSubscriptionsAdapter:
             return None
         keys = self._call(timeout, self._service.client.subscription.list_secrets, sid)
         return str(keys.primary_key) if keys.primary_key else None
+
+    def reset_quota(self, sid: str, timeout: float) -> None:
+        """Zero the subscription's quota counter (all its periods), on the tiers that have one."""
+        if self._tier is None:
+            self._tier = str(self._call(timeout, self._service.client.api_management_service.get).sku.name)
+        if not has_quota_by_key(self._tier):
+            return  # v2 tiers: the product's `quota` renews on its own 30-day window
+        parameters = QuotaCounterValueUpdateContract(calls_count=0, kb_transferred=0)
+        try:
+            self._call(timeout, self._service.client.quota_by_counter_keys.update, sid, parameters)
+        except ResourceNotFoundError:
+            return  # no call counted yet: nothing to reset
+
+    def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
+        found = self._call(timeout, self._service.client.user_subscription.list, user_id)
+        return [
+            str(sub.name) for sub in found
+            if _last_segment(sub.scope, "products") == product_id and sub.state in HOLDING_STATES
+        ]  # fmt: skip

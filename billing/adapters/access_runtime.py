@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Mapping
 
-from billing.access.limits import spending_limits
+from billing.access.limits import quota_resets, spending_limits
 from billing.access.ports import AccessPorts
 from billing.access.webhook import WebhookDeps
 from billing.adapters.access_apim import ApimSubscriptionsAdapter
@@ -50,12 +50,14 @@ def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
     source = os.environ if env is None else env
 
     def build() -> AccessPorts:
+        models = load_models()
         return AccessPorts(
             stripe=StripeSubscriptionsAdapter(stripe_client(source)),
             apim=ApimSubscriptionsAdapter(apim_service(source)),
             links=SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE, source)),
             usage=ClosingUsageQueue(ensure_queue(queue(USAGE_BATCH_QUEUE, source))),
-            spending_limits=spending_limits(load_models()),
+            spending_limits=spending_limits(models),
+            quota_resets=quota_resets(models),
         )
 
     ports = _cached("ports", source, build)

@@ -7,6 +7,7 @@ from typing import Any
 
 import stripe
 
+from billing.access.stripe_objects import invoice_subscription_id
 from billing.catalog_names import SUB_META_PRODUCT
 
 PAGE_SIZE = 100  # Stripe's maximum page size
@@ -40,6 +41,25 @@ class StripeSubscriptionsAdapter:
         # period (and the usage push's windows) are unchanged.
         self._client.v1.subscriptions.update(subscription_id, params={
             "billing_thresholds": {"amount_gte": amount_minor, "reset_billing_cycle_anchor": False}})  # fmt: skip
+
+    def owed(self, customer_id: str, except_subscription: str) -> int:
+        total = 0
+        for status in ("open", "uncollectible", "draft"):
+            found = self._client.v1.invoices.list(params={"customer": customer_id, "status": status, "limit": 100})
+            for invoice in found.auto_paging_iter():
+                data = invoice.to_dict()
+                if invoice_subscription_id(data) != except_subscription:
+                    total += int(data.get("amount_remaining") or 0)
+        return total
+
+    def cancel_refused(self, subscription_id: str) -> None:
+        # prorate: the unused part of what its first invoice charged goes back to the customer's
+        # balance; invoice_now: that credit is put on a final invoice at once.
+        try:
+            self._client.v1.subscriptions.cancel(subscription_id, params={"invoice_now": True, "prorate": True})
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_missing" and "canceled" not in str(exc.user_message or ""):
+                raise
 
     def _with_invoice(self, sub: dict[str, Any]) -> dict[str, Any]:
         # Expansion is what Stripe does; fetch the invoice when a server left it as an id.

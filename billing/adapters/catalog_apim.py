@@ -1,4 +1,4 @@
-"""The catalog's APIM adapter: reads products and policies; writes products and policies.
+"""The catalog's APIM adapter: reads the tier, products, policies and links; writes them.
 
 Retries are azure-core's `RetryPolicy` in the management client's pipeline (429, 5xx and
 connection errors, exponential backoff, honouring `Retry-After`); nothing is re-implemented here.
@@ -6,15 +6,17 @@ connection errors, exponential backoff, honouring `Retry-After`); nothing is re-
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.mgmt.apimanagement import models as m
 
 from billing.adapters.apim_client import ApimService
 from billing.catalog.desired import ApimProductSpec
+from billing.catalog.plan import SetApimLink
 from billing.catalog.state import ApimProductState, ApimState, CatalogServiceError
+from billing.store.catalog_links import CatalogLinks
 
 T = TypeVar("T")
 POLICY_ID = "policy"
@@ -25,10 +27,11 @@ LIVE_SUBSCRIPTION_STATES = frozenset({"active", "submitted", "suspended"})
 class ApimCatalog:
     """Implements billing.catalog.apply.ApimCatalogWriter and reads the current state."""
 
-    def __init__(self, service: ApimService) -> None:
+    def __init__(self, service: ApimService, links: CatalogLinks) -> None:
         self.svc = service
         self.client = service.client
         self.where = (service.resource_group, service.service_name)
+        self.links = links
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -40,21 +43,55 @@ class ApimCatalog:
             raise CatalogServiceError(f"apim: {what}: {_first_line(str(exc))}") from None
 
     def read_state(self, wanted_ids: frozenset[str]) -> ApimState:
-        """All products; policies of the wanted ones; live subscription counts of the others."""
+        """The tier; all products; policies and links of the wanted ones; subscription counts of the others."""
         rg, svc = self.where
+        service = self._call("reading the service", lambda: self.client.api_management_service.get(rg, svc))
         contracts = self._call("listing products", lambda: list(self.client.product.list_by_service(rg, svc)))
+        api_ids = self._names("listing APIs", lambda: self.client.api.list_by_service(rg, svc))
+        group_ids = self._names("listing groups", lambda: self.client.group.list_by_service(rg, svc))
         products: dict[str, ApimProductState] = {}
         for c in contracts:
             pid = str(c.name)
-            policy = self._policy(pid) if pid in wanted_ids else None
-            count = None if pid in wanted_ids else self._live_subscriptions(pid)
+            wanted = pid in wanted_ids
+            made = self.links.made(pid) if wanted else set()
             products[pid] = ApimProductState(
                 id=pid, display_name=c.display_name or "", description=c.description,
                 subscription_required=c.subscription_required, approval_required=c.approval_required,
-                subscriptions_limit=c.subscriptions_limit, state=c.state, policy_xml=policy,
-                subscription_count=count,
+                subscriptions_limit=c.subscriptions_limit, state=c.state,
+                policy_xml=self._policy(pid) if wanted else None,
+                subscription_count=None if wanted else self._live_subscriptions(pid),
+                apis=self._names(f"listing the APIs of product {pid}",
+                                 lambda p=pid: self.client.product_api.list_by_product(rg, svc, p))  # type: ignore[misc]
+                if wanted else frozenset(),
+                groups=self._names(f"listing the groups of product {pid}",
+                                   lambda p=pid: self.client.product_group.list_by_product(rg, svc, p))  # type: ignore[misc]
+                if wanted else frozenset(),
+                catalog_apis=frozenset(t for k, t in made if k == "api"),
+                catalog_groups=frozenset(t for k, t in made if k == "group"),
             )  # fmt: skip
-        return ApimState(products)
+        return ApimState(products, tier=str(service.sku.name), api_ids=api_ids, group_ids=group_ids)
+
+    def _names(self, what: str, listing: Callable[[], Iterable[Any]]) -> frozenset[str]:
+        return self._call(what, lambda: frozenset(str(item.name) for item in listing()))
+
+    def set_link(self, op: SetApimLink) -> None:
+        rg, svc = self.where
+        pid, target = op.product_id, op.target_id
+        operations = self.client.product_api if op.kind == "api" else self.client.product_group
+        verb = "linking" if op.linked else "unlinking"
+        if op.linked:
+            self._call(f"{verb} {op.kind} {target} to product {pid}",
+                       lambda: operations.create_or_update(rg, svc, pid, target))  # fmt: skip
+        else:
+            def unlink() -> None:
+                try:
+                    operations.delete(rg, svc, pid, target)
+                except ResourceNotFoundError:
+                    return  # gone already: a retried apply
+
+            self._call(f"{verb} {op.kind} {target} from product {pid}", unlink)
+        # After APIM: a failure between the two leaves a link the next plan reports, never a lost one.
+        self.links.record(pid, op.kind, target, op.linked)
 
     def _policy(self, pid: str) -> str | None:
         rg, svc = self.where

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import stripe
 
 from billing import catalog_names
 from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest, Debt
+
+CHECKOUT_TTL_SECONDS = 30 * 60
+CHECKOUT_META_FORM = "portal_form"  # the subscribe form a Checkout Session was made for
 
 
 def _search_string(value: str) -> str:
@@ -48,21 +52,40 @@ class PortalStripe:
             if quantity is not None:
                 item["quantity"] = quantity
             line_items.append(item)
+        product = request.metadata.get(catalog_names.SUB_META_PRODUCT, "")
+        # One open Checkout per consumer and product: the sessions of other forms for it end now, so a
+        # page kept from earlier (before a debt, say) cannot start a second subscription later. The
+        # same form sent again keeps its session (the idempotency key replays it).
+        self._expire_open_sessions(request.customer_id, product, keep_form=request.form_nonce)
         session = self._c.checkout.sessions.create(
             params={
                 "mode": "subscription",
                 "customer": request.customer_id,
                 "line_items": line_items,
                 "subscription_data": {"metadata": dict(request.metadata)},
+                "metadata": {catalog_names.SUB_META_PRODUCT: product, CHECKOUT_META_FORM: request.form_nonce},
                 "allow_promotion_codes": True,
                 "success_url": request.success_url,
                 "cancel_url": request.cancel_url,
+                # Stripe's shortest life for a session: 30 minutes (the default is 24 hours).
+                "expires_at": int(time.time()) + CHECKOUT_TTL_SECONDS,
             },
             options={"idempotency_key": idempotency_key},
         )
         if not session.url:
             raise RuntimeError("Stripe returned a Checkout Session without a URL")
         return session.url
+
+    def _expire_open_sessions(self, customer_id: str, product: str, *, keep_form: str) -> None:
+        found = self._c.checkout.sessions.list(params={"customer": customer_id, "status": "open", "limit": 100})
+        for session in found.auto_paging_iter():
+            meta = session.to_dict().get("metadata") or {}
+            if meta.get(catalog_names.SUB_META_PRODUCT) != product or meta.get(CHECKOUT_META_FORM) == keep_form:
+                continue
+            try:
+                self._c.checkout.sessions.expire(session.id)
+            except stripe.InvalidRequestError:
+                continue  # completed or expired meanwhile; a completed one is refused when it is granted
 
     def checkout_info(self, session_id: str) -> CheckoutInfo | None:
         try:
@@ -116,19 +139,27 @@ class PortalStripe:
                 # Completed or expired meanwhile; a completed one's subscription is cancelled by the caller.
                 continue
 
-    def outstanding_invoices(self, uid: str) -> Sequence[Debt]:
-        customer = self.find_customer(uid)
-        if customer is None:
-            return []
+    def outstanding_invoices(self, uid: str, email: str | None) -> Sequence[Debt]:
+        customers = set()
+        found_by_user = self.find_customer(uid)
+        if found_by_user:
+            customers.add(found_by_user)
+        if email:
+            # Also every customer with the address (a list, not a search: it does not lag), so that
+            # closing the account and signing up again with the same address leaves the debt owed.
+            by_email = self._c.customers.list(params={"email": email, "limit": 100})
+            customers.update(c.id for c in by_email.auto_paging_iter())
         debts = []
-        # Uncollectible invoices can still be paid on their hosted page, and are still owed.
-        for status in ("open", "uncollectible"):
-            found = self._c.invoices.list(params={"customer": customer, "status": status, "limit": 100})
-            debts += [
-                Debt(str(inv.id), str(inv.number or ""), str(inv.currency), int(inv.amount_remaining or 0),
-                     str(inv.hosted_invoice_url or ""))
-                for inv in found.auto_paging_iter()
-            ]  # fmt: skip
+        for customer in sorted(customers):
+            # Uncollectible invoices can still be paid on their hosted page, and are still owed; a
+            # draft with an amount due is a renewal or threshold invoice an hour from being charged.
+            for status in ("open", "uncollectible", "draft"):
+                found = self._c.invoices.list(params={"customer": customer, "status": status, "limit": 100})
+                debts += [
+                    Debt(str(inv.id), str(inv.number or ""), str(inv.currency), int(inv.amount_remaining or 0),
+                         str(inv.hosted_invoice_url or ""))
+                    for inv in found.auto_paging_iter()
+                ]  # fmt: skip
         return debts
 
     def billing_portal_url(self, customer_id: str, return_url: str) -> str:

@@ -15,6 +15,7 @@ from billing.catalog.plan import (
     Plan,
     PutApimPolicy,
     PutApimProduct,
+    SetApimLink,
     SetMeterActive,
     UnpublishApimProduct,
     UpdateMeter,
@@ -38,6 +39,7 @@ class ApimCatalogWriter(Protocol):
     def put_product(self, spec: ApimProductSpec, exists: bool) -> None: ...
     def put_policy(self, product_id: str, policy_xml: str, exists: bool) -> None: ...
     def unpublish_product(self, product_id: str) -> None: ...
+    def set_link(self, op: SetApimLink) -> None: ...
 
 
 class ApplyFailed(CatalogServiceError):
@@ -86,7 +88,7 @@ def _run(
     action: Action, stripe: StripeCatalogWriter | None, apim: ApimCatalogWriter | None, meter_ids: dict[str, str]
 ) -> str:
     op = action.op
-    if isinstance(op, PutApimProduct | PutApimPolicy | UnpublishApimProduct):
+    if isinstance(op, PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink):
         if apim is None:
             raise CatalogServiceError("no APIM client was given for an APIM action")
         return _run_apim(op, apim)
@@ -117,7 +119,11 @@ def _run(
     return op.price_id
 
 
-def _run_apim(op: PutApimProduct | PutApimPolicy | UnpublishApimProduct, apim: ApimCatalogWriter) -> str:
+def _run_apim(op: PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink,
+              apim: ApimCatalogWriter) -> str:  # fmt: skip
+    if isinstance(op, SetApimLink):
+        apim.set_link(op)
+        return f"{op.product_id} -> {op.kind} {op.target_id}"
     if isinstance(op, PutApimProduct):
         apim.put_product(op.spec, op.exists)
         return op.spec.product_id

@@ -58,18 +58,24 @@ def _sync(args: argparse.Namespace) -> CatalogSync:
     from billing.adapters.apim_client import apim_service  # noqa: PLC0415
     from billing.adapters.catalog_apim import ApimCatalog  # noqa: PLC0415
     from billing.adapters.catalog_stripe import StripeCatalog  # noqa: PLC0415
+    from billing.adapters.storage import ensure_table  # noqa: PLC0415
     from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
+    from billing.store.catalog_links import CatalogLinks  # noqa: PLC0415
+    from billing.store.tables import CATALOG_LINKS_TABLE  # noqa: PLC0415
 
     models = load_models(args.file)
     services = _services(args)
     needed = (["STRIPE_API_KEY"] if Service.STRIPE in services else []) + (
-        ["APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME"] if Service.APIM in services else []
-    )
+        ["APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "AzureWebJobsStorage"]
+        if Service.APIM in services else []
+    )  # fmt: skip
     missing = [name for name in needed if not config.get(name)]
     if missing:
         _usage_error(f"settings not set: {', '.join(missing)} (see local.settings.sample.json)")
     stripe: StripeCatalogPort | None = StripeCatalog(stripe_client()) if Service.STRIPE in services else None
-    apim: ApimCatalogPort | None = ApimCatalog(apim_service()) if Service.APIM in services else None
+    apim: ApimCatalogPort | None = None
+    if Service.APIM in services:
+        apim = ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
     return CatalogSync(models, stripe, apim)
 
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from billing import catalog_names as names
 from billing.models import MonetizationModels, Product
-from billing.policy import product_policy_xml
+from billing.policy import DEFAULT_TIER, product_policy_xml
 
 BILLING_INTERVAL = "month"
 METER_AGGREGATION = "sum"
@@ -75,6 +75,8 @@ class ApimProductSpec:
     display_name: str
     description: str
     policy_xml: str
+    apis: tuple[str, ...] = ()  # API ids the product's keys may call
+    groups: tuple[str, ...] = ()  # group ids that see the product on the developer portal
     subscription_required: bool = True
     approval_required: bool = False
     # One subscription per product per consumer: a customer's meter events for a product then
@@ -91,13 +93,14 @@ class DesiredCatalog:
     apim_products: tuple[ApimProductSpec, ...]
 
 
-def desired_catalog(models: MonetizationModels) -> DesiredCatalog:
+def desired_catalog(models: MonetizationModels, apim_tier: str = DEFAULT_TIER) -> DesiredCatalog:
+    """What both services should hold; the APIM policies depend on the instance's tier (SKU)."""
     paid = [p for p in models.products if p.is_paid]
     return DesiredCatalog(
         stripe_products=tuple(_stripe_product(p) for p in paid),
         meters=tuple(_meter(p) for p in paid if p.is_metered),
         prices=tuple(spec for p in paid for spec in _prices(p)),
-        apim_products=tuple(_apim_product(p) for p in models.products),
+        apim_products=tuple(_apim_product(p, apim_tier) for p in models.products),
     )
 
 
@@ -137,8 +140,9 @@ def _prices(p: Product) -> list[PriceSpec]:
     return specs
 
 
-def _apim_product(p: Product) -> ApimProductSpec:
-    return ApimProductSpec(names.apim_product_id(p.id), p.display_name, p.description, product_policy_xml(p))
+def _apim_product(p: Product, tier: str) -> ApimProductSpec:
+    return ApimProductSpec(names.apim_product_id(p.id), p.display_name, p.description, product_policy_xml(p, tier),
+                           apis=p.apis, groups=p.groups)  # fmt: skip
 
 
 def decimal_text(value: Decimal) -> str:

@@ -23,7 +23,7 @@ from billing.catalog.desired import (
     StripeProductSpec,
     decimal_text,
 )
-from billing.catalog.state import ApimState, MeterState, PriceState, StripeState
+from billing.catalog.state import ApimProductState, ApimState, MeterState, PriceState, StripeState
 
 
 class Service(StrEnum):
@@ -35,6 +35,7 @@ class Change(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     ARCHIVE = "archive"
+    REMOVE = "remove"  # a link the catalog made and the models file no longer names
 
 
 # ---- operations: what the executor does, with everything it needs ------------------------------
@@ -101,9 +102,19 @@ class UnpublishApimProduct:
     product_id: str
 
 
+@dataclass(frozen=True)
+class SetApimLink:
+    """Link (or unlink) an API or a group to a product: what its keys may call, who sees it."""
+
+    product_id: str
+    kind: str  # "api" or "group"
+    target_id: str
+    linked: bool  # True: add the link; False: remove it
+
+
 Operation = (
     CreateStripeProduct | UpdateStripeProduct | CreateMeter | UpdateMeter | SetMeterActive | CreatePrice
-    | UpdatePrice | PutApimProduct | PutApimPolicy | UnpublishApimProduct
+    | UpdatePrice | PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink
 )  # fmt: skip
 
 
@@ -358,6 +369,13 @@ def _plan_apim(b: _Builder, desired: DesiredCatalog, apim: ApimState, catalog_ma
         change = Change.UPDATE if exists else Change.CREATE
         b.add(Service.APIM, change, "policy", spec.product_id, details,
               PutApimPolicy(spec.product_id, spec.policy_xml, exists))  # fmt: skip
+    for spec in desired.apim_products:
+        _plan_links(b, spec, apim.products.get(spec.product_id), apim)
+    _plan_retired(b, wanted, apim, catalog_made)
+
+
+def _plan_retired(b: _Builder, wanted: set[str], apim: ApimState, catalog_made: frozenset[str]) -> None:
+    """Products the catalog made that the models file no longer has: unpublished once unused."""
     unmanaged = sorted(pid for pid in apim.products if pid not in wanted and pid not in catalog_made)
     if unmanaged:
         # The provider's own products (and APIM's built-in ones) are none of the catalog's business.
@@ -376,6 +394,39 @@ def _plan_apim(b: _Builder, desired: DesiredCatalog, apim: ApimState, catalog_ma
             b.add(Service.APIM, Change.ARCHIVE, "product", pid,
                   ["not in the models file, no subscriptions: state published -> notPublished (not deleted)"],
                   UnpublishApimProduct(pid))  # fmt: skip
+
+
+# APIM links new products to Administrators itself; that link is APIM's, not worth a notice.
+APIM_OWN_GROUPS = frozenset({"administrators"})
+
+
+def _plan_links(b: _Builder, spec: ApimProductSpec, current: ApimProductState | None, apim: ApimState) -> None:
+    """Links of the product to its APIs and groups: added when missing (also after drift), removed
+    only when the catalog made them and the models file no longer names them."""
+    for kind, wanted, existing, have, made in (
+        ("api", spec.apis, apim.api_ids, current.apis if current else frozenset(),
+         current.catalog_apis if current else frozenset()),
+        ("group", spec.groups, apim.group_ids, current.groups if current else frozenset(),
+         current.catalog_groups if current else frozenset()),
+    ):  # fmt: skip
+        unknown = [t for t in wanted if t not in existing]
+        if unknown:
+            what = "import or create the API" if kind == "api" else "create the group"
+            b.problems.append(f"product {spec.product_id} names {kind}(s) {', '.join(unknown)}, which API Management "
+                              f"does not have: {what} first, or change the models file")  # fmt: skip
+        for target in wanted:
+            if target in existing and target not in have:
+                reason = "missing (removed since the last apply?)" if target in made else "not linked yet"
+                b.add(Service.APIM, Change.CREATE, "link", f"{spec.product_id} -> {kind} {target}", [reason],
+                      SetApimLink(spec.product_id, kind, target, linked=True))  # fmt: skip
+        for target in sorted((made & have) - set(wanted)):
+            b.add(Service.APIM, Change.REMOVE, "link", f"{spec.product_id} -> {kind} {target}",
+                  ["linked by this catalog; the models file no longer names it"],
+                  SetApimLink(spec.product_id, kind, target, linked=False))  # fmt: skip
+        others = sorted(have - made - set(wanted) - APIM_OWN_GROUPS)
+        if others:
+            b.notices.append(f"apim product {spec.product_id}: {kind}(s) {', '.join(others)} linked by someone "
+                             "else, left as they are")  # fmt: skip
 
 
 def _apim_fields(spec: ApimProductSpec) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from billing.catalog.plan import Action, Plan, Service
 
 NOTHING_TO_CHANGE = "nothing to change"
-_SYMBOL = {"create": "+", "update": "~", "archive": "-"}
+_SYMBOL = {"create": "+", "update": "~", "archive": "-", "remove": "-"}
 
 
 def action_line(action: Action) -> str:
@@ -16,7 +16,8 @@ def render_plan(plan: Plan, services: tuple[Service, ...]) -> str:
     lines: list[str] = []
     for service in services:
         actions = plan.for_service(service)
-        title = {"stripe": "Stripe (products, meters, prices)", "apim": "API Management (products, policies)"}
+        title = {"stripe": "Stripe (products, meters, prices)",
+                 "apim": "API Management (products, policies, API and group links)"}  # fmt: skip
         lines.append(f"{title[service.value]}:")
         if not actions:
             lines.append(f"  {NOTHING_TO_CHANGE}")
@@ -31,6 +32,7 @@ def render_plan(plan: Plan, services: tuple[Service, ...]) -> str:
     if plan.empty:
         lines.append(f"Plan: {NOTHING_TO_CHANGE}.")
     else:
-        totals = f"{counts['create']} to create, {counts['update']} to update, {counts['archive']} to archive"
+        totals = (f"{counts['create']} to create, {counts['update']} to update, {counts['archive']} to archive, "
+                  f"{counts['remove']} to remove")  # fmt: skip
         lines.append(f"Plan: {totals}.")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from billing.catalog.desired import DesiredCatalog, desired_catalog
 from billing.catalog.migrate import PriceMove, outdated_prices, plan_moves
 from billing.catalog.plan import Plan, make_plan
 from billing.catalog.state import ApimState, StripeState
+from billing.catalog_names import apim_product_id
 from billing.models import MonetizationModels
 
 
@@ -34,10 +35,11 @@ class CatalogSync:
         return desired_catalog(self.models)
 
     def plan(self) -> Plan:
-        desired = self.desired
         stripe_state = self.stripe.read_state() if self.stripe else None
-        wanted = frozenset(s.product_id for s in desired.apim_products)
+        wanted = frozenset(apim_product_id(p.id) for p in self.models.products)
         apim_state = self.apim.read_state(wanted) if self.apim else None
+        # The policies depend on the instance's tier, known once APIM was read.
+        desired = desired_catalog(self.models, apim_state.tier) if apim_state else self.desired
         return make_plan(desired, stripe_state, apim_state)
 
     def apply(self, plan: Plan, progress: Progress | None = None) -> int:

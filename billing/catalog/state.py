@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from billing.catalog.desired import PriceTerms
+from billing.policy import DEFAULT_TIER
 
 
 class CatalogServiceError(Exception):
@@ -60,8 +61,17 @@ class ApimProductState:
     state: str | None
     policy_xml: str | None  # None: the product has no policy
     subscription_count: int | None = None  # only read for products not in the models file
+    # Only read for products in the models file: the APIs and groups linked to it in APIM, and those
+    # of them that the catalog linked itself (the only links it may remove).
+    apis: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    catalog_apis: frozenset[str] = frozenset()
+    catalog_groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class ApimState:
     products: Mapping[str, ApimProductState] = field(default_factory=dict)
+    tier: str = DEFAULT_TIER  # the instance's SKU name (Developer, Basic, ..., StandardV2)
+    api_ids: frozenset[str] = frozenset()  # the APIs the instance has
+    group_ids: frozenset[str] = frozenset()  # the groups the instance has

@@ -89,6 +89,10 @@ def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, c
     """
     accounts, apim = ports.accounts, ports.apim
     account = _own_account(email, uid, password, ports=ports, client=client, device=device, now=int(now.timestamp()))
+    if any(d.amount_remaining > 0 for d in payments.outstanding_invoices(uid, email)):
+        # Closing would leave the debt with a customer nobody signs in as any more.
+        raise AccountError("your account has unpaid invoices: pay them first (the billing page links to them), "
+                           "then close it", status=402)  # fmt: skip
     if not account.closing_since:
         stamp = int(now.timestamp())
         update_account(accounts, email, lambda a: a if a.closing_since else dataclasses.replace(a, closing_since=stamp))

@@ -171,6 +171,6 @@ def close_account_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
     if cancelled:
         paragraphs.append("Cancelled: " + ", ".join(f"“{name}”" for name in cancelled)
                           + ". Usage of paid subscriptions so far is billed on a final invoice.")  # fmt: skip
-    # Signing out: this site's session ends here; the portal's own session ends at its /signout.
+    # Signing out: this site's session ends here; the APIM user (and so its portal session) is deleted.
     return _done(deps, "Account closed", *paragraphs, cookie=deps.sessions.clear_cookie(),
-                 link_url=deps.portal_url + "/signout", link_text="Finish on the developer portal")  # fmt: skip
+                 link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip

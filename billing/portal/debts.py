@@ -28,5 +28,5 @@ def describe(debt: Debt) -> DebtLine:
     return DebtLine(f"Invoice {debt.number or debt.invoice_id}", amount, debt.hosted_invoice_url)
 
 
-def outstanding_debts(payments: PaymentsPort, uid: str) -> list[DebtLine]:
-    return [describe(d) for d in payments.outstanding_invoices(uid) if d.amount_remaining > 0]
+def outstanding_debts(payments: PaymentsPort, uid: str, email: str | None) -> list[DebtLine]:
+    return [describe(d) for d in payments.outstanding_invoices(uid, email) if d.amount_remaining > 0]

@@ -61,7 +61,8 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
     if op in ("SignIn", "SignUp"):
         return account_page(deps, req, now, op, request.get("returnUrl"))
     if op == "SignOut":
-        return redirect(deps.portal_url + "/signout", deps.sessions.clear_cookie())
+        # The portal signed itself out before it called here (it has no sign-out page of its own).
+        return redirect(_portal_link(deps), deps.sessions.clear_cookie())
     if op in ACCOUNT_OPERATIONS and deps.mode != "full":
         return problem(req, 404, "not_found", "Accounts are managed by the developer portal itself.",
                        portal_url=_portal_link(deps))  # fmt: skip
@@ -96,14 +97,15 @@ def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
         return problem(req, 404, "product", f"There is no product named {product_id!r} for sale.",
                        portal_url=_portal_link(deps))  # fmt: skip
     uid = session.uid or ""
+    email = deps.apim.user_email(uid)
     held = held_subscription(deps.apim, uid, product.id)
-    debts = outstanding_debts(deps.payments, uid) if product.is_paid and held is None else []
+    debts = outstanding_debts(deps.payments, uid, email) if product.is_paid and held is None else []
     # "n": one nonce per form shown, so submitting the same form twice does one thing once.
     offer = _offer_signer(deps).sign({"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)},
                                      now=now, ttl_seconds=FORM_TTL)  # fmt: skip
     return render("subscribe.html", status if not debts else 402, cookie=cookie,
                   title=f"Subscribe to {product.display_name}", product=product, price=offers.describe(product),
-                  held=held, debts=debts, error=error, name=name, notice=notice,
+                  held=held, debts=debts, error=error, name=name, notice=notice, account_email=email or "",
                   csrf_token=deps.sessions.csrf_token(session, now), offer_token=offer,
                   portal_url=_portal_link(deps))  # fmt: skip
 
@@ -185,6 +187,7 @@ def _unsubscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Boun
     with contextlib.suppress(UnknownProductError):
         product_name = deps.models.product(sub.product_id or "").display_name
     return render("unsubscribe.html", cookie=cookie, title="Cancel subscription", subscription=sub,
+                  account_email=deps.apim.user_email(sub.owner_id or "") or "",
                   product_name=product_name, paid=is_paid_subscription(sub.sid), cancel_token=token,
                   csrf_token=deps.sessions.csrf_token(session, now), portal_url=_portal_link(deps))  # fmt: skip
 
@@ -244,4 +247,5 @@ def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
 
 
 def sign_out(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
-    return redirect(deps.portal_url + "/signout", deps.sessions.clear_cookie())
+    """Signed out of this app, back on the portal's home page."""
+    return redirect(_portal_link(deps), deps.sessions.clear_cookie())

@@ -77,6 +77,7 @@ class CheckoutRequest:
     metadata: dict[str, str]
     success_url: str
     cancel_url: str
+    form_nonce: str = ""  # the subscribe form it comes from (one open Checkout per consumer and product)
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,9 @@ class PaymentsPort(Protocol):
         """Expire the user's open Checkout Sessions, so none can start a subscription later."""
         ...
 
-    def outstanding_invoices(self, uid: str) -> Sequence[Debt]:
-        """The user's open and uncollectible invoices (any subscription, also ended ones)."""
+    def outstanding_invoices(self, uid: str, email: str | None) -> Sequence[Debt]:
+        """Invoices owed by the user's customers (also those with its address): open, uncollectible,
+        or drafts about to be charged; any subscription, also ended ones."""
         ...
 
 

@@ -52,8 +52,9 @@ def held_subscription(apim: ApimPort, uid: str, product_id: str) -> ApimSubscrip
 def free_subscription_id(product_id: str, uid: str) -> str:
     # One id per consumer and product: forms sent at the same moment all PUT the same subscription,
     # and subscribing again after a cancellation re-activates it, so APIM's quota counter (kept per
-    # subscription) continues the month's count instead of starting a new quota.
-    digest = hashlib.sha256(f"{uid}\n{product_id}".encode()).hexdigest()[:12]
+    # subscription) continues the month's count instead of starting a new quota. 128 bits: no two
+    # consumers ever share one.
+    digest = hashlib.sha256(f"{uid}\n{product_id}".encode()).hexdigest()[:32]
     return f"{product_id}-{digest}"
 
 
@@ -75,13 +76,16 @@ def subscribe(
         if held is not None and held.sid != sid:
             raise _already(product, held)
         if held is None:
+            existing = apim.get_subscription(sid)
+            if existing is not None and existing.owner_id != uid:  # never re-own another consumer's
+                raise SubscribeError("this subscription cannot be made; ask the API provider's support", status=409)
             apim.create_subscription(sid, uid, pid, name, "active")
         return Subscribed(sid)
     if held is not None:
         raise _already(product, held)
-    if any(debt.amount_remaining > 0 for debt in payments.outstanding_invoices(uid)):
-        raise SubscribeError("you have unpaid invoices: pay them first, then subscribe again", status=402)
     email = apim.user_email(uid)
+    if any(debt.amount_remaining > 0 for debt in payments.outstanding_invoices(uid, email)):
+        raise SubscribeError("you have unpaid invoices: pay them first, then subscribe again", status=402)
     customer = payments.find_or_create_customer(uid, email)
     keys = [catalog_names.flat_price_lookup_key(product.id)] if product.flat_fee_minor else []
     if product.is_metered:
@@ -108,6 +112,7 @@ def subscribe(
         },
         success_url=f"{base}/api/portal/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
         cancel_url=f"{base}/api/portal/checkout/cancelled",
+        form_nonce=nonce,
     )
     key = hashlib.sha256(f"{uid}\n{pid}\n{nonce}\n{name}".encode()).hexdigest()
     return GoToCheckout(payments.create_checkout(request, idempotency_key=f"portal-checkout-{key}"))

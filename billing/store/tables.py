@@ -6,6 +6,7 @@ USAGE_WATERMARKS_TABLE = "usagewatermarks"
 ACCOUNTS_TABLE = "accounts"
 THROTTLES_TABLE = "throttles"  # fixed-window counters: guesses per account, requests per client, mails per address
 EMAIL_TOKENS_TABLE = "emailtokens"  # single-use links sent by e-mail (address confirmation, password reset)
+CATALOG_LINKS_TABLE = "cataloglinks"  # product links to APIs and groups that `catalog apply` made
 DELEGATION_SALTS_TABLE = "delegationsalts"
 
 USAGE_BATCH_QUEUE = "usage-batches"

@@ -37,7 +37,7 @@ from billing.catalog_names import (
 )
 from devhost.server import DevHost
 from devstack.azurite import Azurite
-from devstack.stack import LocalStack, StackOptions
+from devstack.stack import PROVIDER_API_ID, LocalStack, StackOptions
 from emulators.apim.server import ApimEmulator
 from tests.stack_view import StackView
 
@@ -185,6 +185,7 @@ def _make_apim(client: ApiManagementClient, rg: str, service: str, users: tuple[
             display_name=pid.title(), subscription_required=True, approval_required=False, subscriptions_limit=1,
             state="published",
         ))  # fmt: skip
+        client.product_api.create_or_update(rg, service, pid, PROVIDER_API_ID)  # what its keys may call
     for uid in users:
         client.user.create_or_update(rg, service, uid, UserCreateParameters(
             email=f"{uid}@example.com", first_name=uid.title(), last_name="Tester",

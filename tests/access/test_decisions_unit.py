@@ -138,6 +138,19 @@ def _subscription(status: str, invoice_status: str = "paid", sub_id: str = "sub_
 class FakeStripe:
     def __init__(self, sub: dict[str, Any]) -> None:
         self.sub = sub
+        self.thresholds: list[tuple[str, int]] = []
+
+    def set_billing_threshold(self, subscription_id: str, amount_minor: int) -> None:
+        self.thresholds.append((subscription_id, amount_minor))
+
+    owed_by_others = 0
+    cancelled: list[str]
+
+    def owed(self, customer_id: str, except_subscription: str) -> int:
+        return self.owed_by_others
+
+    def cancel_refused(self, subscription_id: str) -> None:
+        self.__dict__.setdefault("cancelled", []).append(subscription_id)
 
     def retrieve(self, subscription_id: str) -> Mapping[str, Any] | None:
         return self.sub if self.sub["id"] == subscription_id else None
@@ -162,6 +175,13 @@ class FakeApim:
         self.writes.append(f"set {state}")
         old = self.subs[sid]
         self.subs[sid] = ApimView(state.value, old.user_id, old.product_id)
+
+    def reset_quota(self, sid: str, timeout: float) -> None:
+        self.writes.append(f"reset quota {sid}")
+
+    def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
+        return [sid for sid, v in self.subs.items() if (v.user_id, v.product_id) == (user_id, product_id)
+                and v.state in ("submitted", "active", "suspended")]  # fmt: skip
 
 
 class FakeLinks:
@@ -271,3 +291,63 @@ def test_link_for_another_user_is_a_metadata_problem_not_a_change() -> None:
     assert result.outcome == "ignored"
     assert "user eve" in result.detail
     assert apim.writes == ["create active"]
+
+
+def _next_period(sub: dict[str, Any]) -> dict[str, Any]:
+    items = [{**i, "current_period_start": 2000, "current_period_end": 3000} for i in sub["items"]["data"]]
+    return {**sub, "items": {"data": items}}
+
+
+def test_the_quota_counter_restarts_when_stripe_starts_the_next_period_and_only_then() -> None:
+    stripe, apim, links = FakeStripe(_subscription("active")), FakeApim(), FakeLinks()
+    ports = AccessPorts(stripe, apim, links, FakeUsage(), quota_resets=frozenset({"standard"}))
+    sync_subscription("sub_1", ports, event_created=1)
+    sync_subscription("sub_1", ports, event_created=2)  # the same period again: the count goes on
+    assert apim.writes == ["create active"]
+    stripe.sub = _next_period(stripe.sub)
+    sync_subscription("sub_1", ports, event_created=3)
+    sync_subscription("sub_1", ports, event_created=4)  # a redelivered event: the link has the period now
+    assert apim.writes == ["create active", "reset quota sub_1"]
+    other = AccessPorts(FakeStripe(_next_period(_subscription("active"))), FakeApim(), FakeLinks(), FakeUsage())
+    sync_subscription("sub_1", other, event_created=5)
+    assert "reset quota sub_1" not in other.apim.writes  # type: ignore[attr-defined]  # no quota: nothing to reset
+
+
+def test_the_spending_limit_is_written_once_on_a_live_subscription() -> None:
+    stripe, apim, links = FakeStripe(_subscription("active")), FakeApim(), FakeLinks()
+    ports = AccessPorts(stripe, apim, links, FakeUsage(), spending_limits={"standard": 100_000})
+    sync_subscription("sub_1", ports, event_created=1)
+    assert stripe.thresholds == [("sub_1", 100_000)]
+    stripe.sub = {**stripe.sub, "billing_thresholds": {"amount_gte": 100_000, "reset_billing_cycle_anchor": False}}
+    sync_subscription("sub_1", ports, event_created=2)
+    assert stripe.thresholds == [("sub_1", 100_000)]
+
+
+def test_a_second_subscription_to_a_held_product_is_refused_at_its_first_grant() -> None:
+    stripe, apim, links = FakeStripe(_subscription("active")), FakeApim(), FakeLinks()
+    ports = AccessPorts(stripe, apim, links, FakeUsage())
+    sync_subscription("sub_1", ports, event_created=1)
+    stripe.sub = _subscription("active", sub_id="sub_2")  # a Checkout page kept open in another tab, paid
+    result = sync_subscription("sub_2", ports, event_created=2)
+    assert result.outcome == "ignored"
+    assert "holds product standard already (sub_1)" in result.detail
+    assert stripe.cancelled == ["sub_2"]
+    assert "sub_2" not in apim.subs  # no key
+    assert "sub_2" not in links.rows
+
+
+def test_a_new_subscription_of_a_customer_who_owes_money_is_refused_at_its_first_grant() -> None:
+    stripe, apim, links = FakeStripe(_subscription("active")), FakeApim(), FakeLinks()
+    stripe.owed_by_others = 150_001
+    result = sync_subscription("sub_1", AccessPorts(stripe, apim, links, FakeUsage()), event_created=1)
+    assert result.outcome == "ignored"
+    assert "owes 150001" in result.detail
+    assert stripe.cancelled == ["sub_1"]
+    assert apim.subs == {}
+    # Debts do not take away access already granted (a failed renewal suspends by its own rule).
+    stripe.owed_by_others, stripe.cancelled = 0, []
+    sync_subscription("sub_1", AccessPorts(stripe, apim, links, FakeUsage()), event_created=2)
+    stripe.owed_by_others = 10
+    assert sync_subscription("sub_1", AccessPorts(stripe, apim, links, FakeUsage()), event_created=3).outcome == (
+        "unchanged")
+    assert stripe.cancelled == []

@@ -29,7 +29,7 @@ def test_submitted_without_a_working_key_until_the_first_invoice_is_paid(stack: 
     stack.settle()
     assert stack.stripe.v1.subscriptions.retrieve(sub.id).status == "incomplete"
     assert stack.apim_state(sub.id) == "submitted"
-    assert stack.gateway_status(sub.id) == 403
+    assert stack.gateway_status(sub.id) == 401  # not an active subscription: "invalid subscription key"
     good = stack.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": customer})
     stack.stripe.v1.invoices.pay(str(sub.latest_invoice), params={"payment_method": good.id})
     stack.settle()

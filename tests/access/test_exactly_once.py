@@ -83,7 +83,7 @@ def test_events_delivered_in_reverse_order_end_in_the_right_state(stack: Stack) 
         assert answer.status_code == 200, answer.text
     # The newest state wins: past_due -> suspended, although "paid"/"active" events came last.
     assert stack.apim_state(sid) == "suspended"
-    assert stack.gateway_status(sid) == 403
+    assert stack.gateway_status(sid) == 401
 
 
 def test_a_handler_failure_is_released_and_completed_by_stripes_retry(stack: Stack) -> None:

@@ -59,7 +59,7 @@ def test_pay_fail_recover_cancel(stack: Stack) -> None:
     stack.settle()
     assert stack.stripe.v1.subscriptions.retrieve(sid).status == "past_due"
     assert stack.apim_state(sid) == "suspended"
-    assert stack.gateway_status(sid) == 403
+    assert stack.gateway_status(sid) == 401
     # The renewal invoice's creation asked the usage area for the finished period's closing report.
     closing = _closing_messages(stack, sid)
     assert {"kind": "closing", "subscription_id": sid, "period_start": link.current_period_start,
@@ -78,7 +78,7 @@ def test_pay_fail_recover_cancel(stack: Stack) -> None:
     stack.stripe.v1.subscriptions.cancel(sid)
     stack.settle()
     wait_until(lambda: stack.apim_state(sid) == "cancelled", what="APIM cancelled")
-    assert stack.gateway_status(sid) == 403
+    assert stack.gateway_status(sid) == 401
     assert _link(stack, sid).canceled_at > 0
     # Every delivery was acknowledged: nothing was given up or left failing.
     report = stack.stripe_emu.core.deliverer.describe()

@@ -19,11 +19,12 @@ pytestmark = pytest.mark.storage  # the local stack runs on the session's Azurit
 
 SMALL_LIMITS = {
     "products": [
-        {"id": "tiny-free", "displayName": "Tiny free", "description": "5 calls an hour, 3 a minute.",
+        {"id": "tiny-free", "displayName": "Tiny free", "description": "5 calls an hour, 3 a minute.", "apis": ["echo"],
          "pricingModel": "Free", "quota": {"calls": 5, "period": "hour"}, "rateLimit": {"callsPerMinute": 3}},
         {"id": "tiny-tier", "displayName": "Tiny tier", "description": "4 calls a day.", "pricingModel": "Tier",
+         "apis": ["echo"],
          "flatFee": "1.00", "quota": {"calls": 4, "period": "day"}},
-        {"id": "tiny-metered", "displayName": "Tiny metered", "description": "2 calls a minute.",
+        {"id": "tiny-metered", "displayName": "Tiny metered", "description": "2 calls a minute.", "apis": ["echo"],
          "pricingModel": "Metered", "usagePrice": {"amount": "0.10", "perCalls": 100},
          "rateLimit": {"callsPerMinute": 2}},
     ]

@@ -9,6 +9,8 @@ from billing.catalog.plan import (
     Change,
     CreatePrice,
     Plan,
+    Service,
+    SetApimLink,
     SetMeterActive,
     UnpublishApimProduct,
     UpdatePrice,
@@ -44,11 +46,17 @@ def _in_sync_state() -> tuple[StripeState, ApimState]:
     )
     apim = {
         s.product_id: ApimProductState(
-            s.product_id, s.display_name, s.description, True, False, 1, "published", s.policy_xml
+            s.product_id, s.display_name, s.description, True, False, 1, "published", s.policy_xml,
+            apis=frozenset(s.apis), groups=frozenset({*s.groups, "administrators"}),
+            catalog_apis=frozenset(s.apis), catalog_groups=frozenset(s.groups),
         )
         for s in desired.apim_products
     }
-    return StripeState(products, meters, prices), ApimState(apim)
+    return StripeState(products, meters, prices), ApimState(apim, api_ids=API_IDS, group_ids=GROUP_IDS)
+
+
+API_IDS = frozenset({"echo", "weather", "internal"})
+GROUP_IDS = frozenset({"administrators", "developers", "guests", "partners"})
 
 
 def test_the_desired_stripe_prices_follow_the_revenue_model() -> None:
@@ -106,7 +114,8 @@ def test_a_product_gone_from_the_file_is_archived_in_stripe_and_unpublished_in_a
     state = StripeState(products, (*stripe.meters, meter), (*stripe.prices, price))
     unused = ApimProductState("old", "Old", None, True, False, 1, "published", None, subscription_count=0)
     used = ApimProductState("kept", "Kept", None, True, False, 1, "published", None, subscription_count=2)
-    plan = make_plan(desired_catalog(load_models()), state, ApimState({**apim.products, "old": unused, "kept": used}))
+    plan = make_plan(desired_catalog(load_models()), state,
+                     ApimState({**apim.products, "old": unused, "kept": used}, api_ids=API_IDS, group_ids=GROUP_IDS))
     ops = [a.op for a in plan.actions]
     assert ops == [
         UpdatePrice("price_old", active=False),
@@ -124,7 +133,8 @@ def test_apim_products_the_catalog_never_made_are_left_alone() -> None:
     internal = ApimProductState("partners", "Partners", None, True, True, None, "published", None, subscription_count=0)
     products = {**apim.products, "starter": starter, "partners": internal}
     for stripe_state in (stripe, None):  # with --apim-only nothing can be shown to be the catalog's
-        plan = make_plan(desired_catalog(load_models()), stripe_state, ApimState(products))
+        plan = make_plan(desired_catalog(load_models()), stripe_state,
+                         ApimState(products, api_ids=API_IDS, group_ids=GROUP_IDS))
         assert plan.actions == ()
         assert any("partners, starter" in n and "left as they are" in n for n in plan.notices)
 
@@ -146,3 +156,64 @@ def test_a_meter_with_the_wrong_aggregation_is_a_problem_apply_refuses() -> None
     plan: Plan = make_plan(desired_catalog(load_models()), StripeState(stripe.products, wrong, stripe.prices), None)
     assert len(plan.problems) == 1
     assert "apim_calls_payg" in plan.problems[0]
+
+
+# ---- what each product sells and who sees it -------------------------------------------------------
+def _with_links(apim: ApimState, pid: str, **fields: frozenset[str]) -> ApimState:
+    product = apim.products[pid]
+    changed = ApimProductState(**{**product.__dict__, **fields})
+    return ApimState({**apim.products, pid: changed}, apim.tier, apim.api_ids, apim.group_ids)
+
+
+def test_a_new_product_is_linked_to_its_apis_and_made_visible_to_its_groups() -> None:
+    stripe, apim = _in_sync_state()
+    fresh = ApimState({k: v for k, v in apim.products.items() if k != "basic"}, api_ids=API_IDS, group_ids=GROUP_IDS)
+    plan = make_plan(desired_catalog(load_models()), stripe, fresh)
+    links = [a.op for a in plan.actions if isinstance(a.op, SetApimLink)]
+    assert links == [SetApimLink("basic", "api", "echo", True), SetApimLink("basic", "group", "developers", True),
+                     SetApimLink("basic", "group", "guests", True)]  # fmt: skip
+    assert "+ create  link    basic -> api echo" in render_plan(plan, (Service.APIM,))
+
+
+def test_a_removed_link_is_repaired_and_reapplying_changes_nothing() -> None:
+    stripe, apim = _in_sync_state()
+    drifted = _with_links(apim, "pro", groups=frozenset({"administrators", "guests"}))  # someone unlinked developers
+    plan = make_plan(desired_catalog(load_models()), stripe, drifted)
+    assert [a.op for a in plan.actions] == [SetApimLink("pro", "group", "developers", True)]
+    assert plan.actions[0].details == ("missing (removed since the last apply?)",)
+    assert make_plan(desired_catalog(load_models()), stripe, apim).empty
+
+
+def test_links_the_catalog_made_and_the_file_dropped_are_removed_others_are_left_alone() -> None:
+    stripe, apim = _in_sync_state()
+    state = _with_links(apim, "standard", apis=frozenset({"echo", "weather", "internal"}),
+                        catalog_apis=frozenset({"echo", "weather"}),
+                        groups=frozenset({"administrators", "developers", "guests", "partners"}))  # fmt: skip
+    plan = make_plan(desired_catalog(load_models()), stripe, state)
+    assert [a.op for a in plan.actions] == [SetApimLink("standard", "api", "weather", False)]
+    assert plan.actions[0].change is Change.REMOVE
+    notices = " ".join(plan.notices)
+    assert "standard: api(s) internal linked by someone else, left as they are" in notices
+    assert "standard: group(s) partners linked by someone else" in notices  # and "administrators" is APIM's own
+
+
+def test_an_api_or_group_apim_does_not_have_is_a_problem_apply_refuses() -> None:
+    stripe, apim = _in_sync_state()
+    bare = ApimState(apim.products, api_ids=frozenset({"weather"}), group_ids=frozenset({"administrators"}))
+    plan = make_plan(desired_catalog(load_models()), stripe, bare)
+    assert any("product free names api(s) echo, which API Management does not have" in p for p in plan.problems)
+    assert any("product free names group(s) developers, guests" in p for p in plan.problems)
+
+
+def test_the_policy_follows_the_instances_tier() -> None:
+    classic = {s.product_id: s.policy_xml for s in desired_catalog(load_models(), "Premium").apim_products}
+    v2 = {s.product_id: s.policy_xml for s in desired_catalog(load_models(), "StandardV2").apim_products}
+    assert "<quota-by-key" in classic["basic"]
+    assert 'renewal-period="0"' in classic["basic"]  # the app resets it when Stripe starts a period
+    assert 'renewal-period="2592000"' in classic["free"]  # Free has no Stripe period
+    assert "<quota " in v2["basic"]
+    assert "quota-by-key" not in v2["basic"]
+    stripe, apim = _in_sync_state()
+    moved = ApimState(apim.products, "StandardV2", API_IDS, GROUP_IDS)  # the same instance, another tier
+    plan = make_plan(desired_catalog(load_models(), "StandardV2"), stripe, moved)
+    assert {a.target for a in plan.actions if a.kind == "policy"} == {"free", "basic"}

@@ -12,13 +12,20 @@ from azure.mgmt.apimanagement import models as m
 from billing.adapters.apim_client import apim_service
 from billing.adapters.catalog_apim import ApimCatalog
 from billing.adapters.catalog_stripe import StripeCatalog
+from billing.adapters.storage import ensure_table
 from billing.adapters.stripe_client import stripe_client
 from billing.catalog.apply import ApplyFailed
 from billing.catalog.plan import Action
 from billing.catalog.service import CatalogSync
 from billing.model_loader import load_models
 from billing.policy import product_policy_xml
+from billing.store.catalog_links import CatalogLinks
+from billing.store.tables import CATALOG_LINKS_TABLE
 from tests.catalog.conftest import Stack, models_variant
+
+
+def _apim_catalog() -> ApimCatalog:
+    return ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
 
 pytestmark = pytest.mark.storage  # the local stack runs on the session's Azurite
 
@@ -127,7 +134,7 @@ def test_a_price_change_creates_a_new_price_moves_the_key_and_keeps_subscribers_
     assert plan.code == 0, plan.err
     assert "+ create  price   standard-usage" in plan.out
     assert f"- archive price   {old['id']}" in plan.out
-    assert "Plan: 1 to create, 0 to update, 1 to archive." in plan.out  # APIM unchanged: same limits
+    assert "Plan: 1 to create, 0 to update, 1 to archive, 0 to remove." in plan.out  # APIM unchanged: same limits
 
     assert stack.cli("catalog", "apply", "--file", str(changed)).code == 0
     new = _prices(stack, lookup_keys=["standard-usage"])[0]
@@ -161,7 +168,7 @@ def test_an_added_product_appears_in_both_and_a_removed_one_is_archived_not_dele
     added = models_variant(
         tmp_path, "added.json", '  "products": [\n',
         '  "products": [\n    {"id": "scale", "displayName": "Scale", "description": "$5 a month, then $0.05 per 100.",'
-        ' "pricingModel": "TierWithOverage", "flatFee": "5.00", "includedCalls": 1000,'
+        ' "apis": ["echo"], "pricingModel": "TierWithOverage", "flatFee": "5.00", "includedCalls": 1000,'
         ' "usagePrice": {"amount": "0.05", "perCalls": 100}, "rateLimit": {"callsPerMinute": 10}},\n',
     )  # fmt: skip
     result = stack.cli("catalog", "apply", "--file", str(added))
@@ -208,7 +215,7 @@ def test_a_removed_product_with_subscribers_stays_published(stack: Stack) -> Non
 
 def test_a_failure_in_the_middle_of_apply_is_finished_by_the_next_apply_without_duplicates(stack: Stack) -> None:
     models = load_models()
-    sync = CatalogSync(models, StripeCatalog(stripe_client()), ApimCatalog(apim_service()))
+    sync = CatalogSync(models, StripeCatalog(stripe_client()), _apim_catalog())
     plan = sync.plan()
     done: list[Action] = []
 
@@ -276,7 +283,7 @@ def test_throttled_apply_backs_off_and_finishes_without_duplicates(stack: Stack)
     # Stripe: 429s, which the SDK does not retry; the catalog adapter does (same idempotency key).
     stack.stripe_emu.core.faults.settings.update({"error_rate_429": 0.2, "seed": 5})
     stack.stripe_emu.core.faults.reseed()
-    sync = CatalogSync(load_models(), StripeCatalog(stripe_client(), backoff_seconds=0.01), ApimCatalog(apim_service()))
+    sync = CatalogSync(load_models(), StripeCatalog(stripe_client(), backoff_seconds=0.01), _apim_catalog())
     sync.apply(sync.plan())
     stack.apim_emu.faults.update({"error_rate_429": 0.0})
     stack.stripe_emu.core.faults.settings.update({"error_rate_429": 0.0})

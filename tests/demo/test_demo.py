@@ -52,9 +52,9 @@ def test_blocked_calls_are_counted_and_never_billed(demo_run: tuple[Demo, list[C
 def test_suspended_key_refused_and_reactivated_key_accepted(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
     demo, _ = demo_run
     failing = next(s for s in demo.states if s.plan.renewal_fails)
-    assert failing.key_status == {"suspended": 403, "reactivated": 200}
+    assert failing.key_status == {"suspended": 401, "reactivated": 200}
     cancelled = next(s for s in demo.states if s.plan.cancels_mid_period)
-    assert cancelled.key_status == {"cancelled": 403}
+    assert cancelled.key_status == {"cancelled": 401}
 
 
 def test_report_page_shows_every_consumer_and_the_chart(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:

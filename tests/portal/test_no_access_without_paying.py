@@ -162,7 +162,7 @@ def test_a_resubscribed_free_consumer_gets_100_calls_in_the_month(stack: LocalSt
     first = subscription(consumer, "free")
     successes = sum(call(stack, first.primary_key) == 200 for _ in range(60))
     assert consumer.unsubscribe(first.subscription_id).status_code == 200
-    assert call(stack, first.primary_key) == 403
+    assert call(stack, first.primary_key) == 401  # a cancelled subscription's key is not valid
     assert consumer.subscribe("free", "second").status_code == 200
     second = subscription(consumer, "free")
     statuses = [call(stack, second.primary_key) for _ in range(60)]
@@ -193,7 +193,7 @@ def test_an_unpaid_payg_consumer_gets_no_new_key_until_the_invoice_is_paid(stack
     advance(stack, clock, period_end + 300)
     advance(stack, clock, period_end + 3 * HOUR)
     assert subscription(attacker, "payg").state == "suspended"
-    assert call(stack, paid.primary_key) == 403
+    assert call(stack, paid.primary_key) == 401
     # The attacker cancels the product that left the debt, and tries PAYG again.
     assert attacker.unsubscribe(paid.subscription_id).status_code == 200
     stack.settle()
@@ -269,7 +269,7 @@ def test_a_payg_consumer_past_the_spending_limit_is_invoiced_then_suspended_unti
     assert invoice.status == "open"
     assert invoice.amount_due == quote(payg, calls).total == 60_000  # by hand: 400,001 x 0.15 / 100 = 600.00
     assert subscription(consumer, "payg").state == "suspended"
-    assert call(stack, key.primary_key) == 403
+    assert call(stack, key.primary_key) == 401
     # Paid: the key works again, and the period goes on with its anchor unchanged.
     good = stripe.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
     stripe.invoices.pay(invoice.id, params={"payment_method": good.id})
@@ -278,3 +278,81 @@ def test_a_payg_consumer_past_the_spending_limit_is_invoiced_then_suspended_unti
     assert call(stack, key.primary_key) == 200
     after = stripe.subscriptions.retrieve(key.subscription_id)
     assert after["items"].data[0].current_period_end == sub["items"].data[0].current_period_end
+
+
+# ---- what the attack review found: kept Checkout pages, closing to escape a debt -------------------
+def test_a_checkout_page_kept_from_earlier_grants_no_second_subscription(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    consumer.sign_up()
+    stripe = stack.stripe_emulator.client().v1
+    first_form, second_form = consumer.subscribe_page("payg"), consumer.subscribe_page("payg")
+    kept = consumer.submit(first_form, {"name": "tab one"})
+    assert kept.status_code == 303
+    other = consumer.submit(second_form, {"name": "tab two"})
+    assert other.status_code == 303
+    # The second form's Checkout ended the first one's: only one Checkout per consumer and product.
+    kept_id = kept.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+    assert stripe.checkout.sessions.retrieve(kept_id).status == "expired"
+    consumer.pay(other.headers["Location"])
+    stack.settle()
+    assert [(s.name, s.state) for s in consumer.subscriptions()] == [("tab two", "active")]
+    # The same form sent twice (a double click) keeps its one session.
+    again = consumer.subscribe_page("basic")
+    assert consumer.submit(again, {"name": "x"}).headers["Location"] == consumer.submit(
+        again, {"name": "x"}).headers["Location"]
+
+
+def test_a_second_paid_subscription_completed_anyway_is_cancelled_before_any_key(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    consumer.sign_up()
+    stripe = stack.stripe_emulator.client().v1
+    consumer.subscribe_and_pay("payg", "first")
+    stack.settle()
+    # A Checkout made past the portal (as a race between two tabs can), completed and paid.
+    customer = stripe.customers.search(params={"query": f"metadata['apim_user_id']:'{consumer.user_id}'"}).data[0]
+    price = stripe.prices.list(params={"lookup_keys": ["payg-usage"]}).data[0]
+    session = stripe.checkout.sessions.create(params={
+        "mode": "subscription", "customer": customer.id, "line_items": [{"price": price.id}],
+        "subscription_data": {"metadata": {"apim_user_id": consumer.user_id, "apim_product_id": "payg",
+                                           "apim_subscription_name": "second"}},
+        "success_url": f"{stack.app_url}/api/portal/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
+        "cancel_url": f"{stack.app_url}/api/portal/checkout/cancelled"})  # fmt: skip
+    assert session.url is not None
+    consumer.pay(session.url)
+    stack.settle()
+    second = stripe.checkout.sessions.retrieve(session.id).subscription
+    assert stripe.subscriptions.retrieve(str(second)).status == "canceled"
+    assert [s.name for s in consumer.subscriptions()] == ["first"]  # no key for the second
+
+
+def test_closing_the_account_does_not_escape_a_debt(stack: LocalStack) -> None:
+    consumer = stack.consumer()
+    consumer.sign_up()
+    stripe = stack.stripe_emulator.client().v1
+    customer = stripe.customers.create(params={"email": consumer.email,
+                                               "metadata": {"apim_user_id": consumer.user_id}})  # fmt: skip
+    # What is owed: an invoice left open by a declined card (Basic's USD 14.95 fee).
+    declining = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    price = stripe.prices.list(params={"lookup_keys": ["basic-flat"]}).data[0]
+    stripe.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}],
+                                        "default_payment_method": declining.id})  # fmt: skip
+    assert [i.status for i in stripe.invoices.list(params={"customer": customer.id}).data] == ["open"]
+    page = consumer.open(link(stack, "CloseAccount", userId=consumer.user_id))
+    refused = consumer.submit(page, {"password": consumer.password})
+    assert refused.status_code == 402
+    assert "unpaid invoices" in refused.text
+    # Had the account gone some other way, the address keeps the debt: a new account with it owes it too.
+    client = stack.apim_emulator.management_client()
+    client.user.begin_delete(stack.apim_emulator.resource_group, stack.apim_emulator.service_name, consumer.user_id,
+                             "*", delete_subscriptions=True).result()  # fmt: skip
+    from billing.adapters.storage import ensure_table  # noqa: PLC0415
+    from billing.store.accounts import email_key  # noqa: PLC0415
+    from billing.store.tables import ACCOUNTS_TABLE  # noqa: PLC0415
+
+    ensure_table(ACCOUNTS_TABLE).delete_entity(email_key(consumer.email), "account")
+    again = stack.consumer(consumer.email)
+    again.sign_up()
+    assert again.user_id != consumer.user_id
+    page = again.open(link(stack, "Subscribe", productId="payg", userId=again.user_id))
+    assert page.status_code == 402
+    assert "USD 14.95" in page.text

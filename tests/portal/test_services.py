@@ -45,7 +45,7 @@ class FakePayments:
         self.calls: list[str] = []
         self.debts: list[Debt] = []
 
-    def outstanding_invoices(self, uid: str) -> Sequence[Debt]:
+    def outstanding_invoices(self, uid: str, email: str | None) -> Sequence[Debt]:
         return self.debts
 
     def find_or_create_customer(self, uid: str, email: str | None) -> str:

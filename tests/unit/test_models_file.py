@@ -128,6 +128,7 @@ def test_eighth_product_needs_only_the_file() -> None:
             "id": "startup",
             "displayName": "Startup",
             "description": "$29 a month including 20,000 calls, then $0.12 per 100.",
+            "apis": ["echo"],
             "pricingModel": "TierWithOverage",
             "flatFee": "29.00",
             "includedCalls": 20000,

@@ -36,7 +36,7 @@ from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
 from billing.store.tables import SUBSCRIPTIONS_TABLE
 from billing.usage.push import PushSummary, UsagePush
 from devstack.azurite import Azurite
-from devstack.stack import LocalStack, StackOptions
+from devstack.stack import PROVIDER_API_ID, LocalStack, StackOptions
 from emulators.apim.pytest_plugin import apim_emulator  # noqa: F401 - re-exported fixture
 from emulators.stripe.pytest_plugin import stripe_emulator  # noqa: F401 - re-exported fixture
 from tests.stack_view import StackView
@@ -209,6 +209,8 @@ def usage_stack(azurite: Azurite) -> Iterator[UsageStack]:
             apim.product.create_or_update(local.apim.resource_group, local.apim.service_name, pid, ProductContract(
                 display_name=pid, subscription_required=True, approval_required=False, subscriptions_limit=1,
                 state="published"))  # fmt: skip
+            apim.product_api.create_or_update(local.apim.resource_group, local.apim.service_name, pid,
+                                              PROVIDER_API_ID)  # fmt: skip
         client = local.stripe.client()
         yield UsageStack(local, client, apim, _catalog(client), clock_now)
         apim.close()

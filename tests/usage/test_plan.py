@@ -26,7 +26,8 @@ def _step(product: Product, counts: UsageCounts, reported: int, window_end: int 
 def _product(included: int = 0, outcomes: tuple[CallOutcome, ...] = (CallOutcome.SUCCESS,)) -> Product:
     model = PricingModel.FREEMIUM if included else PricingModel.METERED
     return Product(id="p", display_name="P", description="d", pricing_model=model, included_calls=included,
-                   usage_price=UsagePrice(amount=Decimal("0.10"), per_calls=100), billable_outcomes=outcomes)
+                   usage_price=UsagePrice(amount=Decimal("0.10"), per_calls=100), billable_outcomes=outcomes,
+                   apis=("echo",))
 
 
 def test_first_push_beyond_included_sends_only_the_overage() -> None:
