@@ -121,4 +121,14 @@ def test_consumer_journey_in_chromium(stack: LocalStack, page) -> None:
 
     # The page is readable on a phone: nothing wider than the viewport.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    # Sign out from the portal: it ends its own session, then the app's (delegation), and the
+    # consumer lands on the portal's home page, signed out of both.
+    page.goto(stack.apim.portal_url + "/")
+    page.click("a.signout")
+    page.wait_for_selector("a.signin")
+    assert page.url.rstrip("/") == stack.apim.portal_url
+    shots.take("signed-out")
+    page.goto(f"{stack.app_url}/api/portal/billing")
+    assert "Please sign in" in page.inner_text("main")
     assert len(list(ARTIFACTS.glob("*.png"))) == shots.count

@@ -289,3 +289,38 @@ def test_throttled_apply_backs_off_and_finishes_without_duplicates(stack: Stack)
     stack.stripe_emu.core.faults.settings.update({"error_rate_429": 0.0})
     _assert_catalog_exactly(stack)
     assert "nothing to change" in stack.cli("catalog", "apply").out
+
+
+def test_links_to_apis_and_groups_are_applied_repaired_and_only_the_catalogs_removed(stack: Stack,
+                                                                                      tmp_path: Path) -> None:
+    rg, svc = stack.where
+    assert stack.cli("catalog", "apply").code == 0
+
+    def links(pid: str) -> tuple[set[str], set[str]]:
+        return ({a.name for a in stack.apim.product_api.list_by_product(rg, svc, pid)},
+                {g.name for g in stack.apim.product_group.list_by_product(rg, svc, pid)})  # fmt: skip
+
+    assert links("standard") == ({"echo"}, {"administrators", "developers", "guests"})
+    assert "nothing to change" in stack.cli("catalog", "plan").out
+    # Drift: someone unlinked a group; and the provider linked an API of its own.
+    stack.apim.api.begin_create_or_update(rg, svc, "weather", m.ApiCreateOrUpdateParameter(
+        display_name="Weather", path="weather", protocols=["https"])).result()  # fmt: skip
+    stack.apim.product_group.delete(rg, svc, "standard", "guests")
+    stack.apim.product_api.create_or_update(rg, svc, "standard", "weather")
+    plan = stack.cli("catalog", "plan")
+    assert "+ create  link    standard -> group guests" in plan.out
+    assert "standard: api(s) weather linked by someone else, left as they are" in plan.out
+    assert stack.cli("catalog", "apply").code == 0
+    assert links("standard") == ({"echo", "weather"}, {"administrators", "developers", "guests"})
+    # The models file sells Standard through "weather" instead of "echo": the catalog's link goes,
+    # and "weather" (linked by the provider) is now the catalog's concern too, kept as it is.
+    changed = models_variant(tmp_path, "weather.json", '"id": "standard",\n      "displayName": "Standard",\n'
+                             '      "description": "$89.95 a month including 100,000 calls, then $0.10 per 100 calls.",\n'
+                             '      "apis": ["echo"],', '"id": "standard",\n      "displayName": "Standard",\n'
+                             '      "description": "$89.95 a month including 100,000 calls, then $0.10 per 100 calls.",\n'
+                             '      "apis": ["weather"],')  # fmt: skip
+    plan = stack.cli("catalog", "plan", "--file", str(changed))
+    assert "- remove  link    standard -> api echo" in plan.out
+    assert stack.cli("catalog", "apply", "--file", str(changed)).code == 0
+    assert links("standard")[0] == {"weather"}
+    assert "nothing to change" in stack.cli("catalog", "plan", "--file", str(changed)).out
