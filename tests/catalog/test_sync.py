@@ -315,7 +315,8 @@ def test_links_to_apis_and_groups_are_applied_repaired_and_only_the_catalogs_rem
     # The models file sells Standard through "weather" instead of "echo": the catalog's link goes,
     # and "weather" (linked by the provider) is now the catalog's concern too, kept as it is.
     standard = '"description": "$89.95 a month including 100,000 calls, then $0.10 per 100 calls.",\n      '
-    changed = models_variant(tmp_path, "weather.json", standard + '"apis": ["echo"],', standard + '"apis": ["weather"],')
+    changed = models_variant(tmp_path, "weather.json", standard + '"apis": ["echo"],',
+                             standard + '"apis": ["weather"],')
     plan = stack.cli("catalog", "plan", "--file", str(changed))
     assert "- remove  link    standard -> api echo" in plan.out
     assert stack.cli("catalog", "apply", "--file", str(changed)).code == 0
