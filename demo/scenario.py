@@ -140,11 +140,8 @@ class Demo:
         name = f"{plan.product_id} for {plan.name.split()[0]}"
         if product.is_paid:
             # Stripe's way to test renewals: the consumer's Stripe customer lives on a test clock.
-            clock = self.stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())})
-            customer = self.stripe.customers.create(params={
-                "email": email, "name": plan.name, "test_clock": clock.id,
-                "metadata": {"apim_user_id": user_id}})  # fmt: skip
-            state.clock_id, state.customer_id = clock.id, customer.id
+            state.clock_id, state.customer_id = self.stack.customer_on_test_clock(user_id, email, int(time.time()),
+                                                                                  plan.name)  # fmt: skip
             if consumer.subscriptions():
                 raise DemoError(f"{plan.name} has a subscription before paying")
             consumer.subscribe_and_pay(plan.product_id, name)
@@ -253,8 +250,9 @@ class Demo:
         method = self.stripe.payment_methods.attach(
             "pm_card_chargeCustomerFail", params={"customer": state.customer_id}
         )
-        self.stripe.customers.update(state.customer_id, params={
-            "invoice_settings": {"default_payment_method": method.id}})  # fmt: skip
+        # Checkout put the card it collected on the subscription (Stripe: it becomes the subscription's
+        # default payment method), and a renewal charges that one first: replace it there.
+        self.stripe.subscriptions.update(state.subscription_id, params={"default_payment_method": method.id})
         self.say(f"  {state.plan.name:<20} card replaced by one that will be declined")
 
     def recover_failed_payment(self, state: ConsumerState) -> None:

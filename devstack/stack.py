@@ -261,6 +261,29 @@ class LocalStack:
         """A cookie-keeping HTTP client that asks for HTML, as a browser does."""
         return browser_session()
 
+    def customer_on_test_clock(self, uid: str, email: str, frozen_time: int,
+                               name: str | None = None) -> tuple[str, str]:  # fmt: skip
+        """(clock id, customer id): the APIM user's Stripe customer, made ahead on a test clock (Stripe's
+        way to test renewals) and kept in the app's customer directory, as if the app had made it."""
+        from billing.store.customers import CustomerDirectory  # noqa: PLC0415 - the app's own store
+        from billing.store.tables import CUSTOMERS_TABLE  # noqa: PLC0415
+
+        stripe = self.stripe_emulator.client().v1
+        clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": frozen_time})
+        params: dict[str, Any] = {"email": email, "test_clock": clock.id, "metadata": {"apim_user_id": uid}}
+        if name:
+            params["name"] = name
+        customer = stripe.customers.create(params=params)  # type: ignore[arg-type]
+        CustomerDirectory(table_service().get_table_client(CUSTOMERS_TABLE)).keep(uid, customer.id)
+        return clock.id, customer.id
+
+    def customer_of(self, uid: str) -> str | None:
+        """The Stripe customer the app keeps for the APIM user (what the app acts on)."""
+        from billing.store.customers import CustomerDirectory  # noqa: PLC0415
+        from billing.store.tables import CUSTOMERS_TABLE  # noqa: PLC0415
+
+        return CustomerDirectory(table_service().get_table_client(CUSTOMERS_TABLE)).get(uid)
+
     def consumer(self, email: str | None = None, password: str = DEFAULT_PASSWORD,
                  name: str = "Ada Lovelace") -> Consumer:  # fmt: skip
         """A consumer with a fresh browser on this stack's portal (a new e-mail address unless given)."""

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 
 import stripe
 
 from billing import catalog_names
-from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest, Debt
+from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest, CustomersPort, Debt
 
+LineItem = stripe.params.checkout.SessionCreateParamsLineItem
 CHECKOUT_TTL_SECONDS = 30 * 60
 CHECKOUT_META_FORM = "portal_form"  # the subscribe form a Checkout Session was made for
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:40]
 
 
 def _search_string(value: str) -> str:
@@ -20,13 +26,19 @@ def _search_string(value: str) -> str:
 
 
 class PortalStripe:
-    def __init__(self, client: stripe.StripeClient) -> None:
+    def __init__(self, client: stripe.StripeClient, customers: CustomersPort) -> None:
         self._c = client.v1
+        self._customers = customers
 
     def find_customer(self, uid: str) -> str | None:
+        kept = self._customers.get(uid)
+        if kept is not None:
+            return kept
+        # A customer made before the app kept ids (or by the provider): search, once, and keep it.
+        # Never for one the app just made: those are kept, and search can lag behind writes.
         query = f"metadata['{catalog_names.CUSTOMER_META_APIM_USER}']:{_search_string(uid)}"
         found = self._c.customers.search(params={"query": query, "limit": 1})
-        return found.data[0].id if found.data else None
+        return self._customers.keep(uid, found.data[0].id) if found.data else None
 
     def find_or_create_customer(self, uid: str, email: str | None) -> str:
         existing = self.find_customer(uid)
@@ -35,9 +47,9 @@ class PortalStripe:
         params: stripe.params.CustomerCreateParams = {"metadata": {catalog_names.CUSTOMER_META_APIM_USER: uid}}
         if email:
             params["email"] = email
-        # Idempotent per user: a retry (or a double submit) finds the same customer, not a second one.
-        customer = self._c.customers.create(params=params, options={"idempotency_key": f"portal-customer-{uid}"})
-        return customer.id
+        # Idempotent per user and parameters: a retry (or a double submit) gets the same customer.
+        key = "portal-customer-" + _digest(uid, email or "")
+        return self._customers.keep(uid, self._c.customers.create(params=params, options={"idempotency_key": key}).id)
 
     def price_ids(self, lookup_keys: Sequence[str]) -> dict[str, str]:
         if not lookup_keys:
@@ -46,9 +58,9 @@ class PortalStripe:
         return {p.lookup_key: p.id for p in prices.data if p.lookup_key}
 
     def create_checkout(self, request: CheckoutRequest, idempotency_key: str) -> str:
-        line_items: list[stripe.params.checkout.SessionCreateParamsLineItem] = []
+        line_items: list[LineItem] = []
         for price, quantity in request.price_lines:
-            item: stripe.params.checkout.SessionCreateParamsLineItem = {"price": price}
+            item: LineItem = {"price": price}
             if quantity is not None:
                 item["quantity"] = quantity
             line_items.append(item)
@@ -57,6 +69,18 @@ class PortalStripe:
         # page kept from earlier (before a debt, say) cannot start a second subscription later. The
         # same form sent again keeps its session (the idempotency key replays it).
         self._expire_open_sessions(request.customer_id, product, keep_form=request.form_nonce)
+        try:
+            return self._create_session(request, line_items, product, idempotency_key)
+        except stripe.IdempotencyError:
+            # The same form sent again a while later: its expiry differs, so Stripe refuses the
+            # replay; the session that form made is still open (it was kept above): use it.
+            same = self._open_session_of_form(request.customer_id, request.form_nonce)
+            if same is None:
+                raise
+            return same
+
+    def _create_session(self, request: CheckoutRequest, line_items: list[LineItem], product: str,
+                        idempotency_key: str) -> str:  # fmt: skip
         session = self._c.checkout.sessions.create(
             params={
                 "mode": "subscription",
@@ -75,6 +99,13 @@ class PortalStripe:
         if not session.url:
             raise RuntimeError("Stripe returned a Checkout Session without a URL")
         return session.url
+
+    def _open_session_of_form(self, customer_id: str, form_nonce: str) -> str | None:
+        found = self._c.checkout.sessions.list(params={"customer": customer_id, "status": "open", "limit": 100})
+        for session in found.auto_paging_iter():
+            if (session.to_dict().get("metadata") or {}).get(CHECKOUT_META_FORM) == form_nonce and session.url:
+                return str(session.url)
+        return None
 
     def _expire_open_sessions(self, customer_id: str, product: str, *, keep_form: str) -> None:
         found = self._c.checkout.sessions.list(params={"customer": customer_id, "status": "open", "limit": 100})
@@ -123,9 +154,10 @@ class PortalStripe:
         customer = self.find_customer(uid)
         if customer is None:
             return []
-        # Without `status`, Stripe lists every subscription that has not ended (canceled ones excluded).
-        found = self._c.subscriptions.list(params={"customer": customer, "limit": 100})
-        return [sub.id for sub in found.auto_paging_iter()]
+        # Every status, then those that can still bill: Stripe's default list leaves out only
+        # canceled ones, and an incomplete_expired subscription has ended too.
+        found = self._c.subscriptions.list(params={"customer": customer, "status": "all", "limit": 100})
+        return [sub.id for sub in found.auto_paging_iter() if sub.status not in ("canceled", "incomplete_expired")]
 
     def expire_open_checkouts(self, uid: str) -> None:
         customer = self.find_customer(uid)

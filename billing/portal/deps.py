@@ -22,8 +22,15 @@ from billing.portal.hash_budget import HashBudget
 from billing.portal.ports import AccountsPort, ApimPort, PaymentsPort, SaltsPort
 from billing.portal.web import Sessions
 from billing.store.accounts import Accounts, UsedSalts
+from billing.store.customers import CustomerDirectory
 from billing.store.email_links import EmailLinks
-from billing.store.tables import ACCOUNTS_TABLE, DELEGATION_SALTS_TABLE, EMAIL_TOKENS_TABLE, THROTTLES_TABLE
+from billing.store.tables import (
+    ACCOUNTS_TABLE,
+    CUSTOMERS_TABLE,
+    DELEGATION_SALTS_TABLE,
+    EMAIL_TOKENS_TABLE,
+    THROTTLES_TABLE,
+)
 from billing.store.throttles import Throttles
 
 _SETTINGS = ("APIM_DELEGATION_VALIDATION_KEY", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL", "DELEGATION_MODE",
@@ -102,6 +109,6 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
         accounts=accounts,
         account_ports=account_ports,
         apim=apim,
-        payments=PortalStripe(stripe_client()),
+        payments=PortalStripe(stripe_client(), CustomerDirectory(ensure_table(CUSTOMERS_TABLE))),
         salts=UsedSalts(ensure_table(DELEGATION_SALTS_TABLE)),
     )

@@ -129,6 +129,16 @@ class PaymentsPort(Protocol):
         ...
 
 
+class CustomersPort(Protocol):
+    def get(self, uid: str) -> str | None:
+        """The Stripe customer the app made for the APIM user, if it made one."""
+        ...
+
+    def keep(self, uid: str, customer_id: str) -> str:
+        """Record the user's customer; the id recorded first, if another was recorded meanwhile."""
+        ...
+
+
 class AccountsPort(Protocol):
     def get(self, email: str) -> Account | None: ...
 

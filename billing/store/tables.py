@@ -7,6 +7,7 @@ ACCOUNTS_TABLE = "accounts"
 THROTTLES_TABLE = "throttles"  # fixed-window counters: guesses per account, requests per client, mails per address
 EMAIL_TOKENS_TABLE = "emailtokens"  # single-use links sent by e-mail (address confirmation, password reset)
 CATALOG_LINKS_TABLE = "cataloglinks"  # product links to APIs and groups that `catalog apply` made
+CUSTOMERS_TABLE = "customers"  # APIM user id -> the Stripe customer the app made for it
 DELEGATION_SALTS_TABLE = "delegationsalts"
 
 USAGE_BATCH_QUEUE = "usage-batches"
@@ -20,5 +21,7 @@ ALL_TABLES = (
     THROTTLES_TABLE,
     EMAIL_TOKENS_TABLE,
     DELEGATION_SALTS_TABLE,
+    CATALOG_LINKS_TABLE,
+    CUSTOMERS_TABLE,
 )
 ALL_QUEUES = (USAGE_BATCH_QUEUE, EVENT_WORK_QUEUE)

@@ -73,8 +73,8 @@ def grant_paid(stack: Any, uid: str) -> Any:
     """What the webhook area (issue 7) does once the first invoice is paid: the APIM subscription named
     after the Stripe subscription, active, and its link row. Done by hand: no webhooks reach the app here."""
     client = stack.stripe.client()
-    customer = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data[0]
-    sub = client.v1.subscriptions.list(params={"customer": customer.id}).data[0]
+    customer = stack.customer_of(uid)
+    sub = client.v1.subscriptions.list(params={"customer": customer}).data[0]
     pid, name = sub.metadata["apim_product_id"], sub.metadata["apim_subscription_name"]
     mgmt, rg, svc = apim(stack)
     mgmt.subscription.create_or_update(rg, svc, sub.id, SubscriptionCreateParameters(
@@ -83,7 +83,7 @@ def grant_paid(stack: Any, uid: str) -> Any:
     usage = [i.id for i in items if i.price.recurring and i.price.recurring.usage_type == "metered"]
     SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE)).create_or_replace(SubscriptionLink(
         apim_subscription_id=sub.id, apim_user_id=uid, product_id=pid, subscription_name=name,
-        stripe_customer_id=customer.id, stripe_subscription_id=sub.id,
+        stripe_customer_id=customer, stripe_subscription_id=sub.id,
         stripe_usage_item_id=usage[0] if usage else "", stripe_status=sub.status, apim_state="active",
         current_period_start=items[0].current_period_start, current_period_end=items[0].current_period_end,
         stripe_state_at=sub.created))
@@ -177,13 +177,12 @@ def test_close_account_cancels_everything_with_a_final_invoice_and_signs_out(sta
     # The consumer's Stripe customer lives on a test clock, so that the close happens an hour into
     # the period: a final invoice covers [period start, cancel), and in the same second it is empty.
     stripe = stack.stripe.client().v1
-    clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())})
-    stripe.customers.create(params={"email": consumer.email, "test_clock": clock.id,
-                                    "metadata": {"apim_user_id": uid}})  # fmt: skip
+    clock_id, _ = stack.customer_on_test_clock(uid, consumer.email, int(time.time()))
     consumer.subscribe_and_pay("standard", "production")
     paid = grant_paid(stack, uid)
     stack.apim.record_usage(paid.id, 150_000, at=datetime.now(UTC))
-    stripe.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": clock.frozen_time + 3600})
+    frozen = stripe.test_helpers.test_clocks.retrieve(clock_id).frozen_time
+    stripe.test_helpers.test_clocks.advance(clock_id, params={"frozen_time": frozen + 3600})
     page = open_form(consumer, link(stack, "CloseAccount", userId=uid), "This cannot be undone")
     assert "free key" in page.text
     assert "production" in page.text

@@ -81,9 +81,10 @@ def test_subscribe_to_standard_through_checkout(stack: LocalStack) -> None:
     assert "Payment received: your key will be active in a moment" in done.text
 
     client = stack.stripe.client()
-    customers = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data
-    assert len(customers) == 1
-    subs = client.v1.subscriptions.list(params={"customer": customers[0].id}).data
+    customer = stack.customer_of(uid)  # the one the app made and kept
+    assert customer is not None
+    assert len(client.v1.customers.list(params={"email": consumer.email}).data) == 1
+    subs = client.v1.subscriptions.list(params={"customer": customer}).data
     assert len(subs) == 1
     assert subs[0].metadata.to_dict() == {
         catalog_names.SUB_META_APIM_USER: uid,
@@ -110,8 +111,8 @@ def test_cancelled_checkout_takes_no_payment(stack: LocalStack) -> None:
     assert page.status_code == 200
     assert "No payment was taken" in page.text
     client = stack.stripe.client()
-    customer = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data[0]
-    assert client.v1.subscriptions.list(params={"customer": customer.id, "status": "all"}).data == []
+    customer = stack.customer_of(uid)
+    assert client.v1.subscriptions.list(params={"customer": customer, "status": "all"}).data == []
 
 
 def test_paid_subscription_twice_is_refused_before_paying(stack: LocalStack) -> None:
@@ -128,8 +129,8 @@ def _grant_like_the_webhook(stack: LocalStack, uid: str):
     """What issue 7's webhook does once the first invoice is paid: the APIM subscription named after the
     Stripe subscription, active, and its link row. Done here so these tests do not depend on issue 7."""
     client = stack.stripe.client()
-    customer = client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{uid}'"}).data[0]
-    sub = client.v1.subscriptions.list(params={"customer": customer.id}).data[0]
+    customer = stack.customer_of(uid)
+    sub = client.v1.subscriptions.list(params={"customer": customer}).data[0]
     pid = sub.metadata["apim_product_id"]
     stack.apim.management_client().subscription.create_or_update(
         stack.apim.resource_group, stack.apim.service_name, sub.id,
@@ -139,7 +140,7 @@ def _grant_like_the_webhook(stack: LocalStack, uid: str):
     usage = [i.id for i in items if i.price.recurring and i.price.recurring.usage_type == "metered"]
     SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE)).create_or_replace(SubscriptionLink(
         apim_subscription_id=sub.id, apim_user_id=uid, product_id=pid,
-        subscription_name=sub.metadata["apim_subscription_name"], stripe_customer_id=customer.id,
+        subscription_name=sub.metadata["apim_subscription_name"], stripe_customer_id=str(customer),
         stripe_subscription_id=sub.id, stripe_usage_item_id=usage[0] if usage else "", stripe_status=sub.status,
         apim_state="active", current_period_start=items[0].current_period_start,
         current_period_end=items[0].current_period_end, stripe_state_at=sub.created))

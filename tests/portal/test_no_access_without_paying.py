@@ -55,11 +55,16 @@ def subscription(consumer: Consumer, product_id: str) -> Any:
 
 def on_a_test_clock(stack: LocalStack, consumer: Consumer, *, minutes_ago: int = 0) -> str:
     """The consumer's Stripe customer, made ahead on a test clock (as the demo does): the clock's id."""
+    frozen = int(time.time()) - 60 * minutes_ago
+    return stack.customer_on_test_clock(consumer.user_id, consumer.email, frozen)[0]
+
+
+def declining_card_on(stack: LocalStack, subscription_id: str) -> None:
+    """The subscription's card replaced by one that declines (Checkout put the card on the subscription)."""
     stripe = stack.stripe_emulator.client().v1
-    clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": int(time.time()) - 60 * minutes_ago})
-    stripe.customers.create(params={"email": consumer.email, "test_clock": clock.id,
-                                    "metadata": {"apim_user_id": consumer.user_id}})  # fmt: skip
-    return str(clock.id)
+    customer = str(stripe.subscriptions.retrieve(subscription_id).customer)
+    method = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
+    stripe.subscriptions.update(subscription_id, params={"default_payment_method": method.id})
 
 
 def advance(stack: LocalStack, clock_id: str, to: int) -> None:
@@ -185,9 +190,7 @@ def test_an_unpaid_payg_consumer_gets_no_new_key_until_the_invoice_is_paid(stack
     assert "Continue to payment" in kept_form.text
     # 1,000,005 calls, then a card that declines the renewal.
     stack.apim_emulator.record_usage(paid.subscription_id, 1_000_004, at=datetime.now(UTC))
-    customer = stripe.customers.search(params={"query": f"metadata['apim_user_id']:'{attacker.user_id}'"}).data[0]
-    method = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
-    stripe.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": method.id}})
+    declining_card_on(stack, paid.subscription_id)
     sub = stripe.subscriptions.retrieve(paid.subscription_id)
     period_end = int(sub["items"].data[0].current_period_end)
     advance(stack, clock, period_end + 300)
@@ -251,9 +254,8 @@ def test_a_payg_consumer_past_the_spending_limit_is_invoiced_then_suspended_unti
     # The app put the product's spending limit on the subscription when it became active.
     assert sub.billing_thresholds is not None
     assert (sub.billing_thresholds.amount_gte, sub.billing_thresholds.reset_billing_cycle_anchor) == (50_000, False)
-    customer = stripe.customers.search(params={"query": f"metadata['apim_user_id']:'{consumer.user_id}'"}).data[0]
-    method = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
-    stripe.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": method.id}})
+    declining_card_on(stack, key.subscription_id)
+    customer = str(sub.customer)
     start = datetime.fromtimestamp(sub["items"].data[0].current_period_start + 5, UTC)
     push_usage(stack, start)  # the first push of the period opens its usage window
     calls = 400_001  # USD 600.0015: past the limit
@@ -271,7 +273,7 @@ def test_a_payg_consumer_past_the_spending_limit_is_invoiced_then_suspended_unti
     assert subscription(consumer, "payg").state == "suspended"
     assert call(stack, key.primary_key) == 401
     # Paid: the key works again, and the period goes on with its anchor unchanged.
-    good = stripe.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    good = stripe.payment_methods.attach("pm_card_visa", params={"customer": customer})
     stripe.invoices.pay(invoice.id, params={"payment_method": good.id})
     stack.settle()
     assert subscription(consumer, "payg").state == "active"
@@ -309,10 +311,10 @@ def test_a_second_paid_subscription_completed_anyway_is_cancelled_before_any_key
     consumer.subscribe_and_pay("payg", "first")
     stack.settle()
     # A Checkout made past the portal (as a race between two tabs can), completed and paid.
-    customer = stripe.customers.search(params={"query": f"metadata['apim_user_id']:'{consumer.user_id}'"}).data[0]
+    customer = stack.customer_of(consumer.user_id)
     price = stripe.prices.list(params={"lookup_keys": ["payg-usage"]}).data[0]
     session = stripe.checkout.sessions.create(params={
-        "mode": "subscription", "customer": customer.id, "line_items": [{"price": price.id}],
+        "mode": "subscription", "customer": customer, "line_items": [{"price": price.id}],
         "subscription_data": {"metadata": {"apim_user_id": consumer.user_id, "apim_product_id": "payg",
                                            "apim_subscription_name": "second"}},
         "success_url": f"{stack.app_url}/api/portal/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
@@ -329,14 +331,13 @@ def test_closing_the_account_does_not_escape_a_debt(stack: LocalStack) -> None:
     consumer = stack.consumer()
     consumer.sign_up()
     stripe = stack.stripe_emulator.client().v1
-    customer = stripe.customers.create(params={"email": consumer.email,
-                                               "metadata": {"apim_user_id": consumer.user_id}})  # fmt: skip
+    _, customer = stack.customer_on_test_clock(consumer.user_id, consumer.email, int(time.time()))
     # What is owed: an invoice left open by a declined card (Basic's USD 14.95 fee).
-    declining = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    declining = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
     price = stripe.prices.list(params={"lookup_keys": ["basic-flat"]}).data[0]
-    stripe.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}],
+    stripe.subscriptions.create(params={"customer": customer, "items": [{"price": price.id}],
                                         "default_payment_method": declining.id})  # fmt: skip
-    assert [i.status for i in stripe.invoices.list(params={"customer": customer.id}).data] == ["open"]
+    assert [i.status for i in stripe.invoices.list(params={"customer": customer}).data] == ["open"]
     page = consumer.open(link(stack, "CloseAccount", userId=consumer.user_id))
     refused = consumer.submit(page, {"password": consumer.password})
     assert refused.status_code == 402

@@ -89,13 +89,10 @@ def _advance(stack: LocalStack, clock_id: str, to: datetime) -> None:
 def test_a_basic_quota_starts_again_with_each_billing_month(stack: LocalStack) -> None:
     apim = stack.apim_emulator
     client, rg, svc = apim.management_client(), apim.resource_group, apim.service_name
-    stripe = stack.stripe_emulator.client().v1
     consumer = stack.consumer()
     consumer.sign_up()
     start = datetime(2027, 1, 1, tzinfo=UTC)  # January has 31 days, February 28
-    clock = stripe.test_helpers.test_clocks.create(params={"frozen_time": int(start.timestamp())})
-    stripe.customers.create(params={"email": consumer.email, "test_clock": clock.id,
-                                    "metadata": {"apim_user_id": consumer.user_id}})  # fmt: skip
+    clock_id, _ = stack.customer_on_test_clock(consumer.user_id, consumer.email, int(start.timestamp()))
     consumer.subscribe_and_pay("basic", "monthly")
     stack.settle()
     key = consumer.subscriptions()[0]
@@ -109,9 +106,9 @@ def test_a_basic_quota_starts_again_with_each_billing_month(stack: LocalStack) -
 
     use_up_the_quota()
     for month_end in (datetime(2027, 2, 1, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC)):
-        _advance(stack, clock.id, _hour_before(month_end))
+        _advance(stack, clock_id, _hour_before(month_end))
         assert call(stack, key.primary_key) == 403, f"the quota renewed before {month_end:%d %B}"
-        _advance(stack, clock.id, month_end.replace(hour=3))  # Stripe renewed (and the invoice was paid)
+        _advance(stack, clock_id, month_end.replace(hour=3))  # Stripe renewed (and the invoice was paid)
         assert call(stack, key.primary_key) == 200, f"the quota did not renew on {month_end:%d %B}"
         use_up_the_quota()
 
