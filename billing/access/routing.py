@@ -86,6 +86,13 @@ INVOICE_STATE_EVENTS = frozenset(
 CLOSING_REASONS = frozenset({"subscription_cycle", "subscription_update"})
 
 
+# Every event type the webhook acts on: the endpoint in Stripe must be subscribed to exactly these
+# (docs/deploy.md lists them; a test keeps the two equal).
+HANDLED_EVENTS = frozenset(
+    {"checkout.session.completed", "invoice.created"} | SUBSCRIPTION_EVENTS | INVOICE_STATE_EVENTS
+)
+
+
 def parse_event(raw: Mapping[str, Any]) -> tuple[str, str, int, Mapping[str, Any]]:
     """Id, type, created and data.object of an event, or MalformedEvent naming what is missing."""
     event_id, event_type = raw.get("id"), raw.get("type")
