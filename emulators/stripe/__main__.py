@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import signal
 import sys
 import threading
 
 from emulators.stripe.core import Config
 from emulators.stripe.faults import FaultSettings
+from emulators.stripe.resources import portal
 from emulators.stripe.server import StripeEmulator
 
 
@@ -36,7 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="subscription status after the last failed payment retry")
     parser.add_argument("--retry-days", default="3,5,7", help="days between failed payment retries")
     parser.add_argument("--webhook-retry-base", type=float, default=0.2, help="seconds before the first retry")
-    parser.add_argument("--portal-cancel", choices=("at_period_end", "immediately"), default="at_period_end")
+    parser.add_argument("--portal-default", action="store_true",
+                        help="save the customer portal settings as the Dashboard does (a default configuration); "
+                             "without it, portal sessions need a `configuration`, as in a new Stripe account")
+    parser.add_argument("--portal-cancel", choices=("at_period_end", "immediately"),
+                        help="save the portal settings (as --portal-default) with this cancellation mode")
+    parser.add_argument("--search-lag-seconds", type=float, default=60.0,
+                        help="seconds before a write is visible to search (Stripe: under a minute)")
+    parser.add_argument("--meter-error-window-seconds", type=float, default=10.0,
+                        help="window over which invalid v2 stream events are batched into one error report")
     parser.add_argument("--verbose", action="store_true", help="log each request line")
     return parser.parse_args(argv)
 
@@ -55,8 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     faults = FaultSettings(latency_ms=args.latency_ms, error_rate_429=args.error_rate_429,
                            error_rate_500=args.error_rate_500, duplicate_webhooks=args.duplicate_webhooks,
                            reorder_webhooks=args.reorder_webhooks, rate_limit=args.rate_limit, seed=args.seed)
+    portal_settings = None
+    if args.portal_default or args.portal_cancel:
+        portal_settings = copy.deepcopy(portal.DASHBOARD_DEFAULTS)
+        if args.portal_cancel:
+            portal_settings["features"]["subscription_cancel"]["mode"] = args.portal_cancel
+    if args.search_lag_seconds < 0 or args.meter_error_window_seconds < 0:
+        print("--search-lag-seconds and --meter-error-window-seconds must be >= 0", file=sys.stderr)
+        return 2
     config = Config(retry_days=retry_days, after_retries=args.after_retries,
-                    webhook_retry_base=args.webhook_retry_base, portal_cancel=args.portal_cancel)
+                    webhook_retry_base=args.webhook_retry_base, portal_settings=portal_settings,
+                    search_lag_seconds=args.search_lag_seconds,
+                    meter_error_window_seconds=args.meter_error_window_seconds)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

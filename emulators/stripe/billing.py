@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from emulators.stripe import pricing, usage
 from emulators.stripe.core import Core
@@ -128,7 +128,18 @@ def new_item(core: Core, sub: dict, price: dict, quantity: int | None, metadata:
         current_period_start=None,
         current_period_end=None,
     )
+    mark_debited(item, True)  # a new subscription's first invoice charges its flat fees in advance
     return core.store.put("subscription_item", item)
+
+
+def mark_debited(item: dict, debited: bool) -> None:
+    """Record what this period's invoices charged in advance for the item's flat fee (None: nothing).
+
+    Flexible billing mode "calculates credit prorations based on the original amount previously
+    debited to a customer", not on the item's current price and quantity.
+    """
+    licensed = debited and not is_metered(item["price"])
+    item["_debited"] = {"price": item["price"], "quantity": item["quantity"]} if licensed else None
 
 
 def items(sub: dict) -> list[dict]:
@@ -280,21 +291,82 @@ def flat_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int
              quantity=qty, sub=sub, item=item)
 
 
-def metered_quantity(core: Core, sub: dict, price: dict, start: int, end: int) -> Decimal:
+class Window(NamedTuple):
+    """The usage a metered item's current price bills in its period.
+
+    Events with `timestamp` in [start, period end) and, after a mid-period price change or when
+    the item was added mid-period, reported after the change (`after`, in report order; `since`
+    is the change's time): flexible billing mode "bills for usage based on the price at the time
+    you report it".
+    """
+
+    start: int  # the period start: timestamps count from here
+    since: int | None  # when the price came onto the item mid-period (None: at the period start)
+    after: int | None  # the number of meter events reported before that (None: every report counts)
+
+    @property
+    def key(self) -> int:
+        """Where the price's usage line starts; threshold invoices' lines are matched on it (`_cycle`)."""
+        return self.since if self.since is not None else self.start
+
+
+def window(item: dict) -> Window:
+    return Window(item["current_period_start"], item.get("_usage_since"), item.get("_usage_after"))
+
+
+def start_usage(core: Core, item: dict, now: int | None) -> None:
+    """From now on (None: from the period start), the item's price bills the usage reported."""
+    item["_usage_since"] = now
+    item["_usage_after"] = None if now is None else core.meter_event_seq
+
+
+def metered_quantity(  # noqa: PLR0917 - report-order bounds are optional
+    core: Core, sub: dict, price: dict, start: int, end: int, after: int | None = None, upto: int | None = None
+) -> Decimal:
     meter_id = (price.get("recurring") or {}).get("meter")
     meter = core.store.maybe("billing.meter", meter_id) if meter_id else None
     if meter is None:
         return Decimal(0)
-    return usage.aggregate(meter, sub["customer"], start, end)
+    return usage.aggregate(meter, sub["customer"], start, end, after, upto)
 
 
-def metered_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int) -> None:  # noqa: PLR0917
-    """The usage of [start, end) (start = the period start), less what threshold invoices already billed."""
+def metered_line(core: Core, inv: dict, sub: dict, item: dict, span: Window, end: int) -> None:  # noqa: PLR0917
+    """The usage of the item's price in `span` up to `end`, less what threshold invoices already billed."""
     price = item["price"]
-    qty = metered_quantity(core, sub, price, start, end)
-    add_line(inv, core, amount=pricing.amount(price, qty), description=f"{qty} × {product_name(core, price)}",
-             start=start, end=end, price=price, quantity=qty, sub=sub, item=item, metered=True)
-    previously_billed_line(core, inv, sub, item, start)
+    qty = metered_quantity(core, sub, price, span.start, end, span.after)
+    line = add_line(inv, core, amount=pricing.amount(price, qty), description=f"{qty} × {product_name(core, price)}",
+                    start=span.key, end=end, price=price, quantity=qty, sub=sub, item=item, metered=True)
+    line["_usage_from"], line["_reported_after"] = span.start, span.after  # for refresh_metered
+    previously_billed_line(core, inv, sub, item, span.key)
+
+
+def close_usage(core: Core, sub: dict, item: dict, now: int) -> list[dict]:
+    """Flexible billing mode, a metered price leaves the item (price change or removal) at `now`.
+
+    "we create an invoice item that bills for previously reported metered usage when you remove
+    a metered price from a subscription" (docs.stripe.com/billing/subscriptions/usage-based/
+    manage-billing-setup): the usage its price accrued this period and no invoice billed yet, as
+    pending lines (add_line keyword arguments) that the caller bills per `proration_behavior`.
+    Usage reported from `now` on belongs to the item's next price.
+    """
+    if not is_metered(item["price"]) or sub["status"] == "trialing":
+        return []  # trial usage is not billed (see renew)
+    span = window(item)
+    price = item["price"]
+    qty = metered_quantity(core, sub, price, span.start, item["current_period_end"], span.after,
+                           core.meter_event_seq)
+    billed, until = previously_billed(core, sub, item["id"], span.key)
+    if qty == 0 and billed == 0:
+        return []  # flexible mode creates no zero-amount lines
+    name = product_name(core, price)
+    lines = [{"amount": pricing.amount(price, qty), "description": f"{qty} × {name} (usage until the change)",
+              "start": span.key, "end": now, "price": price, "quantity": qty, "sub": sub, "item": item,
+              "proration": True}]
+    if billed:
+        lines.append({"amount": -billed, "description": f"Amount previously billed for {name}",
+                      "start": span.key, "end": until or span.key, "price": price, "quantity": None, "sub": sub,
+                      "item": item, "proration": True})
+    return lines
 
 
 def previously_billed(core: Core, sub: dict, item_id: str, cycle_start: int, exclude: str | None = None,
@@ -340,7 +412,8 @@ def refresh_metered(core: Core, inv: dict) -> None:
         price = core.store.maybe("price", line["pricing"]["price_details"]["price"])
         if price is None:
             continue
-        qty = metered_quantity(core, sub, price, line["period"]["start"], line["period"]["end"])
+        qty = metered_quantity(core, sub, price, line.get("_usage_from", line["period"]["start"]),
+                               line["period"]["end"], line.get("_reported_after"))
         line["amount"] = line["subtotal"] = pricing.amount(price, qty)
         line["quantity"] = int(qty) if qty == int(qty) else None
         line["quantity_decimal"] = str(qty)
@@ -532,6 +605,7 @@ def create_subscription(
     cancel_at_period_end: bool = False,
     first_payment_method: str | None = None,
     billing_thresholds: dict | None = None,
+    billing_mode: dict | None = None,
 ) -> dict:
     """Create the subscription and its first invoice (flat fees in advance), finalised at once."""
     clock = customer.get("test_clock") or ""
@@ -545,7 +619,10 @@ def create_subscription(
         automatic_tax={"enabled": False, "liability": None, "disabled_reason": None},
         billing_cycle_anchor=trial_end or now,
         billing_cycle_anchor_config=None,
-        billing_mode={"type": "flexible", "flexible": None, "updated_at": None},
+        # Flexible is the default for subscriptions created through the API and Checkout
+        # (changelog 2025-09-30.clover); classic is refused where the parameters are checked.
+        billing_mode={"type": "flexible", "flexible": {"proration_discounts": "included"}, "updated_at": now,
+                      **(billing_mode or {})},
         billing_thresholds=billing_thresholds,
         cancel_at=None,
         cancel_at_period_end=cancel_at_period_end,
@@ -629,8 +706,11 @@ def renew(core: Core, sub_id: str, boundary: int) -> None:
     new_end = period_end(sub, boundary)
     previous_items = [{"id": i["id"], "current_period_start": i["current_period_start"],
                        "current_period_end": i["current_period_end"]} for i in items(sub)]
+    spans = {item["id"]: window(item) for item in items(sub)}  # the finished period's usage, per item
     for item in items(sub):
         item["current_period_start"], item["current_period_end"] = boundary, new_end
+        start_usage(core, item, None)  # a new period: every report counts for the item's price again
+        mark_debited(item, True)  # the renewal invoice charges the flat fees in advance
     previous: dict[str, Any] = {"items": {"data": previous_items}}
     if sub["status"] == "trialing":
         previous["status"] = "trialing"
@@ -639,7 +719,7 @@ def renew(core: Core, sub_id: str, boundary: int) -> None:
     for item in items(sub):
         if is_metered(item["price"]):
             if sub["trial_end"] is None or sub["trial_end"] < boundary:
-                metered_line(core, inv, sub, item, old_start, boundary)
+                metered_line(core, inv, sub, item, spans[item["id"]], boundary)
         else:
             flat_line(core, inv, sub, item, boundary, new_end, trial=False)
     for pending in sub.pop("_pending", []):
@@ -666,7 +746,7 @@ def end_subscription(core: Core, sub: dict, at: int, final_usage: bool, reason: 
     if final_usage and metered and at > start:
         inv = new_invoice(core, customer, sub, "subscription_cycle", start, at, now)
         for item in metered:
-            metered_line(core, inv, sub, item, start, at)
+            metered_line(core, inv, sub, item, window(item), at)
         recompute(core, inv)
         sub["latest_invoice"] = inv["id"]
     previous = {"status": sub["status"]}
@@ -690,13 +770,7 @@ def cancel(core: Core, sub: dict, invoice_now: bool, prorate: bool, reason: str 
     credits = []
     if prorate and end > now and sub["status"] in ("active", "past_due", "unpaid"):
         for item in items(sub):
-            if is_metered(item["price"]):
-                continue
-            full = Decimal(pricing.amount(item["price"], item["quantity"] or 0))
-            unused = -int((full * (end - now) / (end - start)).quantize(Decimal(1), ROUND_HALF_UP))
-            credits.append({"amount": unused, "description": f"Unused time on {product_name(core, item['price'])}",
-                            "start": now, "end": end, "price": item["price"], "quantity": item["quantity"],
-                            "sub": sub, "item": item, "proration": True})
+            credits += proration_lines(core, sub, item, item.get("_debited"), now, charge_new=False)
     if not invoice_now:
         if credits:
             customer["balance"] = customer.get("balance", 0) + sum(c["amount"] for c in credits)
@@ -705,7 +779,7 @@ def cancel(core: Core, sub: dict, invoice_now: bool, prorate: bool, reason: str 
     metered = [i for i in items(sub) if is_metered(i["price"])]
     inv = new_invoice(core, customer, sub, "subscription_update", start, now, now)
     for item in metered:
-        metered_line(core, inv, sub, item, start, now)
+        metered_line(core, inv, sub, item, window(item), now)
     for credit in credits:
         add_line(inv, core, **credit)
     recompute(core, inv)
@@ -721,21 +795,23 @@ def cancel(core: Core, sub: dict, invoice_now: bool, prorate: bool, reason: str 
     return sub
 
 
-def proration_lines(  # noqa: PLR0917 - internal helper
-    core: Core, sub: dict, item: dict, old_price: dict, old_qty: int | None, now: int
+def proration_lines(
+    core: Core, sub: dict, item: dict, debited: dict | None, now: int, *, charge_new: bool = True
 ) -> list[dict]:
-    """Credit the unused old flat fee and charge the new one for the rest of the period."""
+    """Credit the unused part of what was debited (see mark_debited) and, unless the item is removed,
+    charge its current flat fee for the rest of the period."""
     start, end = item["current_period_start"], item["current_period_end"]
     if end <= now or sub["status"] == "trialing":
         return []
     fraction = Decimal(end - now) / Decimal(end - start)
     out = []
-    if not is_metered(old_price):
+    if debited is not None and not is_metered(debited["price"]):
+        old_price, old_qty = debited["price"], debited["quantity"]
         old = Decimal(pricing.amount(old_price, old_qty or 0))
         out.append({"amount": -int((old * fraction).quantize(Decimal(1), ROUND_HALF_UP)),
                     "description": f"Unused time on {product_name(core, old_price)}", "start": now, "end": end,
                     "price": old_price, "quantity": old_qty, "sub": sub, "item": item, "proration": True})
-    if not is_metered(item["price"]):
+    if charge_new and not is_metered(item["price"]):
         new = Decimal(pricing.amount(item["price"], item["quantity"] or 0))
         out.append({"amount": int((new * fraction).quantize(Decimal(1), ROUND_HALF_UP)),
                     "description": f"Remaining time on {product_name(core, item['price'])}", "start": now,

@@ -28,9 +28,11 @@ class Scheduler:
     The caller holds the store lock while scheduling and running.
     """
 
-    def __init__(self, lock: threading.RLock, set_frozen: Callable[[str, int], None]) -> None:
+    def __init__(self, lock: threading.RLock, set_frozen: Callable[[str, int], None],
+                 wall: Callable[[], float] = time.time) -> None:
         self._lock = lock
         self._set_frozen = set_frozen
+        self._wall = wall  # the emulator's own clock (tests can move it forward, see Core.advance_wall_clock)
         self._queues: dict[str, list[Action]] = {}
         self._seq = itertools.count()
         self._stop = threading.Event()
@@ -65,7 +67,7 @@ class Scheduler:
         def tick() -> None:
             while not self._stop.wait(interval):
                 with self._lock:
-                    self.run_until(REAL, int(time.time()))
+                    self.run_until(REAL, int(self._wall()))
 
         self._thread = threading.Thread(target=tick, name="stripe-emulator-ticker", daemon=True)
         self._thread.start()

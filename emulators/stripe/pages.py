@@ -171,46 +171,179 @@ paid {_money(inv['amount_paid'], inv['currency'])}</p>{alert}{form}"""
 
 # ---- billing portal ------------------------------------------------------------------------------
 def portal_page(core: Core, portal_id: str, method: str, body: str, action: str) -> Page:
+    """The portal as the session's configuration allows: invoice history, cancellation (at the period
+    end or immediately, with or without prorations), plan switching and card updates, each only
+    when its feature is enabled."""
     portal = core.store.maybe("billing_portal.session", portal_id)
     if portal is None:
         return _page("Session not found", "<p>This portal link is not valid.</p>", 404)
-    customer_id = portal["customer"]
+    config = core.store.get("billing_portal.configuration", portal["configuration"])
+    features = config["features"]
     notice = ""
-    if method == "POST" and action == "cancel":
-        sub_id = _form(body).get("subscription", "")
-        sub = core.store.maybe("subscription", sub_id)
-        if sub is None or sub["customer"] != customer_id:
-            return _page("Not found", "<p>No such subscription for this customer.</p>", 404)
-        if sub["status"] not in ("canceled", "incomplete_expired"):
-            if core.config.portal_cancel == "immediately":
-                billing.cancel(core, sub, invoice_now=True, prorate=False)
-            elif not sub["cancel_at_period_end"]:
-                before = copy.deepcopy(sub)
-                clock = core.clock_of(customer_id)
-                sub.update(cancel_at_period_end=True, cancel_at=billing.items(sub)[0]["current_period_end"],
-                           canceled_at=core.now(clock))
-                sub["cancellation_details"]["reason"] = "cancellation_requested"
-                previous = {k: before[k] for k in ("cancel_at_period_end", "cancel_at", "canceled_at")}
-                core.emit("customer.subscription.updated", sub, previous, clock)
-            notice = '<p role="status">Your subscription has been cancelled.</p>'
+    if method == "POST":
+        actions = {"cancel": _portal_cancel, "update": _portal_update, "payment_method": _portal_payment_method}
+        handler = actions.get(action)
+        if handler is None:
+            return _page("Not found", "<p>Unknown portal action.</p>", 404)
+        outcome = handler(core, portal, features, _form(body))
+        if isinstance(outcome, tuple):
+            return outcome
+        notice = outcome
+    return _portal_view(core, portal, features, notice)
+
+
+def _own_subscription(core: Core, portal: dict[str, Any], sub_id: str) -> dict[str, Any] | None:
+    sub = core.store.maybe("subscription", sub_id)
+    return sub if sub is not None and sub["customer"] == portal["customer"] else None
+
+
+def _refused(feature: str) -> Page:
+    return _page("Not available", f"<p>{html.escape(feature)} is not enabled in this portal.</p>", 403)
+
+
+def _portal_cancel(core: Core, portal: dict[str, Any], features: dict[str, Any], fields: dict[str, str]) -> str | Page:
+    cancel = features["subscription_cancel"]
+    if not cancel["enabled"]:
+        return _refused("Cancelling subscriptions")
+    sub = _own_subscription(core, portal, fields.get("subscription", ""))
+    if sub is None:
+        return _page("Not found", "<p>No such subscription for this customer.</p>", 404)
+    if sub["status"] in ("canceled", "incomplete_expired"):
+        return '<p role="status">This subscription has already ended.</p>'
+    if cancel["mode"] == "immediately":
+        # Usage so far is invoiced (guess); unused flat time is credited with create_prorations.
+        billing.cancel(core, sub, invoice_now=True, prorate=cancel["proration_behavior"] == "create_prorations")
+        return '<p role="status">Your subscription has been cancelled.</p>'
+    if not sub["cancel_at_period_end"]:
+        before = copy.deepcopy(sub)
+        clock = core.clock_of(portal["customer"])
+        sub.update(cancel_at_period_end=True, cancel_at=billing.items(sub)[0]["current_period_end"],
+                   canceled_at=core.now(clock))
+        sub["cancellation_details"]["reason"] = "cancellation_requested"
+        previous = {k: before[k] for k in ("cancel_at_period_end", "cancel_at", "canceled_at")}
+        core.emit("customer.subscription.updated", sub, previous, clock)
+    return '<p role="status">Your subscription has been cancelled. It ends at the end of the billing period.</p>'
+
+
+def switch_targets(
+    core: Core, features: dict[str, Any], sub: dict[str, Any]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the item a plan switch replaces, the prices it may switch to), per `subscription_update`.
+
+    Only prices listed in the configuration's products, of the subscription's interval, for a
+    subscription whose item's product is listed (guess: the portal switches one item's plan).
+    """
+    update = features["subscription_update"]
+    if not update["enabled"] or "price" not in update["default_allowed_updates"]:
+        return None, []
+    listed = {entry["product"]: entry["prices"] for entry in update["products"] or []}
+    item = next((x for x in billing.items(sub) if x["price"]["product"] in listed), None)
+    if item is None or sub["status"] in ("canceled", "incomplete_expired"):
+        return None, []
+    rec = item["price"]["recurring"]
+    targets = []
+    for prices in listed.values():
+        for price_id in prices:
+            price = core.store.maybe("price", price_id)
+            if (price is None or not price["active"] or price_id == item["price"]["id"]
+                    or (price["recurring"]["interval"], price["recurring"]["interval_count"])
+                    != (rec["interval"], rec["interval_count"])):
+                continue
+            targets.append(price_id)
+    return item, targets
+
+
+def _portal_update(core: Core, portal: dict[str, Any], features: dict[str, Any], fields: dict[str, str]) -> str | Page:
+    from emulators.stripe.resources import subscriptions  # noqa: PLC0415 - pages load before the resources
+    from emulators.stripe.routes import Request  # noqa: PLC0415
+
+    if not features["subscription_update"]["enabled"]:
+        return _refused("Changing plans")
+    sub = _own_subscription(core, portal, fields.get("subscription", ""))
+    if sub is None:
+        return _page("Not found", "<p>No such subscription for this customer.</p>", 404)
+    item, targets = switch_targets(core, features, sub)
+    if item is None or fields.get("price") not in targets:
+        return _page("Not available", "<p>This plan cannot be chosen here.</p>", 403)
+    params = {"items": [{"id": item["id"], "price": fields["price"]}],
+              "proration_behavior": features["subscription_update"]["proration_behavior"]}
+    subscriptions.update_subscription(Request(core, "POST", f"/v1/subscriptions/{sub['id']}", (sub["id"],), params))
+    return '<p role="status">Your plan has been updated.</p>'
+
+
+def _portal_payment_method(core: Core, portal: dict[str, Any], features: dict[str, Any],
+                           fields: dict[str, str]) -> str | Page:
+    if not features["payment_method_update"]["enabled"]:
+        return _refused("Updating payment methods")
+    result = card_check(fields)
+    if isinstance(result, str):
+        return f'<p class="error" role="alert">{html.escape(result)}</p>'
+    customer = core.store.get("customer", portal["customer"])
+    clock = core.clock_of(customer["id"])
+    pm = billing.new_card(core, result[0], result[1], None, result[2])
+    pm["customer"] = customer["id"]
+    core.emit("payment_method.attached", pm, None, clock)
+    # The new card becomes the customer's default and replaces the default of their live subscriptions
+    # that had their own (guess: otherwise the subscription's default would keep being charged).
+    previous = {"invoice_settings": dict(customer["invoice_settings"])}
+    customer["invoice_settings"]["default_payment_method"] = pm["id"]
+    core.emit("customer.updated", customer, previous, clock)
+    for sub in core.store.all("subscription"):
+        if (sub["customer"] == customer["id"] and sub["default_payment_method"]
+                and sub["status"] not in ("canceled", "incomplete_expired")):
+            old = sub["default_payment_method"]
+            sub["default_payment_method"] = pm["id"]
+            core.emit("customer.subscription.updated", sub, {"default_payment_method": old}, clock)
+    return '<p role="status">Your payment method has been updated.</p>'
+
+
+def _portal_view(core: Core, portal: dict[str, Any], features: dict[str, Any], notice: str) -> Page:
+    customer_id = portal["customer"]
+    base = f"/p/session/{html.escape(portal['id'])}"
     subs = [x for x in core.store.all("subscription") if x["customer"] == customer_id]
     sub_rows = []
     for sub in subs:
         names = ", ".join(html.escape(billing.product_name(core, i["price"])) for i in billing.items(sub))
         ends = " (cancels at period end)" if sub["cancel_at_period_end"] else ""
-        button = "" if sub["status"] in ("canceled", "incomplete_expired") or sub["cancel_at_period_end"] else (
-            f'<form method="post" action="/p/session/{html.escape(portal_id)}/cancel">'
-            f'<input type="hidden" name="subscription" value="{html.escape(sub["id"])}">'
-            f'<button type="submit" aria-label="Cancel subscription {names}">Cancel subscription</button></form>')
-        sub_rows.append(f"<tr><td>{names}</td><td>{sub['status']}{ends}</td><td>{button}</td></tr>")
-    invoices = [x for x in core.store.all("invoice") if x["customer"] == customer_id and x["status"] != "draft"]
-    inv_rows = "".join(
-        f"<tr><td><a href=\"{html.escape(x['hosted_invoice_url'])}\">{html.escape(x['number'] or x['id'])}</a></td>"
-        f"<td>{x['status']}</td><td>{_money(x['total'], x['currency'])}</td></tr>" for x in reversed(invoices))
+        hidden = f'<input type="hidden" name="subscription" value="{html.escape(sub["id"])}">'
+        actions = ""
+        live = sub["status"] not in ("canceled", "incomplete_expired") and not sub["cancel_at_period_end"]
+        if features["subscription_cancel"]["enabled"] and live:
+            actions += (f'<form method="post" action="{base}/cancel">{hidden}'
+                        f'<button type="submit" aria-label="Cancel subscription {names}">Cancel subscription'
+                        "</button></form>")
+        _, targets = switch_targets(core, features, sub)
+        if targets:
+            options = "".join(f'<option value="{html.escape(t)}">{html.escape(_price_label(core, t))}</option>'
+                              for t in targets)
+            select_id = f"price-{html.escape(sub['id'])}"
+            actions += (f'<form method="post" action="{base}/update">{hidden}<label for="{select_id}">'
+                        f'New plan</label><select id="{select_id}" name="price">{options}</select>'
+                        f'<button type="submit" aria-label="Update plan {names}">Update plan</button></form>')
+        sub_rows.append(f"<tr><td>{names}</td><td>{sub['status']}{ends}</td><td>{actions}</td></tr>")
+    sections = [f"""<h2>Subscriptions</h2><table><tr><th>Plan</th><th>Status</th><th></th></tr>
+{''.join(sub_rows)}</table>"""]
+    if features["payment_method_update"]["enabled"]:
+        sections.append(f"""<h2>Payment method</h2><form method="post" action="{base}/payment_method">
+<label for="cardNumber">Card number</label><input id="cardNumber" name="cardNumber" required>
+<label for="cardExpiry">Expiry (MM / YY)</label><input id="cardExpiry" name="cardExpiry" required>
+<label for="cardCvc">CVC</label><input id="cardCvc" name="cardCvc" required>
+<button type="submit">Update payment method</button></form>""")
+    if features["invoice_history"]["enabled"]:
+        invoices = [x for x in core.store.all("invoice") if x["customer"] == customer_id and x["status"] != "draft"]
+        inv_rows = "".join(
+            f"<tr><td><a href=\"{html.escape(x['hosted_invoice_url'])}\">{html.escape(x['number'] or x['id'])}</a>"
+            f"</td><td>{x['status']}</td><td>{_money(x['total'], x['currency'])}</td></tr>" for x in reversed(invoices))
+        sections.append(f"""<h2>Invoice history</h2><table><tr><th>Invoice</th><th>Status</th><th>Total</th></tr>
+{inv_rows}</table>""")
     back = f'<p><a href="{html.escape(portal["return_url"])}">Return</a></p>' if portal["return_url"] else ""
-    body_html = f"""{back}{notice}<h2>Subscriptions</h2><table><tr><th>Plan</th><th>Status</th><th></th></tr>
-{''.join(sub_rows)}</table><h2>Invoice history</h2><table><tr><th>Invoice</th><th>Status</th><th>Total</th></tr>
-{inv_rows}</table>"""
-    return _page("Billing", body_html)
+    return _page("Billing", back + notice + "".join(sections))
 
 
+def _price_label(core: Core, price_id: str) -> str:
+    price = core.store.get("price", price_id)
+    name = billing.product_name(core, price)
+    if billing.is_metered(price):
+        return f"{name} (metered)"
+    rec = price["recurring"]
+    return f"{name}, {pricing.describe_money(pricing.amount(price, 1), price['currency'])} per {rec['interval']}"

@@ -1,10 +1,19 @@
-"""Stripe's search query language, the subset the app uses: `field:'v'` clauses joined by AND."""
+"""Stripe's search query language, the subset the app uses: `field:'v'` clauses joined by AND.
+
+Search lags writes, as Stripe documents (docs.stripe.com/search, "Data freshness"): "Don't use
+search for read-after-write flows ... Under normal operating conditions, data is searchable in
+under 1 minute." The emulator matches each object as it was `search_lag_seconds` ago by the
+emulator's clock (`Core.indexed`): a new object is not found until then, and an updated one is
+found by its old values until then (returned as it is now, a guess). The list endpoints are
+immediate.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from emulators.stripe.core import Core
 from emulators.stripe.wire import invalid
 
 _CLAUSE = re.compile(
@@ -40,6 +49,16 @@ def matches(obj: dict[str, Any], clauses: list[tuple[str | None, str, str, str]]
         if op == "~" and value.lower() not in text.lower():
             return False
     return True
+
+
+def find(core: Core, kind: str, clauses: list[tuple[str | None, str, str, str]]) -> list[dict[str, Any]]:
+    """Objects of a kind whose indexed version matches, newest first."""
+    found = []
+    for obj in core.store.all(kind):
+        seen = core.indexed(obj)
+        if seen is not None and matches(seen, clauses):
+            found.append(obj)
+    return found[::-1]
 
 
 def result(objects: list[dict[str, Any]], url: str, limit: int) -> dict[str, Any]:

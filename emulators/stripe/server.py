@@ -13,18 +13,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from emulators.stripe import pages
+from emulators.stripe import meter_errors, pages
 from emulators.stripe.core import API_VERSION, Config, Core
 from emulators.stripe.faults import FaultSettings
 from emulators.stripe.render import expand_paths, render
-from emulators.stripe.resources import catalog, checkout, customers, invoices, meters, misc, subscriptions
+from emulators.stripe.resources import (
+    catalog,
+    checkout,
+    customers,
+    events_v2,
+    invoices,
+    meters,
+    misc,
+    portal,
+    subscriptions,
+)
 from emulators.stripe.resources.misc import add_endpoint
 from emulators.stripe.routes import Request, match
 from emulators.stripe.store import random_token
 from emulators.stripe.wire import StripeError, parse_form, validate
 
-_RESOURCES = (catalog, checkout, customers, invoices, meters, misc, subscriptions)  # imported to register routes
+_RESOURCES = (catalog, checkout, customers, events_v2, invoices, meters, misc, portal, subscriptions)  # register routes
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+# Config fields that POST /_emulator/settings may change at run time.
+_SETTINGS = ("search_lag_seconds", "meter_error_window_seconds", "idempotency_ttl")
 
 
 class WebhookEndpoint(NamedTuple):
@@ -152,20 +164,13 @@ class _Handler(BaseHTTPRequestHandler):
         idem_key = self.headers.get("Idempotency-Key") if method == "POST" else None
         fingerprint = hashlib.sha256(f"{method} {path} ".encode() + body).hexdigest()
         with core.store.lock:
-            if idem_key:
-                cached = core.idempotency.get(idem_key)
-                if cached is not None:
-                    if cached[0] != fingerprint:
-                        raise StripeError(
-                            "Keys for idempotent requests can only be used with the same parameters they were first "
-                            f"used with. Try using a key other than '{idem_key}' if you meant to execute a different "
-                            "request.", type="idempotency_error")
-                    self._send(cached[1], cached[2], {"Content-Type": "application/json",
-                                                      "Idempotent-Replayed": "true", "Stripe-Version": API_VERSION})
-                    return
+            if idem_key and self._replayed(idem_key, fingerprint):
+                return
             req = Request(core, method, path, args, params, body_json, dict(self.headers))
             try:
                 result = handler(req)
+                if method != "GET" and isinstance(result, dict):
+                    core.touch(result)  # a write the search index sees later (events touch what they carry)
                 status, payload = 200, render(core, result, expand_paths(params.get("expand")))
             except StripeError as exc:
                 if not idem_key or exc.status != 402:
@@ -173,13 +178,34 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload = exc.status, exc.body()
             encoded = json.dumps(payload, indent=2).encode()
             if idem_key:
-                core.idempotency[idem_key] = (fingerprint, status, encoded)
+                core.idempotency[idem_key] = (fingerprint, status, encoded, core.wall())
         self._send(status, encoded, {"Content-Type": "application/json", "Request-Id": f"req_{random_token(14)}",
                                      "Stripe-Version": API_VERSION})
+
+    def _replayed(self, idem_key: str, fingerprint: str) -> bool:
+        """Answer a reused Idempotency-Key with the first answer (True), unless it expired (False)."""
+        core = self.core
+        cached = core.idempotency.get(idem_key)
+        if cached is not None and cached[3] <= core.wall() - core.config.idempotency_ttl:
+            # "We generate a new request if a key is reused after the original is pruned."
+            del core.idempotency[idem_key]
+            cached = None
+        if cached is None:
+            return False
+        if cached[0] != fingerprint:
+            raise StripeError(
+                "Keys for idempotent requests can only be used with the same parameters they were first "
+                f"used with. Try using a key other than '{idem_key}' if you meant to execute a different "
+                "request.", type="idempotency_error")
+        self._send(cached[1], cached[2], {"Content-Type": "application/json", "Idempotent-Replayed": "true",
+                                          "Stripe-Version": API_VERSION})
+        return True
 
     # ---- control endpoints ------------------------------------------------------------------------
     def _control(self, method: str, path: str, query: str, body: bytes) -> None:
         core = self.core
+        if self._emulation_control(method, path, body):
+            return
         if path == "/_emulator/health" and method == "GET":
             self._json(200, {"status": "ok", "errors": core.scheduler.errors[-20:]})
         elif path == "/_emulator/faults" and method == "GET":
@@ -215,6 +241,59 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"type": "invalid_request_error",
                                        "message": f"Unknown control endpoint {method} {path}; see README.md."}})
 
+    def _emulation_control(self, method: str, path: str, body: bytes) -> bool:
+        """Settings, the emulator's clock, pending meter error reports, portal settings; False: not one of these."""
+        core = self.core
+        if path == "/_emulator/settings" and method in ("GET", "POST"):
+            self._settings(method, body)
+        elif path == "/_emulator/clock/advance" and method == "POST":
+            try:
+                seconds = float(json.loads(body or b"{}")["seconds"])
+                core.advance_wall_clock(seconds)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._json(400, {"error": {"type": "invalid_request_error",
+                                           "message": f"Send JSON {{\"seconds\": n >= 0}} ({exc})."}})
+                return True
+            self._json(200, {"now": core.wall()})
+        elif path == "/_emulator/meter_errors/flush" and method == "POST":
+            with core.store.lock:
+                sent = meter_errors.flush(core)
+            self._json(200, {"sent": [e["id"] for e in sent]})
+        elif path == "/_emulator/billing_portal/default_configuration" and method == "POST":
+            try:
+                spec = json.loads(body or b"{}")
+                if not isinstance(spec, dict):
+                    raise ValueError("the body must be a JSON object")
+                with core.store.lock:
+                    config = portal.save_settings(core, spec or portal.DASHBOARD_DEFAULTS)
+            except (ValueError, StripeError) as exc:
+                self._json(400, {"error": {"type": "invalid_request_error", "message": str(exc)}})
+                return True
+            self._json(200, render(core, config, []))
+        else:
+            return False
+        return True
+
+    def _settings(self, method: str, body: bytes) -> None:
+        """Runtime settings: GET reads them, POST patches them with JSON."""
+        config = self.core.config
+        if method == "POST":
+            try:
+                changes = json.loads(body or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("the body must be a JSON object of settings")
+                for name, value in changes.items():
+                    if name not in _SETTINGS:
+                        raise ValueError(f"unknown setting {name!r}; known: {', '.join(_SETTINGS)}")
+                    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                        raise ValueError(f"{name} must be a number >= 0")
+                for name, value in changes.items():
+                    setattr(config, name, value)
+            except ValueError as exc:
+                self._json(400, {"error": {"type": "invalid_request_error", "message": str(exc)}})
+                return
+        self._json(200, {name: getattr(config, name) for name in _SETTINGS})
+
     # ---- hosted pages -------------------------------------------------------------------------------
     def _page(self, method: str, path: str, body: bytes) -> None:
         text = body.decode("utf-8", "replace")
@@ -223,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status, headers, doc = pages.checkout_page(self.core, m[1], method, text)
             elif m := re.fullmatch(r"/i/([^/]+)", path):
                 status, headers, doc = pages.invoice_page(self.core, m[1], method, text)
-            elif m := re.fullmatch(r"/p/session/([^/]+)(?:/(cancel))?", path):
+            elif m := re.fullmatch(r"/p/session/([^/]+)(?:/(cancel|update|payment_method))?", path):
                 status, headers, doc = pages.portal_page(self.core, m[1], method, text, m[2] or "")
             elif path == "/":
                 status, headers, doc = 200, {"Content-Type": "text/plain"}, "Stripe emulator\n"
@@ -246,10 +325,26 @@ class StripeEmulator:
         config: Config | None = None,
         host: str = "127.0.0.1",
         verbose: bool = False,
+        search_lag_seconds: float | None = None,
+        meter_error_window_seconds: float | None = None,
+        portal_settings: dict[str, Any] | None = None,
     ) -> None:
+        """`search_lag_seconds`, `meter_error_window_seconds` and `portal_settings` override `config`'s.
+
+        Their defaults are Stripe's: search lags a minute, and the customer portal has no default
+        configuration until its settings are saved (pass `portal.DASHBOARD_DEFAULTS` or your own).
+        """
         self.config = config or Config()
         self.config.api_key = api_key
+        if search_lag_seconds is not None:
+            self.config.search_lag_seconds = search_lag_seconds
+        if meter_error_window_seconds is not None:
+            self.config.meter_error_window_seconds = meter_error_window_seconds
+        if portal_settings is not None:
+            self.config.portal_settings = portal_settings
         self.core = Core(self.config, faults or FaultSettings())
+        if self.config.portal_settings is not None:
+            self.save_portal_settings(self.config.portal_settings)
         self.host = host
         self.port = port
         self._webhook = (webhook_url, webhook_secret)
@@ -290,6 +385,31 @@ class StripeEmulator:
         if self.webhook_secret is None:
             self.webhook_secret = endpoint["_secret"]
         return WebhookEndpoint(endpoint["id"], endpoint["_secret"])
+
+    def add_event_destination(self, url: str, enabled_events: list[str], event_payload: str = "thin",
+                              name: str = "emulator") -> WebhookEndpoint:
+        """A webhook event destination (what `POST /v2/core/event_destinations` makes): (id, signing secret)."""
+        with self.core.store.lock:
+            destination = events_v2.add_destination(self.core, name, url, enabled_events, event_payload)
+        return WebhookEndpoint(destination["id"], destination["_secret"])
+
+    def save_portal_settings(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Save the customer portal settings as in the Dashboard: the default configuration.
+
+        `settings` has the shape of `billing_portal.configurations.create` parameters; None saves
+        the Dashboard's initial settings (`portal.DASHBOARD_DEFAULTS`).
+        """
+        with self.core.store.lock:
+            return portal.save_settings(self.core, settings or portal.DASHBOARD_DEFAULTS)
+
+    def advance_wall_clock(self, seconds: float) -> None:
+        """Move the emulator's own clock forward (see `Core.advance_wall_clock`); test clocks stay put."""
+        self.core.advance_wall_clock(seconds)
+
+    def flush_meter_error_reports(self) -> list[dict[str, Any]]:
+        """Send the pending meter error reports of the v2 stream now; the thin events sent."""
+        with self.core.store.lock:
+            return meter_errors.flush(self.core)
 
     def client(self, **options: Any) -> Any:
         """A `stripe.StripeClient` whose every base address points here."""

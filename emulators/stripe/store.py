@@ -7,6 +7,7 @@ import json
 import secrets
 import string
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class Store:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._kinds: dict[str, dict[str, dict[str, Any]]] = {}
+        self.on_put: Callable[[dict[str, Any]], None] | None = None  # Core records writes for search
 
     @staticmethod
     def new_id(prefix: str) -> str:
@@ -53,6 +55,8 @@ class Store:
 
     def put(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         self._kinds.setdefault(kind, {})[obj["id"]] = obj
+        if self.on_put is not None:
+            self.on_put(obj)
         return obj
 
     def get(self, kind: str, object_id: str, label: str | None = None, param: str = "id") -> dict[str, Any]:

@@ -127,22 +127,24 @@ class Accrued(NamedTuple):
     """One metered item's usage in the current period, as a threshold evaluation sees it."""
 
     item: dict[str, Any]
-    quantity: Decimal  # cumulative in the period, up to now
-    amount: int  # what that quantity costs (tiers from the period start, one rounding)
-    billed: int  # what this period's threshold invoices already billed for the item
+    span: billing.Window  # what the item's current price bills (from its price change, if any)
+    quantity: Decimal  # cumulative in the span, up to now
+    amount: int  # what that quantity costs (tiers from the span's start, one rounding)
+    billed: int  # what this period's threshold invoices already billed for the item's current price
     billed_until: int | None  # the end of the last of them
 
 
-def _accrued(core: Core, sub: dict[str, Any], cycle_start: int, now: int) -> list[Accrued]:
+def _accrued(core: Core, sub: dict[str, Any], now: int) -> list[Accrued]:
     out = []
     for item in billing.items(sub):
         if not billing.is_metered(item["price"]):
             continue
+        span = billing.window(item)
         # Usage "accrued within the billing period up to the point the invoice is created": events
         # stamped in the future (Stripe accepts up to 5 minutes ahead) wait for a later evaluation.
-        qty = billing.metered_quantity(core, sub, item["price"], cycle_start, now + 1)
-        billed, until = billing.previously_billed(core, sub, item["id"], cycle_start)
-        out.append(Accrued(item, qty, pricing.amount(item["price"], qty), billed, until))
+        qty = billing.metered_quantity(core, sub, item["price"], span.start, now + 1, span.after)
+        billed, until = billing.previously_billed(core, sub, item["id"], span.key)
+        out.append(Accrued(item, span, qty, pricing.amount(item["price"], qty), billed, until))
     return out
 
 
@@ -157,7 +159,7 @@ def evaluate(core: Core, sub: dict[str, Any]) -> dict[str, Any] | None:
     cycle_end = billing.items(sub)[0]["current_period_end"]
     if now >= cycle_end - QUIET_BEFORE_PERIOD_END:
         return None
-    accrued = _accrued(core, sub, cycle_start, now)
+    accrued = _accrued(core, sub, now)
     pending = sub.get("_pending", [])
     # The value "excludes taxes, but includes discounts and applicable prorations".
     net = sum(a.amount - a.billed for a in accrued) + sum(p["amount"] for p in pending)
@@ -183,10 +185,10 @@ def _threshold_invoice(  # noqa: PLR0917 - internal helper
         # threshold invoices "reflect only the usage accrued ... up to the point the invoice is created".
         line = billing.add_line(inv, core, amount=a.amount,
                                 description=f"{a.quantity} × {billing.product_name(core, a.item['price'])}",
-                                start=cycle_start, end=now, price=a.item["price"], quantity=a.quantity, sub=sub,
+                                start=a.span.key, end=now, price=a.item["price"], quantity=a.quantity, sub=sub,
                                 item=a.item)
-        line["_cycle"] = cycle_start
-        billing.previously_billed_line(core, inv, sub, a.item, cycle_start)
+        line["_cycle"] = a.span.key
+        billing.previously_billed_line(core, inv, sub, a.item, a.span.key)
     for pending in sub.pop("_pending", []):
         billing.add_line(inv, core, **pending)
     billing.recompute(core, inv)

@@ -93,8 +93,8 @@ def list_products(req: Request) -> dict[str, Any]:
 def search_products(req: Request) -> dict[str, Any]:
     p = validate(req.params, {"query": s, "limit": i, "page": s, **EXPAND}, ("query",))
     clauses = search.parse(p["query"], {"name", "active", "description"})
-    found = [x for x in req.core.store.all("product") if search.matches(x, clauses)]
-    return search.result(found[::-1], "/v1/products/search", p.get("limit", 10))
+    found = search.find(req.core, "product", clauses)
+    return search.result(found, "/v1/products/search", p.get("limit", 10))
 
 
 def merge_metadata(current: dict[str, str], update: dict[str, str]) -> dict[str, str]:
@@ -293,8 +293,8 @@ def list_prices(req: Request) -> dict[str, Any]:
 def search_prices(req: Request) -> dict[str, Any]:
     p = validate(req.params, {"query": s, "limit": i, "page": s, **EXPAND}, ("query",))
     clauses = search.parse(p["query"], {"active", "currency", "lookup_key", "product", "type"})
-    found = [x for x in req.core.store.all("price") if search.matches(x, clauses)]
-    return search.result(found[::-1], "/v1/prices/search", p.get("limit", 10))
+    found = search.find(req.core, "price", clauses)
+    return search.result(found, "/v1/prices/search", p.get("limit", 10))
 
 
 # ---- coupons and promotion codes ---------------------------------------------------------------

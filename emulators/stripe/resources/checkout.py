@@ -1,4 +1,4 @@
-"""Checkout Sessions in subscription mode, and billing portal sessions."""
+"""Checkout Sessions in subscription mode."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from emulators.stripe import billing, pricing
 from emulators.stripe.resources.customers import new_customer
-from emulators.stripe.resources.subscriptions import DISCOUNTS, check_price, make_discounts
+from emulators.stripe.resources.subscriptions import BILLING_MODE, DISCOUNTS, billing_mode, check_price, make_discounts
 from emulators.stripe.routes import Request, route
 from emulators.stripe.store import blank, random_token
 from emulators.stripe.wire import EXPAND, LIST, StripeError, arr, b, enum, i, invalid, metadata, obj, s, validate
@@ -16,7 +16,7 @@ SESSION_FIELDS = {
     "customer": s, "customer_email": s, "client_reference_id": s, "metadata": metadata, "success_url": s,
     "cancel_url": s, "allow_promotion_codes": b, "discounts": DISCOUNTS, "locale": s, "expires_at": i,
     "subscription_data": obj({"metadata": metadata, "trial_period_days": i, "description": s,
-                              "default_tax_rates": arr(s)}),
+                              "default_tax_rates": arr(s), "billing_mode": BILLING_MODE}),
     "payment_method_types": arr(enum("card")), "billing_address_collection": enum("auto", "required"),
     "customer_creation": enum("always", "if_required"), "ui_mode": enum("hosted"),
     "payment_method_collection": enum("always", "if_required"), **EXPAND,
@@ -37,6 +37,7 @@ def create_session(req: Request) -> dict[str, Any]:
         raise StripeError("You may only specify one of these parameters: allow_promotion_codes, discounts.",
                           param="discounts")
     customer = store.get("customer", p["customer"], param="customer") if "customer" in p else None
+    billing_mode((p.get("subscription_data") or {}).get("billing_mode"), "subscription_data[billing_mode]")
     if not p.get("line_items"):
         raise StripeError("Missing required param: line_items.", code="parameter_missing", param="line_items")
     lines: list[tuple[dict, int | None]] = []
@@ -147,10 +148,8 @@ def complete(  # noqa: PLR0917 - called from the hosted page only
     clock = core.clock_of(customer["id"])
     pm_card["customer"] = customer["id"]
     core.emit("payment_method.attached", pm_card, None, clock)
-    # The card becomes the customer's default (not the subscription's), so tests can swap it for a
-    # failing one with customers.modify(invoice_settings={"default_payment_method": ...}).
-    if not customer["invoice_settings"]["default_payment_method"]:
-        customer["invoice_settings"]["default_payment_method"] = pm_card["id"]
+    # "When subscriptions are created in Checkout, the collected payment method is set as the
+    # default_payment_method on the Subscription": the customer's invoice settings stay as they were.
     specs = list(session["discounts"] or [])
     if promotion_code:
         specs = [{"promotion_code": promotion_code}]
@@ -158,8 +157,9 @@ def complete(  # noqa: PLR0917 - called from the hosted page only
     data = session["_subscription_data"]
     sub = billing.create_subscription(
         core, customer, [(price, qty, {}) for price, qty in session["_lines"]], metadata=dict(data.get("metadata", {})),
-        trial_days=data.get("trial_period_days"), default_payment_method=None, discounts=discounts,
+        trial_days=data.get("trial_period_days"), default_payment_method=pm_card["id"], discounts=discounts,
         description=data.get("description"), first_payment_method=pm_card["id"],
+        billing_mode=billing_mode(data.get("billing_mode"), "subscription_data[billing_mode]"),
     )
     inv = core.store.get("invoice", sub["latest_invoice"])
     session.update(
@@ -172,18 +172,3 @@ def complete(  # noqa: PLR0917 - called from the hosted page only
     )
     session["total_details"]["amount_discount"] = inv["subtotal"] - inv["total"]
     core.emit("checkout.session.completed", session, None, clock)
-
-
-# ---- billing portal ----------------------------------------------------------------------------
-@route("POST", "/v1/billing_portal/sessions")
-def create_portal_session(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"customer": s, "return_url": s, "locale": s, "configuration": s, **EXPAND},
-                 ("customer",))
-    core = req.core
-    customer = core.store.get("customer", p["customer"], param="customer")
-    portal = blank("billing_portal.session")
-    portal_id = core.store.new_id("bps")
-    portal.update(id=portal_id, configuration="bpc_emulator_default", created=core.now(), customer=customer["id"],
-                  flow=None, livemode=False, locale=p.get("locale"), on_behalf_of=None,
-                  return_url=p.get("return_url"), url=f"{core.base_url}/p/session/{portal_id}", customer_account=None)
-    return core.store.put("billing_portal.session", portal)

@@ -157,8 +157,8 @@ def list_customers(req: Request) -> dict[str, Any]:
 def search_customers(req: Request) -> dict[str, Any]:
     p = validate(req.params, {"query": s, "limit": i, "page": s, **EXPAND}, ("query",))
     clauses = search.parse(p["query"], {"email", "name", "phone"})
-    found = [c for c in req.core.store.all("customer") if search.matches(c, clauses)]
-    return search.result(found[::-1], "/v1/customers/search", p.get("limit", 10))
+    found = search.find(req.core, "customer", clauses)
+    return search.result(found, "/v1/customers/search", p.get("limit", 10))
 
 
 # ---- payment methods -------------------------------------------------------------------------------

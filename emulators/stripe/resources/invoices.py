@@ -56,8 +56,8 @@ def list_invoices(req: Request) -> dict[str, Any]:
 def search_invoices(req: Request) -> dict[str, Any]:
     p = validate(req.params, {"query": s, "limit": i, "page": s, **EXPAND}, ("query",))
     clauses = search.parse(p["query"], {"status", "customer", "number", "total"})
-    found = [x for x in req.core.store.all("invoice") if search.matches(x, clauses)]
-    return search.result(found[::-1], "/v1/invoices/search", p.get("limit", 10))
+    found = search.find(req.core, "invoice", clauses)
+    return search.result(found, "/v1/invoices/search", p.get("limit", 10))
 
 
 @route("GET", "/v1/invoices/{id}/lines")
@@ -147,11 +147,12 @@ def preview(req: Request) -> dict[str, Any]:
     end = billing.items(sub)[0]["current_period_end"]
     inv = billing.new_invoice(core, customer, sub, "upcoming", start, end, core.now(core.clock_of(sub["customer"])))
     core.store._kinds["invoice"].pop(inv["id"])  # a preview is not stored
+    core.search_versions.pop(inv["id"], None)  # nor searchable
     inv["id"] = None
     new_end = billing.period_end(sub, end)
     for item in billing.items(sub):
         if billing.is_metered(item["price"]):
-            billing.metered_line(core, inv, sub, item, start, end)
+            billing.metered_line(core, inv, sub, item, billing.window(item), end)
         else:
             billing.flat_line(core, inv, sub, item, end, new_end, trial=False)
     billing.recompute(core, inv)

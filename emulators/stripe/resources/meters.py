@@ -1,12 +1,18 @@
-"""Billing meters, v1 meter events, the v2 meter event session and stream, event summaries."""
+"""Billing meters, v1 meter events, the v2 meter event session and stream, event summaries.
+
+v1 `/v1/billing/meter_events` and v2 `/v2/billing/meter_events` validate each event synchronously
+and answer an invalid one with an error ("Events are validated synchronously, but are processed
+asynchronously."); the v2 stream validates asynchronously and reports invalid events later
+through thin events (see meter_errors.py).
+"""
 
 from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from emulators.stripe import thresholds, usage
+from emulators.stripe import meter_errors, thresholds, usage
 from emulators.stripe.routes import Request, route
 from emulators.stripe.store import blank
 from emulators.stripe.wire import EXPAND, LIST, StripeError, enum, i, invalid, obj, s, validate
@@ -140,7 +146,15 @@ def create_session(req: Request) -> dict[str, Any]:
             "authentication_token": token, "created": _iso(now), "expires_at": _iso(expires), "livemode": False}
 
 
-def _v2_event(req: Request, body: Any, prefix: str, stream: bool) -> dict[str, Any] | None:
+class _Shaped(NamedTuple):
+    event_name: str
+    payload: dict[str, str]
+    identifier: str | None
+    timestamp: int | None
+
+
+def _v2_shape(body: Any, prefix: str) -> _Shaped:
+    """Check one v2 event's shape: synchronous on both v2 paths (a malformed request is not well-formed)."""
     if not isinstance(body, dict):
         raise invalid(prefix or "body", "Each event must be a JSON object.")
     allowed = {"event_name", "payload", "identifier", "timestamp"}
@@ -164,8 +178,23 @@ def _v2_event(req: Request, body: Any, prefix: str, stream: bool) -> dict[str, A
         if parsed.tzinfo is None:
             raise invalid(f"{prefix}timestamp", "timestamp must carry a time zone (e.g. Z).")
         timestamp = int(parsed.timestamp())
-    event = usage.record(req.core, str(body["event_name"]), payload, body.get("identifier"), timestamp,
-                         prefix=prefix, duplicates_raise=not stream)
+    identifier = body.get("identifier")
+    return _Shaped(str(body["event_name"]), payload, None if identifier is None else str(identifier), timestamp)
+
+
+def _store(req: Request, shaped: _Shaped, prefix: str, stream: bool) -> dict[str, Any] | None:
+    """Validate and store a well-formed event; on the stream an invalid one goes to its error report."""
+    identifier = shaped.identifier
+    if stream and not identifier:
+        identifier = req.core.store.new_id("mev")  # "If not provided, one will be generated"; reports name it
+    try:
+        event = usage.record(req.core, shaped.event_name, shaped.payload, identifier, shaped.timestamp,
+                             prefix=prefix, duplicates_raise=not stream)
+    except usage.MeterEventError as exc:
+        if not stream:
+            raise
+        meter_errors.record(req.core, exc.meter, exc.report_code, str(identifier), exc.message)
+        return None
     if event is not None:  # a dropped duplicate adds no usage
         thresholds.evaluate_customer(req.core, event["_customer"])
     return event
@@ -181,14 +210,15 @@ def create_stream(req: Request) -> dict[str, Any]:
         raise StripeError(f"Received unknown parameter: {extra.pop()}", code="parameter_unknown")
     if len(body["events"]) > 100:
         raise invalid("events", "A meter event stream request carries at most 100 events.")
-    for n, event in enumerate(body["events"]):
-        _v2_event(req, event, f"events[{n}].", stream=True)
-    return {}
+    shaped = [_v2_shape(event, f"events[{n}].") for n, event in enumerate(body["events"])]  # all, before any
+    for n, one in enumerate(shaped):
+        _store(req, one, f"events[{n}].", stream=True)
+    return {}  # invalid events are reported later, to event destinations
 
 
 @route("POST", "/v2/billing/meter_events")
 def create_v2_event(req: Request) -> dict[str, Any]:
-    event = _v2_event(req, req.body_json, "", stream=False)
+    event = _store(req, _v2_shape(req.body_json, ""), "", stream=False)
     assert event is not None
     return {"object": "v2.billing.meter_event", "created": _iso(event["created"]), "event_name": event["event_name"],
             "identifier": event["identifier"], "livemode": False, "payload": event["payload"],

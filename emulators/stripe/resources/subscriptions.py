@@ -29,6 +29,23 @@ from emulators.stripe.wire import (
 DISCOUNTS = arr(obj({"coupon": s, "promotion_code": s, "discount": s}))
 PRORATION = enum("create_prorations", "none", "always_invoice")
 PAYMENT_BEHAVIOR = enum("allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete")
+BILLING_MODE = obj({"type": enum("classic", "flexible"),
+                    "flexible": obj({"proration_discounts": enum("included", "itemized")})}, ("type",))
+
+
+def billing_mode(spec: dict[str, Any] | None, param: str) -> dict[str, Any] | None:
+    """The subscription's `billing_mode` for a validated `billing_mode` parameter (None: the default).
+
+    The default is flexible ("If no value is passed, the default is `flexible`"); the emulator
+    implements flexible billing only, so classic is refused rather than silently billed as flexible.
+    """
+    if spec is None:
+        return None
+    if spec["type"] == "classic":
+        raise invalid(f"{param}[type]", f"{param}[type]=classic is not supported by this emulator, which bills "
+                      "subscriptions in flexible billing mode (the default).")
+    return {"type": "flexible",
+            "flexible": {"proration_discounts": (spec.get("flexible") or {}).get("proration_discounts", "included")}}
 
 
 def check_price(req: Request, price_id: str, param: str, currency: str | None, interval: tuple | None) -> dict:
@@ -110,8 +127,10 @@ def create_subscription(req: Request) -> dict[str, Any]:
         "trial_period_days": i, "trial_end": int_or("now"), "default_payment_method": s,
         "payment_behavior": PAYMENT_BEHAVIOR, "proration_behavior": PRORATION, "cancel_at_period_end": b,
         "description": s, "discounts": DISCOUNTS, "collection_method": enum("charge_automatically"),
-        "off_session": b, "billing_thresholds": thresholds.SPEC, **EXPAND}, ("customer", "items"))
+        "off_session": b, "billing_thresholds": thresholds.SPEC, "billing_mode": BILLING_MODE, **EXPAND},
+        ("customer", "items"))
     core = req.core
+    mode = billing_mode(p.get("billing_mode"), "billing_mode")
     customer = core.store.get("customer", p["customer"], param="customer")
     lines = resolve_lines(req, p["items"], "items")
     limits = thresholds.validate(p.get("billing_thresholds"), thresholds.licensed_total((pr, q) for pr, q, _ in lines))
@@ -137,7 +156,7 @@ def create_subscription(req: Request) -> dict[str, Any]:
     return billing.create_subscription(
         core, customer, lines, metadata=p.get("metadata", {}), trial_days=p.get("trial_period_days"),
         trial_end=trial_end, default_payment_method=pm, discounts=discounts, description=p.get("description"),
-        cancel_at_period_end=p.get("cancel_at_period_end", False), billing_thresholds=limits,
+        cancel_at_period_end=p.get("cancel_at_period_end", False), billing_thresholds=limits, billing_mode=mode,
     )
 
 
@@ -197,24 +216,32 @@ def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one 
         sub["default_payment_method"] = pm
     if p.get("trial_end") == "now" and sub["status"] == "trialing":
         raise invalid("trial_end", "Ending a trial early is not supported by the emulator.")
-    prorations: list[dict[str, Any]] = []
-    if "items" in p:
-        prorations = _update_items(req, sub, p["items"], now)
     behavior = p.get("proration_behavior", "create_prorations")
-    if prorations and behavior == "create_prorations":
-        sub.setdefault("_pending", []).extend(prorations)
-    elif prorations and behavior == "always_invoice":
-        billing.invoice_prorations_now(core, sub, prorations)
+    lines: list[dict[str, Any]] = []
+    if "items" in p:
+        lines = _update_items(req, sub, p["items"], now, billed=behavior != "none")
+    # Prorations of licensed prices and, in flexible billing mode, the usage a removed metered
+    # price accrued: pending invoice items for the next invoice, invoiced at once, or dropped
+    # ("If you want to remove a metered price without billing for it, set proration_behavior to none.").
+    if lines and behavior == "create_prorations":
+        sub.setdefault("_pending", []).extend(lines)
+    elif lines and behavior == "always_invoice":
+        billing.invoice_prorations_now(core, sub, lines)
     previous = _diff(before, sub)
     if previous:
         core.emit("customer.subscription.updated", sub, previous, clock)
     return sub
 
 
-def _update_items(  # noqa: PLR0912 - add, change or delete each item
-    req: Request, sub: dict[str, Any], specs: list[dict[str, Any]], now: int) -> list[dict]:
+def _update_items(
+    req: Request, sub: dict[str, Any], specs: list[dict[str, Any]], now: int, *, billed: bool) -> list[dict]:
+    """Apply `items[]`; the lines the change bills (prorations, usage of removed metered prices).
+
+    `billed`: the lines will be invoiced (proration_behavior is not `none`), so what the items'
+    flat fees debited this period changes with them.
+    """
     core = req.core
-    prorations: list[dict] = []
+    lines: list[dict] = []
     current = billing.items(sub)
     first = current[0]["price"]["recurring"] if current else None
     interval = (first["interval"], first["interval_count"]) if first else None
@@ -225,45 +252,67 @@ def _update_items(  # noqa: PLR0912 - add, change or delete each item
             if item is None:
                 raise StripeError(f"No such subscription item: '{spec['id']}'", status=404,
                                   code="resource_missing", param=f"{param}[id]")
-            if spec.get("deleted"):
-                current.remove(item)
-                item["_deleted"] = True
-                continue
-            old_price, old_qty = item["price"], item["quantity"]
-            if "price" in spec and spec["price"] != old_price["id"]:
-                price = check_price(req, spec["price"], f"{param}[price]", sub["currency"], interval)
-                item["price"] = copy.deepcopy(price)
-                item["plan"] = billing.plan_of(price)
-                if billing.is_metered(price):
-                    item["quantity"] = None
-                elif item["quantity"] is None:
-                    item["quantity"] = 1
-            if "quantity" in spec:
-                if billing.is_metered(item["price"]):
-                    raise invalid(f"{param}[quantity]", "Quantity should not be specified where usage_type is "
-                                  "`metered`.")
-                item["quantity"] = spec["quantity"]
-            if "metadata" in spec:
-                item["metadata"] = merge_metadata(item["metadata"], spec["metadata"])
-            if (item["price"]["id"], item["quantity"]) != (old_price["id"], old_qty):
-                prorations += billing.proration_lines(core, sub, item, old_price, old_qty, now)
-        else:
-            if "price" not in spec:
-                raise StripeError(f"Missing required param: {param}[price].", code="parameter_missing",
-                                  param=f"{param}[price]")
-            price = check_price(req, spec["price"], f"{param}[price]", sub["currency"], interval)
-            item = billing.new_item(core, sub, price, spec.get("quantity"), spec.get("metadata", {}), now)
-            if current:
-                item["current_period_start"] = current[0]["current_period_start"]
-                item["current_period_end"] = current[0]["current_period_end"]
-            current.append(item)
-            zero = copy.deepcopy(price)
-            zero.update(unit_amount=0, unit_amount_decimal="0", billing_scheme="per_unit")
-            prorations += [x for x in billing.proration_lines(core, sub, item, zero, 0, now) if x["amount"] > 0]
+            lines += _change_item(req, sub, item, spec, param, interval, now, billed)
+            continue
+        if "price" not in spec:
+            raise StripeError(f"Missing required param: {param}[price].", code="parameter_missing",
+                              param=f"{param}[price]")
+        price = check_price(req, spec["price"], f"{param}[price]", sub["currency"], interval)
+        item = billing.new_item(core, sub, price, spec.get("quantity"), spec.get("metadata", {}), now)
+        if current:
+            item["current_period_start"] = current[0]["current_period_start"]
+            item["current_period_end"] = current[0]["current_period_end"]
+            if billing.is_metered(price):
+                billing.start_usage(core, item, now)  # added mid-period: the usage reported from now on
+        current.append(item)
+        lines += [x for x in billing.proration_lines(core, sub, item, None, now) if x["amount"] > 0]
+        billing.mark_debited(item, billed)
     sub["items"]["total_count"] = len(current)
     if not current:
         raise invalid("items", "A subscription must keep at least one item.")
-    return prorations
+    return lines
+
+
+def _change_item(  # noqa: PLR0917 - one item of an items[] update
+    req: Request, sub: dict[str, Any], item: dict[str, Any], spec: dict[str, Any], param: str,
+    interval: tuple | None, now: int, billed: bool,
+) -> list[dict]:
+    """Delete or change an existing item; the lines that bills."""
+    core = req.core
+    lines: list[dict] = []
+    debited = item.get("_debited")
+    if spec.get("deleted"):
+        # Flexible mode "generates an invoice item for unbilled usage when you remove a metered
+        # subscription item"; a licensed one gets a credit for its unused time.
+        lines += billing.close_usage(core, sub, item, now)
+        lines += billing.proration_lines(core, sub, item, debited, now, charge_new=False)
+        billing.items(sub).remove(item)
+        item["_deleted"] = True
+        return lines
+    old_price, old_qty = item["price"], item["quantity"]
+    if "price" in spec and spec["price"] != old_price["id"]:
+        price = check_price(req, spec["price"], f"{param}[price]", sub["currency"], interval)
+        lines += billing.close_usage(core, sub, item, now)  # a metered old price: its usage so far
+        item["price"] = copy.deepcopy(price)
+        item["plan"] = billing.plan_of(price)
+        # The new price bills the usage reported from now on ("only usage reported after the price
+        # change is billed at the new price").
+        billing.start_usage(core, item, now if billing.is_metered(price) else None)
+        if billing.is_metered(price):
+            item["quantity"] = None
+        elif item["quantity"] is None:
+            item["quantity"] = 1
+    if "quantity" in spec:
+        if billing.is_metered(item["price"]):
+            raise invalid(f"{param}[quantity]", "Quantity should not be specified where usage_type is `metered`.")
+        item["quantity"] = spec["quantity"]
+    if "metadata" in spec:
+        item["metadata"] = merge_metadata(item["metadata"], spec["metadata"])
+    if (item["price"]["id"], item["quantity"]) != (old_price["id"], old_qty):
+        lines += billing.proration_lines(core, sub, item, debited, now)
+        if billed:  # with proration_behavior=none the period stays paid at what was debited
+            billing.mark_debited(item, True)
+    return lines
 
 
 @route("DELETE", "/v1/subscriptions/{id}")
@@ -296,8 +345,8 @@ def list_subscriptions(req: Request) -> dict[str, Any]:
             return False
         if "price" in p and all(x["price"]["id"] != p["price"] for x in billing.items(sub)):
             return False
-        if status in (None,):
-            return sub["status"] not in ("canceled", "incomplete_expired")
+        if status is None:  # "If no value is supplied, all subscriptions that have not been canceled are returned."
+            return sub["status"] != "canceled"
         if status == "ended":
             return sub["status"] in ("canceled", "incomplete_expired")
         return status == "all" or sub["status"] == status
@@ -309,8 +358,8 @@ def list_subscriptions(req: Request) -> dict[str, Any]:
 def search_subscriptions(req: Request) -> dict[str, Any]:
     p = validate(req.params, {"query": s, "limit": i, "page": s, **EXPAND}, ("query",))
     clauses = search.parse(p["query"], {"status", "customer"})
-    found = [x for x in req.core.store.all("subscription") if search.matches(x, clauses)]
-    return search.result(found[::-1], "/v1/subscriptions/search", p.get("limit", 10))
+    found = search.find(req.core, "subscription", clauses)
+    return search.result(found, "/v1/subscriptions/search", p.get("limit", 10))
 
 
 @route("GET", "/v1/subscription_items")

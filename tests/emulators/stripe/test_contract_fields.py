@@ -38,7 +38,10 @@ def _served_objects(client: Any, meter: Any) -> dict[str, dict[str, Any]]:
         "mode": "subscription", "line_items": [{"price": flat.id, "quantity": 1}], "customer": customer.id,
         "success_url": "http://127.0.0.1:9/ok"})
     item = client.v1.checkout.sessions.line_items.list(session.id).data[0]
-    portal = client.v1.billing_portal.sessions.create(params={"customer": customer.id})
+    portal_config = client.v1.billing_portal.configurations.create(params={
+        "features": {"invoice_history": {"enabled": True}}})
+    portal = client.v1.billing_portal.sessions.create(params={"customer": customer.id,
+                                                             "configuration": portal_config.id})
     endpoint = client.v1.webhook_endpoints.create(params={"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
     event = client.v1.events.list(params={"limit": 1}).data[0]
     pm = client.v1.payment_methods.list(params={"customer": customer.id}).data[0]
@@ -49,7 +52,8 @@ def _served_objects(client: Any, meter: Any) -> dict[str, dict[str, Any]]:
         "subscription_item": sub["items"].data[0], "invoice": invoice, "line_item": invoice.lines.data[0],
         "discount": sub.discounts[0], "billing.meter": meter, "billing.meter_event": meter_event,
         "billing.meter_event_summary": summary, "checkout.session": session, "item": item,
-        "billing_portal.session": portal, "webhook_endpoint": endpoint, "event": event, "payment_method": pm,
+        "billing_portal.session": portal, "billing_portal.configuration": portal_config,
+        "webhook_endpoint": endpoint, "event": event, "payment_method": pm,
     }
 
 

@@ -86,7 +86,8 @@ def test_promotion_code_discounts_the_first_invoice(client: Any) -> None:
     assert (invoice.subtotal, invoice.total, invoice.amount_paid) == (1495, 1196, 1196)  # 20% of 1495 is exactly 299
 
 
-def test_portal_lists_invoices_and_cancels_at_period_end(client: Any) -> None:
+def test_portal_lists_invoices_and_cancels_at_period_end(stripe_emulator: StripeEmulator, client: Any) -> None:
+    stripe_emulator.save_portal_settings()  # the Dashboard's settings: invoices, cancellation at the period end
     _, flat = _catalog(client)
     session = _session(client, flat, customer_email="c@example.com")
     requests.post(session.url, data={"cardNumber": "4242424242424242", **CARD}, timeout=10, allow_redirects=False)
@@ -116,8 +117,23 @@ def test_checkout_on_a_test_clock_then_a_swapped_failing_card(client: Any) -> No
     requests.post(session.url, data={"cardNumber": "4242424242424242", **CARD}, timeout=10, allow_redirects=False)
     sub = client.v1.subscriptions.retrieve(client.v1.checkout.sessions.retrieve(session.id).subscription)
     assert (sub.start_date, sub.status) == (start, "active")
+    # Checkout made the card the subscription's default payment method, which renewals charge first.
     failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
-    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": failing.id}})
+    client.v1.subscriptions.update(sub.id, params={"default_payment_method": failing.id})
     period_end = sub["items"].data[0].current_period_end
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": period_end + 7200})
     assert client.v1.subscriptions.retrieve(sub.id).status == "past_due"
+
+
+def test_checkout_sets_the_subscriptions_default_payment_method(client: Any) -> None:
+    """"When subscriptions are created in Checkout, the collected payment method is set as the
+    default_payment_method on the Subscription" (not the customer's invoice settings)."""
+    _, flat = _catalog(client)
+    session = _session(client, flat, customer_email="e@example.com")
+    requests.post(session.url, data={"cardNumber": "5555555555554444", **CARD}, timeout=10, allow_redirects=False)
+    completed = client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["subscription"]})
+    card = completed.subscription.default_payment_method
+    assert client.v1.payment_methods.retrieve(card).card.last4 == "4444"
+    customer = client.v1.customers.retrieve(completed.customer)
+    assert customer.invoice_settings.default_payment_method is None
+    assert [m.id for m in client.v1.customers.payment_methods.list(customer.id).data] == [card]

@@ -206,3 +206,41 @@ def test_upgrade_with_always_invoice_charges_the_prorated_difference(client: Any
     assert invoice.billing_reason == "subscription_update"
     assert sorted(line.amount for line in invoice.lines.data) == [-299, 919]  # -1495/5 and 4595/5
     assert (invoice.status, invoice.amount_paid) == ("paid", 919 - 299)
+
+
+def test_renewals_charge_the_subscriptions_payment_method_before_the_customers(client: Any, meter: Any) -> None:
+    """Subscription.default_payment_method: "If neither are set, invoices will use the customer's
+    invoice_settings.default_payment_method"."""
+    flat, _ = _catalog(client, meter)
+    clock, customer = clocked_customer(client, card="pm_card_chargeCustomerFail")  # the customer's default fails
+    good = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}],
+                                                 "default_payment_method": good.id})
+    assert sub.status == "active"
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": FEB_1 + 2 * HOUR})
+    assert client.v1.subscriptions.retrieve(sub.id).status == "active"  # the subscription's card paid
+    client.v1.subscriptions.update(sub.id, params={"default_payment_method": ""})  # now the customer's
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAR_1 + 2 * HOUR})
+    assert client.v1.subscriptions.retrieve(sub.id).status == "past_due"
+
+
+def test_listing_without_status_leaves_out_canceled_only(client: Any, meter: Any) -> None:
+    """"If no value is supplied, all subscriptions that have not been canceled are returned";
+    `ended` is "canceled and subscriptions that are expired due to incomplete payment"."""
+    flat, _ = _catalog(client, meter)
+    clock, customer = clocked_customer(client)
+    kept = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}]})
+    canceled = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}]})
+    client.v1.subscriptions.cancel(canceled.id)
+    failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    expired = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}],
+                                                    "default_payment_method": failing.id})
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": JAN_1_2026 + DAY})
+    assert client.v1.subscriptions.retrieve(expired.id).status == "incomplete_expired"
+
+    def listed(**params: Any) -> set[str]:
+        return {s.id for s in client.v1.subscriptions.list(params={"customer": customer.id, **params}).data}
+
+    assert listed() == {kept.id, expired.id}
+    assert listed(status="ended") == {canceled.id, expired.id}
+    assert listed(status="all") == {kept.id, canceled.id, expired.id}

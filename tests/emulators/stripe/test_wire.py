@@ -93,9 +93,10 @@ def test_expand_replaces_ids_with_objects(client: Any) -> None:
         client.v1.prices.retrieve(price.id, params={"expand": ["currency"]})
 
 
-def test_customer_search_by_metadata_and_email(client: Any) -> None:
+def test_customer_search_by_metadata_and_email(stripe_emulator: StripeEmulator, client: Any) -> None:
     wanted = client.v1.customers.create(params={"email": "x@example.com", "metadata": {"apim_user_id": "u-1"}})
     client.v1.customers.create(params={"email": "x@example.com", "metadata": {"apim_user_id": "u-2"}})
+    stripe_emulator.advance_wall_clock(60)  # search sees writes a minute later (see test_search_lag.py)
     found = client.v1.customers.search(params={"query": "metadata['apim_user_id']:'u-1' AND email:'x@example.com'"})
     assert [c.id for c in found.data] == [wanted.id]
     with pytest.raises(stripe.InvalidRequestError) as info:
@@ -115,3 +116,18 @@ def test_lookup_keys_are_unique_unless_transferred(client: Any) -> None:
     assert [p.id for p in found] == [new.id]
     archived = client.v1.prices.update(old.id, params={"active": False})
     assert archived.active is False
+
+
+def test_idempotency_keys_expire_after_24_hours(stripe_emulator: StripeEmulator, client: Any) -> None:
+    """"You can remove keys from the system automatically after they're at least 24 hours old. We
+    generate a new request if a key is reused after the original is pruned." (the emulator's clock)"""
+    first = client.v1.customers.create(params={"email": "a@example.com"}, options={"idempotency_key": "day"})
+    stripe_emulator.advance_wall_clock(24 * 3600 - 1)
+    assert client.v1.customers.create(params={"email": "a@example.com"},
+                                      options={"idempotency_key": "day"}).id == first.id
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.customers.create(params={"email": "b@example.com"}, options={"idempotency_key": "day"})
+    stripe_emulator.advance_wall_clock(1)
+    second = client.v1.customers.create(params={"email": "b@example.com"}, options={"idempotency_key": "day"})
+    assert second.id != first.id
+    assert second.email == "b@example.com"
