@@ -10,6 +10,8 @@ from __future__ import annotations
 PRODUCT_METADATA_KEY = "monetization_product_id"
 # Which price of a product a Stripe price is: "flat" (licensed, in advance) or "usage" (metered).
 PRICE_ROLE_METADATA_KEY = "monetization_price_role"
+# Marks the Stripe customer portal configuration the catalog made (value "portal").
+PORTAL_CONFIG_METADATA_KEY = "monetization_catalog"
 
 # Metadata set on the Stripe subscription at checkout (subscription_data.metadata).
 SUB_META_APIM_USER = "apim_user_id"

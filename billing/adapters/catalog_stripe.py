@@ -16,8 +16,15 @@ import stripe
 
 from billing import catalog_names as names
 from billing.catalog.desired import METER_AGGREGATION, MeterSpec, PriceSpec, PriceTerms, StripeProductSpec, decimal_text
-from billing.catalog.plan import UpdatePrice, UpdateStripeProduct
-from billing.catalog.state import CatalogServiceError, MeterState, PriceState, StripeProductState, StripeState
+from billing.catalog.plan import PutPortalConfig, UpdatePrice, UpdateStripeProduct
+from billing.catalog.state import (
+    CatalogServiceError,
+    MeterState,
+    PortalConfigState,
+    PriceState,
+    StripeProductState,
+    StripeState,
+)
 
 T = TypeVar("T")
 RATE_LIMIT_ATTEMPTS = 5
@@ -75,7 +82,10 @@ class StripeCatalog:
             listed = self._all(f"listing prices of {product_id}", _lister(v1.prices.list, {"product": product_id}))
             prices += [_price(p, events) for p in listed]
         prices.sort(key=lambda p: (p.created, p.id))
-        return StripeState(products, meters, tuple(prices))
+        configs = self._all("listing customer portal configurations",
+                            lambda: v1.billing_portal.configurations.list({"limit": 100, "active": True}))  # fmt: skip
+        ours = [c for c in configs if (c.get("metadata") or {}).get(names.PORTAL_CONFIG_METADATA_KEY) == "portal"]
+        return StripeState(products, meters, tuple(prices), _portal(ours[0]) if ours else None)
 
     # ---- writing -------------------------------------------------------------------------------
     def create_product(self, spec: StripeProductSpec, idempotency_key: str) -> None:
@@ -170,6 +180,18 @@ class StripeCatalog:
         self._call(f"updating price {op.price_id}", lambda: self.client.v1.prices.update(op.price_id, params))  # type: ignore[arg-type]
 
     # ---- subscriptions on old prices (migrate-prices) ------------------------------------------
+    def put_portal_config(self, op: PutPortalConfig, idempotency_key: str) -> str:
+        params: Any = {"business_profile": {"headline": op.spec.headline}, "features": op.spec.features(),
+                       "metadata": op.spec.metadata}  # fmt: skip
+        configs = self.client.v1.billing_portal.configurations
+        if op.config_id is None:
+            made = self._call("creating the customer portal configuration",
+                              lambda: configs.create(params, {"idempotency_key": idempotency_key}))  # fmt: skip
+            return str(made.id)
+        config_id = op.config_id
+        self._call(f"updating customer portal configuration {config_id}", lambda: configs.update(config_id, params))
+        return config_id
+
     def subscriptions_on(self, price_ids: Iterable[str]) -> list[dict[str, Any]]:
         """Live subscriptions with an item on one of `price_ids` (each listed once)."""
         found: dict[str, dict[str, Any]] = {}
@@ -198,6 +220,21 @@ def _message(exc: stripe.StripeError) -> str:
     text = exc.user_message or type(exc).__name__
     status = f" (HTTP {exc.http_status})" if exc.http_status else ""
     return f"{text}{status}"
+
+
+def _portal(c: dict[str, Any]) -> PortalConfigState:
+    """The parts PortalConfigSpec sets, in its shape (Stripe's objects carry more fields)."""
+    f = c.get("features") or {}
+    cancel = f.get("subscription_cancel") or {}
+    features = {
+        "invoice_history": {"enabled": bool((f.get("invoice_history") or {}).get("enabled"))},
+        "payment_method_update": {"enabled": bool((f.get("payment_method_update") or {}).get("enabled"))},
+        "subscription_cancel": {"enabled": bool(cancel.get("enabled")), "mode": cancel.get("mode"),
+                                "proration_behavior": cancel.get("proration_behavior")},
+        "subscription_update": {"enabled": bool((f.get("subscription_update") or {}).get("enabled"))},
+        "customer_update": {"enabled": bool((f.get("customer_update") or {}).get("enabled"))},
+    }  # fmt: skip
+    return PortalConfigState(str(c["id"]), (c.get("business_profile") or {}).get("headline"), features)
 
 
 def _product(p: dict[str, Any]) -> StripeProductState:

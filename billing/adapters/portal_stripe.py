@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ import stripe
 from billing import catalog_names
 from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest, CustomersPort, Debt
 
+log = logging.getLogger(__name__)
 LineItem = stripe.params.checkout.SessionCreateParamsLineItem
 CHECKOUT_TTL_SECONDS = 30 * 60
 CHECKOUT_META_FORM = "portal_form"  # the subscribe form a Checkout Session was made for
@@ -29,6 +31,7 @@ class PortalStripe:
     def __init__(self, client: stripe.StripeClient, customers: CustomersPort) -> None:
         self._c = client.v1
         self._customers = customers
+        self._portal_config: str | None = None
 
     def find_customer(self, uid: str) -> str | None:
         kept = self._customers.get(uid)
@@ -194,6 +197,21 @@ class PortalStripe:
                 ]  # fmt: skip
         return debts
 
-    def billing_portal_url(self, customer_id: str, return_url: str) -> str:
-        session = self._c.billing_portal.sessions.create(params={"customer": customer_id, "return_url": return_url})
+    def billing_portal_url(self, customer_id: str, return_url: str) -> str | None:
+        """A customer portal session with the catalog's configuration; None if the catalog made none yet."""
+        config = self._portal_configuration()
+        if config is None:
+            log.error("no customer portal configuration: run `python -m billing catalog apply`")
+            return None
+        session = self._c.billing_portal.sessions.create(
+            params={"customer": customer_id, "return_url": return_url, "configuration": config})
         return str(session.url)
+
+    def _portal_configuration(self) -> str | None:
+        if self._portal_config is None:
+            found = self._c.billing_portal.configurations.list(params={"active": True, "limit": 100})
+            for config in found.auto_paging_iter():
+                if (config.to_dict().get("metadata") or {}).get(catalog_names.PORTAL_CONFIG_METADATA_KEY) == "portal":
+                    self._portal_config = str(config.id)  # made once by the catalog, kept per process
+                    break
+        return self._portal_config

@@ -15,6 +15,7 @@ from billing.catalog.plan import (
     Plan,
     PutApimPolicy,
     PutApimProduct,
+    PutPortalConfig,
     SetApimLink,
     SetMeterActive,
     UnpublishApimProduct,
@@ -33,6 +34,7 @@ class StripeCatalogWriter(Protocol):
     def set_meter_active(self, meter_id: str, active: bool) -> None: ...
     def create_price(self, spec: PriceSpec, meter_id: str | None, transfer: bool, idempotency_key: str) -> str: ...
     def update_price(self, op: UpdatePrice) -> None: ...
+    def put_portal_config(self, op: PutPortalConfig, idempotency_key: str) -> str: ...
 
 
 class ApimCatalogWriter(Protocol):
@@ -109,6 +111,8 @@ def _run(
     if isinstance(op, SetMeterActive):
         stripe.set_meter_active(op.meter_id, op.active)
         return op.meter_id
+    if isinstance(op, PutPortalConfig):
+        return stripe.put_portal_config(op, idempotency_key(op))
     if isinstance(op, CreatePrice):
         event = op.spec.terms.meter_event_name
         meter_id = meter_ids.get(event) if event else None

@@ -86,11 +86,39 @@ class ApimProductSpec:
 
 
 @dataclass(frozen=True)
+class PortalConfigSpec:
+    """What Stripe's customer portal offers a consumer (the billing page links to it).
+
+    Invoices and payment methods; cancellation only at the period end, because an immediate one
+    would not invoice the period's usage (Stripe's `invoice_now` defaults to false) while the
+    period-end invoice does; no plan switching and no customer details, which APIM would never
+    learn of (plans change through the portal's own pages, names in APIM).
+    """
+
+    headline: str = "Invoices and payment methods of your API subscriptions"
+    cancel_mode: str = "at_period_end"
+
+    def features(self) -> dict[str, object]:
+        return {
+            "invoice_history": {"enabled": True},
+            "payment_method_update": {"enabled": True},
+            "subscription_cancel": {"enabled": True, "mode": self.cancel_mode, "proration_behavior": "none"},
+            "subscription_update": {"enabled": False},
+            "customer_update": {"enabled": False},
+        }
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {names.PORTAL_CONFIG_METADATA_KEY: "portal"}
+
+
+@dataclass(frozen=True)
 class DesiredCatalog:
     stripe_products: tuple[StripeProductSpec, ...]
     meters: tuple[MeterSpec, ...]
     prices: tuple[PriceSpec, ...]
     apim_products: tuple[ApimProductSpec, ...]
+    portal: PortalConfigSpec = PortalConfigSpec()
 
 
 def desired_catalog(models: MonetizationModels, apim_tier: str = DEFAULT_TIER) -> DesiredCatalog:

@@ -19,11 +19,19 @@ from billing.catalog.desired import (
     ApimProductSpec,
     DesiredCatalog,
     MeterSpec,
+    PortalConfigSpec,
     PriceSpec,
     StripeProductSpec,
     decimal_text,
 )
-from billing.catalog.state import ApimProductState, ApimState, MeterState, PriceState, StripeState
+from billing.catalog.state import (
+    ApimProductState,
+    ApimState,
+    MeterState,
+    PortalConfigState,
+    PriceState,
+    StripeState,
+)
 
 
 class Service(StrEnum):
@@ -85,6 +93,14 @@ class UpdatePrice:
 
 
 @dataclass(frozen=True)
+class PutPortalConfig:
+    """Create (config_id None) or update the customer portal configuration."""
+
+    spec: PortalConfigSpec
+    config_id: str | None
+
+
+@dataclass(frozen=True)
 class PutApimProduct:
     spec: ApimProductSpec
     exists: bool
@@ -114,7 +130,7 @@ class SetApimLink:
 
 Operation = (
     CreateStripeProduct | UpdateStripeProduct | CreateMeter | UpdateMeter | SetMeterActive | CreatePrice
-    | UpdatePrice | PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink
+    | UpdatePrice | PutPortalConfig | PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink
 )  # fmt: skip
 
 
@@ -211,7 +227,23 @@ def _plan_stripe(b: _Builder, desired: DesiredCatalog, stripe: StripeState) -> d
         if product.id not in wanted_products and product.active and _ours(dict(product.metadata)):
             b.add(Service.STRIPE, Change.ARCHIVE, "product", product.id, ["active: true -> false"],
                   UpdateStripeProduct(product.id, active=False))  # fmt: skip
+    _plan_portal(b, desired.portal, stripe.portal)
     return meter_ids
+
+
+def _plan_portal(b: _Builder, spec: PortalConfigSpec, current: PortalConfigState | None) -> None:
+    if current is None:
+        b.add(Service.STRIPE, Change.CREATE, "portal", "customer portal",
+              ["invoices and payment methods; cancel at period end; no plan switching"],
+              PutPortalConfig(spec, None))  # fmt: skip
+        return
+    wanted = spec.features()
+    details = [f"{name}: {current.features.get(name)!r} -> {value!r}" for name, value in wanted.items()
+               if current.features.get(name) != value]  # fmt: skip
+    if current.headline != spec.headline:
+        details.append(f"headline: {current.headline!r} -> {spec.headline!r}")
+    if details:
+        b.add(Service.STRIPE, Change.UPDATE, "portal", current.id, details, PutPortalConfig(spec, current.id))
 
 
 def _plan_stripe_product(b: _Builder, spec: StripeProductSpec, stripe: StripeState) -> None:

@@ -16,7 +16,7 @@ def render_plan(plan: Plan, services: tuple[Service, ...]) -> str:
     lines: list[str] = []
     for service in services:
         actions = plan.for_service(service)
-        title = {"stripe": "Stripe (products, meters, prices)",
+        title = {"stripe": "Stripe (products, meters, prices, customer portal)",
                  "apim": "API Management (products, policies, API and group links)"}  # fmt: skip
         lines.append(f"{title[service.value]}:")
         if not actions:

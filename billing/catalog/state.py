@@ -44,10 +44,18 @@ class PriceState:
 
 
 @dataclass(frozen=True)
+class PortalConfigState:
+    id: str
+    headline: str | None
+    features: Mapping[str, object]  # the parts of Stripe's `features` that PortalConfigSpec sets
+
+
+@dataclass(frozen=True)
 class StripeState:
     products: Mapping[str, StripeProductState] = field(default_factory=dict)  # by Stripe product id
     meters: tuple[MeterState, ...] = ()
     prices: tuple[PriceState, ...] = ()  # prices of the products above
+    portal: PortalConfigState | None = None  # the customer portal configuration the catalog made
 
 
 @dataclass(frozen=True)

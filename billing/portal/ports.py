@@ -113,7 +113,9 @@ class PaymentsPort(Protocol):
 
     def subscription_period(self, subscription_id: str) -> BillingPeriod | None: ...
 
-    def billing_portal_url(self, customer_id: str, return_url: str) -> str: ...
+    def billing_portal_url(self, customer_id: str, return_url: str) -> str | None:
+        """A Stripe customer portal session's URL; None while the catalog has made no configuration."""
+        ...
 
     def live_subscriptions(self, uid: str) -> Sequence[str]:
         """Ids of the user's Stripe subscriptions that have not ended (any product)."""

@@ -9,6 +9,7 @@ from billing.catalog.plan import (
     Change,
     CreatePrice,
     Plan,
+    PutPortalConfig,
     Service,
     SetApimLink,
     SetMeterActive,
@@ -23,6 +24,7 @@ from billing.catalog.state import (
     ApimProductState,
     ApimState,
     MeterState,
+    PortalConfigState,
     PriceState,
     StripeProductState,
     StripeState,
@@ -52,7 +54,8 @@ def _in_sync_state() -> tuple[StripeState, ApimState]:
         )
         for s in desired.apim_products
     }
-    return StripeState(products, meters, prices), ApimState(apim, api_ids=API_IDS, group_ids=GROUP_IDS)
+    portal = PortalConfigState("bpc_1", desired.portal.headline, desired.portal.features())
+    return StripeState(products, meters, prices, portal), ApimState(apim, api_ids=API_IDS, group_ids=GROUP_IDS)
 
 
 API_IDS = frozenset({"echo", "weather", "internal"})
@@ -86,7 +89,8 @@ def test_a_changed_amount_creates_a_price_that_takes_the_key_then_archives_the_o
     assert terms is not None
     stale = PriceState(old.id, old.lookup_key, True, old.metadata, terms.__class__(**{
         **terms.__dict__, "unit_amount_decimal": Decimal("0.2")}))  # fmt: skip
-    state = StripeState(stripe.products, stripe.meters, tuple(stale if p.id == old.id else p for p in stripe.prices))
+    state = StripeState(stripe.products, stripe.meters, tuple(stale if p.id == old.id else p for p in stripe.prices),
+                        stripe.portal)
     plan = make_plan(desired_catalog(load_models()), state, apim)
     ops = [a.op for a in plan.actions]
     assert len(ops) == 2
@@ -98,7 +102,7 @@ def test_a_changed_amount_creates_a_price_that_takes_the_key_then_archives_the_o
 def test_a_replaced_price_left_active_by_a_crash_is_archived_next_time() -> None:
     stripe, apim = _in_sync_state()
     leftover = PriceState("price_old", None, True, {"monetization_product_id": "payg"}, None)
-    state = StripeState(stripe.products, stripe.meters, (*stripe.prices, leftover))
+    state = StripeState(stripe.products, stripe.meters, (*stripe.prices, leftover), stripe.portal)
     plan = make_plan(desired_catalog(load_models()), state, apim)
     assert [a.op for a in plan.actions] == [UpdatePrice("price_old", active=False)]
 
@@ -111,7 +115,7 @@ def test_a_product_gone_from_the_file_is_archived_in_stripe_and_unpublished_in_a
     meter = MeterState("mtr_old", "apim_calls_old", "Old", True, "sum", "stripe_customer_id", "value")
     price = PriceState("price_old", "old-usage", True, {"monetization_product_id": "old"}, None)
     products = {**stripe.products, "apim-old": gone, "apim-kept": kept}
-    state = StripeState(products, (*stripe.meters, meter), (*stripe.prices, price))
+    state = StripeState(products, (*stripe.meters, meter), (*stripe.prices, price), stripe.portal)
     unused = ApimProductState("old", "Old", None, True, False, 1, "published", None, subscription_count=0)
     used = ApimProductState("kept", "Kept", None, True, False, 1, "published", None, subscription_count=2)
     plan = make_plan(desired_catalog(load_models()), state,
@@ -217,3 +221,20 @@ def test_the_policy_follows_the_instances_tier() -> None:
     moved = ApimState(apim.products, "StandardV2", API_IDS, GROUP_IDS)  # the same instance, another tier
     plan = make_plan(desired_catalog(load_models(), "StandardV2"), stripe, moved)
     assert {a.target for a in plan.actions if a.kind == "policy"} == {"free", "basic"}
+
+
+def test_the_customer_portal_configuration_is_made_once_and_kept_as_the_catalog_wants_it() -> None:
+    stripe, apim = _in_sync_state()
+    desired = desired_catalog(load_models())
+    missing = make_plan(desired, StripeState(stripe.products, stripe.meters, stripe.prices, None), apim)
+    assert [a.op for a in missing.actions] == [PutPortalConfig(desired.portal, None)]
+    # Someone allowed immediate cancellation in the Dashboard: the catalog puts period-end back.
+    assert stripe.portal is not None
+    changed = {**stripe.portal.features, "subscription_cancel": {"enabled": True, "mode": "immediately",
+                                                                   "proration_behavior": "none"}}  # fmt: skip
+    drifted = StripeState(stripe.products, stripe.meters, stripe.prices,
+                          PortalConfigState("bpc_1", stripe.portal.headline, changed))
+    plan = make_plan(desired, drifted, apim)
+    assert [a.op for a in plan.actions] == [PutPortalConfig(desired.portal, "bpc_1")]
+    assert "immediately" in plan.actions[0].details[0]
+    assert desired.portal.features()["subscription_update"] == {"enabled": False}  # no plan switching there
