@@ -7,6 +7,7 @@ emulator's clock is moved instead of waiting for windows to pass.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ def test_applied_policies_make_the_gateway_enforce_each_products_limits(stack: S
     models_file.write_text(json.dumps(SMALL_LIMITS), encoding="utf-8")
     result = stack.cli("catalog", "apply", "--apim-only", "--file", str(models_file))
     assert result.code == 0, result.err
+    # Noon of a fixed day: the day's and the hour's quota windows are far from their ends.
+    now = {"t": datetime(2026, 6, 1, 12, 0, tzinfo=UTC)}
+    stack.apim_emu.set_clock(lambda: now["t"])
     keys = {pid: _subscribe(stack, pid) for pid in ("tiny-free", "tiny-tier", "tiny-metered")}
 
     # Rate limit only: 2 a minute, then 429 until the minute has passed.
@@ -65,10 +69,10 @@ def test_applied_policies_make_the_gateway_enforce_each_products_limits(stack: S
     # Both: 3 a minute, and 5 an hour; calls refused for rate do not use up the quota.
     assert _statuses(stack, keys["tiny-free"], 4) == [200, 200, 200, 429]
 
-    stack.apim_emu.advance_clock(61)
+    now["t"] += timedelta(seconds=61)
     assert _statuses(stack, keys["tiny-metered"], 1) == [200]  # a new minute
     assert _statuses(stack, keys["tiny-tier"], 1) == [403]  # still the same day
     assert _statuses(stack, keys["tiny-free"], 3) == [200, 200, 403]  # quota of 5 reached before the rate
 
-    stack.apim_emu.advance_clock(3_600)
+    now["t"] += timedelta(seconds=3_600)
     assert _statuses(stack, keys["tiny-free"], 1) == [200]  # a new quota period
