@@ -196,7 +196,8 @@ class StripeCatalog:
         """Live subscriptions with an item on one of `price_ids` (each listed once)."""
         found: dict[str, dict[str, Any]] = {}
         for price_id in price_ids:
-            lister = _lister(self.client.v1.subscriptions.list, {"price": price_id, "status": "all"})
+            lister = _lister(self.client.v1.subscriptions.list,
+                             {"price": price_id, "status": "all", "expand": ["data.test_clock"]})  # fmt: skip
             for sub in self._all(f"listing subscriptions on {price_id}", lister):
                 if sub.get("status") not in ("canceled", "incomplete_expired"):
                     found[sub["id"]] = sub
@@ -206,7 +207,8 @@ class StripeCatalog:
         self._call(
             f"moving subscription item {item_id} to {price_id}",
             lambda: self.client.v1.subscription_items.update(
-                item_id, {"price": price_id, "proration_behavior": "none"}, {"idempotency_key": idempotency_key}
+                item_id, {"price": price_id, "proration_behavior": "create_prorations"},
+                {"idempotency_key": idempotency_key},
             ),
         )
 

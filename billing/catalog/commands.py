@@ -2,7 +2,8 @@
 
   catalog plan [--file F] [--stripe-only|--apim-only]   show what apply would change; change nothing
   catalog apply [--file F] [--stripe-only|--apim-only]  make Stripe and APIM match the models file
-  catalog migrate-prices [--file F] [--apply]           move subscriptions off replaced prices
+  catalog migrate-prices [--file F] [--apply]           move subscriptions off replaced prices (usage so far
+                                                        reported and billed at the old price first)
 
 Exit codes: 0 done, 1 a service failed (the message says which step; rerun apply to finish),
 2 bad input or missing settings.
@@ -14,6 +15,7 @@ import argparse
 import sys
 
 from billing import config
+from billing.catalog.migrate import PriceMove
 from billing.catalog.plan import Action, Service
 from billing.catalog.render import NOTHING_TO_CHANGE, action_line, render_plan
 from billing.catalog.service import ApimCatalogPort, CatalogSync, StripeCatalogPort
@@ -76,7 +78,25 @@ def _sync(args: argparse.Namespace) -> CatalogSync:
     apim: ApimCatalogPort | None = None
     if Service.APIM in services:
         apim = ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
-    return CatalogSync(models, stripe, apim)
+    return CatalogSync(models, stripe, apim, report_usage=_report_usage_before_move)
+
+
+def _report_usage_before_move(move: PriceMove) -> None:
+    """The usage area's closing report up to the move, so that every call so far bills at the old price."""
+    import time  # noqa: PLC0415
+
+    from billing.usage.closing import report_closing_usage  # noqa: PLC0415 - loads the SDKs
+
+    now = move.stripe_now or int(time.time())
+    try:
+        summary = report_closing_usage(move.subscription_id, move.period_start, move.period_end, now=now)
+    except LookupError:
+        # The app never recorded this subscription (made outside the portal): it reported no usage.
+        print(f"  note: {move.subscription_id} has no subscription link; no usage reported before the move")
+        return
+    if summary.failed:
+        raise CatalogServiceError(f"usage of {move.subscription_id} not reported before the move: "
+                                  f"{'; '.join(summary.failures)}")  # fmt: skip
 
 
 def _usage_error(message: str) -> None:
@@ -132,7 +152,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         for move in moves:
             print(move.line())
         if not args.apply:
-            print(f"Plan: {len(moves)} subscription item(s) to move (no proration). Run with --apply to move them.")
+            print(f"Plan: {len(moves)} subscription item(s) to move (usage so far billed at the old price, flat fees "
+                  "prorated). Run with --apply to move them.")
             return EXIT_OK
         for move in moves:
             sync.move(move)
@@ -140,5 +161,6 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     except CatalogServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"Moved {len(moves)} subscription item(s); they are billed at the current prices from the next invoice.")
+    print(f"Moved {len(moves)} subscription item(s): calls up to now are billed at the old prices, later ones "
+          "at the current prices.")
     return EXIT_OK

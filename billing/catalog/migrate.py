@@ -1,8 +1,15 @@
 """Moving existing subscriptions from replaced prices to the current ones (explicit, separate).
 
 A price change leaves subscriptions on their old price; `catalog migrate-prices` plans (and with
-`--apply` makes) one price swap per subscription item, without proration: the new price applies
-from the next invoice on.
+`--apply` makes) one price swap per subscription item. Every call up to the move is billed at the
+old price, every later one at the new: subscriptions are in Stripe's flexible billing mode, which
+"bills for usage based on the price at the time you report it", so a metered item's usage so far
+is first reported (the closing report up to the move), then the item is swapped with
+`create_prorations`, which puts that usage, at the old price, on the next invoice ("we create an
+invoice item that bills for previously reported metered usage"), and prorates a flat fee. Stripe's
+`proration_behavior="none"` would instead drop the period's usage ("remove a metered price
+without billing for it"). A schedule at the period end would also bill correctly but leave the old
+price in force until then, and the move would wait a month.
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ class PriceMove:
     from_price: str
     to_price: str
     lookup_key: str
+    metered: bool = False
+    period_start: int = 0  # the item's current period (its usage so far is reported before the move)
+    period_end: int = 0
+    stripe_now: int = 0  # Stripe's present for the subscription (a test clock's time; 0: the wall clock)
 
     def line(self) -> str:
         where = f"{self.subscription_id} item {self.item_id}"
@@ -55,5 +66,13 @@ def plan_moves(outdated: Mapping[str, tuple[str, str]], subscriptions: Iterable[
             price_id = str(price.get("id") if isinstance(price, Mapping) else price)
             if price_id in outdated:
                 to_price, key = outdated[price_id]
-                moves.append(PriceMove(str(sub["id"]), str(item["id"]), str(price_id), to_price, key))
+                metered = ((price.get("recurring") or {}) if isinstance(price, Mapping) else {}).get(
+                    "usage_type") == "metered"
+                clock = sub.get("test_clock")
+                moves.append(PriceMove(
+                    str(sub["id"]), str(item["id"]), str(price_id), to_price, key, metered=metered,
+                    period_start=int(item.get("current_period_start") or 0),
+                    period_end=int(item.get("current_period_end") or 0),
+                    stripe_now=int(clock.get("frozen_time") or 0) if isinstance(clock, Mapping) else 0,
+                ))  # fmt: skip
     return sorted(moves, key=lambda m: (m.subscription_id, m.item_id))

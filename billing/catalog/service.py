@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +30,8 @@ class CatalogSync:
     models: MonetizationModels
     stripe: StripeCatalogPort | None  # None: leave Stripe alone (--apim-only)
     apim: ApimCatalogPort | None  # None: leave APIM alone (--stripe-only)
+    # The usage area's closing report up to a price move (migrate-prices); None: no usage to report.
+    report_usage: Callable[[PriceMove], object] | None = None
 
     @property
     def desired(self) -> DesiredCatalog:
@@ -53,5 +56,8 @@ class CatalogSync:
         return plan_moves(outdated, self.stripe.subscriptions_on(sorted(outdated)))
 
     def move(self, move: PriceMove) -> None:
+        """Report a metered item's usage so far (at the old price), then swap (see billing.catalog.migrate)."""
         assert self.stripe is not None
+        if move.metered and self.report_usage is not None:
+            self.report_usage(move)
         self.stripe.swap_item_price(move.item_id, move.to_price, idempotency_key(move))
