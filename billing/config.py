@@ -73,6 +73,11 @@ SETTINGS: tuple[Setting, ...] = (
             required=False, default="20", local="20"),
     Setting("USAGE_BATCH_SIZE", "Subscriptions per usage queue message.", required=False, default="300",
             local="300"),
+    Setting("USAGE_CONFIRM_DELAY_SECONDS", "Seconds after a closing report that its delivery is checked against "
+            "Stripe's meter summaries (before the invoice finalises, an hour on).", required=False, default="900",
+            local="900"),
+    Setting("STRIPE_EVENT_DESTINATION_SECRET", "Signing secret(s) of the Stripe event destination for thin "
+            "events (meter errors), comma-separated during rotation.", secret=True, required=False),
     Setting("RECONCILE_SCHEDULE", "NCRONTAB schedule of the Stripe/APIM reconcile job.", required=False,
             default="0 30 * * * *", local="0 30 * * * *"),
     Setting("SMTP_HOST", "SMTP server of the portal's mails (Azure Communication Services: smtp.azurecomm.net).",

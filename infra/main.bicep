@@ -90,6 +90,8 @@ var appStorage = loadJsonContent('app-storage.json')
 var secretNames = {
   stripeApiKey: 'stripe-api-key'
   stripeWebhookSecret: 'stripe-webhook-secret'
+  // The signing secret of the event destination that receives Stripe's thin meter error events.
+  stripeEventDestinationSecret: 'stripe-event-destination-secret'
   delegationKey: 'apim-delegation-validation-key'
   // The Entra application's client secret, set by the provider (docs/deploy.md, E-mail).
   smtpPassword: 'smtp-password'
@@ -217,6 +219,7 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultName: keyVault.outputs.name
     stripeApiKeySecretName: secretNames.stripeApiKey
     stripeWebhookSecretSecretName: secretNames.stripeWebhookSecret
+    stripeEventDestinationSecretName: secretNames.stripeEventDestinationSecret
     delegationKeySecretUri: keyVault.outputs.delegationKeySecretUriWithVersion
     smtpPasswordSecretName: secretNames.smtpPassword
     smtpHost: email.outputs.smtpHost
@@ -257,6 +260,7 @@ output SERVICE_API_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output STRIPE_WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhooks/stripe'
 output STRIPE_API_KEY_SECRET_NAME string = secretNames.stripeApiKey
 output STRIPE_WEBHOOK_SECRET_SECRET_NAME string = secretNames.stripeWebhookSecret
+output STRIPE_EVENT_DESTINATION_SECRET_SECRET_NAME string = secretNames.stripeEventDestinationSecret
 output SMTP_PASSWORD_SECRET_NAME string = secretNames.smtpPassword
 output SMTP_USERNAME string = email.outputs.smtpUsername
 output MAIL_SENDER string = email.outputs.mailSender

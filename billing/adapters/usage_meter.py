@@ -216,3 +216,25 @@ class StripeMeterSender:
                 return self._send_v1_each(events)
             except (Throttled, Transient) as exc:
                 return SendResult(failed=[(e, f"gave up after retries: {exc}") for e in events])
+
+
+class StripeMeterCounts:
+    """Stripe's meter event summaries: what a meter counted for a customer, read back."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._client = client
+        self._meter_ids: dict[str, str] = {}  # event name -> meter id, made once by the catalog
+
+    def counted(self, customer_id: str, event_name: str, start: int, end: int) -> int:
+        meter = self._meter_id(event_name)
+        summaries = self._client.v1.billing.meters.event_summaries.list(
+            meter, params={"customer": customer_id, "start_time": start, "end_time": end, "limit": 100})
+        return sum(int(s.aggregated_value) for s in summaries.auto_paging_iter())
+
+    def _meter_id(self, event_name: str) -> str:
+        if event_name not in self._meter_ids:
+            for meter in self._client.v1.billing.meters.list(params={"limit": 100}).auto_paging_iter():
+                self._meter_ids[str(meter.event_name)] = str(meter.id)
+        if event_name not in self._meter_ids:
+            raise LookupError(f"Stripe has no meter for {event_name}: run `python -m billing catalog apply`")
+        return self._meter_ids[event_name]

@@ -12,11 +12,18 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
+from billing import config
+from billing.access.webhook import Answer, verify
+from billing.adapters.access_runtime import processed_events
 from billing.adapters.storage import queue
+from billing.adapters.stripe_client import stripe_client
+from billing.functions.http import error_response, json_response
+from billing.store.processed_events import ClaimKind
 from billing.store.tables import USAGE_BATCH_QUEUE
-from billing.usage.batches import BadMessage, parse_message
+from billing.usage.batches import BadMessage, confirm_message, parse_message
+from billing.usage.meter_errors import NO_METER, THIN_EVENT_TYPES, error_codes, periods_to_confirm
 from billing.usage.runner import fan_out, handle_message
-from billing.usage.wiring import usage_push
+from billing.usage.wiring import confirm_delay_seconds, usage_push
 
 bp = func.Blueprint()
 log = logging.getLogger("billing.usage")
@@ -24,6 +31,10 @@ log = logging.getLogger("billing.usage")
 
 def _send(body: bytes) -> None:
     queue(USAGE_BATCH_QUEUE).send_message(body)
+
+
+def _send_later(body: bytes, seconds: int) -> None:
+    queue(USAGE_BATCH_QUEUE).send_message(body, visibility_timeout=seconds)
 
 
 @bp.timer_trigger(schedule="%USAGE_PUSH_SCHEDULE%", arg_name="timer", run_on_startup=False)
@@ -39,7 +50,8 @@ def usage_push_batch(msg: func.QueueMessage) -> None:
     dequeue = getattr(msg, "dequeue_count", None)
     try:
         parse_message(msg.get_body())  # a malformed message is named as such, before any setting is read
-        summary = handle_message(usage_push(), msg.get_body(), _send, started=started)
+        summary = handle_message(usage_push(), msg.get_body(), _send, started=started, send_later=_send_later,
+                                 confirm_delay=confirm_delay_seconds())  # fmt: skip
     except BadMessage as exc:
         # Never succeeds: say why, then let the host retry it into the poison queue.
         log.error("usage push: message %s is not a usage batch: %s", msg.id, exc)
@@ -50,3 +62,38 @@ def usage_push_batch(msg: func.QueueMessage) -> None:
     log.info("usage push: message %s: %s", msg.id, summary.line())
     if summary.failed:
         log.warning("usage push: %d refused: %s", summary.failed, "; ".join(summary.failures[:20]))
+
+
+@bp.route(route="webhooks/stripe-events", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def stripe_thin_events(req: func.HttpRequest) -> func.HttpResponse:
+    """Stripe's event destination for thin events: meter errors reopen the periods they name."""
+    body = req.get_body() or b""
+    secrets = [s.strip() for s in config.get("STRIPE_EVENT_DESTINATION_SECRET").split(",") if s.strip()]
+    verified = verify(body, req.headers.get("stripe-signature"), secrets)  # before anything is read
+    if isinstance(verified, Answer):
+        return json_response(verified.body, status=verified.status, headers=verified.headers)
+    event_id, event_type = str(verified.get("id") or ""), str(verified.get("type") or "")
+    if event_type not in THIN_EVENT_TYPES or not event_id:
+        return json_response({"received": True, "outcome": f"event type {event_type!r} is not handled"})
+    claims = processed_events()
+    claim = claims.claim(event_id, event_type)
+    if claim.kind is ClaimKind.DONE:
+        return json_response({"received": True, "outcome": "already handled"})
+    if claim.kind is ClaimKind.BUSY:
+        return error_response(409, "in_progress", "another instance handles this event; Stripe retries it")
+    try:
+        full = stripe_client().parse_event_notification_without_verification(body).fetch_event().to_dict()
+        if event_type == NO_METER:
+            log.error("usage: Stripe found no meter for some events (%s): run `python -m billing catalog apply`",
+                      ", ".join(error_codes(full)))  # fmt: skip
+        periods = periods_to_confirm(full)
+        for subscription_id, period_start in sorted(periods):
+            _send(confirm_message(subscription_id, period_start))
+    except Exception:
+        claims.release(claim)  # Stripe retries the delivery; the confirmations are idempotent
+        log.exception("usage: meter error event %s not handled", event_id)
+        return error_response(502, "unavailable", "Stripe or the queue did not answer; retry later")
+    outcome = f"{len(periods)} period(s) to confirm ({', '.join(error_codes(full))})"
+    log.warning("usage: meter error report %s: %s", event_id, outcome)
+    claims.mark_done(claim, outcome)
+    return json_response({"received": True, "outcome": outcome})

@@ -48,6 +48,21 @@ class ClosingRequest:
     period: Period
 
 
+@dataclass(frozen=True)
+class ConfirmRequest:
+    """Compare a subscription's period with Stripe's meter count and send what is missing (confirm.py)."""
+
+    subscription_id: str
+    period_start: int
+    attempt: int = 0  # how many times it came back to settle a pending event (runner.RETRY_DELAYS)
+
+
+def confirm_message(subscription_id: str, period_start: int, attempt: int = 0) -> bytes:
+    payload = {"kind": "confirm", "subscription_id": subscription_id, "period_start": period_start,
+               "attempt": attempt}  # fmt: skip
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
 class BadMessage(ValueError):
     """A queue message that is not a usage batch or closing request (it can never succeed)."""
 
@@ -115,17 +130,22 @@ def _item(raw: Any, n: int) -> PushItem:
     return PushItem(raw[0], raw[1], raw[2], period, window_start, counts)
 
 
-def parse_message(body: bytes | str) -> PushBatch | ClosingRequest:
-    """A queue message as a batch or a closing request; BadMessage says what is wrong."""
+def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequest:
+    """A queue message as a batch, a closing or a confirm request; BadMessage says what is wrong."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise BadMessage("the message is not JSON") from None
     if not isinstance(payload, dict):
-        raise BadMessage('the message must be a JSON object with "kind": "batch" or "closing"')
+        raise BadMessage('the message must be a JSON object with "kind": "batch", "closing" or "confirm"')
     kind = payload.get("kind")
     if kind == "closing":
         return ClosingRequest(_str(payload, "subscription_id"), _period(payload))
+    if kind == "confirm":
+        attempt = payload.get("attempt", 0)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+            raise BadMessage(f"'attempt' must be a whole number >= 0, got {attempt!r}")
+        return ConfirmRequest(_str(payload, "subscription_id"), _int(payload, "period_start"), attempt)
     if kind == "batch":
         items = payload.get("items")
         if not isinstance(items, list):
@@ -136,7 +156,7 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest:
             raise BadMessage("'closing' must be true or false")
         return PushBatch(window_end, _int(payload, "as_of"),
                          tuple(_item(raw, n) for n, raw in enumerate(items)), closing)  # fmt: skip
-    raise BadMessage(f"'kind' must be \"batch\" or \"closing\", got {kind!r}")
+    raise BadMessage(f"'kind' must be \"batch\", \"closing\" or \"confirm\", got {kind!r}")
 
 
 def split(

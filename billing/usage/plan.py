@@ -89,15 +89,29 @@ def event_identifier(subscription_id: str, period_start: int, cumulative: int) -
     return f"u:{digest}"
 
 
+def summary_window(period_start: int, period_end: int) -> tuple[int, int]:
+    """The whole minutes inside the period: where its events are stamped, and what is read back.
+
+    Stripe's meter event summaries take bounds "aligned with minute boundaries", and a period starts
+    at any second. Events stamped inside these whole minutes are all read back by one summary, which
+    holds nothing of the periods before and after. A period shorter than two minutes (never a real
+    billing period) is returned as it is.
+    """
+    if period_end <= period_start:
+        raise ValueError(f"the period must end after it starts, got [{period_start}, {period_end})")
+    start, end = -(-period_start // 60) * 60, period_end // 60 * 60
+    return (start, end) if start < end else (period_start, period_end)
+
+
 def event_timestamp(period_start: int, period_end: int, window_end: int) -> int:
     """When the event says the calls happened: the window's end, but never outside the period.
 
     Stripe bills an event on the invoice of the period its timestamp falls in ([start, end)), so a
-    late push (or the closing report, whose window ends at the period end) stays in its period.
+    late push (or the closing report, whose window ends at the period end) stays in its period, and
+    inside its whole minutes (`summary_window`), so a confirmation reads it back.
     """
-    if period_end <= period_start:
-        raise ValueError(f"the period must end after it starts, got [{period_start}, {period_end})")
-    return max(period_start, min(window_end, period_end - 1))
+    start, end = summary_window(period_start, period_end)
+    return max(start, min(window_end, end - 1))
 
 
 def plan_step(

@@ -69,6 +69,12 @@ class MeterSink(Protocol):
     def send(self, events: Sequence[MeterEvent]) -> SendResult: ...
 
 
+class MeterCounts(Protocol):
+    def counted(self, customer_id: str, event_name: str, start: int, end: int) -> int:
+        """What Stripe's meter aggregated for the customer over [start, end) (its event summaries)."""
+        ...
+
+
 class WatermarkStore(Protocol):
     def group_of(self, subscription_id: str, product_id: str) -> str:
         """Watermarks of one group are stored together: a batch holds whole groups where it can.

@@ -24,10 +24,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from billing.models import MonetizationModels, Product, UnknownProductError
+from billing.pricing import billable_overage
 from billing.usage.batches import PushBatch, PushItem, remainder, split
+from billing.usage.confirm import is_old, make_up
 from billing.usage.plan import MeterEvent, PendingEvent, Step, UsageCounts, WindowAction, plan_step, window_action
 from billing.usage.ports import (
     LinkSource,
+    MeterCounts,
     MeterSink,
     SendResult,
     UsageReports,
@@ -68,6 +71,8 @@ class PushSummary:
     failed: int = 0
     recovered: int = 0  # pending events from an interrupted run, resent
     failures: list[str] = field(default_factory=list)  # "sid: reason"
+    # (subscription id, period start) of events still pending after this run: retried in minutes
+    left_pending: list[tuple[str, int]] = field(default_factory=list)
     planned: list[MeterEvent] = field(default_factory=list)  # dry run: what would be sent
 
     def add(self, other: PushSummary) -> None:
@@ -78,6 +83,7 @@ class PushSummary:
         self.failed += other.failed
         self.recovered += other.recovered
         self.failures.extend(other.failures)
+        self.left_pending.extend(other.left_pending)
         self.planned.extend(other.planned)
 
     def line(self) -> str:
@@ -109,6 +115,7 @@ class UsagePush:
     links: LinkSource
     lag_seconds: int = 1800
     batch_size: int = 300
+    counts: MeterCounts | None = None  # Stripe's meter event summaries, to confirm deliveries
     # Test seam: called after Stripe accepted a chunk and before its watermarks are recorded.
     after_send: Callable[[SendResult], None] | None = None
 
@@ -282,7 +289,8 @@ class UsagePush:
         # 1. Recovery: pending events of an interrupted run go first, unchanged.
         pending = [m for m in marks.values() if m.pending is not None]
         if pending and not dry_run:
-            marks = self._merge(marks, self._recover(pending, summary))
+            periods = {i.subscription_id: i.period for i in chunk}
+            marks = self._merge(marks, self._recover(pending, summary, batch.as_of, periods))
         elif pending:
             summary.planned.extend(m.pending.event for m in pending if m.pending is not None)
 
@@ -357,18 +365,61 @@ class UsagePush:
             merged[sid] = written.get(sid) or (replace(mark, etag=versions[group]) if group in versions else mark)
         return merged
 
-    def _recover(self, pending: list[Watermark], summary: PushSummary) -> dict[str, Watermark]:
-        events = [m.pending.event for m in pending if m.pending is not None]
-        log.info("usage push: resending %d pending events of an interrupted run", len(events))
-        result = self.meter.send(events)
-        accepted = {e.identifier for e in result.accepted}
-        done = [m for m in pending if m.pending is not None and m.pending.event.identifier in accepted]
+    def settle_pending(self, subscription_id: str, product_id: str, period: Period, now: int) -> PushSummary:
+        """Resend (or, if old, check by count) the pending event of one subscription's period."""
+        summary = PushSummary(subscriptions_seen=1)
+        marks = self.watermarks.read([(subscription_id, product_id, period.start)])
+        pending = [m for m in marks.values() if m.pending is not None]
+        if pending:
+            self._recover(pending, summary, now, {subscription_id: period})
+        return summary
+
+    def _recover(
+        self, pending: list[Watermark], summary: PushSummary, now: int, periods: Mapping[str, Period]
+    ) -> dict[str, Watermark]:
+        """Pending events of an interrupted run: resent unchanged while Stripe still de-duplicates
+        their identifiers; past that, settled by Stripe's count (`confirm.make_up`)."""
+        young = [m for m in pending if m.pending is not None and not is_old(m.pending, now)]
+        done = self._settle_old([m for m in pending if m not in young], summary, now, periods)
+        if young:
+            events = [m.pending.event for m in young if m.pending is not None]
+            log.info("usage push: resending %d pending events of an interrupted run", len(events))
+            result = self.meter.send(events)
+            accepted = {e.identifier for e in result.accepted}
+            done += [m for m in young if m.pending is not None and m.pending.event.identifier in accepted]
+            summary.calls_reported += sum(e.value for e in result.accepted)
+            for event, reason in result.failed:
+                summary.failed += 1
+                summary.failures.append(f"{event.subscription_id}: {reason}")
+                summary.left_pending.append((event.subscription_id, periods[event.subscription_id].start))
         summary.recovered += len(done)
-        summary.calls_reported += sum(e.value for e in result.accepted)
-        for event, reason in result.failed:
-            summary.failed += 1
-            summary.failures.append(f"{event.subscription_id}: {reason}")
         return self.watermarks.write(_recorded(m) for m in done) if done else {}
+
+    def _settle_old(
+        self, old: list[Watermark], summary: PushSummary, now: int, periods: Mapping[str, Period]
+    ) -> list[Watermark]:
+        """Old pending events whose delivery Stripe's count settles (sending the shortfall once)."""
+        settled = []
+        for mark in old:
+            assert mark.pending is not None
+            event = mark.pending.event
+            try:
+                if self.counts is None:
+                    raise RuntimeError("it is too old to resend blindly, and no meter summaries are wired")
+                product = self.models.product(mark.product_id)
+                outcome = make_up(self.meter, self.counts, product, subscription_id=mark.subscription_id,
+                                  customer_id=event.customer_id, period=periods[mark.subscription_id],
+                                  expected=billable_overage(product, mark.pending.reported), now=now)  # fmt: skip
+            except Exception as exc:
+                summary.failed += 1
+                summary.failures.append(f"{mark.subscription_id}: pending event not settled: {exc}")
+                summary.left_pending.append((mark.subscription_id, mark.period_start))
+                continue
+            log.info("usage push: old pending event of %s settled by count: %s", mark.subscription_id,
+                     outcome.line())  # fmt: skip
+            summary.calls_reported += outcome.repaired
+            settled.append(mark)
+        return settled
 
     def _record(self, marks: dict[str, Watermark], result: SendResult, summary: PushSummary) -> None:
         done = []
@@ -385,6 +436,7 @@ class UsagePush:
             # The pending event stays: the next run resends it (same identifier) before anything new.
             summary.failed += 1
             summary.failures.append(f"{event.subscription_id}: {reason}")
+            summary.left_pending.append((event.subscription_id, marks[event.subscription_id].period_start))
             log.warning("usage push: Stripe refused the event of %s: %s", event.subscription_id, reason)
 
 

@@ -6,7 +6,15 @@ import logging
 import time
 from collections.abc import Callable
 
-from billing.usage.batches import BadMessage, ClosingRequest, batch_message, parse_message
+from billing.usage.batches import (
+    BadMessage,
+    ClosingRequest,
+    ConfirmRequest,
+    batch_message,
+    confirm_message,
+    parse_message,
+)
+from billing.usage.confirm import confirm_delivery, period_of
 from billing.usage.push import PushPlan, PushSummary, UsagePush
 
 log = logging.getLogger("billing.usage")
@@ -30,23 +38,72 @@ def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> PushP
     return plan
 
 
+# After a send that left events pending (Stripe unavailable, throttled, or an ambiguous failure),
+# their subscriptions are tried again after these delays, not at the next daily run.
+RETRY_DELAYS = (300, 900, 1800, 3600, 7200)
+
+
 def handle_message(
     push: UsagePush, body: bytes | str, send: Callable[[bytes], None], *,
     started: float | None = None, clock: Callable[[], float] = time.monotonic,
+    send_later: Callable[[bytes, int], None] | None = None, confirm_delay: int = 0,
+    now: Callable[[], float] = time.time,
 ) -> PushSummary:  # fmt: skip
-    """Process one queue message. BadMessage (never retryable) and service errors propagate."""
+    """Process one queue message. BadMessage (never retryable) and service errors propagate.
+
+    `send_later(body, seconds)`: enqueue a message that becomes visible after `seconds`. After a
+    closing report, the confirmation of its delivery goes that way, `confirm_delay` later (Stripe's
+    summaries count stream events once they are processed; the invoice finalises an hour on); so
+    do retries of events left pending (RETRY_DELAYS).
+    """
     message = parse_message(body)
+    if isinstance(message, ConfirmRequest):
+        return _confirm(push, message, send_later, int(now()))
     if isinstance(message, ClosingRequest):
         batch = push.closing_batch(message.subscription_id, message.period)
         if batch is None:
             return PushSummary(subscriptions_seen=1, skipped=1)
+        if send_later is not None and push.counts is not None:
+            send_later(confirm_message(message.subscription_id, message.period.start), confirm_delay)
     else:
         batch = message
     deadline = (clock() if started is None else started) + SAFE_RUN_SECONDS
     summary, rest = push.process_batch(batch, deadline=deadline, clock=clock)
     if rest is not None:
-        send(batch_message(rest))
         log.info("usage push: near the time limit, %d subscriptions re-enqueued", len(rest.items))
+        send(batch_message(rest))
+    if send_later is not None and push.counts is not None:
+        for subscription_id, period_start in sorted(set(summary.left_pending)):
+            send_later(confirm_message(subscription_id, period_start, attempt=1), RETRY_DELAYS[0])
+    return summary
+
+
+def _confirm(
+    push: UsagePush, request: ConfirmRequest, send_later: Callable[[bytes, int], None] | None, now: int
+) -> PushSummary:
+    summary = PushSummary(subscriptions_seen=1)
+    if push.counts is None:
+        summary.skipped = 1
+        return summary
+    try:
+        period = period_of(push, request.subscription_id, request.period_start)
+    except LookupError as exc:  # the link is gone: nothing of it can be billed any more
+        log.warning("usage confirm: %s", exc)
+        summary.skipped = 1
+        return summary
+    outcome = confirm_delivery(push, push.counts, request.subscription_id, period, now)
+    log.info("usage confirm: %s", outcome.line())
+    summary.calls_reported = outcome.repaired
+    summary.events_sent = 1 if outcome.repaired else 0
+    if outcome.counted > outcome.expected:
+        summary.failed, summary.failures = 1, [outcome.line()]
+    if outcome.again and send_later is not None:
+        if request.attempt < len(RETRY_DELAYS):
+            delay = RETRY_DELAYS[request.attempt]
+            send_later(confirm_message(request.subscription_id, request.period_start, request.attempt + 1), delay)
+        else:
+            log.error("usage confirm: %s still unsettled after %d attempts; the daily run keeps trying",
+                      request.subscription_id, request.attempt)  # fmt: skip
     return summary
 
 

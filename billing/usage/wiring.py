@@ -9,7 +9,7 @@ from billing import config
 from billing.adapters.apim_client import apim_service
 from billing.adapters.storage import table
 from billing.adapters.stripe_client import stripe_client
-from billing.adapters.usage_meter import StripeMeterSender
+from billing.adapters.usage_meter import StripeMeterCounts, StripeMeterSender
 from billing.adapters.usage_reports import ApimUsageReports
 from billing.model_loader import load_models
 from billing.store.subscriptions import SubscriptionLinks
@@ -64,6 +64,14 @@ def bucket(name: str, rate: float) -> TokenBucket:
         return found
 
 
+def confirm_delay_seconds(env: Mapping[str, str] | None = None) -> int:
+    """How long after a closing report its delivery is confirmed against Stripe's meter summaries."""
+    raw = config.get("USAGE_CONFIRM_DELAY_SECONDS", env)
+    if not raw.isdigit():
+        raise ValueError(f"USAGE_CONFIRM_DELAY_SECONDS must be a whole number of seconds, e.g. 900; got '{raw}'")
+    return int(raw)
+
+
 def lag_seconds(env: Mapping[str, str] | None = None) -> int:
     raw = config.get("USAGE_REPORT_LAG_MINUTES", env)
     try:
@@ -81,6 +89,7 @@ def usage_push(env: Mapping[str, str] | None = None, models_file: str | None = N
         models=load_models(models_file),
         reports=ApimUsageReports(apim_service(env), bucket("arm", arm_rps)),
         meter=StripeMeterSender(stripe_client(env), bucket("stripe", stripe_rps)),
+        counts=StripeMeterCounts(stripe_client(env)),
         watermarks=Watermarks(table(USAGE_WATERMARKS_TABLE, env)),
         links=SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env)),
         lag_seconds=lag_seconds(env),

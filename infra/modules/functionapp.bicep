@@ -32,6 +32,8 @@ param keyVaultName string
 @description('Key Vault secret names of the Stripe secret key and webhook signing secret(s).')
 param stripeApiKeySecretName string
 param stripeWebhookSecretSecretName string
+@description('Key Vault secret name of the signing secret of the Stripe event destination (thin meter error events).')
+param stripeEventDestinationSecretName string
 
 @description('Key Vault secret name of the SMTP password (the client secret of the Entra application that ACS e-mail authenticates).')
 param smtpPasswordSecretName string
@@ -193,6 +195,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Unversioned references: a rotated secret is picked up without a redeployment (docs/deploy.md).
     STRIPE_API_KEY: '@Microsoft.KeyVault(SecretUri=${secretsBase}/${stripeApiKeySecretName})'
     STRIPE_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${secretsBase}/${stripeWebhookSecretSecretName})'
+    STRIPE_EVENT_DESTINATION_SECRET: '@Microsoft.KeyVault(SecretUri=${secretsBase}/${stripeEventDestinationSecretName})'
     STRIPE_API_BASE: ''
     APIM_SUBSCRIPTION_ID: apimSubscriptionId
     APIM_RESOURCE_GROUP: apimResourceGroupName
@@ -211,6 +214,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     USAGE_STRIPE_REQUESTS_PER_SECOND: appDefaults.USAGE_STRIPE_REQUESTS_PER_SECOND
     USAGE_ARM_REQUESTS_PER_SECOND: appDefaults.USAGE_ARM_REQUESTS_PER_SECOND
     USAGE_BATCH_SIZE: appDefaults.USAGE_BATCH_SIZE
+    USAGE_CONFIRM_DELAY_SECONDS: appDefaults.USAGE_CONFIRM_DELAY_SECONDS
     // Portal mails through Azure Communication Services: port 587 with STARTTLS (config defaults);
     // the password is an unversioned reference like the Stripe secrets, so a rotation needs no deployment.
     SMTP_HOST: smtpHost

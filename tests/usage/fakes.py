@@ -39,12 +39,21 @@ class FakeReports:
 
 
 class FakeMeter:
-    """Stripe's meter as far as the push can tell: keeps events, drops duplicate identifiers."""
+    """Stripe's meter as far as the push can tell: keeps events, drops duplicate identifiers, and
+    reads back what it counted (its event summaries).
 
-    def __init__(self, refuse_customers: Iterable[str] = ()) -> None:
-        self.events: dict[str, MeterEvent] = {}
+    `refuse_customers`: events refused at once. `lose_customers`: events accepted, then dropped by
+    validation later, as the v2 stream does. `forget_identifiers()`: the de-duplication window has
+    passed (a resent identifier counts again).
+    """
+
+    def __init__(self, refuse_customers: Iterable[str] = (), lose_customers: Iterable[str] = ()) -> None:
+        self.events: dict[str, MeterEvent] = {}  # identifiers Stripe remembers
+        self.kept: list[MeterEvent] = []  # what the meter counts
         self.requests = 0
         self.refuse = set(refuse_customers)
+        self.lose = set(lose_customers)
+        self.summary_reads: list[tuple[str, str, int, int]] = []
 
     def send(self, events: Sequence[MeterEvent]) -> SendResult:
         result = SendResult()
@@ -53,12 +62,25 @@ class FakeMeter:
             if e.customer_id in self.refuse:
                 result.failed.append((e, "InvalidRequestError: No such customer"))
                 continue
-            self.events.setdefault(e.identifier, e)
             result.accepted.append(e)
+            if e.customer_id in self.lose or e.identifier in self.events:
+                continue
+            self.events[e.identifier] = e
+            self.kept.append(e)
         return result
 
+    def counted(self, customer_id: str, event_name: str, start: int, end: int) -> int:
+        if start % 60 or end % 60:
+            raise ValueError("summary bounds must be aligned with minute boundaries")
+        self.summary_reads.append((customer_id, event_name, start, end))
+        return sum(e.value for e in self.kept
+                   if e.customer_id == customer_id and e.event_name == event_name and start <= e.timestamp < end)
+
+    def forget_identifiers(self) -> None:
+        self.events.clear()
+
     def total(self, sid: str | None = None) -> int:
-        return sum(e.value for e in self.events.values() if sid in (None, e.subscription_id))
+        return sum(e.value for e in self.kept if sid in (None, e.subscription_id))
 
 
 class FakeWatermarks:

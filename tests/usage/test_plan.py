@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from billing.model_loader import load_models
 from billing.models import CallOutcome, PricingModel, Product, UsagePrice
-from billing.usage.plan import UsageCounts, WindowAction, event_identifier, event_timestamp, plan_step, window_action
+from billing.usage.plan import (
+    UsageCounts,
+    WindowAction,
+    event_identifier,
+    event_timestamp,
+    plan_step,
+    summary_window,
+    window_action,
+)
 from billing.usage.windows import Period, ReportWindow, RunWindow, pieces, run_end, start_for, window_starts
 
 MODELS = load_models()
@@ -105,14 +113,24 @@ def test_long_identifiers_are_hashed_to_stripes_100_characters() -> None:
 @pytest.mark.parametrize(
     ("window_end", "expected"),
     [
-        (PERIOD[0] + 10, PERIOD[0] + 10),  # inside: the window's end
-        (PERIOD[1], PERIOD[1] - 1),  # closing report: the last second of the period
-        (PERIOD[1] + 86_400, PERIOD[1] - 1),  # a late push never lands in the next period
-        (PERIOD[0] - 5, PERIOD[0]),
+        (PERIOD[0] + 100, PERIOD[0] + 100),  # inside: the window's end
+        # The period [..:20, ..:20) has whole minutes from ..:40 (1_700_000_040) to ..:00 (1_702_591_980).
+        (PERIOD[1], 1_702_591_979),  # closing report: the last second of the period's last whole minute
+        (PERIOD[1] + 86_400, 1_702_591_979),  # a late push never lands in the next period
+        (PERIOD[0] - 5, 1_700_000_040),
+        (PERIOD[0] + 10, 1_700_000_040),  # the period's first, partial minute is not summarised alone
     ],
 )
 def test_timestamp_stays_inside_the_period(window_end: int, expected: int) -> None:
     assert event_timestamp(PERIOD[0], PERIOD[1], window_end) == expected
+
+
+def test_summary_window_is_whole_minutes_inside_the_period() -> None:
+    assert summary_window(*PERIOD) == (1_700_000_040, 1_702_591_980)
+    assert summary_window(1_700_000_040, 1_700_003_640) == (1_700_000_040, 1_700_003_640)  # aligned already
+    assert summary_window(1_700_000_010, 1_700_000_070) == (1_700_000_010, 1_700_000_070)  # too short to align
+    with pytest.raises(ValueError, match="must end after it starts"):
+        summary_window(10, 10)
 
 
 def test_bad_counts_are_refused_with_the_field_named() -> None:

@@ -27,7 +27,9 @@ LAG = 1800
 
 def _push(links: list, reports: FakeReports | None = None, meter: FakeMeter | None = None,  # type: ignore[type-arg]
           marks: FakeWatermarks | None = None, **kw: object) -> UsagePush:
-    return UsagePush(MODELS, reports or FakeReports(), meter or FakeMeter(), marks or FakeWatermarks(),
+    meter = meter or FakeMeter()
+    kw.setdefault("counts", meter)  # the fake Stripe reads back what it counted
+    return UsagePush(MODELS, reports or FakeReports(), meter, marks or FakeWatermarks(),
                      FakeLinks(links), lag_seconds=LAG, **kw)  # type: ignore[arg-type]
 
 
@@ -327,7 +329,9 @@ def test_closing_report_reads_to_the_period_end_for_one_subscription() -> None:
     assert reports.reads[-1][1] == "sub_a"
     assert reports.reads[-1][0].end == P1
     assert meter.total() == 13
-    assert max(e.timestamp for e in meter.events.values()) == P1 - 1
+    # The last second of the period's last whole minute (P1 is 40 s past one): Stripe's summaries
+    # are read in whole minutes, so the confirmation reads this event back.
+    assert max(e.timestamp for e in meter.events.values()) == P1 - 41
     assert report_closing_usage("sub_a", P0, P1, push).events_sent == 0  # idempotent
 
 
