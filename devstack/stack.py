@@ -25,6 +25,7 @@ import requests
 import function_app
 from billing.adapters.storage import queue, queue_service, table_service
 from billing.store.tables import ALL_QUEUES, ALL_TABLES
+from billing.usage.meter_errors import THIN_EVENT_TYPES
 from devhost.queues import QueuePoller
 from devhost.server import DevHost
 from devstack.azurite import Azurite
@@ -119,9 +120,13 @@ class LocalStack:
         if opts.stripe_faults is not None:
             stripe_kwargs["faults"] = opts.stripe_faults
         self.stripe = StripeEmulator(**stripe_kwargs).start()
+        event_destination_secret = ""
         if opts.stripe_webhooks:
             endpoint = self.stripe.add_webhook_endpoint(f"{self.app_url}/api/webhooks/stripe", webhook_secret)
             self.webhook_endpoint_id = endpoint.id
+            # The thin events (meter error reports) go to an event destination of their own (docs/deploy.md).
+            _, event_destination_secret = self.stripe.add_event_destination(
+                f"{self.app_url}/api/webhooks/stripe-events", sorted(THIN_EVENT_TYPES), name="meter errors")
 
         self.mailbox = Mailbox().start()
         self.env = {
@@ -130,6 +135,9 @@ class LocalStack:
             "MAIL_SENDER": "DoNotReply@portal.localhost",
             **self.stripe.app_settings(),
             "STRIPE_WEBHOOK_SECRET": webhook_secret,
+            "STRIPE_EVENT_DESTINATION_SECRET": event_destination_secret,
+            # Locally the emulator's summaries count an event at once: confirm right after each closing report.
+            "USAGE_CONFIRM_DELAY_SECONDS": "0",
             **self.apim.app_settings(),
             "APIM_DELEGATION_VALIDATION_KEY": delegation_key,
             "APP_BASE_URL": self.app_url,

@@ -258,6 +258,7 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output SERVICE_API_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output STRIPE_WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhooks/stripe'
+output STRIPE_EVENT_DESTINATION_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhooks/stripe-events'
 output STRIPE_API_KEY_SECRET_NAME string = secretNames.stripeApiKey
 output STRIPE_WEBHOOK_SECRET_SECRET_NAME string = secretNames.stripeWebhookSecret
 output STRIPE_EVENT_DESTINATION_SECRET_SECRET_NAME string = secretNames.stripeEventDestinationSecret

@@ -65,12 +65,14 @@ class TransientFailure(Exception):
     """A dependency did not answer in time: worth deferring rather than failing."""
 
 
-def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> Answer | dict[str, Any]:
-    """The parsed event, or the answer for a body that must not be processed."""
+def verify(
+    body: bytes, signature: str | None, secrets: Sequence[str], setting: str = "STRIPE_WEBHOOK_SECRET"
+) -> Answer | dict[str, Any]:
+    """The parsed event, or the answer for a body that must not be processed (`setting`: the secrets' name)."""
     if len(body) > MAX_BODY_BYTES:
         return _error(413, "body_too_large", f"the body has {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
     if not secrets:
-        log.error("STRIPE_WEBHOOK_SECRET is not set: every webhook is refused")
+        log.error("%s is not set: every delivery to this endpoint is refused", setting)
         return _error(500, "not_configured", "the webhook signing secret is not configured")
     if not signature:
         return _error(400, "signature_missing", "the Stripe-Signature header is missing")

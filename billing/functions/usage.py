@@ -69,7 +69,8 @@ def stripe_thin_events(req: func.HttpRequest) -> func.HttpResponse:
     """Stripe's event destination for thin events: meter errors reopen the periods they name."""
     body = req.get_body() or b""
     secrets = [s.strip() for s in config.get("STRIPE_EVENT_DESTINATION_SECRET").split(",") if s.strip()]
-    verified = verify(body, req.headers.get("stripe-signature"), secrets)  # before anything is read
+    verified = verify(body, req.headers.get("stripe-signature"), secrets,  # before anything is read
+                      "STRIPE_EVENT_DESTINATION_SECRET")  # fmt: skip
     if isinstance(verified, Answer):
         return json_response(verified.body, status=verified.status, headers=verified.headers)
     event_id, event_type = str(verified.get("id") or ""), str(verified.get("type") or "")

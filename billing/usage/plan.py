@@ -90,17 +90,18 @@ def event_identifier(subscription_id: str, period_start: int, cumulative: int) -
 
 
 def summary_window(period_start: int, period_end: int) -> tuple[int, int]:
-    """The whole minutes inside the period: where its events are stamped, and what is read back.
+    """Whole minutes that hold every event of the period and none of the periods around it.
 
     Stripe's meter event summaries take bounds "aligned with minute boundaries", and a period starts
-    at any second. Events stamped inside these whole minutes are all read back by one summary, which
-    holds nothing of the periods before and after. A period shorter than two minutes (never a real
-    billing period) is returned as it is.
+    and ends at any second. Events are never stamped in the period's last, partial minute
+    (`event_timestamp`), so the window runs from the minute the period starts in to the one it ends
+    in: the period before keeps its events before this start, the next one starts after this end.
+    A period that does not reach past a minute boundary (never a real billing period) is returned as it is.
     """
     if period_end <= period_start:
         raise ValueError(f"the period must end after it starts, got [{period_start}, {period_end})")
-    start, end = -(-period_start // 60) * 60, period_end // 60 * 60
-    return (start, end) if start < end else (period_start, period_end)
+    start, end = period_start // 60 * 60, period_end // 60 * 60
+    return (start, end) if end > period_start else (period_start, period_end)
 
 
 def event_timestamp(period_start: int, period_end: int, window_end: int) -> int:
@@ -108,10 +109,11 @@ def event_timestamp(period_start: int, period_end: int, window_end: int) -> int:
 
     Stripe bills an event on the invoice of the period its timestamp falls in ([start, end)), so a
     late push (or the closing report, whose window ends at the period end) stays in its period, and
-    inside its whole minutes (`summary_window`), so a confirmation reads it back.
+    before its last partial minute (`summary_window`), so a confirmation reads it back. Never later
+    than the window's end: a cancellation's final invoice closes at the cancel.
     """
-    start, end = summary_window(period_start, period_end)
-    return max(start, min(window_end, end - 1))
+    _, end = summary_window(period_start, period_end)
+    return max(period_start, min(window_end, end - 1))
 
 
 def plan_step(

@@ -14,6 +14,7 @@ import pytest
 from billing.catalog_names import meter_event_name
 from billing.model_loader import load_models
 from billing.usage.batches import BadMessage, ConfirmRequest, batch_message, closing_message, parse_message
+from billing.usage.closing import report_closing_usage
 from billing.usage.confirm import parse_identifier, repair_identifier
 from billing.usage.meter_errors import periods_to_confirm
 from billing.usage.plan import MeterEvent
@@ -107,9 +108,8 @@ def test_calls_the_stream_accepted_and_then_dropped_are_billed_once_after_the_cl
     # Confirming again changes nothing, and nothing more is scheduled.
     handle_message(push, body, lambda b: None, send_later=later, now=lambda: P1 + 2 * delay)
     assert (meter.total(), later.sent) == (1_234, [])
-    # Summaries are read in whole minutes inside the period, which P0 and P1 (40 s past) are not.
-    assert {(start % 60, end % 60, start >= P0, end <= P1) for _, _, start, end in meter.summary_reads} == {
-        (0, 0, True, True)}  # fmt: skip
+    # Summaries are read in whole minutes (P0 and P1 are 40 s past one), from P0's minute to P1's.
+    assert {(start, end) for _, _, start, end in meter.summary_reads} == {(P0 - 40, P1 - 40)}
 
 
 def test_a_repair_confirmed_again_before_stripe_counted_it_is_dropped_as_a_duplicate() -> None:
@@ -278,3 +278,15 @@ def test_a_confirmation_for_a_link_that_is_gone_is_skipped() -> None:
     summary = handle_message(push, b'{"kind":"confirm","subscription_id":"sub_gone","period_start":1}',
                              lambda b: None, now=lambda: P0)  # fmt: skip
     assert (summary.skipped, summary.failed, meter.requests) == (1, 0, 0)
+
+
+def test_a_cancel_in_the_periods_first_minute_is_read_back_and_not_repaired() -> None:
+    meter, reports, marks = _parts()
+    push = _push(meter, reports, marks)
+    reports.add("sub_a", P0 + 5, success=12)
+    report_closing_usage("sub_a", P0, P1, push, now=P0 + 10)  # cancelled 10 s into the period
+    (event,) = meter.kept
+    assert event.timestamp < P0 + 10  # before the cancel, so on the final invoice
+    handle_message(push, b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0, lambda b: None,
+                   now=lambda: P0 + 900)  # fmt: skip
+    assert meter.total() == 12

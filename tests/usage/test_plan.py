@@ -113,22 +113,26 @@ def test_long_identifiers_are_hashed_to_stripes_100_characters() -> None:
 @pytest.mark.parametrize(
     ("window_end", "expected"),
     [
-        (PERIOD[0] + 100, PERIOD[0] + 100),  # inside: the window's end
-        # The period [..:20, ..:20) has whole minutes from ..:40 (1_700_000_040) to ..:00 (1_702_591_980).
-        (PERIOD[1], 1_702_591_979),  # closing report: the last second of the period's last whole minute
+        (PERIOD[0] + 10, PERIOD[0] + 10),  # inside: the window's end
+        # The period ends 20 s into a minute (1_702_592_000): events stay before that minute.
+        (PERIOD[1], 1_702_591_979),  # closing report: the last second before the period's last minute
         (PERIOD[1] + 86_400, 1_702_591_979),  # a late push never lands in the next period
-        (PERIOD[0] - 5, 1_700_000_040),
-        (PERIOD[0] + 10, 1_700_000_040),  # the period's first, partial minute is not summarised alone
+        (PERIOD[1] - 30, 1_702_591_970),  # a cancel in the minute before: its own time, not later
+        (PERIOD[0] - 5, PERIOD[0]),
     ],
 )
 def test_timestamp_stays_inside_the_period(window_end: int, expected: int) -> None:
     assert event_timestamp(PERIOD[0], PERIOD[1], window_end) == expected
 
 
-def test_summary_window_is_whole_minutes_inside_the_period() -> None:
-    assert summary_window(*PERIOD) == (1_700_000_040, 1_702_591_980)
+def test_summary_window_is_the_whole_minutes_the_period_touches_before_its_last() -> None:
+    # 1_700_000_000 is 20 s into a minute: the window starts at that minute, ends at the last one's start.
+    assert summary_window(*PERIOD) == (1_699_999_980, 1_702_591_980)
     assert summary_window(1_700_000_040, 1_700_003_640) == (1_700_000_040, 1_700_003_640)  # aligned already
-    assert summary_window(1_700_000_010, 1_700_000_070) == (1_700_000_010, 1_700_000_070)  # too short to align
+    assert summary_window(1_700_000_010, 1_700_000_030) == (1_700_000_010, 1_700_000_030)  # inside one minute
+    # Consecutive periods' windows never overlap.
+    first, second = summary_window(100, 1_000_030), summary_window(1_000_030, 2_000_050)
+    assert first[1] <= second[0]
     with pytest.raises(ValueError, match="must end after it starts"):
         summary_window(10, 10)
 

@@ -228,3 +228,16 @@ def test_snapshot_destinations_receive_v1_events(stripe_emulator: StripeEmulator
     (delivery,) = sink.wait_for(1)
     event = stripe.Webhook.construct_event(delivery.body, delivery.signature, secret)
     assert (event.type, event.data.object.id) == ("customer.created", customer.id)
+
+
+def test_event_summaries_take_bounds_aligned_with_minute_boundaries(
+    client: Any, meter: Any, on_clock: tuple[Any, Any]
+) -> None:
+    _, customer = on_clock
+    for start, end in ((JAN_1_2026 + 30, JAN_1_2026 + 3600), (JAN_1_2026, JAN_1_2026 + 3601)):
+        with pytest.raises(stripe.InvalidRequestError, match="aligned with minute boundaries"):
+            client.v1.billing.meters.event_summaries.list(meter.id, params={
+                "customer": customer.id, "start_time": start, "end_time": end})  # fmt: skip
+    answer = client.v1.billing.meters.event_summaries.list(meter.id, params={
+        "customer": customer.id, "start_time": JAN_1_2026, "end_time": JAN_1_2026 + 3600})  # fmt: skip
+    assert [(s.start_time, s.end_time) for s in answer.data] == [(JAN_1_2026, JAN_1_2026 + 3600)]
