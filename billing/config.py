@@ -74,7 +74,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("USAGE_BATCH_SIZE", "Subscriptions per usage queue message.", required=False, default="300",
             local="300"),
     Setting("USAGE_CONFIRM_DELAY_SECONDS", "Seconds after a closing report that its delivery is checked against "
-            "Stripe's meter summaries (before the invoice finalises, an hour on).", required=False, default="900",
+            "Stripe's meter summaries (before the invoice finalises, an hour on); retries of pending events and "
+            "second reads of a shortfall follow at 1/3, 1, 2, 4 and 8 times it.", required=False, default="900",
             local="900"),
     Setting("STRIPE_EVENT_DESTINATION_SECRET", "Signing secret(s) of the Stripe event destination for thin "
             "events (meter errors), comma-separated during rotation.", secret=True, required=False),

@@ -54,12 +54,13 @@ class ConfirmRequest:
 
     subscription_id: str
     period_start: int
-    attempt: int = 0  # how many times it came back to settle a pending event (runner.RETRY_DELAYS)
+    attempt: int = 0  # how many times it came back (runner.retry_delays)
+    seen: int | None = None  # the shortfall's count at the previous read (a repair needs two that agree)
 
 
-def confirm_message(subscription_id: str, period_start: int, attempt: int = 0) -> bytes:
+def confirm_message(subscription_id: str, period_start: int, attempt: int = 0, seen: int | None = None) -> bytes:
     payload = {"kind": "confirm", "subscription_id": subscription_id, "period_start": period_start,
-               "attempt": attempt}  # fmt: skip
+               "attempt": attempt, "seen": seen}  # fmt: skip
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
@@ -145,7 +146,10 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequ
         attempt = payload.get("attempt", 0)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
             raise BadMessage(f"'attempt' must be a whole number >= 0, got {attempt!r}")
-        return ConfirmRequest(_str(payload, "subscription_id"), _int(payload, "period_start"), attempt)
+        seen = payload.get("seen")
+        if seen is not None and (isinstance(seen, bool) or not isinstance(seen, int) or seen < 0):
+            raise BadMessage(f"'seen' must be a whole number >= 0 or null, got {seen!r}")
+        return ConfirmRequest(_str(payload, "subscription_id"), _int(payload, "period_start"), attempt, seen)
     if kind == "batch":
         items = payload.get("items")
         if not isinstance(items, list):

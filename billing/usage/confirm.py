@@ -8,8 +8,9 @@ cannot be resent blindly a day later. So after each closing report (well before 
 finalises), on every meter error report, and for a pending event that old, the app reads Stripe's
 meter event summaries for the customer and the period (`summary_window`: the events of the period
 are all stamped inside it) and:
-- sends what Stripe lacks, once: the repair event's identifier is derived from the expected total,
-  so a repeated repair of the same shortfall is a duplicate Stripe drops;
+- sends what Stripe lacks, once: only when two reads some minutes apart agree (summaries are
+  "eventually consistent": an event still being processed must not look lost), under an identifier
+  derived from the expected total, so a repeated repair of the same shortfall is a duplicate Stripe drops;
 - reports, without touching anything, a count above what was reported (nothing can take it back).
 
 Pure of SDKs: it works on the usage ports.
@@ -47,6 +48,7 @@ class Confirmation:
     repaired: int = 0  # sent now to make up the difference
     note: str = ""
     again: bool = False  # not settled yet: confirm again later
+    short_seen: int | None = None  # a shortfall was read: the count the next read must agree with
 
     def line(self) -> str:
         return (f"{self.subscription_id}: expected {self.expected}, Stripe counted {self.counted}, "
@@ -77,9 +79,13 @@ def is_old(pending: PendingEvent, now: int) -> bool:
 
 def make_up(
     meter: MeterSink, counts: MeterCounts, product: Product, *, subscription_id: str, customer_id: str,
-    period: Period, expected: int, now: int,
+    period: Period, expected: int, now: int, seen: int | None = None, agreed: bool = False,
 ) -> Confirmation:  # fmt: skip
-    """Compare Stripe's count of the period with `expected` and send the shortfall, once."""
+    """Compare Stripe's count of the period with `expected` and send the shortfall, once.
+
+    A shortfall is sent when this read agrees with the one before (`seen`), or when `agreed` (the
+    events are old enough to be counted); otherwise the answer asks for another read.
+    """
     event_name = meter_event_name(product.id)
     start, end = summary_window(period.start, period.end)
     counted = counts.counted(customer_id, event_name, start, end)
@@ -89,6 +95,9 @@ def make_up(
         log.error("usage confirm: Stripe counted %d for %s in the period from %d, more than the %d reported",
                   counted, subscription_id, period.start, expected)  # fmt: skip
         return Confirmation(subscription_id, expected, counted, note="Stripe counted more than was reported")
+    if not agreed and seen != counted:
+        return Confirmation(subscription_id, expected, counted, again=True, short_seen=counted,
+                            note=f"short by {expected - counted}; sent if the next read agrees")  # fmt: skip
     event = MeterEvent(
         identifier=repair_identifier(subscription_id, period.start, expected), event_name=event_name,
         customer_id=customer_id, value=expected - counted, timestamp=event_timestamp(period.start, period.end, now),
@@ -115,8 +124,8 @@ def period_of(push: UsagePush, subscription_id: str, period_start: int) -> Perio
     raise LookupError(f"{subscription_id} has no period starting at {period_start}")
 
 
-def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str, period: Period,
-                     now: int) -> Confirmation:  # fmt: skip
+def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str, period: Period, *,
+                     now: int, seen: int | None = None) -> Confirmation:  # fmt: skip
     """Compare and repair one subscription's period (see the module's docstring). Idempotent.
 
     A pending event is settled first (resent if young, checked by count if old), and the comparison
@@ -140,4 +149,5 @@ def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str,
         return Confirmation(subscription_id, 0, 0, repaired=settled.calls_reported, note=note, again=True)
     expected = billable_overage(product, mark.reported)
     return make_up(push.meter, counts, product, subscription_id=subscription_id,
-                   customer_id=link.stripe_customer_id, period=period, expected=expected, now=now)  # fmt: skip
+                   customer_id=link.stripe_customer_id, period=period, expected=expected, now=now,
+                   seen=seen)  # fmt: skip

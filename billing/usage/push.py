@@ -409,7 +409,8 @@ class UsagePush:
                 product = self.models.product(mark.product_id)
                 outcome = make_up(self.meter, self.counts, product, subscription_id=mark.subscription_id,
                                   customer_id=event.customer_id, period=periods[mark.subscription_id],
-                                  expected=billable_overage(product, mark.pending.reported), now=now)  # fmt: skip
+                                  expected=billable_overage(product, mark.pending.reported), now=now,
+                                  agreed=True)  # fmt: skip  # a day old: counted long since
             except Exception as exc:
                 summary.failed += 1
                 summary.failures.append(f"{mark.subscription_id}: pending event not settled: {exc}")

@@ -38,9 +38,11 @@ def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> PushP
     return plan
 
 
-# After a send that left events pending (Stripe unavailable, throttled, or an ambiguous failure),
-# their subscriptions are tried again after these delays, not at the next daily run.
-RETRY_DELAYS = (300, 900, 1800, 3600, 7200)
+def retry_delays(confirm_delay: int) -> tuple[int, ...]:
+    """After a send that left events pending (Stripe unavailable, throttled, an ambiguous failure)
+    or a read that found a shortfall, the confirmation comes back after these delays, not at the
+    next daily run: 1/3, 1, 2, 4 and 8 times the confirmation delay (5 minutes to 2 hours at 900 s)."""
+    return tuple(confirm_delay * factor // 3 for factor in (1, 3, 6, 12, 24))
 
 
 def handle_message(
@@ -54,11 +56,11 @@ def handle_message(
     `send_later(body, seconds)`: enqueue a message that becomes visible after `seconds`. After a
     closing report, the confirmation of its delivery goes that way, `confirm_delay` later (Stripe's
     summaries count stream events once they are processed; the invoice finalises an hour on); so
-    do retries of events left pending (RETRY_DELAYS).
+    do retries of events left pending (`retry_delays`).
     """
     message = parse_message(body)
     if isinstance(message, ConfirmRequest):
-        return _confirm(push, message, send_later, int(now()))
+        return _confirm(push, message, send_later, int(now()), retry_delays(confirm_delay))
     if isinstance(message, ClosingRequest):
         batch = push.closing_batch(message.subscription_id, message.period)
         if batch is None:
@@ -74,13 +76,14 @@ def handle_message(
         send(batch_message(rest))
     if send_later is not None and push.counts is not None:
         for subscription_id, period_start in sorted(set(summary.left_pending)):
-            send_later(confirm_message(subscription_id, period_start, attempt=1), RETRY_DELAYS[0])
+            send_later(confirm_message(subscription_id, period_start, attempt=1), retry_delays(confirm_delay)[0])
     return summary
 
 
 def _confirm(
-    push: UsagePush, request: ConfirmRequest, send_later: Callable[[bytes, int], None] | None, now: int
-) -> PushSummary:
+    push: UsagePush, request: ConfirmRequest, send_later: Callable[[bytes, int], None] | None, now: int,
+    delays: tuple[int, ...],
+) -> PushSummary:  # fmt: skip
     summary = PushSummary(subscriptions_seen=1)
     if push.counts is None:
         summary.skipped = 1
@@ -91,16 +94,17 @@ def _confirm(
         log.warning("usage confirm: %s", exc)
         summary.skipped = 1
         return summary
-    outcome = confirm_delivery(push, push.counts, request.subscription_id, period, now)
+    outcome = confirm_delivery(push, push.counts, request.subscription_id, period, now=now, seen=request.seen)
     log.info("usage confirm: %s", outcome.line())
     summary.calls_reported = outcome.repaired
     summary.events_sent = 1 if outcome.repaired else 0
     if outcome.counted > outcome.expected:
         summary.failed, summary.failures = 1, [outcome.line()]
     if outcome.again and send_later is not None:
-        if request.attempt < len(RETRY_DELAYS):
-            delay = RETRY_DELAYS[request.attempt]
-            send_later(confirm_message(request.subscription_id, request.period_start, request.attempt + 1), delay)
+        if request.attempt < len(delays):
+            again = confirm_message(request.subscription_id, request.period_start, request.attempt + 1,
+                                    outcome.short_seen)  # fmt: skip
+            send_later(again, delays[request.attempt])
         else:
             log.error("usage confirm: %s still unsettled after %d attempts; the daily run keeps trying",
                       request.subscription_id, request.attempt)  # fmt: skip

@@ -48,6 +48,18 @@ class Later:
         return taken
 
 
+class CatchingUp:
+    """Summaries that miss the newest events at the first read and have them at the next."""
+
+    def __init__(self, meter: FakeMeter) -> None:
+        self.meter, self.reads = meter, 0
+
+    def counted(self, customer_id: str, event_name: str, start: int, end: int) -> int:
+        self.reads += 1
+        full = self.meter.counted(customer_id, event_name, start, end)
+        return 0 if self.reads == 1 else full
+
+
 class FrozenCounts:
     """Summaries that have not caught up yet: the same count whatever was sent since."""
 
@@ -80,7 +92,7 @@ def _run_scheduled(push: UsagePush, later: Later, at: int) -> list[tuple[Confirm
     for body, delay in later.take():
         request = parse_message(body)
         assert isinstance(request, ConfirmRequest)
-        handle_message(push, body, lambda b: None, send_later=later, now=lambda: at)
+        handle_message(push, body, lambda b: None, send_later=later, confirm_delay=900, now=lambda: at)
         ran.append((request, delay))
     return ran
 
@@ -98,9 +110,12 @@ def test_calls_the_stream_accepted_and_then_dropped_are_billed_once_after_the_cl
     _closing(push, later, P1)
     assert meter.total() == 234  # without a confirmation, 1,000 calls would never be billed
     ((body, delay),) = later.sent
-    assert 0 < delay < 3600  # before Stripe finalises the invoice, an hour after the period ends
     (ran,) = _run_scheduled(push, later, P1 + delay)
     assert (ran[0].subscription_id, ran[0].period_start) == ("sub_a", P0)
+    assert meter.total() == 234  # one read of a shortfall is not enough: summaries are eventually consistent
+    ((_, second),) = later.sent
+    _run_scheduled(push, later, P1 + delay + second)  # the second read agrees: sent
+    assert delay + second < 3600  # before Stripe finalises the invoice, an hour after the period ends
     assert meter.total() == 1_234  # payg bills every call: the period's calls, once
     repair = meter.kept[-1]
     assert (repair.identifier, repair.value) == (repair_identifier("sub_a", P0, 1_234), 1_000)
@@ -120,8 +135,8 @@ def test_a_repair_confirmed_again_before_stripe_counted_it_is_dropped_as_a_dupli
     run_in_process(_push(meter, reports, marks), P0 + DAY)
     meter.lose.clear()
     lagging = _push(meter, reports, marks, counts=FrozenCounts(0))  # Stripe's summaries lag behind
-    body = b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0
-    for _ in range(3):  # an error report, the closing confirmation and a redelivery, all before it counted
+    body = b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d,"seen":0}' % P0
+    for _ in range(3):  # reads that agree on 0, before Stripe counted the repair the first one sent
         handle_message(lagging, body, lambda b: None, now=lambda: P0 + DAY + 600)
     assert meter.total() == 500
 
@@ -150,7 +165,7 @@ def test_an_event_left_pending_is_retried_within_minutes_not_at_the_next_daily_r
     (batch,) = push.plan(P0 + DAY).batches
     meter.refuse.add("cus_sub_a")  # Stripe unavailable for this customer's events
     later = Later()
-    summary = handle_message(push, batch_message(batch), lambda b: None, send_later=later)
+    summary = handle_message(push, batch_message(batch), lambda b: None, send_later=later, confirm_delay=900)
     assert summary.failed == 1
     ((body, delay),) = later.sent
     assert delay <= 15 * 60
@@ -177,7 +192,7 @@ def test_retries_stop_after_the_last_delay_and_the_daily_run_resends() -> None:
     meter.refuse.add("cus_sub_a")
     later = Later()
     (batch,) = push.plan(P0 + DAY).batches
-    handle_message(push, batch_message(batch), lambda b: None, send_later=later)
+    handle_message(push, batch_message(batch), lambda b: None, send_later=later, confirm_delay=900)
     rounds, at = 0, P0 + DAY
     while later.sent:
         rounds += 1
@@ -290,3 +305,18 @@ def test_a_cancel_in_the_periods_first_minute_is_read_back_and_not_repaired() ->
     handle_message(push, b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0, lambda b: None,
                    now=lambda: P0 + 900)  # fmt: skip
     assert meter.total() == 12
+
+
+def test_a_shortfall_that_a_second_read_does_not_confirm_sends_nothing() -> None:
+    meter, reports, marks = _parts()
+    push = _push(meter, reports, marks)
+    run_in_process(push, P0 + 1 + LAG)
+    reports.add("sub_a", P0 + 100, success=80)
+    run_in_process(push, P0 + DAY)
+    slow = _push(meter, reports, marks, counts=CatchingUp(meter))  # still processing at the first read
+    later = Later()
+    handle_message(slow, b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0, lambda b: None,
+                   send_later=later, confirm_delay=900, now=lambda: P0 + DAY)  # fmt: skip
+    assert len(later.sent) == 1  # looked short: read again later
+    _run_scheduled(slow, later, P0 + DAY + 300)
+    assert (meter.total(), later.sent) == (80, [])
