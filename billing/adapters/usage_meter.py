@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 
@@ -24,6 +24,8 @@ from billing.usage.plan import MeterEvent
 from billing.usage.ports import SendResult
 from billing.usage.ratelimit import TokenBucket
 from billing.usage.retry import Throttled, Transient, call_with_retry, parse_retry_after
+
+T = TypeVar("T")
 
 STREAM_MAX_EVENTS = 100  # Stripe: events per meter event stream request
 # From this many events the stream needs fewer requests than v1 even when it must open a session.
@@ -219,22 +221,43 @@ class StripeMeterSender:
 
 
 class StripeMeterCounts:
-    """Stripe's meter event summaries: what a meter counted for a customer, read back."""
+    """Stripe's meter event summaries: what a meter counted for a customer, read back.
 
-    def __init__(self, client: stripe.StripeClient) -> None:
+    Reads take tokens from the same Stripe budget as the sends (one process, one rate limit), and
+    429 / 5xx answers are retried as theirs are.
+    """
+
+    def __init__(self, client: stripe.StripeClient, bucket: TokenBucket) -> None:
         self._client = client
+        self._bucket = bucket
         self._meter_ids: dict[str, str] = {}  # event name -> meter id, made once by the catalog
 
     def counted(self, customer_id: str, event_name: str, start: int, end: int) -> int:
         meter = self._meter_id(event_name)
-        summaries = self._client.v1.billing.meters.event_summaries.list(
-            meter, params={"customer": customer_id, "start_time": start, "end_time": end, "limit": 100})
-        return sum(int(s.aggregated_value) for s in summaries.auto_paging_iter())
+        summaries = self._call(lambda: self._client.v1.billing.meters.event_summaries.list(meter, params={
+            "customer": customer_id, "start_time": start, "end_time": end, "limit": 100,
+        }, options={"max_network_retries": 0}))  # fmt: skip
+        # Without value_grouping_window: one summary for the whole range (integers, exact as floats).
+        return sum(int(s.aggregated_value) for s in summaries.data)
 
     def _meter_id(self, event_name: str) -> str:
         if event_name not in self._meter_ids:
-            for meter in self._client.v1.billing.meters.list(params={"limit": 100}).auto_paging_iter():
+            meters = self._call(lambda: self._client.v1.billing.meters.list(
+                params={"limit": 100}, options={"max_network_retries": 0}))  # fmt: skip
+            for meter in meters.auto_paging_iter():
                 self._meter_ids[str(meter.event_name)] = str(meter.id)
         if event_name not in self._meter_ids:
             raise LookupError(f"Stripe has no meter for {event_name}: run `python -m billing catalog apply`")
         return self._meter_ids[event_name]
+
+    def _call(self, request: Callable[[], T]) -> T:
+        def once() -> T:
+            try:
+                return request()
+            except stripe.StripeError as exc:
+                translated = _translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from None
+
+        return call_with_retry(once, self._bucket)

@@ -89,7 +89,7 @@ def usage_push(env: Mapping[str, str] | None = None, models_file: str | None = N
         models=load_models(models_file),
         reports=ApimUsageReports(apim_service(env), bucket("arm", arm_rps)),
         meter=StripeMeterSender(stripe_client(env), bucket("stripe", stripe_rps)),
-        counts=StripeMeterCounts(stripe_client(env)),
+        counts=StripeMeterCounts(stripe_client(env), bucket("stripe", stripe_rps)),
         watermarks=Watermarks(table(USAGE_WATERMARKS_TABLE, env)),
         links=SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env)),
         lag_seconds=lag_seconds(env),

@@ -15,7 +15,7 @@ import pytest
 from azure.mgmt.apimanagement.models import ProductContract
 
 from billing.adapters.apim_client import ApimService
-from billing.adapters.usage_meter import StripeMeterSender
+from billing.adapters.usage_meter import StripeMeterCounts, StripeMeterSender
 from billing.adapters.usage_reports import ApimUsageReports
 from billing.catalog_names import meter_event_name
 from billing.usage.plan import MeterEvent, UsageCounts
@@ -118,3 +118,23 @@ def test_seven_events_go_through_one_stream_request_and_two_through_v1(stripe_em
     summaries = client.v1.billing.meters.event_summaries.list(
         meter.id, params={"customer": customer, "start_time": start, "end_time": start + 6 * HOUR}).data  # fmt: skip
     assert sum(s.aggregated_value for s in summaries) == 2 * sum(range(1, 8)) + 1 + 2
+
+
+def test_meter_counts_read_the_summaries_through_rate_limits(stripe_emulator: StripeEmulator) -> None:
+    client = stripe_emulator.client()
+    client.v1.billing.meters.create(params={
+        "display_name": "payg calls", "event_name": meter_event_name("payg"), "default_aggregation": {"formula": "sum"},
+    })  # fmt: skip
+    customer = client.v1.customers.create(params={"email": "counts@example.com"}).id
+    now = int(time.time())
+    StripeMeterSender(client, TokenBucket(1000)).send(_events(customer, 5, now, "counted"))  # 1+2+3+4+5, 2 minutes ago
+    counts = StripeMeterCounts(client, TokenBucket(1000))
+    start = (now - HOUR) // 60 * 60
+    stripe_emulator.core.faults.settings.update({"error_rate_429": 0.25, "seed": 3})  # Stripe busy: retried
+    try:
+        assert counts.counted(customer, meter_event_name("payg"), start, start + 2 * HOUR) == 15
+        assert counts.counted(customer, meter_event_name("payg"), start, (now - 180) // 60 * 60) == 0  # before them
+    finally:
+        stripe_emulator.core.faults.settings.update({"error_rate_429": 0.0})
+    with pytest.raises(LookupError, match="catalog apply"):
+        counts.counted(customer, meter_event_name("pro"), start, start + 2 * HOUR)
