@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -18,7 +19,9 @@ from azure.mgmt.apimanagement.models import (
 )
 
 from billing.adapters.apim_client import ApimService
+from billing.adapters.usage_reports import report_filter
 from billing.portal.ports import ApimSubscription
+from billing.usage.windows import ReportWindow
 
 ADMINISTRATOR_USER_ID = "1"
 # Outcome class of the model -> the report field that counts it (blocked calls are never billed).
@@ -164,10 +167,10 @@ class PortalApim:
         self._c.subscription.update(*self._at(), sid, "*", params)
 
     def billable_calls(self, sid: str, start: datetime, end: datetime, outcomes: Sequence[str]) -> int:
-        # The filter takes whole seconds: round the end up so that calls in its last second count.
-        end_up = end.replace(microsecond=0) + timedelta(seconds=1) if end.microsecond else end
-        flt = (f"timestamp ge {_odata_time(start)} and timestamp lt {_odata_time(end_up)} "
-               f"and subscriptionId eq {_odata_string(sid)}")  # fmt: skip
+        # The usage push's filter (`ge` and `le`: APIM refuses `lt`), in whole seconds: the end
+        # rounded up so that calls in its last second count.
+        window = ReportWindow(int(start.timestamp()), math.ceil(end.timestamp()))
+        flt = report_filter(window, subscription_id=sid)
         total = 0
         for record in self._c.reports.list_by_subscription(*self._at(), filter=flt):
             if _last_segment(record.subscription_id, "subscriptions") not in (sid, None):

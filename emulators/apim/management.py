@@ -1107,13 +1107,15 @@ class ManagementApi:
         for clause in odata.parse_filter(raw):
             field = clause.field.lower()
             if field == "timestamp":
-                if not isinstance(clause.value, datetime) or clause.op not in ("ge", "gt", "le", "lt"):
-                    raise validation("$filter", "timestamp takes ge, gt, le or lt with datetime'...' values")
+                # The spec's filter table: timestamp supports only ge and le.
+                if not isinstance(clause.value, datetime) or clause.op not in ("ge", "le"):
+                    raise validation("$filter", f"'timestamp {clause.op}' is not supported: timestamp takes ge and "
+                                     "le with datetime'...' values")  # fmt: skip
                 ts = clause.value.timestamp()
-                if clause.op in ("ge", "gt"):
-                    window = Window(ts, clause.op == "ge", window.upper, window.upper_inclusive)
+                if clause.op == "ge":
+                    window = Window(ts, True, window.upper, window.upper_inclusive)
                 else:
-                    window = Window(window.lower, window.lower_inclusive, ts, clause.op == "le")
+                    window = Window(window.lower, window.lower_inclusive, ts, True)
             elif field in ("subscriptionid", "productid", "userid") and clause.op == "eq":
                 collection = {"subscriptionid": "subscriptions", "productid": "products", "userid": "users"}[field]
                 value = str(clause.value)

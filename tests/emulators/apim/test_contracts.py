@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.mgmt.apimanagement import ApiManagementClient
 from azure.mgmt.apimanagement import models as m
 
@@ -227,6 +228,16 @@ def test_reports_by_subscription(env: Any) -> None:
     assert raw.body["count"] == 1
     assert_matches(raw.body["value"], [busy], "value", ignore=frozenset(NOT_MEASURED))
 
+
+
+@pytest.mark.parametrize("op", ["lt", "gt"])
+def test_report_filters_take_only_ge_and_le_on_timestamp(env: Any, op: str) -> None:
+    client, rg, svc, _ = env
+    flt = f"timestamp ge datetime'2017-06-01T00:00:00' and timestamp {op} datetime'2017-06-04T00:00:00'"
+    with pytest.raises(HttpResponseError) as refused:
+        list(client.reports.list_by_subscription(rg, svc, filter=flt))
+    assert refused.value.status_code == 400
+    assert f"'timestamp {op}' is not supported" in str(refused.value)
 
 # ---- samples embedded here (not in ../shared) -------------------------------------------------------
 SERVICE = (
