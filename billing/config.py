@@ -67,6 +67,13 @@ SETTINGS: tuple[Setting, ...] = (
             default="0 0 2 * * *", local="0 0 2 * * *"),
     Setting("USAGE_REPORT_LAG_MINUTES", "Minutes before now that the push leaves for report lag.",
             required=False, default="30", local="30"),
+    Setting("USAGE_SOURCE", "Where usage is read: 'logs' (Log Analytics, ApiManagementGatewayLogs; every tier) or "
+            "'reports' (APIM's Reports API: classic tiers only, retired on 15 March 2027).", required=False,
+            default="logs", local="logs"),
+    Setting("LOG_ANALYTICS_WORKSPACE_ID", "Workspace (customer) id of the Log Analytics workspace that receives "
+            "APIM's gateway logs; required when USAGE_SOURCE is 'logs'.", required=False),
+    Setting("LOG_ANALYTICS_ENDPOINT", "Log Analytics query endpoint.", required=False,
+            default="https://api.loganalytics.io/v1", local="https://api.loganalytics.io/v1"),
     Setting("USAGE_STRIPE_REQUESTS_PER_SECOND", "Stripe request budget of the usage push, per instance.",
             required=False, default="25", local="25"),
     Setting("USAGE_ARM_REQUESTS_PER_SECOND", "Azure Resource Manager request budget of the usage push, per instance.",

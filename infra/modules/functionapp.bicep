@@ -61,6 +61,9 @@ param delegationMode string
 @description('Optional overrides; empty means the default from billing/config.py (app-settings-defaults.json).')
 param usagePushSchedule string = ''
 param usageReportLagMinutes string = ''
+
+@description('Workspace (customer) id of the Log Analytics workspace that holds ApiManagementGatewayLogs.')
+param logAnalyticsWorkspaceId string = ''
 param reconcileSchedule string = ''
 
 @description('Most instances the app scales out to (the usage push fans out over a queue).')
@@ -215,6 +218,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     USAGE_ARM_REQUESTS_PER_SECOND: appDefaults.USAGE_ARM_REQUESTS_PER_SECOND
     USAGE_BATCH_SIZE: appDefaults.USAGE_BATCH_SIZE
     USAGE_CONFIRM_DELAY_SECONDS: appDefaults.USAGE_CONFIRM_DELAY_SECONDS
+    // Usage is read from the gateway logs in Log Analytics (every tier; the Reports API retires in March 2027).
+    USAGE_SOURCE: appDefaults.USAGE_SOURCE
+    LOG_ANALYTICS_ENDPOINT: appDefaults.LOG_ANALYTICS_ENDPOINT
+    LOG_ANALYTICS_WORKSPACE_ID: logAnalyticsWorkspaceId
     // Portal mails through Azure Communication Services: port 587 with STARTTLS (config defaults);
     // the password is an unversioned reference like the Stripe secrets, so a rotation needs no deployment.
     SMTP_HOST: smtpHost
