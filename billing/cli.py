@@ -16,6 +16,7 @@ from billing.access.commands import register as register_access
 from billing.catalog.commands import register as register_catalog
 from billing.model_loader import ModelsFileError, load_models, render_json_schema
 from billing.models import MonetizationModels, UnknownProductError
+from billing.ops.commands import register as register_ops
 from billing.policy import ALL_TIERS, DEFAULT_TIER, product_policy_xml
 from billing.pricing import format_minor, quote
 from billing.usage.commands import register as register_usage
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.set_defaults(handler=_cmd_policy)
 
     # Each area owns its commands (billing/<area>/commands.py).
-    for register in (register_catalog, register_usage, register_access):
+    for register in (register_catalog, register_usage, register_access, register_ops):
         register(commands, models_file)
     return parser
 

@@ -88,6 +88,8 @@ SETTINGS: tuple[Setting, ...] = (
             "events (meter errors), comma-separated during rotation.", secret=True, required=False),
     Setting("RECONCILE_SCHEDULE", "NCRONTAB schedule of the Stripe/APIM reconcile job.", required=False,
             default="0 30 * * * *", local="0 30 * * * *"),
+    Setting("RETENTION_SCHEDULE", "NCRONTAB schedule of the daily purge of rows past their use.", required=False,
+            default="0 15 3 * * *", local="0 15 3 * * *"),
     Setting("SMTP_HOST", "SMTP server of the portal's mails (Azure Communication Services: smtp.azurecomm.net).",
             local="127.0.0.1"),
     Setting("SMTP_PORT", "SMTP port (587 with STARTTLS for Azure Communication Services).", required=False,

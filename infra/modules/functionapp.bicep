@@ -213,6 +213,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     USAGE_PUSH_SCHEDULE: empty(usagePushSchedule) ? appDefaults.USAGE_PUSH_SCHEDULE : usagePushSchedule
     USAGE_REPORT_LAG_MINUTES: empty(usageReportLagMinutes) ? appDefaults.USAGE_REPORT_LAG_MINUTES : usageReportLagMinutes
     RECONCILE_SCHEDULE: empty(reconcileSchedule) ? appDefaults.RECONCILE_SCHEDULE : reconcileSchedule
+    RETENTION_SCHEDULE: appDefaults.RETENTION_SCHEDULE
     // Usage push tuning: per-instance request budgets and batch size; change in the portal if needed.
     USAGE_STRIPE_REQUESTS_PER_SECOND: appDefaults.USAGE_STRIPE_REQUESTS_PER_SECOND
     USAGE_ARM_REQUESTS_PER_SECOND: appDefaults.USAGE_ARM_REQUESTS_PER_SECOND

@@ -1,0 +1,1 @@
+"""Running the app: what an operator runs and the housekeeping timers (retention)."""
