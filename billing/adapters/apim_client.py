@@ -15,6 +15,11 @@ from azure.mgmt.apimanagement import ApiManagementClient
 
 from billing import config
 
+# azure-core waits 300 s to connect and 300 s for each read by default. ARM answers management calls
+# in well under a second and a report page of 1,000 rows in a few.
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 60
+
 
 @dataclass(frozen=True)
 class ApimService:
@@ -34,6 +39,8 @@ def apim_service(env: Mapping[str, str] | None = None) -> ApimService:
         config.get("APIM_SUBSCRIPTION_ID", env),
         base_url=endpoint,
         credential_scopes=[f"{_arm_audience(endpoint)}/.default"],
+        connection_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
     )
     return ApimService(client, config.get("APIM_RESOURCE_GROUP", env), config.get("APIM_SERVICE_NAME", env))
 

@@ -61,14 +61,22 @@ def _credential(env: Mapping[str, str]) -> DefaultAzureCredential:
 # watermark rows cost hundreds of reads and joins).
 READ_BLOCK_BYTES = 256 * 1024
 
+# azure-core's defaults are 300 s to connect and 300 s per read. Table Storage answers a page of
+# 1,000 rows (up to a few MiB) or an entity-group transaction in well under that.
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 30
+
 
 def table_service(env: Mapping[str, str] | None = None) -> TableServiceClient:
     source = _env(env)
     conn = _connection_string(source)
     if conn:
-        return TableServiceClient.from_connection_string(conn, connection_data_block_size=READ_BLOCK_BYTES)
+        return TableServiceClient.from_connection_string(
+            conn, connection_data_block_size=READ_BLOCK_BYTES, connection_timeout=CONNECT_TIMEOUT_SECONDS,
+            read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
     return TableServiceClient(endpoint=_service_uri(source, "table"), credential=_credential(source),
-                              connection_data_block_size=READ_BLOCK_BYTES)  # fmt: skip
+                              connection_data_block_size=READ_BLOCK_BYTES, connection_timeout=CONNECT_TIMEOUT_SECONDS,
+                              read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
 
 
 def table(name: str, env: Mapping[str, str] | None = None) -> TableClient:
@@ -86,8 +94,11 @@ def queue_service(env: Mapping[str, str] | None = None) -> QueueServiceClient:
     source = _env(env)
     conn = _connection_string(source)
     if conn:
-        return QueueServiceClient.from_connection_string(conn)
-    return QueueServiceClient(account_url=_service_uri(source, "queue"), credential=_credential(source))
+        return QueueServiceClient.from_connection_string(conn, connection_timeout=CONNECT_TIMEOUT_SECONDS,
+                                                         read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
+    return QueueServiceClient(account_url=_service_uri(source, "queue"), credential=_credential(source),
+                              connection_timeout=CONNECT_TIMEOUT_SECONDS,
+                              read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
 
 
 def queue(name: str, env: Mapping[str, str] | None = None) -> QueueClient:

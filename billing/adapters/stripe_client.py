@@ -20,6 +20,12 @@ STRIPE_API_VERSION = "2026-10-28.endive"
 # does this, honouring `Stripe-Should-Retry`), using the same idempotency key on each try.
 MAX_NETWORK_RETRIES = 3
 
+# (connect, read) seconds. The SDK's default is 80 s for both: one slow answer would hold an
+# instance (and a webhook's 8-second budget) far beyond any useful wait. Stripe answers in well
+# under a second; a page of 100 objects or a stream request of 100 events in a few.
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 30.0
+
 
 def stripe_client(env: Mapping[str, str] | None = None) -> stripe.StripeClient:
     api_key = config.get("STRIPE_API_KEY", env)
@@ -35,6 +41,7 @@ def stripe_client(env: Mapping[str, str] | None = None) -> stripe.StripeClient:
         stripe_version=STRIPE_API_VERSION,
         base_addresses=addresses,
         max_network_retries=MAX_NETWORK_RETRIES,
+        http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)),
     )
 
 
