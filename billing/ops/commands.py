@@ -1,4 +1,4 @@
-"""CLI commands of this area, registered into `python -m billing` by billing.cli: `retention`."""
+"""CLI commands of this area, registered into `python -m billing` by billing.cli: `retention`, `status`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def register(
     cmd.add_argument("--limit", type=_positive_int, default=None, metavar="ROWS",
                      help="at most this many rows per table (default 5000)")  # fmt: skip
     cmd.set_defaults(handler=_cmd_retention)
+    status = commands.add_parser("status", help="what an operator checks first: usage, queues, invoices, drift")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=_cmd_status)
 
 
 def _cmd_retention(args: argparse.Namespace) -> int:
@@ -44,3 +47,12 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     for result in results:
         print(f"{result.table:<16} {verb} {result.deleted}" + ("  (more left: run again)" if result.more else ""))
     return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from billing.ops.readers import status_readers  # noqa: PLC0415 - the adapters load every SDK
+    from billing.ops.status import collect  # noqa: PLC0415
+
+    status = collect(status_readers(), int(time.time()), config.missing_settings())
+    print(status.to_json() if args.json else status.render())
+    return EXIT_FAILED if status.attention() else EXIT_OK

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -32,7 +33,7 @@ from billing.store.groups import group_of
 from billing.store.table_rows import query_rows
 from billing.store.table_transactions import MAX_OPERATIONS, TransactionRefused, Write, submit
 from billing.usage.plan import MeterEvent, PendingEvent
-from billing.usage.ports import Watermark, WatermarkConflict, WatermarkKey, WatermarkWrite
+from billing.usage.ports import ProductUsageState, Watermark, WatermarkConflict, WatermarkKey, WatermarkWrite
 
 GROUP_PARTITION = "groups"
 PART_CHARS = 30_000  # a string property holds 32K characters; an entity 1 MiB (about 15 parts)
@@ -164,6 +165,28 @@ class Watermarks:
             if count:
                 found[product] = (newest, count)
         return dict(sorted(found.items(), key=lambda item: -item[1][1]))
+
+    def states(self) -> dict[str, ProductUsageState]:
+        """Per product: open periods, cursors and pending events (one read of every row)."""
+        states: dict[str, ProductUsageState] = {}
+        for group, (_etag, entries) in self._read_groups(None, None).items():
+            product, _, number = group.rpartition("~")
+            if not product or not number:
+                continue  # not a group row of this layout
+            state = states.get(product, ProductUsageState(product))
+            for entry in entries.values():
+                cursor, pending = _open_cursor(entry), entry[3]
+                if pending is not None:
+                    stamp = int(pending[4])
+                    state = replace(state, pending=state.pending + 1,
+                                    oldest_pending=min(stamp, state.oldest_pending or stamp))  # fmt: skip
+                if cursor is None:
+                    continue
+                state = replace(state, open_periods=state.open_periods + 1,
+                                counted_until=max(cursor, state.counted_until or cursor),
+                                oldest_cursor=min(cursor, state.oldest_cursor or cursor))  # fmt: skip
+            states[product] = state
+        return dict(sorted(states.items()))
 
     def _read_groups(self, low: str | None, high: str | None) -> dict[str, tuple[str | None, dict[str, Entry]]]:
         """Rows with RowKey in [low, high] (every row when None)."""

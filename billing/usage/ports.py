@@ -39,6 +39,18 @@ class WatermarkWrite:
     closed: bool = False  # the closing report: the period is settled
 
 
+@dataclass(frozen=True)
+class ProductUsageState:
+    """Where the push stands for one product, from its watermarks (what `python -m billing status` shows)."""
+
+    product_id: str
+    open_periods: int = 0  # watermarks of periods not settled by their closing report
+    counted_until: int | None = None  # the newest cursor: the push has counted calls up to here
+    oldest_cursor: int | None = None  # the cursor furthest behind
+    pending: int = 0  # events written down before sending, not yet recorded as delivered
+    oldest_pending: int | None = None  # the timestamp of the oldest of them
+
+
 class WatermarkConflict(Exception):
     """Someone else wrote one of the rows since it was read; rerun the batch."""
 

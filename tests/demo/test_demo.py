@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
+from billing.cli import main as billing_main
 from billing.model_loader import load_models
 from billing.pricing import quote
 from demo.report import ConsumerResult, render_html, render_terminal
@@ -64,3 +66,21 @@ def test_report_page_shows_every_consumer_and_the_chart(demo_run: tuple[Demo, li
     assert f"{len(results)} of {len(results)} consumers were invoiced by Stripe exactly" in page
     for result in results:
         assert result.consumer in page
+
+
+def test_the_operators_status_after_the_run_matches_it(
+    demo_run: tuple[Demo, list[ConsumerResult]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert billing_main(["status", "--json"]) == 0  # nothing needs attention after a clean run
+    status = json.loads(capsys.readouterr().out)
+    assert status["attention"] == []
+    assert status["unreadable"] == {}
+    # One paid subscription per consumer; the one who cancelled is cancelled, the one whose renewal failed paid.
+    assert status["subscriptions"] == {"developer": {"active": 1}, "payg": {"cancelled": 1},
+                                       "standard": {"active": 1}, "enterprise": {"active": 1}}  # fmt: skip
+    usage = {u["product_id"]: u for u in status["usage"]}
+    assert set(usage) <= {"developer", "payg", "standard", "enterprise"}
+    assert all(u["pending"] == 0 for u in usage.values())  # every event Stripe accepted is recorded
+    assert [q["poison"] for q in status["queues"]] == [0, 0]
+    assert status["open_invoices"]["count"] == 0  # the failed renewal was paid
+    assert status["drift"] == []

@@ -1,0 +1,58 @@
+"""Where `status` reads each of its parts: the app's tables and queues, Stripe, and reconcile's dry run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from billing.ops.status import QueueState, Status, open_invoices
+
+
+def _usage(status: Status) -> None:
+    from billing.adapters.storage import table  # noqa: PLC0415 - each reader loads only its SDK
+    from billing.store.tables import USAGE_WATERMARKS_TABLE  # noqa: PLC0415
+    from billing.store.watermarks import Watermarks  # noqa: PLC0415
+
+    status.usage = list(Watermarks(table(USAGE_WATERMARKS_TABLE)).states().values())
+
+
+def _subscriptions(status: Status) -> None:
+    from billing.adapters.storage import table  # noqa: PLC0415
+    from billing.store.subscriptions import SubscriptionLinks  # noqa: PLC0415
+    from billing.store.tables import SUBSCRIPTIONS_TABLE  # noqa: PLC0415
+
+    counts: dict[str, dict[str, int]] = {}
+    for link in SubscriptionLinks(table(SUBSCRIPTIONS_TABLE)).all():
+        by_state = counts.setdefault(link.product_id, {})
+        by_state[link.apim_state] = by_state.get(link.apim_state, 0) + 1
+    status.subscriptions = counts
+
+
+def _queues(status: Status) -> None:
+    from billing.adapters.storage import queue  # noqa: PLC0415
+    from billing.store.tables import ALL_QUEUES  # noqa: PLC0415
+
+    def count(name: str) -> int:
+        return int(queue(name).get_queue_properties().approximate_message_count or 0)
+
+    status.queues = [QueueState(name, count(name), count(f"{name}-poison")) for name in ALL_QUEUES]
+
+
+def _invoices(status: Status) -> None:
+    from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
+
+    listed = stripe_client().v1.invoices.list(params={"status": "open", "limit": 100})
+    status.open_invoices = open_invoices(listed.auto_paging_iter())
+
+
+def _drift(status: Status) -> None:
+    from billing.access.reconcile import reconcile  # noqa: PLC0415
+    from billing.adapters.access_runtime import access_ports  # noqa: PLC0415
+
+    lines: list[str] = []
+    report = reconcile(access_ports(), dry_run=True, out=lines.append)
+    status.drift = list(report.changed)
+
+
+def status_readers() -> dict[str, Callable[[Status], None]]:
+    return {"usage": _usage, "subscriptions": _subscriptions, "queues": _queues, "invoices": _invoices,
+            "drift": _drift}  # fmt: skip
