@@ -72,6 +72,16 @@ param emailCustomDomainName string = ''
 @description('From address of the portal\'s mails; empty: DoNotReply@ the custom domain, or the Azure-managed domain.')
 param mailSenderOverride string = ''
 
+// Gateway logs, from which the app bills usage (modules/usage-logs.bicep, docs/deploy.md).
+@description('Days that the gateway logs (the calls the app bills) are kept; at least a billing month plus Stripe\'s webhook retries.')
+@minValue(35)
+@maxValue(730)
+param usageLogsRetentionInDays int = 90
+
+@description('Daily ingestion cap of the gateway-log workspace in GB; -1 for none. Calls past the cap are not logged, so never billed.')
+@minValue(-1)
+param usageLogsDailyQuotaGb int = -1
+
 // Generated anew by every deployment (newGuid is only allowed as a parameter default), never
 // set in a parameters file. 2 x 122 random bits. See docs/deploy.md for the trade-offs.
 @secure()
@@ -128,6 +138,18 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+module usageLogs 'modules/usage-logs.bicep' = {
+  name: 'usage-logs'
+  scope: rg
+  params: {
+    name: 'log-usage-${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: usageLogsRetentionInDays
+    dailyQuotaGb: usageLogsDailyQuotaGb
+  }
+}
+
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   scope: rg
@@ -176,6 +198,7 @@ module appRoles 'modules/app-roles.bicep' = {
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    usageLogsWorkspaceName: usageLogs.outputs.name
     operatorPrincipalId: principalId
   }
 }
@@ -198,6 +221,19 @@ module apim 'modules/apim-lookup.bicep' = {
   scope: apimRg
   params: {
     name: apimServiceName
+  }
+  dependsOn: [
+    newApim
+  ]
+}
+
+// Every call through the gateway, new or existing instance, into the usage workspace.
+module apimLogging 'modules/apim-logging.bicep' = {
+  name: 'apim-logging'
+  scope: apimRg
+  params: {
+    apimName: apimServiceName
+    workspaceId: usageLogs.outputs.id
   }
   dependsOn: [
     newApim
@@ -231,8 +267,9 @@ module functionApp 'modules/functionapp.bicep' = {
     apimGatewayUrl: apim.outputs.gatewayUrl
     apimDeveloperPortalUrl: apim.outputs.developerPortalUrl
     delegationMode: delegationMode
+    logAnalyticsWorkspaceId: usageLogs.outputs.customerId
   }
-  // The host starts as soon as the app exists: its storage and Key Vault roles must be in place.
+  // The host starts as soon as the app exists: its storage, Key Vault and workspace roles must be in place.
   dependsOn: [
     appRoles
   ]
@@ -272,3 +309,5 @@ output APIM_RESOURCE_GROUP string = apimRg.name
 output APIM_SERVICE_NAME string = apimServiceName
 output APIM_GATEWAY_URL string = apim.outputs.gatewayUrl
 output APIM_DEVELOPER_PORTAL_URL string = apim.outputs.developerPortalUrl
+// The workspace (customer) id, for running the app or `az monitor log-analytics query` locally.
+output LOG_ANALYTICS_WORKSPACE_ID string = usageLogs.outputs.customerId

@@ -14,6 +14,9 @@ param keyVaultName string
 @description('Name of the Application Insights component.')
 param applicationInsightsName string
 
+@description('Name of the Log Analytics workspace that holds the gateway logs (usage-logs.bicep).')
+param usageLogsWorkspaceName string
+
 @description('Object id of the operator running azd: gets Key Vault Secrets Officer on the vault so that they can set the Stripe secrets. Empty for none.')
 param operatorPrincipalId string = ''
 
@@ -25,6 +28,7 @@ var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'
 }
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -37,6 +41,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
+}
+
+resource usageLogs 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: usageLogsWorkspaceName
 }
 
 // The Functions host keeps leases and the deployment package in blobs.
@@ -85,6 +93,18 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   scope: appInsights
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The usage push queries ApiManagementGatewayLogs (azure-monitor-query, workspace scope). On this
+// workspace only: the Application Insights workspace, with the app's own telemetry, stays unreadable.
+resource usageLogsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(usageLogs.id, principalId, roles.logAnalyticsReader)
+  scope: usageLogs
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.logAnalyticsReader)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

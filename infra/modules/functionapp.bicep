@@ -66,6 +66,14 @@ param usageReportLagMinutes string = ''
 param logAnalyticsWorkspaceId string = ''
 param reconcileSchedule string = ''
 
+@description('Where usage is read; empty means the default (\'logs\'). \'reports\' works on the classic tiers only, until 15 March 2027.')
+@allowed([
+  ''
+  'logs'
+  'reports'
+])
+param usageSource string = ''
+
 @description('Most instances the app scales out to (the usage push fans out over a queue).')
 @minValue(1)
 @maxValue(1000)
@@ -220,7 +228,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     USAGE_BATCH_SIZE: appDefaults.USAGE_BATCH_SIZE
     USAGE_CONFIRM_DELAY_SECONDS: appDefaults.USAGE_CONFIRM_DELAY_SECONDS
     // Usage is read from the gateway logs in Log Analytics (every tier; the Reports API retires in March 2027).
-    USAGE_SOURCE: appDefaults.USAGE_SOURCE
+    USAGE_SOURCE: empty(usageSource) ? appDefaults.USAGE_SOURCE : usageSource
     LOG_ANALYTICS_ENDPOINT: appDefaults.LOG_ANALYTICS_ENDPOINT
     LOG_ANALYTICS_WORKSPACE_ID: logAnalyticsWorkspaceId
     // Portal mails through Azure Communication Services: port 587 with STARTTLS (config defaults);

@@ -29,6 +29,7 @@ REQUIRED = {
     ("0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "Microsoft.Storage/storageAccounts"),  # Storage Table Data Contributor
     ("4633458b-17de-408a-b874-0445c86b69e6", "Microsoft.KeyVault/vaults"),  # Key Vault Secrets User
     ("3913510d-42f4-4e42-8a64-420c390055eb", "Microsoft.Insights/components"),  # Monitoring Metrics Publisher
+    ("73c42c96-874c-492b-b04d-ab87d138a893", "Microsoft.OperationalInsights/workspaces"),  # Log Analytics Reader
 }
 
 
