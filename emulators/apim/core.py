@@ -9,11 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from emulators.apim import gatewaylog
 from emulators.apim.entra import TokenIssuer
 from emulators.apim.faults import Faults
 from emulators.apim.policy import Limiter
-from emulators.apim.state import DEFAULT_TIER, V2_TIERS, Store
+from emulators.apim.state import DEFAULT_TIER, V2_TIERS, Api, Store, Subscription
 from emulators.apim.usage import UsageStore
+from emulators.loganalytics.store import LogStore
 
 Clock = Callable[[], datetime]
 
@@ -38,6 +40,7 @@ class Emulated:
     created: datetime | None = None  # when the service was created (emulator clock)
     gateway_url: str | None = None  # set once the servers listen, for the service resource
     portal_url: str | None = None
+    logs: LogStore | None = None  # the Log Analytics workspace the gateway's diagnostic setting writes to
 
     @property
     def is_v2(self) -> bool:
@@ -57,13 +60,25 @@ class Emulated:
         return value
 
     def record_usage(self, sid: str, calls: int, at: datetime, outcome: str = "success") -> None:
-        """Synthetic usage for an existing subscription, aggregated (no row per call)."""
+        """Synthetic usage for an existing subscription: one event for reports, `calls` rows for the logs."""
         with self.store.lock:
             sub = self.store.subscriptions.get(sid)
             if sub is None:
                 raise LookupError(f"no subscription named {sid!r}; create it first")
             product, owner = sub.product_id, sub.owner_uid
+            api = self._api_of(sub)
         self.usage.record(sid, product, owner, at=at, outcome=outcome, calls=calls)
+        if self.logs is not None and calls > 0:
+            url = self.gateway_url or ""
+            self.logs.add_bulk(gatewaylog.bulk(sub, api, gateway_url=url, at=at, outcome=outcome, calls=calls))
+
+    def _api_of(self, sub: Subscription) -> Api | None:
+        """The API a subscription's synthetic calls went to: its scope's API, or its product's first one."""
+        store = self.store
+        if sub.scope.startswith("/apis/"):
+            return store.apis.get(sub.scope[len("/apis/") :])
+        linked = store.product_apis.get(sub.product_id or "", {}) if sub.product_id else store.apis
+        return next((store.apis[aid] for aid in linked if aid in store.apis), None)
 
     # Shared access tokens, as `POST .../users/{id}/token` returns and `signin-sso` accepts:
     # "{userId}&{yyyyMMddHHmm}&{base64 HMAC-SHA512}" like APIM's.

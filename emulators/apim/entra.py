@@ -30,22 +30,27 @@ class TokenIssuer:
         self.client_id = client_id
         self.client_secret = secrets.token_urlsafe(24)
         self.identity_header = secrets.token_urlsafe(24)
-        self._tokens: dict[str, float] = {}
+        self._tokens: dict[str, tuple[float, str]] = {}  # token -> (expires on, audience)
         self._lock = threading.Lock()
 
-    def issue(self) -> tuple[str, int]:
+    def issue(self, audience: str = "") -> tuple[str, int]:
+        """A token for `audience` (the resource, or the scope without "/.default") that the issuer remembers."""
         token = "emu." + secrets.token_urlsafe(32)
         expires_on = int(time.time()) + TOKEN_LIFETIME_SECONDS  # real time: azure-identity caches by it
         with self._lock:
-            self._tokens[token] = expires_on
+            self._tokens[token] = (expires_on, audience)
         return token, expires_on
 
     def valid(self, authorization: str | None) -> bool:
+        return self.audience(authorization) is not None
+
+    def audience(self, authorization: str | None) -> str | None:
+        """The audience of a bearer token this issuer gave that has not expired; None for any other header."""
         if not authorization or not authorization.lower().startswith("bearer "):
-            return False
+            return None
         with self._lock:
-            expires = self._tokens.get(authorization[7:].strip())
-        return expires is not None and expires > time.time()
+            found = self._tokens.get(authorization[7:].strip())
+        return found[1] if found is not None and found[0] > time.time() else None
 
     def handles(self, path: str) -> bool:
         return path in ("/msi/token", "/common/discovery/instance") or bool(_TENANT_PATH.match(path))
@@ -80,7 +85,7 @@ class TokenIssuer:
         resource = req.query.get("resource")
         if not resource:
             return Response.json({"statusCode": 400, "message": "the query parameter 'resource' is required"}, 400)
-        token, expires_on = self.issue()
+        token, expires_on = self.issue(resource)
         return Response.json({"access_token": token, "expires_on": str(expires_on), "resource": resource,
                               "token_type": "Bearer", "client_id": self.client_id})  # fmt: skip
 
@@ -98,7 +103,8 @@ class TokenIssuer:
                 return _oauth_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
         elif not form.get("client_assertion"):
             return _oauth_error(400, "invalid_request", "client_secret or client_assertion is required")
-        token, _ = self.issue()
+        scope = (form.get("scope") or "").split(" ")[0]
+        token, _ = self.issue(scope.removesuffix("/.default"))
         return Response.json({"token_type": "Bearer", "expires_in": TOKEN_LIFETIME_SECONDS,
                               "ext_expires_in": TOKEN_LIFETIME_SECONDS, "access_token": token})  # fmt: skip
 

@@ -1097,6 +1097,8 @@ class ManagementApi:
 
     # ---- reports -----------------------------------------------------------------------------
     def reports(self, req: Request, group: str) -> Response:
+        # Built-in analytics and its reports exist in the classic tiers only (README, "Tiers").
+        self._refuse_on_v2()
         raw = req.query.get("$filter")
         if not raw:
             raise validation("$filter", "is required, e.g. timestamp ge datetime'2024-06-01T00:00:00' and "

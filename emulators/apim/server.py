@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -19,8 +20,9 @@ from emulators.apim.core import Clock, Emulated
 from emulators.apim.entra import TokenIssuer
 from emulators.apim.faults import Faults
 from emulators.apim.gateway import Gateway
+from emulators.apim.gatewaylog import GATEWAY_ERRORS
 from emulators.apim.httpbase import LoopbackServer, Request, Response
-from emulators.apim.management import ManagementApi
+from emulators.apim.management import LOCATION, ManagementApi
 from emulators.apim.portal import Portal
 from emulators.apim.state import (
     DEFAULT_PUBLISHER_EMAIL,
@@ -32,6 +34,9 @@ from emulators.apim.state import (
     new_key,
 )
 from emulators.apim.tls import TlsFiles, make_tls_files
+from emulators.loganalytics.limits import Limits
+from emulators.loganalytics.server import DEFAULT_WORKSPACE_ID, LogAnalyticsServer
+from emulators.loganalytics.store import DEFAULT_INGESTION_DELAY_SECONDS, LogStore, ServiceColumns, check_delay
 
 DEFAULT_SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_TENANT_ID = "11111111-1111-1111-1111-111111111111"
@@ -57,13 +62,20 @@ class ApimEmulator:
         service_name: str = "apim-emulator",
         publisher_email: str = DEFAULT_PUBLISHER_EMAIL,
         tier: str = DEFAULT_TIER,
+        log_analytics_port: int = 0,
+        log_ingestion_delay_seconds: float = DEFAULT_INGESTION_DELAY_SECONDS,
+        log_limits: Limits | None = None,
+        workspace_id: str = DEFAULT_WORKSPACE_ID,
     ) -> None:
         """`publisher_email` is the administrator's e-mail given at service creation: user "1".
-        `tier` is the pricing tier (sku.name): Developer, Basic, Standard, Premium, BasicV2 or StandardV2."""
+        `tier` is the pricing tier (sku.name): Developer, Basic, Standard, Premium, BasicV2 or StandardV2.
+        The gateway's logs go to a Log Analytics workspace (`workspace_id`) served on `log_analytics_port`;
+        a row is queryable `log_ingestion_delay_seconds` after its TimeGenerated (emulators/loganalytics)."""
         if tier not in TIERS:
             raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
         if report_lag_seconds < 0:
             raise ValueError(f"report_lag_seconds must be zero or more, not {report_lag_seconds}")
+        check_delay(log_ingestion_delay_seconds)
         if isinstance(faults, dict):
             faults = Faults(**faults)
         self._ports = (management_port, gateway_port, portal_port)
@@ -85,6 +97,15 @@ class ApimEmulator:
             store=Store(publisher_email=publisher_email, created=created),
             tier=tier,
             created=created,
+        )
+        resource = (f"/subscriptions/{subscription_id}/resourcegroups/{resource_group}"
+                    f"/providers/microsoft.apimanagement/service/{service_name}").lower()  # fmt: skip
+        self.emu.logs = LogStore(ServiceColumns(workspace_id, subscription_id, resource, LOCATION), GATEWAY_ERRORS,
+                                 log_ingestion_delay_seconds)  # fmt: skip
+        # Bound to emu.now, so the workspace follows set_clock like the rest of the emulator.
+        self.log_analytics = LogAnalyticsServer(
+            self.emu.logs, clock=self.emu.now, tokens=self.emu.tokens, workspace_id=workspace_id, limits=log_limits,
+            port=log_analytics_port,
         )
         settings = self.emu.store.delegation
         if delegation_url or delegation_key_b64:
@@ -116,6 +137,7 @@ class ApimEmulator:
                 server = LoopbackServer(app, port, tls=tls if use_tls else None)
                 self._servers.append(server)
                 server.start()
+            self.log_analytics.start(tls)
         except OSError:
             self.stop()
             raise
@@ -124,6 +146,9 @@ class ApimEmulator:
         return self
 
     def stop(self) -> None:
+        """Stop every server. The workspace's rows go too: a stopped emulator cannot be started again."""
+        self.log_analytics.stop()
+        self._logs.close()
         for server in self._servers:
             server.stop()
         self._servers = []
@@ -210,6 +235,10 @@ class ApimEmulator:
             "IDENTITY_ENDPOINT": f"{self.management_url}/msi/token",
             "IDENTITY_HEADER": self.emu.tokens.identity_header,
             "REQUESTS_CA_BUNDLE": self.ca_bundle,
+            # LogsQueryClient(credential, endpoint=LOG_ANALYTICS_ENDPOINT): its token audience defaults to the
+            # endpoint, which the emulator accepts, as the real API accepts https://api.loganalytics.io.
+            "LOG_ANALYTICS_ENDPOINT": self.log_analytics.endpoint,
+            "LOG_ANALYTICS_WORKSPACE_ID": self.log_analytics.workspace_id,
         }
         delegation = self.emu.store.delegation
         if delegation.validation_key:
@@ -256,8 +285,40 @@ class ApimEmulator:
         return self.emu.now()
 
     def record_usage(self, subscription_id: str, calls: int, *, at: datetime, outcome: str = "success") -> None:
-        """Record `calls` synthetic calls for an existing subscription at `at`, as one aggregate row."""
+        """Record `calls` synthetic calls for an existing subscription at `at`: one aggregate event for the
+        Reports API, and `calls` ApiManagementGatewayLogs rows (status codes of the outcome class)."""
         self.emu.record_usage(subscription_id, calls, at, outcome)
+
+    # The Log Analytics workspace ----------------------------------------------------------------
+    @property
+    def workspace_id(self) -> str:
+        return self.log_analytics.workspace_id
+
+    @property
+    def log_analytics_endpoint(self) -> str:
+        """https://127.0.0.1:{port}/v1: the `endpoint` for LogsQueryClient."""
+        return self.log_analytics.endpoint
+
+    @property
+    def log_ingestion_delay_seconds(self) -> float:
+        return self._logs.ingestion_delay_seconds
+
+    @log_ingestion_delay_seconds.setter
+    def log_ingestion_delay_seconds(self, value: float) -> None:
+        check_delay(value)
+        self._logs.ingestion_delay_seconds = value
+
+    @contextmanager
+    def logs_arrive_late(self, seconds: float, *, subscription_id: str | None = None) -> Iterator[None]:
+        """Gateway calls and `record_usage` inside the block (of one subscription, or all) reach the workspace
+        `seconds` after the usual ingestion delay: rows that arrive late."""
+        with self._logs.late_by(seconds, subscription_id=subscription_id):
+            yield
+
+    @property
+    def _logs(self) -> LogStore:
+        assert self.emu.logs is not None
+        return self.emu.logs
 
     def bulk_create_subscriptions(
         self, sids: Iterable[str], *, product_id: str, owner_id: str | None = None, state: str = "active"
