@@ -82,11 +82,20 @@ param usageLogsRetentionInDays int = 90
 @minValue(-1)
 param usageLogsDailyQuotaGb int = -1
 
-// Generated anew by every deployment (newGuid is only allowed as a parameter default), never
-// set in a parameters file. 2 x 122 random bits. See docs/deploy.md for the trade-offs.
+// Alerts (modules/alerts.bicep, runbook in docs/operations.md): empty creates none, for a dev or
+// trial environment; the preprovision hook says so. Production sets ALERT_EMAIL.
+@description('Address that Azure Monitor alerts go to (a team list); empty: no alert rules and no action group.')
+param alertEmail string = ''
+
+// Created once and kept: the preprovision hook (infra/hooks/delegation-key.sh) reuses the key of
+// the azd environment, else the one in Key Vault, and generates one only on the first provision;
+// azd passes it from the environment (main.parameters.json). A new key on every deployment would
+// void every portal session and form the app signed with the old one (docs/deploy.md, section 5).
+// No default: a missing key fails the deployment instead of silently rotating it.
 @secure()
-@description('Do not set: generated. The APIM delegation validation key, base64.')
-param delegationValidationKey string = base64('${newGuid()}${newGuid()}')
+@minLength(44)
+@description('The APIM delegation validation key, base64 (at least 256 bits). Set by the preprovision hook; rotate with `azd env set APIM_DELEGATION_VALIDATION_KEY`.')
+param delegationValidationKey string
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -135,6 +144,18 @@ module monitoring 'modules/monitoring.bicep' = {
     applicationInsightsName: 'appi-${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+// Log search alerts on the app's telemetry, sent to alertEmail (docs/operations.md).
+module alerts 'modules/alerts.bicep' = if (!empty(alertEmail)) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+    alertEmail: alertEmail
   }
 }
 
@@ -293,6 +314,9 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+// For the operator's terminal (docs/operations.md): the app's tables and queues, and its telemetry.
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output SERVICE_API_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output STRIPE_WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhooks/stripe'
 output STRIPE_EVENT_DESTINATION_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhooks/stripe-events'

@@ -1,4 +1,5 @@
-"""Role assignments are scoped to single resources and grant no broad role."""
+"""Role assignments are scoped to single resources and grant no broad role; the one custom role
+(the app's actions on API Management, checked action by action in test_apim_role.py) is the only one."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from pathlib import Path
 from tests.infra.bicep_tree import (
     GUID,
     Declaration,
+    Node,
     all_declarations,
     declarations,
     get_path,
     line_of,
     resolve_string,
+    string_value,
     text,
+    variables,
 )
 
 # Built-in role ids from Microsoft's "Azure built-in roles" page.
@@ -21,9 +25,14 @@ CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 USER_ACCESS_ADMINISTRATOR = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"
 BROAD_ROLES = {OWNER: "Owner", CONTRIBUTOR: "Contributor", USER_ACCESS_ADMINISTRATOR: "User Access Administrator"}
 
+# A custom role declared in the same file as its assignment is named "custom:<file>".
+APIM_APP_ROLE = "custom:apim-wiring.bicep"
+# API Management Service Contributor: more than the app needs (it may delete the instance).
+APIM_SERVICE_CONTRIBUTOR = "312a565d-c81f-4fd8-895a-4e21e48d571c"
+
 # What the app's identity needs, and on which kind of resource.
 REQUIRED = {
-    ("312a565d-c81f-4fd8-895a-4e21e48d571c", "Microsoft.ApiManagement/service"),  # API Management Service Contributor
+    (APIM_APP_ROLE, "Microsoft.ApiManagement/service"),  # the app's calls only (apim-wiring.bicep)
     ("b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "Microsoft.Storage/storageAccounts"),  # Storage Blob Data Owner
     ("974c5e8b-45b9-4653-ba55-5f855dd0fb88", "Microsoft.Storage/storageAccounts"),  # Storage Queue Data Contributor
     ("0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "Microsoft.Storage/storageAccounts"),  # Storage Table Data Contributor
@@ -35,6 +44,35 @@ REQUIRED = {
 
 def role_assignments(decls: list[Declaration]) -> list[Declaration]:
     return [d for d in decls if d.resource_type == "Microsoft.Authorization/roleAssignments"]
+
+
+def custom_role(role_node: Node | None, resources: dict[str, Declaration]) -> Declaration | None:
+    """The roleDefinitions resource of this file that `subscriptionResourceId(..., <symbol>.name)` names."""
+    if role_node is None or role_node.type != "call_expression":
+        return None
+    args = role_node.named_children[-1].named_children
+    last = args[-1] if args else None
+    if last is None or last.type != "member_expression" or text(last.named_children[-1]) != "name":
+        return None
+    target = resources.get(text(last.named_children[0]))
+    if target is None or target.resource_type != "Microsoft.Authorization/roleDefinitions" or target.existing:
+        return None
+    return target
+
+
+def custom_actions(role: Declaration, path: Path) -> list[str]:
+    """The `actions` strings of a custom role (a literal list or a variable holding one)."""
+    permissions = get_path(role.body, "properties", "permissions")
+    found: list[str] = []
+    for permission in permissions.named_children if permissions is not None else []:
+        actions = get_path(permission, "actions")
+        if actions is not None and actions.type == "identifier":
+            actions = variables(path).get(text(actions))
+        if actions is None or actions.type != "array":
+            found.append("*unreadable*")
+            continue
+        found += [string_value(a) or "*unreadable*" for a in actions.named_children if a.type != "comment"]
+    return found
 
 
 def check(path: Path) -> tuple[list[str], set[tuple[str, str]]]:
@@ -54,6 +92,11 @@ def check(path: Path) -> tuple[list[str], set[tuple[str, str]]]:
         role_node = get_path(assignment.body, "properties", "roleDefinitionId")
         role = resolve_string(role_node, path)
         role_id = GUID.findall(role)[-1].lower() if role and GUID.search(role) else None
+        custom = custom_role(role_node, resources)
+        if custom is not None:
+            role_id = f"custom:{path.name}"
+            if any("*" in action for action in custom_actions(custom, path)):
+                problems.append(f"{where}: custom role {custom.symbol} must list its actions, no wildcards")
         if role_id is None:
             shown = text(role_node) if role_node is not None else "nothing"
             problems.append(f"{where}: roleDefinitionId {shown!r} is not a static built-in role id")
@@ -77,9 +120,21 @@ def test_the_app_gets_each_role_it_needs_on_the_right_resource() -> None:
     assert not missing, f"role assignments missing (role id, scope type): {sorted(missing)}"
 
 
-def test_no_custom_role_definitions() -> None:
-    for decl in all_declarations():
-        assert decl.resource_type != "Microsoft.Authorization/roleDefinitions", f"{decl.where}: custom role"
+def test_the_only_custom_role_is_the_apps_role_on_api_management() -> None:
+    roles = [d for d in all_declarations() if d.resource_type == "Microsoft.Authorization/roleDefinitions"]
+    assert [d.file.name for d in roles] == ["apim-wiring.bicep"], [d.where for d in roles]
+    (role,) = roles
+    actions = custom_actions(role, role.file)
+    assert actions, f"{role.where}: the custom role lists no actions"
+    for action in actions:
+        assert action.startswith("Microsoft.ApiManagement/service/"), (
+            f"{role.where}: {action!r} is not an API Management instance action"
+        )
+
+
+def test_the_app_no_longer_gets_api_management_service_contributor() -> None:
+    granted = set().union(*(check(d.file)[1] for d in role_assignments(list(all_declarations()))))
+    assert (APIM_SERVICE_CONTRIBUTOR, "Microsoft.ApiManagement/service") not in granted
 
 
 def test_broad_or_unscoped_assignments_are_reported(tmp_path: Path) -> None:
@@ -107,6 +162,31 @@ resource onSubscription 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
   }}
 }}
+resource everything 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {{
+  name: guid(principalId, 'all')
+  properties: {{
+    roleName: 'all'
+    type: 'CustomRole'
+    permissions: [
+      {{
+        actions: [
+          'Microsoft.ApiManagement/*'
+        ]
+      }}
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }}
+}}
+resource onEverything 'Microsoft.Authorization/roleAssignments@2022-04-01' = {{
+  name: guid(principalId, 'z')
+  scope: vault
+  properties: {{
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', everything.name)
+    principalId: principalId
+  }}
+}}
 resource dynamicRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {{
   name: guid(principalId, 'y')
   scope: vault
@@ -124,3 +204,5 @@ resource dynamicRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {{
     assert any("onSubscription" in p and "subscription()" in p for p in problems), problems
     assert any("onSubscription" in p and "Contributor" in p for p in problems), problems
     assert any("dynamicRole" in p and "not a static" in p for p in problems), problems
+    assert any("onEverything" in p and "no wildcards" in p for p in problems), problems
+    assert not any("onEverything" in p and "not a static" in p for p in problems), problems

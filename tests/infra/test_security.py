@@ -21,6 +21,7 @@ from tests.infra.bicep_tree import (
 
 SECRET_LOOKING = re.compile(r"\b(sk|rk)_(live|test)_\w+|\bwhsec_\w+|AccountKey=|SharedAccessSignature=")
 AZD_SUBSTITUTION = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*(=[^}]*)?\}$")
+AZD_SECRET_FROM_ENV = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*\}$")
 
 
 def only(resource_type: str) -> list[Declaration]:
@@ -38,8 +39,13 @@ def test_parameters_file_holds_no_secret() -> None:
     document = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
     for name, entry in document["parameters"].items():
         assert name in main_params, f"main.parameters.json sets {name!r}, which main.bicep does not declare"
-        assert not main_params[name].secure, f"{name} is @secure(): it must not be in main.parameters.json"
         value = entry.get("value")
+        if main_params[name].secure:
+            # Only as a value of the azd environment (never a literal, never a default in the file).
+            assert isinstance(value, str), f"{name} is @secure(): not a literal value"
+            assert AZD_SECRET_FROM_ENV.match(value), (
+                f"{name} is @secure(): in main.parameters.json only as ${{NAME}} (azd environment), not {value!r}"
+            )
         assert "reference" not in entry, f"{name}: no Key Vault references in the parameters file"
         if isinstance(value, str):
             assert not SECRET_LOOKING.search(value), f"{name} looks like a secret"
@@ -100,7 +106,7 @@ def test_deployment_package_is_pulled_with_the_user_assigned_identity() -> None:
     assert "storageAccountConnectionStringName" not in text(site.node)
 
 
-def test_delegation_points_at_the_app_with_a_generated_key() -> None:
+def test_delegation_points_at_the_app_with_a_key_created_once_and_kept() -> None:
     (delegation,) = [d for d in only("Microsoft.ApiManagement/service/portalsettings")
                      if prop(d, "name") == "'delegation'"]  # fmt: skip
     assert prop(delegation, "properties", "subscriptions", "enabled") == "true"
@@ -113,11 +119,33 @@ def test_delegation_points_at_the_app_with_a_generated_key() -> None:
     assert url_passed, "main.bicep must pass delegationUrl to the APIM wiring"
     assert url_passed.group(1).startswith("https://")
     assert url_passed.group(1).endswith("/api/delegation")
-    # Generated per deployment, never read from a file.
-    generated = [p for p in params(main).values() if p.secure and p.default is not None
-                 and "newGuid()" in text(p.default)]  # fmt: skip
-    assert generated, "main.bicep must generate the delegation key (a @secure() newGuid()-based default)"
-    assert re.search(rf"delegationValidationKey:\s*{generated[0].name}\b", source)
+    # Not generated per deployment: no newGuid() anywhere (a default would rotate the key, voiding
+    # every session and form the app signed with it), no default at all (a missing key must fail).
+    for path in bicep_files():
+        assert "newGuid(" not in path.read_text(encoding="utf-8"), f"{path.name}: newGuid() is new per deployment"
+    key = params(main)["delegationValidationKey"]
+    assert key.secure, "delegationValidationKey must be @secure()"
+    assert key.default is None, "delegationValidationKey: no default (a missing key must fail the deployment)"
+    decorators = source.split("param delegationValidationKey", 1)[0].rsplit("\n\n", 1)[-1]
+    min_length = re.search(r"^@minLength\((\d+)\)$", decorators, re.MULTILINE)
+    assert min_length, "delegationValidationKey needs a @minLength"
+    assert int(min_length.group(1)) >= 44, "delegationValidationKey: @minLength(44) or more (256 bits)"
+    # APIM and Key Vault (so the app) get the same key.
+    assert len(re.findall(r"delegationValidationKey:\s*delegationValidationKey\b", source)) == 2
+    # Its value comes from the azd environment, which the preprovision hook fills once and keeps.
+    document = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    env_value = document["parameters"]["delegationValidationKey"]["value"]
+    assert env_value == "${APIM_DELEGATION_VALIDATION_KEY}"
+    manifest = (ROOT / "azure.yaml").read_text(encoding="utf-8")
+    assert re.search(r"^  preprovision:\n    posix:\n      shell: sh\n      run: infra/hooks/preprovision.sh\n"
+                     r"      interactive: false\n      continueOnError: false$", manifest, re.MULTILINE)  # fmt: skip
+    hook = (INFRA / "hooks" / "preprovision.sh").read_text(encoding="utf-8")
+    assert 'sh "$here/delegation-key.sh"' in hook
+    script = (INFRA / "hooks" / "delegation-key.sh").read_text(encoding="utf-8")
+    assert "name=APIM_DELEGATION_VALIDATION_KEY\n" in script
+    secret = re.search(r"delegationKey:\s*'([^']+)'", source)
+    assert secret, "main.bicep: no secretNames.delegationKey"
+    assert f"secret={secret.group(1)}\n" in script, "delegation-key.sh must read the secret keyvault.bicep writes"
 
 
 def test_key_vault_stores_the_delegation_key() -> None:
