@@ -17,6 +17,9 @@ PORTAL_CONFIG_METADATA_KEY = "monetization_catalog"
 SUB_META_APIM_USER = "apim_user_id"
 SUB_META_PRODUCT = "apim_product_id"
 SUB_META_NAME = "apim_subscription_name"
+# Set by the app when the consumer cancels (unix time, Stripe's present): access ended then, while the
+# Stripe subscription lives on until its final invoice is made (billing.usage.final_invoice).
+SUB_META_ACCESS_ENDED = "apim_access_ended_at"
 # On the Stripe customer: the APIM user it belongs to (one customer per APIM user).
 CUSTOMER_META_APIM_USER = "apim_user_id"
 # Meter event payload keys (Stripe's defaults for a meter).

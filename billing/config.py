@@ -65,8 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
             required=False, default="full", local="full"),
     Setting("USAGE_PUSH_SCHEDULE", "NCRONTAB schedule of the usage push.", required=False,
             default="0 0 2 * * *", local="0 0 2 * * *"),
-    Setting("USAGE_REPORT_LAG_MINUTES", "Minutes before now that the push leaves for report lag.",
-            required=False, default="30", local="30"),
+    Setting("USAGE_REPORT_LAG_MINUTES", "Minutes APIM's usage data may arrive late (decimal minutes, e.g. 30 or "
+            "0.05): the daily push reads up to now minus this, and a period's closing report and a cancellation's "
+            "final invoice wait this long before they read it. Stripe's invoice finalization grace period must "
+            "leave room for it (docs/deploy.md).", required=False, default="30", local="30"),
     Setting("USAGE_SOURCE", "Where usage is read: 'logs' (Log Analytics, ApiManagementGatewayLogs; every tier) or "
             "'reports' (APIM's Reports API: classic tiers only, retired on 15 March 2027).", required=False,
             default="logs", local="logs"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from demo.report import render_terminal, write_html
 from demo.scenario import FULL_PLAN, SMALL_PLAN, DemoError, run_demo
 from devstack.stack import LocalStack, StackOptions
+from emulators.apim.state import DEFAULT_TIER, TIERS
 
 OUTPUT = Path(__file__).resolve().parent.parent / "demo-output" / "report.html"
 
@@ -17,10 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="fewer calls (what the test runs)")
     parser.add_argument("--output", type=Path, default=OUTPUT, help=f"HTML report (default {OUTPUT})")
+    parser.add_argument("--apim-tier", choices=TIERS, default=DEFAULT_TIER,
+                        help=f"the emulated API Management tier (default {DEFAULT_TIER}; the v2 tiers have no "
+                             "Reports API: usage comes from the gateway logs on every tier)")  # fmt: skip
     args = parser.parse_args(argv)
     print("Starting the local stack: Azurite, the Stripe emulator, the APIM emulator, the Functions app...")
     try:
-        with LocalStack(StackOptions(run_queue_workers=False)) as stack:
+        with LocalStack(StackOptions(run_queue_workers=False, apim_tier=args.apim_tier)) as stack:
             print(
                 f"  Functions app at {stack.app_url}, developer portal at {stack.apim.portal_url if stack.apim else ''}"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -9,11 +10,23 @@ from collections.abc import Callable
 LOOPBACK = "127.0.0.1"
 
 
+# Ports chosen here, to be bound later by another server, come from below the kernel's ephemeral range
+# (Linux: 32768-60999): a server started meanwhile on port 0 (the emulators' own listeners) gets an
+# ephemeral port, so it can never take one chosen here before its owner binds it.
+_CHOSEN_RANGE = (20_000, 32_000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randrange(*_CHOSEN_RANGE)  # noqa: S311 - spreading choices, not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue  # taken: try another
+            return port
+    raise OSError(f"no free port on {LOOPBACK} in {_CHOSEN_RANGE[0]}-{_CHOSEN_RANGE[1]} after 200 tries")
 
 
 def wait_for_port(

@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from devstack.consumer import DEFAULT_PASSWORD, Consumer, browser_session
 from devstack.ports import free_port, wait_for_port
 from devstack.process import ManagedProcess
 from emulators.apim.server import ApimEmulator
+from emulators.apim.state import DEFAULT_TIER
 from emulators.mailbox import Mailbox
 from emulators.stripe.server import StripeEmulator
 
@@ -50,7 +52,14 @@ class StackOptions:
     apim_port: int = 0
     gateway_port: int = 0
     portal_port: int = 0
-    report_lag_seconds: float = 0
+    # APIM's reports show a call this long after it was made; the app's USAGE_REPORT_LAG_MINUTES is set to
+    # the same (in decimal minutes), so its pushes, closing reports and final invoices wait as long. Not 0
+    # by default: usage arrives late in Azure too, and the app must be seen to wait for it.
+    report_lag_seconds: float = 3
+    apim_tier: str = DEFAULT_TIER  # the APIM pricing tier; BasicV2 / StandardV2 have no Reports API
+    # Seconds before a gateway log row is queryable in the emulated Log Analytics workspace (the app's
+    # default usage source). Below the app's lag, as the documented latency is below the default 30 min.
+    log_ingestion_delay_seconds: float = 2
     stripe_faults: Any = None
     apim_faults: Any = None
     # False: nobody polls the queues in the background; `settle()` runs the queued work itself,
@@ -63,6 +72,13 @@ class StackOptions:
     # False: Stripe has no webhook endpoint for the app, so access is never granted by webhooks.
     stripe_webhooks: bool = True
     webhook_secret: str = ""  # empty: a random one
+
+
+def _lag_minutes(seconds: float) -> str:
+    """The app's USAGE_REPORT_LAG_MINUTES for the emulator's report lag: decimal minutes, rounded down to
+    a millionth so that the app's rounding up to whole seconds gives the lag back (3 s -> "0.05")."""
+    minutes = (Decimal(str(seconds)) / 60).quantize(Decimal("0.000001"), rounding=ROUND_FLOOR)
+    return format(minutes.normalize(), "f")
 
 
 class StackNotSettled(TimeoutError):
@@ -114,6 +130,8 @@ class LocalStack:
             delegation_key_b64=delegation_key,
             report_lag_seconds=opts.report_lag_seconds,
             faults=opts.apim_faults,
+            tier=opts.apim_tier,
+            log_ingestion_delay_seconds=opts.log_ingestion_delay_seconds,
         ).start()  # fmt: skip
         webhook_secret = opts.webhook_secret or "whsec_" + secrets.token_hex(24)
         stripe_kwargs: dict[str, Any] = {"port": opts.stripe_port, "api_key": "sk_test_" + secrets.token_hex(12)}
@@ -138,11 +156,11 @@ class LocalStack:
             "STRIPE_EVENT_DESTINATION_SECRET": event_destination_secret,
             # Locally the emulator's summaries count an event at once: confirm right after each closing report.
             "USAGE_CONFIRM_DELAY_SECONDS": "0",
-            **self.apim.app_settings(),
+            **self.apim.app_settings(),  # with LOG_ANALYTICS_ENDPOINT and LOG_ANALYTICS_WORKSPACE_ID
             "APIM_DELEGATION_VALIDATION_KEY": delegation_key,
             "APP_BASE_URL": self.app_url,
             "DELEGATION_MODE": "full",
-            "USAGE_REPORT_LAG_MINUTES": str(int(opts.report_lag_seconds // 60)),
+            "USAGE_REPORT_LAG_MINUTES": _lag_minutes(opts.report_lag_seconds),
         }
         self._apply_env(self.env)
         self._ensure_storage()
@@ -170,6 +188,10 @@ class LocalStack:
             for queue_name in (name, f"{name}-poison"):
                 if queue_name not in existing:
                     queues.create_queue(queue_name)
+                else:
+                    # Left by an earlier stack on a shared Azurite (a delayed message, a failed test): its
+                    # work names objects of emulators that are gone, and would run here.
+                    queues.get_queue_client(queue_name).clear_messages()
 
     def _create_provider_api(self) -> None:
         """The API the provider sells, as it exists in their APIM before the catalog links products to it."""
@@ -259,6 +281,25 @@ class LocalStack:
                                       "(webhooks or queued work still pending)")  # fmt: skip
             if handled == 0:
                 time.sleep(0.05)  # waiting on a delivery or a worker elsewhere, not on our own work
+
+    def settle_delayed(self, timeout: float = 60) -> None:
+        """`settle()`, then wait for messages queued with a visibility delay (a closing report or a final
+        invoice waiting for the report lag) to come due and run, until no message is left at all.
+
+        `settle()` cannot see those: a hidden message is not received. The queues' approximate message
+        count includes hidden messages, so this polls it (and settles again) until it is 0.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.settle(max(1.0, deadline - time.monotonic()))
+            if self._queued_messages() == 0:
+                return
+            if time.monotonic() > deadline:
+                raise StackNotSettled(f"queued work still waiting after {timeout:.0f} s")
+            time.sleep(0.1)  # a hidden message comes due by the clock, not by anything to wait on
+
+    def _queued_messages(self) -> int:
+        return sum(queue(name).get_queue_properties().approximate_message_count or 0 for name in ALL_QUEUES)
 
     def _queues_empty(self) -> bool:
         if self.queue_poller is not None and not self.options.run_queue_workers:

@@ -37,6 +37,9 @@ class StripeState:
     latest_invoice_status: str | None = None  # draft, open, paid, uncollectible, void
     latest_invoice_attempted: bool = False  # a payment attempt was made (and, if still open, failed)
     ended_at: int = 0  # unix seconds; 0 while the subscription lives
+    # The consumer cancelled in the portal (SUB_META_ACCESS_ENDED): the key stays off while Stripe
+    # keeps the subscription until its final invoice is made.
+    access_ended: bool = False
 
 
 class UnknownStripeStatus(ValueError):
@@ -45,7 +48,7 @@ class UnknownStripeStatus(ValueError):
 
 def decide(state: StripeState) -> ApimState:
     """The APIM state that the subscription's current Stripe state calls for."""
-    if state.status in _ENDED or state.ended_at:
+    if state.status in _ENDED or state.ended_at or state.access_ended:
         return ApimState.CANCELLED
     if state.status == "incomplete":
         # The first invoice is not paid yet: the subscription exists but gives no access.

@@ -42,4 +42,6 @@ def threshold_to_set(snapshot: SubscriptionSnapshot, product_id: str, limits: Ma
     limit = limits.get(product_id)
     if limit is None or snapshot.state.status not in _ACCRUING or snapshot.state.ended_at:
         return None
+    if snapshot.state.access_ended:
+        return None  # cancelled: no more usage, and its final invoice is on its way
     return None if snapshot.billing_threshold == limit else limit

@@ -35,6 +35,11 @@ class StripeSubscriptions(Protocol):
         """End a subscription that must not start now, crediting what it charged for unused time."""
         ...
 
+    def ending(self, customer_id: str, except_subscription: str) -> list[str]:
+        """Ids of the customer's other subscriptions whose access ended and whose final invoice is still to
+        come (cancelled in the portal, Stripe not yet told: `billing.usage.final_invoice`)."""
+        ...
+
 
 class ApimSubscriptions(Protocol):
     def get(self, sid: str, timeout: float) -> ApimView | None: ...
@@ -66,7 +71,11 @@ class LinkStore(Protocol):
 
 class UsageReports(Protocol):
     def request_closing(self, subscription_id: str, period_start: int, period_end: int) -> None:
-        """Durably ask the usage area for the closing report of a finished period."""
+        """Durably ask the usage area for the closing report of a finished period, once APIM's data is in."""
+        ...
+
+    def closing_takes_seconds(self) -> int:
+        """How long after the request the closing report and its confirmation are done, at the latest."""
         ...
 
 

@@ -27,11 +27,18 @@ class SyncSubscription:
 
 @dataclass(frozen=True)
 class ReportClosingUsage:
-    """Report the finished period's usage before Stripe finalises the invoice (usage area)."""
+    """Report the finished period's usage before Stripe finalises the invoice (usage area).
+
+    The invoice's id, creation time and `automatically_finalizes_at` (Stripe's time) say how long
+    its draft window is (`billing.access.draft_window`); None where the invoice does not say.
+    """
 
     subscription_id: str
     period_start: int
     period_end: int
+    invoice_id: str = ""
+    invoice_created: int | None = None
+    finalizes_at: int | None = None
 
 
 Action = SyncSubscription | ReportClosingUsage
@@ -48,7 +55,8 @@ class EventPlan:
     def to_json(self) -> bytes:
         actions = [{"kind": "sync", "subscription_id": a.subscription_id} if isinstance(a, SyncSubscription)
                    else {"kind": "closing", "subscription_id": a.subscription_id,
-                         "period_start": a.period_start, "period_end": a.period_end}
+                         "period_start": a.period_start, "period_end": a.period_end, "invoice_id": a.invoice_id,
+                         "invoice_created": a.invoice_created, "finalizes_at": a.finalizes_at}
                    for a in self.actions]  # fmt: skip
         payload = {"event_id": self.event_id, "event_type": self.event_type, "created": self.created,
                    "actions": actions}  # fmt: skip
@@ -64,7 +72,9 @@ class EventPlan:
                     actions.append(SyncSubscription(str(a["subscription_id"])))
                 elif a["kind"] == "closing":
                     actions.append(ReportClosingUsage(str(a["subscription_id"]), int(a["period_start"]),
-                                                      int(a["period_end"])))  # fmt: skip
+                                                      int(a["period_end"]), str(a.get("invoice_id") or ""),
+                                                      _optional_int(a.get("invoice_created")),
+                                                      _optional_int(a.get("finalizes_at"))))  # fmt: skip
                 else:
                     raise MalformedEvent(f"unknown action kind {a['kind']!r}")
             return cls(str(data["event_id"]), str(data["event_type"]), int(data["created"]), tuple(actions))
@@ -135,8 +145,14 @@ def plan_event(raw: Mapping[str, Any]) -> EventPlan:
             return plan(note=f"invoice.created ({reason}) closes no usage period")
         if not isinstance(start, int) or not isinstance(end, int) or end <= start:
             return plan(note=f"invoice.created ({reason}) with an empty period")
-        return plan(ReportClosingUsage(sub_id, start, end))
+        return plan(ReportClosingUsage(sub_id, start, end, _ref(obj.get("id")), _optional_int(obj.get("created")),
+                                       _optional_int(obj.get("automatically_finalizes_at"))))  # fmt: skip
     return plan(note=f"event type {event_type} is not handled")
+
+
+def _optional_int(value: Any) -> int | None:
+    """A unix time, or None for null (and for anything that is not a whole number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _ref(value: Any) -> str:

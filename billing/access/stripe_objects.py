@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billing.access.decisions import StripeState
+from billing.catalog_names import SUB_META_ACCESS_ENDED
 
 
 class MalformedObject(ValueError):
@@ -69,6 +70,7 @@ def subscription_snapshot(
         latest_invoice_status=str(invoice.get("status")) if invoice and invoice.get("status") else None,
         latest_invoice_attempted=bool(invoice.get("attempted")) if invoice else False,
         ended_at=ended_at,
+        access_ended=bool(metadata.get(SUB_META_ACCESS_ENDED)),
     )
     return SubscriptionSnapshot(
         id=sub_id,

@@ -132,6 +132,11 @@ def _refusal(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessT
     owed = ports.stripe.owed(snapshot.customer_id, snapshot.id)
     if owed > 0:
         return f"customer {snapshot.customer_id} owes {owed} (minor units) on other invoices"
+    ending = ports.stripe.ending(snapshot.customer_id, snapshot.id)
+    if ending:
+        # A cancelled subscription whose final invoice is still to come is not owed yet, but may be:
+        # no new key before it is made (and paid), as the portal refuses a new Checkout meanwhile.
+        return f"customer {snapshot.customer_id} has a final invoice to come for {', '.join(ending)}"
     return None
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import stripe
 
 from billing.access.deadline import Deadline, DeadlineExceeded
+from billing.access.draft_window import draft_window_problem
 from billing.access.ports import AccessPorts, DependencyTimeout, WorkQueue
 from billing.access.routing import EventPlan, MalformedEvent, ReportClosingUsage, SyncSubscription, plan_event
 from billing.access.sync import sync_subscription
@@ -201,6 +202,12 @@ def apply_plan(plan: EventPlan, ports: AccessPorts, deadline: Deadline) -> str:
             ports.usage.request_closing(action.subscription_id, action.period_start, action.period_end)
             outcomes.append(f"closing usage requested for {action.subscription_id} "
                             f"[{action.period_start}, {action.period_end})")  # fmt: skip
+            problem = draft_window_problem(
+                invoice_id=action.invoice_id, subscription_id=action.subscription_id, created=action.invoice_created,
+                finalizes_at=action.finalizes_at, needs_seconds=ports.usage.closing_takes_seconds())  # fmt: skip
+            if problem is not None:
+                log.error("draft window too short: %s", problem)
+                outcomes.append("draft window too short (logged)")
     return "; ".join(outcomes)
 
 

@@ -55,7 +55,7 @@ def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
             stripe=StripeSubscriptionsAdapter(stripe_client(source)),
             apim=ApimSubscriptionsAdapter(apim_service(source)),
             links=SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE, source)),
-            usage=ClosingUsageQueue(ensure_queue(queue(USAGE_BATCH_QUEUE, source))),
+            usage=ClosingUsageQueue(ensure_queue(queue(USAGE_BATCH_QUEUE, source)), source),
             spending_limits=spending_limits(models),
             quota_resets=quota_resets(models),
         )

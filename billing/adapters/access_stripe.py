@@ -8,7 +8,7 @@ from typing import Any
 import stripe
 
 from billing.access.stripe_objects import invoice_subscription_id
-from billing.catalog_names import SUB_META_PRODUCT
+from billing.catalog_names import SUB_META_ACCESS_ENDED, SUB_META_PRODUCT
 
 PAGE_SIZE = 100  # Stripe's maximum page size
 
@@ -51,6 +51,13 @@ class StripeSubscriptionsAdapter:
                 if invoice_subscription_id(data) != except_subscription:
                     total += int(data.get("amount_remaining") or 0)
         return total
+
+    def ending(self, customer_id: str, except_subscription: str) -> list[str]:
+        found = self._client.v1.subscriptions.list(params={"customer": customer_id, "limit": PAGE_SIZE})
+        # The default list leaves out canceled subscriptions: those have their final invoice already.
+        return [sub.id for sub in found.auto_paging_iter() if sub.id != except_subscription
+                and (sub.to_dict().get("metadata") or {}).get(SUB_META_ACCESS_ENDED)
+                and sub.status != "incomplete_expired"]  # fmt: skip
 
     def cancel_refused(self, subscription_id: str) -> None:
         # prorate: the unused part of what its first invoice charged goes back to the customer's

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,9 +18,7 @@ from azure.mgmt.apimanagement.models import (
 )
 
 from billing.adapters.apim_client import ApimService
-from billing.adapters.usage_reports import report_filter
 from billing.portal.ports import ApimSubscription
-from billing.usage.windows import ReportWindow
 
 ADMINISTRATOR_USER_ID = "1"
 # Outcome class of the model -> the report field that counts it (blocked calls are never billed).
@@ -165,15 +162,3 @@ class PortalApim:
     def set_subscription_state(self, sid: str, state: str, comment: str) -> None:
         params = SubscriptionUpdateParameters(state=state, state_comment=comment)
         self._c.subscription.update(*self._at(), sid, "*", params)
-
-    def billable_calls(self, sid: str, start: datetime, end: datetime, outcomes: Sequence[str]) -> int:
-        # The usage push's filter (`ge` and `le`: APIM refuses `lt`), in whole seconds: the end
-        # rounded up so that calls in its last second count.
-        window = ReportWindow(int(start.timestamp()), math.ceil(end.timestamp()))
-        flt = report_filter(window, subscription_id=sid)
-        total = 0
-        for record in self._c.reports.list_by_subscription(*self._at(), filter=flt):
-            if _last_segment(record.subscription_id, "subscriptions") not in (sid, None):
-                continue
-            total += sum(int(getattr(record, _OUTCOME_FIELDS[o], 0) or 0) for o in outcomes if o in _OUTCOME_FIELDS)
-        return total

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import stripe
 
 from billing import catalog_names
+from billing.adapters.stripe_cancel import cancel_with_final_invoice
 from billing.portal.ports import BillingPeriod, CheckoutInfo, CheckoutRequest, CustomersPort, Debt
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def _search_string(value: str) -> str:
 
 class PortalStripe:
     def __init__(self, client: stripe.StripeClient, customers: CustomersPort) -> None:
+        self._client = client
         self._c = client.v1
         self._customers = customers
         self._portal_config: str | None = None
@@ -131,13 +133,32 @@ class PortalStripe:
         return CheckoutInfo(session.id, str(session.status), sub_id)
 
     def cancel_subscription(self, subscription_id: str) -> None:
+        cancel_with_final_invoice(self._client, subscription_id)
+
+    def end_access(self, subscription_id: str, at: int) -> bool:
+        # `cancel_at_period_end`: "Indicate whether this subscription should cancel at the end of the
+        # current period" -- no renewal can charge a consumer who cancelled; the final invoice job
+        # (billing.usage.final_invoice) cancels it sooner. The metadata tells every later sync that
+        # access ended, and when.
+        params: stripe.params.SubscriptionUpdateParams = {
+            "cancel_at_period_end": True, "metadata": {catalog_names.SUB_META_ACCESS_ENDED: str(at)}}
         try:
-            self._c.subscriptions.cancel(subscription_id, params={"invoice_now": True, "prorate": False})
+            self._c.subscriptions.update(subscription_id, params=params)
         except stripe.InvalidRequestError as exc:
-            # Cancelling twice is a no-op for the consumer: Stripe answers 400 for a canceled subscription.
             current = self._c.subscriptions.retrieve(subscription_id)
-            if current.status != "canceled":
-                raise exc from None
+            if current.status in ("canceled", "incomplete_expired"):
+                return False  # ended already (Stripe answers 400 to changes of an ended subscription)
+            raise exc from None
+        return True
+
+    def pending_final_invoices(self, uid: str) -> Sequence[str]:
+        customer = self.find_customer(uid)
+        if customer is None:
+            return []
+        # The default list leaves out canceled subscriptions, which have their final invoice already.
+        found = self._c.subscriptions.list(params={"customer": customer, "limit": 100})
+        return [sub.id for sub in found.auto_paging_iter() if sub.status != "incomplete_expired"
+                and (sub.to_dict().get("metadata") or {}).get(catalog_names.SUB_META_ACCESS_ENDED)]  # fmt: skip
 
     def subscription_period(self, subscription_id: str) -> BillingPeriod | None:
         try:

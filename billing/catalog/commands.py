@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from billing import config
 from billing.catalog.migrate import PriceMove
@@ -78,25 +79,50 @@ def _sync(args: argparse.Namespace) -> CatalogSync:
     apim: ApimCatalogPort | None = None
     if Service.APIM in services:
         apim = ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
-    return CatalogSync(models, stripe, apim, report_usage=_report_usage_before_move)
+    return CatalogSync(models, stripe, apim)
 
 
-def _report_usage_before_move(move: PriceMove) -> None:
-    """The usage area's closing report up to the move, so that every call so far bills at the old price."""
+def _report_usage_up_to(moved_at: int) -> Callable[[PriceMove], None]:
+    """The usage area's closing report up to `moved_at`, so that every call before it bills at the old price."""
+
+    def report(move: PriceMove) -> None:
+        import time  # noqa: PLC0415
+
+        from billing.usage.closing import report_closing_usage  # noqa: PLC0415 - loads the SDKs
+
+        now = move.stripe_now or int(time.time())
+        try:
+            summary = report_closing_usage(move.subscription_id, move.period_start, move.period_end, now=now,
+                                           until=moved_at)  # fmt: skip
+        except LookupError:
+            # The app never recorded this subscription (made outside the portal): it reported no usage.
+            print(f"  note: {move.subscription_id} has no subscription link; no usage reported before the move")
+            return
+        if summary.failed:
+            raise CatalogServiceError(f"usage of {move.subscription_id} not reported before the move: "
+                                      f"{'; '.join(summary.failures)}")  # fmt: skip
+
+    return report
+
+
+def _wait_for_usage_data() -> int:
+    """Fix the move at now and wait the report lag, so that APIM's data has every call made before it.
+
+    Nothing has changed yet while it waits: interrupted, the command can simply be run again. The
+    move's instant is the end of the current second (the usage windows are in whole seconds).
+    """
+    import math  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from billing.usage.closing import report_closing_usage  # noqa: PLC0415 - loads the SDKs
+    from billing.usage.wiring import lag_seconds  # noqa: PLC0415
 
-    now = move.stripe_now or int(time.time())
-    try:
-        summary = report_closing_usage(move.subscription_id, move.period_start, move.period_end, now=now)
-    except LookupError:
-        # The app never recorded this subscription (made outside the portal): it reported no usage.
-        print(f"  note: {move.subscription_id} has no subscription link; no usage reported before the move")
-        return
-    if summary.failed:
-        raise CatalogServiceError(f"usage of {move.subscription_id} not reported before the move: "
-                                  f"{'; '.join(summary.failures)}")  # fmt: skip
+    moved_at = math.ceil(time.time())
+    lag = lag_seconds()
+    if lag:
+        print(f"Calls made until now bill at the old prices. Waiting {lag} s (USAGE_REPORT_LAG_MINUTES) for API "
+              "Management's usage data to catch up; nothing has changed yet if you stop here.", flush=True)  # fmt: skip
+        time.sleep(max(0.0, moved_at + lag - time.time()))
+    return moved_at
 
 
 def _usage_error(message: str) -> None:
@@ -155,6 +181,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             print(f"Plan: {len(moves)} subscription item(s) to move (usage so far billed at the old price, flat fees "
                   "prorated). Run with --apply to move them.")
             return EXIT_OK
+        sync.report_usage = _report_usage_up_to(_wait_for_usage_data())
         for move in moves:
             sync.move(move)
             print(f"  done {move.line()}", flush=True)

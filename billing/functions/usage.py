@@ -16,6 +16,7 @@ from billing import config
 from billing.access.webhook import Answer, verify
 from billing.adapters.access_runtime import processed_events
 from billing.adapters.storage import queue
+from billing.adapters.stripe_cancel import StripeSubscriptionEnder
 from billing.adapters.stripe_client import stripe_client
 from billing.functions.http import error_response, json_response
 from billing.store.processed_events import ClaimKind
@@ -51,7 +52,8 @@ def usage_push_batch(msg: func.QueueMessage) -> None:
     try:
         parse_message(msg.get_body())  # a malformed message is named as such, before any setting is read
         summary = handle_message(usage_push(), msg.get_body(), _send, started=started, send_later=_send_later,
-                                 confirm_delay=confirm_delay_seconds())  # fmt: skip
+                                 confirm_delay=confirm_delay_seconds(),
+                                 ender=StripeSubscriptionEnder(stripe_client()))  # fmt: skip
     except BadMessage as exc:
         # Never succeeds: say why, then let the host retry it into the poison queue.
         log.error("usage push: message %s is not a usage batch: %s", msg.id, exc)

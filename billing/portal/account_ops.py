@@ -19,9 +19,9 @@ from billing.portal.accounts import (
     check_password,
     update_account,
 )
-from billing.portal.ports import HOLDING_STATES, AccountsPort, ApimPort, PaymentsPort
+from billing.portal.ports import HOLDING_STATES, AccountsPort, ApimPort, FinalInvoicesPort, PaymentsPort
 from billing.portal.records import Account, DeviceToken
-from billing.portal.unsubscribe import ClosingReporter, unsubscribe
+from billing.portal.unsubscribe import unsubscribe
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,16 @@ def change_profile(email: str, uid: str, password: str, first_name: str, last_na
 
 
 def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: DeviceToken | None,
-                  payments: PaymentsPort, now: datetime, reporter: ClosingReporter | None) -> list[str]:  # fmt: skip
+                  payments: PaymentsPort, now: datetime, final_invoices: FinalInvoicesPort) -> list[str]:  # fmt: skip
     """Close the account; the names of the subscriptions it cancelled. Safe to repeat after a failure.
 
     1. password check, then mark the row closing (sign-in refuses it from now on);
-    2. cancel each live APIM subscription as Unsubscribe does (usage so far reported, Stripe
-       cancelled with a final invoice, APIM cancelled);
+    2. cancel each live APIM subscription as Unsubscribe does (key off at once; Stripe told to end
+       it by its period end at the latest; its final invoice job queued for after the report lag);
     3. expire open Checkout Sessions, delete the APIM user (with its cancelled subscriptions), then
-       cancel any Stripe subscription still live (a checkout completed before the webhook granted
-       it), so nothing keeps billing a closed account;
+       cancel any other Stripe subscription still live (a checkout completed before the webhook
+       granted it: it never had a key) at once, so nothing keeps billing a closed account; those of
+       step 2 (and of earlier cancels) are left to their final invoice jobs, and cannot renew;
     4. remove the account row (the password check above already cleared its login-attempt window).
     """
     accounts, apim = ports.accounts, ports.apim
@@ -99,10 +100,13 @@ def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, c
     cancelled = []
     for sub in apim.user_subscriptions(uid):
         if sub.state in HOLDING_STATES:
-            cancelled.append(unsubscribe(sub.sid, apim, payments, now, reporter))
+            cancelled.append(unsubscribe(sub.sid, apim, payments, now, final_invoices))
     payments.expire_open_checkouts(uid)
     apim.delete_user(uid)
+    ending = set(payments.pending_final_invoices(uid))
     for sid in payments.live_subscriptions(uid):
+        if sid in ending:
+            continue  # its final invoice job cancels it once the usage up to the cancel is reported
         log.info("closing account: cancelling Stripe subscription %s that APIM did not hold", sid)
         payments.cancel_subscription(sid)
     accounts.delete(email)

@@ -21,7 +21,6 @@ from billing.portal.link_binding import Bound
 from billing.portal.passwords import MIN_LENGTH
 from billing.portal.ports import HOLDING_STATES
 from billing.portal.tokens import Signer, TokenError
-from billing.portal.unsubscribe import closing_reporter
 from billing.portal.web import Session, WebRequest, WebResponse, problem, render, too_many
 
 log = logging.getLogger(__name__)
@@ -158,7 +157,7 @@ def close_account_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
         cancelled = close_account(email, uid, req.form.get("password", ""), ports=deps.account_ports,
                                   client=req.client, device=deps.devices.read(req, now),
                                   payments=deps.payments, now=datetime.fromtimestamp(now, UTC),
-                                  reporter=closing_reporter())  # fmt: skip
+                                  final_invoices=deps.final_invoices)  # fmt: skip
     except AccountError as exc:
         return too_many(_form(deps, now, session, "CloseAccount", uid=uid, email=email, status=exc.status,
                               error=exc.message), exc.retry_after)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,9 @@ from billing.portal.offers import money, quote_lines
 from billing.portal.ports import HOLDING_STATES, ApimPort, PaymentsPort
 from billing.portal.unsubscribe import is_paid_subscription
 from billing.pricing import quote
+from billing.usage.plan import UsageCounts
+from billing.usage.ports import UsageReports
+from billing.usage.windows import ReportWindow
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,9 @@ def free_period(start: datetime, now: datetime) -> tuple[datetime, datetime]:
     return begin, begin + length
 
 
-def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: PaymentsPort, now: datetime,
-             return_url: str) -> BillingOverview:  # fmt: skip
+def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: PaymentsPort, usage: UsageReports,
+             now: datetime, return_url: str) -> BillingOverview:  # fmt: skip
+    """`usage`: the usage push's source (gateway logs or the Reports API), so the page counts as billing does."""
     customer = payments.find_customer(uid)
     portal_url = payments.billing_portal_url(customer, return_url) if customer else None
     rows: list[SubscriptionUsage] = []
@@ -56,7 +61,9 @@ def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: 
             start, end = datetime.fromtimestamp(period.start, UTC), datetime.fromtimestamp(period.end, UTC)
         else:
             start, end = free_period(sub.start or sub.created or now, now)
-        calls = apim.billable_calls(sub.sid, start, now, [o.value for o in product.billable_outcomes])
+        # Whole seconds, the end rounded up so that calls in its last second count.
+        window = ReportWindow(int(start.timestamp()), max(int(start.timestamp()) + 1, math.ceil(now.timestamp())))
+        calls = usage.read(window, subscription_id=sub.sid).get(sub.sid, UsageCounts()).billable(product)
         q = quote(product, calls)
         rows.append(SubscriptionUsage(
             sub.sid, sub.display_name, product.display_name, sub.state, start, end, calls,

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from billing import config
+from billing.adapters.access_storage import ensure_queue
 from billing.adapters.apim_client import apim_service
+from billing.adapters.final_invoice_queue import FinalInvoiceQueue
 from billing.adapters.mail_smtp import smtp_mailer
 from billing.adapters.portal_apim import PortalApim
 from billing.adapters.portal_stripe import PortalStripe
-from billing.adapters.storage import ensure_table
+from billing.adapters.storage import ensure_table, queue
 from billing.adapters.stripe_client import stripe_client
 from billing.model_loader import load_models
 from billing.models import MonetizationModels
@@ -19,7 +21,7 @@ from billing.portal.accounts import AccountPorts, PortalUrls
 from billing.portal.delegation import decode_key
 from billing.portal.devices import DeviceCookies
 from billing.portal.hash_budget import HashBudget
-from billing.portal.ports import AccountsPort, ApimPort, PaymentsPort, SaltsPort
+from billing.portal.ports import AccountsPort, ApimPort, FinalInvoicesPort, PaymentsPort, SaltsPort
 from billing.portal.web import Sessions
 from billing.store.accounts import Accounts, UsedSalts
 from billing.store.customers import CustomerDirectory
@@ -30,13 +32,18 @@ from billing.store.tables import (
     DELEGATION_SALTS_TABLE,
     EMAIL_TOKENS_TABLE,
     THROTTLES_TABLE,
+    USAGE_BATCH_QUEUE,
 )
 from billing.store.throttles import Throttles
+from billing.usage.ports import UsageReports
+from billing.usage.wiring import usage_source
 
 _SETTINGS = ("APIM_DELEGATION_VALIDATION_KEY", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL", "DELEGATION_MODE",
              "AzureWebJobsStorage", "STRIPE_API_KEY", "STRIPE_API_BASE", "APIM_MANAGEMENT_ENDPOINT",
              "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "SMTP_HOST", "SMTP_PORT",
-             "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS", "MAIL_SENDER")  # fmt: skip
+             "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS", "MAIL_SENDER", "USAGE_SOURCE", "LOG_ANALYTICS_ENDPOINT",
+             "LOG_ANALYTICS_WORKSPACE_ID", "AZURE_CLIENT_ID", "USAGE_ARM_REQUESTS_PER_SECOND",
+             "USAGE_STRIPE_REQUESTS_PER_SECOND", "USAGE_BATCH_SIZE")  # fmt: skip
 # One per process: the limit on concurrent password hashing is per instance, whatever the settings.
 HASH_BUDGET = HashBudget()
 
@@ -55,6 +62,8 @@ class PortalDeps:
     apim: ApimPort
     payments: PaymentsPort
     salts: SaltsPort  # delegation salts that already started a session
+    final_invoices: FinalInvoicesPort  # a cancellation's final invoice, after the report lag
+    usage: UsageReports  # the usage push's source, for the billing page
 
 
 class ConfigurationError(RuntimeError):
@@ -74,6 +83,10 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
         raise ConfigurationError(f"the portal needs the settings {', '.join(missing)}")
     try:
         key = decode_key(env["APIM_DELEGATION_VALIDATION_KEY"])
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    try:
+        usage = usage_source(env)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     mode = env["DELEGATION_MODE"]
@@ -111,4 +124,6 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
         apim=apim,
         payments=PortalStripe(stripe_client(), CustomerDirectory(ensure_table(CUSTOMERS_TABLE))),
         salts=UsedSalts(ensure_table(DELEGATION_SALTS_TABLE)),
+        final_invoices=FinalInvoiceQueue(ensure_queue(queue(USAGE_BATCH_QUEUE))),
+        usage=usage,
     )

@@ -25,7 +25,7 @@ from billing.portal.ports import HOLDING_STATES, ApimSubscription
 from billing.portal.signin_pages import account_page
 from billing.portal.subscribe import GoToCheckout, SubscribeError, held_subscription, subscribe
 from billing.portal.tokens import Signer, TokenError
-from billing.portal.unsubscribe import UnsubscribeError, closing_reporter, is_paid_subscription, unsubscribe
+from billing.portal.unsubscribe import UnsubscribeError, is_paid_subscription, unsubscribe
 from billing.portal.web import WebRequest, WebResponse, problem, redirect, render
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,15 @@ def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
     email = deps.apim.user_email(uid)
     held = held_subscription(deps.apim, uid, product.id)
     debts = outstanding_debts(deps.payments, uid, email) if product.is_paid and held is None else []
+    # A cancelled subscription whose final invoice is still to come (billing.usage.final_invoice).
+    closing = bool(product.is_paid and held is None and not debts and deps.payments.pending_final_invoices(uid))
     # "n": one nonce per form shown, so submitting the same form twice does one thing once.
     offer = _offer_signer(deps).sign({"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)},
                                      now=now, ttl_seconds=FORM_TTL)  # fmt: skip
-    return render("subscribe.html", status if not debts else 402, cookie=cookie,
+    return render("subscribe.html", status if not (debts or closing) else 402, cookie=cookie,
                   title=f"Subscribe to {product.display_name}", product=product, price=offers.describe(product),
-                  held=held, debts=debts, error=error, name=name, notice=notice, account_email=email or "",
+                  held=held, debts=debts, closing=closing, error=error, name=name, notice=notice,
+                  account_email=email or "",
                   csrf_token=deps.sessions.csrf_token(session, now), offer_token=offer,
                   portal_url=_portal_link(deps))  # fmt: skip
 
@@ -206,12 +209,13 @@ def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
                        "the subscription's Cancel link in the developer portal.",
                        portal_url=_portal_link(deps))  # fmt: skip
     try:
-        name = unsubscribe(sid, deps.apim, deps.payments, datetime.fromtimestamp(now, UTC), closing_reporter())
+        name = unsubscribe(sid, deps.apim, deps.payments, datetime.fromtimestamp(now, UTC), deps.final_invoices)
     except UnsubscribeError as exc:
         return problem(req, exc.status, "subscription", exc.message, portal_url=_portal_link(deps))
     return render("message.html", title="Subscription cancelled", status_role=True, portal_url=_portal_link(deps),
                   paragraphs=[f"The subscription “{name}” is cancelled; its keys no longer work.",
-                              "Any usage so far is billed on a final invoice."],
+                              "Any usage so far is billed on a final invoice once API Management's usage data "
+                              "has your last calls; no new period is charged."],
                   link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
 
 
@@ -241,7 +245,7 @@ def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     if session is None or session.uid is None:
         return problem(req, 401, "signin", "Sign in from the developer portal first, then open this page again.",
                        portal_url=_portal_link(deps), title="Please sign in")  # fmt: skip
-    data = overview(session.uid, models=deps.models, apim=deps.apim, payments=deps.payments,
+    data = overview(session.uid, models=deps.models, apim=deps.apim, payments=deps.payments, usage=deps.usage,
                     now=datetime.fromtimestamp(now, UTC), return_url=f"{deps.app_base_url}/api/portal/billing")
     return render("billing.html", title="Billing", overview=data, portal_url=_portal_link(deps))
 

@@ -67,7 +67,6 @@ class ApimPort(Protocol):
 
     def set_subscription_state(self, sid: str, state: str, comment: str) -> None: ...
 
-    def billable_calls(self, sid: str, start: datetime, end: datetime, outcomes: Sequence[str]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,19 @@ class PaymentsPort(Protocol):
 
     def checkout_info(self, session_id: str) -> CheckoutInfo | None: ...
 
-    def cancel_subscription(self, subscription_id: str) -> None: ...
+    def cancel_subscription(self, subscription_id: str) -> None:
+        """Cancel now with a final invoice of the usage so far (no proration); nothing if it has ended."""
+        ...
+
+    def end_access(self, subscription_id: str, at: int) -> bool:
+        """Mark the subscription as cancelled by the consumer at `at` (Stripe's time) and let it end at its
+        period end at the latest; False if Stripe has ended it already."""
+        ...
+
+    def pending_final_invoices(self, uid: str) -> Sequence[str]:
+        """Ids of the user's subscriptions marked by `end_access` that Stripe has not ended yet: their
+        final invoice is still to come (billing.usage.final_invoice)."""
+        ...
 
     def subscription_period(self, subscription_id: str) -> BillingPeriod | None: ...
 
@@ -128,6 +139,12 @@ class PaymentsPort(Protocol):
     def outstanding_invoices(self, uid: str, email: str | None) -> Sequence[Debt]:
         """Invoices owed by the user's customers (also those with its address): open, uncollectible,
         or drafts about to be charged; any subscription, also ended ones."""
+        ...
+
+
+class FinalInvoicesPort(Protocol):
+    def schedule(self, subscription_id: str, period_start: int, period_end: int, cancel_at: int) -> None:
+        """Durably ask for the final invoice of a cancel at `cancel_at`, made once APIM's usage data is in."""
         ...
 
 

@@ -86,6 +86,11 @@ def subscribe(
     email = apim.user_email(uid)
     if any(debt.amount_remaining > 0 for debt in payments.outstanding_invoices(uid, email)):
         raise SubscribeError("you have unpaid invoices: pay them first, then subscribe again", status=402)
+    if payments.pending_final_invoices(uid):
+        # Not owed yet, but soon (billing.usage.final_invoice): wait for it, as for an unpaid invoice.
+        raise SubscribeError("a subscription you cancelled is still being billed: its final invoice is made once "
+                             "API Management's usage data has your last calls. Subscribe again after it is "
+                             "paid.", status=402)  # fmt: skip
     customer = payments.find_or_create_customer(uid, email)
     keys = [catalog_names.flat_price_lookup_key(product.id)] if product.flat_fee_minor else []
     if product.is_metered:

@@ -1,21 +1,24 @@
-"""Ending a subscription: report the usage so far, cancel Stripe with a final invoice, cancel APIM."""
+"""Ending a subscription: the key stops at once; a paid one's final invoice follows after the report lag.
+
+A paid subscription (one named after its Stripe subscription) cancelled at T, Stripe's present:
+1. Stripe is told that access ended at T and that the subscription ends at its period end at the
+   latest (`PaymentsPort.end_access`): no renewal can charge the consumer, and every sync keeps the
+   key off;
+2. the final invoice job is queued, hidden for the report lag (`FinalInvoicesPort.schedule`): it
+   reports the usage up to T once APIM's data has it, then cancels in Stripe with a final invoice;
+3. APIM cancels the subscription: the gateway refuses the key from now on.
+Why in this order, and what the job does: `billing.usage.final_invoice`. A subscription whose first
+invoice was never paid (APIM `submitted`) never had a working key: Stripe cancels it at once.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Protocol
 
-from billing.portal.ports import HOLDING_STATES, ApimPort, PaymentsPort
-from billing.usage.closing import report_closing_usage
+from billing.portal.ports import HOLDING_STATES, ApimPort, FinalInvoicesPort, PaymentsPort
 
 log = logging.getLogger(__name__)
-
-
-class ClosingReporter(Protocol):
-    """`billing.usage.closing.report_closing_usage`: the period's usage so far, events stamped before `now`."""
-
-    def __call__(self, subscription_id: str, period_start: int, period_end: int, *, now: int) -> object: ...
 
 
 class UnsubscribeError(Exception):
@@ -30,12 +33,8 @@ def is_paid_subscription(sid: str) -> bool:
     return sid.startswith("sub_")
 
 
-def closing_reporter() -> ClosingReporter:
-    return report_closing_usage
-
-
 def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
-                reporter: ClosingReporter | None) -> str:  # fmt: skip
+                final_invoices: FinalInvoicesPort) -> str:  # fmt: skip
     """Cancel `sid`; the product's display name for the confirmation. Idempotent."""
     sub = apim.get_subscription(sid)
     if sub is None:
@@ -43,25 +42,24 @@ def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
     if sub.state not in HOLDING_STATES:
         return sub.display_name  # already ended: nothing to do
     if is_paid_subscription(sid):
-        period = payments.subscription_period(sid)
-        if period is not None:
-            # Stamp the usage in Stripe's present (a test clock's time in test mode): the final invoice
-            # that the cancel makes covers the period up to that moment, and no further.
-            stripe_now = period.clock_now or int(now.timestamp())
-            _report_closing(reporter, sid, (period.start, period.end), stripe_now)
-        payments.cancel_subscription(sid)
+        _end_in_stripe(sid, sub.state, payments, now, final_invoices)
     apim.set_subscription_state(sid, "cancelled", "Cancelled by the consumer")
     return sub.display_name
 
 
-def _report_closing(reporter: ClosingReporter | None, sid: str, period: tuple[int, int], now: int) -> None:
-    # Before the cancel, so the final invoice (invoice_now) includes the calls of the partial period.
-    start, end = period
-    if reporter is None or now <= start:
+def _end_in_stripe(sid: str, state: str, payments: PaymentsPort, now: datetime,
+                   final_invoices: FinalInvoicesPort) -> None:  # fmt: skip
+    period = payments.subscription_period(sid)
+    if period is None:
+        log.warning("cancelling %s: Stripe has no such subscription; only APIM is cancelled", sid)
         return
-    try:
-        reporter(sid, start, end, now=now)
-    except LookupError:
-        # No subscription link (the webhook never recorded it): nothing can be reported, but the
-        # consumer must still be able to cancel. Other failures stop the cancel, to be retried.
-        log.warning("closing usage not reported for %s: no subscription link", sid)
+    if state == "submitted":
+        payments.cancel_subscription(sid)  # never paid, never a working key: no usage to wait for
+        return
+    # Stripe's present (a test clock's time in test mode): the final invoice covers the period up to
+    # it, and the usage is stamped before it.
+    at = period.clock_now or int(now.timestamp())
+    if payments.end_access(sid, at):
+        final_invoices.schedule(sid, period.start, period.end, at)
+    else:
+        log.info("cancelling %s: Stripe had ended it already; only APIM is cancelled", sid)

@@ -56,11 +56,31 @@ class ConfirmRequest:
     period_start: int
     attempt: int = 0  # how many times it came back (runner.retry_delays)
     seen: int | None = None  # the shortfall's count at the previous read (a repair needs two that agree)
+    # A cancel's instant (Stripe's time): its final invoice may end there, so a repair is stamped before it.
+    until: int | None = None
 
 
-def confirm_message(subscription_id: str, period_start: int, attempt: int = 0, seen: int | None = None) -> bytes:
-    payload = {"kind": "confirm", "subscription_id": subscription_id, "period_start": period_start,
-               "attempt": attempt, "seen": seen}  # fmt: skip
+@dataclass(frozen=True)
+class FinalRequest:
+    """A cancellation's final invoice, after the report lag (billing.usage.final_invoice)."""
+
+    subscription_id: str
+    period: Period  # the period the cancel fell in
+    cancel_at: int  # when access ended, in Stripe's time: the usage is stamped before it
+
+
+def final_message(subscription_id: str, period_start: int, period_end: int, cancel_at: int) -> bytes:
+    payload = {"kind": "final", "subscription_id": subscription_id, "period_start": period_start,
+               "period_end": period_end, "cancel_at": cancel_at}  # fmt: skip
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+def confirm_message(subscription_id: str, period_start: int, attempt: int = 0, seen: int | None = None,
+                    until: int | None = None) -> bytes:  # fmt: skip
+    payload: dict[str, Any] = {"kind": "confirm", "subscription_id": subscription_id, "period_start": period_start,
+                               "attempt": attempt, "seen": seen}  # fmt: skip
+    if until is not None:
+        payload["until"] = until
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
@@ -131,17 +151,19 @@ def _item(raw: Any, n: int) -> PushItem:
     return PushItem(raw[0], raw[1], raw[2], period, window_start, counts)
 
 
-def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequest:
-    """A queue message as a batch, a closing or a confirm request; BadMessage says what is wrong."""
+def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequest | FinalRequest:
+    """A queue message as a batch, a closing, a confirm or a final invoice request; BadMessage says what is wrong."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise BadMessage("the message is not JSON") from None
     if not isinstance(payload, dict):
-        raise BadMessage('the message must be a JSON object with "kind": "batch", "closing" or "confirm"')
+        raise BadMessage('the message must be a JSON object with "kind": "batch", "closing", "confirm" or "final"')
     kind = payload.get("kind")
     if kind == "closing":
         return ClosingRequest(_str(payload, "subscription_id"), _period(payload))
+    if kind == "final":
+        return FinalRequest(_str(payload, "subscription_id"), _period(payload), _int(payload, "cancel_at"))
     if kind == "confirm":
         attempt = payload.get("attempt", 0)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
@@ -149,7 +171,10 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequ
         seen = payload.get("seen")
         if seen is not None and (isinstance(seen, bool) or not isinstance(seen, int) or seen < 0):
             raise BadMessage(f"'seen' must be a whole number >= 0 or null, got {seen!r}")
-        return ConfirmRequest(_str(payload, "subscription_id"), _int(payload, "period_start"), attempt, seen)
+        until = payload.get("until")
+        if until is not None:
+            until = _int(payload, "until")
+        return ConfirmRequest(_str(payload, "subscription_id"), _int(payload, "period_start"), attempt, seen, until)
     if kind == "batch":
         items = payload.get("items")
         if not isinstance(items, list):
@@ -160,7 +185,7 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequ
             raise BadMessage("'closing' must be true or false")
         return PushBatch(window_end, _int(payload, "as_of"),
                          tuple(_item(raw, n) for n, raw in enumerate(items)), closing)  # fmt: skip
-    raise BadMessage(f"'kind' must be \"batch\", \"closing\" or \"confirm\", got {kind!r}")
+    raise BadMessage(f"'kind' must be \"batch\", \"closing\", \"confirm\" or \"final\", got {kind!r}")
 
 
 def split(

@@ -80,11 +80,13 @@ def is_old(pending: PendingEvent, now: int) -> bool:
 def make_up(
     meter: MeterSink, counts: MeterCounts, product: Product, *, subscription_id: str, customer_id: str,
     period: Period, expected: int, now: int, seen: int | None = None, agreed: bool = False,
+    until: int | None = None,
 ) -> Confirmation:  # fmt: skip
     """Compare Stripe's count of the period with `expected` and send the shortfall, once.
 
     A shortfall is sent when this read agrees with the one before (`seen`), or when `agreed` (the
-    events are old enough to be counted); otherwise the answer asks for another read.
+    events are old enough to be counted); otherwise the answer asks for another read. `until`: a
+    cancel's instant, before which the repair is stamped (the final invoice may end there).
     """
     event_name = meter_event_name(product.id)
     start, end = summary_window(period.start, period.end)
@@ -100,7 +102,8 @@ def make_up(
                             note=f"short by {expected - counted}; sent if the next read agrees")  # fmt: skip
     event = MeterEvent(
         identifier=repair_identifier(subscription_id, period.start, expected), event_name=event_name,
-        customer_id=customer_id, value=expected - counted, timestamp=event_timestamp(period.start, period.end, now),
+        customer_id=customer_id, value=expected - counted,
+        timestamp=event_timestamp(period.start, period.end, now if until is None else min(now, until - 1)),
         subscription_id=subscription_id,
     )  # fmt: skip
     result = meter.send([event])
@@ -125,7 +128,7 @@ def period_of(push: UsagePush, subscription_id: str, period_start: int) -> Perio
 
 
 def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str, period: Period, *,
-                     now: int, seen: int | None = None) -> Confirmation:  # fmt: skip
+                     now: int, seen: int | None = None, until: int | None = None) -> Confirmation:  # fmt: skip
     """Compare and repair one subscription's period (see the module's docstring). Idempotent.
 
     A pending event is settled first (resent if young, checked by count if old), and the comparison
@@ -150,4 +153,4 @@ def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str,
     expected = billable_overage(product, mark.reported)
     return make_up(push.meter, counts, product, subscription_id=subscription_id,
                    customer_id=link.stripe_customer_id, period=period, expected=expected, now=now,
-                   seen=seen)  # fmt: skip
+                   seen=seen, until=until)  # fmt: skip

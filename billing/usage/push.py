@@ -214,15 +214,19 @@ class UsagePush:
             out[window.start] = dict(totals)
         return out
 
-    def closing_batch(self, subscription_id: str, period: Period, now: int | None = None) -> PushBatch | None:
+    def closing_batch(self, subscription_id: str, period: Period, now: int | None = None,
+                      until: int | None = None) -> PushBatch | None:  # fmt: skip
         """The whole period of one subscription (period end or cancellation); None if not metered.
 
         At cancellation the period has not ended: events then carry `now` - 1 s (Stripe refuses
         timestamps more than 5 minutes ahead), still inside the period. One second before `now`
-        because the cancel that follows at once (within the same second, or at the same frozen
-        test-clock time) closes the final invoice at its own `now`, and meter events are billed
+        because the cancel that follows (at once for a price move; after the report lag for a
+        consumer's cancel, `billing.usage.final_invoice`: possibly at the same frozen test-clock
+        time) closes the final invoice at its own `now`, and meter events are billed
         on the invoice whose period holds their timestamp in [start, end): an event stamped at
         the cancel instant would fall outside the final invoice and be billed nowhere.
+        `until` (a price move) reads calls only before that instant (APIM's time): the later ones are
+        the next price's, reported after the move.
         """
         found = self.links.get(subscription_id)
         if found is None:
@@ -235,7 +239,8 @@ class UsagePush:
         if not product.is_metered:
             return None
         window = closing_window(period)
-        counts = self.reports.read(window, subscription_id, None).get(subscription_id, UsageCounts())
+        read = window if until is None else ReportWindow(window.start, max(window.start + 1, min(until, window.end)))
+        counts = self.reports.read(read, subscription_id, None).get(subscription_id, UsageCounts())
         item = PushItem(subscription_id, link.stripe_customer_id, link.product_id, period, period.start, counts)
         stamp_end = window.end if now is None or now >= period.end else max(period.start, now - 1)
         return PushBatch(stamp_end, stamp_end, (item,), closing=True)

@@ -10,11 +10,13 @@ from billing.usage.batches import (
     BadMessage,
     ClosingRequest,
     ConfirmRequest,
+    FinalRequest,
     batch_message,
     confirm_message,
     parse_message,
 )
 from billing.usage.confirm import confirm_delivery, period_of
+from billing.usage.final_invoice import SubscriptionEnder, run_final_invoice
 from billing.usage.push import PushPlan, PushSummary, UsagePush
 
 log = logging.getLogger("billing.usage")
@@ -49,16 +51,21 @@ def handle_message(
     push: UsagePush, body: bytes | str, send: Callable[[bytes], None], *,
     started: float | None = None, clock: Callable[[], float] = time.monotonic,
     send_later: Callable[[bytes, int], None] | None = None, confirm_delay: int = 0,
-    now: Callable[[], float] = time.time,
+    now: Callable[[], float] = time.time, ender: SubscriptionEnder | None = None,
 ) -> PushSummary:  # fmt: skip
     """Process one queue message. BadMessage (never retryable) and service errors propagate.
 
     `send_later(body, seconds)`: enqueue a message that becomes visible after `seconds`. After a
     closing report, the confirmation of its delivery goes that way, `confirm_delay` later (Stripe's
     summaries count stream events once they are processed; the invoice finalises an hour on); so
-    do retries of events left pending (`retry_delays`).
+    do retries of events left pending (`retry_delays`). `ender` cancels a Stripe subscription with its
+    final invoice, for a cancellation's final invoice request (`billing.usage.final_invoice`).
     """
     message = parse_message(body)
+    if isinstance(message, FinalRequest):
+        if ender is None:
+            raise RuntimeError("a final invoice request needs a way to cancel the Stripe subscription (ender)")
+        return run_final_invoice(push, message, ender, send_later, confirm_delay)
     if isinstance(message, ConfirmRequest):
         return _confirm(push, message, send_later, int(now()), retry_delays(confirm_delay))
     if isinstance(message, ClosingRequest):
@@ -94,7 +101,8 @@ def _confirm(
         log.warning("usage confirm: %s", exc)
         summary.skipped = 1
         return summary
-    outcome = confirm_delivery(push, push.counts, request.subscription_id, period, now=now, seen=request.seen)
+    outcome = confirm_delivery(push, push.counts, request.subscription_id, period, now=now, seen=request.seen,
+                               until=request.until)  # fmt: skip
     log.info("usage confirm: %s", outcome.line())
     summary.calls_reported = outcome.repaired
     summary.events_sent = 1 if outcome.repaired else 0
@@ -103,7 +111,7 @@ def _confirm(
     if outcome.again and send_later is not None:
         if request.attempt < len(delays):
             again = confirm_message(request.subscription_id, request.period_start, request.attempt + 1,
-                                    outcome.short_seen)  # fmt: skip
+                                    outcome.short_seen, request.until)  # fmt: skip
             send_later(again, delays[request.attempt])
         else:
             log.error("usage confirm: %s still unsettled after %d attempts; the daily run keeps trying",

@@ -9,14 +9,17 @@ from billing import config
 from billing.adapters.apim_client import apim_service
 from billing.adapters.storage import table
 from billing.adapters.stripe_client import stripe_client
+from billing.adapters.usage_logs import log_analytics_usage
 from billing.adapters.usage_meter import StripeMeterCounts, StripeMeterSender
 from billing.adapters.usage_reports import ApimUsageReports
 from billing.model_loader import load_models
 from billing.store.subscriptions import SubscriptionLinks
 from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_WATERMARKS_TABLE
 from billing.store.watermarks import Watermarks
+from billing.usage.ports import UsageReports
 from billing.usage.push import UsagePush
 from billing.usage.ratelimit import TokenBucket
+from billing.usage.timing import CONFIRM_SETTING, LAG_SETTING, confirm_delay_of, lag_seconds_of
 
 # Defaults per process: Stripe allows ~100 requests/s in live mode (shared with the rest of the
 # app and with other instances); ARM's reads are a token bucket of 250 refilled at 25/s per
@@ -66,28 +69,34 @@ def bucket(name: str, rate: float) -> TokenBucket:
 
 def confirm_delay_seconds(env: Mapping[str, str] | None = None) -> int:
     """How long after a closing report its delivery is confirmed against Stripe's meter summaries."""
-    raw = config.get("USAGE_CONFIRM_DELAY_SECONDS", env)
-    if not raw.isdigit():
-        raise ValueError(f"USAGE_CONFIRM_DELAY_SECONDS must be a whole number of seconds, e.g. 900; got '{raw}'")
-    return int(raw)
+    return confirm_delay_of(config.get(CONFIRM_SETTING, env))
 
 
 def lag_seconds(env: Mapping[str, str] | None = None) -> int:
-    raw = config.get("USAGE_REPORT_LAG_MINUTES", env)
-    try:
-        minutes = int(raw)
-    except ValueError:
-        raise ValueError(f"USAGE_REPORT_LAG_MINUTES must be a whole number of minutes, e.g. 30; got '{raw}'") from None
-    if minutes < 0:
-        raise ValueError(f"USAGE_REPORT_LAG_MINUTES must be 0 or more, got {minutes}")
-    return minutes * 60
+    """`USAGE_REPORT_LAG_MINUTES` in whole seconds (decimal minutes allowed; see `billing.usage.timing`)."""
+    return lag_seconds_of(config.get(LAG_SETTING, env))
+
+
+# Log Analytics allows about 200 queries per 30 seconds per identity; a little under that.
+LOGS_REQUESTS_PER_SECOND = 6.0
+USAGE_SOURCES = ("logs", "reports")
+
+
+def usage_source(env: Mapping[str, str] | None = None) -> UsageReports:
+    """Where usage is read (`USAGE_SOURCE`): the gateway logs in Log Analytics, or APIM's Reports API."""
+    source = config.get("USAGE_SOURCE", env).strip().lower()
+    if source == "logs":
+        return log_analytics_usage(bucket("logs", LOGS_REQUESTS_PER_SECOND), env)
+    if source == "reports":
+        return ApimUsageReports(apim_service(env), bucket("arm", tuning(env)[1]))
+    raise ValueError(f"USAGE_SOURCE must be one of {', '.join(USAGE_SOURCES)}; got '{source}'")
 
 
 def usage_push(env: Mapping[str, str] | None = None, models_file: str | None = None) -> UsagePush:
-    stripe_rps, arm_rps, batch_size = tuning(env)
+    stripe_rps, _arm_rps, batch_size = tuning(env)
     return UsagePush(
         models=load_models(models_file),
-        reports=ApimUsageReports(apim_service(env), bucket("arm", arm_rps)),
+        reports=usage_source(env),
         meter=StripeMeterSender(stripe_client(env), bucket("stripe", stripe_rps)),
         counts=StripeMeterCounts(stripe_client(env), bucket("stripe", stripe_rps)),
         watermarks=Watermarks(table(USAGE_WATERMARKS_TABLE, env)),

@@ -36,7 +36,18 @@ from emulators.stripe.wire import StripeError, parse_form, validate
 _RESOURCES = (catalog, checkout, customers, events_v2, invoices, meters, misc, portal, subscriptions)  # register routes
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 # Config fields that POST /_emulator/settings may change at run time.
-_SETTINGS = ("search_lag_seconds", "meter_error_window_seconds", "idempotency_ttl")
+_SETTINGS = ("search_lag_seconds", "meter_error_window_seconds", "idempotency_ttl", "finalize_after")
+# The Dashboard's invoice finalization grace period: "You can set a delay of up to 72 hours (3 days)."
+# (docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period)
+MAX_FINALIZE_AFTER = 72 * 3600
+
+
+def check_finalize_after(value: object) -> int:
+    """The grace period in whole seconds, or ValueError saying what Stripe allows."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_FINALIZE_AFTER:
+        raise ValueError(f"finalize_after (the invoice finalization grace period) must be whole seconds from 0 to "
+                         f"{MAX_FINALIZE_AFTER} (72 hours), not {value!r}")  # fmt: skip
+    return value
 
 
 class WebhookEndpoint(NamedTuple):
@@ -285,7 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
                 for name, value in changes.items():
                     if name not in _SETTINGS:
                         raise ValueError(f"unknown setting {name!r}; known: {', '.join(_SETTINGS)}")
-                    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    if name == "finalize_after":
+                        check_finalize_after(value)
+                    elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                         raise ValueError(f"{name} must be a number >= 0")
                 for name, value in changes.items():
                     setattr(config, name, value)
@@ -401,6 +414,13 @@ class StripeEmulator:
         """
         with self.core.store.lock:
             return portal.save_settings(self.core, settings or portal.DASHBOARD_DEFAULTS)
+
+    def save_invoice_finalization_grace_period(self, seconds: int) -> None:
+        """The Dashboard's Invoice settings, "Invoice finalization grace period": how long drafts of
+        automatic collection stay drafts (`automatically_finalizes_at`); 0 to 72 hours, default 1 hour.
+        Drafts made before keep the time they were given."""
+        with self.core.store.lock:
+            self.config.finalize_after = check_finalize_after(seconds)
 
     def advance_wall_clock(self, seconds: float) -> None:
         """Move the emulator's own clock forward (see `Core.advance_wall_clock`); test clocks stay put."""

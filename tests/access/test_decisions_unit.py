@@ -47,6 +47,9 @@ A, S, SU, C = ApimState.ACTIVE, ApimState.SUBMITTED, ApimState.SUSPENDED, ApimSt
         (StripeState("canceled", "paid", True, ended_at=1), C),
         (StripeState("incomplete_expired", "void", True), C),
         (StripeState("active", "paid", True, ended_at=1700000000), C),
+        # Cancelled in the portal: Stripe keeps it until its final invoice, the key stays off meanwhile.
+        (StripeState("active", "paid", True, access_ended=True), C),
+        (StripeState("past_due", "open", True, access_ended=True), C),
     ],
 )
 def test_decide(state: StripeState, expected: ApimState) -> None:
@@ -103,9 +106,23 @@ def test_routing() -> None:
         plan_event({"id": "evt_1", "object": "event", "type": "invoice.paid"})
 
 
+def test_invoice_created_carries_the_draft_window() -> None:
+    invoice = {"object": "invoice", "id": "in_7", "parent": {"subscription_details": {"subscription": "sub_1"}},
+               "billing_reason": "subscription_cycle", "period_start": 10, "period_end": 20, "created": 25,
+               "automatically_finalizes_at": 3625}  # fmt: skip
+    assert plan_event(_event("invoice.created", invoice)).actions == (
+        ReportClosingUsage("sub_1", 10, 20, "in_7", 25, 3625),)
+    # Stripe's null (automatic advancement off): nothing to check.
+    unscheduled = {**invoice, "automatically_finalizes_at": None}
+    assert plan_event(_event("invoice.created", unscheduled)).actions == (ReportClosingUsage("sub_1", 10, 20, "in_7",
+                                                                                                 25, None),)
+
+
 def test_plan_round_trips_through_the_queue_message() -> None:
     plan = EventPlan("evt_9", "invoice.created", 5, (SyncSubscription("sub_1"), ReportClosingUsage("sub_1", 1, 2)))
     assert EventPlan.from_json(plan.to_json()) == plan
+    windowed = EventPlan("evt_9", "invoice.created", 5, (ReportClosingUsage("sub_1", 1, 2, "in_1", 3, 3603),))
+    assert EventPlan.from_json(windowed.to_json()) == windowed
     with pytest.raises(MalformedEvent):
         EventPlan.from_json(b"{}")
 
@@ -144,10 +161,14 @@ class FakeStripe:
         self.thresholds.append((subscription_id, amount_minor))
 
     owed_by_others = 0
+    ending_others: list[str] = []  # noqa: RUF012 - replaced per test, never mutated
     cancelled: list[str]
 
     def owed(self, customer_id: str, except_subscription: str) -> int:
         return self.owed_by_others
+
+    def ending(self, customer_id: str, except_subscription: str) -> list[str]:
+        return self.ending_others
 
     def cancel_refused(self, subscription_id: str) -> None:
         self.__dict__.setdefault("cancelled", []).append(subscription_id)
@@ -219,11 +240,15 @@ class FakeLinks:
 
 
 class FakeUsage:
-    def __init__(self) -> None:
+    def __init__(self, takes_seconds: int = 0) -> None:
         self.requests: list[tuple[str, int, int]] = []
+        self.takes_seconds = takes_seconds
 
     def request_closing(self, subscription_id: str, period_start: int, period_end: int) -> None:
         self.requests.append((subscription_id, period_start, period_end))
+
+    def closing_takes_seconds(self) -> int:
+        return self.takes_seconds
 
 
 def _ports(sub: dict[str, Any]) -> tuple[AccessPorts, FakeStripe, FakeApim, FakeLinks]:
@@ -351,3 +376,52 @@ def test_a_new_subscription_of_a_customer_who_owes_money_is_refused_at_its_first
     assert sync_subscription("sub_1", AccessPorts(stripe, apim, links, FakeUsage()), event_created=3).outcome == (
         "unchanged")
     assert stripe.cancelled == []
+
+
+def test_a_customer_with_a_final_invoice_to_come_gets_no_new_key() -> None:
+    stripe, apim, links = FakeStripe(_subscription("active", sub_id="sub_new")), FakeApim(), FakeLinks()
+    stripe.ending_others = ["sub_cancelled"]  # cancelled in the portal minutes ago, not yet invoiced
+    result = sync_subscription("sub_new", AccessPorts(stripe, apim, links, FakeUsage()), event_created=1)
+    assert result.outcome == "ignored"
+    assert "final invoice to come for sub_cancelled" in result.detail
+    assert stripe.cancelled == ["sub_new"]
+    assert apim.subs == {}
+
+
+def test_a_sync_after_the_portal_cancel_keeps_the_key_off() -> None:
+    stripe, apim, links = FakeStripe(_subscription("active")), FakeApim(), FakeLinks()
+    ports = AccessPorts(stripe, apim, links, FakeUsage())
+    sync_subscription("sub_1", ports, event_created=1)
+    apim.subs["sub_1"] = ApimView("cancelled", "ada", "standard")  # the portal cancelled it in APIM
+    # Stripe's customer.subscription.updated for cancel_at_period_end and the metadata: still "active".
+    stripe.sub = {**_subscription("active"), "cancel_at_period_end": True,
+                  "metadata": {**META, "apim_access_ended_at": "1500"}}  # fmt: skip
+    result = sync_subscription("sub_1", ports, event_created=2)
+    assert apim.subs["sub_1"].state == "cancelled"
+    assert "set active" not in apim.writes
+    assert links.rows["sub_1"][0].apim_state == "cancelled"  # the daily push leaves it to the final invoice
+    assert result.outcome == "unchanged"
+
+
+def test_a_draft_window_too_short_for_the_closing_report_is_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from billing.access.webhook import apply_plan  # noqa: PLC0415
+
+    usage = FakeUsage(takes_seconds=53 * 60)  # the defaults: 30 + 15 + 5 minutes, and queue polling
+    ports = AccessPorts(FakeStripe(_subscription("active")), FakeApim(), FakeLinks(), usage)
+    short = EventPlan("evt_1", "invoice.created", 100, (ReportClosingUsage("sub_1", 10, 100, "in_5", 100, 100 + 2700),))
+    with caplog.at_level("ERROR", logger="billing.access.webhook"):
+        outcome = apply_plan(short, ports, Deadline.unbounded())
+    assert usage.requests == [("sub_1", 10, 100)]  # the closing report is asked for all the same
+    assert "draft window too short" in outcome
+    (record,) = caplog.records
+    # 45 minutes of draft against 53 needed: 8 minutes more, and where to set them.
+    assert "in_5" in record.getMessage()
+    assert "by at least 8 min" in record.getMessage()
+    assert "Invoice finalization grace period" in record.getMessage()
+    caplog.clear()
+    for enough in (ReportClosingUsage("sub_1", 10, 100, "in_6", 100, 100 + 3600),
+                   ReportClosingUsage("sub_1", 10, 100, "in_7", 100, None)):  # fmt: skip
+        apply_plan(EventPlan("evt_2", "invoice.created", 100, (enough,)), ports, Deadline.unbounded())
+    assert caplog.records == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from azure.data.tables import TableClient
@@ -23,11 +24,18 @@ def _link(stack: Stack, sid: str):  # type: ignore[no-untyped-def]
     return found[0]
 
 
-def _closing_messages(stack: Stack, sid: str) -> list[dict[str, object]]:
+def _closing_messages(stack: Stack, sid: str, timeout: float = 20) -> list[dict[str, object]]:
+    """The usage queue's messages about `sid`, once they show: a closing request is hidden for the report
+    lag (the stack's, a few seconds), so that APIM's data for the period's last calls has arrived."""
     queue = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], USAGE_BATCH_QUEUE,
                                                message_decode_policy=BinaryBase64DecodePolicy())  # fmt: skip
-    messages = [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
-    return [m for m in messages if m.get("subscription_id") == sid]
+    deadline = time.monotonic() + timeout
+    while True:
+        messages = [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
+        mine = [m for m in messages if m.get("subscription_id") == sid]
+        if mine or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.1)  # the message comes due by the clock
 
 
 def test_pay_fail_recover_cancel(stack: Stack) -> None:

@@ -43,7 +43,7 @@ def _advance(stack: LocalStack, clock_id: str, to: int) -> None:
     while stripe.test_helpers.test_clocks.retrieve(clock_id).status != "ready":
         assert time.monotonic() < deadline, "the test clock did not finish advancing"
         time.sleep(0.05)
-    stack.settle()
+    stack.settle_delayed()  # a closing report waits for the report lag
 
 
 def test_a_mid_period_price_move_bills_calls_before_it_at_the_old_price(stack: LocalStack, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from billing.cli import main as billing_main
 from billing.model_loader import load_models
@@ -29,14 +30,15 @@ def test_every_consumers_invoice_equals_its_quote(demo_run: tuple[Demo, list[Con
     assert [r.product_id for r in results] == [p.product_id for p in SMALL_PLAN]
     for result in results:
         assert result.invoice_total == result.quote_total, render_terminal([result])
-    # Amounts worked out by hand from the price list, for the calls the plan makes.
+    # Amounts worked out by hand from the price list, for the calls the plan makes; every live paid
+    # consumer also makes 5 calls in the last seconds of the period (billed by the closing report).
     totals = {r.product_id: r.invoice_total for r in results}
     assert totals == {
         "free": 0,
-        "developer": 200,  # 1,100 calls: 1,000 beyond the 100 free at 0.2 cents
+        "developer": 201,  # 1,105 calls: 1,005 beyond the 100 free at 0.2 cents
         "payg": 150,  # 1,000 calls at 0.15 cents, billed on the final invoice of the cancellation
-        "standard": 8_995 + 100,  # flat fee + 1,001 calls beyond 100,000 at 0.1 cents (100.1 -> 100)
-        "enterprise": 74_995 * 2,  # 1,500,010 calls: the block paid in advance and one started block
+        "standard": 8_995 + 101,  # flat fee + 1,005 calls beyond 100,000 at 0.1 cents (100.5 -> 101, half up)
+        "enterprise": 74_995 * 2,  # 1,500,015 calls: the block paid in advance and one started block
     }
 
 
@@ -84,3 +86,15 @@ def test_the_operators_status_after_the_run_matches_it(
     assert [q["poison"] for q in status["queues"]] == [0, 0]
     assert status["open_invoices"]["count"] == 0  # the failed renewal was paid
     assert status["drift"] == []
+
+
+def test_the_demo_bills_from_the_logs_on_a_v2_tier_without_a_reports_api() -> None:
+    with LocalStack(StackOptions(run_queue_workers=False, apim_tier="StandardV2")) as stack:
+        apim = stack.apim_emulator.management_client()
+        with pytest.raises(HttpResponseError) as refused:  # as on real StandardV2: no built-in reports
+            list(apim.reports.list_by_subscription(stack.apim_emulator.resource_group, stack.apim_emulator.service_name,
+                                                   filter="timestamp ge datetime'2026-01-01T00:00:00'"))  # fmt: skip
+        assert refused.value.status_code == 400
+        results = Demo(stack, SMALL_PLAN, say=lambda _: None).run()
+    assert [r.invoice_total for r in results] == [r.quote_total for r in results]
+    assert sum(r.invoice_total for r in results) > 0

@@ -43,7 +43,33 @@ def test_health_through_function_app_object(complete_env: dict[str, str]) -> Non
         func.HttpRequest("GET", "/api/health", body=b"")
     )
     assert response.status_code == 200
-    assert json.loads(response.get_body()) == {"status": "ok", "version": __version__, "missingSettings": []}
+    body = json.loads(response.get_body())
+    closing = body.pop("closingReport")
+    assert body == {"status": "ok", "version": __version__, "missingSettings": [], "invalidSettings": []}
+    # With the defaults: 30 min of report lag, then a confirmation 15 min on and a second read 5 min after
+    # that, each step up to a minute late from queue polling (3 steps): 30 + 15 + 5 + 3 = 53 minutes.
+    assert (closing["waitsForUsageDataSeconds"], closing["needsDraftWindowMinutes"]) == (1800, 53)
+    # Stripe's API does not expose the grace period: health says it cannot check it, and what is checked.
+    assert "not readable at start" in closing["draftWindow"]
+    assert "automatically_finalizes_at" in closing["draftWindow"]
+
+
+def test_health_names_invalid_timing_settings_never_values(
+    complete_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, devhost: DevHost
+) -> None:
+    monkeypatch.setenv("USAGE_REPORT_LAG_MINUTES", "half an hour")
+    monkeypatch.setenv("USAGE_CONFIRM_DELAY_SECONDS", "600")
+    response = requests.get(f"{devhost.base_url}/api/health", timeout=10)
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["invalidSettings"]) == ("misconfigured", ["USAGE_REPORT_LAG_MINUTES"])
+    assert "half an hour" not in response.text
+    monkeypatch.setenv("USAGE_REPORT_LAG_MINUTES", "0.5")  # decimal minutes: 30 s
+    body = requests.get(f"{devhost.base_url}/api/health", timeout=10).json()
+    assert body["invalidSettings"] == []
+    # 30 s + 600 s + 200 s + 180 s of queue polling = 1,010 s: 17 minutes, rounded up.
+    assert (body["closingReport"]["waitsForUsageDataSeconds"], body["closingReport"]["needsDraftWindowMinutes"]) == (
+        30, 17)
 
 
 def test_health_names_missing_settings_never_values(

@@ -29,7 +29,6 @@ from billing.portal import account_ops, passwords
 from billing.portal.deps import portal_deps
 from billing.portal.ports import BillingPeriod
 from billing.portal.records import Account
-from billing.portal.unsubscribe import closing_reporter
 from billing.store.accounts import Accounts
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
 from billing.store.tables import ACCOUNTS_TABLE, SUBSCRIPTIONS_TABLE
@@ -197,6 +196,11 @@ def test_close_account_cancels_everything_with_a_final_invoice_and_signs_out(sta
     assert re.search(r"portal_session=;.*Max-Age=0", done.headers["Set-Cookie"])
     assert f'href="{stack.apim.portal_url}/"' in done.text  # the portal's home: it has no sign-out page
 
+    # Until the final invoice job runs (after the report lag; 0 on this stack), Stripe keeps the
+    # subscription, set to end at its period end so that it cannot renew a closed account.
+    waiting = stack.stripe.client().v1.subscriptions.retrieve(paid.id)
+    assert (waiting.status, waiting.cancel_at_period_end) == ("active", True)
+    stack.settle_delayed()
     stripe_sub = stack.stripe.client().v1.subscriptions.retrieve(paid.id)
     assert stripe_sub.status == "canceled"
     final = stack.stripe.client().v1.invoices.retrieve(str(stripe_sub.latest_invoice))
@@ -239,7 +243,7 @@ def test_a_close_that_failed_midway_is_finished_by_submitting_again(stack: Any) 
     with pytest.raises(RuntimeError, match="Stripe did not answer"):
         account_ops.close_account(consumer.email, uid, DEFAULT_PASSWORD, ports=deps.account_ports, client="test",
                                   device=None, payments=StripeDownAtTheEnd(deps.payments), now=datetime.now(UTC),
-                                  reporter=closing_reporter())
+                                  final_invoices=deps.final_invoices)
     mgmt, rg, svc = apim(stack)
     with pytest.raises(ResourceNotFoundError):
         mgmt.subscription.get(rg, svc, free_sid)  # cancelled, then deleted with the user
@@ -432,14 +436,31 @@ class _FakePayments:
     def cancel_subscription(self, sid: str) -> None:
         self.log.steps.append(f"stripe:cancel:{sid}")
 
+    def end_access(self, sid: str, at: int) -> bool:
+        self.log.steps.append(f"stripe:end-access:{sid}:{at}")
+        return True
+
     def expire_open_checkouts(self, uid: str) -> None:
         self.log.steps.append("stripe:expire-checkouts")
 
     def live_subscriptions(self, uid: str) -> list[str]:
-        return ["sub_late"]  # a checkout completed before the webhook granted it
+        # sub_2 cancelled by the close (its final invoice job ends it), sub_old by an earlier cancel, and
+        # sub_late: a checkout completed before the webhook granted it.
+        return ["sub_2", "sub_old", "sub_late"]
+
+    def pending_final_invoices(self, uid: str) -> list[str]:
+        return ["sub_2", "sub_old"]
 
     def outstanding_invoices(self, uid: str, email: str | None) -> list[Any]:
         return []
+
+
+class _FakeFinalInvoices:
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+
+    def schedule(self, sid: str, period_start: int, period_end: int, cancel_at: int) -> None:
+        self.log.steps.append(f"queue:final:{sid}:{period_start}:{period_end}:{cancel_at}")
 
 
 def test_close_runs_in_an_order_a_retry_can_finish() -> None:
@@ -448,13 +469,14 @@ def test_close_runs_in_an_order_a_retry_can_finish() -> None:
     ports = dataclasses.replace(fakes.account_ports(), accounts=_FakeAccounts(log, account), apim=_FakeApim(log))
     cancelled = account_ops.close_account(
         "a@b.example", "u1", "right password", ports=ports, client="c", device=None,
-        payments=_FakePayments(log), now=datetime(2026, 1, 1, tzinfo=UTC),
-        reporter=lambda sid, start, end, *, now: log.steps.append(f"report:{sid}:{start}:{end}:{now}"))
+        payments=_FakePayments(log), now=datetime(2026, 1, 1, tzinfo=UTC), final_invoices=_FakeFinalInvoices(log))
     assert cancelled == ["free-1", "sub_2"]
     assert log.steps == [
         "row:closing=True",  # first: sign-in stops, the password hash stays for a retry
         "apim:free-1:cancelled",
-        "report:sub_2:1000:2000:1500", "stripe:cancel:sub_2", "apim:sub_2:cancelled",  # as Unsubscribe does
-        "stripe:expire-checkouts", "apim:delete-user", "stripe:cancel:sub_late",
+        # As Unsubscribe does: Stripe cannot renew it, its final invoice follows the lag, the key stops.
+        "stripe:end-access:sub_2:1500", "queue:final:sub_2:1000:2000:1500", "apim:sub_2:cancelled",
+        "stripe:expire-checkouts", "apim:delete-user",
+        "stripe:cancel:sub_late",  # only the one that never had a key is cancelled at once
         "row:delete",  # last: until here the same form can be submitted again
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -162,11 +163,14 @@ def test_unsubscribe_paid_cancels_stripe_and_apim(stack: LocalStack) -> None:
                         data=hidden_fields(confirm.text))
     assert done.status_code == 200, done.text
     assert "is cancelled" in done.text
-    stripe_sub = stack.stripe.client().v1.subscriptions.retrieve(sub.id)
-    assert stripe_sub.status == "canceled"
     apim = stack.apim.management_client()
     apim_sub = apim.subscription.get(stack.apim.resource_group, stack.apim.service_name, sub.id)
-    assert apim_sub.state == "cancelled"
+    assert apim_sub.state == "cancelled"  # at once
+    # Stripe: no renewal any more, and the final invoice job (after the report lag, 0 here) cancels it.
+    assert stack.stripe.client().v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
+    stack.settle_delayed()
+    stripe_sub = stack.stripe.client().v1.subscriptions.retrieve(sub.id)
+    assert stripe_sub.status == "canceled"
 
 
 def test_unsubscribe_free(stack: LocalStack) -> None:
@@ -188,8 +192,14 @@ def test_billing_page_shows_usage_and_quote(stack: LocalStack) -> None:
     consumer.pay(checkout_url_of(stack, consumer.subscribe("standard", "metered")))
     sub = _grant_like_the_webhook(stack, uid)
     stack.apim.record_usage(sub.id, 150_000, at=datetime.now(UTC))
-    page = browser.get(f"{stack.app_url}/api/portal/billing", timeout=30)
-    assert page.status_code == 200, page.text
+    # The page counts what the usage source has: the calls show once the logs have them (seconds here).
+    deadline = time.monotonic() + 20
+    while True:
+        page = browser.get(f"{stack.app_url}/api/portal/billing", timeout=30)
+        assert page.status_code == 200, page.text
+        if f'data-sid="{sub.id}">150,000<' in page.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert f'data-sid="{sub.id}">150,000<' in page.text
     # By hand: $89.95 + (150,000 - 100,000 included) / 100 x $0.10 = $89.95 + $50.00 = $139.95.
     assert '<td class="amount total">USD 139.95</td>' in page.text

@@ -74,7 +74,7 @@ def advance(stack: LocalStack, clock_id: str, to: int) -> None:
     while stripe.test_helpers.test_clocks.retrieve(clock_id).status != "ready":
         assert time.monotonic() < deadline, "the test clock did not finish advancing"
         time.sleep(0.05)
-    stack.settle()
+    stack.settle_delayed()  # closing reports wait for the report lag
 
 
 # ---- signed links act only for their owner, once -------------------------------------------------
@@ -199,7 +199,7 @@ def test_an_unpaid_payg_consumer_gets_no_new_key_until_the_invoice_is_paid(stack
     assert call(stack, paid.primary_key) == 401
     # The attacker cancels the product that left the debt, and tries PAYG again.
     assert attacker.unsubscribe(paid.subscription_id).status_code == 200
-    stack.settle()
+    stack.settle_delayed()  # the cancellation's final invoice follows after the report lag
     sessions_before = len(stripe.checkout.sessions.list(params={"limit": 100}).data)
     page = attacker.open(link(stack, "Subscribe", productId="payg", userId=attacker.user_id))
     assert page.status_code == 402

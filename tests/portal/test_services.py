@@ -65,9 +65,26 @@ class FakePayments:
         return BillingPeriod(1_000, 2_000, self.clock_time)
 
     clock_time: int | None = None
+    ended_in_stripe = False  # Stripe ended the subscription before the consumer cancelled it
+    pending: list[str] = []  # noqa: RUF012 - replaced per test, never mutated
 
     def cancel_subscription(self, subscription_id: str) -> None:
         self.calls.append("stripe:cancel")
+
+    def end_access(self, subscription_id: str, at: int) -> bool:
+        self.calls.append(f"stripe:end-access:{subscription_id}:at={at}")
+        return not self.ended_in_stripe
+
+    def pending_final_invoices(self, uid: str) -> Sequence[str]:
+        return self.pending
+
+
+class FakeFinalInvoices:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def schedule(self, subscription_id: str, period_start: int, period_end: int, cancel_at: int) -> None:
+        self.calls.append(f"queue:final:{subscription_id}:{period_start}:{period_end}:at={cancel_at}")
 
 
 def _subscribe(product_id: str, apim: FakeApim, payments: FakePayments, nonce: str = "n1") -> object:
@@ -131,7 +148,7 @@ def test_unpaid_invoices_stop_a_new_paid_subscription_but_not_free() -> None:
     assert isinstance(_subscribe("payg", FakeApim(), payments), GoToCheckout)
 
 
-def test_unsubscribe_reports_usage_then_cancels_stripe_then_apim() -> None:
+def test_unsubscribe_tells_stripe_then_queues_the_final_invoice_then_cancels_apim() -> None:
     apim, payments = FakeApim(), FakePayments({})
     apim.create_subscription("sub_9", "u1", "standard", "prod", "active")
     order: list[str] = []
@@ -139,10 +156,52 @@ def test_unsubscribe_reports_usage_then_cancels_stripe_then_apim() -> None:
     apim.calls = order
     now = datetime(2026, 1, 1, tzinfo=UTC)
     payments.clock_time = 1_500  # the subscription's Stripe test clock stands at 1,500
-    unsubscribe("sub_9", apim, payments, now,  # type: ignore[arg-type]
-                lambda sid, start, end, *, now: order.append(f"report:{sid}:{start}:{end}:now={now}"))
-    # The period as Stripe has it, and usage stamped in Stripe's present, not the wall clock's.
-    assert order == ["report:sub_9:1000:2000:now=1500", "stripe:cancel", "apim:cancelled"]
+    unsubscribe("sub_9", apim, payments, now, FakeFinalInvoices(order))  # type: ignore[arg-type]
+    # Stripe is never cancelled here (that is the job's, after the lag); the cancel instant is Stripe's
+    # present, not the wall clock's; the key stops last, once nothing can renew and the job is durable.
+    assert order == ["stripe:end-access:sub_9:at=1500", "queue:final:sub_9:1000:2000:at=1500", "apim:cancelled"]
     # Again: already cancelled, nothing more happens.
-    unsubscribe("sub_9", apim, payments, now, None)  # type: ignore[arg-type]
+    unsubscribe("sub_9", apim, payments, now, FakeFinalInvoices(order))  # type: ignore[arg-type]
     assert len(order) == 3
+
+
+def test_unsubscribe_in_real_time_stamps_the_cancel_with_the_wall_clock() -> None:
+    apim, payments = FakeApim(), FakePayments({})
+    apim.create_subscription("sub_9", "u1", "standard", "prod", "active")
+    order: list[str] = []
+    payments.calls = order
+    unsubscribe("sub_9", apim, payments, datetime.fromtimestamp(1_700, UTC), FakeFinalInvoices(order))  # type: ignore[arg-type]
+    assert order == ["stripe:end-access:sub_9:at=1700", "queue:final:sub_9:1000:2000:at=1700"]
+
+
+def test_a_subscription_stripe_ended_already_gets_no_final_invoice_job() -> None:
+    apim, payments = FakeApim(), FakePayments({})
+    apim.create_subscription("sub_9", "u1", "standard", "prod", "suspended")
+    payments.ended_in_stripe = True
+    order: list[str] = []
+    payments.calls = order
+    apim.calls = order
+    unsubscribe("sub_9", apim, payments, datetime(2026, 1, 1, tzinfo=UTC), FakeFinalInvoices(order))  # type: ignore[arg-type]
+    assert order == ["stripe:end-access:sub_9:at=1767225600", "apim:cancelled"]
+
+
+def test_a_never_paid_subscription_is_cancelled_in_stripe_at_once() -> None:
+    apim, payments = FakeApim(), FakePayments({})
+    apim.create_subscription("sub_9", "u1", "standard", "prod", "submitted")  # no working key ever
+    order: list[str] = []
+    payments.calls = order
+    apim.calls = order
+    unsubscribe("sub_9", apim, payments, datetime(2026, 1, 1, tzinfo=UTC), FakeFinalInvoices(order))  # type: ignore[arg-type]
+    assert order == ["stripe:cancel", "apim:cancelled"]
+
+
+def test_a_pending_final_invoice_stops_a_new_paid_subscription_but_not_free() -> None:
+    payments = FakePayments({"payg-usage": "price_u"})
+    payments.pending = ["sub_old"]
+    with pytest.raises(SubscribeError, match="final invoice") as raised:
+        _subscribe("payg", FakeApim(), payments)
+    assert raised.value.status == 402
+    assert payments.checkouts == []
+    assert isinstance(_subscribe("free", FakeApim(), payments), Subscribed)
+    payments.pending = []  # made (and a draft with an amount due is an unpaid invoice from then on)
+    assert isinstance(_subscribe("payg", FakeApim(), payments), GoToCheckout)

@@ -1,0 +1,29 @@
+"""Cancelling a Stripe subscription with a final invoice of its unbilled usage, idempotently."""
+
+from __future__ import annotations
+
+import stripe
+
+_ENDED = ("canceled", "incomplete_expired")
+
+
+def cancel_with_final_invoice(client: stripe.StripeClient, subscription_id: str) -> None:
+    """`invoice_now`: "a final invoice that invoices for any un-invoiced metered usage"; `prorate=False`:
+    the flat fee paid in advance for the period is not credited. An ended subscription is left as it is."""
+    try:
+        client.v1.subscriptions.cancel(subscription_id, params={"invoice_now": True, "prorate": False})
+    except stripe.InvalidRequestError as exc:
+        # Stripe answers 400 for a subscription that has ended (cancelled twice, or ended at its period end).
+        current = client.v1.subscriptions.retrieve(subscription_id)
+        if current.status not in _ENDED:
+            raise exc from None
+
+
+class StripeSubscriptionEnder:
+    """`billing.usage.final_invoice.SubscriptionEnder` over the Stripe SDK."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._client = client
+
+    def cancel_with_final_invoice(self, subscription_id: str) -> None:
+        cancel_with_final_invoice(self._client, subscription_id)
