@@ -23,6 +23,7 @@ from billing.access.ports import AccessPorts, DependencyTimeout, WorkQueue
 from billing.access.routing import EventPlan, MalformedEvent, ReportClosingUsage, SyncSubscription, plan_event
 from billing.access.sync import sync_subscription
 from billing.store.processed_events import Claim, ClaimKind
+from billing.telemetry import annotate
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def receive(
         plan = plan_event(verified)
     except MalformedEvent as exc:
         return _error(400, "not_an_event", str(exc))
+    annotate(**{"stripe.event_id": plan.event_id, "stripe.event_type": plan.event_type})
     if not plan.actions:
         log.info("event %s (%s) acknowledged: %s", plan.event_id, plan.event_type, plan.note)
         return Answer(200, {"received": True, "outcome": plan.note})
@@ -217,6 +219,7 @@ def work(message: bytes | str, deps: WebhookDeps) -> str:
     Raises on failure so that the Functions host retries the message (then moves it to the poison queue).
     """
     plan = EventPlan.from_json(message)
+    annotate(**{"stripe.event_id": plan.event_id, "stripe.event_type": plan.event_type})
     claims = deps.claims()
     claim = claims.claim(plan.event_id, plan.event_type, take_queued=True)
     if claim.kind is ClaimKind.DONE:

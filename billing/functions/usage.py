@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from billing import config
+from billing import config, telemetry
 from billing.access.webhook import Answer, verify
 from billing.adapters.access_runtime import processed_events
 from billing.adapters.storage import queue
@@ -23,6 +23,7 @@ from billing.store.processed_events import ClaimKind
 from billing.store.tables import USAGE_BATCH_QUEUE
 from billing.usage.batches import BadMessage, confirm_message, parse_message
 from billing.usage.meter_errors import NO_METER, THIN_EVENT_TYPES, error_codes, periods_to_confirm
+from billing.usage.push import PushSummary
 from billing.usage.runner import fan_out, handle_message
 from billing.usage.wiring import confirm_delay_seconds, usage_push
 
@@ -41,7 +42,9 @@ def _send_later(body: bytes, seconds: int) -> None:
 @bp.timer_trigger(schedule="%USAGE_PUSH_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def usage_push_timer(timer: func.TimerRequest) -> None:
     as_of = int(datetime.now(UTC).timestamp())
-    plan = fan_out(usage_push(), _send, as_of)
+    with telemetry.span("usage.fan_out", **{"usage.as_of": as_of}):
+        plan = fan_out(usage_push(), _send, as_of)
+        telemetry.annotate(**{"usage.batches": len(plan.batches)})
     log.info("usage push: %d batches for as_of=%d%s", len(plan.batches), as_of, " (past due)" if timer.past_due else "")
 
 
@@ -49,26 +52,52 @@ def usage_push_timer(timer: func.TimerRequest) -> None:
 def usage_push_batch(msg: func.QueueMessage) -> None:
     started = time.monotonic()
     dequeue = getattr(msg, "dequeue_count", None)
+    with telemetry.span("usage.batch", **{"usage.batch_id": str(msg.id or ""), "queue.dequeue_count": dequeue or 0}):
+        summary = _batch(msg, started, dequeue)
+        _record(summary)
+    log.info("usage push: message %s: %s", msg.id, summary.line())
+    if summary.failed:
+        log.warning("usage push: %d refused: %s", summary.failed, "; ".join(summary.failures[:20]))
+
+
+def _record(summary: PushSummary) -> None:
+    """The batch's counts on its span and in the metrics."""
+    telemetry.annotate(**{"usage.subscriptions": summary.subscriptions_seen, "usage.events_sent": summary.events_sent,
+                          "usage.calls_reported": summary.calls_reported, "usage.failed": summary.failed,
+                          "usage.left_pending": len(summary.left_pending)})  # fmt: skip
+    telemetry.CALLS_REPORTED.add(summary.calls_reported)
+    telemetry.METER_EVENTS_SENT.add(summary.events_sent + summary.recovered)
+    telemetry.METER_EVENTS_FAILED.add(summary.failed)
+    telemetry.METER_EVENTS_PENDING.add(len(summary.left_pending))
+
+
+def _batch(msg: func.QueueMessage, started: float, dequeue: int | None) -> PushSummary:
     try:
-        parse_message(msg.get_body())  # a malformed message is named as such, before any setting is read
+        kind = parse_message(msg.get_body())  # a malformed message is named as such, before any setting is read
+        telemetry.annotate(**{"usage.message_kind": type(kind).__name__})
         summary = handle_message(usage_push(), msg.get_body(), _send, started=started, send_later=_send_later,
                                  confirm_delay=confirm_delay_seconds(),
                                  ender=StripeSubscriptionEnder(stripe_client()))  # fmt: skip
     except BadMessage as exc:
         # Never succeeds: say why, then let the host retry it into the poison queue.
         log.error("usage push: message %s is not a usage batch: %s", msg.id, exc)
+        telemetry.count_poison(dequeue, USAGE_BATCH_QUEUE)
         raise
     except Exception as exc:
         log.error("usage push: message %s failed (dequeue %s): %s: %s", msg.id, dequeue, type(exc).__name__, exc)
+        telemetry.count_poison(dequeue, USAGE_BATCH_QUEUE)
         raise
-    log.info("usage push: message %s: %s", msg.id, summary.line())
-    if summary.failed:
-        log.warning("usage push: %d refused: %s", summary.failed, "; ".join(summary.failures[:20]))
+    return summary
 
 
 @bp.route(route="webhooks/stripe-events", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def stripe_thin_events(req: func.HttpRequest) -> func.HttpResponse:
     """Stripe's event destination for thin events: meter errors reopen the periods they name."""
+    with telemetry.span("stripe.event_destination"):
+        return _thin_event(req)
+
+
+def _thin_event(req: func.HttpRequest) -> func.HttpResponse:
     body = req.get_body() or b""
     secrets = [s.strip() for s in config.get("STRIPE_EVENT_DESTINATION_SECRET").split(",") if s.strip()]
     verified = verify(body, req.headers.get("stripe-signature"), secrets,  # before anything is read
@@ -76,6 +105,7 @@ def stripe_thin_events(req: func.HttpRequest) -> func.HttpResponse:
     if isinstance(verified, Answer):
         return json_response(verified.body, status=verified.status, headers=verified.headers)
     event_id, event_type = str(verified.get("id") or ""), str(verified.get("type") or "")
+    telemetry.annotate(**{"stripe.event_id": event_id[:100], "stripe.event_type": event_type[:100]})
     if event_type not in THIN_EVENT_TYPES or not event_id:
         return json_response({"received": True, "outcome": f"event type {event_type!r} is not handled"})
     claims = processed_events()
