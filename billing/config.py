@@ -54,6 +54,9 @@ SETTINGS: tuple[Setting, ...] = (
             default="https://management.azure.com", local="https://127.0.0.1:12112"),
     Setting("APIM_DELEGATION_VALIDATION_KEY", "Base64 delegation validation key from the APIM portal.",
             secret=True, local="bG9jYWwtZGVsZWdhdGlvbi1rZXktZm9yLWRldmVsb3BtZW50LW9ubHk="),
+    Setting("PORTAL_SESSION_KEYS", "Base64 keys (256 bits or more) that sign the portal's sessions, forms and device "
+            "cookies, newest first, comma-separated during a rotation (docs/operations.md).", secret=True,
+            local="bG9jYWwtcG9ydGFsLXNlc3Npb24ta2V5LWZvci1kZXZlbG9wbWVudC1vbmx5LTI1Ng=="),
     Setting("APIM_DEVELOPER_PORTAL_URL", "Base URL of the APIM developer portal.",
             local="http://127.0.0.1:12113"),
     Setting("APIM_GATEWAY_URL", "Base URL of the APIM gateway, shown to consumers.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nThe local stack is up:")
         for name, url in stack.urls().items():
             print(f"  {name:<34} {url}")
+        print(f"  {'Operator status (another terminal)':<34} . {stack.settings_file()} && "
+              f"{os.path.relpath(sys.executable)} -m billing status")  # fmt: skip
         print("\nOpen the developer portal, sign up and subscribe. Ctrl-C stops everything.", flush=True)
         stopping.wait()
         print("\nStopping...", flush=True)

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -158,6 +159,7 @@ class LocalStack:
             "USAGE_CONFIRM_DELAY_SECONDS": "0",
             **self.apim.app_settings(),  # with LOG_ANALYTICS_ENDPOINT and LOG_ANALYTICS_WORKSPACE_ID
             "APIM_DELEGATION_VALIDATION_KEY": delegation_key,
+            "PORTAL_SESSION_KEYS": base64.b64encode(secrets.token_bytes(64)).decode("ascii"),
             "APP_BASE_URL": self.app_url,
             "DELEGATION_MODE": "full",
             "USAGE_REPORT_LAG_MINUTES": _lag_minutes(opts.report_lag_seconds),
@@ -366,10 +368,21 @@ class LocalStack:
         """The in-process development host serving the app (RuntimeError under `func start`)."""
         return self._running(self.app_host)
 
+    def settings_file(self) -> Path:
+        """The stack's app settings as a POSIX sh file of exports (mode 0600), so that a terminal can run
+        the app's CLI against the running stack: `. <file> && .venv/bin/python -m billing status`."""
+        assert self._workdir is not None, "the stack is not running"
+        path = self._workdir / "settings.sh"
+        path.touch(mode=0o600)
+        path.write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(self.env.items())),
+                        encoding="utf-8")  # fmt: skip
+        return path
+
     def urls(self) -> dict[str, str]:
         apim, stripe_emulator = self.apim_emulator, self.stripe_emulator
         return {
             "Functions app": f"{self.app_url}/api/health",
+            "Readiness (each dependency)": f"{self.app_url}/api/health?ready=1",
             "Developer portal (APIM emulator)": apim.portal_url,
             "API gateway (APIM emulator)": apim.gateway_url,
             "Stripe emulator": stripe_emulator.base_url,

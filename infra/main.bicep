@@ -87,7 +87,7 @@ param usageLogsDailyQuotaGb int = -1
 @description('Address that Azure Monitor alerts go to (a team list); empty: no alert rules and no action group.')
 param alertEmail string = ''
 
-// Created once and kept: the preprovision hook (infra/hooks/delegation-key.sh) reuses the key of
+// Created once and kept: the preprovision hook (infra/hooks/kept-key.sh) reuses the key of
 // the azd environment, else the one in Key Vault, and generates one only on the first provision;
 // azd passes it from the environment (main.parameters.json). A new key on every deployment would
 // void every portal session and form the app signed with the old one (docs/deploy.md, section 5).
@@ -96,6 +96,13 @@ param alertEmail string = ''
 @minLength(44)
 @description('The APIM delegation validation key, base64 (at least 256 bits). Set by the preprovision hook; rotate with `azd env set APIM_DELEGATION_VALIDATION_KEY`.')
 param delegationValidationKey string
+
+// The app's own keys for sessions, forms and device cookies (billing/portal/tokens.py), newest first,
+// comma-separated during a rotation (docs/operations.md). Kept like the delegation key, by the same hook.
+@secure()
+@minLength(44)
+@description('PORTAL_SESSION_KEYS: base64 keys (at least 256 bits each), newest first. Set by the preprovision hook.')
+param portalSessionKeys string
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -112,6 +119,7 @@ var secretNames = {
   // The signing secret of the event destination that receives Stripe's thin meter error events.
   stripeEventDestinationSecret: 'stripe-event-destination-secret'
   delegationKey: 'apim-delegation-validation-key'
+  sessionKeys: 'portal-session-keys'
   // The Entra application's client secret, set by the provider (docs/deploy.md, E-mail).
   smtpPassword: 'smtp-password'
 }
@@ -193,6 +201,8 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     delegationKeySecretName: secretNames.delegationKey
     delegationValidationKey: delegationValidationKey
+    sessionKeysSecretName: secretNames.sessionKeys
+    portalSessionKeys: portalSessionKeys
   }
 }
 
@@ -278,6 +288,7 @@ module functionApp 'modules/functionapp.bicep' = {
     stripeWebhookSecretSecretName: secretNames.stripeWebhookSecret
     stripeEventDestinationSecretName: secretNames.stripeEventDestinationSecret
     delegationKeySecretUri: keyVault.outputs.delegationKeySecretUriWithVersion
+    sessionKeysSecretUri: keyVault.outputs.sessionKeysSecretUriWithVersion
     smtpPasswordSecretName: secretNames.smtpPassword
     smtpHost: email.outputs.smtpHost
     smtpUsername: email.outputs.smtpUsername

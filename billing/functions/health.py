@@ -1,4 +1,8 @@
-"""GET /api/health: the app's version and whether its configuration is complete."""
+"""GET /api/health: the app's version and whether its configuration is complete.
+
+`?ready=1` adds readiness: whether each dependency answers within a few seconds (billing.ops.readiness;
+names and outcomes only, cached per instance so anonymous callers cannot multiply the calls).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ import azure.functions as func
 
 from billing import __version__, config
 from billing.functions.http import json_response
+from billing.ops.readers import readiness_probes
+from billing.ops.readiness import ReadinessCheck
 from billing.usage.timing import CONFIRM_SETTING, LAG_SETTING, closing_takes_seconds, confirm_delay_of, lag_seconds_of
 
 bp = func.Blueprint()
+READINESS = ReadinessCheck(readiness_probes)
 
 # Stripe's invoice finalization grace period is a Dashboard setting that no API reads: the app
 # checks each invoice's `automatically_finalizes_at` instead (billing.access.draft_window).
@@ -43,6 +50,14 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     missing = config.missing_settings()
     closing, invalid = closing_report()
     ok = not missing and not invalid
-    body = {"status": "ok" if ok else "misconfigured", "version": __version__, "missingSettings": missing,
-            "invalidSettings": invalid, "closingReport": closing}  # fmt: skip
+    body: dict[str, Any] = {"status": "ok" if ok else "misconfigured", "version": __version__,
+                            "missingSettings": missing, "invalidSettings": invalid,
+                            "closingReport": closing}  # fmt: skip
+    if req.params.get("ready") in ("1", "true") and ok:
+        readiness = READINESS.current()
+        body["ready"] = readiness.ready
+        body["dependencies"] = readiness.outcomes
+        if not readiness.ready:
+            body["status"] = "not ready"
+        ok = readiness.ready
     return json_response(body, status=200 if ok else 503)

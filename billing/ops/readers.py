@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from billing.ops.status import QueueState, Status, open_invoices
@@ -56,3 +57,33 @@ def _drift(status: Status) -> None:
 def status_readers() -> dict[str, Callable[[Status], None]]:
     return {"usage": _usage, "subscriptions": _subscriptions, "queues": _queues, "invoices": _invoices,
             "drift": _drift}  # fmt: skip
+
+
+def readiness_probes() -> dict[str, Callable[[], None]]:
+    """One cheap read per dependency, through the clients the app uses (their timeouts, their identity)."""
+    from billing.adapters.apim_client import apim_service  # noqa: PLC0415
+    from billing.adapters.storage import queue, table  # noqa: PLC0415
+    from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
+    from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_BATCH_QUEUE  # noqa: PLC0415
+    from billing.usage.windows import ReportWindow  # noqa: PLC0415
+    from billing.usage.wiring import usage_source  # noqa: PLC0415
+
+    def tables() -> None:
+        next(iter(table(SUBSCRIPTIONS_TABLE).query_entities("PartitionKey eq 'readiness'", results_per_page=1)), None)
+
+    def queues() -> None:
+        queue(USAGE_BATCH_QUEUE).get_queue_properties()
+
+    def stripe() -> None:
+        stripe_client().v1.customers.list(params={"limit": 1})
+
+    def apim() -> None:
+        service = apim_service()
+        next(iter(service.client.product.list_by_service(service.resource_group, service.service_name, top=1)), None)
+
+    def usage() -> None:
+        minute = int(time.time()) // 60 * 60
+        usage_source().read(ReportWindow(minute - 120, minute - 60), product_id="readiness-probe")
+
+    return {"tableStorage": tables, "queueStorage": queues, "stripe": stripe, "apiManagement": apim,
+            "usageSource": usage}  # fmt: skip

@@ -38,7 +38,7 @@ def _portal_link(deps: PortalDeps) -> str:
 
 def _signer(deps: PortalDeps, op: str) -> Signer:
     # One purpose per operation: a password form's token cannot be posted to the close form.
-    return Signer(deps.delegation_key, f"account-{op}")
+    return Signer(deps.session_keys, f"account-{op}")
 
 
 def _not_here(req: WebRequest, deps: PortalDeps) -> WebResponse:

@@ -22,6 +22,7 @@ from billing.portal.delegation import decode_key
 from billing.portal.devices import DeviceCookies
 from billing.portal.hash_budget import HashBudget
 from billing.portal.ports import AccountsPort, ApimPort, FinalInvoicesPort, PaymentsPort, SaltsPort
+from billing.portal.tokens import parse_session_keys
 from billing.portal.web import Sessions
 from billing.store.accounts import Accounts, UsedSalts
 from billing.store.customers import CustomerDirectory
@@ -38,7 +39,8 @@ from billing.store.throttles import Throttles
 from billing.usage.ports import UsageReports
 from billing.usage.wiring import usage_source
 
-_SETTINGS = ("APIM_DELEGATION_VALIDATION_KEY", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL", "DELEGATION_MODE",
+_SETTINGS = ("APIM_DELEGATION_VALIDATION_KEY", "PORTAL_SESSION_KEYS", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL",
+             "DELEGATION_MODE",
              "AzureWebJobsStorage", "STRIPE_API_KEY", "STRIPE_API_BASE", "APIM_MANAGEMENT_ENDPOINT",
              "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "SMTP_HOST", "SMTP_PORT",
              "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS", "MAIL_SENDER", "USAGE_SOURCE", "LOG_ANALYTICS_ENDPOINT",
@@ -50,7 +52,8 @@ HASH_BUDGET = HashBudget()
 
 @dataclass(frozen=True)
 class PortalDeps:
-    delegation_key: bytes
+    delegation_key: bytes  # APIM's: verifies delegation links only
+    session_keys: tuple[bytes, ...]  # the app's own, newest first: sessions, CSRF, forms, device cookies
     sessions: Sessions
     devices: DeviceCookies
     app_base_url: str
@@ -78,11 +81,16 @@ def portal_deps(env: Mapping[str, str] | None = None) -> PortalDeps:
 @functools.lru_cache(maxsize=4)
 def _build(values: tuple[str, ...]) -> PortalDeps:
     env = dict(zip(_SETTINGS, values, strict=True))
-    missing = [n for n in ("APIM_DELEGATION_VALIDATION_KEY", "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL") if not env[n]]
+    missing = [n for n in ("APIM_DELEGATION_VALIDATION_KEY", "PORTAL_SESSION_KEYS", "APP_BASE_URL",
+                           "APIM_DEVELOPER_PORTAL_URL") if not env[n]]  # fmt: skip
     if missing:
         raise ConfigurationError(f"the portal needs the settings {', '.join(missing)}")
     try:
         key = decode_key(env["APIM_DELEGATION_VALIDATION_KEY"])
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    try:
+        session_keys = parse_session_keys(env["PORTAL_SESSION_KEYS"])
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     try:
@@ -113,8 +121,9 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
     )
     return PortalDeps(
         delegation_key=key,
-        sessions=Sessions(key, secure=secure),
-        devices=DeviceCookies(key, secure=secure),
+        session_keys=session_keys,
+        sessions=Sessions(session_keys, secure=secure),
+        devices=DeviceCookies(session_keys, secure=secure),
         app_base_url=base,
         portal_url=portal_url,
         mode=mode,

@@ -11,6 +11,7 @@ it. Pure code (signing only).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from billing.portal.records import DeviceToken, credential_tag
 from billing.portal.tokens import Signer, TokenError
@@ -21,8 +22,8 @@ DEVICE_TTL = 180 * 24 * 3600
 
 
 class DeviceCookies:
-    def __init__(self, master: bytes, *, secure: bool) -> None:
-        self._signer = Signer(master, "device")
+    def __init__(self, keys: Sequence[bytes], *, secure: bool) -> None:
+        self._signer = Signer(keys, "device")
         self._secure = "; Secure" if secure else ""
 
     def issue(self, email: str, password_hash: str, now: float) -> str:

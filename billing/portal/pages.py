@@ -35,11 +35,11 @@ _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 
 
 def _offer_signer(deps: PortalDeps) -> Signer:
-    return Signer(deps.delegation_key, "subscribe-offer")
+    return Signer(deps.session_keys, "subscribe-offer")
 
 
 def _cancel_signer(deps: PortalDeps) -> Signer:
-    return Signer(deps.delegation_key, "unsubscribe")
+    return Signer(deps.session_keys, "unsubscribe")
 
 
 def _portal_link(deps: PortalDeps) -> str:

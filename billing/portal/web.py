@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,9 @@ class Session:
 class Sessions:
     """Reads and issues the session cookie and CSRF tokens."""
 
-    def __init__(self, master: bytes, *, secure: bool) -> None:
-        self._cookie = Signer(master, "session")
-        self._csrf = Signer(master, "csrf")
+    def __init__(self, keys: Sequence[bytes], *, secure: bool) -> None:
+        self._cookie = Signer(keys, "session")
+        self._csrf = Signer(keys, "csrf")
         self.secure = secure
 
     def read(self, req: WebRequest, now: float) -> Session | None:

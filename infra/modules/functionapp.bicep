@@ -46,6 +46,9 @@ param mailSender string
 @description('Versioned Key Vault URI of the APIM delegation validation key.')
 param delegationKeySecretUri string
 
+@description('Versioned Key Vault URI of the portal\'s session keys.')
+param sessionKeysSecretUri string
+
 @description('Subscription id, resource group and name of the API Management instance.')
 param apimSubscriptionId string
 param apimResourceGroupName string
@@ -213,6 +216,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     APIM_SERVICE_NAME: apimName
     APIM_MANAGEMENT_ENDPOINT: environment().resourceManager
     APIM_DELEGATION_VALIDATION_KEY: '@Microsoft.KeyVault(SecretUri=${delegationKeySecretUri})'
+    PORTAL_SESSION_KEYS: '@Microsoft.KeyVault(SecretUri=${sessionKeysSecretUri})'
     APIM_DEVELOPER_PORTAL_URL: apimDeveloperPortalUrl
     APIM_GATEWAY_URL: apimGatewayUrl
     APP_BASE_URL: 'https://${site.properties.defaultHostName}'

@@ -1,8 +1,9 @@
 // Key Vault for the app's secrets, read by the Function App through Key Vault references.
 // Access is Azure RBAC only (no access policies). The Stripe secrets are set by the operator
 // after provisioning (see docs/deploy.md): Bicep never sees them, so redeploying cannot
-// overwrite a rotated value. Only the delegation validation key is written here: created once by
-// the preprovision hook and kept (infra/hooks/delegation-key.sh): a redeployment writes the same value.
+// overwrite a rotated value. Only the delegation validation key and the portal's session keys are
+// written here: each created once by the preprovision hook and kept (infra/hooks/kept-key.sh), so a
+// redeployment writes the same value.
 
 @description('Name of the vault (3-24 characters).')
 @minLength(3)
@@ -19,8 +20,15 @@ param tags object = {}
 param delegationKeySecretName string
 
 @secure()
-@description('The APIM delegation validation key (base64); kept in the azd environment (infra/hooks/delegation-key.sh).')
+@description('The APIM delegation validation key (base64); kept in the azd environment (infra/hooks/kept-key.sh).')
 param delegationValidationKey string
+
+@description('Name of the secret holding the portal\'s session keys.')
+param sessionKeysSecretName string
+
+@secure()
+@description('PORTAL_SESSION_KEYS (base64 keys, newest first); kept in the azd environment (infra/hooks/kept-key.sh).')
+param portalSessionKeys string
 
 @description('Days a deleted secret or vault can be recovered.')
 @minValue(7)
@@ -59,6 +67,15 @@ resource delegationKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+resource sessionKeys 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: sessionKeysSecretName
+  properties: {
+    value: portalSessionKeys
+    contentType: 'base64 list'
+  }
+}
+
 output name string = vault.name
 output id string = vault.id
 output vaultUri string = vault.properties.vaultUri
@@ -66,3 +83,4 @@ output vaultUri string = vault.properties.vaultUri
 // writes a new version and the app setting that points at it changes with it, so the app reloads
 // the key in the same deployment that gives it to APIM.
 output delegationKeySecretUriWithVersion string = delegationKey.properties.secretUriWithVersion
+output sessionKeysSecretUriWithVersion string = sessionKeys.properties.secretUriWithVersion

@@ -4,8 +4,9 @@ stubs on PATH that record their arguments. No azd, Azure CLI or Azure access nee
 
 - check-inputs.sh refuses missing or wrong inputs before anything is created, naming what to set;
   its defaults and allowed values are those of main.parameters.json and main.bicep.
-- delegation-key.sh keeps the APIM delegation validation key: the azd environment's, else the one
-  in the environment's Key Vault, else (first provision only) a new one; never a silent new key.
+- kept-key.sh keeps the APIM delegation validation key and the portal's session keys: the azd
+  environment's, else the one in the environment's Key Vault, else (first provision only) a new one;
+  never a silent new key.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tests.infra.bicep_tree import INFRA, ROOT, text, top_level
 
 HOOKS = INFRA / "hooks"
 CHECK = HOOKS / "check-inputs.sh"
-KEY = HOOKS / "delegation-key.sh"
+KEY = HOOKS / "kept-key.sh"
 PREPROVISION = HOOKS / "preprovision.sh"
 MAIN = INFRA / "main.bicep"
 PARAMETERS = INFRA / "main.parameters.json"
@@ -72,6 +73,7 @@ def sandbox(tmp_path: Path) -> Path:
             '  "group exists") echo "${AZ_GROUP:-false}" ;;\n'
             '  "keyvault list") echo "${AZ_VAULT:-}" ;;\n'
             '  "keyvault secret")\n'
+            '    if [ "$3" = list ]; then echo "${AZ_SECRET_COUNT:-1}"; exit 0; fi\n'
             '    if [ -n "${AZ_SECRET:-}" ]; then echo "$AZ_SECRET"; exit 0; fi\n'
             '    echo "ERROR: (SecretNotFound) A secret with (name/id) was not found" >&2; exit 1 ;;\n'
             '  *) echo "unexpected az call: $*" >&2; exit 2 ;;\n'
@@ -83,12 +85,13 @@ def sandbox(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(script: Path, sandbox: Path, env: dict[str, str], *, without: tuple[str, ...] = ()) -> Run:
+def run(script: Path, sandbox: Path, env: dict[str, str], *, without: tuple[str, ...] = (),
+        args: tuple[str, ...] = ()) -> Run:  # fmt: skip
     bin_dir = sandbox / "bin"
     for name in without:
         (bin_dir / name).unlink()
-    result = subprocess.run([str(bin_dir / "sh"), str(script)], env={"PATH": str(bin_dir), **env}, capture_output=True,
-                            text=True, timeout=30, check=False)  # fmt: skip
+    result = subprocess.run([str(bin_dir / "sh"), str(script), *args], env={"PATH": str(bin_dir), **env},
+                            capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
     log = sandbox / "calls.log"
     calls = [line.split("\t") for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
     return Run(result.returncode, result.stdout, result.stderr, calls)
@@ -183,7 +186,7 @@ def test_the_alert_email_is_optional_and_turns_the_alerts_on() -> None:
     assert "param alertEmail string = ''" in source
 
 
-# --- delegation-key.sh ----------------------------------------------------------------------------
+# --- kept-key.sh ----------------------------------------------------------------------------
 
 KEY_IN_VAULT = base64.b64encode(bytes(range(64))).decode()
 
@@ -288,11 +291,13 @@ def test_wrong_inputs_stop_the_hook_before_the_key_step(sandbox: Path) -> None:
     assert result.calls == [], "nothing read or written after a refused input"
 
 
-def test_the_hook_checks_then_keeps_the_key(sandbox: Path) -> None:
+def test_the_hook_checks_then_keeps_both_keys(sandbox: Path) -> None:
     result = run(PREPROVISION, sandbox, {**GOOD, "AZURE_KEY_VAULT_NAME": "kv-x", "AZ_SECRET": KEY_IN_VAULT})
     assert result.code == 0, result.text
     assert result.out.index("Inputs:") < result.out.index("Delegation validation key: kept")
-    assert stored_key(result) == KEY_IN_VAULT
+    assert "Portal session keys: kept" in result.out
+    sets = {c[3]: c[4] for c in result.calls if c[:3] == ["azd", "env", "set"]}
+    assert sets == {KEY_NAME: KEY_IN_VAULT, "PORTAL_SESSION_KEYS": KEY_IN_VAULT}  # the stub's vault has one value
 
 
 def test_azure_yaml_runs_the_preprovision_hook_with_sh() -> None:
@@ -314,9 +319,53 @@ def test_the_hooks_are_posix_sh() -> None:
 def test_the_key_secret_vault_and_resource_group_are_the_ones_main_bicep_has() -> None:
     source = MAIN.read_text(encoding="utf-8")
     outputs = {text(o.named_children[0]) for o in top_level(MAIN, "output_declaration")}
-    assert "AZURE_KEY_VAULT_NAME" in outputs, "delegation-key.sh finds the vault through this azd output"
-    assert "  name: 'rg-${environmentName}'\n" in source, "delegation-key.sh looks for the vault in rg-<environment>"
+    assert "AZURE_KEY_VAULT_NAME" in outputs, "kept-key.sh finds the vault through this azd output"
+    assert "  name: 'rg-${environmentName}'\n" in source, "kept-key.sh looks for the vault in rg-<environment>"
     assert 'group="rg-$AZURE_ENV_NAME"' in KEY.read_text(encoding="utf-8")
     secret = re.search(r"delegationKey:\s*'([^']+)'", source)
     assert secret, "main.bicep: no secretNames.delegationKey"
-    assert f"secret={secret.group(1)}\n" in KEY.read_text(encoding="utf-8")
+    assert f"secret=${{2:-{secret.group(1)}}}\n" in KEY.read_text(encoding="utf-8")
+    sessions = re.search(r"sessionKeys:\s*'([^']+)'", source)
+    assert sessions, "main.bicep: no secretNames.sessionKeys"
+    assert f"kept-key.sh\" PORTAL_SESSION_KEYS {sessions.group(1)} " in PREPROVISION.read_text(encoding="utf-8")
+
+
+SESSIONS = ("PORTAL_SESSION_KEYS", "portal-session-keys", "Portal session keys", "new-if-absent")
+
+
+def test_the_session_keys_are_kept_like_the_delegation_key(sandbox: Path) -> None:
+    kept = run(KEY, sandbox, {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET": "a,b"},
+               args=SESSIONS)  # fmt: skip
+    assert kept.code == 0, kept.text
+    assert ["azd", "env", "set", "PORTAL_SESSION_KEYS", "a,b", "--environment", "prod"] in kept.calls
+    assert "Portal session keys: kept (read from Key Vault kv-x" in kept.out
+
+
+def test_session_keys_new_to_an_older_environment_are_made_once(sandbox: Path) -> None:
+    # The vault exists and lists its secrets, but has no session keys: provisioned before they existed.
+    made = run(KEY, sandbox, {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET_COUNT": "0"},
+               args=SESSIONS)  # fmt: skip
+    assert made.code == 0, made.text
+    (stored,) = [c[4] for c in made.calls if c[:4] == ["azd", "env", "set", "PORTAL_SESSION_KEYS"]]
+    assert len(base64.b64decode(stored, validate=True)) == 64
+    assert "Key Vault kv-x had none" in made.out
+
+
+@pytest.mark.parametrize("count", ["1", ""], ids=["there-but-unreadable", "list-refused"])
+def test_session_keys_that_cannot_be_read_are_never_replaced(sandbox: Path, count: str) -> None:
+    env = {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET_COUNT": count}
+    result = run(KEY, sandbox, env, args=SESSIONS)
+    assert result.code == 1, result.text
+    assert not [c for c in result.calls if c[0] == "azd"], "no key written"
+
+
+def test_the_delegation_key_is_never_made_for_an_existing_vault(sandbox: Path) -> None:
+    result = run(KEY, sandbox, {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET_COUNT": "0"})
+    assert result.code == 1, "without new-if-absent a missing secret stops: APIM and the app share this key"
+    assert not [c for c in result.calls if c[0] == "azd"]
+
+
+def test_a_name_that_is_not_a_variable_is_refused(sandbox: Path) -> None:
+    result = run(KEY, sandbox, {"AZURE_ENV_NAME": "prod"}, args=("X;rm -rf /", "s", "l"))
+    assert result.code == 2
+    assert "not an environment variable name" in result.err

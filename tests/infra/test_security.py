@@ -140,12 +140,27 @@ def test_delegation_points_at_the_app_with_a_key_created_once_and_kept() -> None
     assert re.search(r"^  preprovision:\n    posix:\n      shell: sh\n      run: infra/hooks/preprovision.sh\n"
                      r"      interactive: false\n      continueOnError: false$", manifest, re.MULTILINE)  # fmt: skip
     hook = (INFRA / "hooks" / "preprovision.sh").read_text(encoding="utf-8")
-    assert 'sh "$here/delegation-key.sh"' in hook
-    script = (INFRA / "hooks" / "delegation-key.sh").read_text(encoding="utf-8")
-    assert "name=APIM_DELEGATION_VALIDATION_KEY\n" in script
+    assert 'sh "$here/kept-key.sh"\n' in hook
+    script = (INFRA / "hooks" / "kept-key.sh").read_text(encoding="utf-8")
+    assert "name=${1:-APIM_DELEGATION_VALIDATION_KEY}\n" in script
     secret = re.search(r"delegationKey:\s*'([^']+)'", source)
     assert secret, "main.bicep: no secretNames.delegationKey"
-    assert f"secret={secret.group(1)}\n" in script, "delegation-key.sh must read the secret keyvault.bicep writes"
+    assert f"secret=${{2:-{secret.group(1)}}}\n" in script, "kept-key.sh must read the secret keyvault.bicep writes"
+
+
+def test_sessions_have_their_own_keys_created_once_and_kept() -> None:
+    """Sessions and forms are signed with PORTAL_SESSION_KEYS, not the delegation key: from the azd
+    environment (kept by the hook), into Key Vault, referenced by version so a rotation reaches the app."""
+    main = INFRA / "main.bicep"
+    source = main.read_text(encoding="utf-8")
+    keys = params(main)["portalSessionKeys"]
+    assert keys.secure
+    assert keys.default is None
+    document = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    assert document["parameters"]["portalSessionKeys"]["value"] == "${PORTAL_SESSION_KEYS}"
+    assert re.search(r"portalSessionKeys:\s*portalSessionKeys\b", source), "main.bicep must pass it to Key Vault"
+    app = (INFRA / "modules" / "functionapp.bicep").read_text(encoding="utf-8")
+    assert "PORTAL_SESSION_KEYS: '@Microsoft.KeyVault(SecretUri=${sessionKeysSecretUri})'" in app
 
 
 def test_key_vault_stores_the_delegation_key() -> None:

@@ -54,6 +54,17 @@ def test_stack_serves_the_portal_with_the_catalog_and_stops_on_sigterm(tmp_path:
         assert mailbox, text
         assert "Mailbox" in requests.get(mailbox[1], timeout=10).text
         mailbox_port = int(mailbox[1].rsplit(":", 1)[1])
+        # Where the operator's status is: a command that runs against this stack, every part readable.
+        command = re.search(r"Operator status \(another terminal\)\s+(.+)", text)
+        assert command, text
+        status = subprocess.run(["sh", "-c", command[1]], cwd=REPO, capture_output=True, text=True, timeout=120,
+                                check=False)  # fmt: skip
+        assert status.returncode in (0, 1), status.stderr  # 1: something needs attention (a fresh stack may)
+        assert "Usage" in status.stdout
+        assert "every required setting is set" in status.stdout, status.stdout
+        assert "could not be read" not in status.stdout, status.stdout
+        ready = requests.get(f"http://127.0.0.1:{port}/api/health", params={"ready": "1"}, timeout=30).json()
+        assert ready["ready"] is True, ready
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 from urllib.parse import urlencode
 
 import pytest
@@ -199,3 +200,33 @@ def test_subscriptions_mode_leaves_sign_in_to_the_portal(stack: LocalStack, monk
     assert answer.headers["Location"] == f"{stack.apim.portal_url}/signin?returnUrl=%2Fproducts"
     refused = requests.post(f"{stack.app_url}/api/portal/signin", data={}, allow_redirects=False, timeout=30)
     assert refused.status_code == 404
+
+
+def test_sessions_outlive_a_new_delegation_key_and_a_rotation_of_their_own_keys(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redeployment may give APIM a new delegation key: nobody is signed out. Sessions have their own
+    keys; rotating them (new key first, old second) keeps today's sessions until the old key is dropped."""
+    consumer = stack.consumer()
+    consumer.sign_up()
+    billing = f"{stack.app_url}/api/portal/billing"
+
+    def signed_in() -> bool:
+        answer = consumer.session.get(billing, allow_redirects=False, timeout=30)
+        assert answer.status_code in (200, 401), answer.text
+        return answer.status_code == 200
+
+    assert signed_in()
+    monkeypatch.setenv("APIM_DELEGATION_VALIDATION_KEY", base64.b64encode(secrets.token_bytes(64)).decode())
+    assert signed_in()
+    old = stack.env["PORTAL_SESSION_KEYS"]
+    new = base64.b64encode(secrets.token_bytes(64)).decode()
+    monkeypatch.setenv("PORTAL_SESSION_KEYS", f"{new},{old}")
+    assert signed_in()
+    monkeypatch.setenv("PORTAL_SESSION_KEYS", new)
+    assert not signed_in()  # the old key dropped: its sessions end, as they should
+    monkeypatch.setenv("PORTAL_SESSION_KEYS", "too-short")
+    broken = consumer.session.get(billing, allow_redirects=False, timeout=30)
+    assert broken.status_code == 503, broken.text  # named, never shown
+    assert "PORTAL_SESSION_KEYS" in broken.json()["error"]["message"]
+    assert "too-short" not in broken.text

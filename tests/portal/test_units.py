@@ -11,7 +11,7 @@ import pytest
 
 from billing.model_loader import load_models
 from billing.portal import delegation, offers
-from billing.portal.tokens import Signer, TokenError
+from billing.portal.tokens import Signer, TokenError, parse_session_keys
 
 KEY = b"\x01\x02 a delegation key of some length \xff"
 KEY_B64 = base64.b64encode(KEY).decode()
@@ -91,7 +91,7 @@ def test_product_id_from_a_resource_id() -> None:
 
 
 def test_tokens_round_trip_and_expire() -> None:
-    signer = Signer(KEY, "csrf")
+    signer = Signer([KEY], "csrf")
     token = signer.sign({"n": "abc"}, now=1000, ttl_seconds=60)
     assert signer.verify(token, now=1059)["n"] == "abc"
     with pytest.raises(TokenError, match="expired"):
@@ -99,14 +99,45 @@ def test_tokens_round_trip_and_expire() -> None:
 
 
 def test_tokens_are_bound_to_their_purpose_and_key() -> None:
-    token = Signer(KEY, "csrf").sign({"n": "abc"}, now=0, ttl_seconds=60)
-    for other in (Signer(KEY, "session"), Signer(b"another key", "csrf")):
+    token = Signer([KEY], "csrf").sign({"n": "abc"}, now=0, ttl_seconds=60)
+    for other in (Signer([KEY], "session"), Signer([b"another key"], "csrf")):
         with pytest.raises(TokenError):
             other.verify(token, now=1)
     with pytest.raises(TokenError):
-        Signer(KEY, "csrf").verify(token.replace(".", "x."), now=1)
-    with pytest.raises(TokenError):
-        Signer(KEY, "csrf").verify("garbage", now=1)
+        Signer([KEY], "csrf").verify(token.replace(".", "x."), now=1)
+    for garbage in ("garbage", "é.abc", "\u00e9abc.def"):
+        with pytest.raises(TokenError):
+            Signer([KEY], "csrf").verify(garbage, now=1)
+
+
+def test_a_rotation_keeps_tokens_of_the_old_key_until_it_is_dropped() -> None:
+    old, new = b"o" * 32, b"n" * 32
+    before = Signer([old], "session").sign({"n": "a"}, now=0, ttl_seconds=60)
+    rotating = Signer([new, old], "session")
+    assert rotating.verify(before, now=1)["n"] == "a"  # signed before the rotation: still accepted
+    after = rotating.sign({"n": "b"}, now=1, ttl_seconds=60)
+    assert Signer([new], "session").verify(after, now=2)["n"] == "b"  # new tokens use the new key
+    with pytest.raises(TokenError, match="signature"):
+        Signer([old], "session").verify(after, now=2)
+    with pytest.raises(TokenError, match="signature"):
+        Signer([new], "session").verify(before, now=2)  # the old key dropped: its tokens end
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [("", "empty"), ("bm90IGJhc2U2NA==", "key 1 has 80 bits"), ("%%%", "key 1 is not base64"),
+     (",".join([base64.b64encode(b"k" * 32).decode()] * 2), "same key twice"),
+     (",".join(base64.b64encode(bytes([i]) * 32).decode() for i in range(4)), "at most 3")],
+)  # fmt: skip
+def test_session_keys_setting_names_what_is_wrong(value: str, names: str) -> None:
+    with pytest.raises(ValueError, match=names):
+        parse_session_keys(value)
+
+
+def test_session_keys_setting_is_read_newest_first() -> None:
+    new, old = b"n" * 32, b"o" * 48
+    text = f" {base64.b64encode(new).decode()} , {base64.b64encode(old).decode()}"
+    assert parse_session_keys(text) == (new, old)
 
 
 def test_price_descriptions_follow_the_model() -> None:

@@ -1,9 +1,14 @@
 #!/bin/sh
-# azd preprovision hook, part 2: the APIM delegation validation key, created once and kept.
+# azd preprovision hook, part 2: a key created once and kept.
 #
-# APIM signs its delegation links with this key and the app signs its sessions and forms with it,
-# so a new key voids them all. main.bicep takes it from the azd environment value
-# APIM_DELEGATION_VALIDATION_KEY (main.parameters.json); this script makes sure that value is there:
+#   sh kept-key.sh [NAME SECRET LABEL [new-if-absent]]
+#
+# Used for two keys (preprovision.sh): APIM's delegation validation key (the default:
+# APIM_DELEGATION_VALIDATION_KEY, secret apim-delegation-validation-key), with which APIM signs its
+# delegation links, and the app's own session keys (PORTAL_SESSION_KEYS, secret portal-session-keys),
+# with which it signs sessions, forms and device cookies. A new delegation key voids every open
+# delegation link; new session keys sign every consumer out. main.bicep takes each from the azd
+# environment value NAME (main.parameters.json); this script makes sure that value is there:
 #   1. already in the azd environment: kept as it is (to rotate: azd env set a new one);
 #   2. else, if the environment was provisioned before, the key APIM and the app use now is read from
 #      its Key Vault and put into the azd environment. The vault is AZURE_KEY_VAULT_NAME (an output azd
@@ -12,16 +17,24 @@
 #   3. else (the first provision: no such resource group, or no vault in it): a new random key,
 #      512 bits, base64.
 # When it cannot tell (no Azure CLI, not signed in, vault unreadable) it stops: never a silent new key.
+# With new-if-absent (the session keys), a vault that lists its secrets but has none of that name
+# (an environment provisioned before the key existed) gets a new key, once, and says so.
 set -eu
 
-name=APIM_DELEGATION_VALIDATION_KEY
-# The secret that keyvault.bicep writes (main.bicep, secretNames.delegationKey).
-secret=apim-delegation-validation-key
+# The azd environment value, the secret that keyvault.bicep writes (main.bicep, secretNames) and what
+# the messages call it.
+name=${1:-APIM_DELEGATION_VALIDATION_KEY}
+secret=${2:-apim-delegation-validation-key}
+label=${3:-Delegation validation key}
+absent=${4:-}
+case "$name" in
+  *[!A-Z0-9_]* | "") echo "kept-key.sh: '$name' is not an environment variable name" >&2; exit 2 ;;
+esac
 
 stop() {
   cat >&2 <<EOF
 azd provision stopped: $name is not in the azd environment, and $1.
-A new key would sign out every portal user, so none is made here.
+A new key would sign out every portal user or void open links, so none is made here.
   - sign in with the Azure CLI (az login) as someone who may read the environment's resource group
     and its Key Vault secrets (Key Vault Secrets User or Officer), then run azd provision again; or
   - to replace the key on purpose: azd env set $name "\$(openssl rand -base64 64 | tr -d '\\n')"
@@ -43,8 +56,9 @@ generate() {
   fi
 }
 
-if [ -n "${APIM_DELEGATION_VALIDATION_KEY:-}" ]; then
-  echo "Delegation validation key: kept (azd environment)."
+eval "current=\${$name:-}"
+if [ -n "$current" ]; then
+  echo "$label: kept (azd environment)."
   exit 0
 fi
 if [ -z "${AZURE_ENV_NAME:-}" ]; then
@@ -66,13 +80,22 @@ fi
 
 if [ -n "$vault" ]; then
   key=$(az keyvault secret show --vault-name "$vault" --name "$secret" --query value --output tsv 2>/dev/null) || key=""
+  if [ -z "$key" ] && [ "$absent" = new-if-absent ]; then
+    count=$(az keyvault secret list --vault-name "$vault" --query "length([?name=='$secret'])" --output tsv \
+      2>/dev/null) || count=""
+    if [ "$count" = 0 ]; then
+      keep "$(generate)"
+      echo "$label: generated (Key Vault $vault had none: provisioned before this key existed); kept from now on."
+      exit 0
+    fi
+  fi
   if [ -z "$key" ]; then
     stop "the key in use could not be read from Key Vault $vault (secret '$secret')"
   fi
   keep "$key"
-  echo "Delegation validation key: kept (read from Key Vault $vault into the azd environment)."
+  echo "$label: kept (read from Key Vault $vault into the azd environment)."
   exit 0
 fi
 
 keep "$(generate)"
-echo "Delegation validation key: generated for this new environment; kept in the azd environment from now on."
+echo "$label: generated for this new environment; kept in the azd environment from now on."
