@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -119,6 +120,7 @@ class Stack(StackView):
 
     def gateway_status(self, sid: str) -> int:
         key = self.apim.subscription.list_secrets(*self.where, sid).primary_key
+        assert key is not None
         return requests.get(f"{self.apim_emu.gateway_url}/echo/hello",
                             headers={"Ocp-Apim-Subscription-Key": key}, timeout=10).status_code  # fmt: skip
 
@@ -127,7 +129,8 @@ class Stack(StackView):
 
     def new_customer(self, user_id: str = USER_ID, clock: bool = True) -> tuple[str, str | None]:
         clock_id = None
-        params: dict[str, Any] = {"email": f"{user_id}@example.com", "metadata": {CUSTOMER_META_APIM_USER: user_id}}
+        params: stripe.params.CustomerCreateParams = {"email": f"{user_id}@example.com",
+                                                      "metadata": {CUSTOMER_META_APIM_USER: user_id}}
         if clock:
             clock_id = self.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())}).id
             params["test_clock"] = clock_id
@@ -136,7 +139,8 @@ class Stack(StackView):
     def checkout(self, customer_id: str, product: str, *, user_id: str = USER_ID, name: str = "my key",
                  metadata: dict[str, str] | None = None) -> str:  # fmt: skip
         """Checkout in subscription mode, paid on the hosted page with a test card; the subscription id."""
-        items: list[dict[str, Any]] = [{"price": self.catalog.flat_price[product], "quantity": 1}]
+        items: list[stripe.params.checkout.SessionCreateParamsLineItem] = [
+            {"price": self.catalog.flat_price[product], "quantity": 1}]
         if product in self.catalog.usage_price:
             items.append({"price": self.catalog.usage_price[product]})
         meta = {SUB_META_APIM_USER: user_id, SUB_META_PRODUCT: product, SUB_META_NAME: name}
@@ -157,7 +161,7 @@ def _make_catalog(client: stripe.StripeClient) -> Catalog:
     catalog = Catalog()
     # Standard: $89.95 flat monthly, then $0.10 per 100 calls on its own meter (revenue-model.md).
     # Basic: $14.95 flat monthly, no usage price.
-    for pid, flat, usage_decimal in (("standard", 8995, "0.1"), ("basic", 1495, None)):
+    for pid, flat, usage_decimal in (("standard", 8995, Decimal("0.1")), ("basic", 1495, None)):
         client.v1.products.create(params={"id": stripe_product_id(pid), "name": pid.title(),
                                           "metadata": {PRODUCT_METADATA_KEY: pid}})  # fmt: skip
         price = client.v1.prices.create(params={

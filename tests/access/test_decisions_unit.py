@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -23,6 +22,8 @@ from billing.access.ports import AccessPorts
 from billing.access.routing import EventPlan, MalformedEvent, ReportClosingUsage, SyncSubscription, plan_event
 from billing.access.sync import ConcurrentUpdates, sync_subscription
 from billing.store.subscriptions import SubscriptionLink
+from tests.access.fakes import FakeApim, FakeStripe, FakeUsage
+from tests.fakes import FakeLinks
 
 A, S, SU, C = ApimState.ACTIVE, ApimState.SUBMITTED, ApimState.SUSPENDED, ApimState.CANCELLED
 
@@ -152,105 +153,6 @@ def _subscription(status: str, invoice_status: str = "paid", sub_id: str = "sub_
     }  # fmt: skip
 
 
-class FakeStripe:
-    def __init__(self, sub: dict[str, Any]) -> None:
-        self.sub = sub
-        self.thresholds: list[tuple[str, int]] = []
-
-    def set_billing_threshold(self, subscription_id: str, amount_minor: int) -> None:
-        self.thresholds.append((subscription_id, amount_minor))
-
-    owed_by_others = 0
-    ending_others: list[str] = []  # noqa: RUF012 - replaced per test, never mutated
-    cancelled: list[str]
-
-    def owed(self, customer_id: str, except_subscription: str) -> int:
-        return self.owed_by_others
-
-    def ending(self, customer_id: str, except_subscription: str) -> list[str]:
-        return self.ending_others
-
-    def cancel_refused(self, subscription_id: str) -> None:
-        self.__dict__.setdefault("cancelled", []).append(subscription_id)
-
-    def retrieve(self, subscription_id: str) -> Mapping[str, Any] | None:
-        return self.sub if self.sub["id"] == subscription_id else None
-
-    def list_with_metadata(self) -> Iterator[Mapping[str, Any]]:
-        yield self.sub
-
-
-class FakeApim:
-    def __init__(self) -> None:
-        self.subs: dict[str, ApimView] = {}
-        self.writes: list[str] = []
-
-    def get(self, sid: str, timeout: float) -> ApimView | None:
-        return self.subs.get(sid)
-
-    def create(self, sid: str, target: AccessTarget, state: ApimState, timeout: float) -> None:
-        self.writes.append(f"create {state}")
-        self.subs[sid] = ApimView(state.value, target.user_id, target.product_id)
-
-    def set_state(self, sid: str, state: ApimState, timeout: float) -> None:
-        self.writes.append(f"set {state}")
-        old = self.subs[sid]
-        self.subs[sid] = ApimView(state.value, old.user_id, old.product_id)
-
-    def reset_quota(self, sid: str, timeout: float) -> None:
-        self.writes.append(f"reset quota {sid}")
-
-    def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
-        return [sid for sid, v in self.subs.items() if (v.user_id, v.product_id) == (user_id, product_id)
-                and v.state in ("submitted", "active", "suspended")]  # fmt: skip
-
-
-class FakeLinks:
-    """ETag semantics like Table Storage: every write makes a new ETag."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[SubscriptionLink, str]] = {}
-        self.version = 0
-        self.before_write: list[Any] = []  # callbacks run before the next write (to simulate a race)
-
-    def _next(self) -> str:
-        self.version += 1
-        return f"etag{self.version}"
-
-    def _race(self) -> None:
-        while self.before_write:
-            self.before_write.pop(0)()
-
-    def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None:
-        return self.rows.get(apim_subscription_id)
-
-    def create_if_absent(self, link: SubscriptionLink) -> bool:
-        self._race()
-        if link.apim_subscription_id in self.rows:
-            return False
-        self.rows[link.apim_subscription_id] = (link, self._next())
-        return True
-
-    def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> bool:
-        self._race()
-        if self.rows[link.apim_subscription_id][1] != etag:
-            return False
-        self.rows[link.apim_subscription_id] = (link, self._next())
-        return True
-
-
-class FakeUsage:
-    def __init__(self, takes_seconds: int = 0) -> None:
-        self.requests: list[tuple[str, int, int]] = []
-        self.takes_seconds = takes_seconds
-
-    def request_closing(self, subscription_id: str, period_start: int, period_end: int) -> None:
-        self.requests.append((subscription_id, period_start, period_end))
-
-    def closing_takes_seconds(self) -> int:
-        return self.takes_seconds
-
-
 def _ports(sub: dict[str, Any]) -> tuple[AccessPorts, FakeStripe, FakeApim, FakeLinks]:
     stripe, apim, links = FakeStripe(sub), FakeApim(), FakeLinks()
     return AccessPorts(stripe, apim, links, FakeUsage()), stripe, apim, links
@@ -333,9 +235,10 @@ def test_the_quota_counter_restarts_when_stripe_starts_the_next_period_and_only_
     sync_subscription("sub_1", ports, event_created=3)
     sync_subscription("sub_1", ports, event_created=4)  # a redelivered event: the link has the period now
     assert apim.writes == ["create active", "reset quota sub_1"]
-    other = AccessPorts(FakeStripe(_next_period(_subscription("active"))), FakeApim(), FakeLinks(), FakeUsage())
+    other_apim = FakeApim()
+    other = AccessPorts(FakeStripe(_next_period(_subscription("active"))), other_apim, FakeLinks(), FakeUsage())
     sync_subscription("sub_1", other, event_created=5)
-    assert "reset quota sub_1" not in other.apim.writes  # type: ignore[attr-defined]  # no quota: nothing to reset
+    assert "reset quota sub_1" not in other_apim.writes  # no quota: nothing to reset
 
 
 def test_the_spending_limit_is_written_once_on_a_live_subscription() -> None:

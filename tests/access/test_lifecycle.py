@@ -47,7 +47,9 @@ def test_pay_fail_recover_cancel(stack: Stack) -> None:
     assert stack.apim_state(sid) == "active"
     assert stack.gateway_status(sid) == 200
     contract = stack.apim.subscription.get(*stack.where, sid)
+    assert contract.owner_id is not None
     assert contract.owner_id.endswith(f"/users/{USER_ID}")
+    assert contract.scope is not None
     assert contract.scope.endswith("/products/standard")
     assert contract.display_name == "my key"
     sub = stack.stripe.v1.subscriptions.retrieve(sid)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -60,7 +61,7 @@ class UsageStack(StackView):
         customer = self.stripe.v1.customers.create(params={
             "email": f"{user}@example.com", "metadata": {CUSTOMER_META_APIM_USER: user}, "test_clock": clock.id,
         })  # fmt: skip
-        items: list[dict[str, Any]] = [{"price": p} for p in self.prices[product]]
+        items: list[stripe.params.checkout.SessionCreateParamsLineItem] = [{"price": p} for p in self.prices[product]]
         for item in items:
             if item["price"] in self.prices.get(f"{product}:flat", []):
                 item["quantity"] = 1
@@ -99,13 +100,14 @@ class UsageStack(StackView):
         caller's (e.g. `apim_emu.bulk_create_subscriptions`). Without `clock` the customer lives in
         real time, as in Stripe.
         """
-        params: dict[str, Any] = {"email": f"{user}@example.com", "metadata": {CUSTOMER_META_APIM_USER: user},
-                                  "payment_method": "pm_card_visa",
-                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}}  # fmt: skip
+        params: stripe.params.CustomerCreateParams = {
+            "email": f"{user}@example.com", "metadata": {CUSTOMER_META_APIM_USER: user},
+            "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }  # fmt: skip
         if clock is not None:
             params["test_clock"] = clock
         customer = self.stripe.v1.customers.create(params=params)
-        items: list[dict[str, Any]] = [{"price": p} for p in self.prices[product]]
+        items: list[stripe.params.SubscriptionCreateParamsItem] = [{"price": p} for p in self.prices[product]]
         sub = self.stripe.v1.subscriptions.create(params={"customer": customer.id, "items": items})
         self.write_link(sub.id, product, customer.id, user)
         return sub.id, customer.id
@@ -156,6 +158,7 @@ class UsageStack(StackView):
     def call(self, sid: str, times: int, status: int = 200) -> None:
         """Real calls through the gateway with the subscription's key; `status` the backend answers."""
         key = self.apim.subscription.list_secrets(*self.where, sid).primary_key
+        assert key is not None
         for _ in range(times):
             requests.get(f"{self.apim_emu.gateway_url}/echo/status/{status}",
                          headers={"Ocp-Apim-Subscription-Key": key}, timeout=10)  # fmt: skip
@@ -181,7 +184,7 @@ def _catalog(client: stripe.StripeClient) -> dict[str, list[str]]:
             "default_aggregation": {"formula": "sum"},
         })  # fmt: skip
         per_call = product.usage_price.minor_per_call(product.currency_exponent)
-        decimal = format(per_call.numerator / per_call.denominator, "f")  # exact here: 0.2, 0.15, 0.1 cents
+        decimal = Decimal(format(per_call.numerator / per_call.denominator, "f"))  # exact: 0.2, 0.15, 0.1 cents
         usage = client.v1.prices.create(params={
             "product": stripe_product_id(pid), "currency": "usd", "unit_amount_decimal": decimal,
             "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},

@@ -1,14 +1,28 @@
-"""In-memory fakes of the usage push's OWN ports (billing.usage.ports), for service unit tests."""
+"""In-memory fakes of the usage push's OWN ports (billing.usage.ports), for service unit tests.
+
+Each is checked against its Protocol at the end of the module, so a port that gains a method fails the
+type check here rather than in a test run.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from billing.store.subscriptions import SubscriptionLink
 from billing.usage.plan import MeterEvent, UsageCounts
-from billing.usage.ports import SendResult, Watermark, WatermarkConflict, WatermarkKey, WatermarkWrite
+from billing.usage.ports import (
+    MeterCounts,
+    MeterSink,
+    SendResult,
+    UsageReports,
+    Watermark,
+    WatermarkConflict,
+    WatermarkKey,
+    WatermarkStore,
+    WatermarkWrite,
+)
 from billing.usage.windows import ReportWindow
 
 
@@ -92,7 +106,7 @@ class FakeWatermarks:
         self._etags = itertools.count(1)
         self.writes = 0
         self.group_size = group_size
-        self.before_write: Callable[[], None] | None = None  # test seam: runs once, then is cleared
+        self.before_write: Callable[[], object] | None = None  # test seam: runs once, then is cleared
 
     def group_of(self, subscription_id: str, product_id: str) -> str:
         digits = "".join(ch for ch in subscription_id if ch.isdigit())
@@ -140,18 +154,6 @@ class FakeWatermarks:
         return out
 
 
-class FakeLinks:
-    def __init__(self, links: Iterable[SubscriptionLink] = ()) -> None:
-        self.links = {link.apim_subscription_id: link for link in links}
-
-    def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None:
-        link = self.links.get(apim_subscription_id)
-        return None if link is None else (link, "etag")
-
-    def all(self) -> Iterator[SubscriptionLink]:
-        return iter(list(self.links.values()))
-
-
 def link(
     sid: str, product: str, start: int, end: int, customer: str | None = None, **changes: object
 ) -> SubscriptionLink:
@@ -162,3 +164,10 @@ def link(
         stripe_state_at=start,
     )
     return base.with_changes(**changes) if changes else base
+
+
+# mypy proves each fake has every method of its port, with the port's signatures.
+_reports: UsageReports = FakeReports()
+_meter: MeterSink = FakeMeter()
+_counts: MeterCounts = FakeMeter()
+_watermarks: WatermarkStore = FakeWatermarks()

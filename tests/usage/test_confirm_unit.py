@@ -21,7 +21,8 @@ from billing.usage.plan import MeterEvent
 from billing.usage.ports import SendResult
 from billing.usage.push import UsagePush
 from billing.usage.runner import handle_message, run_in_process
-from tests.usage.fakes import FakeLinks, FakeMeter, FakeReports, FakeWatermarks, link
+from tests.fakes import FakeLinks
+from tests.usage.fakes import FakeMeter, FakeReports, FakeWatermarks, link
 
 MODELS = load_models()
 DAY = 86_400

@@ -12,7 +12,8 @@ from billing.usage.runner import handle_message
 from billing.usage.timing import closing_takes_seconds, lag_seconds_of
 from billing.usage.windows import Period
 from billing.usage.wiring import lag_seconds
-from tests.usage.fakes import FakeLinks, FakeMeter, FakeReports, FakeWatermarks, link
+from tests.fakes import FakeLinks
+from tests.usage.fakes import FakeMeter, FakeReports, FakeWatermarks, link
 
 MODELS = load_models()
 P0, P1 = 1_767_225_600, 1_769_904_000  # January 2026
@@ -32,7 +33,7 @@ class Ender:
 
 def _push(meter: FakeMeter, reports: FakeReports, marks: FakeWatermarks) -> UsagePush:
     links = FakeLinks([link("sub_a", "payg", P0, P1)])
-    return UsagePush(MODELS, reports, meter, marks, links, lag_seconds=1800, counts=meter)  # type: ignore[arg-type]
+    return UsagePush(MODELS, reports, meter, marks, links, lag_seconds=1800, counts=meter)
 
 
 def _run(push: UsagePush, ender: Ender, later: list[tuple[bytes, int]]) -> object:
@@ -45,7 +46,7 @@ def test_the_job_reports_the_calls_up_to_the_cancel_stamped_before_it_then_cance
     meter, reports, marks = FakeMeter(), FakeReports(), FakeWatermarks()
     reports.add("sub_a", P0 + 3600, success=1000)
     reports.add("sub_a", CANCEL - 2, success=200)  # the last calls before the key stopped
-    ender, later = Ender(meter), []
+    ender, later = Ender(meter), list[tuple[bytes, int]]()  # (message, delay) sent for later
     push = _push(meter, reports, marks)
     _run(push, ender, later)
     # Stripe had every call (PAYG bills each one) before the cancel made the final invoice.
@@ -64,7 +65,7 @@ def test_the_job_reports_the_calls_up_to_the_cancel_stamped_before_it_then_cance
 def test_a_shortfall_found_after_the_final_invoice_is_repaired_inside_it() -> None:
     meter, reports, marks = FakeMeter(lose_customers=["cus_sub_a"]), FakeReports(), FakeWatermarks()
     reports.add("sub_a", CANCEL - 30, success=700)
-    ender, later = Ender(meter), []
+    ender, later = Ender(meter), list[tuple[bytes, int]]()  # (message, delay) sent for later
     push = _push(meter, reports, marks)
     _run(push, ender, later)  # Stripe's stream answered, then dropped the event in validation
     meter.lose.clear()
@@ -83,7 +84,7 @@ def test_a_shortfall_found_after_the_final_invoice_is_repaired_inside_it() -> No
 def test_stripe_is_not_cancelled_before_it_has_the_usage() -> None:
     meter, reports, marks = FakeMeter(refuse_customers=["cus_sub_a"]), FakeReports(), FakeWatermarks()
     reports.add("sub_a", CANCEL - 60, success=500)
-    ender, later = Ender(meter), []
+    ender, later = Ender(meter), list[tuple[bytes, int]]()  # (message, delay) sent for later
     push = _push(meter, reports, marks)
     with pytest.raises(UsageNotDelivered, match="sub_a"):
         _run(push, ender, later)
@@ -95,7 +96,7 @@ def test_stripe_is_not_cancelled_before_it_has_the_usage() -> None:
 
 def test_a_subscription_the_app_never_recorded_is_still_cancelled() -> None:
     meter = FakeMeter()
-    push = UsagePush(MODELS, FakeReports(), meter, FakeWatermarks(), FakeLinks(), counts=meter)  # type: ignore[arg-type]
+    push = UsagePush(MODELS, FakeReports(), meter, FakeWatermarks(), FakeLinks(), counts=meter)
     ender: Ender = Ender(meter)
     summary = handle_message(push, final_message("sub_a", P0, P1, CANCEL), lambda body: None, ender=ender)
     assert ender.cancelled == [("sub_a", 0)]

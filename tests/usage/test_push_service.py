@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.model_loader import load_models
+from billing.store.subscriptions import SubscriptionLink
 from billing.usage.batches import BadMessage, PushBatch, batch_message, parse_message
 from billing.usage.closing import report_closing_usage
 from billing.usage.ports import SendResult, Watermark
 from billing.usage.push import CHUNK, UsagePush
 from billing.usage.runner import handle_message, run_in_process
 from billing.usage.windows import Period, ReportWindow
-from tests.usage.fakes import FakeLinks, FakeMeter, FakeReports, FakeWatermarks, link
+from tests.fakes import FakeLinks
+from tests.usage.fakes import FakeMeter, FakeReports, FakeWatermarks, link
 
 MODELS = load_models()
 DAY = 86_400
@@ -25,12 +28,14 @@ P1 = P0 + 30 * DAY
 LAG = 1800
 
 
-def _push(links: list, reports: FakeReports | None = None, meter: FakeMeter | None = None,  # type: ignore[type-arg]
-          marks: FakeWatermarks | None = None, **kw: object) -> UsagePush:
+def _push(links: list[SubscriptionLink], reports: FakeReports | None = None, meter: FakeMeter | None = None,
+          marks: FakeWatermarks | None = None, *, batch_size: int = 300,
+          after_send: Callable[[SendResult], None] | None = None) -> UsagePush:
     meter = meter or FakeMeter()
-    kw.setdefault("counts", meter)  # the fake Stripe reads back what it counted
-    return UsagePush(MODELS, reports or FakeReports(), meter, marks or FakeWatermarks(),
-                     FakeLinks(links), lag_seconds=LAG, **kw)  # type: ignore[arg-type]
+    return UsagePush(MODELS, reports or FakeReports(), meter, marks or FakeWatermarks(), FakeLinks(links),
+                     lag_seconds=LAG, batch_size=batch_size,
+                     counts=meter,  # the fake Stripe reads back what it counted
+                     after_send=after_send)
 
 
 class Crash(Exception):

@@ -24,7 +24,8 @@ from billing.usage.runner import run_in_process
 from billing.usage.windows import ReportWindow
 from emulators.loganalytics.limits import Limits
 from tests.emulators.loganalytics.conftest import START, Workspace, clock, make_workspace  # noqa: F401 - fixtures
-from tests.usage.fakes import FakeLinks, FakeMeter, FakeWatermarks, link
+from tests.fakes import FakeLinks
+from tests.usage.fakes import FakeMeter, FakeWatermarks, link
 
 MODELS = load_models()
 HOUR = 3600
