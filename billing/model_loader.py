@@ -113,6 +113,12 @@ def _message(error: ErrorDetails) -> str:
         bound = ctx.get("ge", ctx.get("gt"))
         op = ">=" if kind == "greater_than_equal" else ">"
         return f"must be {op} {bound}, got {given}"
+    if kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        op = "<=" if kind == "less_than_equal" else "<"
+        return f"must be {op} {bound}, got {given}"
+    if kind == "int_type":
+        return f"must be a whole number such as 14, not {given!r}"
     if kind == "string_pattern_mismatch":
         return f"{given!r} does not match {ctx.get('pattern')}"
     if kind == "value_error":

@@ -32,6 +32,7 @@ PERIOD_SECONDS: dict[str, int] = {
     "month": 2_592_000,
 }
 
+MAX_TRIAL_DAYS = 730
 NonNegativeMoney = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 # APIM resource names (API and group ids): letters, digits, "-", "_" and ".", up to 80 characters.
 _APIM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
@@ -109,6 +110,9 @@ class Product(_Model):
     # Metered products: once a period's accrued usage reaches this amount, Stripe invoices it at once
     # (a billing threshold), so a card that never pays cannot run up unbounded usage.
     spending_limit: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+    # Paid products: days of free trial before the first charge, one trial per consumer and product.
+    # Stripe: "The trial period must be 730 days (2 years) or less" (docs.stripe.com/billing/subscriptions/trials).
+    trial_days: Annotated[int, Field(strict=True, gt=0, le=MAX_TRIAL_DAYS)] | None = None
 
     @property
     def currency_exponent(self) -> int:
@@ -148,7 +152,7 @@ def _consistency_problems(p: Product) -> list[str]:
         supported = ", ".join(sorted(CURRENCY_EXPONENTS))
         return [f"currency: '{p.currency}' is not supported; use one of {supported}"]
     rules = (_flat_fee_problems, _usage_price_problems, _included_calls_problems, _quota_problems, _block_problems,
-             _spending_limit_problems)  # fmt: skip
+             _spending_limit_problems, _trial_problems)  # fmt: skip
     return [problem for rule in rules for problem in rule(p)]
 
 
@@ -246,6 +250,13 @@ def _spending_limit_problems(p: Product) -> list[str]:
     if p.spending_limit <= floor:
         return [f"spendingLimit: {p.spending_limit} must be above {floor} (the flat fee, and Stripe's minimum "
                 "billing threshold), or the first invoice alone would reach it"]  # fmt: skip
+    return []
+
+
+def _trial_problems(p: Product) -> list[str]:
+    if p.trial_days is not None and not p.is_paid:
+        return [f"trialDays: a {p.pricing_model} product costs nothing, so there is nothing to try for free; "
+                "remove trialDays"]  # fmt: skip
     return []
 
 

@@ -96,6 +96,15 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
         ["product 'payg'", "spendingLimit", "must be above 0.50"],
     ),
     ("no products", lambda d: d.update(products=[]), ["products"]),
+    ("trial of a free product", lambda d: _product(d, "free").update(trialDays=14),
+     ["product 'free'", "trialDays", "remove trialDays"]),
+    ("trial of no days", lambda d: _product(d, "basic").update(trialDays=0), ["product 'basic'", "trialDays", "> 0"]),
+    ("trial in a string", lambda d: _product(d, "basic").update(trialDays="14"),
+     ["product 'basic'", "trialDays", "whole number"]),
+    ("trial in part-days", lambda d: _product(d, "basic").update(trialDays=14.5),
+     ["product 'basic'", "trialDays", "whole number"]),
+    ("trial longer than Stripe allows", lambda d: _product(d, "basic").update(trialDays=731),
+     ["product 'basic'", "trialDays", "<= 730"]),
 ]
 
 
@@ -145,3 +154,14 @@ def test_money_from_json_numbers_is_exact() -> None:
     data = copy.deepcopy(GOOD)
     text = json.dumps(data).replace('"flatFee": "14.95"', '"flatFee": 14.95')
     assert parse_models(text).product("basic").flat_fee_minor == 1495
+
+
+def test_paid_products_may_have_a_trial_and_the_shipped_file_has_none() -> None:
+    """revenue-model.md bills the flat fee on the first invoice, so the shipped products have no trial;
+    a provider's file may give any paid product one."""
+    assert [p.id for p in load_models().products if p.trial_days is not None] == []
+    data = copy.deepcopy(GOOD)
+    _product(data, "developer")["trialDays"] = 14
+    _product(data, "basic")["trialDays"] = 730
+    models = parse_models(json.dumps(data))
+    assert (models.product("developer").trial_days, models.product("basic").trial_days) == (14, 730)
