@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,6 @@ from azure.mgmt.apimanagement.models import (
 from billing.adapters.storage import ensure_table
 from billing.portal import account_ops, passwords
 from billing.portal.deps import portal_deps
-from billing.portal.ports import BillingPeriod
 from billing.portal.records import Account
 from billing.store.accounts import Accounts
 from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
@@ -48,7 +48,7 @@ def link(stack: Any, operation: str, salt: str | None = None, **fields: str) -> 
 
 
 def signed_up(stack: Any) -> Consumer:
-    consumer = stack.consumer()
+    consumer: Consumer = stack.consumer()
     consumer.sign_up()
     return consumer
 
@@ -208,8 +208,10 @@ def test_close_account_cancels_everything_with_a_final_invoice_and_signs_out(sta
     # fee was paid in advance and the cancel does not prorate, so the final invoice is the usage only.
     assert final.total == 5000
     mgmt, rg, svc = apim(stack)
-    for gone in (lambda: mgmt.user.get(rg, svc, uid), lambda: mgmt.subscription.get(rg, svc, free_sid),
-                 lambda: mgmt.subscription.get(rg, svc, paid.id)):
+    reads: list[Callable[[], object]] = [lambda: mgmt.user.get(rg, svc, uid),
+                                         lambda: mgmt.subscription.get(rg, svc, free_sid),
+                                         lambda: mgmt.subscription.get(rg, svc, paid.id)]
+    for gone in reads:
         with pytest.raises(ResourceNotFoundError):
             gone()
     assert account_row(consumer.email) is None
@@ -378,104 +380,46 @@ def test_a_replayed_subscribe_link_signs_nobody_in(stack: Any, monkeypatch: pyte
 
 
 # ---- the close's order, with in-memory fakes of the portal's own ports ----------------------------
-class _Log:
-    def __init__(self) -> None:
-        self.steps: list[str] = []
+class _LoggedAccounts(fakes.InMemoryAccounts):
+    """The accounts store, writing each write's step into the shared log."""
 
+    def __init__(self, steps: list[str], *accounts: Account) -> None:
+        super().__init__(*accounts)
+        self.steps = steps
 
-class _FakeAccounts:
-    def __init__(self, log: _Log, account: Any) -> None:
-        self.log, self.rows = log, {account.email: account}
-
-    def get(self, email: str) -> Any:
-        return self.rows.get(email)
-
-    def get_with_etag(self, email: str) -> Any:
-        return (self.rows[email], "etag") if email in self.rows else None
-
-    def replace(self, account: Any, etag: str) -> bool:
-        self.log.steps.append(f"row:closing={bool(account.closing_since)}")
-        self.rows[account.email] = account
-        return True
+    def replace(self, account: Account, etag: str) -> bool:
+        self.steps.append(f"row:closing={bool(account.closing_since)}")
+        return super().replace(account, etag)
 
     def delete(self, email: str) -> None:
-        self.log.steps.append("row:delete")
-        self.rows.pop(email, None)
-
-
-class _FakeApim:
-    def __init__(self, log: _Log) -> None:
-        from billing.portal.ports import ApimSubscription  # noqa: PLC0415
-
-        self.log = log
-        self.subs = {sid: ApimSubscription(sid, "u1", pid, sid, state, None, None)
-                     for sid, pid, state in (("free-1", "free", "active"), ("sub_2", "standard", "active"),
-                                             ("old-3", "free", "cancelled"))}  # fmt: skip
-
-    def user_subscriptions(self, uid: str) -> list[Any]:
-        return list(self.subs.values())
-
-    def get_subscription(self, sid: str) -> Any:
-        return self.subs.get(sid)
-
-    def set_subscription_state(self, sid: str, state: str, comment: str) -> None:
-        self.log.steps.append(f"apim:{sid}:{state}")
-        self.subs[sid] = dataclasses.replace(self.subs[sid], state=state)
-
-    def delete_user(self, uid: str) -> None:
-        self.log.steps.append("apim:delete-user")
-
-
-class _FakePayments:
-    def __init__(self, log: _Log) -> None:
-        self.log = log
-
-    def subscription_period(self, sid: str) -> BillingPeriod:
-        return BillingPeriod(1_000, 2_000, clock_now=1_500)
-
-    def cancel_subscription(self, sid: str) -> None:
-        self.log.steps.append(f"stripe:cancel:{sid}")
-
-    def end_access(self, sid: str, at: int) -> bool:
-        self.log.steps.append(f"stripe:end-access:{sid}:{at}")
-        return True
-
-    def expire_open_checkouts(self, uid: str) -> None:
-        self.log.steps.append("stripe:expire-checkouts")
-
-    def live_subscriptions(self, uid: str) -> list[str]:
-        # sub_2 cancelled by the close (its final invoice job ends it), sub_old by an earlier cancel, and
-        # sub_late: a checkout completed before the webhook granted it.
-        return ["sub_2", "sub_old", "sub_late"]
-
-    def pending_final_invoices(self, uid: str) -> list[str]:
-        return ["sub_2", "sub_old"]
-
-    def outstanding_invoices(self, uid: str, email: str | None) -> list[Any]:
-        return []
-
-
-class _FakeFinalInvoices:
-    def __init__(self, log: _Log) -> None:
-        self.log = log
-
-    def schedule(self, sid: str, period_start: int, period_end: int, cancel_at: int) -> None:
-        self.log.steps.append(f"queue:final:{sid}:{period_start}:{period_end}:{cancel_at}")
+        self.steps.append("row:delete")
+        super().delete(email)
 
 
 def test_close_runs_in_an_order_a_retry_can_finish() -> None:
-    log = _Log()
+    steps: list[str] = []
     account = Account("a@b.example", passwords.hash_password("right password"), "u1", "A", "B", 0, confirmed_at=1)
-    ports = dataclasses.replace(fakes.account_ports(), accounts=_FakeAccounts(log, account), apim=_FakeApim(log))
+    apim = fakes.FakeApim(users={"u1": "a@b.example"})
+    for sid, pid, state in (("free-1", "free", "active"), ("sub_2", "standard", "active"),
+                            ("old-3", "free", "cancelled")):  # fmt: skip
+        apim.create_subscription(sid, "u1", pid, sid, state)
+    apim.calls = steps
+    payments = fakes.FakePayments(calls=steps)
+    payments.clock_time = 1_500
+    # sub_2 cancelled by the close (its final invoice job ends it), sub_old by an earlier cancel, and
+    # sub_late: a checkout completed before the webhook granted it.
+    payments.live = ["sub_2", "sub_old", "sub_late"]
+    payments.pending = ["sub_2", "sub_old"]
+    ports = dataclasses.replace(fakes.account_ports(), accounts=_LoggedAccounts(steps, account), apim=apim)
     cancelled = account_ops.close_account(
         "a@b.example", "u1", "right password", ports=ports, client="c", device=None,
-        payments=_FakePayments(log), now=datetime(2026, 1, 1, tzinfo=UTC), final_invoices=_FakeFinalInvoices(log))
+        payments=payments, now=datetime(2026, 1, 1, tzinfo=UTC), final_invoices=fakes.FakeFinalInvoices(steps))
     assert cancelled == ["free-1", "sub_2"]
-    assert log.steps == [
+    assert steps == [
         "row:closing=True",  # first: sign-in stops, the password hash stays for a retry
         "apim:free-1:cancelled",
         # As Unsubscribe does: Stripe cannot renew it, its final invoice follows the lag, the key stops.
-        "stripe:end-access:sub_2:1500", "queue:final:sub_2:1000:2000:1500", "apim:sub_2:cancelled",
+        "stripe:end-access:sub_2:at=1500", "queue:final:sub_2:1000:2000:at=1500", "apim:sub_2:cancelled",
         "stripe:expire-checkouts", "apim:delete-user",
         "stripe:cancel:sub_late",  # only the one that never had a key is cancelled at once
         "row:delete",  # last: until here the same form can be submitted again

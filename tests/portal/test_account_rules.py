@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -18,7 +19,7 @@ from billing.portal.hash_budget import HashBudget, HashingBusy
 from billing.portal.records import Account, DeviceToken, credential_tag
 from tests.portal.fakes import (
     CountingBudget,
-    FakeApimUsers,
+    FakeApim,
     InMemoryAccounts,
     InMemoryLinks,
     RecordingMailer,
@@ -33,11 +34,11 @@ def form(email: str = "ada@example.com", password: str = PASSWORD) -> service.Si
     return service.SignUpForm(email, password, "Ada", "Lovelace")
 
 
-def parts(ports: service.AccountPorts) -> tuple[InMemoryAccounts, InMemoryLinks, RecordingMailer, FakeApimUsers]:
+def parts(ports: service.AccountPorts) -> tuple[InMemoryAccounts, InMemoryLinks, RecordingMailer, FakeApim]:
     assert isinstance(ports.accounts, InMemoryAccounts)
     assert isinstance(ports.links, InMemoryLinks)
     assert isinstance(ports.mailer, RecordingMailer)
-    assert isinstance(ports.apim, FakeApimUsers)
+    assert isinstance(ports.apim, FakeApim)
     return ports.accounts, ports.links, ports.mailer, ports.apim
 
 
@@ -52,9 +53,9 @@ def confirmed(email: str = "ada@example.com", uid: str = "u1") -> Account:
     return Account(email, passwords.hash_password(PASSWORD), uid, "Ada", "Lovelace", NOW - 100, confirmed_at=NOW - 100)
 
 
-def raised(call: object, *args: object, **kwargs: object) -> service.AccountError:
+def raised(call: Callable[..., object], *args: object, **kwargs: object) -> service.AccountError:
     with pytest.raises(service.AccountError) as caught:
-        call(*args, **kwargs)  # type: ignore[operator]
+        call(*args, **kwargs)
     return caught.value
 
 
@@ -79,7 +80,7 @@ def test_sign_up_answers_alike_for_a_known_address_and_only_the_mail_differs() -
     accounts, links, mailer, _ = parts(ports)
     assert isinstance(ports.hashing, CountingBudget)
     before = dict(accounts.rows)
-    assert service.request_sign_up(form(password="another long passphrase"), "/", "c", ports, NOW) is None
+    service.request_sign_up(form(password="another long passphrase"), "/", "c", ports, NOW)  # answers nothing
     assert accounts.rows == before  # the password of the account is not touched
     [(link, _)] = links.rows.values()  # a link row, as for an unknown address: the same work
     assert link.purpose == "reset"
@@ -143,7 +144,7 @@ def test_a_confirmation_link_takes_five_passwords_at_most() -> None:
 
 
 def test_a_provider_made_user_is_tied_only_after_its_address_is_confirmed() -> None:
-    apim = FakeApimUsers()
+    apim = FakeApim()
     apim.users["provider-made"] = "victim@example.com"
     ports = account_ports(apim=apim)
     accounts, _, mailer, _ = parts(ports)
@@ -161,7 +162,7 @@ def test_a_provider_made_user_is_tied_only_after_its_address_is_confirmed() -> N
 
 @pytest.mark.parametrize("admin", ["1", "group-member"])
 def test_an_administrator_is_never_tied_to_an_account(admin: str) -> None:
-    apim = FakeApimUsers()
+    apim = FakeApim()
     apim.users["group-member"] = "ops@provider.example"
     apim.administrators.add("group-member")
     ports = account_ports(apim=apim)
@@ -272,7 +273,12 @@ def test_a_busy_instance_counts_no_guess() -> None:
     full = HashBudget(slots=1, wait_seconds=0.01)
     busy_ports = service.AccountPorts(**{**ports.__dict__, "hashing": full})
     taken, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=full.run, args=(lambda: (taken.set(), release.wait()),))
+
+    def hold() -> None:
+        taken.set()
+        release.wait()
+
+    holder = threading.Thread(target=full.run, args=(hold,))
     holder.start()
     taken.wait()
     statuses = [raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=device_of(ports),
@@ -298,7 +304,7 @@ def test_sign_ins_from_one_client_are_limited_across_accounts() -> None:
 
 def test_an_account_from_before_confirmation_must_confirm_at_its_next_sign_in() -> None:
     legacy = Account("old@example.com", passwords.hash_password(PASSWORD), "legacy-uid", "Old", "Timer", 0)
-    apim = FakeApimUsers()
+    apim = FakeApim()
     apim.users["legacy-uid"] = "old@example.com"
     ports = account_ports(legacy, apim=apim)
     accounts, _, mailer, _ = parts(ports)
@@ -435,7 +441,12 @@ def test_a_busy_budget_answers_429_with_retry_after() -> None:
     ports = account_ports(confirmed())
     full = HashBudget(slots=1, wait_seconds=0.01)
     taken, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=full.run, args=(lambda: (taken.set(), release.wait()),))
+
+    def hold() -> None:
+        taken.set()
+        release.wait()
+
+    holder = threading.Thread(target=full.run, args=(hold,))
     holder.start()
     taken.wait()
     busy = raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=None,
