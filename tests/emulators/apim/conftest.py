@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.core.paging import ItemPaged
 from azure.mgmt.apimanagement import ApiManagementClient
 from azure.mgmt.apimanagement import models as m
 
 from emulators.apim.pytest_plugin import apim_emulator  # noqa: F401 - re-exported fixture
 from emulators.apim.server import ApimEmulator
+
+_T = TypeVar("_T")
 
 
 class ManualClock:
@@ -44,7 +49,7 @@ class Apim:
         params = m.UserCreateParameters(email=email or f"{uid}@example.com", first_name="Ada", last_name="Lovelace")
         return self.client.user.create_or_update(self.rg, self.svc, uid, params)
 
-    def api(self, aid: str, path: str | None = None, **props: object) -> m.ApiContract:
+    def api(self, aid: str, path: str | None = None, **props: Any) -> m.ApiContract:
         """An API (created if missing): the gateway routes /{path}/... to it."""
         params = m.ApiCreateOrUpdateParameter(display_name=aid.title(), path=aid if path is None else path,
                                               protocols=["https"], service_url=f"https://{aid}.example", **props)
@@ -100,3 +105,41 @@ def policy(*inbound: str) -> str:
         f"<policies>\n  <inbound>\n    {body}\n  </inbound>\n  <backend><base /></backend>\n"
         "  <outbound><base /></outbound>\n  <on-error><base /></on-error>\n</policies>"
     )
+
+
+def text(value: object) -> str:
+    """A string the answer set on an SDK model. The models type their read-only fields (id, name, type)
+    as None, as the client never sends them; the emulator's answers fill them in."""
+    assert isinstance(value, str), value
+    return value
+
+
+def flag(value: object) -> bool:
+    """A boolean the answer set on an SDK model (a read-only field, typed None like `text`'s)."""
+    assert isinstance(value, bool), value
+    return value
+
+
+def listed(value: object) -> list[Any]:
+    """A list the answer set on an SDK model (a read-only field, typed None like `text`'s)."""
+    assert isinstance(value, list), value
+    return value
+
+
+@dataclass(frozen=True)
+class ArmError:
+    code: str
+    message: str
+
+
+def arm_error(raised: pytest.ExceptionInfo[HttpResponseError]) -> ArmError:
+    """The ARM error body the client parsed from a refusal (the emulator always sends code and message)."""
+    error = raised.value.error
+    assert error is not None
+    return ArmError(text(error.code), text(error.message))
+
+
+def pages(listing: Iterable[_T]) -> list[list[_T]]:
+    """A list call's answer page by page (the SDK answers an ItemPaged, typed as an Iterable)."""
+    assert isinstance(listing, ItemPaged)
+    return [list(page) for page in listing.by_page()]

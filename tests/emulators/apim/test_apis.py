@@ -16,7 +16,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.apimanagement import models as m
 
 from emulators.apim.server import ApimEmulator
-from tests.emulators.apim.conftest import Apim
+from tests.emulators.apim.conftest import Apim, text
 
 
 class Raw:
@@ -48,7 +48,7 @@ def arm(apim: Apim, method: str, rest: str, body: Any = None) -> requests.Respon
 
 def test_create_api_is_a_long_running_operation_the_sdk_completes(apim: Apim) -> None:
     api = apim.client.api.begin_create_or_update(apim.rg, apim.svc, "echo", params(description="Echoes")).result()
-    assert (api.name, api.display_name, api.path, api.protocols) == ("echo", "Echo API", "echo", ["https"])
+    assert (text(api.name), api.display_name, api.path, api.protocols) == ("echo", "Echo API", "echo", ["https"])
     assert api.subscription_required is True  # "By default when you create an API, a subscription key is required"
     # ApiManagementCreateApi.json: 201 with the API, provisioningState InProgress, Location and
     # Azure-AsyncOperation; the SDK polls the operation (Succeeded) and reads the API from Location.
@@ -78,6 +78,7 @@ def test_get_list_update_and_delete_apis(apim: Apim) -> None:
     raw = Raw()
     got = apim.client.api.get(apim.rg, apim.svc, "a2", raw_response_hook=raw)
     assert got.path == "two/deep"
+    assert got.subscription_key_parameter_names is not None
     assert got.subscription_key_parameter_names.header == "Ocp-Apim-Subscription-Key"
     assert raw.seen[0][2]["ETag"]
     assert apim.client.api.get_entity_tag(apim.rg, apim.svc, "a2") is True
@@ -198,7 +199,7 @@ def test_product_group_links(apim: Apim) -> None:
 def test_the_service_resource(apim: Apim) -> None:
     raw = Raw()
     service = apim.client.api_management_service.get(apim.rg, apim.svc, raw_response_hook=raw)
-    assert (service.name, service.type, service.sku.name, service.sku.capacity) == (
+    assert (text(service.name), text(service.type), service.sku.name, service.sku.capacity) == (
         apim.svc, "Microsoft.ApiManagement/service", "Developer", 1)
     assert service.gateway_url == apim.emu.gateway_url
     assert service.developer_portal_url == apim.emu.portal_url

@@ -40,7 +40,8 @@ def sample(name: str) -> dict[str, Any]:
         if os.environ.get("CI"):  # CI has shared/ beside the checkout: a missing sample is an error there
             pytest.fail(f"contract sample {path} is not present")
         pytest.skip(f"contract sample {path} is not present")
-    return json.loads(path.read_text())
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
 
 
 def assert_matches(actual: Any, expected: Any, where: str = "body", ignore: frozenset[str] = frozenset()) -> None:
@@ -306,7 +307,7 @@ CREATE_GROUP_EXTERNAL = {
 }  # fmt: skip
 
 # ApiManagementGetGroup.json: the 200 answer.
-GET_GROUP = {
+GET_GROUP: dict[str, Any] = {
     "id": SERVICE + "/groups/59306a29e4bbd510dc24e5f9",
     "type": "Microsoft.ApiManagement/service/groups",
     "name": "59306a29e4bbd510dc24e5f9",
@@ -327,7 +328,7 @@ UPDATE_GROUP_PROPERTIES = {"displayName", "description", "builtIn", "type", "ext
 LIST_USER_GROUPS_ENTRY_PROPERTIES = LIST_GROUPS_SYSTEM["developers"]
 
 # ApiManagementCreateGroupUser.json: the 201/200 answer for user 59307d350af58404d8a26300.
-CREATE_GROUP_USER = {
+CREATE_GROUP_USER: dict[str, Any] = {
     "id": SERVICE + "/users/59307d350af58404d8a26300",
     "type": "Microsoft.ApiManagement/service/groups/users",
     "name": "59307d350af58404d8a26300",
@@ -344,7 +345,7 @@ CREATE_GROUP_USER = {
 
 # ApiManagementListGroupUsers.json: the 200 answer. Its entry's id ends in "kjoshiarmTemplateUser1"
 # while its name is "armTemplateUser1" (a slip in the sample), so the id is checked against the name.
-LIST_GROUP_USERS = {
+LIST_GROUP_USERS: dict[str, Any] = {
     "value": [{
         "id": SERVICE + "/users/kjoshiarmTemplateUser1",
         "type": "Microsoft.ApiManagement/service/groups/users",

@@ -40,7 +40,7 @@ def test_injected_500_and_control_endpoint(apim: Apim) -> None:
     url = f"{apim.emu.gateway_url}/_emulator/faults"
     assert requests.post(url, json={"error_rate_500": 1.0}, timeout=10).json()["error_rate_500"] == 1.0
     with pytest.raises(HttpResponseError) as err:
-        apim.client.product.list_by_service(apim.rg, apim.svc).next()
+        next(iter(apim.client.product.list_by_service(apim.rg, apim.svc)))
     assert err.value.status_code == 500
     rejected = requests.post(url, json={"error_rate_500": 2}, timeout=10)
     assert rejected.status_code == 400
@@ -72,7 +72,7 @@ def test_cli_serves_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> Non
         for port in ports:
             wait_for_port(port, timeout=30, alive=lambda: proc.poll() is None)
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         while not lines or lines[-1] != "}\n":  # the JSON object the CLI prints once it listens
             line = proc.stdout.readline()
             assert line, f"the CLI exited early: {proc.stderr.read() if proc.stderr else ''}"

@@ -5,6 +5,7 @@ Sources for each behaviour: the table in emulators/apim/README.md ("Users and gr
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from azure.mgmt.apimanagement import models as m
 
 from emulators.apim.server import ApimEmulator
 from emulators.apim.state import DEFAULT_PUBLISHER_EMAIL
-from tests.emulators.apim.conftest import Apim, ManualClock
+from tests.emulators.apim.conftest import Apim, ManualClock, flag, listed, pages, text
 
 BUILT_IN = ["administrators", "developers", "guests"]
 GROUP_PROPERTIES = {"displayName", "description", "builtIn", "type"}  # GroupContractProperties (no externalId)
@@ -57,7 +58,7 @@ def test_new_service_has_the_administrator_and_the_built_in_groups(apim: Apim) -
     assert (admin.first_name, admin.last_name, admin.email, admin.state) == (
         "Administrator", "", DEFAULT_PUBLISHER_EMAIL, "active",
     )  # fmt: skip
-    assert [(i.provider, i.id) for i in admin.identities] == [("Azure", DEFAULT_PUBLISHER_EMAIL)]
+    assert [(i.provider, i.id) for i in admin.identities or []] == [("Azure", DEFAULT_PUBLISHER_EMAIL)]
     assert names(c.user.list_by_service(rg, svc)) == ["1"]
 
     groups = list(c.group.list_by_service(rg, svc))
@@ -108,9 +109,10 @@ def test_expand_groups_returns_the_users_groups(apim: Apim) -> None:
     c.group_user.create(rg, svc, "partners", "alice")
 
     raw = Raw()
-    listed = {u.name: u for u in c.user.list_by_service(rg, svc, expand_groups=True, raw_response_hook=raw.hook())}
-    assert [g.display_name for g in listed["1"].groups] == ["Administrators"]
-    assert [(g.display_name, g.built_in, g.type) for g in listed["alice"].groups] == [
+    by_user = {text(u.name): u for u in c.user.list_by_service(rg, svc, expand_groups=True,
+                                                                 raw_response_hook=raw.hook())}  # fmt: skip
+    assert [g.display_name for g in listed(by_user["1"].groups)] == ["Administrators"]
+    assert [(g.display_name, g.built_in, g.type) for g in listed(by_user["alice"].groups)] == [
         ("Developers", True, "system"), ("Partners", False, "custom"),
     ]  # fmt: skip
     by_name = {u["name"]: u["properties"]["groups"] for u in raw.body["value"]}
@@ -119,7 +121,7 @@ def test_expand_groups_returns_the_users_groups(apim: Apim) -> None:
 
     # User_Get has no expandGroups parameter in the SDK; the query still works on the wire.
     got = c.user.get(rg, svc, "alice", params={"expandGroups": "true"}, raw_response_hook=raw.hook())
-    assert [g.display_name for g in got.groups] == ["Developers", "Partners"]
+    assert [g.display_name for g in listed(got.groups)] == ["Developers", "Partners"]
     assert "groups" not in c.user.get(rg, svc, "alice", raw_response_hook=raw.hook()).as_dict()
     assert "groups" not in raw.body["properties"]
     assert all(u.groups is None for u in c.user.list_by_service(rg, svc))
@@ -145,14 +147,15 @@ def test_custom_group_lifecycle(apim: Apim) -> None:
     created = c.group.create_or_update(rg, svc, "partners", m.GroupCreateParameters(
         display_name="Partners", description="Partner developers"), raw_response_hook=raw.hook())  # fmt: skip
     assert raw.status == 201
-    assert (created.name, created.display_name, created.type_properties_type) == ("partners", "Partners", "custom")
-    assert created.id.endswith(f"/service/{svc}/groups/partners")
+    assert (text(created.name), created.display_name, created.type_properties_type) == ("partners", "Partners",
+                                                                                          "custom")  # fmt: skip
+    assert text(created.id).endswith(f"/service/{svc}/groups/partners")
     c.group.create_or_update(rg, svc, "partners", m.GroupCreateParameters(display_name="Partners"),
                              raw_response_hook=raw.hook())  # fmt: skip
     assert raw.status == 200
 
     got = c.group.get(rg, svc, "partners")
-    assert (got.built_in, got.description) == (False, "Partner developers")
+    assert (flag(got.built_in), got.description) == (False, "Partner developers")
     assert c.group.get_entity_tag(rg, svc, "partners") is True
     assert names(c.group.list_by_service(rg, svc)) == [*BUILT_IN, "partners"]
 
@@ -160,7 +163,7 @@ def test_custom_group_lifecycle(apim: Apim) -> None:
     c.group.get(rg, svc, "partners", raw_response_hook=lambda r: etags.append(r.http_response.headers["ETag"]))
     refused(lambda: c.group.update(rg, svc, "partners", '"stale"', m.GroupUpdateParameters(description="x")), 412)
     updated = c.group.update(rg, svc, "partners", etags[0], m.GroupUpdateParameters(description="Resellers"))
-    assert (updated.display_name, updated.description, updated.built_in) == ("Partners", "Resellers", False)
+    assert (updated.display_name, updated.description, flag(updated.built_in)) == ("Partners", "Resellers", False)
 
     c.group.delete(rg, svc, "partners", if_match="*")
     with pytest.raises(ResourceNotFoundError):
@@ -170,7 +173,7 @@ def test_custom_group_lifecycle(apim: Apim) -> None:
 
 def test_group_validation(apim: Apim) -> None:
     c, rg, svc = apim.client, apim.rg, apim.svc
-    err = refused(lambda: c.group.create_or_update(rg, svc, "g", {"properties": {}}), 400)
+    err = refused(lambda: c.group.create_or_update(rg, svc, "g", io.BytesIO(b'{"properties": {}}')), 400)
     assert "displayName" in err.message
     err = refused(lambda: c.group.create_or_update(rg, svc, "g", m.GroupCreateParameters(
         display_name="G", type="system")), 400)  # fmt: skip
@@ -189,8 +192,8 @@ def test_group_list_filter_and_paging(apim: Apim) -> None:
     c, rg, svc = apim.client, apim.rg, apim.svc
     for gid in ("g1", "g2"):
         c.group.create_or_update(rg, svc, gid, m.GroupCreateParameters(display_name=f"Group {gid}"))
-    pages = [names(page) for page in c.group.list_by_service(rg, svc, top=2).by_page()]
-    assert pages == [["administrators", "developers"], ["guests", "g1"], ["g2"]]
+    by_page = [names(page) for page in pages(c.group.list_by_service(rg, svc, top=2))]
+    assert by_page == [["administrators", "developers"], ["guests", "g1"], ["g2"]]
     assert names(c.group.list_by_service(rg, svc, filter="displayName eq 'DEVELOPERS'")) == ["developers"]
     assert names(c.group.list_by_service(rg, svc, filter="startswith(name, 'g')")) == ["guests", "g1", "g2"]
     raw = Raw()
@@ -210,9 +213,9 @@ def test_group_user_membership(apim: Apim) -> None:
     raw = Raw()
     added = c.group_user.create(rg, svc, "partners", "alice", raw_response_hook=raw.hook())
     assert raw.status == 201
-    assert (added.name, added.type, added.email) == ("alice", "Microsoft.ApiManagement/service/groups/users",
-                                                     "alice@example.com")  # fmt: skip
-    assert added.id.endswith("/users/alice")
+    assert (text(added.name), text(added.type), added.email) == (
+        "alice", "Microsoft.ApiManagement/service/groups/users", "alice@example.com")  # fmt: skip
+    assert text(added.id).endswith("/users/alice")
     c.group_user.create(rg, svc, "partners", "alice", raw_response_hook=raw.hook())
     assert raw.status == 200  # already a member
     c.group_user.create(rg, svc, "partners", "bob")
@@ -222,7 +225,7 @@ def test_group_user_membership(apim: Apim) -> None:
     assert c.group_user.check_entity_exists(rg, svc, "no-such-group", "alice") is False
     assert names(c.group_user.list(rg, svc, "partners")) == ["alice", "bob"]
     assert names(c.group_user.list(rg, svc, "partners", filter="email eq 'bob@example.com'")) == ["bob"]
-    assert [names(p) for p in c.group_user.list(rg, svc, "partners", top=1).by_page()] == [["alice"], ["bob"]]
+    assert [names(p) for p in pages(c.group_user.list(rg, svc, "partners", top=1))] == [["alice"], ["bob"]]
     assert names(c.user_group.list(rg, svc, "alice")) == ["developers", "partners"]
     assert names(c.user_group.list(rg, svc, "alice", filter="displayName eq 'Partners'")) == ["partners"]
 
@@ -257,6 +260,7 @@ def test_built_in_groups_cannot_be_changed_or_deleted(apim: Apim, gid: str) -> N
     c, rg, svc = apim.client, apim.rg, apim.svc
     before = c.group.get(rg, svc, gid)
     err = refused(lambda: c.group.create_or_update(rg, svc, gid, m.GroupCreateParameters(display_name="Mine")))
+    assert err.error is not None
     assert err.error.code == "MethodNotAllowed"
     assert "built-in" in err.message
     refused(lambda: c.group.update(rg, svc, gid, "*", m.GroupUpdateParameters(description="x")))
@@ -279,6 +283,7 @@ def test_membership_of_built_in_groups_is_managed_by_the_system(apim: Apim) -> N
 def test_the_administrator_cannot_be_changed_or_deleted(apim: Apim) -> None:
     c, rg, svc = apim.client, apim.rg, apim.svc
     err = refused(lambda: c.user.begin_delete(rg, svc, "1", if_match="*").result())
+    assert err.error is not None
     assert err.error.code == "MethodNotAllowed"
     refused(lambda: c.user.update(rg, svc, "1", "*", m.UserUpdateParameters(first_name="Eve")))
     refused(lambda: c.user.create_or_update(rg, svc, "1", m.UserCreateParameters(

@@ -16,7 +16,7 @@ import requests
 from azure.mgmt.apimanagement import models as m
 
 from emulators.apim.server import ApimEmulator
-from tests.emulators.apim.conftest import Apim, ManualClock
+from tests.emulators.apim.conftest import Apim, ManualClock, text
 
 DELEGATION = "http://127.0.0.1:9/delegation"  # never fetched: the test only reads the links
 
@@ -70,7 +70,7 @@ def portal(apim: Apim, clock: ManualClock) -> tuple[Apim, str]:
 
 def token_for(apim: Apim, uid: str, expiry: datetime) -> str:
     params = m.UserTokenParameters(key_type="primary", expiry=expiry)
-    return apim.client.user.get_shared_access_token(apim.rg, apim.svc, uid, params).value
+    return text(apim.client.user.get_shared_access_token(apim.rg, apim.svc, uid, params).value)
 
 
 def test_anonymous_page_links_are_signed(portal: tuple[Apim, str]) -> None:

@@ -11,7 +11,7 @@ from azure.mgmt.apimanagement import models as m
 
 from emulators.apim.expressions import Context, ExpressionError, evaluate_condition, evaluate_key, parse
 from emulators.apim.server import ApimEmulator
-from tests.emulators.apim.conftest import Apim, ManualClock, policy
+from tests.emulators.apim.conftest import Apim, ManualClock, arm_error, policy
 
 KEY = "Ocp-Apim-Subscription-Key"
 # What billing/policy.py generates for a product that bills successful calls only.
@@ -39,6 +39,16 @@ def timed(apim: Apim, clock: ManualClock) -> Apim:
     return apim
 
 
+def counters(collection: m.QuotaCounterCollection) -> list[m.QuotaCounterContract]:
+    assert collection.value is not None
+    return collection.value
+
+
+def counted(counter: m.QuotaCounterContract) -> m.QuotaCounterValueContractProperties:
+    assert counter.value is not None
+    return counter.value
+
+
 def subscribe(apim: Apim, pid: str, policy_xml: str, sid: str = "s1") -> str:
     apim.product(pid, policy_xml)
     apim.subscription(sid, pid, "u")
@@ -51,8 +61,8 @@ def test_increment_condition_counts_only_billable_responses(timed: Apim) -> None
     assert call(timed, key, "/echo/status/500").status_code == 500  # not counted
     assert call(timed, key, "/echo/status/404").status_code == 404  # not counted
     assert [call(timed, key).status_code for _ in range(3)] == [200, 200, 403]
-    counters = timed.client.quota_by_counter_keys.list_by_service(timed.rg, timed.svc, "s1").value
-    assert [c.value.calls_count for c in counters] == [2]
+    listed = timed.client.quota_by_counter_keys.list_by_service(timed.rg, timed.svc, "s1")
+    assert [counted(c).calls_count for c in counters(listed)] == [2]
 
 
 def test_lifetime_quota_never_renews_until_the_counter_is_reset(timed: Apim, clock: ManualClock) -> None:
@@ -65,7 +75,7 @@ def test_lifetime_quota_never_renews_until_the_counter_is_reset(timed: Apim, clo
     # The app resets the counter when Stripe starts a new period: QuotaByCounterKeys_Update.
     reset = timed.client.quota_by_counter_keys.update(
         timed.rg, timed.svc, "s1", m.QuotaCounterValueUpdateContract(calls_count=0, kb_transferred=0))
-    assert [(c.counter_key, c.value.calls_count) for c in reset.value] == [("s1", 0)]
+    assert [(c.counter_key, counted(c).calls_count) for c in counters(reset)] == [("s1", 0)]
     assert [call(timed, key).status_code for _ in range(2)] == [200, 403]
 
 
@@ -76,7 +86,7 @@ def test_renewing_quota_by_key_windows_follow_first_period_start(timed: Apim, cl
     assert [call(timed, key).status_code for _ in range(3)] == [200, 200, 403]
     assert int(call(timed, key).headers["Retry-After"]) == int(
         (datetime(2025, 3, 15, 9, tzinfo=UTC) - clock()).total_seconds())
-    counter = timed.client.quota_by_counter_keys.list_by_service(timed.rg, timed.svc, "s1").value[0]
+    counter = counters(timed.client.quota_by_counter_keys.list_by_service(timed.rg, timed.svc, "s1"))[0]
     assert counter.period_key == "1_P1M"  # the second month since 2025-01-15
     assert (counter.period_start_time, counter.period_end_time) == (
         datetime(2025, 2, 15, 9, tzinfo=UTC), datetime(2025, 3, 15, 9, tzinfo=UTC))
@@ -130,13 +140,13 @@ def test_quota_counters_api_shapes_and_period_updates(timed: Apim) -> None:
     assert set(entry) == {"counterKey", "periodKey", "periodStartTime", "periodEndTime", "value"}
     assert entry["periodStartTime"] == "2025-03-10T12:00:00Z"
     assert entry["periodEndTime"] == "2025-03-10T13:00:00Z"
-    period = listed.value[0].period_key
+    period = counters(listed)[0].period_key
     assert period.endswith("_PT1H")
     one = timed.client.quota_by_period_keys.get(timed.rg, timed.svc, "s1", period)
-    assert (one.counter_key, one.value.calls_count, one.value.kb_transferred) == ("s1", 3, 0)
+    assert (one.counter_key, counted(one).calls_count, counted(one).kb_transferred) == ("s1", 3, 0)
     updated = timed.client.quota_by_period_keys.update(
         timed.rg, timed.svc, "s1", period, m.QuotaCounterValueUpdateContract(calls_count=9))
-    assert updated.value.calls_count == 9
+    assert counted(updated).calls_count == 9
     assert [call(timed, key).status_code for _ in range(2)] == [200, 403]
 
 
@@ -178,8 +188,8 @@ def test_v2_tiers_refuse_quota_by_key_and_have_no_quota_counters(tier: str) -> N
         with pytest.raises(HttpResponseError) as err:
             client.quota_by_counter_keys.list_by_service(rg, svc, "anything")
         assert err.value.status_code == 400
-        assert err.value.error.code == "MethodNotAllowedInPricingTier"
-        assert err.value.error.message == f"Method not allowed in {tier} pricing tier"
+        assert arm_error(err).code == "MethodNotAllowedInPricingTier"
+        assert arm_error(err).message == f"Method not allowed in {tier} pricing tier"
         assert client.api_management_service.get(rg, svc).sku.name == tier
         client.close()
 
