@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import pytest
 import stripe
+from stripe.params.v2.billing import MeterEventStreamCreateParamsEvent
 
 from emulators.stripe.server import StripeEmulator
 from tests.emulators.stripe.conftest import JAN_1_2026, clocked_customer
@@ -263,6 +264,7 @@ def test_invalid_thresholds_are_refused_naming_the_parameter(
                                                                                   {"price": usage.id}],
                                                "billing_thresholds": thresholds})
     assert (refused.value.param, refused.value.code) == (param, code)
+    assert refused.value.error is not None
     assert refused.value.error.type == "invalid_request_error"
     if "reset" in param:
         assert "not supported by this emulator" in refused.value.user_message
@@ -354,8 +356,9 @@ def test_every_ingestion_path_and_a_clock_advance_evaluate(stripe_emulator: Stri
     session = client.v2.billing.meter_event_session.create()
     streamer = stripe.StripeClient(session.authentication_token,
                                    base_addresses={"meter_events": stripe_emulator.base_url})
-    events = [{"event_name": "api_calls", "identifier": f"batch-{n}", "timestamp": "2026-01-10T00:00:00Z",
-               "payload": {"stripe_customer_id": customer.id, "value": "4000"}} for n in range(3)]
+    events: list[MeterEventStreamCreateParamsEvent] = [
+        {"event_name": "api_calls", "identifier": f"batch-{n}", "timestamp": "2026-01-10T00:00:00Z",
+         "payload": {"stripe_customer_id": customer.id, "value": "4000"}} for n in range(3)]
     streamer.v2.billing.meter_event_stream.create(params={"events": events})  # 600, 1200 (invoiced), 1800
     assert [i.amount_due for i in _by_reason(client, sub, "subscription_threshold")] == [1050, 1200]
 

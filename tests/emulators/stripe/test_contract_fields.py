@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import requests
+import stripe
 
 from tests.emulators.stripe.conftest import clocked_customer
 
 FIXTURES = Path(__file__).resolve().parents[3].parent / "shared" / "contracts" / "stripe" / "fixtures3.json"
 
 
-def _served_objects(client: Any, meter: Any) -> dict[str, dict[str, Any]]:
+def _served_objects(client: Any, meter: Any) -> dict[str, stripe.StripeObject]:
     product = client.v1.products.create(params={"name": "Pro"})
     flat = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 44995,
                                            "recurring": {"interval": "month"}})

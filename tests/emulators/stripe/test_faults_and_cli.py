@@ -47,7 +47,9 @@ def test_rate_limit_answers_429_beyond_the_budget(stripe_emulator: StripeEmulato
             client.v1.customers.list()
             outcomes.append("ok")
         except stripe.RateLimitError as exc:
-            outcomes.append(exc.json_body["error"]["code"])
+            body = exc.json_body
+            assert isinstance(body, dict)
+            outcomes.append(body["error"]["code"])
     assert outcomes[0] == "ok"
     assert "rate_limit" in outcomes
 

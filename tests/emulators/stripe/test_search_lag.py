@@ -38,7 +38,7 @@ def test_new_objects_are_searchable_a_minute_later(stripe_emulator: StripeEmulat
     price = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 500,
                                             "recurring": {"interval": "month"}})
     sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
-    empty = {"customers": [], "subscriptions": [], "invoices": [], "products": [], "prices": []}
+    empty: dict[str, list[str]] = {"customers": [], "subscriptions": [], "invoices": [], "products": [], "prices": []}
     assert _searches(client, customer, product, price) == empty
     assert [c.id for c in client.v1.customers.list().data] == [customer.id]  # lists are immediate
     stripe_emulator.advance_wall_clock(59)
@@ -56,7 +56,7 @@ def test_an_update_is_found_by_its_old_values_until_the_lag_passes(stripe_emulat
     client.v1.customers.update(customer.id, params={"metadata": {"apim_user_id": "u-new"}})
 
     def found(user: str) -> list[Any]:
-        return client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{user}'"}).data
+        return list(client.v1.customers.search(params={"query": f"metadata['apim_user_id']:'{user}'"}).data)
 
     assert found("u-new") == []
     (stale,) = found("u-old")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import stripe
+from stripe.params.v2.billing import MeterEventStreamCreateParamsEvent
 
 from emulators.stripe.server import StripeEmulator
 from emulators.stripe.testing import WebhookSink
@@ -85,8 +86,9 @@ def test_duplicate_identifiers_count_once_v2_stream(stripe_emulator: StripeEmula
     session = client.v2.billing.meter_event_session.create()
     streamer = stripe.StripeClient(session.authentication_token,
                                    base_addresses={"meter_events": stripe_emulator.base_url})
-    event = {"event_name": "api_calls", "identifier": "batch-1", "timestamp": "2026-01-01T00:01:00Z",
-             "payload": {"stripe_customer_id": customer.id, "value": "5"}}
+    event: MeterEventStreamCreateParamsEvent = {
+        "event_name": "api_calls", "identifier": "batch-1", "timestamp": "2026-01-01T00:01:00Z",
+        "payload": {"stripe_customer_id": customer.id, "value": "5"}}
     streamer.v2.billing.meter_event_stream.create(params={"events": [event, event]})
     streamer.v2.billing.meter_event_stream.create(params={"events": [event]})
     assert _summed(client, meter, customer) == 5
@@ -115,4 +117,5 @@ def test_meter_event_for_unknown_meter_names_the_parameter(client: Any, meter: A
         client.v1.billing.meter_events.create(params={"event_name": "nope",
                                                       "payload": {"stripe_customer_id": customer.id}})
     assert info.value.param == "event_name"
+    assert info.value.http_body is not None
     assert json.loads(info.value.http_body)["error"]["type"] == "invalid_request_error"
