@@ -52,8 +52,9 @@ def syntax_errors(source: bytes, filename: str) -> list[str]:
     return problems
 
 
-def text(node: Node) -> str:
-    return (node.text or b"").decode("utf-8")
+def text(node: Node | None) -> str:
+    """The node's source text; "" for a node that is not there (so a comparison with it fails)."""
+    return (node.text or b"").decode("utf-8") if node is not None else ""
 
 
 def line_of(node: Node) -> int:

@@ -27,6 +27,7 @@ from tests.infra.bicep_tree import (
     INFRA,
     ROOT,
     Declaration,
+    Node,
     declarations,
     get_path,
     params,
@@ -88,7 +89,7 @@ def rules(path: Path = ALERTS) -> list[Rule]:
     for item in (c for c in array.named_children if c.type == "object"):
         props = properties(item)
 
-        def value(key: str, props: dict = props) -> str:
+        def value(key: str, props: dict[str, Node] = props) -> str:
             node = props.get(key)
             assert node is not None, f"{path.name}: a rule has no {key!r}"
             return string_value(node) if node.type == "string" else text(node)  # type: ignore[return-value]

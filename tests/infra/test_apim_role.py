@@ -121,7 +121,7 @@ def _sdk_module(cls: type) -> tuple[dict[str, tuple[str, str]], dict[str, ast.Fu
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "HttpRequest":
                 verb = next((k.value.value for k in node.keywords
                              if k.arg == "method" and isinstance(k.value, ast.Constant)), None)  # fmt: skip
-        if url and verb:
+        if isinstance(url, str) and isinstance(verb, str) and url and verb:
             builders[fn.name] = (verb, url)
     (cls_node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
     methods = {f.name: f for f in cls_node.body if isinstance(f, ast.FunctionDef)}
@@ -261,7 +261,8 @@ def apim_calls(path: Path, root: Path = ROOT) -> list[Call]:
         paths = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                  and f"/providers/{PROVIDER}/" in n.value]  # fmt: skip
         verbs = {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                 and n.func.id == "HttpRequest" and n.args and isinstance(n.args[0], ast.Constant)}  # fmt: skip
+                 and n.func.id == "HttpRequest" and n.args and isinstance(n.args[0], ast.Constant)
+                 and isinstance(n.args[0].value, str)}  # fmt: skip
         assert paths, f"{where}: _send_request without an ARM path constant"
         assert verbs, f"{where}: _send_request without an HttpRequest verb"
         calls += [Call(f"{where}", "_send_request", verb, url) for url in paths for verb in sorted(verbs)]
@@ -353,7 +354,7 @@ def shape_problems(path: Path = APIM_WIRING) -> list[str]:
         return [*problems, f"{path.name}: the custom role must be assigned once, found {len(mine)}"]
     (assignment,) = mine
     role_id = get_path(assignment.body, "properties", "roleDefinitionId")
-    if text(role_id) != f"subscriptionResourceId('Microsoft.Authorization/roleDefinitions', {role.symbol}.name)":  # type: ignore[arg-type]
+    if text(role_id) != f"subscriptionResourceId('Microsoft.Authorization/roleDefinitions', {role.symbol}.name)":
         problems.append(f"{path.name}: roleDefinitionId must be the subscription-level id of {role.symbol}")
     if text(get_path(assignment.body, "scope") or assignment.node) != "apim":
         problems.append(f"{path.name}: the role must be assigned on the instance (scope: apim)")
