@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 from devstack.consumer import DEFAULT_PASSWORD as PASSWORD
 from devstack.stack import LocalStack
@@ -28,7 +28,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 
 @pytest.fixture
-def page() -> Iterator:
+def page() -> Iterator[Page]:
     if not os.access(CHROMIUM, os.X_OK):
         reason = f"{CHROMIUM} is missing: `make setup` installs it as root (apt-get install -y chromium)"
         if os.environ.get("CI"):
@@ -47,7 +47,7 @@ def page() -> Iterator:
 
 
 class Shots:
-    def __init__(self, page) -> None:
+    def __init__(self, page: Page) -> None:
         self.page = page
         self.count = 0
         shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -58,10 +58,10 @@ class Shots:
         self.page.screenshot(path=str(ARTIFACTS / f"{self.count:02d}-{name}.png"), full_page=True)
 
 
-def test_consumer_journey_in_chromium(stack: LocalStack, page) -> None:
+def test_consumer_journey_in_chromium(stack: LocalStack, page: Page) -> None:
     shots = Shots(page)
     email = f"browser-{uuid.uuid4().hex[:8]}@example.com"
-    page.goto(stack.apim.portal_url + "/")
+    page.goto(stack.apim_emulator.portal_url + "/")
     shots.take("portal")
 
     page.click("a.signup")
@@ -97,13 +97,13 @@ def test_consumer_journey_in_chromium(stack: LocalStack, page) -> None:
     page.wait_for_selector("text=is active")
     shots.take("subscribed-free")
 
-    page.goto(stack.apim.portal_url + "/")
+    page.goto(stack.apim_emulator.portal_url + "/")
     page.click('li[data-product-id="standard"] a.subscribe')
     page.wait_for_selector("text=USD 89.95 a month")
     shots.take("subscribe-standard")
     page.get_by_label("Subscription name").fill("browser standard")
     page.get_by_role("button", name="Continue to payment").click()
-    page.wait_for_url(f"{stack.stripe.base_url}/**")
+    page.wait_for_url(f"{stack.stripe_emulator.base_url}/**")
     shots.take("stripe-checkout")
     page.get_by_label("Card number").fill("4242 4242 4242 4242")
     page.get_by_label("Expiry (MM / YY)").fill("12 / 34")
@@ -124,10 +124,10 @@ def test_consumer_journey_in_chromium(stack: LocalStack, page) -> None:
 
     # Sign out from the portal: it ends its own session, then the app's (delegation), and the
     # consumer lands on the portal's home page, signed out of both.
-    page.goto(stack.apim.portal_url + "/")
+    page.goto(stack.apim_emulator.portal_url + "/")
     page.click("a.signout")
     page.wait_for_selector("a.signin")
-    assert page.url.rstrip("/") == stack.apim.portal_url
+    assert page.url.rstrip("/") == stack.apim_emulator.portal_url
     shots.take("signed-out")
     page.goto(f"{stack.app_url}/api/portal/billing")
     assert "Please sign in" in page.inner_text("main")

@@ -23,7 +23,8 @@ def test_stack_wires_a_complete_configuration_and_stops_cleanly() -> None:
         health = requests.get(f"{stack.app_url}/api/health", timeout=10)
         assert health.status_code == 200, health.text
         assert health.json()["missingSettings"] == []
-        ports = [stack.app_host.port, stack.azurite.table_port, int(stack.stripe.base_url.rsplit(":", 1)[1])]
+        assert stack.azurite is not None
+        ports = [stack.dev_host.port, stack.azurite.table_port, int(stack.stripe_emulator.base_url.rsplit(":", 1)[1])]
         assert all(_listening(port) for port in ports)
         # The app reaches both emulators with its own clients and settings.
         assert stripe_client().v1.customers.list().data == []

@@ -184,13 +184,13 @@ def test_24_wrong_sign_ins_at_once_evaluate_at_most_5_and_the_owner_still_gets_i
     # Guessing on, one at a time: the lock comes exactly when five wrong passwords were checked in all.
     checked = statuses.count(401)
     while True:
-        guess = stack.consumer(owner.email, f"one more guess {checked}").sign_in_answer()
-        if guess.status_code != 401:
+        attempt = stack.consumer(owner.email, f"one more guess {checked}").sign_in_answer()
+        if attempt.status_code != 401:
             break
         checked += 1
     assert checked == 5
-    assert guess.status_code == 429
-    assert "too many failed sign-ins for this account" in guess.text
+    assert attempt.status_code == 429
+    assert "too many failed sign-ins for this account" in attempt.text
     # A browser without the device cookie is locked out, even with the right password ...
     assert stack.consumer(owner.email).sign_in_answer().status_code == 429
     # ... but the owner's browser, which signed in before, is not (its portal session has ended;

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from azure.mgmt.apimanagement.models import SubscriptionCreateParameters
+import stripe
+from azure.mgmt.apimanagement.models import SubscriptionContract, SubscriptionCreateParameters
 
 from billing import catalog_names
 from billing.adapters.storage import ensure_table
@@ -20,22 +21,23 @@ from devstack.stack import LocalStack
 pytestmark = pytest.mark.storage
 
 
-def _apim_subscriptions(stack: LocalStack, uid: str) -> list:
-    client = stack.apim.management_client()
-    return list(client.user_subscription.list(stack.apim.resource_group, stack.apim.service_name, uid))
+def _apim_subscriptions(stack: LocalStack, uid: str) -> list[SubscriptionContract]:
+    apim = stack.apim_emulator
+    return list(apim.management_client().user_subscription.list(apim.resource_group, apim.service_name, uid))
 
 
 def checkout_url_of(stack: LocalStack, answer: requests.Response) -> str:
     assert answer.status_code == 303, answer.text
     url = answer.headers["Location"]
-    assert url.startswith(stack.stripe.base_url + "/"), url
+    assert url.startswith(stack.stripe_emulator.base_url + "/"), url
     return url
 
 
 def test_sign_up_then_sign_in_lands_signed_in_on_the_portal(stack: LocalStack) -> None:
     consumer = stack.consumer()
     uid = consumer.sign_up()
-    user = stack.apim.management_client().user.get(stack.apim.resource_group, stack.apim.service_name, uid)
+    apim = stack.apim_emulator
+    user = apim.management_client().user.get(apim.resource_group, apim.service_name, uid)
     assert user.email == consumer.email
     assert "Set-Cookie" not in consumer.session.cookies  # sanity: cookies are kept by the session, not echoed
 
@@ -43,7 +45,7 @@ def test_sign_up_then_sign_in_lands_signed_in_on_the_portal(stack: LocalStack) -
     answer = other_device.sign_in_answer()
     assert answer.status_code == 303
     location = answer.headers["Location"]
-    assert location.startswith(stack.apim.portal_url + "/signin-sso?token=")
+    assert location.startswith(stack.apim_emulator.portal_url + "/signin-sso?token=")
     assert location.endswith("&returnUrl=%2F")
     landed = other_device.session.get(location, timeout=10)
     assert f'data-user-id="{uid}"' in landed.text
@@ -58,7 +60,8 @@ def test_subscribe_to_free_is_active_at_once(stack: LocalStack) -> None:
     assert answer.status_code == 200, answer.text
     assert "is active" in answer.text
     subs = _apim_subscriptions(stack, uid)
-    assert [(s.display_name, s.state, s.scope.rsplit("/", 1)[-1]) for s in subs] == [("my free key", "active", "free")]
+    assert [(s.display_name, s.state, (s.scope or "").rsplit("/", 1)[-1]) for s in subs] == [
+        ("my free key", "active", "free")]
 
     again = consumer.subscribe_page("free")
     assert "You already hold Free" in again.text
@@ -81,7 +84,7 @@ def test_subscribe_to_standard_through_checkout(stack: LocalStack) -> None:
     assert done.status_code == 200
     assert "Payment received: your key will be active in a moment" in done.text
 
-    client = stack.stripe.client()
+    client = stack.stripe_emulator.client()
     customer = stack.customer_of(uid)  # the one the app made and kept
     assert customer is not None
     assert len(client.v1.customers.list(params={"email": consumer.email}).data) == 1
@@ -111,7 +114,7 @@ def test_cancelled_checkout_takes_no_payment(stack: LocalStack) -> None:
     page = browser.get(back[1], timeout=10)
     assert page.status_code == 200
     assert "No payment was taken" in page.text
-    client = stack.stripe.client()
+    client = stack.stripe_emulator.client()
     customer = stack.customer_of(uid)
     assert client.v1.subscriptions.list(params={"customer": customer, "status": "all"}).data == []
 
@@ -126,15 +129,15 @@ def test_paid_subscription_twice_is_refused_before_paying(stack: LocalStack) -> 
     assert sub.id
 
 
-def _grant_like_the_webhook(stack: LocalStack, uid: str):
+def _grant_like_the_webhook(stack: LocalStack, uid: str) -> stripe.Subscription:
     """What issue 7's webhook does once the first invoice is paid: the APIM subscription named after the
     Stripe subscription, active, and its link row. Done here so these tests do not depend on issue 7."""
-    client = stack.stripe.client()
+    client = stack.stripe_emulator.client()
     customer = stack.customer_of(uid)
-    sub = client.v1.subscriptions.list(params={"customer": customer}).data[0]
+    sub: stripe.Subscription = client.v1.subscriptions.list(params={"customer": customer}).data[0]
     pid = sub.metadata["apim_product_id"]
-    stack.apim.management_client().subscription.create_or_update(
-        stack.apim.resource_group, stack.apim.service_name, sub.id,
+    stack.apim_emulator.management_client().subscription.create_or_update(
+        stack.apim_emulator.resource_group, stack.apim_emulator.service_name, sub.id,
         SubscriptionCreateParameters(owner_id=f"/users/{uid}", scope=f"/products/{pid}",
                                      display_name=sub.metadata["apim_subscription_name"], state="active"))
     items = sub["items"].data
@@ -163,13 +166,13 @@ def test_unsubscribe_paid_cancels_stripe_and_apim(stack: LocalStack) -> None:
                         data=hidden_fields(confirm.text))
     assert done.status_code == 200, done.text
     assert "is cancelled" in done.text
-    apim = stack.apim.management_client()
-    apim_sub = apim.subscription.get(stack.apim.resource_group, stack.apim.service_name, sub.id)
+    apim = stack.apim_emulator.management_client()
+    apim_sub = apim.subscription.get(stack.apim_emulator.resource_group, stack.apim_emulator.service_name, sub.id)
     assert apim_sub.state == "cancelled"  # at once
     # Stripe: no renewal any more, and the final invoice job (after the report lag, 0 here) cancels it.
-    assert stack.stripe.client().v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
+    assert stack.stripe_emulator.client().v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
     stack.settle_delayed()
-    stripe_sub = stack.stripe.client().v1.subscriptions.retrieve(sub.id)
+    stripe_sub = stack.stripe_emulator.client().v1.subscriptions.retrieve(sub.id)
     assert stripe_sub.status == "canceled"
 
 
@@ -191,7 +194,7 @@ def test_billing_page_shows_usage_and_quote(stack: LocalStack) -> None:
     uid = consumer.sign_up()
     consumer.pay(checkout_url_of(stack, consumer.subscribe("standard", "metered")))
     sub = _grant_like_the_webhook(stack, uid)
-    stack.apim.record_usage(sub.id, 150_000, at=datetime.now(UTC))
+    stack.apim_emulator.record_usage(sub.id, 150_000, at=datetime.now(UTC))
     # The page counts what the usage source has: the calls show once the logs have them (seconds here).
     deadline = time.monotonic() + 20
     while True:
@@ -205,7 +208,7 @@ def test_billing_page_shows_usage_and_quote(stack: LocalStack) -> None:
     assert '<td class="amount total">USD 139.95</td>' in page.text
     portal = re.search(r'<a class="button" href="([^"]+)">Payment methods', page.text)
     assert portal
-    assert portal[1].startswith(stack.stripe.base_url + "/")
+    assert portal[1].startswith(stack.stripe_emulator.base_url + "/")
     assert browser.get(portal[1], timeout=10).status_code == 200
 
 

@@ -36,12 +36,12 @@ def delegation(stack: LocalStack, query: dict[str, str], session: requests.Sessi
     return client.get(f"{stack.app_url}/api/delegation?{urlencode(query)}", allow_redirects=False, timeout=30)
 
 
-def _snapshot(stack: LocalStack) -> tuple[int, int, list[tuple[str, str]]]:
-    client = stack.apim.management_client()
-    rg, svc = stack.apim.resource_group, stack.apim.service_name
+def _snapshot(stack: LocalStack) -> tuple[int, int, list[tuple[str | None, str | None]]]:
+    client = stack.apim_emulator.management_client()
+    rg, svc = stack.apim_emulator.resource_group, stack.apim_emulator.service_name
     users = len(list(client.user.list_by_service(rg, svc)))
-    subs = sorted((s.name, s.state) for s in client.subscription.list(rg, svc))
-    sessions = len(stack.stripe.client().v1.checkout.sessions.list(params={"limit": 100}).data)
+    subs: list[tuple[str | None, str | None]] = sorted((s.name, s.state) for s in client.subscription.list(rg, svc))
+    sessions = len(stack.stripe_emulator.client().v1.checkout.sessions.list(params={"limit": 100}).data)
     return users, sessions, subs
 
 
@@ -53,9 +53,11 @@ def member(stack: LocalStack) -> tuple[str, str]:
     page = consumer.subscribe_page("free")
     consumer.session.post(f"{stack.app_url}/api/portal/subscribe", data={**hidden_fields(page.text), "name": "k"},
                           timeout=30)  # fmt: skip
-    apim = stack.apim.management_client()
-    subs = list(apim.user_subscription.list(stack.apim.resource_group, stack.apim.service_name, uid))
-    return uid, subs[0].name
+    apim = stack.apim_emulator.management_client()
+    subs = list(apim.user_subscription.list(stack.apim_emulator.resource_group, stack.apim_emulator.service_name, uid))
+    sid = subs[0].name
+    assert isinstance(sid, str)  # read-only in the SDK model (typed None), set from the answer
+    return uid, sid
 
 
 def _values(member: tuple[str, str]) -> dict[str, str]:
@@ -197,7 +199,7 @@ def test_subscriptions_mode_leaves_sign_in_to_the_portal(stack: LocalStack, monk
     monkeypatch.setenv("DELEGATION_MODE", "subscriptions")
     answer = delegation(stack, signed_query(stack.delegation_key_b64, "SignIn", returnUrl="/products"))
     assert answer.status_code == 303
-    assert answer.headers["Location"] == f"{stack.apim.portal_url}/signin?returnUrl=%2Fproducts"
+    assert answer.headers["Location"] == f"{stack.apim_emulator.portal_url}/signin?returnUrl=%2Fproducts"
     refused = requests.post(f"{stack.app_url}/api/portal/signin", data={}, allow_redirects=False, timeout=30)
     assert refused.status_code == 404
 
