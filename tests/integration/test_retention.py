@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient, TableEntity, TableServiceClient
 
 from billing.cli import main as billing_main
 from billing.portal.records import CONFIRM, EmailLink
@@ -55,7 +56,11 @@ def test_applied_stripe_events_go_after_stripes_retry_horizon_and_unfinished_one
 ) -> None:
     table = new_table()
     for event_id, done_days_ago in (("evt_old", 5), ("evt_recent", 2)):
-        events = ProcessedEvents(table, clock=lambda d=done_days_ago: NOW - d * DAY)
+
+        def clock(days: int = done_days_ago) -> float:
+            return NOW - days * DAY
+
+        events = ProcessedEvents(table, clock=clock)
         events.mark_done(events.claim(event_id, "invoice.paid"), "applied")
     ProcessedEvents(table, clock=lambda: NOW - 9 * DAY).claim("evt_stuck", "invoice.paid")  # never finished
     result = purge(table, _rule(PROCESSED_EVENTS_TABLE), NOW)
@@ -111,14 +116,15 @@ def test_a_row_used_again_after_it_was_read_is_kept(new_table: Callable[[], Tabl
         def __init__(self, inner: TableClient) -> None:
             self.inner = inner
 
-        def query_entities(self, *args: object, **kwargs: object) -> object:
-            rows = list(self.inner.query_entities(*args, **kwargs))  # type: ignore[arg-type]
+        def query_entities(self, *args: Any, **kwargs: Any) -> list[TableEntity]:
+            rows = list(self.inner.query_entities(*args, **kwargs))
             throttles.take("reused", Limit(5, 3600), NOW)
             return rows
 
-        def delete_entity(self, *args: object, **kwargs: object) -> None:
-            self.inner.delete_entity(*args, **kwargs)  # type: ignore[arg-type]
+        def delete_entity(self, *args: Any, **kwargs: Any) -> None:
+            self.inner.delete_entity(*args, **kwargs)
 
+    # purge takes a TableClient; the wrapper has the two methods it calls.
     result = purge(Reusing(table), _rule(THROTTLES_TABLE), NOW)  # type: ignore[arg-type]
     assert result.deleted == 0
     assert _keys(table) == {"reused"}
