@@ -33,6 +33,7 @@ $(CHROMIUM):
 lint: setup
 	$(BIN)/ruff check .
 
+# billing/ and tests/ (pyproject.toml [tool.mypy] packages): the fakes are checked against the ports they fake.
 typecheck: setup
 	$(BIN)/mypy
 
