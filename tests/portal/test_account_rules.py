@@ -22,6 +22,7 @@ from tests.portal.fakes import (
     FakeApim,
     InMemoryAccounts,
     InMemoryLinks,
+    InMemoryThrottles,
     RecordingMailer,
     account_ports,
 )
@@ -286,7 +287,8 @@ def test_a_busy_instance_counts_no_guess() -> None:
     release.set()
     holder.join()
     assert statuses == [429] * 8
-    assert ports.throttles.windows == {}  # type: ignore[attr-defined]
+    assert isinstance(ports.throttles, InMemoryThrottles)
+    assert ports.throttles.windows == {}
     assert service.sign_in("ada@example.com", PASSWORD, client="c", device=device_of(ports), ports=busy_ports,
                            now=NOW + 1)  # fmt: skip
 

@@ -9,6 +9,9 @@ back what it counted in whole minutes (the meter event summaries' bounds).
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from billing.catalog_names import meter_event_name
@@ -72,10 +75,11 @@ class FrozenCounts:
 
 
 def _push(meter: FakeMeter, reports: FakeReports, marks: FakeWatermarks, sids: tuple[str, ...] = ("sub_a",),
-          product: str = "payg", **kw: object) -> UsagePush:  # fmt: skip
-    kw.setdefault("counts", meter)
+          product: str = "payg", **changes: Any) -> UsagePush:  # fmt: skip
+    """The push over the fakes, Stripe's summaries read from the fake meter unless `changes` say otherwise."""
     links = FakeLinks(link(sid, product, P0, P1) for sid in sids)
-    return UsagePush(MODELS, reports, meter, marks, links, lag_seconds=LAG, **kw)  # type: ignore[arg-type]
+    push = UsagePush(MODELS, reports, meter, marks, links, lag_seconds=LAG, counts=meter)
+    return dataclasses.replace(push, **changes)
 
 
 def _parts() -> tuple[FakeMeter, FakeReports, FakeWatermarks]:

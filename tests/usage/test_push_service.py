@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +14,7 @@ from billing.model_loader import load_models
 from billing.store.subscriptions import SubscriptionLink
 from billing.usage.batches import BadMessage, PushBatch, batch_message, parse_message
 from billing.usage.closing import report_closing_usage
+from billing.usage.plan import UsageCounts
 from billing.usage.ports import SendResult, Watermark
 from billing.usage.push import CHUNK, UsagePush
 from billing.usage.runner import handle_message, run_in_process
@@ -184,7 +185,8 @@ class _HeldReports(FakeReports):
         super().__init__()
         self.held, self.release, self.waited_for_release = held, threading.Event(), False
 
-    def read(self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None):  # type: ignore[no-untyped-def]
+    def read(self, window: ReportWindow, subscription_id: str | None = None,
+             product_id: str | None = None) -> Mapping[str, UsageCounts]:  # fmt: skip
         if product_id == self.held:
             self.waited_for_release = self.release.wait(10)
         return super().read(window, subscription_id, product_id)
@@ -197,7 +199,8 @@ def test_each_products_batches_go_out_while_the_next_products_report_is_still_re
     for n, lk in enumerate(links):
         reports.products[lk.apim_subscription_id] = lk.product_id
         reports.add(lk.apim_subscription_id, P0 + 3600, success=200 + n)
-    push = _push(links, reports, FakeMeter(), marks, batch_size=25)
+    meter = FakeMeter()
+    push = _push(links, reports, meter, marks, batch_size=25)
     run_in_process(push, P0 + 1 + LAG)  # opens every window (the developer read is not held yet)
     reports.reads.clear()
 
@@ -217,7 +220,7 @@ def test_each_products_batches_go_out_while_the_next_products_report_is_still_re
     for batch in plan.batches:
         push.process_batch(batch)
     dev = MODELS.product("developer").included_calls
-    assert push.meter.total() == sum(200 + n for n in range(60)) + sum(200 + n - dev for n in range(60, 90))  # type: ignore[attr-defined]
+    assert meter.total() == sum(200 + n for n in range(60)) + sum(200 + n - dev for n in range(60, 90))
 
 
 def test_cancelled_and_flat_only_links_are_not_pushed() -> None:
