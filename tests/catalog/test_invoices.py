@@ -79,8 +79,9 @@ def _subscribe(b: Billing, product: Product) -> tuple[str, str]:
         "invoice_settings": {"default_payment_method": "pm_card_visa"},
     })  # fmt: skip
     keys = [names.flat_price_lookup_key(product.id), names.usage_price_lookup_key(product.id)]
-    items = [{"price": b.prices[key]["id"]} for key in keys if key in b.prices]
-    sub = b.client.v1.subscriptions.create({"customer": customer.id, "items": items})  # type: ignore[typeddict-item]
+    items: list[stripe.params.SubscriptionCreateParamsItem] = [{"price": b.prices[key]["id"]} for key in keys
+                                                                if key in b.prices]  # fmt: skip
+    sub = b.client.v1.subscriptions.create({"customer": customer.id, "items": items})
     return clock.id, sub.id
 
 

@@ -82,7 +82,7 @@ def _assert_catalog_exactly(stack: Stack) -> None:
             assert (price["transform_quantity"] or {}).get("round", "up") == "up"
 
     rg, svc = stack.where
-    apim_products = {p.name: p for p in stack.apim.product.list_by_service(rg, svc)}
+    apim_products = {str(p.name): p for p in stack.apim.product.list_by_service(rg, svc)}
     assert set(apim_products) == ALL_APIM
     models = load_models()
     for pid, contract in apim_products.items():
@@ -178,7 +178,7 @@ def test_an_added_product_appears_in_both_and_a_removed_one_is_archived_not_dele
     assert "apim_calls_scale" in {m["event_name"] for m in _meters(stack)}
     rg, svc = stack.where
     assert stack.apim.product.get(rg, svc, "scale").state == "published"
-    assert 'calls="10"' in stack.apim.product_policy.get(rg, svc, "scale", "policy", format="rawxml").value
+    assert 'calls="10"' in str(stack.apim.product_policy.get(rg, svc, "scale", "policy", format="rawxml").value)
 
     # Back to the real file: "scale" goes from Stripe (archived, meter deactivated) and APIM (unpublished).
     removed = stack.cli("catalog", "apply")
@@ -297,8 +297,8 @@ def test_links_to_apis_and_groups_are_applied_repaired_and_only_the_catalogs_rem
     assert stack.cli("catalog", "apply").code == 0
 
     def links(pid: str) -> tuple[set[str], set[str]]:
-        return ({a.name for a in stack.apim.product_api.list_by_product(rg, svc, pid)},
-                {g.name for g in stack.apim.product_group.list_by_product(rg, svc, pid)})  # fmt: skip
+        return ({str(a.name) for a in stack.apim.product_api.list_by_product(rg, svc, pid)},
+                {str(g.name) for g in stack.apim.product_group.list_by_product(rg, svc, pid)})  # fmt: skip
 
     assert links("standard") == ({"echo"}, {"administrators", "developers", "guests"})
     assert "nothing to change" in stack.cli("catalog", "plan").out
