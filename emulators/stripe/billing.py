@@ -9,7 +9,7 @@ import copy
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
 
-from emulators.stripe import pricing, usage
+from emulators.stripe import pricing, trials, usage
 from emulators.stripe.core import Core
 from emulators.stripe.periods import add_interval, days, months_after
 from emulators.stripe.store import blank
@@ -606,6 +606,7 @@ def create_subscription(
     first_payment_method: str | None = None,
     billing_thresholds: dict | None = None,
     billing_mode: dict | None = None,
+    trial_settings: dict | None = None,
 ) -> dict:
     """Create the subscription and its first invoice (flat fees in advance), finalised at once."""
     clock = customer.get("test_clock") or ""
@@ -647,7 +648,7 @@ def create_subscription(
         test_clock=customer.get("test_clock"),
         trial_start=now if trial_end else None,
         trial_end=trial_end,
-        trial_settings={"end_behavior": {"missing_payment_method": "create_invoice"}},
+        trial_settings=trial_settings or trials.settings(None, "trial_settings"),
     )
     for price, qty, item_meta in lines:
         items(sub).append(new_item(core, sub, price, qty, item_meta, now))
@@ -673,6 +674,7 @@ def create_subscription(
         set_status(core, sub, "trialing" if trial_end else "active", clock)
     elif sub["status"] == "incomplete":
         core.schedule(clock, now + 23 * 3600, f"expire {sub_id}", lambda: expire_incomplete(core, sub_id))
+    trials.schedule_will_end(core, sub, clock, now)
     core.schedule(clock, end, f"renew {sub_id}", lambda: renew(core, sub_id, end))
     return sub
 
@@ -741,7 +743,7 @@ def end_subscription(core: Core, sub: dict, at: int, final_usage: bool, reason: 
     now = core.now(clock)
     customer = core.store.get("customer", sub["customer"])
     inv = None
-    metered = [i for i in items(sub) if is_metered(i["price"])]
+    metered = [i for i in items(sub) if is_metered(i["price"]) and trials.usage_is_billed(sub)]
     start = items(sub)[0]["current_period_start"] if items(sub) else at
     if final_usage and metered and at > start:
         inv = new_invoice(core, customer, sub, "subscription_cycle", start, at, now)
@@ -776,7 +778,7 @@ def cancel(core: Core, sub: dict, invoice_now: bool, prorate: bool, reason: str 
             customer["balance"] = customer.get("balance", 0) + sum(c["amount"] for c in credits)
         end_subscription(core, sub, now, final_usage=False, reason=reason)
         return sub
-    metered = [i for i in items(sub) if is_metered(i["price"])]
+    metered = [i for i in items(sub) if is_metered(i["price"]) and trials.usage_is_billed(sub)]
     inv = new_invoice(core, customer, sub, "subscription_update", start, now, now)
     for item in metered:
         metered_line(core, inv, sub, item, window(item), now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.stripe import billing, pricing
+from emulators.stripe import billing, pricing, trials
 from emulators.stripe.resources.customers import new_customer
 from emulators.stripe.resources.subscriptions import BILLING_MODE, DISCOUNTS, billing_mode, check_price, make_discounts
 from emulators.stripe.routes import Request, route
@@ -16,7 +16,8 @@ SESSION_FIELDS = {
     "customer": s, "customer_email": s, "client_reference_id": s, "metadata": metadata, "success_url": s,
     "cancel_url": s, "allow_promotion_codes": b, "discounts": DISCOUNTS, "locale": s, "expires_at": i,
     "subscription_data": obj({"metadata": metadata, "trial_period_days": i, "description": s,
-                              "default_tax_rates": arr(s), "billing_mode": BILLING_MODE}),
+                              "default_tax_rates": arr(s), "billing_mode": BILLING_MODE,
+                              "trial_settings": trials.TRIAL_SETTINGS}),
     "payment_method_types": arr(enum("card")), "billing_address_collection": enum("auto", "required"),
     "customer_creation": enum("always", "if_required"), "ui_mode": enum("hosted"),
     "payment_method_collection": enum("always", "if_required"), **EXPAND,
@@ -65,8 +66,8 @@ def create_session(req: Request) -> dict[str, Any]:
     now = core.now(core.clock_of(customer["id"]) if customer else "")
     session = blank("checkout.session")
     session_id = f"cs_test_{random_token(58)}"
-    trial = (p.get("subscription_data") or {}).get("trial_period_days")
-    subtotal = 0 if trial else sum(pricing.amount(pr, q or 0) for pr, q in lines if not billing.is_metered(pr))
+    due = sum(pricing.amount(pr, q or 0) for pr, q in lines if not billing.is_metered(pr))
+    subtotal = 0 if trials.check_session(p, due) else due
     session.update(
         id=session_id, allow_promotion_codes=p.get("allow_promotion_codes"), amount_subtotal=subtotal,
         amount_total=subtotal, automatic_tax={"enabled": False, "liability": None, "status": None, "provider": None},
@@ -160,6 +161,7 @@ def complete(  # noqa: PLR0917 - called from the hosted page only
         trial_days=data.get("trial_period_days"), default_payment_method=pm_card["id"], discounts=discounts,
         description=data.get("description"), first_payment_method=pm_card["id"],
         billing_mode=billing_mode(data.get("billing_mode"), "subscription_data[billing_mode]"),
+        trial_settings=trials.settings(data.get("trial_settings"), "subscription_data[trial_settings]"),
     )
     inv = core.store.get("invoice", sub["latest_invoice"])
     session.update(

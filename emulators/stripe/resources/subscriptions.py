@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from emulators.stripe import billing, search, thresholds
+from emulators.stripe import billing, search, thresholds, trials
 from emulators.stripe.resources.catalog import merge_metadata
 from emulators.stripe.routes import Request, route
 from emulators.stripe.store import blank
@@ -140,6 +140,7 @@ def create_subscription(req: Request) -> dict[str, Any]:
         if found is None or found["customer"] != customer["id"]:
             raise StripeError(f"The customer does not have a payment method with the ID {pm}.",
                               param="default_payment_method")
+    trials.check_days(p.get("trial_period_days"), "trial_period_days")
     trial_end = p.get("trial_end")
     now = core.now(core.clock_of(customer["id"]))
     if trial_end == "now":
