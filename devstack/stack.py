@@ -207,18 +207,9 @@ class LocalStack:
 
     def _apply_catalog(self) -> None:
         """Stripe products, prices, meters and APIM products, made by the app's own catalog sync."""
-        from billing.adapters.apim_client import apim_service  # noqa: PLC0415 - only when asked for
-        from billing.adapters.catalog_apim import ApimCatalog  # noqa: PLC0415
-        from billing.adapters.catalog_stripe import StripeCatalog  # noqa: PLC0415
-        from billing.adapters.storage import ensure_table  # noqa: PLC0415
-        from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
-        from billing.catalog.service import CatalogSync  # noqa: PLC0415
-        from billing.model_loader import load_models  # noqa: PLC0415
-        from billing.store.catalog_links import CatalogLinks  # noqa: PLC0415
-        from billing.store.tables import CATALOG_LINKS_TABLE  # noqa: PLC0415
+        from billing.bootstrap import services  # noqa: PLC0415 - only when asked for
 
-        apim = ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
-        sync = CatalogSync(load_models(), StripeCatalog(stripe_client()), apim)
+        sync = services().catalog_sync()
         sync.apply(sync.plan())
 
     def _start_devhost(self) -> None:

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Mapping
 
+from billing import bootstrap
 from billing.access.limits import quota_resets, spending_limits
 from billing.access.ports import AccessPorts
 from billing.access.webhook import WebhookDeps
@@ -93,4 +94,5 @@ def forget_clients() -> None:
     """Drop the cached clients (tests that restart a service on the same settings)."""
     with _lock:
         _cache.clear()
+    bootstrap.forget()
 

@@ -15,11 +15,11 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from billing import config
+from billing import bootstrap, config
 from billing.catalog.migrate import PriceMove
 from billing.catalog.plan import Action, Service
 from billing.catalog.render import NOTHING_TO_CHANGE, action_line, render_plan
-from billing.catalog.service import ApimCatalogPort, CatalogSync, StripeCatalogPort
+from billing.catalog.service import CatalogSync
 from billing.catalog.state import CatalogServiceError
 from billing.model_loader import load_models
 
@@ -57,16 +57,7 @@ def _services(args: argparse.Namespace) -> tuple[Service, ...]:
 
 
 def _sync(args: argparse.Namespace) -> CatalogSync:
-    # Adapters are imported here so that `python -m billing quote` never loads the SDKs.
-    from billing.adapters.apim_client import apim_service  # noqa: PLC0415
-    from billing.adapters.catalog_apim import ApimCatalog  # noqa: PLC0415
-    from billing.adapters.catalog_stripe import StripeCatalog  # noqa: PLC0415
-    from billing.adapters.storage import ensure_table  # noqa: PLC0415
-    from billing.adapters.stripe_client import stripe_client  # noqa: PLC0415
-    from billing.store.catalog_links import CatalogLinks  # noqa: PLC0415
-    from billing.store.tables import CATALOG_LINKS_TABLE  # noqa: PLC0415
-
-    models = load_models(args.file)
+    load_models(args.file)  # a bad models file is named before any setting is asked for
     services = _services(args)
     needed = (["STRIPE_API_KEY"] if Service.STRIPE in services else []) + (
         ["APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "AzureWebJobsStorage"]
@@ -75,11 +66,9 @@ def _sync(args: argparse.Namespace) -> CatalogSync:
     missing = [name for name in needed if not config.get(name)]
     if missing:
         _usage_error(f"settings not set: {', '.join(missing)} (see local.settings.sample.json)")
-    stripe: StripeCatalogPort | None = StripeCatalog(stripe_client()) if Service.STRIPE in services else None
-    apim: ApimCatalogPort | None = None
-    if Service.APIM in services:
-        apim = ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
-    return CatalogSync(models, stripe, apim)
+    return bootstrap.services().catalog_sync(args.file,
+                                             stripe_side=Service.STRIPE in services,
+                                             apim_side=Service.APIM in services)  # fmt: skip
 
 
 def _report_usage_up_to(moved_at: int) -> Callable[[PriceMove], None]:
@@ -92,7 +81,8 @@ def _report_usage_up_to(moved_at: int) -> Callable[[PriceMove], None]:
 
         now = move.stripe_now or int(time.time())
         try:
-            summary = report_closing_usage(move.subscription_id, move.period_start, move.period_end, now=now,
+            summary = report_closing_usage(move.subscription_id, move.period_start, move.period_end,
+                                           bootstrap.services().usage_push(), now=now,
                                            until=moved_at)  # fmt: skip
         except LookupError:
             # The app never recorded this subscription (made outside the portal): it reported no usage.

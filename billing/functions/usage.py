@@ -12,12 +12,10 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from billing import config, telemetry
+from billing import bootstrap, config, telemetry
 from billing.access.webhook import Answer, verify
 from billing.adapters.access_runtime import processed_events
-from billing.adapters.storage import queue
 from billing.adapters.stripe_cancel import StripeSubscriptionEnder
-from billing.adapters.stripe_client import stripe_client
 from billing.functions.http import error_response, json_response
 from billing.store.processed_events import ClaimKind
 from billing.store.tables import USAGE_BATCH_QUEUE
@@ -25,25 +23,27 @@ from billing.usage.batches import BadMessage, confirm_message, parse_message
 from billing.usage.meter_errors import NO_METER, THIN_EVENT_TYPES, error_codes, periods_to_confirm
 from billing.usage.push import PushSummary
 from billing.usage.runner import fan_out, handle_message
-from billing.usage.wiring import confirm_delay_seconds, usage_push
+from billing.usage.wiring import confirm_delay_seconds
 
 bp = func.Blueprint()
 log = logging.getLogger("billing.usage")
 
 
+# Every client and adapter comes from the composition root: built once per process, reused by each
+# invocation (a queue message no longer builds its own ARM, Stripe and Storage clients).
 def _send(body: bytes) -> None:
-    queue(USAGE_BATCH_QUEUE).send_message(body)
+    bootstrap.services().queue(USAGE_BATCH_QUEUE).send_message(body)
 
 
 def _send_later(body: bytes, seconds: int) -> None:
-    queue(USAGE_BATCH_QUEUE).send_message(body, visibility_timeout=seconds)
+    bootstrap.services().queue(USAGE_BATCH_QUEUE).send_message(body, visibility_timeout=seconds)
 
 
 @bp.timer_trigger(schedule="%USAGE_PUSH_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def usage_push_timer(timer: func.TimerRequest) -> None:
     as_of = int(datetime.now(UTC).timestamp())
     with telemetry.span("usage.fan_out", **{"usage.as_of": as_of}):
-        plan = fan_out(usage_push(), _send, as_of)
+        plan = fan_out(bootstrap.services().usage_push(), _send, as_of)
         telemetry.annotate(**{"usage.batches": len(plan.batches)})
     log.info("usage push: %d batches for as_of=%d%s", len(plan.batches), as_of, " (past due)" if timer.past_due else "")
 
@@ -75,9 +75,10 @@ def _batch(msg: func.QueueMessage, started: float, dequeue: int | None) -> PushS
     try:
         kind = parse_message(msg.get_body())  # a malformed message is named as such, before any setting is read
         telemetry.annotate(**{"usage.message_kind": type(kind).__name__})
-        summary = handle_message(usage_push(), msg.get_body(), _send, started=started, send_later=_send_later,
+        services = bootstrap.services()
+        summary = handle_message(services.usage_push(), msg.get_body(), _send, started=started, send_later=_send_later,
                                  confirm_delay=confirm_delay_seconds(),
-                                 ender=StripeSubscriptionEnder(stripe_client()))  # fmt: skip
+                                 ender=StripeSubscriptionEnder(services.stripe()))  # fmt: skip
     except BadMessage as exc:
         # Never succeeds: say why, then let the host retry it into the poison queue.
         log.error("usage push: message %s is not a usage batch: %s", msg.id, exc)
@@ -115,7 +116,7 @@ def _thin_event(req: func.HttpRequest) -> func.HttpResponse:
     if claim.kind is ClaimKind.BUSY:
         return error_response(409, "in_progress", "another instance handles this event; Stripe retries it")
     try:
-        full = stripe_client().parse_event_notification_without_verification(body).fetch_event().to_dict()
+        full = bootstrap.services().stripe().parse_event_notification_without_verification(body).fetch_event().to_dict()
         if event_type == NO_METER:
             log.error("usage: Stripe found no meter for some events (%s): run `python -m billing catalog apply`",
                       ", ".join(error_codes(full)))  # fmt: skip

@@ -13,24 +13,21 @@ import time
 
 from billing.usage.push import PushSummary, UsagePush
 from billing.usage.windows import Period
-from billing.usage.wiring import usage_push
 
 
 def report_closing_usage(
-    subscription_id: str, period_start: int, period_end: int, push: UsagePush | None = None, *,
+    subscription_id: str, period_start: int, period_end: int, push: UsagePush, *,
     now: int | None = None, until: int | None = None,
 ) -> PushSummary:
     """Report the subscription's unreported usage of [period_start, period_end); idempotent.
 
-    `push` defaults to one built from the app settings. `now` (default: the wall clock) matters when
+    `now` (default: the wall clock) matters when
     the period has not ended (a price move, a cancel): the event then carries `now` - 1 s (inside the
     invoice that a change at `now` closes), not the period's end. `until`: count only the calls made
     before it (a price move: the later ones belong to the new price).
     Raises LookupError if there is no link for
     the subscription, ValueError for an empty period; Stripe refusals are in the summary's failures.
     """
-    if push is None:
-        push = usage_push()
     when = int(time.time()) if now is None else now
     batch = push.closing_batch(subscription_id, Period(period_start, period_end), when, until)
     if batch is None:

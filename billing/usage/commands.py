@@ -18,13 +18,13 @@ def _as_of(text: str) -> int:
 
 def _cmd_push(args: argparse.Namespace) -> int:
     # Lazily: billing.cli imports this module, and the SDKs load only when a push runs.
+    from billing import bootstrap  # noqa: PLC0415
     from billing.cli import CliError  # noqa: PLC0415
     from billing.usage.runner import run_in_process  # noqa: PLC0415
-    from billing.usage.wiring import usage_push  # noqa: PLC0415
 
     as_of = args.as_of if args.as_of is not None else int(datetime.now(UTC).timestamp())
     try:
-        push = usage_push(models_file=str(args.file) if args.file else None)
+        push = bootstrap.services().new_usage_push(args.file)
     except (ValueError, RuntimeError) as exc:
         raise CliError(str(exc)) from None
     summary = run_in_process(push, as_of, dry_run=args.dry_run)

@@ -7,17 +7,9 @@ from collections.abc import Mapping
 
 from billing import config
 from billing.adapters.apim_client import apim_service
-from billing.adapters.storage import table
-from billing.adapters.stripe_client import stripe_client
 from billing.adapters.usage_logs import log_analytics_usage
-from billing.adapters.usage_meter import StripeMeterCounts, StripeMeterSender
 from billing.adapters.usage_reports import ApimUsageReports
-from billing.model_loader import load_models
-from billing.store.subscriptions import SubscriptionLinks
-from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_WATERMARKS_TABLE
-from billing.store.watermarks import Watermarks
 from billing.usage.ports import UsageReports
-from billing.usage.push import UsagePush
 from billing.usage.ratelimit import TokenBucket
 from billing.usage.timing import CONFIRM_SETTING, LAG_SETTING, confirm_delay_of, lag_seconds_of
 
@@ -90,17 +82,3 @@ def usage_source(env: Mapping[str, str] | None = None) -> UsageReports:
     if source == "reports":
         return ApimUsageReports(apim_service(env), bucket("arm", tuning(env)[1]))
     raise ValueError(f"USAGE_SOURCE must be one of {', '.join(USAGE_SOURCES)}; got '{source}'")
-
-
-def usage_push(env: Mapping[str, str] | None = None, models_file: str | None = None) -> UsagePush:
-    stripe_rps, _arm_rps, batch_size = tuning(env)
-    return UsagePush(
-        models=load_models(models_file),
-        reports=usage_source(env),
-        meter=StripeMeterSender(stripe_client(env), bucket("stripe", stripe_rps)),
-        counts=StripeMeterCounts(stripe_client(env), bucket("stripe", stripe_rps)),
-        watermarks=Watermarks(table(USAGE_WATERMARKS_TABLE, env)),
-        links=SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env)),
-        lag_seconds=lag_seconds(env),
-        batch_size=batch_size,
-    )

@@ -127,9 +127,9 @@ class UsageStack(StackView):
 
     def start_pushes(self, sids: list[str], period_start: int) -> None:
         """The first push of the period, before any call: its window only adopts the subscriptions."""
-        from billing.usage.wiring import usage_push  # noqa: PLC0415 - reads the settings set by the fixture
+        from billing.bootstrap import services  # noqa: PLC0415 - reads the settings set by the fixture
 
-        self.push_all(usage_push(), sids, period_start + int(REPORT_LAG_MINUTES) * 60 + 60)
+        self.push_all(services().new_usage_push(), sids, period_start + int(REPORT_LAG_MINUTES) * 60 + 60)
 
     def push_all(self, push: UsagePush, sids: list[str], as_of: int) -> PushSummary:
         """Plan and process every batch of these subscriptions' links (the CLI's in-process path)."""

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import requests
 
+from billing.bootstrap import services
 from billing.catalog_names import meter_event_name
 from billing.pricing import quote
 from billing.usage.meter_errors import THIN_EVENT_TYPES
-from billing.usage.wiring import usage_push
 from tests.usage.conftest import HOUR, MODELS, UsageStack
 
 pytestmark = pytest.mark.storage
@@ -47,7 +47,7 @@ def test_events_refused_after_the_stream_accepted_them_are_billed_once_through_t
     (meter,) = [m for m in stack.stripe.v1.billing.meters.list().data if m.event_name == meter_event_name("payg")]
     stack.stripe.v1.billing.meters.deactivate(meter.id)
     stack.at([clock], start + 3 * HOUR)
-    summary = stack.push_all(usage_push(), subs, start + 3 * HOUR)
+    summary = stack.push_all(services().new_usage_push(), subs, start + 3 * HOUR)
     assert (summary.events_sent, summary.calls_reported, summary.failed) == (3, sum(calls.values()), 0)
     period_start, period_end = stack.period_of(subs[0])
     assert _counted(stack, meter.id, made[0][1], period_start, period_end) == 0  # Stripe counted nothing

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from billing.bootstrap import services
 from billing.pricing import quote
 from billing.usage.closing import report_closing_usage
 from billing.usage.ports import SendResult
-from billing.usage.wiring import usage_push
 from tests.usage.conftest import HOUR, MODELS, UsageStack
 
 pytestmark = pytest.mark.storage
@@ -47,7 +47,7 @@ def test_invoices_equal_the_quote_for_successful_calls_only_and_a_crash_counts_n
     def crash(result: SendResult) -> None:
         raise Crash
 
-    crashing = usage_push()
+    crashing = services().new_usage_push()
     crashing.after_send = crash
     stack.at(clocks, start + 3 * HOUR)
     with pytest.raises(Crash):
@@ -58,13 +58,13 @@ def test_invoices_equal_the_quote_for_successful_calls_only_and_a_crash_counts_n
     for pid, (sid, _, _) in subs.items():
         stack.call(sid, calls[pid] - calls[pid] // 2)
     stack.at(clocks, start + 6 * HOUR)
-    stack.push_all(usage_push(), sids, start + 6 * HOUR)
+    stack.push_all(services().new_usage_push(), sids, start + 6 * HOUR)
     stack.at(clocks, start + 7 * HOUR)
-    stack.push_all(usage_push(), sids, start + 7 * HOUR)  # nothing new: nothing more
+    stack.push_all(services().new_usage_push(), sids, start + 7 * HOUR)  # nothing new: nothing more
 
     for pid, (sid, _, clock) in subs.items():
         period_start, period_end = link_period[pid]
-        report_closing_usage(sid, period_start, period_end, usage_push(), now=period_end)
+        report_closing_usage(sid, period_start, period_end, services().new_usage_push(), now=period_end)
         invoice = stack.renewal_invoice(sid, clock, period_end)
         expected = quote(MODELS.product(pid), calls[pid]).total  # flat fee (next period) + usage (this one)
         assert int(invoice.total) == expected, (pid, invoice.total, expected)

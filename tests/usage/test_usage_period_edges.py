@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from billing.bootstrap import services
 from billing.pricing import quote
 from billing.usage.closing import report_closing_usage
-from billing.usage.wiring import usage_push
 from tests.usage.conftest import HOUR, MODELS, UsageStack
 
 pytestmark = pytest.mark.storage
@@ -37,7 +37,7 @@ def test_a_subscription_cancelled_mid_period_has_its_final_usage_on_the_final_in
         stack.record(sid, early[pid], at=start + 90 * 60)
         stack.record(sid, 50, at=start + 90 * 60, outcome="blocked")  # never billable
     stack.at(clocks, start + 3 * HOUR)
-    first = stack.push_all(usage_push(), sids, start + 3 * HOUR)
+    first = stack.push_all(services().new_usage_push(), sids, start + 3 * HOUR)
     assert first.events_sent == 1  # payg only: standard's 60,000 calls are all included
 
     # ...the rest days later, minutes before the consumer cancels: no regular push has seen it.
@@ -49,7 +49,7 @@ def test_a_subscription_cancelled_mid_period_has_its_final_usage_on_the_final_in
     for pid, (sid, _, clock) in subs.items():
         period_start, period_end = periods[pid]
         # What the unsubscribe flow does: the closing report (events stamped with `now`), then the cancel.
-        closing = report_closing_usage(sid, period_start, period_end, usage_push(), now=cancel_at)
+        closing = report_closing_usage(sid, period_start, period_end, services().new_usage_push(), now=cancel_at)
         assert closing.failed == 0, closing.failures
         cancelled = stack.stripe.v1.subscriptions.cancel(sid, params={"invoice_now": True, "prorate": False})
         assert cancelled.status == "canceled"
@@ -78,7 +78,7 @@ def test_usage_in_the_last_hour_of_a_period_lands_on_that_periods_invoice(usage_
     stack = usage_stack
     sid, _customer, clock = stack.subscribe("payg", "last-hour")
     period_start, period_end = stack.period_of(sid)
-    push = usage_push()
+    push = services().new_usage_push()
     stack.start_pushes([sid], period_start)
 
     stack.record(sid, 700, at=period_start + 2 * DAY)

@@ -12,9 +12,9 @@ from typing import cast
 import pytest
 
 from billing.adapters.usage_meter import STREAM_MAX_EVENTS, StripeMeterSender
+from billing.bootstrap import services
 from billing.pricing import quote
 from billing.usage.ports import SendResult
-from billing.usage.wiring import usage_push
 from tests.usage.conftest import HOUR, MODELS, UsageStack
 
 pytestmark = pytest.mark.storage
@@ -52,7 +52,7 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
 
     # The first run crashes after the stream accepted the events (100 a request), before recording them.
     stack.at(clocks, start + 3 * HOUR)
-    crashing = usage_push()
+    crashing = services().new_usage_push()
 
     def crash(result: SendResult) -> None:
         raise Crash
@@ -65,7 +65,7 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
 
     # The rerun resends the pending events through the stream (same identifiers: Stripe drops them).
     stack.at(clocks, start + 4 * HOUR)
-    rerun = usage_push()
+    rerun = services().new_usage_push()
     summary = stack.push_all(rerun, subs, start + 4 * HOUR)
     assert (summary.recovered, summary.events_sent, summary.failed) == (count, 0, 0)
     assert cast(StripeMeterSender, rerun.meter).requests == {"v1": 0, "stream": 2, "session": 1}
@@ -75,7 +75,7 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
         stack.record(sid, n + 1, at=start + 5 * HOUR)
         calls[sid] += n + 1
     stack.at(clocks, start + 6 * HOUR)
-    later = stack.push_all(usage_push(), subs, start + 6 * HOUR)
+    later = stack.push_all(services().new_usage_push(), subs, start + 6 * HOUR)
     assert (later.events_sent, later.calls_reported) == (STREAM_MAX_EVENTS // 2, sum(range(1, 51)))
 
     # Every renewal invoice bills exactly that subscription's successful calls, once.
