@@ -9,7 +9,7 @@ import pytest
 from azure.data.tables import TableClient
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient
 
-from billing.store.subscriptions import SubscriptionLinks
+from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
 from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_BATCH_QUEUE
 from tests.access.conftest import USER_ID, Stack, wait_until
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.storage
 DAY = 86400
 
 
-def _link(stack: Stack, sid: str):  # type: ignore[no-untyped-def]
+def _link(stack: Stack, sid: str) -> SubscriptionLink:
     table = TableClient.from_connection_string(stack.env["AzureWebJobsStorage"], SUBSCRIPTIONS_TABLE)
     found = SubscriptionLinks(table).get(sid)
     assert found is not None, f"no subscription link for {sid}"

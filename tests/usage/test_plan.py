@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from billing.model_loader import load_models
 from billing.models import CallOutcome, PricingModel, Product, UsagePrice
 from billing.usage.plan import (
+    Step,
     UsageCounts,
     WindowAction,
     event_identifier,
@@ -25,7 +26,7 @@ MODELS = load_models()
 PERIOD = (1_700_000_000, 1_702_592_000)  # 30 days
 
 
-def _step(product: Product, counts: UsageCounts, reported: int, window_end: int = PERIOD[0] + 3600):  # type: ignore[no-untyped-def]
+def _step(product: Product, counts: UsageCounts, reported: int, window_end: int = PERIOD[0] + 3600) -> Step:
     return plan_step(subscription_id="sub_123", customer_id="cus_1", product=product, period_start=PERIOD[0],
                      period_end=PERIOD[1], cumulative=counts.billable(product), reported=reported,
                      window_end=window_end)  # fmt: skip
