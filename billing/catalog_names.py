@@ -20,6 +20,9 @@ SUB_META_NAME = "apim_subscription_name"
 # Set by the app when the consumer cancels (unix time, Stripe's present): access ended then, while the
 # Stripe subscription lives on until its final invoice is made (billing.usage.final_invoice).
 SUB_META_ACCESS_ENDED = "apim_access_ended_at"
+# On a subscription that starts a free trial: the portal account's address as the trial ledger keys it
+# (billing.store.trials), so the trial is claimed under the identity the offer was checked under.
+SUB_META_TRIAL_MAIL = "apim_trial_mail_key"
 # On the Stripe customer: the APIM user it belongs to (one customer per APIM user).
 CUSTOMER_META_APIM_USER = "apim_user_id"
 # Meter event payload keys (Stripe's defaults for a meter).

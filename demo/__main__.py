@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from demo.report import render_terminal, write_html
-from demo.scenario import FULL_PLAN, SMALL_PLAN, DemoError, run_demo
+from demo.scenario import FULL_PLAN, SMALL_PLAN, DemoError, demo_models_file, run_demo
 from devstack.stack import LocalStack, StackOptions
 from emulators.apim.state import DEFAULT_TIER, TIERS
 
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print("Starting the local stack: Azurite, the Stripe emulator, the APIM emulator, the Functions app...")
     try:
-        with LocalStack(StackOptions(run_queue_workers=False, apim_tier=args.apim_tier)) as stack:
+        with tempfile.TemporaryDirectory() as workdir, LocalStack(StackOptions(
+                run_queue_workers=False, apim_tier=args.apim_tier,
+                models_file=demo_models_file(Path(workdir)))) as stack:  # fmt: skip
             print(
                 f"  Functions app at {stack.app_url}, developer portal at {stack.apim.portal_url if stack.apim else ''}"
             )

@@ -10,22 +10,24 @@ paying) and one cancels mid-period (final invoice with the usage so far).
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from billing.cli import main as billing_main
-from billing.model_loader import load_models
+from billing.model_loader import DEFAULT_MODELS_PATH, load_models
 from billing.pricing import quote
 from billing.usage.wiring import lag_seconds
 from demo.progress import ProgressBar
-from demo.report import ConsumerResult, Line
+from demo.report import ConsumerResult, Line, money
 from devstack.consumer import Consumer, JourneyError
 from devstack.stack import LocalStack, StackNotSettled
 from emulators.apim.usage import classify
@@ -50,7 +52,7 @@ FULL_PLAN = (
     ConsumerPlan("Fatima (free)", "free", gateway_calls=120),
     ConsumerPlan("Dmitri (developer)", "developer", gateway_calls=150, bulk_calls=1_000),
     ConsumerPlan("Paula (payg)", "payg", gateway_calls=60, bulk_calls=9_940, cancels_mid_period=True),
-    ConsumerPlan("Bruno (basic)", "basic", gateway_calls=130, bulk_calls=40_000),
+    ConsumerPlan("Bruno (basic trial)", "basic", gateway_calls=130, bulk_calls=40_000),
     ConsumerPlan("Sofia (standard)", "standard", gateway_calls=60, bulk_calls=149_940, renewal_fails=True),
     ConsumerPlan("Pedro (pro)", "pro", gateway_calls=60, bulk_calls=599_940),
     ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=60, bulk_calls=3_000_001),
@@ -66,7 +68,24 @@ SMALL_PLAN = (
     ConsumerPlan("Paula (payg)", "payg", gateway_calls=20, bulk_calls=980, cancels_mid_period=True),
     ConsumerPlan("Sofia (standard)", "standard", gateway_calls=20, bulk_calls=100_980, renewal_fails=True),
     ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=10, bulk_calls=1_500_000),
+    ConsumerPlan("Bruno (basic trial)", "basic", gateway_calls=10, bulk_calls=1_000),
 )
+
+
+# The demo's provider offers a free trial of Basic (the shipped models file has none: revenue-model.md bills
+# the flat fee on the first invoice): the stack's app reads payment/monetizationModels.json with this added.
+DEMO_TRIALS = {"basic": 14}
+
+
+def demo_models_file(directory: Path) -> Path:
+    """payment/monetizationModels.json with the demo's trials, written into `directory`."""
+    data = json.loads(DEFAULT_MODELS_PATH.read_text(encoding="utf-8"))
+    for product in data["products"]:
+        if product["id"] in DEMO_TRIALS:
+            product["trialDays"] = DEMO_TRIALS[product["id"]]
+    path = directory / "monetizationModels.json"
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path
 
 
 @dataclass
@@ -105,7 +124,8 @@ class Demo:
 
     # ---- the story ---------------------------------------------------------------------------
     def run(self) -> list[ConsumerResult]:
-        self.step("1. The catalog, from payment/monetizationModels.json")
+        trials = ", ".join(f"{days}-day free trial of {pid}" for pid, days in DEMO_TRIALS.items())
+        self.step(f"1. The catalog, from payment/monetizationModels.json (with a {trials} for the demo)")
         self.apply_catalog()
         self.step("2. Consumers sign up (address confirmed by a mailed link) and subscribe through the portal")
         for plan in self.plan:
@@ -125,8 +145,14 @@ class Demo:
             if state.plan.cancels_mid_period:
                 self.sync_clocks_to_now()
                 self.cancel_mid_period(state)
+        for state in self.states:
+            if self.models.product(state.plan.product_id).trial_days:
+                self.trial_reminder(state)
         self.step("5. The billing period ends: renewal invoices, closing usage, payment")
         self.end_period()
+        for state in self.states:
+            if self.models.product(state.plan.product_id).trial_days:
+                self.check_trial_end(state)
         self.step("6. Invoices compared with the pricing engine's quotes")
         return [self.result_of(state) for state in self.states]
 
@@ -159,6 +185,8 @@ class Demo:
                 raise DemoError(f"{plan.name} could not subscribe to Free ({answer.status_code})")
         subscription = self.wait_for_state(state, "active")
         state.subscription_id, state.key = subscription.subscription_id, subscription.primary_key
+        if product.trial_days:
+            self.start_trial(state, product.trial_days)
         paid = " after paying with 4242 4242 4242 4242" if product.is_paid else " (no payment asked)"
         self.say(f"  {plan.name:<20} signed up and confirmed by mail, subscribed to {plan.product_id:<10} "
                  f"key active{paid}")
@@ -348,6 +376,8 @@ class Demo:
         return successful, sum(count for kind, count in classes if kind == "blocked")
 
     def result_of(self, state: ConsumerState) -> ConsumerResult:
+        if self.models.product(state.plan.product_id).trial_days:
+            return self.trial_result(state)
         product = self.models.product(state.plan.product_id)
         successful, blocked = self.successful_and_blocked(state)
         quoted = [Line(line.description, line.amount) for line in quote(product, successful).lines]
@@ -367,6 +397,54 @@ class Demo:
                 state.notes.append("no usage line found on the closing invoice")
         return ConsumerResult(state.plan.name, product.id, successful, blocked, invoiced, quoted,
                               product.currency, state.notes)  # fmt: skip
+
+
+    # ---- a free trial ------------------------------------------------------------------------------
+    def start_trial(self, state: ConsumerState, days: int) -> None:
+        """Checkout charged nothing and the key works at once: the trial's first invoice is USD 0.00."""
+        first = self.invoices(state)[0]
+        status = state.key_status["trial"] = self.gateway_status(state.key)
+        state.gateway_outcomes[status] = state.gateway_outcomes.get(status, 0) + 1  # a call like any other
+        state.notes.append(f"{days}-day free trial: Checkout took a card and charged {money(first.total)}; "
+                           f"the key answered {status} at once")  # fmt: skip
+
+    def trial_mails(self, state: ConsumerState) -> list[Any]:
+        return [m for m in self.stack.mail_server.messages(to=state.consumer.email)
+                if m.subject.startswith("Your free trial")]  # fmt: skip
+
+    def trial_reminder(self, state: ConsumerState) -> None:
+        """Three days before the trial ends Stripe sends trial_will_end, and the app mails the consumer (had the
+        clock jumped past the end at once, the app would find the trial over and, rightly, remind nobody)."""
+        trial_end = int(self.stripe.subscriptions.retrieve(state.subscription_id).trial_end or 0)
+        self.advance_clock(state, trial_end - 3 * 86400 + 60)
+        self.settle()
+        mails = self.trial_mails(state)
+        if len(mails) != 1:
+            raise DemoError(f"{state.plan.name}: expected one trial reminder mail, found {len(mails)}")
+        state.notes.append(f"reminder mailed 3 days before the end: \"{mails[0].subject}\"")
+        self.say(f"  {state.plan.name:<20} 3 days before the trial ends: mailed \"{mails[0].subject}\"")
+
+    def check_trial_end(self, state: ConsumerState) -> None:
+        """The first real invoice at the trial's end, and no second reminder."""
+        if len(self.trial_mails(state)) != 1:
+            raise DemoError(f"{state.plan.name}: the trial reminder was not mailed exactly once")
+        conversion = self.invoices(state)[1]
+        if conversion.status != "paid":
+            raise DemoError(f"{state.plan.name}: the invoice at the trial's end is {conversion.status}")
+        state.notes.append(f"at the trial's end the first month was charged: {money(conversion.amount_paid)}")
+        self.say(f"  {state.plan.name:<20} at the trial's end {money(conversion.amount_paid)} charged for the "
+                 "first month")  # fmt: skip
+
+    def trial_result(self, state: ConsumerState) -> ConsumerResult:
+        """The trial's period: nothing billed for its calls (the trial's USD 0 invoice), then the first month
+        billed in advance at its end, as the pricing engine quotes a period with no calls yet."""
+        product = self.models.product(state.plan.product_id)
+        successful, blocked = self.successful_and_blocked(state)
+        quoted = [Line(f"{product.display_name}: {product.trial_days} days free ({successful:,} calls)", 0)]
+        quoted += [Line(f"{line.description}, first month", line.amount) for line in quote(product, 0).lines]
+        invoiced = [Line(line.description, line.amount) for inv in self.invoices(state)[:2] for line in inv.lines.data]
+        return ConsumerResult(state.plan.name, product.id, successful, blocked, invoiced, quoted, product.currency,
+                              state.notes)  # fmt: skip
 
 
 def _subscription_item(line: Any) -> str:

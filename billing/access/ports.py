@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,6 +79,19 @@ class UsageReports(Protocol):
         ...
 
 
+class TrialClaims(Protocol):
+    def claim(self, product_id: str, keys: Sequence[str], subscription_id: str) -> str | None:
+        """Record that the subscription has the product's trial under these identities; None when it has it,
+        else the other subscription that had it (then nothing is recorded)."""
+        ...
+
+
+class TrialReminders(Protocol):
+    def send(self, user_id: str, product_id: str, subscription_name: str, trial_end: int) -> str:
+        """Mail the consumer that the trial ends at `trial_end`; what was done."""
+        ...
+
+
 class WorkQueue(Protocol):
     def defer(self, message: bytes) -> None:
         """Durably queue event work for the queue-triggered worker."""
@@ -95,3 +108,6 @@ class AccessPorts:
     spending_limits: Mapping[str, int] = field(default_factory=dict)
     # Products whose quota counter the app zeroes when Stripe starts a subscription's next period.
     quota_resets: frozenset[str] = frozenset()
+    # Free trials (billing.access.trials): who had which product's trial, and the mail before one ends.
+    trials: TrialClaims | None = None
+    reminders: TrialReminders | None = None

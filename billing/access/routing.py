@@ -41,7 +41,14 @@ class ReportClosingUsage:
     finalizes_at: int | None = None
 
 
-Action = SyncSubscription | ReportClosingUsage
+@dataclass(frozen=True)
+class RemindTrialEnd:
+    """Mail the consumer that the subscription's free trial ends soon (billing.access.trials)."""
+
+    subscription_id: str
+
+
+Action = SyncSubscription | ReportClosingUsage | RemindTrialEnd
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class EventPlan:
 
     def to_json(self) -> bytes:
         actions = [{"kind": "sync", "subscription_id": a.subscription_id} if isinstance(a, SyncSubscription)
+                   else {"kind": "trial_reminder", "subscription_id": a.subscription_id}
+                   if isinstance(a, RemindTrialEnd)
                    else {"kind": "closing", "subscription_id": a.subscription_id,
                          "period_start": a.period_start, "period_end": a.period_end, "invoice_id": a.invoice_id,
                          "invoice_created": a.invoice_created, "finalizes_at": a.finalizes_at}
@@ -70,6 +79,8 @@ class EventPlan:
             for a in data["actions"]:
                 if a["kind"] == "sync":
                     actions.append(SyncSubscription(str(a["subscription_id"])))
+                elif a["kind"] == "trial_reminder":
+                    actions.append(RemindTrialEnd(str(a["subscription_id"])))
                 elif a["kind"] == "closing":
                     actions.append(ReportClosingUsage(str(a["subscription_id"]), int(a["period_start"]),
                                                       int(a["period_end"]), str(a.get("invoice_id") or ""),
@@ -92,6 +103,8 @@ SUBSCRIPTION_EVENTS = frozenset({
 INVOICE_STATE_EVENTS = frozenset(
     {"invoice.paid", "invoice.payment_failed", "invoice.marked_uncollectible", "invoice.voided"}
 )
+# "Occurs three days before a subscription's trial period is scheduled to end" (Stripe's event types).
+TRIAL_WILL_END = "customer.subscription.trial_will_end"
 # Invoices that close a stretch of usage: the period's end (and Stripe's final invoice at cancellation).
 CLOSING_REASONS = frozenset({"subscription_cycle", "subscription_update"})
 
@@ -99,7 +112,7 @@ CLOSING_REASONS = frozenset({"subscription_cycle", "subscription_update"})
 # Every event type the webhook acts on: the endpoint in Stripe must be subscribed to exactly these
 # (docs/deploy.md lists them; a test keeps the two equal).
 HANDLED_EVENTS = frozenset(
-    {"checkout.session.completed", "invoice.created"} | SUBSCRIPTION_EVENTS | INVOICE_STATE_EVENTS
+    {"checkout.session.completed", "invoice.created", TRIAL_WILL_END} | SUBSCRIPTION_EVENTS | INVOICE_STATE_EVENTS
 )
 
 
@@ -134,6 +147,9 @@ def plan_event(raw: Mapping[str, Any]) -> EventPlan:
     if event_type in SUBSCRIPTION_EVENTS:
         sub_id = _ref(obj.get("id"))
         return plan(SyncSubscription(sub_id)) if sub_id else plan(note="subscription event without an id")
+    if event_type == TRIAL_WILL_END:
+        sub_id = _ref(obj.get("id"))
+        return plan(RemindTrialEnd(sub_id)) if sub_id else plan(note="subscription event without an id")
     if event_type in INVOICE_STATE_EVENTS:
         sub_id = invoice_subscription_id(obj)
         return plan(SyncSubscription(sub_id)) if sub_id else plan(note="invoice without a subscription")

@@ -30,6 +30,7 @@ class SubscriptionSnapshot:
     period_end: int
     canceled_at: int
     billing_threshold: int | None = None  # billing_thresholds.amount_gte (minor units), if set
+    trial_end: int = 0  # the end of its free trial (unix seconds); 0 for a subscription without one
 
 
 def _id_of(value: Any) -> str:
@@ -83,6 +84,7 @@ def subscription_snapshot(
         period_end=_int(period_item.get("current_period_end")),
         canceled_at=ended_at or (_int(sub.get("canceled_at")) if status == "canceled" else 0),
         billing_threshold=_int((sub.get("billing_thresholds") or {}).get("amount_gte")) or None,
+        trial_end=_int(sub.get("trial_end")),
     )
 
 

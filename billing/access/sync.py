@@ -27,6 +27,7 @@ from billing.access.decisions import (
 from billing.access.limits import threshold_to_set
 from billing.access.ports import AccessPorts
 from billing.access.stripe_objects import MalformedObject, SubscriptionSnapshot, subscription_snapshot
+from billing.access.trials import trial_refusal
 from billing.store.subscriptions import SubscriptionLink
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def _refusal(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessT
         # A cancelled subscription whose final invoice is still to come is not owed yet, but may be:
         # no new key before it is made (and paid), as the portal refuses a new Checkout meanwhile.
         return f"customer {snapshot.customer_id} has a final invoice to come for {', '.join(ending)}"
-    return None
+    return trial_refusal(ports, snapshot, target)
 
 
 def _check_link(link: SubscriptionLink, target: AccessTarget) -> None:

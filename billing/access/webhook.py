@@ -20,8 +20,16 @@ import stripe
 from billing.access.deadline import Deadline, DeadlineExceeded
 from billing.access.draft_window import draft_window_problem
 from billing.access.ports import AccessPorts, DependencyTimeout, WorkQueue
-from billing.access.routing import EventPlan, MalformedEvent, ReportClosingUsage, SyncSubscription, plan_event
+from billing.access.routing import (
+    EventPlan,
+    MalformedEvent,
+    RemindTrialEnd,
+    ReportClosingUsage,
+    SyncSubscription,
+    plan_event,
+)
 from billing.access.sync import sync_subscription
+from billing.access.trials import remind_trial_end
 from billing.store.processed_events import Claim, ClaimKind
 from billing.telemetry import annotate
 
@@ -199,6 +207,8 @@ def apply_plan(plan: EventPlan, ports: AccessPorts, deadline: Deadline) -> str:
                 log.warning("event %s (%s): %s ignored: %s", plan.event_id, plan.event_type,
                             result.subscription_id, result.detail)  # fmt: skip
             outcomes.append(f"{result.outcome}: {result.detail}")
+        elif isinstance(action, RemindTrialEnd):
+            outcomes.append(remind_trial_end(action.subscription_id, ports, deadline))
         elif isinstance(action, ReportClosingUsage):
             deadline.step_timeout(2.0)
             ports.usage.request_closing(action.subscription_id, action.period_start, action.period_end)

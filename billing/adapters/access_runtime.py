@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Mapping
 
-from billing import bootstrap
+from billing import bootstrap, config
 from billing.access.limits import quota_resets, spending_limits
 from billing.access.ports import AccessPorts
 from billing.access.webhook import WebhookDeps
@@ -18,18 +18,30 @@ from billing.adapters.access_apim import ApimSubscriptionsAdapter
 from billing.adapters.access_storage import ClosingUsageQueue, EventWorkQueue, ensure_queue
 from billing.adapters.access_stripe import StripeSubscriptionsAdapter
 from billing.adapters.apim_client import apim_service
+from billing.adapters.mail_smtp import smtp_mailer
+from billing.adapters.portal_apim import PortalApim
 from billing.adapters.storage import ensure_table, queue
 from billing.adapters.stripe_client import stripe_client, webhook_secrets
 from billing.model_loader import load_models
+from billing.models import MonetizationModels
+from billing.portal.trials import TrialReminders
 from billing.store.processed_events import ProcessedEvents
 from billing.store.subscriptions import SubscriptionLinks
-from billing.store.tables import EVENT_WORK_QUEUE, PROCESSED_EVENTS_TABLE, SUBSCRIPTIONS_TABLE, USAGE_BATCH_QUEUE
+from billing.store.tables import (
+    EVENT_WORK_QUEUE,
+    PROCESSED_EVENTS_TABLE,
+    SUBSCRIPTIONS_TABLE,
+    TRIALS_TABLE,
+    USAGE_BATCH_QUEUE,
+)
+from billing.store.trials import TrialLedger
 
 _lock = threading.Lock()
 _cache: dict[tuple[tuple[str, str], ...], object] = {}
 # The settings the clients depend on: a change (e.g. another test's emulators) builds new ones.
 _KEYS = ("AzureWebJobsStorage", "STRIPE_API_KEY", "STRIPE_API_BASE", "APIM_MANAGEMENT_ENDPOINT",
-         "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME")  # fmt: skip
+         "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "SMTP_HOST", "SMTP_PORT", "MAIL_SENDER",
+         "APP_BASE_URL", "APIM_DEVELOPER_PORTAL_URL")  # fmt: skip
 
 
 def _key(kind: str, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -59,11 +71,20 @@ def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
             usage=ClosingUsageQueue(ensure_queue(queue(USAGE_BATCH_QUEUE, source)), source),
             spending_limits=spending_limits(models),
             quota_resets=quota_resets(models),
+            trials=TrialLedger(ensure_table(TRIALS_TABLE, source)),
+            reminders=trial_reminders(models, source),
         )
 
     ports = _cached("ports", source, build)
     assert isinstance(ports, AccessPorts)
     return ports
+
+
+def trial_reminders(models: MonetizationModels, env: Mapping[str, str]) -> TrialReminders:
+    """The reminder mail before a trial ends: to the APIM user's address, over the portal's SMTP settings."""
+    base, portal = config.get("APP_BASE_URL", env).rstrip("/"), config.get("APIM_DEVELOPER_PORTAL_URL", env)
+    return TrialReminders(models, PortalApim(apim_service(env)).user_email, smtp_mailer(env),
+                          billing_url=f"{base}/api/portal/billing", portal_url=portal.rstrip("/") + "/")
 
 
 def processed_events(env: Mapping[str, str] | None = None) -> ProcessedEvents:

@@ -86,12 +86,23 @@ class PortalStripe:
 
     def _create_session(self, request: CheckoutRequest, line_items: list[LineItem], product: str,
                         idempotency_key: str) -> str:  # fmt: skip
+        subscription_data: stripe.params.checkout.SessionCreateParamsSubscriptionData = {
+            "metadata": dict(request.metadata)}
+        if request.trial_days:
+            # Stripe: "Integer representing the number of trial period days before the customer is charged
+            # for the first time". Should the card be gone by then, the invoice is made all the same and its
+            # failed charge suspends the key as a failed renewal does ("create_invoice", Stripe's default).
+            subscription_data["trial_period_days"] = request.trial_days
+            subscription_data["trial_settings"] = {"end_behavior": {"missing_payment_method": "create_invoice"}}
         session = self._c.checkout.sessions.create(
             params={
                 "mode": "subscription",
                 "customer": request.customer_id,
                 "line_items": line_items,
-                "subscription_data": {"metadata": dict(request.metadata)},
+                "subscription_data": subscription_data,
+                # Stripe's default, said out loud: a card even when a trial makes today's total 0 (`if_required`
+                # would skip it), so the trial's end can charge the first invoice.
+                "payment_method_collection": "always",
                 "metadata": {catalog_names.SUB_META_PRODUCT: product, CHECKOUT_META_FORM: request.form_nonce},
                 "allow_promotion_codes": True,
                 "success_url": request.success_url,

@@ -23,6 +23,7 @@ from billing.portal.devices import DeviceCookies
 from billing.portal.hash_budget import HashBudget
 from billing.portal.ports import AccountsPort, ApimPort, FinalInvoicesPort, PaymentsPort, SaltsPort
 from billing.portal.tokens import parse_session_keys
+from billing.portal.trials import TrialsPort
 from billing.portal.web import Sessions
 from billing.store.accounts import Accounts, UsedSalts
 from billing.store.customers import CustomerDirectory
@@ -33,9 +34,11 @@ from billing.store.tables import (
     DELEGATION_SALTS_TABLE,
     EMAIL_TOKENS_TABLE,
     THROTTLES_TABLE,
+    TRIALS_TABLE,
     USAGE_BATCH_QUEUE,
 )
 from billing.store.throttles import Throttles
+from billing.store.trials import TrialLedger
 from billing.usage.ports import UsageReports
 from billing.usage.wiring import usage_source
 
@@ -67,6 +70,7 @@ class PortalDeps:
     salts: SaltsPort  # delegation salts that already started a session
     final_invoices: FinalInvoicesPort  # a cancellation's final invoice, after the report lag
     usage: UsageReports  # the usage push's source, for the billing page
+    trials: TrialsPort  # who has had which product's free trial
 
 
 class ConfigurationError(RuntimeError):
@@ -135,4 +139,5 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
         salts=UsedSalts(ensure_table(DELEGATION_SALTS_TABLE)),
         final_invoices=FinalInvoiceQueue(ensure_queue(queue(USAGE_BATCH_QUEUE))),
         usage=usage,
+        trials=TrialLedger(ensure_table(TRIALS_TABLE)),
     )

@@ -6,7 +6,9 @@ has an account: only the owner of the mailbox reads it. The pages never say so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -78,4 +80,22 @@ def no_account(to: str, sign_up_url: str) -> Mail:
         sign_up_url,
         "",
         "If this was not you, ignore this mail.",
+    )))  # fmt: skip
+
+
+def trial_ending(to: str, product: str, subscription: str, ends: datetime, *, charges: Sequence[str],
+                 portal_url: str, billing_url: str) -> Mail:  # fmt: skip
+    """Three days before a free trial ends (Stripe's `customer.subscription.trial_will_end`); `charges`: what
+    is billed from then on, one sentence a line."""
+    return Mail(to, f"Your free trial of {product} ends on {ends:%d %B %Y}", "\n".join((
+        f"Your free trial of {product} (subscription “{subscription}”) ends on {ends:%d %B %Y at %H:%M} UTC.",
+        "Calls made during the trial are not billed. From then on:",
+        *(f"- {line}" for line in charges),
+        "",
+        "To keep your key working, there is nothing to do: the card you gave when you subscribed is charged.",
+        "To stop before anything is charged, cancel the subscription in the developer portal (your profile, next",
+        "to its keys) before the trial ends:",
+        portal_url,
+        "",
+        f"Your usage and invoices: {billing_url}",
     )))  # fmt: skip

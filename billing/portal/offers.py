@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from billing.models import Product
 from billing.pricing import Quote, format_minor, quote
 
+# Stripe sends `customer.subscription.trial_will_end` "three days before a subscription's trial period is
+# scheduled to end" (its event types), and the app mails the consumer then (billing.access.trials).
+REMINDER_DAYS = 3
+
 
 @dataclass(frozen=True)
 class PriceDescription:
@@ -19,10 +23,19 @@ def money(product: Product, minor: int) -> str:
     return format_minor(minor, product.currency, product.currency_exponent)
 
 
-def describe(product: Product) -> PriceDescription:
+def describe(product: Product, trial_days: int | None = None) -> PriceDescription:
+    """The product's price; with `trial_days`, as the consumer's free trial and what follows it."""
     details: list[str] = []
     if not product.is_paid:
         headline = "Free: no payment method needed"
+    elif trial_days:
+        then = f"{money(product, product.flat_fee_minor)} a month" if product.flat_fee_minor else \
+            "pay only for what you use"
+        headline = f"{days_text(trial_days)} free, then {then}"
+        reminder = "; you get an e-mail three days before it ends" if trial_days > REMINDER_DAYS else ""
+        details.append(f"Free for {days_text(trial_days)}: calls during the trial are not billed. Checkout asks "
+                       "for a card now; nothing is charged before the trial ends, nor at all if you cancel before"
+                       f"{reminder}.")
     elif product.flat_fee_minor:
         headline = f"{money(product, product.flat_fee_minor)} a month"
     else:
@@ -53,6 +66,10 @@ def _example(product: Product) -> str | None:
     calls = product.included_calls + (product.block_size or 10_000) * 5
     q = quote(product, calls)
     return f"Example: {calls:,} calls in a month cost {money(product, q.total)}."
+
+
+def days_text(days: int) -> str:
+    return f"{days} day{'s' if days != 1 else ''}"
 
 
 def quote_lines(product: Product, q: Quote) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ from billing.portal.ports import HOLDING_STATES, ApimSubscription
 from billing.portal.signin_pages import account_page
 from billing.portal.subscribe import GoToCheckout, SubscribeError, held_subscription, subscribe
 from billing.portal.tokens import Signer, TokenError
+from billing.portal.trials import TrialOffer, trial_offer
 from billing.portal.unsubscribe import UnsubscribeError, is_paid_subscription, unsubscribe
 from billing.portal.web import WebRequest, WebResponse, problem, redirect, render
 
@@ -102,11 +103,13 @@ def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
     debts = outstanding_debts(deps.payments, uid, email) if product.is_paid and held is None else []
     # A cancelled subscription whose final invoice is still to come (billing.usage.final_invoice).
     closing = bool(product.is_paid and held is None and not debts and deps.payments.pending_final_invoices(uid))
+    trial = trial_offer(product, uid, email, deps.trials) if held is None else TrialOffer(None)
     # "n": one nonce per form shown, so submitting the same form twice does one thing once.
     offer = _offer_signer(deps).sign({"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)},
                                      now=now, ttl_seconds=FORM_TTL)  # fmt: skip
     return render("subscribe.html", status if not (debts or closing) else 402, cookie=cookie,
-                  title=f"Subscribe to {product.display_name}", product=product, price=offers.describe(product),
+                  title=f"Subscribe to {product.display_name}", product=product, trial=trial,
+                  price=offers.describe(product, trial.days),
                   held=held, debts=debts, closing=closing, error=error, name=name, notice=notice,
                   account_email=email or "",
                   csrf_token=deps.sessions.csrf_token(session, now), offer_token=offer,
@@ -132,7 +135,7 @@ def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse
     name = req.form.get("name", "")
     try:
         outcome = subscribe(product, uid, name, nonce=nonce, apim=deps.apim, payments=deps.payments,
-                            app_base_url=deps.app_base_url)  # fmt: skip
+                            app_base_url=deps.app_base_url, trials=deps.trials)  # fmt: skip
     except SubscribeError as exc:
         if exc.field == "name" or exc.status == 402:
             return _subscribe_page(deps, req, now, Bound(session), pid, error=exc.message, status=exc.status,

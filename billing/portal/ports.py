@@ -77,6 +77,7 @@ class CheckoutRequest:
     success_url: str
     cancel_url: str
     form_nonce: str = ""  # the subscribe form it comes from (one open Checkout per consumer and product)
+    trial_days: int | None = None  # a free trial before the first charge (a card is collected all the same)
 
 
 @dataclass(frozen=True)

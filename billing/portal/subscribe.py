@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from billing import catalog_names
 from billing.models import Product
 from billing.portal.ports import HOLDING_STATES, ApimPort, ApimSubscription, CheckoutRequest, PaymentsPort
+from billing.portal.trials import TrialsPort, trial_offer
 
 _NAME = re.compile(r"^[^*#&+:<>?/\\%\x00-\x1f]{1,100}$")  # APIM display names refuse these characters
 
@@ -67,6 +68,7 @@ def subscribe(
     apim: ApimPort,
     payments: PaymentsPort,
     app_base_url: str,
+    trials: TrialsPort,
 ) -> Subscribed | GoToCheckout:
     name = check_name(name)
     pid = catalog_names.apim_product_id(product.id)
@@ -107,17 +109,20 @@ def subscribe(
     if product.is_metered:
         lines.append((prices[catalog_names.usage_price_lookup_key(product.id)], None))  # metered: no quantity
     base = app_base_url.rstrip("/")
+    metadata = {catalog_names.SUB_META_APIM_USER: uid, catalog_names.SUB_META_PRODUCT: pid,
+                catalog_names.SUB_META_NAME: name}  # fmt: skip
+    trial = trial_offer(product, uid, email, trials)
+    if trial.days and trial.mail_key:
+        # The address the offer was checked under: the trial is claimed under it too (billing.access.trials).
+        metadata[catalog_names.SUB_META_TRIAL_MAIL] = trial.mail_key
     request = CheckoutRequest(
         customer_id=customer,
         price_lines=lines,
-        metadata={
-            catalog_names.SUB_META_APIM_USER: uid,
-            catalog_names.SUB_META_PRODUCT: pid,
-            catalog_names.SUB_META_NAME: name,
-        },
+        metadata=metadata,
         success_url=f"{base}/api/portal/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
         cancel_url=f"{base}/api/portal/checkout/cancelled",
         form_nonce=nonce,
+        trial_days=trial.days,
     )
     key = hashlib.sha256(f"{uid}\n{pid}\n{nonce}\n{name}".encode()).hexdigest()
     return GoToCheckout(payments.create_checkout(request, idempotency_key=f"portal-checkout-{key}"))

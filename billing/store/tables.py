@@ -9,6 +9,7 @@ EMAIL_TOKENS_TABLE = "emailtokens"  # single-use links sent by e-mail (address c
 CATALOG_LINKS_TABLE = "cataloglinks"  # product links to APIs and groups that `catalog apply` made
 CUSTOMERS_TABLE = "customers"  # APIM user id -> the Stripe customer the app made for it
 DELEGATION_SALTS_TABLE = "delegationsalts"
+TRIALS_TABLE = "trials"  # who has had the free trial of which product (billing/store/trials.py)
 
 USAGE_BATCH_QUEUE = "usage-batches"
 EVENT_WORK_QUEUE = "stripe-event-work"
@@ -23,5 +24,6 @@ ALL_TABLES = (
     DELEGATION_SALTS_TABLE,
     CATALOG_LINKS_TABLE,
     CUSTOMERS_TABLE,
+    TRIALS_TABLE,
 )
 ALL_QUEUES = (USAGE_BATCH_QUEUE, EVENT_WORK_QUEUE)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 
 from billing.cli import main as billing_main
 from demo.report import ConsumerResult, render_html, render_terminal
-from demo.scenario import SMALL_PLAN, Demo
+from demo.scenario import SMALL_PLAN, Demo, demo_models_file
 from devstack.stack import LocalStack, StackOptions
 
 pytestmark = pytest.mark.storage
@@ -18,7 +20,8 @@ pytestmark = pytest.mark.storage
 
 @pytest.fixture(scope="module")
 def demo_run() -> Iterator[tuple[Demo, list[ConsumerResult]]]:
-    with LocalStack(StackOptions(run_queue_workers=False)) as stack:
+    with tempfile.TemporaryDirectory() as workdir, LocalStack(StackOptions(
+            run_queue_workers=False, models_file=demo_models_file(Path(workdir)))) as stack:
         demo = Demo(stack, SMALL_PLAN, say=lambda _: None)
         yield demo, demo.run()
 
@@ -37,6 +40,7 @@ def test_every_consumers_invoice_equals_its_quote(demo_run: tuple[Demo, list[Con
         "payg": 150,  # 1,000 calls at 0.15 cents, billed on the final invoice of the cancellation
         "standard": 8_995 + 101,  # flat fee + 1,005 calls beyond 100,000 at 0.1 cents (100.5 -> 101, half up)
         "enterprise": 74_995 * 2,  # 1,500,015 calls: the block paid in advance and one started block
+        "basic": 0 + 1_495,  # a 14-day trial (USD 0 at Checkout, its calls never billed), then the first month
     }
 
 
@@ -58,6 +62,21 @@ def test_suspended_key_refused_and_reactivated_key_accepted(demo_run: tuple[Demo
     assert cancelled.key_status == {"cancelled": 401}
 
 
+def test_the_trial_consumer_had_a_working_key_a_reminder_and_a_first_charge_at_the_end(
+    demo_run: tuple[Demo, list[ConsumerResult]],
+) -> None:
+    demo, results = demo_run
+    trial = next(s for s in demo.states if s.plan.product_id == "basic")
+    assert trial.key_status == {"trial": 200}
+    (mail,) = [m for m in demo.stack.mail_server.messages(to=trial.consumer.email) if "free trial" in m.subject]
+    assert mail.subject.startswith("Your free trial of Basic ends on ")
+    (result,) = [r for r in results if r.product_id == "basic"]
+    # What the report shows: the trial's USD 0.00 invoice line and the first month's fee at its end.
+    assert [line.amount for line in result.invoice_lines] == [0, 1_495]
+    assert any("14-day free trial" in note for note in result.notes)
+    assert "Bruno (basic trial)" in render_terminal(results)
+
+
 def test_report_page_shows_every_consumer_and_the_chart(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
     _, results = demo_run
     page = render_html(results)
@@ -76,7 +95,8 @@ def test_the_operators_status_after_the_run_matches_it(
     assert status["unreadable"] == {}
     # One paid subscription per consumer; the one who cancelled is cancelled, the one whose renewal failed paid.
     assert status["subscriptions"] == {"developer": {"active": 1}, "payg": {"cancelled": 1},
-                                       "standard": {"active": 1}, "enterprise": {"active": 1}}  # fmt: skip
+                                       "standard": {"active": 1}, "enterprise": {"active": 1},
+                                       "basic": {"active": 1}}  # fmt: skip
     usage = {u["product_id"]: u for u in status["usage"]}
     assert set(usage) <= {"developer", "payg", "standard", "enterprise"}
     assert all(u["pending"] == 0 for u in usage.values())  # every event Stripe accepted is recorded

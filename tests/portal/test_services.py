@@ -87,9 +87,14 @@ class FakeFinalInvoices:
         self.calls.append(f"queue:final:{subscription_id}:{period_start}:{period_end}:at={cancel_at}")
 
 
+class NoTrials:
+    def holder(self, product_id: str, keys: Sequence[str]) -> str | None:
+        return None
+
+
 def _subscribe(product_id: str, apim: FakeApim, payments: FakePayments, nonce: str = "n1") -> object:
     return subscribe(MODELS.product(product_id), "u1", "prod", nonce=nonce, apim=apim,  # type: ignore[arg-type]
-                     payments=payments, app_base_url="https://app.example/")  # type: ignore[arg-type]
+                     payments=payments, app_base_url="https://app.example/", trials=NoTrials())  # type: ignore[arg-type]
 
 
 def test_paid_checkout_has_flat_price_with_quantity_and_metered_price_without() -> None:
