@@ -6,6 +6,7 @@ are created once (in Azure, infra creates them; locally Azurite starts empty).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from billing.store.tables import (
 )
 from billing.store.trials import TrialLedger
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cache: dict[tuple[tuple[str, str], ...], object] = {}
 # The settings the clients depend on: a change (e.g. another test's emulators) builds new ones.
@@ -80,10 +82,18 @@ def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
     return ports
 
 
-def trial_reminders(models: MonetizationModels, env: Mapping[str, str]) -> TrialReminders:
-    """The reminder mail before a trial ends: to the APIM user's address, over the portal's SMTP settings."""
+def trial_reminders(models: MonetizationModels, env: Mapping[str, str]) -> TrialReminders | None:
+    """The reminder mail before a trial ends: to the APIM user's address, over the portal's SMTP settings.
+
+    None when those settings are unusable: a mail setting must not stop the webhooks from granting keys (the
+    reminder event is then acknowledged with the reason, and the error logged)."""
+    try:
+        mailer = smtp_mailer(env)
+    except ValueError as exc:
+        log.error("trial reminders cannot be sent: %s", exc)
+        return None
     base, portal = config.get("APP_BASE_URL", env).rstrip("/"), config.get("APIM_DEVELOPER_PORTAL_URL", env)
-    return TrialReminders(models, PortalApim(apim_service(env)).user_email, smtp_mailer(env),
+    return TrialReminders(models, PortalApim(apim_service(env)).user_email, mailer,
                           billing_url=f"{base}/api/portal/billing", portal_url=portal.rstrip("/") + "/")
 
 

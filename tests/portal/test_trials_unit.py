@@ -246,3 +246,9 @@ def test_the_first_grant_claims_the_trial_and_a_second_trial_is_refused_and_canc
     stripe.sub = {**again, "id": "sub_3", "trial_end": None}
     assert sync_subscription("sub_3", ports, event_created=4).outcome == "changed"
     assert set(ledger.rows.values()) == {"sub_1"}
+
+
+def test_a_mail_setting_that_cannot_work_leaves_the_webhooks_granting_keys() -> None:
+    from billing.adapters.access_runtime import trial_reminders  # noqa: PLC0415
+
+    assert trial_reminders(MODELS, {"SMTP_PORT": "not a port", "SMTP_HOST": "mail.example"}) is None
