@@ -6,7 +6,8 @@ local stack and the benchmarks all take their dependencies from it, so what a be
 the wiring production runs. Clients are built lazily (a CLI command that needs only Stripe never
 builds an APIM client) and at most once per settings: a change of settings (a test that starts
 other emulators) gives a new `Services`; `forget()` drops them all (a test that restarts a service
-on the same settings).
+on the same settings). The catalog's adapters are the operator's, not the app's (a CLI command run
+with the operator's identity): `billing.catalog.wiring` builds them on these clients.
 
 Azure SDK clients and the Stripe client are safe to share between threads, and so are the
 adapters built on them (the usage push's batches run side by side on one `UsagePush`).
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # the SDKs load only when something is built
     from azure.storage.queue import QueueClient
 
     from billing.adapters.apim_client import ApimService
-    from billing.catalog.service import CatalogSync
     from billing.usage.ports import UsageReports
     from billing.usage.push import UsagePush
 
@@ -114,20 +114,6 @@ class Services:
             lag_seconds=lag_seconds(self.env),
             batch_size=batch_size,
         )
-
-    # --- the catalog --------------------------------------------------------------------------
-    def catalog_sync(self, models_file: Path | str | None = None, *, stripe_side: bool = True,
-                     apim_side: bool = True) -> CatalogSync:  # fmt: skip
-        from billing.adapters.catalog_apim import ApimCatalog  # noqa: PLC0415
-        from billing.adapters.catalog_stripe import StripeCatalog  # noqa: PLC0415
-        from billing.catalog.service import CatalogSync  # noqa: PLC0415
-        from billing.model_loader import load_models  # noqa: PLC0415
-        from billing.store.catalog_links import CatalogLinks  # noqa: PLC0415
-        from billing.store.tables import CATALOG_LINKS_TABLE  # noqa: PLC0415
-
-        stripe_port = StripeCatalog(self.stripe()) if stripe_side else None
-        apim_port = ApimCatalog(self.apim(), CatalogLinks(self.table(CATALOG_LINKS_TABLE))) if apim_side else None
-        return CatalogSync(load_models(models_file), stripe_port, apim_port)
 
 
 _lock = threading.Lock()

@@ -23,6 +23,20 @@ SUB_META_ACCESS_ENDED = "apim_access_ended_at"
 # On a subscription that starts a free trial: the portal account's address as the trial ledger keys it
 # (billing.store.trials), so the trial is claimed under the identity the offer was checked under.
 SUB_META_TRIAL_MAIL = "apim_trial_mail_key"
+# Plan changes (billing.portal.plan_change). The product the subscription had before the current one,
+# and when each began (Stripe's time; 0 or absent: the subscription's start). An upgrade sets them at
+# once; a downgrade's schedule sets them in the metadata of the phase that starts at the period end
+# ("Metadata on a schedule's phase will update the underlying subscription's metadata when the phase
+# is entered", SubscriptionScheduleUpdateParams.phases[].metadata).
+SUB_META_PREVIOUS_PRODUCT = "apim_previous_product_id"
+SUB_META_PRODUCT_SINCE = "apim_product_since"
+SUB_META_PREVIOUS_SINCE = "apim_previous_product_since"
+# The old product's metered item an upgrade left on the subscription until the usage up to the change
+# is reported to its meter (after the report lag); cleared when the item is removed.
+SUB_META_RETIRING_ITEM = "apim_retiring_usage_item"
+# A move to a free product at the period end: the subscription ends then (cancel_at_period_end) and the
+# consumer gets a subscription to this product.
+SUB_META_NEXT_PRODUCT = "apim_next_product_id"
 # On the Stripe customer: the APIM user it belongs to (one customer per APIM user).
 CUSTOMER_META_APIM_USER = "apim_user_id"
 # Meter event payload keys (Stripe's defaults for a meter).
@@ -54,3 +68,16 @@ def meter_event_name(product_id: str) -> str:
 def apim_product_id(product_id: str) -> str:
     """APIM product ids are the model's ids as they are."""
     return product_id
+
+
+def free_subscription_id(product_id: str, uid: str) -> str:
+    """The APIM subscription id of a consumer's free product: one per consumer and product.
+
+    Forms sent at the same moment all PUT the same subscription, and subscribing again after a
+    cancellation re-activates it, so APIM's quota counter (kept per subscription) continues the
+    month's count instead of starting a new quota. 128 bits: no two consumers ever share one.
+    """
+    import hashlib  # noqa: PLC0415 - the module is otherwise import-free
+
+    digest = hashlib.sha256(f"{uid}\n{product_id}".encode()).hexdigest()[:32]
+    return f"{product_id}-{digest}"

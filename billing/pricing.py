@@ -107,3 +107,75 @@ def format_minor(amount: int, currency: str, exponent: int) -> str:
     """`1495, 'usd', 2` -> 'USD 14.95' (for people; machines get minor units)."""
     value = Decimal(amount).scaleb(-exponent)
     return f"{currency.upper()} {value:,.{exponent}f}"
+
+
+# ---- plan changes within a period -----------------------------------------------------------------
+# A plan change splits a billing period [start, end) into parts, one per product. Stripe prorates a
+# flat fee by time ("credit for the unused time" of what was debited, a charge for "the remaining
+# time" of the new price: docs.stripe.com/billing/subscriptions/prorations), rounding each proration
+# line to the minor unit. The usage of each part is billed at its product's price, and a part that
+# starts after the period start gets the same share of the product's included calls as of its fee,
+# so that upgrading late in a period cannot buy a month's included calls for a day's fee.
+
+
+def _remaining(amount: int, period_start: int, period_end: int, at: int) -> int:
+    """`amount` for the time from `at` to the period end, rounded half up (Stripe's proration line)."""
+    if period_end <= period_start:
+        raise ValueError(f"the period must end after it starts, got [{period_start}, {period_end})")
+    at = min(max(at, period_start), period_end)
+    return round_half_up(Fraction(amount * (period_end - at), period_end - period_start))
+
+
+def prorated_fee(product: Product, period_start: int, period_end: int, since: int, until: int) -> int:
+    """What the flat fee of `product` costs for the part [since, until) of the period: the full fee
+    debited at the start less the credit for the unused time, or the charge for the remaining time
+    less its own later credit. The parts of a period add up to the whole fee for every split."""
+    fee = product.flat_fee_minor
+    return _remaining(fee, period_start, period_end, since) - _remaining(fee, period_start, period_end, until)
+
+
+def included_calls_for_part(product: Product, period_start: int, period_end: int, since: int) -> int:
+    """Included calls of a part that starts at `since`: all of them from the period start, else the share
+    of the time left (rounded down), as for the fee."""
+    if since <= period_start:
+        return product.included_calls
+    if since >= period_end:
+        return 0
+    return product.included_calls * (period_end - since) // (period_end - period_start)
+
+
+def part_product(product: Product, period_start: int, period_end: int, since: int) -> Product:
+    """The product as billed for a part that starts at `since` (its included calls prorated)."""
+    included = included_calls_for_part(product, period_start, period_end, since)
+    if included == product.included_calls:
+        return product
+    return product.model_copy(update={"included_calls": included})
+
+
+def part_quote(product: Product, calls: int, period_start: int, period_end: int, *, since: int, until: int) -> Quote:
+    """The invoice lines of `calls` billable calls made on `product` during [since, until) of the period."""
+    billed = part_product(product, period_start, period_end, since)
+    full = quote(billed, calls)
+    lines = tuple(
+        QuoteLine(line.kind, line.description, line.quantity,
+                  prorated_fee(product, period_start, period_end, since, until))
+        if line.kind is LineKind.FLAT_FEE else line
+        for line in full.lines
+    )  # fmt: skip
+    return Quote(product.id, calls, product.currency, lines)
+
+
+def change_price_key(product: Product) -> tuple[int, Fraction]:
+    """How products are ordered for a plan change: the monthly fee, then the price of a call beyond the
+    included ones (a block's price over its size). A higher key is an upgrade."""
+    price = product.usage_price
+    per_call = Fraction(0)
+    if price is not None:
+        per_call = price.minor_per_call(product.currency_exponent)
+        if product.block_size is not None:
+            per_call = Fraction(price.amount) * 10**product.currency_exponent / product.block_size
+    return product.flat_fee_minor, per_call
+
+
+def is_upgrade(current: Product, target: Product) -> bool:
+    return change_price_key(target) > change_price_key(current)

@@ -24,7 +24,7 @@ import requests
 
 from billing.cli import main as billing_main
 from billing.model_loader import DEFAULT_MODELS_PATH, load_models
-from billing.pricing import quote
+from billing.pricing import part_quote, quote
 from billing.usage.wiring import lag_seconds
 from demo.progress import ProgressBar
 from demo.report import ConsumerResult, Line, money
@@ -45,6 +45,10 @@ class ConsumerPlan:
     renewal_fails: bool = False
     cancels_mid_period: bool = False
     calls_per_burst: int = 0  # 0: as fast as possible in one burst; rate limits bite
+    # Changes plan from the billing page in the middle of the period (an upgrade: at once, same key), then
+    # makes UPGRADE_BURST gateway calls and this many further calls in bulk on the new product.
+    upgrades_to: str = ""
+    calls_after_upgrade: int = 0
 
 
 # `make demo`: realistic volumes (bulk usage for the large ones), small enough for a few minutes.
@@ -56,7 +60,10 @@ FULL_PLAN = (
     ConsumerPlan("Sofia (standard)", "standard", gateway_calls=60, bulk_calls=149_940, renewal_fails=True),
     ConsumerPlan("Pedro (pro)", "pro", gateway_calls=60, bulk_calls=599_940),
     ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=60, bulk_calls=3_000_001),
+    ConsumerPlan("Ulrich (upgrades)", "standard", gateway_calls=60, bulk_calls=100_440, upgrades_to="pro",
+                 calls_after_upgrade=300_000),
 )
+UPGRADE_BURST = 150  # more than Standard's 100 calls a minute, well within Pro's 1,200
 
 LAST_CALLS = 5  # calls made in the last seconds of each live paid consumer's period
 LAST_CALLS_BEFORE_END = 4  # seconds before the period end, in APIM's time
@@ -69,6 +76,8 @@ SMALL_PLAN = (
     ConsumerPlan("Sofia (standard)", "standard", gateway_calls=20, bulk_calls=100_980, renewal_fails=True),
     ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=10, bulk_calls=1_500_000),
     ConsumerPlan("Bruno (basic trial)", "basic", gateway_calls=10, bulk_calls=1_000),
+    ConsumerPlan("Ulrich (upgrades)", "standard", gateway_calls=20, bulk_calls=100_480, upgrades_to="pro",
+                 calls_after_upgrade=300_000),
 )
 
 
@@ -100,6 +109,10 @@ class ConsumerState:
     notes: list[str] = field(default_factory=list)
     # What the key answered at each access change (HTTP status), for the report and the test.
     key_status: dict[str, int] = field(default_factory=dict)
+    # A plan change: when (Stripe's time), the period it fell in, and the gateway's answers before it.
+    changed_at: int = 0
+    changed_period: tuple[int, int] = (0, 0)
+    outcomes_before_change: dict[int, int] = field(default_factory=dict)
 
 
 class DemoError(RuntimeError):
@@ -145,6 +158,9 @@ class Demo:
             if state.plan.cancels_mid_period:
                 self.sync_clocks_to_now()
                 self.cancel_mid_period(state)
+        for state in self.states:
+            if state.plan.upgrades_to:
+                self.upgrade_mid_period(state)
         for state in self.states:
             if self.models.product(state.plan.product_id).trial_days:
                 self.trial_reminder(state)
@@ -303,6 +319,39 @@ class Demo:
             state.gateway_outcomes[status] = state.gateway_outcomes.get(status, 0) + count
         state.notes.append(f"{LAST_CALLS} calls {LAST_CALLS_BEFORE_END} s before the period end, reported after it")
 
+    def upgrade_mid_period(self, state: ConsumerState) -> None:
+        """Half-way through the period (Stripe's and APIM's clocks moved there), the consumer changes plan on
+        the billing page: Stripe charges the prorated difference at once, the key moves to the new product."""
+        target = state.plan.upgrades_to
+        sub = self.stripe.subscriptions.retrieve(state.subscription_id)
+        start, end = (int(sub["items"]["data"][0][k]) for k in ("current_period_start", "current_period_end"))
+        at = start + (end - start) // 2
+        ahead = at - self.apim.now().timestamp()
+        if ahead > 0:
+            self.apim.advance_clock(ahead)
+        self.advance_clock(state, at)
+        self.settle()
+        answer = state.consumer.change_plan(state.subscription_id, target)
+        if answer.status_code >= 400:
+            raise DemoError(f"{state.plan.name} could not change to {target} ({answer.status_code})")
+        self.settle()
+        moved = [s for s in state.consumer.subscriptions() if s.subscription_id == state.subscription_id]
+        if not moved or (moved[0].product_id, moved[0].state) != (target, "active"):
+            raise DemoError(f"{state.plan.name}: the subscription did not move to {target}")
+        same_key = moved[0].primary_key == state.key
+        state.changed_at, state.changed_period = at, (start, end)
+        state.outcomes_before_change, state.gateway_outcomes = state.gateway_outcomes, {}
+        outcomes = self.call_gateway(state.key, UPGRADE_BURST, lambda _: None)
+        state.gateway_outcomes.update(outcomes)
+        self.apim.record_usage(state.subscription_id, state.plan.calls_after_upgrade, at=self.apim.now())
+        state.notes.append(f"upgraded to {target} half-way through the period on the billing page (prorated "
+                           f"difference charged at once); {'same' if same_key else 'a NEW'} key; a burst of "
+                           f"{UPGRADE_BURST} calls answered {dict(sorted(outcomes.items()))}; "
+                           f"{state.plan.calls_after_upgrade:,} further calls in bulk")  # fmt: skip
+        self.say(f"  {state.plan.name:<20} upgraded {state.plan.product_id} -> {target} half-way through the period; "
+                 f"{'same' if same_key else 'NEW'} key, {UPGRADE_BURST} calls in a burst: "
+                 f"{dict(sorted(outcomes.items()))}")  # fmt: skip
+
     def swap_to_failing_card(self, state: ConsumerState) -> None:
         method = self.stripe.payment_methods.attach(
             "pm_card_chargeCustomerFail", params={"customer": state.customer_id}
@@ -378,6 +427,8 @@ class Demo:
     def result_of(self, state: ConsumerState) -> ConsumerResult:
         if self.models.product(state.plan.product_id).trial_days:
             return self.trial_result(state)
+        if state.changed_at:
+            return self.upgraded_result(state)
         product = self.models.product(state.plan.product_id)
         successful, blocked = self.successful_and_blocked(state)
         quoted = [Line(line.description, line.amount) for line in quote(product, successful).lines]
@@ -397,6 +448,36 @@ class Demo:
                 state.notes.append("no usage line found on the closing invoice")
         return ConsumerResult(state.plan.name, product.id, successful, blocked, invoiced, quoted,
                               product.currency, state.notes)  # fmt: skip
+
+
+    def upgraded_result(self, state: ConsumerState) -> ConsumerResult:
+        """A consumer who upgraded: each part of the period quoted on its product by the pricing engine (fee
+        prorated, included calls shared by time), against the first invoice, the upgrade's invoice and the
+        renewal's usage lines (the old price's usage until the change, the new one's after it)."""
+        old, new = self.models.product(state.plan.product_id), self.models.product(state.plan.upgrades_to)
+        start, end = state.changed_period
+        before = sum(c for s, c in state.outcomes_before_change.items() if classify(s) == "success") + \
+            state.plan.bulk_calls
+        after = sum(c for s, c in state.gateway_outcomes.items() if classify(s) == "success") + \
+            state.plan.calls_after_upgrade
+        blocked = sum(c for outcomes in (state.outcomes_before_change, state.gateway_outcomes)
+                      for s, c in outcomes.items() if classify(s) == "blocked")  # fmt: skip
+        parts = (part_quote(old, before, start, end, since=start, until=state.changed_at),
+                 part_quote(new, after, start, end, since=state.changed_at, until=end))  # fmt: skip
+        quoted = [Line(line.description, line.amount) for q in parts for line in q.lines]
+        invoices = self.invoices(state)
+        first = [inv for inv in invoices if inv.billing_reason == "subscription_create"]
+        update = [inv for inv in invoices if inv.billing_reason == "subscription_update"]
+        cycle = [inv for inv in invoices if inv.billing_reason == "subscription_cycle"][:1]
+        invoiced = [Line(line.description, line.amount) for inv in first + update for line in inv.lines.data]
+        invoiced += [Line(line.description, line.amount) for inv in cycle for line in inv.lines.data
+                     if self.is_metered_price(line)]  # fmt: skip
+        return ConsumerResult(state.plan.name, f"{old.id}>{new.id}", before + after, blocked, invoiced, quoted,
+                              new.currency, state.notes)  # fmt: skip
+
+    def is_metered_price(self, line: Any) -> bool:
+        price = ((line.to_dict().get("pricing") or {}).get("price_details") or {}).get("price")
+        return bool(price) and self.stripe.prices.retrieve(price).recurring.usage_type == "metered"
 
 
     # ---- a free trial ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -221,6 +221,27 @@ class Consumer:
         link = portal_unsubscribe_link(self.portal_home(), subscription_id)
         page = self._get(link, "open the cancel page")
         return self._post_form(page, {}, "confirm cancelling")
+
+
+    # ---- changing plan (billing page) ------------------------------------------------------------
+    def billing_page(self) -> requests.Response:
+        return self._get(self.app_url + "/api/portal/billing", "open the billing page")
+
+    def plan_change_page(self, subscription_id: str, product_id: str) -> requests.Response:
+        """The confirm step of a plan change (the price difference); the raw answer."""
+        query = urlencode({"sid": subscription_id, "product": product_id})
+        return self.open(f"{self.app_url}/api/portal/billing/plan?{query}")
+
+    def change_plan(self, subscription_id: str, product_id: str) -> requests.Response:
+        """Open the confirm step and confirm it; the raw answer of the confirmation."""
+        page = self.plan_change_page(subscription_id, product_id)
+        if page.status_code >= 400:
+            return page
+        return self.submit(page, {}, f"change plan to {product_id}")
+
+    def undo_plan_change(self) -> requests.Response:
+        """Press "Undo this change" on the billing page; the raw answer."""
+        return self.submit(self.billing_page(), {}, "undo the planned change")
 
 
 def hidden_fields(page: str) -> dict[str, str]:

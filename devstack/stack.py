@@ -227,8 +227,9 @@ class LocalStack:
     def _apply_catalog(self) -> None:
         """Stripe products, prices, meters and APIM products, made by the app's own catalog sync."""
         from billing.bootstrap import services  # noqa: PLC0415 - only when asked for
+        from billing.catalog.wiring import catalog_sync  # noqa: PLC0415
 
-        sync = services().catalog_sync()
+        sync = catalog_sync(services())
         sync.apply(sync.plan())
 
     def _start_devhost(self) -> None:

@@ -52,6 +52,10 @@ class ApimSubscriptions(Protocol):
         """Start the subscription's quota count again (a new billing period began)."""
         ...
 
+    def set_scope(self, sid: str, product_id: str, timeout: float) -> None:
+        """Move the subscription to another product (a plan change): same keys, the product's policy."""
+        ...
+
     def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
         """Ids of the user's subscriptions to the product that hold it (submitted, active, suspended)."""
         ...
@@ -111,3 +115,5 @@ class AccessPorts:
     # Free trials (billing.access.trials): who had which product's trial, and the mail before one ends.
     trials: TrialClaims | None = None
     reminders: TrialReminders | None = None
+    # Free products: a paid subscription moved to one at its period end is followed by a subscription to it.
+    free_products: frozenset[str] = frozenset()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from billing.access.deadline import Deadline
@@ -18,6 +18,7 @@ from billing.access.decisions import (
     AccessPlan,
     AccessTarget,
     ApimState,
+    ApimView,
     MetadataProblem,
     UnknownStripeStatus,
     access_target,
@@ -28,6 +29,13 @@ from billing.access.limits import threshold_to_set
 from billing.access.ports import AccessPorts
 from billing.access.stripe_objects import MalformedObject, SubscriptionSnapshot, subscription_snapshot
 from billing.access.trials import trial_refusal
+from billing.catalog_names import (
+    SUB_META_NEXT_PRODUCT,
+    SUB_META_PREVIOUS_PRODUCT,
+    SUB_META_PREVIOUS_SINCE,
+    SUB_META_PRODUCT_SINCE,
+    free_subscription_id,
+)
 from billing.store.subscriptions import SubscriptionLink
 
 log = logging.getLogger(__name__)
@@ -70,9 +78,13 @@ def sync_subscription(
             snapshot = subscription_snapshot(raw)
             target = access_target(snapshot.metadata, snapshot.product_ids)
             desired = decide(snapshot.state)
+            previous_product = snapshot.metadata.get(SUB_META_PREVIOUS_PRODUCT, "")
             if existing is not None:
-                _check_link(existing[0], target)
+                _check_link(existing[0], target, previous_product)
             current = ports.apim.get(subscription_id, deadline.step_timeout(APIM_CALL_TIMEOUT))
+            moved = _moved_product(current, target, previous_product, desired)
+            if moved is not None:
+                current = moved
             plan = plan_access(desired, target, current)
         except (MetadataProblem, UnknownStripeStatus, MalformedObject) as problem:
             return SyncResult(subscription_id, "ignored", str(problem))
@@ -84,15 +96,14 @@ def sync_subscription(
             ports.stripe.cancel_refused(subscription_id)
             log.warning("subscription %s refused at its first grant: %s", subscription_id, refusal)
             return SyncResult(subscription_id, "ignored", f"refused and cancelled: {refusal}")
-        if plan.create:
-            ports.apim.create(subscription_id, target, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
-        elif plan.change_from is not None:
-            ports.apim.set_state(subscription_id, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
+        _apply_to_apim(ports, subscription_id, target, plan, deadline, moved_from=previous_product if moved else "")
         if existing is not None and target.product_id in ports.quota_resets and (
             snapshot.period_start > existing[0].current_period_start
         ):
             # Stripe started the next period: so does the quota (its window is the billing period).
             ports.apim.reset_quota(subscription_id, deadline.step_timeout(APIM_CALL_TIMEOUT))
+        if plan.desired is ApimState.CANCELLED and (existing is None or existing[0].apim_state != "cancelled"):
+            _follow_with_free_product(ports, snapshot, target, deadline)
         link = _link(snapshot, target, plan, existing[0] if existing else None, event_created)
         if _store_link(ports, link, existing, plan):
             _keep_spending_limit(ports, snapshot, target)
@@ -141,7 +152,55 @@ def _refusal(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessT
     return trial_refusal(ports, snapshot, target)
 
 
-def _check_link(link: SubscriptionLink, target: AccessTarget) -> None:
+def _apply_to_apim(ports: AccessPorts, sid: str, target: AccessTarget, plan: AccessPlan, deadline: Deadline, *,
+                   moved_from: str) -> None:  # fmt: skip
+    if moved_from:
+        # A plan change (an upgrade at once, a downgrade's schedule phase at the period end): the keys
+        # stay, the new product's quota and rate limit apply from the next call.
+        ports.apim.set_scope(sid, target.product_id, deadline.step_timeout(APIM_CALL_TIMEOUT))
+        log.info("subscription %s moved from product %s to %s", sid, moved_from, target.product_id)
+    if plan.create:
+        ports.apim.create(sid, target, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
+    elif plan.change_from is not None:
+        ports.apim.set_state(sid, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
+
+
+def _moved_product(current: ApimView | None, target: AccessTarget, previous_product: str,
+                   desired: ApimState) -> ApimView | None:  # fmt: skip
+    """APIM's view once the subscription is moved to the target product, when Stripe's metadata says it
+    changed plan from the product APIM still has; None when there is nothing to move."""
+    if current is None or current.product_id == target.product_id or desired is ApimState.CANCELLED:
+        return None
+    if not previous_product or current.product_id != previous_product:
+        return None  # another product than the one it changed from: plan_access refuses it
+    return replace(current, product_id=target.product_id)
+
+
+def _follow_with_free_product(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessTarget,
+                              deadline: Deadline) -> None:  # fmt: skip
+    """A move to a free product takes effect when the paid subscription ends at its period end: the
+    consumer gets the free product's subscription then (never after a cancellation of their own)."""
+    free = snapshot.metadata.get(SUB_META_NEXT_PRODUCT, "")
+    ended = snapshot.state.status in ("canceled", "incomplete_expired") or snapshot.state.ended_at
+    if not free or free not in ports.free_products or not ended or snapshot.state.access_ended:
+        return
+    sid = free_subscription_id(free, target.user_id)
+    existing = ports.apim.get(sid, deadline.step_timeout(APIM_CALL_TIMEOUT))
+    if existing is not None and existing.user_id not in (None, target.user_id):
+        log.warning("subscription %s: the free subscription %s belongs to another user", snapshot.id, sid)
+        return
+    if existing is not None and existing.state == ApimState.ACTIVE.value:
+        return
+    name = f"{target.subscription_name}"[:100]
+    ports.apim.create(sid, AccessTarget(target.user_id, free, name), ApimState.ACTIVE,
+                      deadline.step_timeout(APIM_CALL_TIMEOUT))  # fmt: skip
+    log.info("subscription %s ended at its period end; user %s now has product %s (%s)", snapshot.id,
+             target.user_id, free, sid)  # fmt: skip
+
+
+def _check_link(link: SubscriptionLink, target: AccessTarget, previous_product: str = "") -> None:
+    if link.apim_user_id == target.user_id and previous_product and link.product_id == previous_product:
+        return  # a plan change the link has not seen yet
     if (link.apim_user_id, link.product_id) != (target.user_id, target.product_id):
         raise MetadataProblem(
             f"metadata says user {target.user_id}, product {target.product_id}; the link recorded "
@@ -170,7 +229,15 @@ def _link(
         current_period_end=snapshot.period_end,
         stripe_state_at=max(event_created, previous.stripe_state_at if previous else 0),
         canceled_at=snapshot.canceled_at,
+        product_since=_meta_int(snapshot.metadata, SUB_META_PRODUCT_SINCE),
+        previous_product_id=snapshot.metadata.get(SUB_META_PREVIOUS_PRODUCT, ""),
+        previous_since=_meta_int(snapshot.metadata, SUB_META_PREVIOUS_SINCE),
     )
+
+
+def _meta_int(metadata: Mapping[str, str], key: str) -> int:
+    value = metadata.get(key, "")
+    return int(value) if value.isdigit() else 0
 
 
 def _store_link(

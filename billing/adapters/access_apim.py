@@ -78,6 +78,12 @@ class ApimSubscriptionsAdapter:
             timeout, self._service.client.subscription.update, sid, "*", SubscriptionUpdateParameters(state=state.value)
         )
 
+    def set_scope(self, sid: str, product_id: str, timeout: float) -> None:
+        # SubscriptionUpdateParameters.scope (REST 2024-05-01): "Scope like /products/{productId} or /apis
+        # or /apis/{apiId}". The keys stay; the gateway applies the new product's policy to the next call.
+        parameters = SubscriptionUpdateParameters(scope=f"/products/{product_id}")
+        self._call(timeout, self._service.client.subscription.update, sid, "*", parameters)
+
     def primary_key(self, sid: str, timeout: float = 5.0) -> str | None:
         """The subscription's primary key while it is active; None otherwise (no key for unpaid access)."""
         view = self.get(sid, timeout)

@@ -75,6 +75,7 @@ def access_ports(env: Mapping[str, str] | None = None) -> AccessPorts:
             quota_resets=quota_resets(models),
             trials=TrialLedger(ensure_table(TRIALS_TABLE, source)),
             reminders=trial_reminders(models, source),
+            free_products=frozenset(p.id for p in models.products if not p.is_paid),
         )
 
     ports = _cached("ports", source, build)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import stripe
 
+from billing.catalog_names import SUB_META_RETIRING_ITEM
+
 _ENDED = ("canceled", "incomplete_expired")
 
 
@@ -27,3 +29,17 @@ class StripeSubscriptionEnder:
 
     def cancel_with_final_invoice(self, subscription_id: str) -> None:
         cancel_with_final_invoice(self._client, subscription_id)
+
+    def retire_usage_item(self, subscription_id: str, item_id: str) -> None:
+        """`billing.usage.plan_change.UsageItemRetirer`: remove an upgrade's old metered item; flexible billing
+        mode bills its reported usage on the next invoice (`create_prorations`)."""
+        current = self._client.v1.subscriptions.retrieve(subscription_id)
+        if current.status in _ENDED:
+            return
+        items = [item.id for item in current["items"].data]
+        params: stripe.params.SubscriptionUpdateParams = {
+            "proration_behavior": "create_prorations", "metadata": {SUB_META_RETIRING_ITEM: ""}}
+        if item_id in items:
+            params["items"] = [{"id": item_id, "deleted": True}]
+        self._client.v1.subscriptions.update(subscription_id, params=params,
+                                             options={"idempotency_key": f"retire-{subscription_id}-{item_id}"})

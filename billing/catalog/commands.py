@@ -66,9 +66,10 @@ def _sync(args: argparse.Namespace) -> CatalogSync:
     missing = [name for name in needed if not config.get(name)]
     if missing:
         _usage_error(f"settings not set: {', '.join(missing)} (see local.settings.sample.json)")
-    return bootstrap.services().catalog_sync(args.file,
-                                             stripe_side=Service.STRIPE in services,
-                                             apim_side=Service.APIM in services)  # fmt: skip
+    from billing.catalog.wiring import catalog_sync  # noqa: PLC0415 - `quote` and `plan --help` load no SDK
+
+    return catalog_sync(bootstrap.services(), args.file, stripe_side=Service.STRIPE in services,
+                        apim_side=Service.APIM in services)  # fmt: skip
 
 
 def _report_usage_up_to(moved_at: int) -> Callable[[PriceMove], None]:

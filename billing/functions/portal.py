@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 
 from billing.functions.http import error_response
-from billing.portal import account_pages, pages, signin_pages
+from billing.portal import account_pages, pages, plan_pages, signin_pages
 from billing.portal.clients import client_address
 from billing.portal.deps import ConfigurationError, PortalDeps, portal_deps
 from billing.portal.web import WebRequest, WebResponse
@@ -107,6 +107,16 @@ def portal_password_reset(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="portal/subscribe", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def portal_subscribe(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(pages.subscribe_post, req)
+
+
+@bp.route(route="portal/billing/plan", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_billing_plan(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(plan_pages.confirm if req.method == "POST" else plan_pages.preview, req)
+
+
+@bp.route(route="portal/billing/plan/undo", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def portal_billing_plan_undo(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(plan_pages.undo_post, req)
 
 
 @bp.route(route="portal/checkout/success", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -78,7 +78,8 @@ def _batch(msg: func.QueueMessage, started: float, dequeue: int | None) -> PushS
         services = bootstrap.services()
         summary = handle_message(services.usage_push(), msg.get_body(), _send, started=started, send_later=_send_later,
                                  confirm_delay=confirm_delay_seconds(),
-                                 ender=StripeSubscriptionEnder(services.stripe()))  # fmt: skip
+                                 ender=(stripe_ender := StripeSubscriptionEnder(services.stripe())),
+                                 retirer=stripe_ender)  # fmt: skip
     except BadMessage as exc:
         # Never succeeds: say why, then let the host retry it into the poison queue.
         log.error("usage push: message %s is not a usage batch: %s", msg.id, exc)

@@ -70,9 +70,9 @@ def readiness_probes() -> dict[str, Callable[[], None]]:
     def stripe() -> None:
         services().stripe().v1.customers.list(params={"limit": 1})
 
-    def apim() -> None:
+    def apim() -> None:  # a read the app's role grants (subscriptions/read)
         service = services().apim()
-        next(iter(service.client.product.list_by_service(service.resource_group, service.service_name, top=1)), None)
+        next(iter(service.client.subscription.list(service.resource_group, service.service_name, top=1)), None)
 
     def usage() -> None:
         minute = int(time.time()) // 60 * 60

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from billing.models import PERIOD_SECONDS, MonetizationModels, UnknownProductError
 from billing.portal.offers import money, quote_lines
+from billing.portal.plan_change import Pending, PlanChangeError, PlanChangesPort, kind_of, subject, targets
 from billing.portal.ports import HOLDING_STATES, ApimPort, PaymentsPort
 from billing.portal.unsubscribe import is_paid_subscription
 from billing.pricing import quote
@@ -27,6 +28,11 @@ class SubscriptionUsage:
     calls: int
     lines: list[tuple[str, str]]  # (description, amount)
     total: str
+    # Plan changes (billing.portal.plan_change): the change planned for the period end, if any ("changes to
+    # X on <date>", with an undo form), and the products the subscription can move to (a link each).
+    pending: Pending | None = None
+    changes: tuple[tuple[str, str, str], ...] = ()  # (product id, display name, upgrade|downgrade|to_free)
+    changeable: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ def free_period(start: datetime, now: datetime) -> tuple[datetime, datetime]:
 
 
 def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: PaymentsPort, usage: UsageReports,
-             now: datetime, return_url: str) -> BillingOverview:  # fmt: skip
+             now: datetime, return_url: str,
+             plan_changes: PlanChangesPort | None = None) -> BillingOverview:  # fmt: skip
     """`usage`: the usage push's source (gateway logs or the Reports API), so the page counts as billing does."""
     customer = payments.find_customer(uid)
     portal_url = payments.billing_portal_url(customer, return_url) if customer else None
@@ -65,9 +72,20 @@ def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: 
         window = ReportWindow(int(start.timestamp()), max(int(start.timestamp()) + 1, math.ceil(now.timestamp())))
         calls = usage.read(window, subscription_id=sub.sid).get(sub.sid, UsageCounts()).billable(product)
         q = quote(product, calls)
+        pending: Pending | None = None
+        options: tuple[tuple[str, str, str], ...] = ()
+        changeable = False
+        if plan_changes is not None and period is not None and sub.state == "active":
+            try:
+                subject_ = subject(uid, sub.sid, models=models, apim=apim, changes=plan_changes)
+            except PlanChangeError:
+                subject_ = None
+            if subject_ is not None:
+                pending, changeable = subject_.pending(models), True
+                options = tuple((p.id, p.display_name, kind_of(product, p).value) for p in targets(subject_, models))
         rows.append(SubscriptionUsage(
             sub.sid, sub.display_name, product.display_name, sub.state, start, end, calls,
-            quote_lines(product, q), money(product, q.total),
+            quote_lines(product, q), money(product, q.total), pending, options, changeable,
         ))  # fmt: skip
     return BillingOverview(portal_url, rows)
 

@@ -12,6 +12,7 @@ from billing.adapters.apim_client import apim_service
 from billing.adapters.final_invoice_queue import FinalInvoiceQueue
 from billing.adapters.mail_smtp import smtp_mailer
 from billing.adapters.portal_apim import PortalApim
+from billing.adapters.portal_plan_change import PlanChanges
 from billing.adapters.portal_stripe import PortalStripe
 from billing.adapters.storage import ensure_table, queue
 from billing.adapters.stripe_client import stripe_client
@@ -21,6 +22,7 @@ from billing.portal.accounts import AccountPorts, PortalUrls
 from billing.portal.delegation import decode_key
 from billing.portal.devices import DeviceCookies
 from billing.portal.hash_budget import HashBudget
+from billing.portal.plan_change import PlanChangesPort
 from billing.portal.ports import AccountsPort, ApimPort, FinalInvoicesPort, PaymentsPort, SaltsPort
 from billing.portal.tokens import parse_session_keys
 from billing.portal.trials import TrialsPort
@@ -71,6 +73,7 @@ class PortalDeps:
     final_invoices: FinalInvoicesPort  # a cancellation's final invoice, after the report lag
     usage: UsageReports  # the usage push's source, for the billing page
     trials: TrialsPort  # who has had which product's free trial
+    plan_changes: PlanChangesPort  # upgrades, downgrades and their undoing (billing.portal.plan_change)
 
 
 class ConfigurationError(RuntimeError):
@@ -140,4 +143,5 @@ def _build(values: tuple[str, ...]) -> PortalDeps:
         final_invoices=FinalInvoiceQueue(ensure_queue(queue(USAGE_BATCH_QUEUE))),
         usage=usage,
         trials=TrialLedger(ensure_table(TRIALS_TABLE)),
+        plan_changes=PlanChanges(stripe_client(), apim_service(), ensure_queue(queue(USAGE_BATCH_QUEUE))),
     )

@@ -15,7 +15,7 @@ import secrets
 from datetime import UTC, datetime
 
 from billing.models import UnknownProductError
-from billing.portal import delegation, offers
+from billing.portal import delegation, offers, plan_pages
 from billing.portal.account_pages import ACCOUNT_OPERATIONS, account_operation_page
 from billing.portal.billing_page import overview
 from billing.portal.debts import outstanding_debts
@@ -249,8 +249,11 @@ def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return problem(req, 401, "signin", "Sign in from the developer portal first, then open this page again.",
                        portal_url=_portal_link(deps), title="Please sign in")  # fmt: skip
     data = overview(session.uid, models=deps.models, apim=deps.apim, payments=deps.payments, usage=deps.usage,
-                    now=datetime.fromtimestamp(now, UTC), return_url=f"{deps.app_base_url}/api/portal/billing")
-    return render("billing.html", title="Billing", overview=data, portal_url=_portal_link(deps))
+                    now=datetime.fromtimestamp(now, UTC), return_url=f"{deps.app_base_url}/api/portal/billing",
+                    plan_changes=deps.plan_changes)  # fmt: skip
+    return render("billing.html", title="Billing", overview=data, portal_url=_portal_link(deps),
+                  csrf_token=deps.sessions.csrf_token(session, now),
+                  undo_tokens=plan_pages.undo_tokens(deps, session, data, now))  # fmt: skip
 
 
 def sign_out(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:

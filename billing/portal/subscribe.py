@@ -51,12 +51,7 @@ def held_subscription(apim: ApimPort, uid: str, product_id: str) -> ApimSubscrip
 
 
 def free_subscription_id(product_id: str, uid: str) -> str:
-    # One id per consumer and product: forms sent at the same moment all PUT the same subscription,
-    # and subscribing again after a cancellation re-activates it, so APIM's quota counter (kept per
-    # subscription) continues the month's count instead of starting a new quota. 128 bits: no two
-    # consumers ever share one.
-    digest = hashlib.sha256(f"{uid}\n{product_id}".encode()).hexdigest()[:32]
-    return f"{product_id}-{digest}"
+    return catalog_names.free_subscription_id(product_id, uid)
 
 
 def subscribe(

@@ -42,6 +42,12 @@ class SubscriptionLink:
     current_period_end: int
     stripe_state_at: int  # `created` of the newest Stripe event whose state was applied
     canceled_at: int = 0  # unix seconds when the Stripe subscription ended; 0 while it lives
+    # Plan changes (billing.portal.plan_change): since when the subscription has `product_id` (0: from its
+    # start), and the product before it with its own start. The usage of a period is billed per part:
+    # `billing.usage.segments`.
+    product_since: int = 0
+    previous_product_id: str = ""
+    previous_since: int = 0
 
     def with_changes(self, **changes: Any) -> SubscriptionLink:
         return replace(self, **changes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from billing.usage.plan import UsageCounts
@@ -32,6 +32,9 @@ class PushItem:
     period: Period
     window_start: int | None  # counts are of [window_start, batch window end); None: adopt, nothing read
     counts: UsageCounts  # (the whole period's for a closing report)
+    # Where the product's part of the period starts after a plan change (billing.usage.segments); 0: at the
+    # period start. The part's included calls are prorated from it.
+    since: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,25 @@ class FinalRequest:
     cancel_at: int  # when access ended, in Stripe's time: the usage is stamped before it
 
 
+@dataclass(frozen=True)
+class PlanChangeRequest:
+    """An upgrade's usage up to the change, after the report lag (billing.usage.plan_change)."""
+
+    subscription_id: str
+    product_id: str  # the product the subscription left
+    period: Period  # the period the change fell in
+    since: int  # where the old product's part of the period began
+    changed_at: int  # the change, in Stripe's time: the old product's calls are those before it
+    item_id: str  # the old product's metered subscription item, removed once its usage is reported
+
+
+def plan_change_message(request: PlanChangeRequest) -> bytes:
+    payload = {"kind": "plan_change", "subscription_id": request.subscription_id, "product_id": request.product_id,
+               "period_start": request.period.start, "period_end": request.period.end, "since": request.since,
+               "changed_at": request.changed_at, "item_id": request.item_id}  # fmt: skip
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
 def final_message(subscription_id: str, period_start: int, period_end: int, cancel_at: int) -> bytes:
     payload = {"kind": "final", "subscription_id": subscription_id, "period_start": period_start,
                "period_end": period_end, "cancel_at": cancel_at}  # fmt: skip
@@ -90,7 +112,8 @@ class BadMessage(ValueError):
 
 def batch_message(batch: PushBatch) -> bytes:
     items = [[i.subscription_id, i.customer_id, i.product_id, i.period.start, i.period.end, i.window_start,
-              i.counts.success, i.counts.blocked, i.counts.failed, i.counts.other] for i in batch.items]  # fmt: skip
+              i.counts.success, i.counts.blocked, i.counts.failed, i.counts.other]
+             + ([i.since] if i.since > i.period.start else []) for i in batch.items]  # fmt: skip
     payload = {"kind": "batch", "window_end": batch.window_end, "as_of": batch.as_of, "closing": batch.closing,
                "items": items}  # fmt: skip
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
@@ -126,10 +149,15 @@ def _period(payload: dict[str, Any]) -> Period:
 
 
 ITEM_FIELDS = ("[sid, customer, product, period_start, period_end, window_start or null, success, blocked, "
-               "failed, other]")
+               "failed, other] (and the part's start after a plan change)")
 
 
 def _item(raw: Any, n: int) -> PushItem:
+    if isinstance(raw, list) and len(raw) == 11:  # a product's part after a plan change: its start last
+        since = raw[10]
+        if type(since) is not int or since < 0:
+            raise BadMessage(f"items[{n}]: the part's start must be a whole number of unix seconds")
+        return replace(_item(raw[:10], n), since=since)
     if not (isinstance(raw, list) and len(raw) == 10 and all(isinstance(x, str) and x for x in raw[:3])):
         raise BadMessage(f"items[{n}] must be {ITEM_FIELDS}")
     start, end, window = raw[3], raw[4], raw[5]
@@ -151,7 +179,7 @@ def _item(raw: Any, n: int) -> PushItem:
     return PushItem(raw[0], raw[1], raw[2], period, window_start, counts)
 
 
-def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequest | FinalRequest:
+def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequest | FinalRequest | PlanChangeRequest:
     """A queue message as a batch, a closing, a confirm or a final invoice request; BadMessage says what is wrong."""
     try:
         payload = json.loads(body)
@@ -164,6 +192,9 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequ
         return ClosingRequest(_str(payload, "subscription_id"), _period(payload))
     if kind == "final":
         return FinalRequest(_str(payload, "subscription_id"), _period(payload), _int(payload, "cancel_at"))
+    if kind == "plan_change":
+        return PlanChangeRequest(_str(payload, "subscription_id"), _str(payload, "product_id"), _period(payload),
+                                 _int(payload, "since"), _int(payload, "changed_at"), _str(payload, "item_id"))
     if kind == "confirm":
         attempt = payload.get("attempt", 0)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:

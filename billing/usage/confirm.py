@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 
 from billing.catalog_names import meter_event_name
 from billing.models import Product, UnknownProductError
-from billing.pricing import billable_overage
+from billing.pricing import billable_overage, part_product
 from billing.usage.plan import MAX_IDENTIFIER_LENGTH, MeterEvent, PendingEvent, event_timestamp, summary_window
 from billing.usage.ports import MeterCounts, MeterSink
+from billing.usage.segments import part_of
 from billing.usage.windows import Period
 
 if TYPE_CHECKING:
@@ -138,15 +139,16 @@ def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str,
     if found is None:
         raise LookupError(f"no subscription link for '{subscription_id}'")
     link = found[0]
+    product_id, since = part_of(link, period)  # after a plan change: the product that billed the period's end
     try:
-        product = push.models.product(link.product_id)
+        product = part_product(push.models.product(product_id), period.start, period.end, since)
     except UnknownProductError:
-        return Confirmation(subscription_id, 0, 0, note=f"unknown product {link.product_id}")
+        return Confirmation(subscription_id, 0, 0, note=f"unknown product {product_id}")
     if not product.is_metered:
         return Confirmation(subscription_id, 0, 0, note="not metered")
-    mark = push.watermarks.read([(subscription_id, link.product_id, period.start)])[subscription_id]
+    mark = push.watermarks.read([(subscription_id, product_id, period.start)])[subscription_id]
     if mark.pending is not None:
-        settled = push.settle_pending(subscription_id, link.product_id, period, now)
+        settled = push.settle_pending(subscription_id, product_id, period, now)
         note = ("pending event settled; compared at the next confirmation" if not settled.failed
                 else f"pending event not settled: {'; '.join(settled.failures)}")  # fmt: skip
         return Confirmation(subscription_id, 0, 0, repaired=settled.calls_reported, note=note, again=True)

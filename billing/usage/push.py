@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from billing.models import MonetizationModels, Product, UnknownProductError
-from billing.pricing import billable_overage
+from billing.pricing import billable_overage, part_product
 from billing.usage.batches import PushBatch, PushItem, remainder, split
 from billing.usage.confirm import is_old, make_up
 from billing.usage.plan import MeterEvent, PendingEvent, Step, UsageCounts, WindowAction, plan_step, window_action
@@ -39,6 +39,7 @@ from billing.usage.ports import (
     WatermarkStore,
     WatermarkWrite,
 )
+from billing.usage.segments import part_of
 from billing.usage.windows import (
     Period,
     ReportWindow,
@@ -215,7 +216,7 @@ class UsagePush:
         return out
 
     def closing_batch(self, subscription_id: str, period: Period, now: int | None = None,
-                      until: int | None = None) -> PushBatch | None:  # fmt: skip
+                      until: int | None = None, part: tuple[str, int] | None = None) -> PushBatch | None:  # fmt: skip
         """The whole period of one subscription (period end or cancellation); None if not metered.
 
         At cancellation the period has not ended: events then carry `now` - 1 s (Stripe refuses
@@ -227,21 +228,27 @@ class UsagePush:
         the cancel instant would fall outside the final invoice and be billed nowhere.
         `until` (a price move) reads calls only before that instant (APIM's time): the later ones are
         the next price's, reported after the move.
+        `part`: (product id, start) of the product's part of the period to report (a plan change's old
+        product, `billing.usage.plan_change`); by default the part the link says billed the period's end
+        (`billing.usage.segments`): only the calls from that part's start count.
         """
         found = self.links.get(subscription_id)
         if found is None:
             raise LookupError(f"no subscription link for '{subscription_id}'; is the id an APIM subscription id?")
         link = found[0]
+        product_id, since = part if part is not None else part_of(link, period)
         try:
-            product = self.models.product(link.product_id)
+            product = self.models.product(product_id)
         except UnknownProductError:
             return None
         if not product.is_metered:
             return None
         window = closing_window(period)
-        read = window if until is None else ReportWindow(window.start, max(window.start + 1, min(until, window.end)))
-        counts = self.reports.read(read, subscription_id, None).get(subscription_id, UsageCounts())
-        item = PushItem(subscription_id, link.stripe_customer_id, link.product_id, period, period.start, counts)
+        start = min(max(window.start, since), window.end - 1)
+        end = window.end if until is None else max(start + 1, min(until, window.end))
+        counts = self.reports.read(ReportWindow(start, end), subscription_id, None).get(subscription_id, UsageCounts())
+        item = PushItem(subscription_id, link.stripe_customer_id, product_id, period, period.start, counts,
+                        since=since if since > period.start else 0)  # fmt: skip
         stamp_end = window.end if now is None or now >= period.end else max(period.start, now - 1)
         return PushBatch(stamp_end, stamp_end, (item,), closing=True)
 
@@ -311,7 +318,8 @@ class UsagePush:
                 summary.failed += 1
                 summary.failures.append(f"{sid}: {exc.args[0]}")
                 continue
-            planned = self._plan_item(batch, item, mark, product)
+            planned = self._plan_item(batch, item, mark, part_product(product, item.period.start, item.period.end,
+                                                                      item.since))  # fmt: skip
             if planned is None:
                 summary.skipped += 1
                 continue
@@ -460,7 +468,8 @@ def _items(
         start = None if cursor is None else start_for(cursor, starts)
         counts = UsageCounts() if start is None else counts_by_start[start].get(sid, UsageCounts())
         period = Period(link.current_period_start, link.current_period_end)
-        items.append(PushItem(sid, link.stripe_customer_id, link.product_id, period, start, counts))
+        since = link.product_since if period.start < link.product_since < period.end else 0
+        items.append(PushItem(sid, link.stripe_customer_id, link.product_id, period, start, counts, since=since))
     return items
 
 

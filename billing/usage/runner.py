@@ -11,12 +11,14 @@ from billing.usage.batches import (
     ClosingRequest,
     ConfirmRequest,
     FinalRequest,
+    PlanChangeRequest,
     batch_message,
     confirm_message,
     parse_message,
 )
 from billing.usage.confirm import confirm_delivery, period_of
 from billing.usage.final_invoice import SubscriptionEnder, run_final_invoice
+from billing.usage.plan_change import UsageItemRetirer, run_plan_change
 from billing.usage.push import PushPlan, PushSummary, UsagePush
 
 log = logging.getLogger("billing.usage")
@@ -52,6 +54,7 @@ def handle_message(
     started: float | None = None, clock: Callable[[], float] = time.monotonic,
     send_later: Callable[[bytes, int], None] | None = None, confirm_delay: int = 0,
     now: Callable[[], float] = time.time, ender: SubscriptionEnder | None = None,
+    retirer: UsageItemRetirer | None = None,
 ) -> PushSummary:  # fmt: skip
     """Process one queue message. BadMessage (never retryable) and service errors propagate.
 
@@ -62,6 +65,10 @@ def handle_message(
     final invoice, for a cancellation's final invoice request (`billing.usage.final_invoice`).
     """
     message = parse_message(body)
+    if isinstance(message, PlanChangeRequest):
+        if retirer is None:
+            raise RuntimeError("a plan change request needs a way to remove the old metered price (retirer)")
+        return run_plan_change(push, message, retirer)
     if isinstance(message, FinalRequest):
         if ender is None:
             raise RuntimeError("a final invoice request needs a way to cancel the Stripe subscription (ender)")

@@ -705,25 +705,30 @@ def renew(core: Core, sub_id: str, boundary: int) -> None:
     if sub["cancel_at_period_end"] or (sub["cancel_at"] is not None and sub["cancel_at"] <= boundary):
         end_subscription(core, sub, boundary, final_usage=True, reason="cancellation_requested")
         return
-    new_end = period_end(sub, boundary)
     previous_items = [{"id": i["id"], "current_period_start": i["current_period_start"],
                        "current_period_end": i["current_period_end"]} for i in items(sub)]
     spans = {item["id"]: window(item) for item in items(sub)}  # the finished period's usage, per item
+    finished = list(items(sub))  # the items that accrued the finished period's usage
+    from emulators.stripe import schedules  # noqa: PLC0415 - schedules builds on this module
+
+    # A subscription schedule's next phase starts at this boundary: its items bill the new period.
+    _, metadata_before = schedules.enter_next_phase(core, sub, boundary)
+    if sub["cancel_at_period_end"]:  # the schedule's last phase ended with end_behavior=cancel
+        end_subscription(core, sub, boundary, final_usage=True, reason="cancellation_requested")
+        return
+    new_end = period_end(sub, boundary)
     for item in items(sub):
         item["current_period_start"], item["current_period_end"] = boundary, new_end
         start_usage(core, item, None)  # a new period: every report counts for the item's price again
         mark_debited(item, True)  # the renewal invoice charges the flat fees in advance
     previous: dict[str, Any] = {"items": {"data": previous_items}}
+    if metadata_before is not None:
+        previous["metadata"] = metadata_before
     if sub["status"] == "trialing":
         previous["status"] = "trialing"
         sub["status"] = "active"
     inv = new_invoice(core, customer, sub, "subscription_cycle", old_start, boundary, now)
-    for item in items(sub):
-        if is_metered(item["price"]):
-            if sub["trial_end"] is None or sub["trial_end"] < boundary:
-                metered_line(core, inv, sub, item, spans[item["id"]], boundary)
-        else:
-            flat_line(core, inv, sub, item, boundary, new_end, trial=False)
+    _cycle_lines(core, inv, sub, finished, spans, (boundary, new_end))
     for pending in sub.pop("_pending", []):
         add_line(inv, core, **pending)
     recompute(core, inv)
@@ -735,6 +740,20 @@ def renew(core: Core, sub_id: str, boundary: int) -> None:
     else:
         open_draft(core, inv, clock, now)
     core.schedule(clock, new_end, f"renew {sub_id}", lambda: renew(core, sub_id, new_end))
+
+
+def _cycle_lines(core: Core, inv: dict, sub: dict, finished: list[dict], spans: dict[str, Window],  # noqa: PLR0917
+                 period: tuple[int, int]) -> None:
+    """A renewal's lines: the finished period's usage of the items that accrued it (also those a schedule's
+    phase removed at the boundary), the next period's flat fees of the current items, in item order."""
+    boundary, new_end = period
+    current = items(sub)
+    for item in finished + [x for x in current if x not in finished]:
+        if is_metered(item["price"]):
+            if item in finished and (sub["trial_end"] is None or sub["trial_end"] < boundary):
+                metered_line(core, inv, sub, item, spans[item["id"]], boundary)
+        elif item in current:
+            flat_line(core, inv, sub, item, boundary, new_end, trial=False)
 
 
 def end_subscription(core: Core, sub: dict, at: int, final_usage: bool, reason: str) -> dict | None:

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from emulators.stripe import meter_errors, pages
+from emulators.stripe import meter_errors, pages, schedules
 from emulators.stripe.core import API_VERSION, Config, Core
 from emulators.stripe.faults import FaultSettings
 from emulators.stripe.render import expand_paths, render
@@ -33,7 +33,8 @@ from emulators.stripe.routes import Request, match
 from emulators.stripe.store import random_token
 from emulators.stripe.wire import StripeError, parse_form, validate
 
-_RESOURCES = (catalog, checkout, customers, events_v2, invoices, meters, misc, portal, subscriptions)  # register routes
+_RESOURCES = (catalog, checkout, customers, events_v2, invoices, meters, misc, portal, subscriptions,
+              schedules)  # register routes
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 # Config fields that POST /_emulator/settings may change at run time.
 _SETTINGS = ("search_lag_seconds", "meter_error_window_seconds", "idempotency_ttl", "finalize_after")

@@ -28,7 +28,8 @@ def demo_run() -> Iterator[tuple[Demo, list[ConsumerResult]]]:
 
 def test_every_consumers_invoice_equals_its_quote(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
     _, results = demo_run
-    assert [r.product_id for r in results] == [p.product_id for p in SMALL_PLAN]
+    assert [r.product_id for r in results] == [f"{p.product_id}>{p.upgrades_to}" if p.upgrades_to else p.product_id
+                                               for p in SMALL_PLAN]  # fmt: skip
     for result in results:
         assert result.invoice_total == result.quote_total, render_terminal([result])
     # Amounts worked out by hand from the price list, for the calls the plan makes; every live paid
@@ -41,6 +42,10 @@ def test_every_consumers_invoice_equals_its_quote(demo_run: tuple[Demo, list[Con
         "standard": 8_995 + 101,  # flat fee + 1,005 calls beyond 100,000 at 0.1 cents (100.5 -> 101, half up)
         "enterprise": 74_995 * 2,  # 1,500,015 calls: the block paid in advance and one started block
         "basic": 0 + 1_495,  # a 14-day trial (USD 0 at Checkout, its calls never billed), then the first month
+        # Upgraded half-way through the period: Standard's fee for the first half (8,995 - 4,498 credited, half
+        # up) and its 500 calls beyond 100,000 at 0.1 cent; Pro's fee for the second half (22,498) and its
+        # 300,155 calls beyond half of its 500,000 included at 0.06 cent (3,009.3).
+        "standard>pro": (8_995 - 4_498) + 50 + 22_498 + 3_009,
     }
 
 
@@ -60,6 +65,17 @@ def test_suspended_key_refused_and_reactivated_key_accepted(demo_run: tuple[Demo
     assert failing.key_status == {"suspended": 401, "reactivated": 200}
     cancelled = next(s for s in demo.states if s.plan.cancels_mid_period)
     assert cancelled.key_status == {"cancelled": 401}
+
+
+def test_the_upgrade_keeps_the_key_and_lifts_the_rate_limit_at_once(
+    demo_run: tuple[Demo, list[ConsumerResult]],
+) -> None:
+    demo, _ = demo_run
+    upgraded = next(s for s in demo.states if s.plan.upgrades_to)
+    assert upgraded.changed_at == sum(upgraded.changed_period) // 2
+    # 150 calls in a burst, Standard allows 100 a minute: all answered 200 once on Pro (1,200 a minute).
+    assert upgraded.gateway_outcomes == {200: 150 + 5}
+    assert any("same key" in note for note in upgraded.notes)
 
 
 def test_the_trial_consumer_had_a_working_key_a_reminder_and_a_first_charge_at_the_end(
@@ -96,9 +112,9 @@ def test_the_operators_status_after_the_run_matches_it(
     # One paid subscription per consumer; the one who cancelled is cancelled, the one whose renewal failed paid.
     assert status["subscriptions"] == {"developer": {"active": 1}, "payg": {"cancelled": 1},
                                        "standard": {"active": 1}, "enterprise": {"active": 1},
-                                       "basic": {"active": 1}}  # fmt: skip
+                                       "basic": {"active": 1}, "pro": {"active": 1}}  # fmt: skip
     usage = {u["product_id"]: u for u in status["usage"]}
-    assert set(usage) <= {"developer", "payg", "standard", "enterprise"}
+    assert set(usage) <= {"developer", "payg", "standard", "enterprise", "pro"}
     assert all(u["pending"] == 0 for u in usage.values())  # every event Stripe accepted is recorded
     assert [q["poison"] for q in status["queues"]] == [0, 0]
     assert status["open_invoices"]["count"] == 0  # the failed renewal was paid

@@ -220,7 +220,10 @@ def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one 
     behavior = p.get("proration_behavior", "create_prorations")
     lines: list[dict[str, Any]] = []
     if "items" in p:
+        saved = [(item, copy.deepcopy(item)) for item in billing.items(sub)]
         lines = _update_items(req, sub, p["items"], now, billed=behavior != "none")
+        if p.get("payment_behavior") == "error_if_incomplete" and behavior == "always_invoice":
+            _charge_or_undo(req, sub, before, saved, lines)
     # Prorations of licensed prices and, in flexible billing mode, the usage a removed metered
     # price accrued: pending invoice items for the next invoice, invoiced at once, or dropped
     # ("If you want to remove a metered price without billing for it, set proration_behavior to none.").
@@ -232,6 +235,36 @@ def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one 
     if previous:
         core.emit("customer.subscription.updated", sub, previous, clock)
     return sub
+
+
+def _charge_or_undo(req: Request, sub: dict[str, Any], before: dict[str, Any],
+                    saved: list[tuple[dict, dict]], lines: list[dict[str, Any]]) -> None:  # fmt: skip
+    """`payment_behavior=error_if_incomplete`: "return an HTTP 402 status code if a subscription's invoice
+    cannot be paid ... this parameter does not update the subscription and returns an error instead"
+    (SubscriptionUpdateParams). The invoice `always_invoice` makes is charged with the payment method
+    it would use; if that charge fails, every item change is undone and the card error is raised."""
+    core = req.core
+    due = sum(line["amount"] for line in lines)
+    if due <= 0:
+        return
+    customer = core.store.get("customer", sub["customer"])
+    pm = sub.get("default_payment_method") or customer["invoice_settings"]["default_payment_method"]
+    error = billing.charge(core, pm)
+    if error is None:
+        return
+    kept = [item for item, _ in saved]
+    for item in billing.items(sub):
+        if all(item is not old for old in kept):
+            item["_deleted"] = True  # added by the refused update
+    for item, copy_before in saved:
+        item.clear()
+        item.update(copy_before)
+    sub["items"]["data"][:] = kept
+    sub["items"]["total_count"] = len(kept)
+    for key in ("metadata", "billing_thresholds", "cancel_at_period_end", "cancel_at", "canceled_at",
+                "description", "default_payment_method"):
+        sub[key] = before[key]
+    raise error
 
 
 def _update_items(

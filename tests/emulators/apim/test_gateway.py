@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import requests
 from azure.mgmt.apimanagement import models as m
 
-from tests.emulators.apim.conftest import Apim, ManualClock, policy
+from tests.emulators.apim.conftest import Apim, ManualClock, pages, policy, text
 
 KEY = "Ocp-Apim-Subscription-Key"
 INVALID_KEY = ("Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
@@ -17,9 +18,9 @@ MISSING_KEY = ("Access denied due to missing subscription key. Make sure to incl
                "requests to an API.")  # fmt: skip
 
 
-def call(apim: Apim, key: str | None, path: str = "/echo", **kwargs: object) -> requests.Response:
+def call(apim: Apim, key: str | None, path: str = "/echo", **kwargs: Any) -> requests.Response:
     headers = {KEY: key} if key is not None else {}
-    return requests.get(apim.emu.gateway_url + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+    return requests.get(apim.emu.gateway_url + path, headers=headers, timeout=10, **kwargs)
 
 
 def window(start: datetime, end: datetime) -> str:
@@ -27,9 +28,9 @@ def window(start: datetime, end: datetime) -> str:
     return f"timestamp ge datetime'{start.strftime(fmt)}' and timestamp le datetime'{end.strftime(fmt)}'"
 
 
-def report(apim: Apim, start: datetime, end: datetime, **kwargs: object) -> dict[str, m.ReportRecordContract]:
-    records = apim.client.reports.list_by_subscription(apim.rg, apim.svc, filter=window(start, end), **kwargs)
-    return {r.subscription_id: r for r in records}
+def report(apim: Apim, start: datetime, end: datetime) -> dict[str, m.ReportRecordContract]:
+    records = apim.client.reports.list_by_subscription(apim.rg, apim.svc, filter=window(start, end))
+    return {text(r.subscription_id): r for r in records}
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def test_report_filter_by_subscription(timed: Apim, clock: ManualClock) -> None:
     assert [r.subscription_id for r in records] == ["/subscriptions/b"]
     products = list(timed.client.reports.list_by_product(
         timed.rg, timed.svc, filter=window(clock() - timedelta(minutes=1), clock())))  # fmt: skip
-    assert [(p.product_id, p.call_count_success) for p in products] == [("/products/open", 6)]
+    assert [(text(p.product_id), p.call_count_success) for p in products] == [("/products/open", 6)]
 
 
 def test_reports_page_through_many_subscriptions(timed: Apim, clock: ManualClock) -> None:
@@ -228,17 +229,16 @@ def test_reports_page_through_many_subscriptions(timed: Apim, clock: ManualClock
     for i, sid in enumerate(sids):
         if i % 4:  # every fourth subscription has no usage and must not appear
             timed.emu.record_usage(sid, i, at=clock() - timedelta(hours=1))
-    pages: list[int] = []
-    seen: dict[str, int] = {}
+    sizes: list[int] = []
+    seen: dict[str | None, int | None] = {}
     request_filter = window(clock() - timedelta(days=1), clock())
     pager = timed.client.reports.list_by_subscription(timed.rg, timed.svc, filter=request_filter, top=5_000)
-    for page in pager.by_page():
-        rows = list(page)
-        pages.append(len(rows))
+    for rows in pages(pager):
+        sizes.append(len(rows))
         seen.update({r.subscription_id: r.call_count_success for r in rows})
     expected = {f"/subscriptions/sub-{i:06d}": i for i in range(total) if i % 4}
     assert seen == expected
-    assert pages == [5_000, 5_000, 5_000]  # 15,000 subscriptions with usage, three full pages
+    assert sizes == [5_000, 5_000, 5_000]  # 15,000 subscriptions with usage, three full pages
 
 
 # ---- routing to APIs and the scope of keys ------------------------------------------------------------
@@ -322,3 +322,27 @@ def test_custom_subscription_key_names(timed: Apim) -> None:
     assert requests.get(f"{timed.emu.gateway_url}/custom", headers={"X-Key": key}, timeout=10).status_code == 200
     assert requests.get(f"{timed.emu.gateway_url}/custom?key={key}", timeout=10).status_code == 200
     assert call(timed, key, "/custom").status_code == 401  # the default header is not read for this API
+
+
+def test_a_scope_change_keeps_the_keys_and_the_gateway_applies_the_new_products_policy(timed: Apim) -> None:
+    """PATCH `scope` (SubscriptionUpdateParameters: "Scope like /products/{productId}"): a plan change."""
+    timed.product("small", policy('<rate-limit calls="2" renewal-period="60" />'))
+    timed.product("large", policy('<rate-limit calls="5" renewal-period="60" />'))
+    timed.subscription("s1", "small", "u")
+    key = timed.key("s1")
+    secondary = timed.client.subscription.list_secrets(timed.rg, timed.svc, "s1").secondary_key
+    assert [call(timed, key).status_code for _ in range(3)] == [200, 200, 429]
+    moved = timed.client.subscription.update(timed.rg, timed.svc, "s1", "*",
+                                             m.SubscriptionUpdateParameters(scope="/products/large"))
+    assert text(moved.scope).endswith("/products/large")
+    assert moved.state == "active"
+    secrets = timed.client.subscription.list_secrets(timed.rg, timed.svc, "s1")
+    assert (secrets.primary_key, secrets.secondary_key) == (key, secondary)
+    # The large product's own counter: five calls a minute from the change on.
+    assert [call(timed, key).status_code for _ in range(6)] == [200] * 5 + [429]
+
+    listed = [s.name for s in timed.client.product_subscriptions.list(timed.rg, timed.svc, "large")]
+    assert listed == ["s1"]
+    with pytest.raises(Exception, match="does not exist"):
+        timed.client.subscription.update(timed.rg, timed.svc, "s1", "*",
+                                         m.SubscriptionUpdateParameters(scope="/products/none"))
