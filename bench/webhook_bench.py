@@ -39,7 +39,7 @@ from azure.mgmt.apimanagement.models import (  # noqa: E402
     UserCreateParameters,
 )
 
-from billing.adapters import access_runtime  # noqa: E402
+from billing import bootstrap  # noqa: E402
 from billing.catalog_names import SUB_META_APIM_USER, SUB_META_NAME, SUB_META_PRODUCT, stripe_product_id  # noqa: E402
 from billing.store.tables import PROCESSED_EVENTS_TABLE  # noqa: E402
 from devhost.server import DevHost  # noqa: E402
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emu.app_settings(),
                **apim_emu.app_settings(), "STRIPE_WEBHOOK_SECRET": SECRET}  # fmt: skip
         os.environ.update(env)
-        access_runtime.forget_clients()
+        bootstrap.forget()
         subs = setup(stripe_emu, apim_emu, args.subscriptions)
         inner = apim_emu.management.handle
 

@@ -1,7 +1,7 @@
 """Traces and metrics through OpenTelemetry: what the app did, for Application Insights.
 
 The code calls the OpenTelemetry API only (spans around each trigger's work, counters of what moved);
-with no SDK configured those calls do nothing. `configure()` turns export on in Azure: when
+with no SDK configured those calls do nothing. `billing.bootstrap.configure_telemetry()` turns export on in Azure: when
 APPLICATIONINSIGHTS_CONNECTION_STRING is set, the Azure Monitor distro sends the spans, the metrics
 and the `billing` loggers' records there (with the app's managed identity when the component takes
 Entra ID authentication only). Locally nothing is set, so nothing leaves the machine.
@@ -13,7 +13,6 @@ What may be attached is closed: `span()` and `annotate()` accept only the attrib
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -82,25 +81,3 @@ def count_poison(dequeue_count: int | None, queue: str) -> None:
     """A message failing on its last allowed try is about to be moved to `<queue>-poison`."""
     if dequeue_count is not None and dequeue_count >= MAX_DEQUEUE_COUNT:
         POISON_MESSAGES.add(1, {"queue": queue})
-
-
-def configure(env: Mapping[str, str] | None = None) -> bool:
-    """Export to Application Insights when its connection string is set; True if it was turned on."""
-    source = os.environ if env is None else env
-    connection = source.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
-    if not connection:
-        return False
-    from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - only in Azure
-
-    credential = None
-    if "Authorization=AAD" in source.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
-        from azure.identity import ManagedIdentityCredential  # noqa: PLC0415
-
-        # The component takes Entra ID tokens only (infra/modules/monitoring.bicep: local auth off).
-        client_id = source.get("AZURE_CLIENT_ID", "").strip() or None
-        credential = ManagedIdentityCredential(client_id=client_id)
-    # logger_name: only the app's own loggers become traces (the SDKs' request logs would repeat the spans).
-    configure_azure_monitor(connection_string=connection, credential=credential, logger_name="billing",
-                            enable_live_metrics=False)  # fmt: skip
-    log.info("telemetry: exporting to Application Insights")
-    return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from billing.access.ports import LinkStore
-from billing.store.subscriptions import SubscriptionLink
+from billing.records import SubscriptionLink
 from billing.usage.ports import LinkSource
 
 

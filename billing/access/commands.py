@@ -23,7 +23,7 @@ def register(
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
     # Imported here: billing.cli imports this module, and the adapters pull in SDKs other commands skip.
-    from billing.adapters.access_runtime import access_ports  # noqa: PLC0415
+    from billing.bootstrap import services  # noqa: PLC0415
     from billing.cli import CliError  # noqa: PLC0415
 
     needed = ("AzureWebJobsStorage", "STRIPE_API_KEY", "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP",
@@ -31,7 +31,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     missing = [name for name in config.missing_settings() if name in needed]
     if missing:
         raise CliError(f"set {', '.join(missing)} (see local.settings.sample.json) to reconcile")
-    report = reconcile(access_ports(), dry_run=args.dry_run, out=print)
+    report = reconcile(services().access_ports(), dry_run=args.dry_run, out=print)
     verb = "would change" if args.dry_run else "changed"
     print(f"\n{verb} {len(report.changed)}, unchanged {report.unchanged}, skipped {len(report.ignored)}, "
           f"failed {len(report.failed)}")  # fmt: skip

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from billing.access.decisions import AccessTarget, ApimState, ApimView
-from billing.store.subscriptions import SubscriptionLink
+from billing.records import SubscriptionLink
 
 
 class DependencyTimeout(Exception):

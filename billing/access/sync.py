@@ -36,7 +36,7 @@ from billing.catalog_names import (
     SUB_META_PRODUCT_SINCE,
     free_subscription_id,
 )
-from billing.store.subscriptions import SubscriptionLink
+from billing.records import SubscriptionLink
 
 log = logging.getLogger(__name__)
 

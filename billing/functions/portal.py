@@ -14,10 +14,11 @@ from urllib.parse import parse_qsl
 
 import azure.functions as func
 
+from billing import bootstrap
 from billing.functions.http import error_response
 from billing.portal import account_pages, pages, plan_pages, signin_pages
 from billing.portal.clients import client_address
-from billing.portal.deps import ConfigurationError, PortalDeps, portal_deps
+from billing.portal.deps import ConfigurationError, PortalDeps
 from billing.portal.web import WebRequest, WebResponse
 
 bp = func.Blueprint()
@@ -58,7 +59,7 @@ def _serve(page: Page, req: func.HttpRequest) -> func.HttpResponse:
     if web is None:
         return error_response(413, "too_large", f"forms are limited to {MAX_FORM_BYTES} bytes")
     try:
-        deps = portal_deps()
+        deps = bootstrap.services().portal()
     except ConfigurationError as exc:
         log.error("portal misconfigured: %s", exc)
         return error_response(503, "misconfigured", str(exc))

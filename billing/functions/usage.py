@@ -14,10 +14,10 @@ import azure.functions as func
 
 from billing import bootstrap, config, telemetry
 from billing.access.webhook import Answer, verify
-from billing.adapters.access_runtime import processed_events
 from billing.adapters.stripe_cancel import StripeSubscriptionEnder
+from billing.adapters.stripe_signature import signature_problem
 from billing.functions.http import error_response, json_response
-from billing.store.processed_events import ClaimKind
+from billing.records import ClaimKind
 from billing.store.tables import USAGE_BATCH_QUEUE
 from billing.usage.batches import BadMessage, confirm_message, parse_message
 from billing.usage.meter_errors import NO_METER, THIN_EVENT_TYPES, error_codes, periods_to_confirm
@@ -103,14 +103,14 @@ def _thin_event(req: func.HttpRequest) -> func.HttpResponse:
     body = req.get_body() or b""
     secrets = [s.strip() for s in config.get("STRIPE_EVENT_DESTINATION_SECRET").split(",") if s.strip()]
     verified = verify(body, req.headers.get("stripe-signature"), secrets,  # before anything is read
-                      "STRIPE_EVENT_DESTINATION_SECRET")  # fmt: skip
+                      signature_problem, "STRIPE_EVENT_DESTINATION_SECRET")  # fmt: skip
     if isinstance(verified, Answer):
         return json_response(verified.body, status=verified.status, headers=verified.headers)
     event_id, event_type = str(verified.get("id") or ""), str(verified.get("type") or "")
     telemetry.annotate(**{"stripe.event_id": event_id[:100], "stripe.event_type": event_type[:100]})
     if event_type not in THIN_EVENT_TYPES or not event_id:
         return json_response({"received": True, "outcome": f"event type {event_type!r} is not handled"})
-    claims = processed_events()
+    claims = bootstrap.services().processed_events()
     claim = claims.claim(event_id, event_type)
     if claim.kind is ClaimKind.DONE:
         return json_response({"received": True, "outcome": "already handled"})

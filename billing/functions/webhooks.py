@@ -7,10 +7,9 @@ from collections.abc import Mapping
 
 import azure.functions as func
 
-from billing import telemetry
+from billing import bootstrap, telemetry
 from billing.access.reconcile import reconcile
 from billing.access.webhook import MAX_BODY_BYTES, receive, work
-from billing.adapters.access_runtime import access_ports, webhook_deps
 from billing.functions.http import error_response, json_response
 from billing.store.tables import EVENT_WORK_QUEUE
 
@@ -24,7 +23,7 @@ def stripe_webhook(req: func.HttpRequest) -> func.HttpResponse:
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         return error_response(413, "body_too_large", f"at most {MAX_BODY_BYTES} bytes are accepted")
     with telemetry.span("stripe.webhook"):
-        answer = receive(req.get_body(), req.headers.get("stripe-signature"), webhook_deps())
+        answer = receive(req.get_body(), req.headers.get("stripe-signature"), bootstrap.services().webhook_deps())
         _count_event(answer.status, answer.body)
     return json_response(answer.body, status=answer.status, headers=answer.headers)
 
@@ -43,7 +42,7 @@ def stripe_event_work(msg: func.QueueMessage) -> None:
     dequeue = getattr(msg, "dequeue_count", None)
     with telemetry.span("stripe.event_work", **{"queue.dequeue_count": dequeue or 0}):
         try:
-            outcome = work(msg.get_body(), webhook_deps())
+            outcome = work(msg.get_body(), bootstrap.services().webhook_deps())
         except Exception:
             telemetry.count_poison(dequeue, EVENT_WORK_QUEUE)
             raise
@@ -54,7 +53,7 @@ def stripe_event_work(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(schedule="%RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def reconcile_access(timer: func.TimerRequest) -> None:
     with telemetry.span("stripe.reconcile"):
-        changes = reconcile(access_ports(), dry_run=False)
+        changes = reconcile(bootstrap.services().access_ports(), dry_run=False)
         telemetry.annotate(**{"reconcile.changed": len(changes.changed)})
         telemetry.DRIFT_REPAIRED.add(len(changes.changed))
     log.info("reconcile: %d change(s)", len(changes.changed))

@@ -43,10 +43,9 @@ def _invoices(status: Status) -> None:
 
 def _drift(status: Status) -> None:
     from billing.access.reconcile import reconcile  # noqa: PLC0415
-    from billing.adapters.access_runtime import access_ports  # noqa: PLC0415
 
     lines: list[str] = []
-    report = reconcile(access_ports(), dry_run=True, out=lines.append)
+    report = reconcile(services().access_ports(), dry_run=True, out=lines.append)
     status.drift = list(report.changed)
 
 

@@ -13,32 +13,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from billing.records import Claim, ClaimKind
+
 ROW_KEY = "event"
 STALE_AFTER = 300  # seconds: a claim this old belongs to a handler that died
 OUTCOME_MAX = 1000  # characters of the outcome kept (Table Storage strings are up to 32 K)
-
-
-class ClaimKind(StrEnum):
-    CLAIMED = "claimed"  # the caller owns the event now
-    DONE = "done"  # already applied
-    BUSY = "busy"  # another handler works on it (or it is queued for the worker)
-
-
-@dataclass(frozen=True)
-class Claim:
-    kind: ClaimKind
-    event_id: str
-    etag: str = ""
-    outcome: str = ""
-    status: str = ""  # the row's status when not claimed
 
 
 class ProcessedEvents:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields
 from itertools import pairwise
 from typing import Any
 
@@ -20,37 +20,12 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from billing.records import SubscriptionLink
 from billing.store.groups import GROUPS, group_of, group_of_number
 from billing.store.table_rows import query_rows
 from billing.store.table_transactions import MAX_OPERATIONS, TransactionRefused, Write, submit
 
 LIST_RANGES = 8  # partition ranges `all` reads side by side (each a paged query)
-
-
-@dataclass(frozen=True)
-class SubscriptionLink:
-    apim_subscription_id: str
-    apim_user_id: str
-    product_id: str
-    subscription_name: str
-    stripe_customer_id: str
-    stripe_subscription_id: str
-    stripe_usage_item_id: str  # the metered subscription item ("" for products without usage)
-    stripe_status: str  # the Stripe status last applied (active, past_due, ...)
-    apim_state: str  # the APIM state last applied (submitted, active, suspended, cancelled)
-    current_period_start: int  # unix seconds, Stripe's current period of the subscription
-    current_period_end: int
-    stripe_state_at: int  # `created` of the newest Stripe event whose state was applied
-    canceled_at: int = 0  # unix seconds when the Stripe subscription ended; 0 while it lives
-    # Plan changes (billing.portal.plan_change): since when the subscription has `product_id` (0: from its
-    # start), and the product before it with its own start. The usage of a period is billed per part:
-    # `billing.usage.segments`.
-    product_since: int = 0
-    previous_product_id: str = ""
-    previous_since: int = 0
-
-    def with_changes(self, **changes: Any) -> SubscriptionLink:
-        return replace(self, **changes)
 
 
 _FIELDS = {f.name for f in fields(SubscriptionLink)}

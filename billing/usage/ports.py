@@ -14,7 +14,7 @@ from billing.usage.plan import MeterEvent, PendingEvent, UsageCounts
 from billing.usage.windows import ReportWindow
 
 if TYPE_CHECKING:
-    from billing.store.subscriptions import SubscriptionLink
+    from billing.records import SubscriptionLink
 
 
 @dataclass(frozen=True)

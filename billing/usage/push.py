@@ -52,7 +52,7 @@ from billing.usage.windows import (
 )
 
 if TYPE_CHECKING:
-    from billing.store.subscriptions import SubscriptionLink
+    from billing.records import SubscriptionLink
 
 log = logging.getLogger("billing.usage")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from billing.usage.windows import Period
 
 if TYPE_CHECKING:
-    from billing.store.subscriptions import SubscriptionLink
+    from billing.records import SubscriptionLink
 
 
 def part_of(link: SubscriptionLink, period: Period) -> tuple[str, int]:

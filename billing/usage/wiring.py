@@ -1,4 +1,6 @@
-"""Building the usage push from settings: the real adapters and the process-wide rate budgets."""
+"""The usage push's settings (budgets, batch size, lag) and the process-wide rate budgets.
+
+The push itself is built by the composition root, `billing.bootstrap`."""
 
 from __future__ import annotations
 
@@ -6,10 +8,6 @@ import threading
 from collections.abc import Mapping
 
 from billing import config
-from billing.adapters.apim_client import apim_service
-from billing.adapters.usage_logs import log_analytics_usage
-from billing.adapters.usage_reports import ApimUsageReports
-from billing.usage.ports import UsageReports
 from billing.usage.ratelimit import TokenBucket
 from billing.usage.timing import CONFIRM_SETTING, LAG_SETTING, confirm_delay_of, lag_seconds_of
 
@@ -72,13 +70,3 @@ def lag_seconds(env: Mapping[str, str] | None = None) -> int:
 # Log Analytics allows about 200 queries per 30 seconds per identity; a little under that.
 LOGS_REQUESTS_PER_SECOND = 6.0
 USAGE_SOURCES = ("logs", "reports")
-
-
-def usage_source(env: Mapping[str, str] | None = None) -> UsageReports:
-    """Where usage is read (`USAGE_SOURCE`): the gateway logs in Log Analytics, or APIM's Reports API."""
-    source = config.get("USAGE_SOURCE", env).strip().lower()
-    if source == "logs":
-        return log_analytics_usage(bucket("logs", LOGS_REQUESTS_PER_SECOND), env)
-    if source == "reports":
-        return ApimUsageReports(apim_service(env), bucket("arm", tuning(env)[1]))
-    raise ValueError(f"USAGE_SOURCE must be one of {', '.join(USAGE_SOURCES)}; got '{source}'")

@@ -24,7 +24,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.apimanagement import ApiManagementClient
 from azure.mgmt.apimanagement.models import ProductContract, UserCreateParameters
 
-from billing.adapters import access_runtime
+from billing import bootstrap
 from billing.catalog_names import (
     CUSTOMER_META_APIM_USER,
     PRODUCT_METADATA_KEY,
@@ -214,7 +214,7 @@ def _count_apim_writes(emu: ApimEmulator) -> list[tuple[str, str]]:
 def stack(azurite: Azurite) -> Iterator[Stack]:
     options = StackOptions(use_func=False, azurite=azurite, webhook_secret=WEBHOOK_SECRET, run_queue_workers=False)
     with LocalStack(options) as local:
-        access_runtime.forget_clients()  # the app's clients are cached per settings
+        bootstrap.forget()  # the app's clients are cached per settings
         assert local.stripe is not None
         assert local.apim is not None
         apim = local.apim.management_client(retry_total=0)
@@ -223,7 +223,7 @@ def stack(azurite: Azurite) -> Iterator[Stack]:
         catalog = _make_catalog(client)
         writes = _count_apim_writes(local.apim)
         yield Stack(local, client, apim, catalog, writes)
-        access_runtime.forget_clients()
+        bootstrap.forget()
         apim.close()
 
 

@@ -21,7 +21,7 @@ from billing.access.decisions import (
 from billing.access.ports import AccessPorts
 from billing.access.routing import EventPlan, MalformedEvent, ReportClosingUsage, SyncSubscription, plan_event
 from billing.access.sync import ConcurrentUpdates, sync_subscription
-from billing.store.subscriptions import SubscriptionLink
+from billing.records import SubscriptionLink
 from tests.access.fakes import FakeApim, FakeStripe, FakeUsage
 from tests.fakes import FakeLinks
 

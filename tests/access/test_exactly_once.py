@@ -12,7 +12,7 @@ import requests
 from azure.data.tables import TableClient
 from azure.mgmt.apimanagement.models import SubscriptionUpdateParameters
 
-from billing.adapters import access_runtime
+from billing import bootstrap
 from billing.store.tables import PROCESSED_EVENTS_TABLE
 from devstack.azurite import Azurite
 from tests.access.conftest import Stack, sign, unique, wait_until
@@ -115,7 +115,7 @@ def test_storage_down_answers_5xx_and_marks_nothing(stack: Stack, monkeypatch: p
     own = Azurite().start()  # a separate instance: stopping it must not disturb other tests
     try:
         monkeypatch.setenv("AzureWebJobsStorage", own.connection_string)
-        access_runtime.forget_clients()
+        bootstrap.forget()
         event = _event(sid)
         ports = (own.blob_port, own.queue_port, own.table_port)
         # Warm up: the app creates its tables on this instance, then the instance stops.
@@ -129,7 +129,7 @@ def test_storage_down_answers_5xx_and_marks_nothing(stack: Stack, monkeypatch: p
         assert stack.apim_state(sid) == "suspended"  # nothing applied without a claim
         # Storage back (same ports, empty): the redelivery is applied and marked done.
         own = Azurite(blob_port=ports[0], queue_port=ports[1], table_port=ports[2]).start()
-        access_runtime.forget_clients()
+        bootstrap.forget()
         retried = stack.post_event(event)
         assert retried.status_code == 200, retried.text
         assert stack.apim_state(sid) == "active"

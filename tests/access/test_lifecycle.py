@@ -9,7 +9,8 @@ import pytest
 from azure.data.tables import TableClient
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient
 
-from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+from billing.records import SubscriptionLink
+from billing.store.subscriptions import SubscriptionLinks
 from billing.store.tables import SUBSCRIPTIONS_TABLE, USAGE_BATCH_QUEUE
 from tests.access.conftest import USER_ID, Stack, wait_until
 

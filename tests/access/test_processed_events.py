@@ -7,7 +7,8 @@ import uuid
 import pytest
 from azure.data.tables import TableServiceClient
 
-from billing.store.processed_events import STALE_AFTER, ClaimKind, ProcessedEvents
+from billing.records import ClaimKind
+from billing.store.processed_events import STALE_AFTER, ProcessedEvents
 
 pytestmark = pytest.mark.storage
 

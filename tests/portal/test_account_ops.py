@@ -26,11 +26,12 @@ from azure.mgmt.apimanagement.models import (
 )
 
 from billing.adapters.storage import ensure_table
+from billing.bootstrap import services
 from billing.portal import account_ops, passwords
-from billing.portal.deps import portal_deps
 from billing.portal.records import Account
+from billing.records import SubscriptionLink
 from billing.store.accounts import Accounts
-from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+from billing.store.subscriptions import SubscriptionLinks
 from billing.store.tables import ACCOUNTS_TABLE, SUBSCRIPTIONS_TABLE
 from devstack.consumer import DEFAULT_PASSWORD, Consumer, hidden_fields
 from emulators.apim.delegation import delegation_url
@@ -241,7 +242,7 @@ def test_a_close_that_failed_midway_is_finished_by_submitting_again(stack: Any) 
         def live_subscriptions(self, uid: str) -> list[str]:
             raise RuntimeError("Stripe did not answer")
 
-    deps = portal_deps()
+    deps = services().portal()
     with pytest.raises(RuntimeError, match="Stripe did not answer"):
         account_ops.close_account(consumer.email, uid, DEFAULT_PASSWORD, ports=deps.account_ports, client="test",
                                   device=None, payments=StripeDownAtTheEnd(deps.payments), now=datetime.now(UTC),

@@ -13,7 +13,8 @@ from azure.mgmt.apimanagement.models import SubscriptionContract, SubscriptionCr
 
 from billing import catalog_names
 from billing.adapters.storage import ensure_table
-from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+from billing.records import SubscriptionLink
+from billing.store.subscriptions import SubscriptionLinks
 from billing.store.tables import SUBSCRIPTIONS_TABLE
 from devstack.consumer import hidden_fields, portal_links
 from devstack.stack import LocalStack

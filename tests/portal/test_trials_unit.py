@@ -23,7 +23,7 @@ from billing.model_loader import DEFAULT_MODELS_PATH, parse_models
 from billing.portal.offers import describe
 from billing.portal.subscribe import GoToCheckout, subscribe
 from billing.portal.trials import TrialReminders, mail_key, trial_keys, trial_offer
-from billing.store.subscriptions import SubscriptionLink
+from billing.records import SubscriptionLink
 from tests.portal.fakes import FakeApim, FakePayments, RecordingMailer
 
 DAY = 86400
@@ -249,6 +249,7 @@ def test_the_first_grant_claims_the_trial_and_a_second_trial_is_refused_and_canc
 
 
 def test_a_mail_setting_that_cannot_work_leaves_the_webhooks_granting_keys() -> None:
-    from billing.adapters.access_runtime import trial_reminders  # noqa: PLC0415
+    from billing.bootstrap import trial_reminders  # noqa: PLC0415
 
-    assert trial_reminders(MODELS, {"SMTP_PORT": "not a port", "SMTP_HOST": "mail.example"}) is None
+    settings = {"SMTP_PORT": "not a port", "SMTP_HOST": "mail.example"}
+    assert trial_reminders(MODELS, settings, apim=None) is None  # type: ignore[arg-type]  # refused before APIM

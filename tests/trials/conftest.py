@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.adapters import access_runtime
+from billing import bootstrap
 from billing.model_loader import DEFAULT_MODELS_PATH, load_models
 from billing.models import MonetizationModels
 from devstack.azurite import Azurite
@@ -43,6 +43,6 @@ def stack(azurite: Azurite, models: Path) -> Iterator[LocalStack]:
     options = StackOptions(use_func=False, azurite=azurite, apply_catalog=True, run_queue_workers=False,
                            models_file=models)  # fmt: skip
     with LocalStack(options) as running:
-        access_runtime.forget_clients()
+        bootstrap.forget()
         yield running
-        access_runtime.forget_clients()
+        bootstrap.forget()

@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from billing.access.sync import sync_subscription
-from billing.adapters.access_runtime import access_ports
 from billing.adapters.storage import ensure_table
+from billing.bootstrap import services
 from billing.models import MonetizationModels
 from billing.portal.trials import mail_key, trial_keys
 from billing.pricing import quote
@@ -203,7 +203,7 @@ def test_two_checkouts_completed_side_by_side_give_one_trial(stack: LocalStack) 
     assert [s.status for s in subs] == ["trialing", "trialing"]
 
     # Their first grants run at the same moment (two instances, each with the event of one subscription).
-    ports = access_ports()
+    ports = services().access_ports()
     start = threading.Barrier(2)
     results: dict[str, str] = {}
 

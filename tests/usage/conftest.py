@@ -33,7 +33,8 @@ from billing.catalog_names import (
     usage_price_lookup_key,
 )
 from billing.model_loader import load_models
-from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
+from billing.records import SubscriptionLink
+from billing.store.subscriptions import SubscriptionLinks
 from billing.store.tables import SUBSCRIPTIONS_TABLE
 from billing.usage.push import PushSummary, UsagePush
 from devstack.azurite import Azurite

@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from billing.store.subscriptions import SubscriptionLink
+from billing.records import SubscriptionLink
 from billing.usage.plan import MeterEvent, UsageCounts
 from billing.usage.ports import (
     MeterCounts,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.model_loader import load_models
-from billing.store.subscriptions import SubscriptionLink
+from billing.records import SubscriptionLink
 from billing.usage.batches import BadMessage, PushBatch, batch_message, parse_message
 from billing.usage.closing import report_closing_usage
 from billing.usage.plan import UsageCounts
