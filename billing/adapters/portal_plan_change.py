@@ -27,7 +27,7 @@ class PlanChanges:
     def current(self, subscription_id: str) -> StripePlan | None:
         try:
             sub = self._c.subscriptions.retrieve(
-                subscription_id, params={"expand": ["test_clock", "schedule", "items.data.price"]})
+                subscription_id, params={"expand": ["test_clock", "schedule", "items.data.price", "customer"]})
         except stripe.InvalidRequestError:
             return None
         raw: dict[str, Any] = sub.to_dict()
@@ -48,13 +48,14 @@ class PlanChanges:
                 scheduled_at = int(later[0]["start_date"])
         first = raw["items"]["data"][0]
         return StripePlan(
-            subscription_id=str(raw["id"]), status=str(raw.get("status")), customer_id=str(raw.get("customer")),
+            subscription_id=str(raw["id"]), status=str(raw.get("status")), customer_id=_id(raw.get("customer")),
             metadata={str(k): str(v) for k, v in (raw.get("metadata") or {}).items()}, items=tuple(items),
             period_start=int(first["current_period_start"]), period_end=int(first["current_period_end"]),
             clock_now=int(clock["frozen_time"]) if isinstance(clock, dict) else None,
             schedule_id=str(schedule["id"]) if schedule is not None and schedule.get("status") == "active" else None,
             scheduled_product=scheduled_product, scheduled_at=scheduled_at,
             cancel_at_period_end=bool(raw.get("cancel_at_period_end")),
+            payment_method=_payment_method(raw),
         )  # fmt: skip
 
     def upgrade(self, subscription_id: str, items: Sequence[Mapping[str, object]], metadata: Mapping[str, str],
@@ -116,6 +117,20 @@ class PlanChanges:
     def report_old_usage_later(self, request: PlanChangeRequest) -> None:
         delay = lag_seconds_of(config_get(LAG_SETTING, self._env))
         self._queue.send_message(plan_change_message(request), visibility_timeout=delay, timeout=5)
+
+
+def _id(value: object) -> str:
+    return str(value.get("id") or "") if isinstance(value, Mapping) else str(value or "")
+
+
+def _payment_method(raw: Mapping[str, Any]) -> str:
+    """The payment method Stripe charges the subscription's invoices to: its own default, else its customer's
+    (`invoice_settings.default_payment_method`)."""
+    own = _id(raw.get("default_payment_method"))
+    customer = raw.get("customer")
+    if own or not isinstance(customer, Mapping):
+        return own
+    return _id((customer.get("invoice_settings") or {}).get("default_payment_method"))
 
 
 def items_start(raw: Mapping[str, Any]) -> int:

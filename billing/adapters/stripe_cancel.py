@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stripe
 
-from billing.catalog_names import SUB_META_RETIRING_ITEM
+from billing.catalog_names import SUB_META_PRODUCT_SINCE, SUB_META_RETIRING_ITEM
 
 _ENDED = ("canceled", "incomplete_expired")
 
@@ -29,6 +29,17 @@ class StripeSubscriptionEnder:
 
     def cancel_with_final_invoice(self, subscription_id: str) -> None:
         cancel_with_final_invoice(self._client, subscription_id)
+
+    def retiring_item(self, subscription_id: str) -> tuple[str, int] | None:
+        """`billing.usage.plan_change.UsageItemRetirer`: the item an upgrade left to retire, and the upgrade's
+        instant (`apim_product_since`), from the subscription's metadata."""
+        try:
+            current = self._client.v1.subscriptions.retrieve(subscription_id)
+        except stripe.InvalidRequestError:
+            return None
+        metadata = current.metadata.to_dict() if current.metadata is not None else {}
+        item, since = str(metadata.get(SUB_META_RETIRING_ITEM) or ""), str(metadata.get(SUB_META_PRODUCT_SINCE) or "")
+        return (item, int(since)) if item and since.isdigit() else None
 
     def retire_usage_item(self, subscription_id: str, item_id: str) -> None:
         """`billing.usage.plan_change.UsageItemRetirer`: remove an upgrade's old metered item; flexible billing

@@ -6,10 +6,12 @@
   402 status code if a subscription's invoice cannot be paid ... this parameter does not update the
   subscription"): nobody gets the pricier product without paying for it. Its metadata names the new
   product, the previous one and when each began (Stripe's time). Then APIM moves the subscription to
-  the new product's scope (the webhook's sync does the same, idempotently), and a job waits the report
-  lag, reports the old product's calls up to the change to its meter and removes its metered price
-  (`billing.usage.plan_change`). The Stripe idempotency key names the subscription and the part of the
-  period it leaves, so two different upgrades from the same part cannot both happen.
+  the new product's scope (the webhook's sync does the same, idempotently; so does reconcile after a
+  crash). A job, queued just before the Stripe update and doing its work only if Stripe's metadata names
+  this upgrade (its old item and instant), waits the report lag, reports the old product's calls up to
+  the change to its meter and removes its metered price (`billing.usage.plan_change`). The Stripe
+  idempotency key names the subscription, the part of the period it leaves and the payment method, so
+  two different upgrades from the same part cannot both happen, and a declined card once replaced can.
 - **Downgrade**: at the period end, through a subscription schedule made `from_subscription`, whose
   second phase has the new prices and the metadata of the change ("Metadata on a schedule's phase will
   update the underlying subscription's metadata when the phase is entered"). The key keeps the higher
@@ -74,6 +76,7 @@ class StripePlan:
     scheduled_product: str | None = None  # what the schedule's next phase moves it to
     scheduled_at: int | None = None
     cancel_at_period_end: bool = False
+    payment_method: str = ""  # what an invoice of the subscription is charged to (its default, else the customer's)
 
     def present(self, now: int) -> int:
         return self.clock_now if self.clock_now is not None else now
@@ -326,14 +329,23 @@ def _upgrade(subject_: Subject, target: Product, quote: Quote, prices: list[tupl
                 names.SUB_META_RETIRING_ITEM: old_usage.item_id if old_usage else ""}
     # One upgrade from this part of the period, whatever the form: Stripe refuses the key's reuse with
     # other parameters (a second tab asking for another product), and replays it for a double submit.
-    part = hashlib.sha256(f"{subject_.sid}\n{subject_.product.id}\n{plan.since}".encode()).hexdigest()[:32]
+    # Stripe also saves a failed first answer ("regardless of whether it succeeds or fails. Subsequent
+    # requests with the same key return the same result", docs.stripe.com/idempotency), so the payment
+    # method is part of the key: once a declined card is replaced, the upgrade is a new request (with the
+    # same card it is the same request, and Stripe answers the same decline again).
+    part = hashlib.sha256(f"{subject_.sid}\n{subject_.product.id}\n{plan.since}\n{plan.payment_method}"
+                          .encode()).hexdigest()[:32]  # fmt: skip
     del nonce  # the key deliberately does not depend on the form
-    changes.upgrade(subject_.sid, items, metadata, f"plan-upgrade-{part}")
-    changes.move_scope(subject_.sid, names.apim_product_id(target.id))
     if old_usage is not None:
+        # Queued before Stripe is asked, so that no crash between the two leaves the old product's last
+        # calls unbilled and its metered item on the subscription for good: the job does its work only
+        # if the subscription's metadata names this very upgrade (item and instant), so a declined card,
+        # a conflicting tab or a replayed double submit (its own instant) leaves it nothing to do.
         changes.report_old_usage_later(PlanChangeRequest(
             subject_.sid, names.apim_product_id(subject_.product.id), Period(plan.period_start, plan.period_end),
             plan.since, at, old_usage.item_id))  # fmt: skip
+    changes.upgrade(subject_.sid, items, metadata, f"plan-upgrade-{part}")
+    changes.move_scope(subject_.sid, names.apim_product_id(target.id))
 
 
 def undo(subject_: Subject, changes: PlanChangesPort) -> Pending | None:

@@ -40,9 +40,35 @@ class TrialOffer:
     mail_key: str | None = None  # the account's address as the ledger keys it (kept on the subscription)
 
 
+# Mailbox providers that ignore dots in the local part of their addresses ("Gmail doesn't recognize dots
+# as characters within usernames", support.google.com/mail/answer/7436150); googlemail.com is the same mailbox.
+_DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def trial_address(email: str) -> str:
+    """The mailbox an address delivers to, as far as the trial ledger can tell without asking anyone:
+    - case does not matter (`normalise_email`: trimmed, lower case);
+    - a `+tag` ends the local part: sub-addressing (RFC 5233) delivers `ada+x@...` to `ada@...` at every
+      large provider, so a new tag is not a new consumer;
+    - dots in the local part do not matter at Gmail (and googlemail.com is gmail.com); elsewhere a dot
+      may name another mailbox, so it is kept.
+    Stricter than the account's own key (an account may sign up with a tagged address): used only so
+    that one mailbox gets one trial of a product. A consumer whose provider gives `+` another meaning
+    loses nothing but a second trial."""
+    address = normalise_email(email)
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        return address
+    local = local.split("+", 1)[0] or local
+    if domain in _DOTLESS:
+        local, domain = local.replace(".", "") or local, _DOTLESS[domain]
+    return f"{local}@{domain}"
+
+
 def mail_key(email: str) -> str:
-    """The ledger's key of an address: its SHA-256, as accounts are keyed (billing.store.accounts)."""
-    return hashlib.sha256(normalise_email(email).encode("utf-8")).hexdigest()
+    """The ledger's key of an address: the SHA-256 of its mailbox (`trial_address`), as accounts are
+    keyed by a hash (billing.store.accounts)."""
+    return hashlib.sha256(trial_address(email).encode("utf-8")).hexdigest()
 
 
 def trial_keys(user_id: str, mail: str | None) -> tuple[str, ...]:

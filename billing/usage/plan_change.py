@@ -30,6 +30,11 @@ log = logging.getLogger("billing.usage")
 
 
 class UsageItemRetirer(Protocol):
+    def retiring_item(self, subscription_id: str) -> tuple[str, int] | None:
+        """(item id, instant of the upgrade) of the metered item an upgrade left to retire, as the Stripe
+        subscription's metadata says; None when none is (no upgrade happened, or its job is done)."""
+        ...
+
     def retire_usage_item(self, subscription_id: str, item_id: str) -> None:
         """Remove the metered item, billing its reported usage on the next invoice; nothing if it is gone."""
         ...
@@ -37,6 +42,14 @@ class UsageItemRetirer(Protocol):
 
 def run_plan_change(push: UsagePush, request: PlanChangeRequest, retirer: UsageItemRetirer) -> PushSummary:
     sid = request.subscription_id
+    # The request is queued before the upgrade is asked of Stripe (billing.portal.plan_change): it is
+    # this upgrade's only if Stripe's metadata names its item and instant. Otherwise the card was declined,
+    # another tab's upgrade won, a double submit's replay kept the first instant, or the job ran already.
+    retiring = retirer.retiring_item(sid)
+    if retiring != (request.item_id, request.changed_at):
+        log.info("plan change of %s from %s at %d: not in effect (Stripe's metadata names %s); nothing reported",
+                 sid, request.product_id, request.changed_at, retiring)  # fmt: skip
+        return PushSummary(subscriptions_seen=1, skipped=1)
     try:
         batch = push.closing_batch(sid, request.period, request.changed_at, until=request.changed_at,
                                    part=(request.product_id, request.since))  # fmt: skip

@@ -22,7 +22,7 @@ from billing.catalog_names import SUB_META_TRIAL_MAIL
 from billing.model_loader import DEFAULT_MODELS_PATH, parse_models
 from billing.portal.offers import describe
 from billing.portal.subscribe import GoToCheckout, subscribe
-from billing.portal.trials import TrialReminders, mail_key, trial_keys, trial_offer
+from billing.portal.trials import TrialReminders, mail_key, trial_address, trial_keys, trial_offer
 from billing.records import SubscriptionLink
 from tests.portal.fakes import FakeApim, FakePayments, RecordingMailer
 
@@ -253,3 +253,22 @@ def test_a_mail_setting_that_cannot_work_leaves_the_webhooks_granting_keys() -> 
 
     settings = {"SMTP_PORT": "not a port", "SMTP_HOST": "mail.example"}
     assert trial_reminders(MODELS, settings, apim=None) is None  # type: ignore[arg-type]  # refused before APIM
+
+
+def test_one_trial_per_mailbox_whatever_case_tags_or_gmail_dots() -> None:
+    # Decision (billing.portal.trials.trial_address): case and a +tag never make another mailbox; dots do
+    # only outside Gmail, which ignores them (googlemail.com is gmail.com).
+    assert trial_address(" Ada.Lovelace+trial2@Example.COM ") == "ada.lovelace@example.com"
+    assert trial_address("a.d.a+x@googlemail.com") == trial_address("ADA@gmail.com") == "ada@gmail.com"
+    assert trial_address("a.da@example.com") != trial_address("ada@example.com")
+    assert trial_address("+only@example.com") == "+only@example.com"  # no local part left: kept as it is
+    ledger = Ledger()
+    ledger.claim("basic", trial_keys("u-first", mail_key("ada@example.com")), "sub_first")
+    for other in ("ADA@example.com", "ada+again@example.com", "Ada+2@Example.com"):
+        offer = trial_offer(MODELS.product("basic"), "u-second", other, ledger)
+        assert (offer.days, offer.had_it) == (None, True), other
+    gmail = Ledger()
+    gmail.claim("basic", trial_keys("u-first", mail_key("bruno.tester@gmail.com")), "sub_g")
+    assert trial_offer(MODELS.product("basic"), "u-second", "brunotester+x@googlemail.com", gmail).had_it
+    # another mailbox at the same provider is still offered the trial
+    assert trial_offer(MODELS.product("basic"), "u-third", "bruno.t@example.com", gmail).days == 14

@@ -1,0 +1,189 @@
+"""Changing plan under attack, on the local stack with Stripe test clocks: what a consumer could try to get a
+higher product without paying for it, and what could make a call billed twice or not at all.
+
+- a declined upgrade, then the card replaced: the retry is a new request (Stripe saves a failed answer
+  under its idempotency key, docs.stripe.com/idempotency), charged once;
+- two tabs upgrading at once to different products: one change, paid once, APIM and Stripe agreeing;
+- a crash after Stripe took the upgrade and before APIM moved the scope, its webhook lost as well:
+  reconcile moves the scope, and the old product's last calls are billed once (its job was queued first);
+- a Free subscription, one cancelling at its period end, and a form replayed after signing out: refused.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
+
+import pytest
+
+from billing.adapters.access_apim import ApimSubscriptionsAdapter
+from billing.adapters.portal_plan_change import PlanChanges
+from billing.cli import main as billing_main
+from billing.pricing import LineKind, part_quote
+from devstack.stack import LocalStack, StackOptions
+from tests.plan_change.test_plan_change_stack import (
+    DAY,
+    MODELS,
+    PASSWORD,
+    _advance,
+    _apim_to,
+    _burst,
+    _end_period,
+    _invoices,
+    _lines,
+    _lookup,
+    _period,
+    _price_of,
+    _push,
+    _settle,
+    _stripe,
+    _subscribe,
+)
+
+pytestmark = pytest.mark.storage
+
+
+@pytest.fixture
+def stack() -> Any:
+    with LocalStack(StackOptions(run_queue_workers=False, apply_catalog=True)) as local:
+        yield local
+
+
+def _product_of(stack: LocalStack, sid: str) -> tuple[str, set[str]]:
+    """(Stripe metadata's product, the lookup keys of its prices)."""
+    current = _stripe(stack).subscriptions.retrieve(sid, params={"expand": ["items.data.price"]})
+    return current.metadata["apim_product_id"], {i.price.lookup_key for i in current["items"].data}
+
+
+def _apim_product(held: Any) -> tuple[str, str, str]:
+    (sub,) = [s for s in held.consumer.subscriptions() if s.subscription_id == held.sid]
+    return sub.product_id, sub.state, sub.primary_key
+
+
+def test_a_declined_upgrade_changes_nothing_and_can_be_retried_once_the_card_is_replaced(stack: LocalStack) -> None:
+    held = _subscribe(stack, "basic", "Dana")
+    stripe = _stripe(stack)
+    failing = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": held.customer})
+    stripe.subscriptions.update(held.sid, params={"default_payment_method": failing.id})
+    assert held.consumer.change_plan(held.sid, "standard").status_code == 402
+    assert held.consumer.change_plan(held.sid, "standard").status_code == 402  # the same card: the same answer
+    _settle(stack)
+    assert _product_of(stack, held.sid) == ("basic", {"basic-flat"})
+    assert _apim_product(held)[0] == "basic"
+    # A working card: the upgrade goes through (a saved 402 under the same key would refuse it for a day).
+    working = stripe.payment_methods.attach("pm_card_visa", params={"customer": held.customer})
+    stripe.subscriptions.update(held.sid, params={"default_payment_method": working.id})
+    answer = held.consumer.change_plan(held.sid, "standard")
+    assert answer.status_code == 200, answer.text[:300]
+    _settle(stack)
+    assert _product_of(stack, held.sid) == ("standard", {"standard-flat", "standard-usage"})
+    assert _apim_product(held) == ("standard", "active", held.key)
+    upgrades = [inv for inv in _invoices(stack, held.sid) if inv.billing_reason == "subscription_update"]
+    assert [inv.status for inv in upgrades] == ["paid"]  # charged once, for the one change
+
+
+def test_two_tabs_upgrading_at_once_make_one_change_paid_once(stack: LocalStack) -> None:
+    held = _subscribe(stack, "basic", "Tess")
+    start, end = _period(stack, held.sid)
+    tabs = [(held.consumer.plan_change_page(held.sid, target), target) for target in ("standard", "pro")]
+    assert all(page.status_code == 200 for page, _ in tabs)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda tab: held.consumer.submit(tab[0], {}, f"upgrade to {tab[1]}"), tabs))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 409], [a.text[:200] for a in answers]
+    _settle(stack)
+    (won,) = [target for (_, target), a in zip(tabs, answers, strict=True) if a.status_code == 200]
+    # Stripe, APIM and the one invoice agree on the tab that won; the other changed nothing.
+    assert _product_of(stack, held.sid) == (won, {f"{won}-flat", f"{won}-usage"})
+    assert _apim_product(held) == (won, "active", held.key)
+    (upgrade,) = [inv for inv in _invoices(stack, held.sid) if inv.billing_reason == "subscription_update"]
+    at = int(_stripe(stack).subscriptions.retrieve(held.sid).metadata["apim_product_since"])
+    target, basic = MODELS.product(won), MODELS.product("basic")
+    due = (part_quote(target, 0, start, end, since=at, until=end).lines[0].amount
+           - part_quote(basic, 0, start, end, since=at, until=end).lines[0].amount)  # fmt: skip
+    assert (upgrade.status, upgrade.total) == ("paid", due)
+
+
+def test_a_crash_between_stripes_update_and_the_scope_move_is_repaired_and_every_call_billed_once(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    standard, pro = MODELS.product("standard"), MODELS.product("pro")
+    held = _subscribe(stack, "standard", "Cora")
+    _push()  # opens the usage window
+    start, end = _period(stack, held.sid)
+    stack.apim_emulator.record_usage(held.sid, 100_200, at=stack.apim_emulator.now())
+    _push()  # 200 beyond the included calls reported as the day goes
+    stack.apim_emulator.record_usage(held.sid, 300, at=stack.apim_emulator.now())  # not pushed before the change
+    change_at = start + 10 * DAY
+    _apim_to(stack, change_at - 60)
+    _advance(stack, held, change_at)
+
+    def crash(*_args: object, **_kwargs: object) -> NoReturn:
+        raise RuntimeError("the instance died after Stripe's answer")
+
+    # The portal dies right after Stripe took the upgrade, and the webhook's own scope move is lost too.
+    monkeypatch.setattr(PlanChanges, "move_scope", crash)
+    monkeypatch.setattr(ApimSubscriptionsAdapter, "set_scope", lambda *_a, **_k: None)
+    answer = held.consumer.change_plan(held.sid, "pro")
+    assert answer.status_code >= 500
+    _apim_to(stack, change_at + 1)
+    _settle(stack)  # the webhook (its move lost) and the old product's job, queued before the update
+    assert _product_of(stack, held.sid) == ("pro", {"pro-flat", "pro-usage"})  # the job retired standard-usage
+    assert not _stripe(stack).subscriptions.retrieve(held.sid).metadata.to_dict().get("apim_retiring_usage_item")
+    assert _apim_product(held)[0] == "standard"  # APIM missed the move
+    monkeypatch.undo()
+
+    assert billing_main(["reconcile"]) == 0
+    assert _apim_product(held) == ("pro", "active", held.key)
+    assert _burst(stack, held.key, 150) == {200: 150}  # Pro's rate limit (Standard's is 100 a minute)
+    stack.apim_emulator.record_usage(held.sid, 300_000, at=stack.apim_emulator.now())
+    _end_period(stack, held)
+
+    _first, upgrade, renewal = _invoices(stack, held.sid)
+    assert (upgrade.billing_reason, renewal.billing_reason) == ("subscription_update", "subscription_cycle")
+    standard_part = part_quote(standard, 100_500, start, end, since=start, until=change_at)
+    pro_part = part_quote(pro, 300_150, start, end, since=change_at, until=end)
+    usage: dict[str, int] = {}
+    for line in _lines(renewal):
+        key = _lookup(stack, _price_of(line))
+        if key.endswith("-usage"):
+            usage[key] = usage.get(key, 0) + int(line["amount"])
+    by_kind = {(q.product_id, line.kind): line.amount for q in (standard_part, pro_part) for line in q.lines}
+    # Each call once, at the product it was made on: the 300 calls not pushed before the crash included.
+    assert usage == {"standard-usage": by_kind[("standard", LineKind.USAGE)],
+                     "pro-usage": by_kind[("pro", LineKind.USAGE)]}  # fmt: skip
+    assert usage["standard-usage"] == 50  # by hand: 500 calls beyond 100,000 at 0.1 cent
+
+
+def test_free_and_cancelling_subscriptions_cannot_change_plan_and_a_form_dies_with_its_session(
+    stack: LocalStack,
+) -> None:
+    held = _subscribe(stack, "basic", "Fay")
+    # A Free subscription through the plan change form: not a subscription the form changes (Checkout is).
+    free = stack.consumer(f"frida.{secrets.token_hex(3)}@example.com", PASSWORD, "Frida")
+    free.sign_up(first_name="Frida", last_name="Tester")
+    free.subscribe("free", "free key")
+    _settle(stack)
+    (free_sub,) = [s for s in free.subscriptions() if s.product_id == "free"]
+    assert free.plan_change_page(free_sub.subscription_id, "pro").status_code == 404
+    # Cancelling at the period end (Stripe's customer portal, say): no upgrade onto it.
+    _stripe(stack).subscriptions.update(held.sid, params={"cancel_at_period_end": True})
+    _settle(stack)
+    refused = held.consumer.change_plan(held.sid, "pro")
+    assert refused.status_code == 409
+    assert _product_of(stack, held.sid) == ("basic", {"basic-flat"})
+    assert [inv.billing_reason for inv in _invoices(stack, held.sid)] == ["subscription_create"]
+    # A form of the owner's, shown once the cancellation is undone and replayed after signing out of the
+    # app (its cookie cleared): refused before anything is looked at, nothing changed.
+    _stripe(stack).subscriptions.update(held.sid, params={"cancel_at_period_end": False})
+    _settle(stack)
+    page = held.consumer.plan_change_page(held.sid, "pro")
+    assert page.status_code == 200
+    fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', page.text))
+    assert held.consumer.open(f"{stack.app_url}/api/portal/signout").status_code < 400
+    url = f"{stack.app_url}/api/portal/billing/plan"
+    assert held.consumer.session.post(url, data=fields, timeout=30).status_code in (401, 403)
+    _settle(stack)
+    assert _product_of(stack, held.sid) == ("basic", {"basic-flat"})
