@@ -1,13 +1,12 @@
 """The catalog's Stripe adapter: reads products, meters and prices; makes the plan's changes.
 
-Network errors and 5xx are retried by the SDK (`max_network_retries`, same idempotency key on
-each try). The SDK does not retry 429, so this adapter does: honouring `Retry-After` when Stripe
-sends one, else exponential backoff, with the same idempotency key.
+Every call goes through the app's one Stripe retry policy (`billing.adapters.stripe_client.with_retries`:
+the SDK's network retries, then 429 and 5xx under the process's Stripe budget), with the same
+idempotency key on each try.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 import stripe
 
 from billing import catalog_names as names
+from billing.adapters.stripe_client import with_retries
 from billing.catalog.desired import METER_AGGREGATION, MeterSpec, PriceSpec, PriceTerms, StripeProductSpec, decimal_text
 from billing.catalog.plan import PutPortalConfig, UpdatePrice, UpdateStripeProduct
 from billing.catalog.state import (
@@ -25,40 +25,29 @@ from billing.catalog.state import (
     StripeProductState,
     StripeState,
 )
+from billing.usage.ratelimit import TokenBucket
+from billing.usage.retry import Throttled, Transient
 
 T = TypeVar("T")
-RATE_LIMIT_ATTEMPTS = 5
-MAX_BACKOFF_SECONDS = 30.0
 
 
 class StripeCatalog:
     """Implements billing.catalog.apply.StripeCatalogWriter and reads the current state."""
 
-    def __init__(self, client: stripe.StripeClient, *, backoff_seconds: float = 0.5) -> None:
+    def __init__(self, client: stripe.StripeClient, budget: TokenBucket) -> None:
         self.client = client
-        self.backoff_seconds = backoff_seconds
+        self.budget = budget
 
     # ---- calls ---------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        for attempt in range(RATE_LIMIT_ATTEMPTS):
-            try:
-                return fn()
-            except stripe.RateLimitError as exc:
-                if attempt == RATE_LIMIT_ATTEMPTS - 1:
-                    raise CatalogServiceError(f"stripe: {what}: {_message(exc)}") from None
-                time.sleep(self._delay(exc, attempt))  # backoff between tries, not waiting for state
-            except stripe.StripeError as exc:
-                raise CatalogServiceError(f"stripe: {what}: {_message(exc)}") from None
-        raise AssertionError("unreachable")
-
-    def _delay(self, exc: stripe.StripeError, attempt: int) -> float:
-        retry_after = (exc.headers or {}).get("Retry-After") or (exc.headers or {}).get("retry-after")
         try:
-            if retry_after is not None:
-                return min(float(str(retry_after)), MAX_BACKOFF_SECONDS)
-        except ValueError:
-            pass
-        return min(self.backoff_seconds * (1 << attempt), MAX_BACKOFF_SECONDS)
+            return with_retries(fn, self.budget)
+        except (Throttled, Transient) as exc:
+            cause = exc.__cause__
+            reason = _message(cause) if isinstance(cause, stripe.StripeError) else str(exc)
+            raise CatalogServiceError(f"stripe: {what}: {reason}") from None
+        except stripe.StripeError as exc:
+            raise CatalogServiceError(f"stripe: {what}: {_message(exc)}") from None
 
     def _all(self, what: str, first_page: Callable[[], Any]) -> list[dict[str, Any]]:
         def fetch() -> list[dict[str, Any]]:

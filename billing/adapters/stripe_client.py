@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import stripe
 
@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from stripe._base_address import BaseAddresses
 
 from billing import config
+from billing.usage.ratelimit import TokenBucket
+from billing.usage.retry import Throttled, Transient, call_with_retry, parse_retry_after
+
+T = TypeVar("T")
 
 # Every request the app makes uses this version; the SDK release it ships with is pinned in
 # requirements.txt. Upgrading is a deliberate change of both, tested against the changelog.
@@ -48,3 +52,37 @@ def stripe_client(env: Mapping[str, str] | None = None) -> stripe.StripeClient:
 def webhook_secrets(env: Mapping[str, str] | None = None) -> list[str]:
     """Endpoint secrets; several during a rotation (comma-separated in STRIPE_WEBHOOK_SECRET)."""
     return [s.strip() for s in config.get("STRIPE_WEBHOOK_SECRET", env).split(",") if s.strip()]
+
+
+def _header(error: stripe.StripeError, name: str) -> str | None:
+    for key, value in (error.headers or {}).items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+def retryable(error: stripe.StripeError) -> Exception:
+    """Throttled / Transient for what is worth another try; the error itself otherwise."""
+    if isinstance(error, stripe.RateLimitError) or error.http_status == 429:
+        return Throttled("Stripe rate limit", parse_retry_after(_header(error, "Retry-After")))
+    if isinstance(error, stripe.APIConnectionError) or (error.http_status or 0) >= 500:
+        return Transient(f"Stripe answered {error.http_status or 'no response'}")
+    return error
+
+
+def with_retries(call: Callable[[], T], bucket: TokenBucket) -> T:
+    """The app's one retry policy for Stripe, on top of the SDK's own network retries: every call under
+    the process's Stripe budget; 429 waits Retry-After (or backs off) for the whole process, 5xx and
+    network errors back off (billing.usage.retry). The final failure is Throttled / Transient with the
+    SDK's error as its cause, or the SDK's error itself when retrying cannot help."""
+
+    def once() -> T:
+        try:
+            return call()
+        except stripe.StripeError as error:
+            translated = retryable(error)
+            if translated is error:
+                raise
+            raise translated from error
+
+    return call_with_retry(once, bucket)

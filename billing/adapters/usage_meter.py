@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 import stripe
 
+from billing.adapters.stripe_client import retryable
 from billing.catalog_names import METER_CUSTOMER_KEY, METER_VALUE_KEY
 from billing.usage.plan import MeterEvent
 from billing.usage.ports import SendResult
 from billing.usage.ratelimit import TokenBucket
-from billing.usage.retry import Throttled, Transient, call_with_retry, parse_retry_after
+from billing.usage.retry import Throttled, Transient, call_with_retry
 
 T = TypeVar("T")
 
@@ -31,22 +32,6 @@ STREAM_MAX_EVENTS = 100  # Stripe: events per meter event stream request
 # From this many events the stream needs fewer requests than v1 even when it must open a session.
 STREAM_MIN_EVENTS = 3
 SESSION_MARGIN_SECONDS = 60  # renew the stream session this long before it expires
-
-
-def _header(error: stripe.StripeError, name: str) -> str | None:
-    for key, value in (error.headers or {}).items():
-        if key.lower() == name.lower():
-            return str(value)
-    return None
-
-
-def _translate(error: stripe.StripeError) -> Exception:
-    """Throttled / Transient for what is worth retrying; the error itself otherwise."""
-    if isinstance(error, stripe.RateLimitError) or error.http_status == 429:
-        return Throttled("Stripe rate limit", parse_retry_after(_header(error, "Retry-After")))
-    if isinstance(error, stripe.APIConnectionError) or (error.http_status or 0) >= 500:
-        return Transient(f"Stripe answered {error.http_status or 'no response'}")
-    return error
 
 
 def _is_duplicate(error: stripe.StripeError) -> bool:
@@ -153,7 +138,7 @@ class StripeMeterSender:
                     options={"max_network_retries": 0},
                 )
             except stripe.StripeError as exc:
-                translated = _translate(exc)
+                translated = retryable(exc)
                 if translated is exc:
                     raise
                 raise translated from None
@@ -177,7 +162,7 @@ class StripeMeterSender:
                             options={"max_network_retries": 0}
                         )
                     except stripe.StripeError as exc:
-                        translated = _translate(exc)
+                        translated = retryable(exc)
                         if translated is exc:
                             raise
                         raise translated from None
@@ -201,7 +186,7 @@ class StripeMeterSender:
                         options={"api_key": token, "max_network_retries": 0},
                     )
                 except stripe.StripeError as exc:
-                    translated = _translate(exc)
+                    translated = retryable(exc)
                     if translated is exc:
                         raise
                     raise translated from None
@@ -255,7 +240,7 @@ class StripeMeterCounts:
             try:
                 return request()
             except stripe.StripeError as exc:
-                translated = _translate(exc)
+                translated = retryable(exc)
                 if translated is exc:
                     raise
                 raise translated from None

@@ -16,10 +16,11 @@ from billing.catalog.service import CatalogSync
 from billing.model_loader import load_models
 from billing.store.catalog_links import CatalogLinks
 from billing.store.tables import CATALOG_LINKS_TABLE
+from billing.usage.wiring import bucket, tuning
 
 
 def catalog_sync(services: Services, models_file: Path | str | None = None, *, stripe_side: bool = True,
                  apim_side: bool = True) -> CatalogSync:  # fmt: skip
-    stripe_port = StripeCatalog(services.stripe()) if stripe_side else None
+    stripe_port = StripeCatalog(services.stripe(), bucket("stripe", tuning(services.env)[0])) if stripe_side else None
     apim_port = ApimCatalog(services.apim(), CatalogLinks(services.table(CATALOG_LINKS_TABLE))) if apim_side else None
     return CatalogSync(load_models(models_file), stripe_port, apim_port)

@@ -27,6 +27,7 @@ from billing.catalog.service import CatalogSync
 from billing.model_loader import load_models
 from billing.models import Product
 from billing.pricing import billable_overage, quote
+from billing.usage.ratelimit import TokenBucket
 from emulators.stripe.server import StripeEmulator
 
 T0 = int(datetime(2026, 1, 15, tzinfo=UTC).timestamp())
@@ -65,7 +66,7 @@ def billing_stack() -> Iterator[Billing]:
     """One emulator for all cases, with the catalog applied once (each case has its own clock)."""
     with StripeEmulator() as emulator:
         env = emulator.app_settings()
-        sync = CatalogSync(load_models(), StripeCatalog(stripe_client(env)), None)
+        sync = CatalogSync(load_models(), StripeCatalog(stripe_client(env), TokenBucket(1000)), None)
         sync.apply(sync.plan())
         client = emulator.client()
         prices = {p.lookup_key: p.to_dict() for p in client.v1.prices.list({"active": True, "limit": 100})}

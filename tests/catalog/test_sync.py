@@ -21,6 +21,7 @@ from billing.model_loader import load_models
 from billing.policy import product_policy_xml
 from billing.store.catalog_links import CatalogLinks
 from billing.store.tables import CATALOG_LINKS_TABLE
+from billing.usage.ratelimit import TokenBucket
 from tests.catalog.conftest import Stack, models_variant
 
 
@@ -215,7 +216,7 @@ def test_a_removed_product_with_subscribers_stays_published(stack: Stack) -> Non
 
 def test_a_failure_in_the_middle_of_apply_is_finished_by_the_next_apply_without_duplicates(stack: Stack) -> None:
     models = load_models()
-    sync = CatalogSync(models, StripeCatalog(stripe_client()), _apim_catalog())
+    sync = CatalogSync(models, StripeCatalog(stripe_client(), TokenBucket(1000)), _apim_catalog())
     plan = sync.plan()
     done: list[Action] = []
 
@@ -249,7 +250,7 @@ def test_a_failure_in_the_middle_of_apply_is_finished_by_the_next_apply_without_
 def test_a_create_retried_with_the_same_idempotency_key_is_not_doubled(stack: Stack) -> None:
     """The case a lost response leaves: the POST succeeded, the client tries it again."""
     assert stack.cli("catalog", "apply", "--stripe-only").code == 0
-    catalog = StripeCatalog(stripe_client())
+    catalog = StripeCatalog(stripe_client(), TokenBucket(1000))
     sync = CatalogSync(load_models(), catalog, None)
     spec = next(p for p in sync.desired.prices if p.lookup_key == "payg-usage")
     meter = next(m["id"] for m in _meters(stack) if m["event_name"] == "apim_calls_payg")
@@ -280,10 +281,10 @@ def test_service_failures_exit_1_and_bad_input_exits_2_without_traceback(stack: 
 def test_throttled_apply_backs_off_and_finishes_without_duplicates(stack: Stack) -> None:
     # APIM: ARM 429s with Retry-After; azure-core's retry policy waits and retries.
     stack.apim_emu.faults.update({"error_rate_429": 0.15, "retry_after_seconds": 1, "seed": 11})
-    # Stripe: 429s, which the SDK does not retry; the catalog adapter does (same idempotency key).
+    # Stripe: 429s, which the SDK does not retry; the app's Stripe retry policy does (same idempotency key).
     stack.stripe_emu.core.faults.settings.update({"error_rate_429": 0.2, "seed": 5})
     stack.stripe_emu.core.faults.reseed()
-    sync = CatalogSync(load_models(), StripeCatalog(stripe_client(), backoff_seconds=0.01), _apim_catalog())
+    sync = CatalogSync(load_models(), StripeCatalog(stripe_client(), TokenBucket(1000)), _apim_catalog())
     sync.apply(sync.plan())
     stack.apim_emu.faults.update({"error_rate_429": 0.0})
     stack.stripe_emu.core.faults.settings.update({"error_rate_429": 0.0})
