@@ -9,12 +9,14 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
 from devstack.consumer import Consumer
 from devstack.stack import LocalStack
 from tests.trials.test_trials_stack import _invoices, _onboard, _start_trial, _stripe, _subscriptions
 
 pytestmark = pytest.mark.storage
+DAY = 86400
 
 
 def _paid_at_once(stack: LocalStack, consumer: Consumer, product: str) -> Any:
@@ -67,3 +69,18 @@ def test_no_second_trial_for_the_same_mailbox_written_another_way_nor_after_canc
     assert sum(inv.amount_paid for inv in _invoices(stack, trial.id)) == 0
     _paid_at_once(stack, fresh, "basic")
     assert len(_subscriptions(stack, fresh_uid)) == 2
+
+
+def test_a_replayed_trial_will_end_mails_the_reminder_once(stack: LocalStack) -> None:
+    consumer, _uid, clock = _onboard(stack)
+    sub, _key = _start_trial(stack, consumer, "basic")
+    faults = f"{stack.stripe_emulator.base_url}/_emulator/faults"
+    # Every webhook delivered twice from now on: Stripe "might occasionally send the same event more than once".
+    assert requests.post(faults, json={"duplicate_webhooks": 1.0}, timeout=10).status_code == 200
+    try:
+        _stripe(stack).test_helpers.test_clocks.advance(clock, params={"frozen_time": sub.trial_end - 3 * DAY + 60})
+        stack.settle_delayed()
+    finally:
+        requests.post(faults, json={"duplicate_webhooks": 0.0}, timeout=10)
+    reminders = [m for m in stack.mail_server.messages(to=consumer.email) if m.subject.startswith("Your free trial")]
+    assert len(reminders) == 1
