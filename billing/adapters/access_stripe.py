@@ -15,11 +15,11 @@ PAGE_SIZE = 100  # Stripe's maximum page size
 
 class StripeSubscriptionsAdapter:
     def __init__(self, client: stripe.StripeClient) -> None:
-        self._client = client
+        self._stripe = client
 
     def retrieve(self, subscription_id: str) -> Mapping[str, Any] | None:
         try:
-            sub = self._client.v1.subscriptions.retrieve(subscription_id, params={"expand": ["latest_invoice"]})
+            sub = self._stripe.v1.subscriptions.retrieve(subscription_id, params={"expand": ["latest_invoice"]})
         except stripe.InvalidRequestError as exc:
             if exc.code == "resource_missing":
                 return None
@@ -27,7 +27,7 @@ class StripeSubscriptionsAdapter:
         return self._with_invoice(sub.to_dict())
 
     def list_with_metadata(self) -> Iterator[Mapping[str, Any]]:
-        pages = self._client.v1.subscriptions.list(
+        pages = self._stripe.v1.subscriptions.list(
             params={"status": "all", "limit": PAGE_SIZE, "expand": ["data.latest_invoice"]}
         )
         for sub in pages.auto_paging_iter():
@@ -39,13 +39,13 @@ class StripeSubscriptionsAdapter:
         # Stripe's billing thresholds: "issue an invoice when a customer's accrued usage in a
         # subscription cycle reaches a specific monetary threshold"; the anchor stays, so the
         # period (and the usage push's windows) are unchanged.
-        self._client.v1.subscriptions.update(subscription_id, params={
+        self._stripe.v1.subscriptions.update(subscription_id, params={
             "billing_thresholds": {"amount_gte": amount_minor, "reset_billing_cycle_anchor": False}})  # fmt: skip
 
     def owed(self, customer_id: str, except_subscription: str) -> int:
         total = 0
         for status in ("open", "uncollectible", "draft"):
-            found = self._client.v1.invoices.list(params={"customer": customer_id, "status": status, "limit": 100})
+            found = self._stripe.v1.invoices.list(params={"customer": customer_id, "status": status, "limit": 100})
             for invoice in found.auto_paging_iter():
                 data = invoice.to_dict()
                 if invoice_subscription_id(data) != except_subscription:
@@ -53,7 +53,7 @@ class StripeSubscriptionsAdapter:
         return total
 
     def ending(self, customer_id: str, except_subscription: str) -> list[str]:
-        found = self._client.v1.subscriptions.list(params={"customer": customer_id, "limit": PAGE_SIZE})
+        found = self._stripe.v1.subscriptions.list(params={"customer": customer_id, "limit": PAGE_SIZE})
         # The default list leaves out canceled subscriptions: those have their final invoice already.
         return [sub.id for sub in found.auto_paging_iter() if sub.id != except_subscription
                 and (sub.to_dict().get("metadata") or {}).get(SUB_META_ACCESS_ENDED)
@@ -63,7 +63,7 @@ class StripeSubscriptionsAdapter:
         # prorate: the unused part of what its first invoice charged goes back to the customer's
         # balance; invoice_now: that credit is put on a final invoice at once.
         try:
-            self._client.v1.subscriptions.cancel(subscription_id, params={"invoice_now": True, "prorate": True})
+            self._stripe.v1.subscriptions.cancel(subscription_id, params={"invoice_now": True, "prorate": True})
         except stripe.InvalidRequestError as exc:
             if exc.code != "resource_missing" and "canceled" not in str(exc.user_message or ""):
                 raise
@@ -72,5 +72,5 @@ class StripeSubscriptionsAdapter:
         # Expansion is what Stripe does; fetch the invoice when a server left it as an id.
         latest = sub.get("latest_invoice")
         if isinstance(latest, str) and latest:
-            sub["latest_invoice"] = self._client.v1.invoices.retrieve(latest).to_dict()
+            sub["latest_invoice"] = self._stripe.v1.invoices.retrieve(latest).to_dict()
         return sub

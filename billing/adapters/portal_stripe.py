@@ -30,7 +30,7 @@ def _search_string(value: str) -> str:
 
 class PortalStripe:
     def __init__(self, client: stripe.StripeClient, customers: CustomersPort) -> None:
-        self._client = client
+        self._stripe = client
         self._c = client.v1
         self._customers = customers
         self._portal_config: str | None = None
@@ -144,7 +144,7 @@ class PortalStripe:
         return CheckoutInfo(session.id, str(session.status), sub_id)
 
     def cancel_subscription(self, subscription_id: str) -> None:
-        cancel_with_final_invoice(self._client, subscription_id)
+        cancel_with_final_invoice(self._stripe, subscription_id)
 
     def end_access(self, subscription_id: str, at: int) -> bool:
         # `cancel_at_period_end`: "Indicate whether this subscription should cancel at the end of the

@@ -77,7 +77,7 @@ class StripeMeterSender:
         workers: int = 8,
         now: Callable[[], float] | None = None,
     ) -> None:
-        self._client = client
+        self._stripe = client
         self._bucket = bucket
         self._stream_threshold = stream_threshold
         self._workers = workers
@@ -133,7 +133,7 @@ class StripeMeterSender:
         def call() -> None:
             self._count("v1")
             try:
-                self._client.v1.billing.meter_events.create(
+                self._stripe.v1.billing.meter_events.create(
                     params=_v1_params(event),  # type: ignore[arg-type]
                     options={"max_network_retries": 0},
                 )
@@ -158,7 +158,7 @@ class StripeMeterSender:
                 def create() -> tuple[str, float]:
                     self._count("session")
                     try:
-                        session = self._client.v2.billing.meter_event_session.create(
+                        session = self._stripe.v2.billing.meter_event_session.create(
                             options={"max_network_retries": 0}
                         )
                     except stripe.StripeError as exc:
@@ -181,7 +181,7 @@ class StripeMeterSender:
             def call(token: str = token) -> None:
                 self._count("stream")
                 try:
-                    self._client.v2.billing.meter_event_stream.create(
+                    self._stripe.v2.billing.meter_event_stream.create(
                         body,  # type: ignore[arg-type]
                         options={"api_key": token, "max_network_retries": 0},
                     )
@@ -213,13 +213,13 @@ class StripeMeterCounts:
     """
 
     def __init__(self, client: stripe.StripeClient, bucket: TokenBucket) -> None:
-        self._client = client
+        self._stripe = client
         self._bucket = bucket
         self._meter_ids: dict[str, str] = {}  # event name -> meter id, made once by the catalog
 
     def counted(self, customer_id: str, event_name: str, start: int, end: int) -> int:
         meter = self._meter_id(event_name)
-        summaries = self._call(lambda: self._client.v1.billing.meters.event_summaries.list(meter, params={
+        summaries = self._call(lambda: self._stripe.v1.billing.meters.event_summaries.list(meter, params={
             "customer": customer_id, "start_time": start, "end_time": end, "limit": 100,
         }, options={"max_network_retries": 0}))  # fmt: skip
         # Without value_grouping_window: one summary for the whole range (integers, exact as floats).
@@ -227,7 +227,7 @@ class StripeMeterCounts:
 
     def _meter_id(self, event_name: str) -> str:
         if event_name not in self._meter_ids:
-            meters = self._call(lambda: self._client.v1.billing.meters.list(
+            meters = self._call(lambda: self._stripe.v1.billing.meters.list(
                 params={"limit": 100}, options={"max_network_retries": 0}))  # fmt: skip
             for meter in meters.auto_paging_iter():
                 self._meter_ids[str(meter.event_name)] = str(meter.id)
