@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ from billing.adapters.apim_client import ApimService
 from billing.portal.plan_change import ChangeConflict, PaymentFailed, PlanItem, StripePlan
 from billing.usage.batches import PlanChangeRequest, plan_change_message
 from billing.usage.timing import LAG_SETTING, lag_seconds_of
+
+log = logging.getLogger(__name__)
 
 
 class PlanChanges:
@@ -69,6 +72,14 @@ class PlanChanges:
             raise PaymentFailed(str(exc.user_message or "the card was declined")) from None
         except stripe.IdempotencyError:
             raise ChangeConflict("another change of this subscription was made from this part of the period") from None
+        # A downgrade confirmed in another tab at the same moment may have put a schedule on the subscription
+        # (its checks read it before this upgrade): its next phase would take the pre-upgrade items and
+        # metadata at the period end, and leave APIM on the product paid for now. The upgrade, paid, wins;
+        # the downgrade's own check after its write (`schedule_downgrade`) refuses it too.
+        after = self._c.subscriptions.retrieve(subscription_id)
+        if after.schedule:
+            log.warning("subscription %s: a schedule made while it was upgraded is released", subscription_id)
+            self.release_schedule(_id(after.schedule))
 
     def schedule_downgrade(self, plan: StripePlan, next_items: Sequence[tuple[str, int | None]],
                            metadata: Mapping[str, str]) -> None:  # fmt: skip
@@ -89,7 +100,19 @@ class PlanChanges:
             })  # fmt: skip
         except Exception:
             self._c.subscription_schedules.release(schedule.id)  # no half-made schedule is left behind
+            if self._changed_meanwhile(plan, schedule.id):
+                raise ChangeConflict("the subscription changed plan while the downgrade was being planned") from None
             raise
+        # Another tab's upgrade may have happened between the portal's read and this schedule: its next
+        # phase would then undo a paid upgrade at the period end with metadata that no longer matches APIM.
+        if self._changed_meanwhile(plan, schedule.id):
+            self.release_schedule(schedule.id)
+            raise ChangeConflict("the subscription changed plan while the downgrade was being planned")
+
+    def _changed_meanwhile(self, plan: StripePlan, schedule_id: str) -> bool:
+        after = self._c.subscriptions.retrieve(plan.subscription_id)
+        now_on = after.metadata.to_dict().get(names.SUB_META_PRODUCT) if after.metadata is not None else None
+        return now_on != plan.metadata.get(names.SUB_META_PRODUCT) or _id(after.schedule) not in ("", schedule_id)
 
     def release_schedule(self, schedule_id: str) -> None:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
@@ -230,3 +231,35 @@ def test_an_upgrade_in_the_last_minutes_of_a_period_bills_each_call_once(stack: 
     # Nothing of the old price is left pending for the next invoice either.
     upcoming = _stripe(stack).invoices.create_preview(params={"subscription": held.sid})
     assert not [line for line in upcoming.lines.data if _lookup(stack, _price_of(line.to_dict())) == "standard-usage"]
+
+
+def test_an_upgrade_and_a_downgrade_from_two_tabs_at_once_leave_stripe_and_apim_agreeing(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = _subscribe(stack, "standard", "Rita")
+    tabs = [(held.consumer.plan_change_page(held.sid, target), target) for target in ("pro", "basic")]
+    # Both confirmations read the subscription before either changes it (the race the checks cannot see).
+    both_read = threading.Barrier(2, timeout=20)
+    read = PlanChanges.current
+
+    def current_then_wait(self: PlanChanges, subscription_id: str) -> Any:
+        plan = read(self, subscription_id)
+        both_read.wait()
+        return plan
+
+    monkeypatch.setattr(PlanChanges, "current", current_then_wait)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda tab: held.consumer.submit(tab[0], {}, f"change to {tab[1]}"), tabs))
+    monkeypatch.undo()
+    _settle(stack)
+    outcome = {target: a.status_code for (_, target), a in zip(tabs, answers, strict=True)}
+    assert 200 in outcome.values(), outcome
+    _, end = _period(stack, held.sid)
+    _apim_to(stack, end + 61)
+    _end_period(stack, held)
+    # Whatever won, the key's product is the one Stripe bills from the new period on.
+    current = _stripe(stack).subscriptions.retrieve(held.sid, params={"expand": ["items.data.price"]})
+    billed = {i.price.lookup_key.removesuffix("-flat") for i in current["items"].data
+              if i.price.lookup_key.endswith("-flat")}  # fmt: skip
+    (sub,) = [s for s in held.consumer.subscriptions() if s.subscription_id == held.sid]
+    assert ({sub.product_id}, current.metadata["apim_product_id"]) == (billed, sub.product_id), outcome
