@@ -263,3 +263,21 @@ def test_an_upgrade_and_a_downgrade_from_two_tabs_at_once_leave_stripe_and_apim_
               if i.price.lookup_key.endswith("-flat")}  # fmt: skip
     (sub,) = [s for s in held.consumer.subscriptions() if s.subscription_id == held.sid]
     assert ({sub.product_id}, current.metadata["apim_product_id"]) == (billed, sub.product_id), outcome
+
+
+def test_a_past_due_subscription_changes_plan_neither_up_nor_down(stack: LocalStack) -> None:
+    held = _subscribe(stack, "standard", "Paula")
+    stripe = _stripe(stack)
+    failing = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": held.customer})
+    stripe.subscriptions.update(held.sid, params={"default_payment_method": failing.id})
+    _, end = _period(stack, held.sid)
+    _apim_to(stack, end + 61)
+    _end_period(stack, held)  # the renewal is declined
+    assert stripe.subscriptions.retrieve(held.sid).status == "past_due"
+    for target in ("pro", "basic", "free"):
+        assert held.consumer.plan_change_page(held.sid, target).status_code == 409, target
+        assert held.consumer.change_plan(held.sid, target).status_code == 409, target
+    current = stripe.subscriptions.retrieve(held.sid, params={"expand": ["items.data.price"]})
+    assert (current.schedule, current.cancel_at_period_end) == (None, False)
+    assert {i.price.lookup_key for i in current["items"].data} == {"standard-flat", "standard-usage"}
+    assert [inv.billing_reason for inv in _invoices(stack, held.sid)] == ["subscription_create", "subscription_cycle"]
