@@ -6,9 +6,13 @@ costs about two round trips, not one per page. Each page goes through the shared
 azure-core's own retries are switched off per call (`retry_total=0`) so that 429s pause the whole
 process, not one thread.
 
-Pages are fetched through the management client's own pipeline (`_send_request`: its bearer token,
-ARM policies, TLS settings and user agent) and their JSON read here: the SDK's model deserialisation
-of ReportRecordContract rows cost more CPU than the rest of the push.
+Every page is one call of the SDK's public `reports.list_by_subscription` (its request, bearer token,
+ARM policies, TLS settings, error mapping and `ReportRecordContract` models), read a page at a time
+with `by_page` (the next link is the pager's `continuation_token`). Two things the pager does not
+give are read from the raw answer through azure-core's per-call `raw_response_hook`: the report's
+`count` of rows (the pager drops it; the side-by-side reads need it) and a check of the page's shape,
+so that a malformed page is a ReportFormatError naming what is off (the SDK's deserializer would
+turn `"12"` into 12 and fail on others with a generic message).
 """
 
 from __future__ import annotations
@@ -19,21 +23,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ResourceNotModifiedError,
-    ServiceRequestError,
-    ServiceResponseError,
-    map_error,
-)
-from azure.core.rest import HttpRequest
-from azure.mgmt.core.exceptions import ARMErrorFormat
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.paging import ItemPaged, PageIterator
+from azure.core.pipeline import PipelineResponse
+from azure.mgmt.apimanagement.models import ReportRecordContract
 
 from billing.adapters.apim_client import ApimService
 from billing.usage.plan import UsageCounts
@@ -44,16 +40,6 @@ from billing.usage.windows import ReportWindow
 log = logging.getLogger("billing.usage")
 
 CONSISTENT_READ_ATTEMPTS = 3  # parallel reads of a report that keeps changing, before paging one by one
-
-# azure-mgmt-apimanagement 5.0.0, ReportsOperations.list_by_subscription: the path and the errors it maps.
-_REPORT_PATH = (
-    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
-    "/providers/Microsoft.ApiManagement/service/{serviceName}/reports/bySubscription"
-)
-_ERROR_MAP: dict[int, type[HttpResponseError]] = {
-    401: ClientAuthenticationError, 404: ResourceNotFoundError,
-    409: ResourceExistsError, 304: ResourceNotModifiedError,
-}  # fmt: skip
 
 
 class ReportFormatError(ValueError):
@@ -126,10 +112,16 @@ class ApimUsageReports:
                     continue
                 previous = counts.get(sid)
                 # The same subscription on two rows (e.g. regions): add up.
-                counts[sid] = row if previous is None else UsageCounts(
-                    previous.success + row.success, previous.blocked + row.blocked,
-                    previous.failed + row.failed, previous.other + row.other,
-                )  # fmt: skip
+                counts[sid] = (
+                    row
+                    if previous is None
+                    else UsageCounts(
+                        previous.success + row.success,
+                        previous.blocked + row.blocked,
+                        previous.failed + row.failed,
+                        previous.other + row.other,
+                    )
+                )
         return counts
 
     def _pages(self, filter_text: str) -> list[list[tuple[str, UsageCounts]]]:
@@ -167,67 +159,69 @@ class ApimUsageReports:
         return pages
 
     def _page(self, filter_text: str, top: int | None, skip: int | None, next_link: str | None = None) -> _Page:
-        request = self._request(filter_text, top, skip, next_link)
+        service = self._service
 
         def fetch() -> _Page:
             with self._lock:
                 self.requests += 1
+            counts: list[int | None] = []  # the page's `count`, once its shape is checked
+
+            def check(pipeline_response: PipelineResponse[Any, Any]) -> None:
+                response = pipeline_response.http_response
+                if response.status_code == 200:  # errors are the SDK's to map (401, 404, ... with ARM's message)
+                    counts.append(check_page(response.body(), _where(pipeline_response.http_request.url)))
+
+            pager = service.client.reports.list_by_subscription(
+                service.resource_group,
+                service.service_name,
+                filter_text,
+                top=top,
+                skip=skip,
+                retry_total=0,
+                raw_response_hook=check,
+            )
+            # The SDK annotates an Iterable; it returns an ItemPaged, whose pages are a PageIterator.
+            paged = cast(ItemPaged[ReportRecordContract], pager)
+            pages = cast(PageIterator[ReportRecordContract], paged.by_page(continuation_token=next_link))
             try:
-                response = self._service.client._send_request(request, retry_total=0)
+                records = list(next(pages))
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise Transient(f"network error reading APIM reports: {type(exc).__name__}") from None
-            status = response.status_code
-            if status == 429:
-                retry_after = response.headers.get("Retry-After")
-                raise Throttled("ARM throttled the report read", parse_retry_after(retry_after))
-            if status >= 500:
-                raise Transient(f"ARM answered {status} to the report read")
-            if status != 200:
-                # The errors the SDK's list_by_subscription raises (401, 404, ... with ARM's message).
-                map_error(status_code=status, response=response, error_map=_ERROR_MAP)
-                raise HttpResponseError(response=response, error_format=ARMErrorFormat)
-            return parse_page(response.content, _where(request))
+            except HttpResponseError as exc:
+                status = exc.status_code or 0
+                if status == 429:
+                    retry_after = getattr(exc.response, "headers", {}).get("Retry-After")
+                    raise Throttled("ARM throttled the report read", parse_retry_after(retry_after)) from None
+                if status >= 500:
+                    raise Transient(f"ARM answered {status} to the report read") from None
+                raise
+            rows = [(_sid(r.subscription_id), _counts(r)) for r in records]
+            return _Page(rows, counts[-1] if counts else None, pages.continuation_token or None)
 
         return call_with_retry(fetch, self._bucket)
 
-    def _request(self, filter_text: str, top: int | None, skip: int | None, next_link: str | None) -> HttpRequest:
-        """The request `reports.list_by_subscription` would send (its `build_list_by_subscription_request`)."""
-        if next_link:  # absolute, with the service's own query (filter, paging, api-version)
-            return HttpRequest("GET", next_link, headers={"Accept": "application/json"})
-        config = self._service.client._config  # the client's subscription and api-version, as the SDK uses them
-        path = _REPORT_PATH.format(
-            subscriptionId=quote(config.subscription_id, safe=""),
-            resourceGroupName=quote(self._service.resource_group, safe=""),
-            serviceName=quote(self._service.service_name, safe=""),
-        )  # fmt: skip
-        # HttpRequest expects query values already quoted, as the SDK's serializer does.
-        params = {"$filter": quote(filter_text, safe="")}
-        if top is not None:
-            params["$top"] = str(top)
-        if skip is not None:
-            params["$skip"] = str(skip)
-        params["api-version"] = quote(config.api_version, safe="")
-        return HttpRequest("GET", path, params=params, headers={"Accept": "application/json"})
+
+def _counts(record: ReportRecordContract) -> UsageCounts:
+    # None: absent or null in the answer, no calls of that kind (check_page let only whole numbers through)
+    return UsageCounts(
+        success=record.call_count_success or 0,
+        blocked=record.call_count_blocked or 0,
+        failed=record.call_count_failed or 0,
+        other=record.call_count_other or 0,
+    )
 
 
-def _where(request: HttpRequest) -> str:
+def _where(url: str) -> str:
     # For error messages: the path says which report and page; the query (the long filter) adds nothing.
-    return f"APIM report page (GET {urlsplit(request.url).path})"
+    return f"APIM report page (GET {urlsplit(url).path})"
 
 
-def _int_field(row: dict[str, Any], name: str, where: str) -> int:
-    value = row.get(name)
-    if type(value) is int and value >= 0:  # the usual case first: a row of every page goes through here
-        return value
-    if value is None:  # absent or null: no calls of that kind (the SDK's model reads None)
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ReportFormatError(f"{where}: '{name}' must be a whole number of calls, 0 or more, not {value!r}")
-    return value
+_CALL_COUNTS = ("callCountSuccess", "callCountBlocked", "callCountFailed", "callCountOther")
 
 
-def parse_page(body: bytes, where: str) -> _Page:
-    """One ReportCollection page: `value` rows, `count`, `nextLink`; ReportFormatError names what is wrong."""
+def check_page(body: bytes, where: str) -> int | None:
+    """The `count` of one ReportCollection page, after checking its shape (`value` rows of whole call
+    counts and a subscriptionId string, `count`, `nextLink`); ReportFormatError names what is wrong."""
     try:
         doc = json.loads(body)
     except ValueError:
@@ -239,23 +233,24 @@ def parse_page(body: bytes, where: str) -> _Page:
     if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
         shape = f"keys {sorted(doc)[:8]}" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
         raise ReportFormatError(f"{where}: expected an object with a 'value' list of report rows, got {shape}")
-    rows: list[tuple[str, UsageCounts]] = []
     for n, row in enumerate(doc["value"]):
-        at = f"{where}: row {n}"
         if not isinstance(row, dict):
-            raise ReportFormatError(f"{at} must be an object, not a JSON {type(row).__name__}")
+            raise ReportFormatError(f"{where}: row {n} must be an object, not a JSON {type(row).__name__}")
         sid = row.get("subscriptionId")
         if sid is not None and not isinstance(sid, str):
-            raise ReportFormatError(f"{at}: 'subscriptionId' must be a string like '/subscriptions/name', not {sid!r}")
-        counts = UsageCounts(
-            success=_int_field(row, "callCountSuccess", at), blocked=_int_field(row, "callCountBlocked", at),
-            failed=_int_field(row, "callCountFailed", at), other=_int_field(row, "callCountOther", at),
-        )  # fmt: skip
-        rows.append((_sid(sid), counts))
+            raise ReportFormatError(
+                f"{where}: row {n}: 'subscriptionId' must be a string like '/subscriptions/name', not {sid!r}"
+            )
+        for name in _CALL_COUNTS:
+            value = row.get(name)
+            if value is not None and (type(value) is not int or value < 0):  # None: no calls of that kind
+                raise ReportFormatError(
+                    f"{where}: row {n}: '{name}' must be a whole number of calls, 0 or more, not {value!r}"
+                )
     count = doc.get("count")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
         raise ReportFormatError(f"{where}: 'count' must be the report's whole number of rows, not {count!r}")
     next_link = doc.get("nextLink")
     if next_link is not None and not isinstance(next_link, str):
         raise ReportFormatError(f"{where}: 'nextLink' must be a URL string or null, not {next_link!r}")
-    return _Page(rows, count, next_link or None)  # the last page may say "" (as the SDK, read as no next page)
+    return count

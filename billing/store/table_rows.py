@@ -1,88 +1,93 @@
-"""Reading many Table Storage rows quickly: the SDK's own request, its JSON read here.
+"""Reading many Table Storage rows: `query_rows`, the repositories' one way to list rows.
 
-`TableClient.query_entities` turns every property of every row into an `EntityProperty` through
-the generated deserializer, which costs several times more CPU than the request itself
-(`python -m bench.table_bench` prints both per row). These reads send the very request the SDK
-builds (`build_table_query_entities_request`) through the client's own pipeline (its credential,
-whether shared key or managed identity, its retries and its TLS settings) and parse the JSON
-themselves. Only the types this app stores are converted: Edm.Int64 (sent as a string) becomes an int;
-strings, booleans, numbers and Int32 are JSON already.
+Two paths, one contract (tests/integration/test_table_rows.py runs both):
+- "sdk": `TableClient.query_entities` / `list_entities` with `select` and `results_per_page`, page by
+  page (`by_page`), each `TableEntity` made a plain dict;
+- "wire": `billing.store.table_wire.query`, the same request through the same client pipeline with
+  the JSON read once: several times less CPU per row (`python -m bench.table_bench`), which the
+  usage push pays for every subscription link and watermark row.
+
+By default the wire, when `table_wire.ACTIVE` (the installed azure-data-tables is the version it was
+verified against), else the SDK.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, map_error
-from azure.core.rest import HttpRequest
-from azure.data.tables import TableClient
-from azure.data.tables._generated.operations._operations import build_table_query_entities_request
+from azure.core.exceptions import HttpResponseError
+from azure.data.tables import EntityProperty, TableClient, TableEntity
+
+from billing.store import table_wire
 
 PAGE_SIZE = 1000  # Table Storage returns at most 1,000 rows a page
-_TYPE_SUFFIX = "@odata.type"
-_NEXT_PARTITION = "x-ms-continuation-NextPartitionKey"
-_NEXT_ROW = "x-ms-continuation-NextRowKey"
+
+Via = Literal["sdk", "wire"]
 
 
 @dataclass(frozen=True)
 class Row:
-    """One entity: its properties (PartitionKey and RowKey included) and its ETag."""
+    """One entity: its properties (PartitionKey and RowKey included, Timestamp not) and its ETag.
+
+    Values are str, bool, int (Int32 and Int64) and float, all that the app's tables hold.
+    """
 
     values: dict[str, Any]
     etag: str
 
 
-def _row(raw: dict[str, Any]) -> Row:
-    """The decoded JSON row, its annotations removed in place (minimal metadata annotates few keys)."""
-    etag = str(raw.pop("odata.etag", ""))
-    for key in [k for k in raw if "@" in k or k.startswith("odata.")]:
-        kind = raw.pop(key)
-        if key.endswith(_TYPE_SUFFIX) and kind == "Edm.Int64":
-            name = key[: -len(_TYPE_SUFFIX)]
-            raw[name] = int(raw[name])
-    return Row(raw, etag)
+def _plain(entity: TableEntity) -> Row:
+    values = {k: v.value if isinstance(v, EntityProperty) else v for k, v in entity.items()}
+    return Row(values, str(entity.metadata["etag"]))
 
 
-def _request(table: TableClient, filter_text: str | None, select: Sequence[str] | None, page_size: int,
-             continuation: tuple[str, str | None] | None) -> HttpRequest:  # fmt: skip
-    request: HttpRequest = build_table_query_entities_request(
-        table=table.table_name, top=page_size, filter=filter_text,
-        select=",".join(select) if select else None,
-        next_partition_key=continuation[0] if continuation else None,
-        next_row_key=continuation[1] if continuation else None,
-    )  # fmt: skip
-    return request
+def _sdk_rows(
+    table: TableClient,
+    filter_text: str | None,
+    select: Sequence[str] | None,
+    page_size: int,
+    on_page: Callable[[], None] | None,
+) -> Iterator[Row]:
+    chosen = list(select) if select else None
+    if filter_text is None:
+        entities = table.list_entities(results_per_page=page_size, select=chosen)
+    else:
+        entities = table.query_entities(filter_text, results_per_page=page_size, select=chosen)
+    pages = entities.by_page()
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        except HttpResponseError:
+            if on_page is not None:
+                on_page()  # answered, if with a refusal: a request all the same
+            raise
+        if on_page is not None:
+            on_page()
+        for entity in page:
+            yield _plain(entity)
 
 
 def query_rows(
-    table: TableClient, filter_text: str | None = None, *, select: Sequence[str] | None = None,
-    page_size: int = PAGE_SIZE, on_page: Callable[[], None] | None = None,
-) -> Iterator[Row]:  # fmt: skip
+    table: TableClient,
+    filter_text: str | None = None,
+    *,
+    select: Sequence[str] | None = None,
+    page_size: int = PAGE_SIZE,
+    on_page: Callable[[], None] | None = None,
+    via: Via | None = None,
+) -> Iterator[Row]:
     """Every row matching the OData filter (all rows when None), page after page.
 
-    `on_page` is called once per request sent (for request counts in summaries).
+    `on_page` is called once per page answered (for request counts in summaries). `via` forces a
+    path (tests, benchmarks); None takes the wire when it is active.
 
     Raises ResourceNotFoundError if the table does not exist, HttpResponseError on other refusals
-    (after the pipeline's own retries), as `query_entities` would.
+    (after the pipeline's own retries), as `query_entities` does.
     """
-    continuation: tuple[str, str | None] | None = None
-    while True:
-        request = _request(table, filter_text, select, page_size, continuation)
-        # The TableClient's pipeline, not a new one; streamed, so that its policies do not decode the
-        # JSON a first time (read once here).
-        response = table._client.send_request(request, stream=True)
-        content = response.read()
-        if on_page is not None:
-            on_page()
-        if response.status_code != 200:
-            map_error(status_code=response.status_code, response=response, error_map={404: ResourceNotFoundError})
-            raise HttpResponseError(response=response)
-        for raw in json.loads(content).get("value", []):
-            yield _row(raw)
-        next_partition = response.headers.get(_NEXT_PARTITION)
-        if not next_partition:
-            return
-        continuation = (next_partition, response.headers.get(_NEXT_ROW))
+    if (via or ("wire" if table_wire.ACTIVE else "sdk")) == "sdk":
+        return _sdk_rows(table, filter_text, select, page_size, on_page)
+    return (Row(values, etag) for values, etag in table_wire.query(table, filter_text, select, page_size, on_page))

@@ -16,18 +16,31 @@ A `Watermark`'s etag is its group row's.
 Rows stay bounded: a period's entry is dropped once it is closed (the closing report settled it)
 and its cursor is more than `CLOSED_KEEP_SECONDS` behind the newest cursor of its group, long after
 Stripe's retries of `invoice.created` could ask for the same closing report again.
+
+Stored layout, named and versioned: a row's `layout` property says how its JSON reads.
+- 2 (`LAYOUT`, written now): `{"<subscription id>|<period start>": StoredEntry}`, each entry an object
+  of named fields (`StoredEntry`, `StoredPending`; fields at their default are left out), read and
+  written by pydantic, strictly (a wrong type or an unknown field is an error, not a guess).
+- 1 (rows without `layout`, as written before issue 20): each entry a JSON list by position,
+  `[reported, counted_until, closed, pending]`, pending `[identifier, event name, customer id, value,
+  timestamp, reported, counted_until, closed]` or null. Still read (`_entry_v1`); a row is written
+  in layout 2 the next time any of its watermarks moves (the whole row is rewritten each time).
+- anything else: a newer version of the app wrote it; UnknownLayout, and the row is left alone.
+Code from before layout 2 cannot read layout-2 rows (its reads fail on them): a rollback past this
+version needs one that reads both layouts.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
+from pydantic import ConfigDict, TypeAdapter
 
 from billing.store.groups import group_of
 from billing.store.table_rows import query_rows
@@ -40,37 +53,100 @@ PART_CHARS = 30_000  # a string property holds 32K characters; an entity 1 MiB (
 MAX_PARTS = 15
 CLOSED_KEEP_SECONDS = 40 * 86400
 
-# One entry: [reported, counted_until, closed, pending]; pending: [identifier, event name, customer,
-# value, timestamp, reported, counted_until, closed] or None.
-Entry = list[Any]
+LAYOUT = 2  # the stored layout this code writes (the row's `layout` property); it reads 1 too
 
 
-def _open_cursor(entry: Entry) -> int | None:
+@dataclass(frozen=True, slots=True)
+class StoredPending:
+    """A pending meter event as stored (layout 2): the event without its subscription id (the entry's
+    key has it), and the watermark it leads to once Stripe has it."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+
+    identifier: str
+    event_name: str
+    customer_id: str
+    value: int
+    timestamp: int
+    reported: int
+    counted_until: int
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One subscription's watermark for one period, as stored (layout 2)."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+
+    reported: int
+    counted_until: int | None  # None: a closing report came before any push
+    closed: bool = False
+    pending: StoredPending | None = None
+
+
+_ENTRIES = TypeAdapter(dict[str, StoredEntry])  # strict: each record says so in its config
+
+
+class UnknownLayout(ValueError):
+    """A watermark row in a layout this code does not know (written by a newer version): left alone."""
+
+
+def _entry_v1(raw: list[Any]) -> StoredEntry:
+    """An entry of layout 1: `[reported, counted_until, closed, pending]`, pending by position or null."""
+    reported, counted_until, closed, pending = raw
+    stored = None
+    if pending is not None:
+        identifier, name, customer, value, timestamp, p_reported, p_until, p_closed = pending
+        stored = StoredPending(
+            identifier=str(identifier),
+            event_name=str(name),
+            customer_id=str(customer),
+            value=int(value),
+            timestamp=int(timestamp),
+            reported=int(p_reported),
+            counted_until=int(p_until),
+            closed=bool(p_closed),
+        )
+    cursor = None if counted_until is None else int(counted_until)
+    return StoredEntry(reported=int(reported), counted_until=cursor, closed=bool(closed), pending=stored)
+
+
+def _open_cursor(entry: StoredEntry) -> int | None:
     """Where an open entry's cursor is, or will be once its pending event is recorded; None if closed."""
-    _reported, counted_until, closed, pending = entry
-    if closed:
+    if entry.closed:
         return None
-    return int(pending[6]) if pending is not None else (None if counted_until is None else int(counted_until))
+    return entry.pending.counted_until if entry.pending is not None else entry.counted_until
 
 
 def _key(subscription_id: str, period_start: int) -> str:
     return f"{subscription_id}|{period_start}"
 
 
-def _encode(entries: dict[str, Entry]) -> dict[str, Any]:
-    text = json.dumps(entries, separators=(",", ":"))
+def _encode(entries: dict[str, StoredEntry]) -> dict[str, Any]:
+    text = _ENTRIES.dump_json(entries, exclude_defaults=True).decode("utf-8")
     parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or [""]
     if len(parts) > MAX_PARTS:
-        raise ValueError(f"a watermark group outgrew its row ({len(text):,} characters): "
-                         "too few GROUPS (billing.store.groups) for this many subscriptions")
-    return {"parts": len(parts), **{f"d{n}": part for n, part in enumerate(parts)}}
+        raise ValueError(
+            f"a watermark group outgrew its row ({len(text):,} characters): "
+            "too few GROUPS (billing.store.groups) for this many subscriptions"
+        )
+    return {"layout": LAYOUT, "parts": len(parts), **{f"d{n}": part for n, part in enumerate(parts)}}
 
 
-def _decode(entity: Any) -> dict[str, Entry]:
+def _decode(entity: Mapping[str, Any]) -> dict[str, StoredEntry]:
+    """The entries of a row in any layout this code reads (see the module docstring)."""
     parts = int(entity.get("parts") or 0)
     text = "".join(str(entity[f"d{n}"]) for n in range(parts))
-    decoded: dict[str, Entry] = json.loads(text) if text else {}
-    return decoded
+    layout = entity.get("layout", 1)
+    if layout == LAYOUT:
+        return _ENTRIES.validate_json(text) if text else {}
+    if layout == 1:
+        return {key: _entry_v1(raw) for key, raw in json.loads(text).items()} if text else {}
+    raise UnknownLayout(
+        f"usage watermark row {entity.get('RowKey')!r} is in layout {layout!r}; this version "
+        f"reads layouts 1 and {LAYOUT}: a newer version of the app wrote it"
+    )
 
 
 def group_key(subscription_id: str, product_id: str) -> str:
@@ -79,32 +155,58 @@ def group_key(subscription_id: str, product_id: str) -> str:
 
 
 def _to_watermark(
-    sid: str, product_id: str, period_start: int, entry: Entry | None, etag: str | None
+    sid: str, product_id: str, period_start: int, entry: StoredEntry | None, etag: str | None
 ) -> Watermark:
     if entry is None:
         return Watermark(sid, product_id, period_start, etag=etag)
-    reported, counted_until, _closed, raw = entry
     pending = None
-    if raw is not None:
-        identifier, name, customer, value, timestamp, p_reported, p_until, p_closed = raw
-        event = MeterEvent(identifier, name, customer, int(value), int(timestamp), sid)
-        pending = PendingEvent(event, int(p_reported), int(p_until), bool(p_closed))
-    cursor = None if counted_until is None else int(counted_until)  # None: a closing report came first
-    return Watermark(sid, product_id, period_start, int(reported), cursor, pending, etag)
+    if entry.pending is not None:
+        p = entry.pending
+        event = MeterEvent(
+            identifier=p.identifier,
+            event_name=p.event_name,
+            customer_id=p.customer_id,
+            value=p.value,
+            timestamp=p.timestamp,
+            subscription_id=sid,
+        )
+        pending = PendingEvent(event, reported=p.reported, counted_until=p.counted_until, closed=p.closed)
+    return Watermark(
+        sid,
+        product_id,
+        period_start,
+        reported=entry.reported,
+        counted_until=entry.counted_until,
+        pending=pending,
+        etag=etag,
+    )
 
 
-def _to_entry(write: WatermarkWrite) -> Entry:
-    raw = None
+def _to_entry(write: WatermarkWrite) -> StoredEntry:
+    stored = None
     if write.pending is not None:
-        e = write.pending.event
-        raw = [e.identifier, e.event_name, e.customer_id, e.value, e.timestamp, write.pending.reported,
-               write.pending.counted_until, write.pending.closed]  # fmt: skip
-    return [write.reported, write.counted_until, write.closed, raw]
+        p, e = write.pending, write.pending.event
+        stored = StoredPending(
+            identifier=e.identifier,
+            event_name=e.event_name,
+            customer_id=e.customer_id,
+            value=e.value,
+            timestamp=e.timestamp,
+            reported=p.reported,
+            counted_until=p.counted_until,
+            closed=p.closed,
+        )
+    return StoredEntry(reported=write.reported, counted_until=write.counted_until, closed=write.closed, pending=stored)
 
 
-def _purged(entries: dict[str, Entry]) -> dict[str, Entry]:
-    newest = max((int(e[1]) for e in entries.values() if e[1] is not None), default=0)
-    return {k: e for k, e in entries.items() if not (e[2] and int(e[1]) < newest - CLOSED_KEEP_SECONDS)}
+def _purged(entries: dict[str, StoredEntry]) -> dict[str, StoredEntry]:
+    newest = max((e.counted_until for e in entries.values() if e.counted_until is not None), default=0)
+    settled = newest - CLOSED_KEEP_SECONDS  # closed entries whose cursor is older are dropped
+
+    def dropped(e: StoredEntry) -> bool:
+        return e.closed and e.counted_until is not None and e.counted_until < settled
+
+    return {k: e for k, e in entries.items() if not dropped(e)}
 
 
 class Watermarks:
@@ -113,7 +215,7 @@ class Watermarks:
     def __init__(self, table: TableClient) -> None:
         self._table = table
         self._lock = threading.Lock()
-        self._rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}  # group -> (etag, entries); None: no row
+        self._rows: dict[str, tuple[str | None, dict[str, StoredEntry]]] = {}  # group -> (etag, entries); None: no row
         self._have_every_row = False  # newest_cursors read every row into _rows
         self.requests = 0  # storage requests made (reads and transactions), for summaries
 
@@ -175,22 +277,26 @@ class Watermarks:
                 continue  # not a group row of this layout
             state = states.get(product, ProductUsageState(product))
             for entry in entries.values():
-                cursor, pending = _open_cursor(entry), entry[3]
+                cursor, pending = _open_cursor(entry), entry.pending
                 if pending is not None:
-                    stamp = int(pending[4])
-                    state = replace(state, pending=state.pending + 1,
-                                    oldest_pending=min(stamp, state.oldest_pending or stamp))  # fmt: skip
+                    stamp = pending.timestamp
+                    state = replace(
+                        state, pending=state.pending + 1, oldest_pending=min(stamp, state.oldest_pending or stamp)
+                    )
                 if cursor is None:
                     continue
-                state = replace(state, open_periods=state.open_periods + 1,
-                                counted_until=max(cursor, state.counted_until or cursor),
-                                oldest_cursor=min(cursor, state.oldest_cursor or cursor))  # fmt: skip
+                state = replace(
+                    state,
+                    open_periods=state.open_periods + 1,
+                    counted_until=max(cursor, state.counted_until or cursor),
+                    oldest_cursor=min(cursor, state.oldest_cursor or cursor),
+                )
             states[product] = state
         return dict(sorted(states.items()))
 
-    def _read_groups(self, low: str | None, high: str | None) -> dict[str, tuple[str | None, dict[str, Entry]]]:
+    def _read_groups(self, low: str | None, high: str | None) -> dict[str, tuple[str | None, dict[str, StoredEntry]]]:
         """Rows with RowKey in [low, high] (every row when None)."""
-        rows: dict[str, tuple[str | None, dict[str, Entry]]] = {}
+        rows: dict[str, tuple[str | None, dict[str, StoredEntry]]] = {}
         query = f"PartitionKey eq '{GROUP_PARTITION}'"
         if low is not None and high is not None:
             query += f" and RowKey ge '{low}' and RowKey le '{high}'"
@@ -200,7 +306,7 @@ class Watermarks:
             self._rows.update(rows)
         return rows
 
-    def _entries(self, group: str, etag: str | None) -> dict[str, Entry]:
+    def _entries(self, group: str, etag: str | None) -> dict[str, StoredEntry]:
         """The entries of `group` as of `etag` (None: no row); WatermarkConflict if it moved on."""
         with self._lock:
             seen = self._rows.get(group)
@@ -228,7 +334,7 @@ class Watermarks:
         by_group: dict[str, list[WatermarkWrite]] = {}
         for w in writes:
             by_group.setdefault(group_key(w.previous.subscription_id, w.previous.product_id), []).append(w)
-        operations: list[tuple[str, list[WatermarkWrite], dict[str, Entry], Write]] = []
+        operations: list[tuple[str, list[WatermarkWrite], dict[str, StoredEntry], Write]] = []
         for group, group_writes in sorted(by_group.items()):
             etags = {w.previous.etag for w in group_writes}
             if len(etags) != 1:
@@ -256,6 +362,7 @@ class Watermarks:
                     self._rows[group] = (etag, entries)
                 for w in group_writes:
                     sid, period_start = w.previous.subscription_id, w.previous.period_start
-                    result[sid] = _to_watermark(sid, w.previous.product_id, period_start,
-                                                entries[_key(sid, period_start)], etag)  # fmt: skip
+                    result[sid] = _to_watermark(
+                        sid, w.previous.product_id, period_start, entries[_key(sid, period_start)], etag
+                    )
         return result

@@ -1,23 +1,33 @@
 """Raw row reads and transactions (`billing.store.table_rows`, `table_transactions`) and the subscription
-links' layout, against Azurite."""
+links' layout, against Azurite. Both paths of each (`via`: the SDK's public API, and the wire of
+`billing.store.table_wire`) must answer alike: the tests of the contract run with each."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import uuid
+from typing import Any, Never
 
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import EdmType, TableClient, TableServiceClient
 
+from billing.records import SubscriptionLink
+from billing.store import table_wire
 from billing.store.groups import group_of
-from billing.store.subscriptions import SubscriptionLink, SubscriptionLinks
-from billing.store.table_rows import query_rows
+from billing.store.subscriptions import SubscriptionLinks
+from billing.store.table_rows import Via, query_rows
 from billing.store.table_transactions import TransactionRefused, Write, submit
 from devstack.azurite import Azurite
 
 pytestmark = pytest.mark.storage
+
+
+@pytest.fixture(params=["sdk", "wire"])
+def via(request: pytest.FixtureRequest) -> Via:
+    path: Via = request.param
+    return path
 
 
 @pytest.fixture
@@ -36,13 +46,15 @@ def _link(n: int, **changes: object) -> SubscriptionLink:
     return link.with_changes(**changes)
 
 
-def test_rows_read_as_the_sdk_reads_them_across_pages(table: TableClient) -> None:
+def test_rows_read_as_the_sdk_reads_them_across_pages(table: TableClient, via: Via) -> None:
     for p in range(3):
         table.submit_transaction([("create", {
             "PartitionKey": f"p{p}", "RowKey": f"r{n:03d}", "big": (2**40 + n, EdmType.INT64), "small": n,
             "text": f"t{n}", "flag": n % 2 == 0,
         }) for n in range(40)])  # fmt: skip
-    rows = list(query_rows(table, page_size=25))  # 120 rows over 5 pages
+    pages: list[int] = []
+    rows = list(query_rows(table, page_size=25, on_page=lambda: pages.append(1), via=via))  # 120 rows, 5 pages
+    assert len(pages) == 5
     sdk = {(e["PartitionKey"], e["RowKey"]): e for e in table.list_entities()}
     assert len(rows) == len(sdk) == 120
     for row in rows:
@@ -52,15 +64,27 @@ def test_rows_read_as_the_sdk_reads_them_across_pages(table: TableClient) -> Non
         assert isinstance(row.values["big"], int)
         assert (row.values["small"], row.values["text"], row.values["flag"]) == (
             entity["small"], entity["text"], entity["flag"])  # fmt: skip
+        assert set(row.values) == {"PartitionKey", "RowKey", "big", "small", "text", "flag"}  # no Timestamp
 
-    picked = list(query_rows(table, "PartitionKey eq 'p1' and small lt 3", select=["RowKey", "small"]))
+    picked = list(query_rows(table, "PartitionKey eq 'p1' and small lt 3", select=["RowKey", "small"], via=via))
     assert [r.values for r in picked] == [{"RowKey": f"r{n:03d}", "small": n} for n in range(3)]
 
 
-def test_a_missing_table_is_named_as_not_found(storage_connection_string: str) -> None:
+def test_a_missing_table_is_named_as_not_found(storage_connection_string: str, via: Via) -> None:
     missing = TableServiceClient.from_connection_string(storage_connection_string).get_table_client("nosuchtable")
     with pytest.raises(ResourceNotFoundError):
-        list(query_rows(missing))
+        list(query_rows(missing, via=via))
+
+
+def test_an_unverified_sdk_takes_the_public_path(table: TableClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unverified(*args: object, **kwargs: object) -> Never:
+        raise AssertionError("the wire was used with an SDK it was not verified against")
+
+    monkeypatch.setattr(table_wire, "ACTIVE", False)
+    monkeypatch.setattr(table_wire, "query", unverified)
+    monkeypatch.setattr(table_wire, "submit", unverified)
+    (etag,) = submit(table, [Write({"PartitionKey": "p", "RowKey": "r", "n": 1})])
+    assert [(r.values["n"], r.etag) for r in query_rows(table)] == [(1, etag)]
 
 
 def test_links_live_in_their_group_partition_and_list_completely(table: TableClient) -> None:
@@ -91,38 +115,45 @@ def test_bulk_insert_refuses_a_link_that_exists(table: TableClient) -> None:
     assert links.get(_link(1).apim_subscription_id)[0].apim_state == "active"  # type: ignore[index]
 
 
-def test_a_transaction_applies_every_write_or_none(table: TableClient) -> None:
-    rows = [{"PartitionKey": "g", "RowKey": f"r{n}", "text": "quote \" and é and '", "n": n, "big": 2**40 + n,
-             "flag": True} for n in range(3)]  # fmt: skip
-    etags = submit(table, [Write(row) for row in rows])
+def test_a_transaction_applies_every_write_or_none(table: TableClient, via: Via) -> None:
+    rows: list[dict[str, Any]] = [{"PartitionKey": "g", "RowKey": f"r{n}", "text": "quote \" and é and '", "n": n,
+                                   "big": 2**40 + n, "flag": True} for n in range(3)]  # fmt: skip
+    etags = submit(table, [Write(row) for row in rows], via=via)
     for row, etag in zip(rows, etags, strict=True):
         entity = table.get_entity("g", row["RowKey"])
         assert entity.metadata["etag"] == etag
         assert (entity["text"], entity["n"], entity["big"].value, entity["flag"]) == (
             row["text"], row["n"], row["big"], True)  # fmt: skip
 
-    changed = submit(table, [Write({**rows[0], "n": 10}, etags[0]), Write({**rows[1], "n": 11}, etags[1])])
+    changed = submit(table, [Write({**rows[0], "n": 10}, etags[0]), Write({**rows[1], "n": 11}, etags[1])], via=via)
     assert table.get_entity("g", "r1")["n"] == 11
 
     # A stale ETag on the second write: the first is not applied either.
     with pytest.raises(TransactionRefused) as refused:
-        submit(table, [Write({**rows[0], "n": 20}, changed[0]), Write({**rows[1], "n": 21}, etags[1])])
+        submit(table, [Write({**rows[0], "n": 20}, changed[0]), Write({**rows[1], "n": 21}, etags[1])], via=via)
     assert (refused.value.status, refused.value.index) == (412, 1)
+    assert "condition" in str(refused.value).lower()  # the service's reason, first line, without "1:"
     assert [table.get_entity("g", f"r{n}")["n"] for n in (0, 1)] == [10, 11]
 
     with pytest.raises(TransactionRefused) as exists:
-        submit(table, [Write({**rows[0], "RowKey": "r9"}), Write(rows[2])])
+        submit(table, [Write({**rows[0], "RowKey": "r9"}), Write(rows[2])], via=via)
     assert (exists.value.status, exists.value.index) == (409, 1)
+    assert str(exists.value) == "operation 1 was refused with 409: The specified entity already exists."
     assert len(list(table.list_entities())) == 3
 
 
-def test_a_transaction_names_what_it_cannot_hold(table: TableClient) -> None:
+def test_a_transaction_names_what_it_cannot_hold(table: TableClient, via: Via) -> None:
+    two = [Write({"PartitionKey": "a", "RowKey": "1"}), Write({"PartitionKey": "b", "RowKey": "1"})]
     with pytest.raises(ValueError, match="same partition"):
-        submit(table, [Write({"PartitionKey": "a", "RowKey": "1"}), Write({"PartitionKey": "b", "RowKey": "1"})])
+        submit(table, two, via=via)
     with pytest.raises(ValueError, match="1 to 100 operations"):
-        submit(table, [Write({"PartitionKey": "a", "RowKey": str(n)}) for n in range(101)])
+        submit(table, [Write({"PartitionKey": "a", "RowKey": str(n)}) for n in range(101)], via=via)
     with pytest.raises(TypeError, match="'when' must be str, bool or int"):
-        submit(table, [Write({"PartitionKey": "a", "RowKey": "1", "when": 1.5})])
+        submit(table, [Write({"PartitionKey": "a", "RowKey": "1", "when": 1.5})], via=via)
+    big = [Write({"PartitionKey": "a", "RowKey": str(n), "d0": "x" * 30_000, "d1": "x" * 30_000}) for n in range(80)]
+    with pytest.raises(ValueError, match="above Table Storage's 4,194,304"):  # before sending
+        submit(table, big, via=via)
+    assert list(table.list_entities()) == []
 
 
 class _AnswerDroppingProxy:
@@ -182,7 +213,7 @@ def _read_http(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def test_a_transaction_whose_answer_was_lost_is_sent_again_and_applied_once(azurite: Azurite) -> None:
+def test_a_transaction_whose_answer_was_lost_is_sent_again_and_applied_once(azurite: Azurite, via: Via) -> None:
     name = f"rows{uuid.uuid4().hex[:12]}"
     TableServiceClient.from_connection_string(azurite.connection_string).create_table(name)
     proxy = _AnswerDroppingProxy(azurite.table_port)
@@ -192,17 +223,17 @@ def test_a_transaction_whose_answer_was_lost_is_sent_again_and_applied_once(azur
         row = {"PartitionKey": "g", "RowKey": "r", "n": 1}
         proxy.drop_next = True
         with pytest.raises(TransactionRefused) as exists:
-            submit(via_proxy, [Write(row)])  # applied, its answer lost, sent again: the row exists
+            submit(via_proxy, [Write(row)], via=via)  # applied, its answer lost, sent again: the row exists
         assert (exists.value.status, proxy.dropped) == (409, 1)
         etag = via_proxy.get_entity("g", "r").metadata["etag"]
 
         proxy.drop_next = True
         with pytest.raises(TransactionRefused) as stale:
-            submit(via_proxy, [Write({**row, "n": 2}, etag)])  # applied, answer lost, sent again: stale ETag
+            submit(via_proxy, [Write({**row, "n": 2}, etag)], via=via)  # applied, answer lost, sent again: stale ETag
         assert (stale.value.status, proxy.dropped) == (412, 2)  # the caller rereads and finds its own write
         assert via_proxy.get_entity("g", "r")["n"] == 2
         assert len(list(via_proxy.list_entities())) == 1
 
-        assert submit(via_proxy, [Write({**row, "n": 3}, via_proxy.get_entity("g", "r").metadata["etag"])])
+        assert submit(via_proxy, [Write({**row, "n": 3}, via_proxy.get_entity("g", "r").metadata["etag"])], via=via)
     finally:
         proxy.close()

@@ -1,9 +1,9 @@
-"""Report pages read as JSON through the management client's own pipeline (`ApimUsageReports`).
+"""Report pages read a page at a time through the SDK's `reports.list_by_subscription` (`ApimUsageReports`).
 
 Against the APIM emulator: every row once over many pages with all four outcome classes, 429 with
 Retry-After pausing the shared budget, 5xx retried. Against a loopback HTTPS server that answers
 what the emulator never would (the same TLS certificate and token, the real client): the request is
-the one the SDK's own `reports.list_by_subscription` sends, a nextLink is followed as given, two rows
+the one a plain `reports.list_by_subscription` call sends, a nextLink is followed, two rows
 of one subscription add up, and a malformed page is a clear ReportFormatError, not a KeyError.
 """
 
