@@ -48,8 +48,9 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from billing.usage.batches import FinalRequest, confirm_message
+from billing.usage.batches import FinalRequest, PushBatch, confirm_message
 from billing.usage.push import PushSummary, UsagePush
+from billing.usage.windows import Period
 
 log = logging.getLogger("billing.usage")
 
@@ -70,6 +71,10 @@ def run_final_invoice(
 ) -> PushSummary:  # fmt: skip
     """Steps 4 to 6 of the module's description. Idempotent: a retry reports nothing twice."""
     sid, period = request.subscription_id, request.period
+    old_part = report_old_part(push, sid, period, request.cancel_at)
+    if old_part.failed or old_part.left_pending:
+        raise UsageNotDelivered(f"final invoice of {sid}: the usage before its plan change not delivered "
+                                f"({'; '.join(old_part.failures)}); Stripe is cancelled once it is")  # fmt: skip
     try:
         batch = push.closing_batch(sid, period, request.cancel_at)
     except LookupError as exc:
@@ -88,4 +93,33 @@ def run_final_invoice(
         send_later(confirm_message(sid, period.start, until=request.cancel_at), confirm_delay)
     log.info("final invoice of %s (access ended at %d): %s; Stripe subscription cancelled", sid,
              request.cancel_at, summary.line())  # fmt: skip
+    return summary
+
+
+def old_part_batch(push: UsagePush, subscription_id: str, period: Period, now: int | None = None) -> PushBatch | None:
+    """The closing report of the part of `period` an upgrade left behind (the old product, from its start to
+    the change), as the subscription's link names it; None when the period had no such part.
+
+    The upgrade's own job does this after the report lag (`billing.usage.plan_change`); this is its safety
+    net at the period's closing report and at a cancellation's final invoice, should that job not have run
+    (lost, poisoned, or queued behind the cancel): the old metered price is then still on the subscription,
+    and bills the calls on that invoice. Exactly once with the job: the same watermark, whichever runs
+    second finds the part settled."""
+    found = push.links.get(subscription_id)
+    if found is None:
+        return None
+    link = found[0]
+    changed = link.product_since
+    if not link.previous_product_id or not period.start < changed < period.end:
+        return None
+    return push.closing_batch(subscription_id, period, now, until=changed,
+                              part=(link.previous_product_id, max(period.start, link.previous_since)))  # fmt: skip
+
+
+def report_old_part(push: UsagePush, subscription_id: str, period: Period, now: int | None = None) -> PushSummary:
+    """`old_part_batch`, sent; an empty summary when there is none."""
+    batch = old_part_batch(push, subscription_id, period, now)
+    if batch is None:
+        return PushSummary()
+    summary, _ = push.process_batch(batch)
     return summary

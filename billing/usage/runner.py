@@ -17,7 +17,7 @@ from billing.usage.batches import (
     parse_message,
 )
 from billing.usage.confirm import confirm_delivery, period_of
-from billing.usage.final_invoice import SubscriptionEnder, run_final_invoice
+from billing.usage.final_invoice import SubscriptionEnder, report_old_part, run_final_invoice
 from billing.usage.plan_change import UsageItemRetirer, run_plan_change
 from billing.usage.push import PushPlan, PushSummary, UsagePush
 
@@ -75,16 +75,21 @@ def handle_message(
         return run_final_invoice(push, message, ender, send_later, confirm_delay)
     if isinstance(message, ConfirmRequest):
         return _confirm(push, message, send_later, int(now()), retry_delays(confirm_delay))
+    old_part = PushSummary()
     if isinstance(message, ClosingRequest):
+        # An upgrade's old product first, if its own job has not reported it (billing.usage.final_invoice).
+        old_part = report_old_part(push, message.subscription_id, message.period)
         batch = push.closing_batch(message.subscription_id, message.period)
         if batch is None:
-            return PushSummary(subscriptions_seen=1, skipped=1)
+            old_part.subscriptions_seen, old_part.skipped = 1, old_part.skipped + 1
+            return old_part
         if send_later is not None and push.counts is not None:
             send_later(confirm_message(message.subscription_id, message.period.start), confirm_delay)
     else:
         batch = message
     deadline = (clock() if started is None else started) + SAFE_RUN_SECONDS
     summary, rest = push.process_batch(batch, deadline=deadline, clock=clock)
+    summary.add(old_part)
     if rest is not None:
         log.info("usage push: near the time limit, %d subscriptions re-enqueued", len(rest.items))
         send(batch_message(rest))

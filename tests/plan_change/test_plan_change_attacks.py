@@ -23,6 +23,8 @@ from billing.adapters.access_apim import ApimSubscriptionsAdapter
 from billing.adapters.portal_plan_change import PlanChanges
 from billing.cli import main as billing_main
 from billing.pricing import LineKind, part_quote
+from billing.usage import runner
+from billing.usage.push import PushSummary
 from devstack.stack import LocalStack, StackOptions
 from tests.plan_change.test_plan_change_stack import (
     DAY,
@@ -281,3 +283,36 @@ def test_a_past_due_subscription_changes_plan_neither_up_nor_down(stack: LocalSt
     assert (current.schedule, current.cancel_at_period_end) == (None, False)
     assert {i.price.lookup_key for i in current["items"].data} == {"standard-flat", "standard-usage"}
     assert [inv.billing_reason for inv in _invoices(stack, held.sid)] == ["subscription_create", "subscription_cycle"]
+
+
+def test_a_lost_plan_change_job_is_made_good_by_the_periods_closing_report(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    standard, pro = MODELS.product("standard"), MODELS.product("pro")
+    held = _subscribe(stack, "standard", "Nora")
+    _push()
+    start, end = _period(stack, held.sid)
+    stack.apim_emulator.record_usage(held.sid, 100_200, at=stack.apim_emulator.now())
+    _push()  # 200 beyond the included calls reported before the change
+    stack.apim_emulator.record_usage(held.sid, 330, at=stack.apim_emulator.now())  # not yet
+    change_at = start + 12 * DAY
+    _apim_to(stack, change_at - 60)
+    _advance(stack, held, change_at)
+    # The old product's job never runs (poisoned after its retries, say).
+    monkeypatch.setattr(runner, "run_plan_change", lambda *_a, **_k: PushSummary(subscriptions_seen=1, skipped=1))
+    assert held.consumer.change_plan(held.sid, "pro").status_code == 200
+    _apim_to(stack, change_at + 1)
+    _settle(stack)
+    stack.apim_emulator.record_usage(held.sid, 1_000, at=stack.apim_emulator.now())
+    _end_period(stack, held)
+
+    _first, _upgrade, renewal = _invoices(stack, held.sid)
+    usage: dict[str, int] = {}
+    for line in _lines(renewal):
+        key = _lookup(stack, _price_of(line))
+        if key.endswith("-usage"):
+            usage[key] = usage.get(key, 0) + int(line["amount"])
+    standard_part = part_quote(standard, 100_530, start, end, since=start, until=change_at)
+    pro_part = part_quote(pro, 1_000, start, end, since=change_at, until=end)
+    assert usage == {"standard-usage": standard_part.lines[1].amount, "pro-usage": pro_part.lines[1].amount}
+    assert usage["standard-usage"] == 53  # by hand: 530 calls beyond 100,000 at 0.1 cent, the 330 late ones included
