@@ -25,16 +25,16 @@ class StripeSubscriptionEnder:
     """`billing.usage.final_invoice.SubscriptionEnder` over the Stripe SDK."""
 
     def __init__(self, client: stripe.StripeClient) -> None:
-        self._client = client
+        self._stripe = client
 
     def cancel_with_final_invoice(self, subscription_id: str) -> None:
-        cancel_with_final_invoice(self._client, subscription_id)
+        cancel_with_final_invoice(self._stripe, subscription_id)
 
     def retiring_item(self, subscription_id: str) -> tuple[str, int] | None:
         """`billing.usage.plan_change.UsageItemRetirer`: the item an upgrade left to retire, and the upgrade's
         instant (`apim_product_since`), from the subscription's metadata."""
         try:
-            current = self._client.v1.subscriptions.retrieve(subscription_id)
+            current = self._stripe.v1.subscriptions.retrieve(subscription_id)
         except stripe.InvalidRequestError:
             return None
         metadata = current.metadata.to_dict() if current.metadata is not None else {}
@@ -44,7 +44,7 @@ class StripeSubscriptionEnder:
     def retire_usage_item(self, subscription_id: str, item_id: str) -> None:
         """`billing.usage.plan_change.UsageItemRetirer`: remove an upgrade's old metered item; flexible billing
         mode bills its reported usage on the next invoice (`create_prorations`)."""
-        current = self._client.v1.subscriptions.retrieve(subscription_id)
+        current = self._stripe.v1.subscriptions.retrieve(subscription_id)
         if current.status in _ENDED:
             return
         items = [item.id for item in current["items"].data]
@@ -52,5 +52,5 @@ class StripeSubscriptionEnder:
             "proration_behavior": "create_prorations", "metadata": {SUB_META_RETIRING_ITEM: ""}}
         if item_id in items:
             params["items"] = [{"id": item_id, "deleted": True}]
-        self._client.v1.subscriptions.update(subscription_id, params=params,
+        self._stripe.v1.subscriptions.update(subscription_id, params=params,
                                              options={"idempotency_key": f"retire-{subscription_id}-{item_id}"})
