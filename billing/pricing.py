@@ -114,8 +114,9 @@ def format_minor(amount: int, currency: str, exponent: int) -> str:
 # flat fee by time ("credit for the unused time" of what was debited, a charge for "the remaining
 # time" of the new price: docs.stripe.com/billing/subscriptions/prorations), rounding each proration
 # line to the minor unit. The usage of each part is billed at its product's price, and a part that
-# starts after the period start gets the same share of the product's included calls as of its fee,
-# so that upgrading late in a period cannot buy a month's included calls for a day's fee.
+# covers less than the whole period gets the same share of the product's included calls as of its
+# fee: upgrading late in a period cannot buy a month's included calls for a day's fee, and the product
+# left early cannot give a month's included calls for the hour's fee Stripe keeps of it.
 
 
 def _remaining(amount: int, period_start: int, period_end: int, at: int) -> int:
@@ -134,27 +135,35 @@ def prorated_fee(product: Product, period_start: int, period_end: int, since: in
     return _remaining(fee, period_start, period_end, since) - _remaining(fee, period_start, period_end, until)
 
 
-def included_calls_for_part(product: Product, period_start: int, period_end: int, since: int) -> int:
-    """Included calls of a part that starts at `since`: all of them from the period start, else the share
-    of the time left (rounded down), as for the fee."""
-    if since <= period_start:
+def included_calls_for_part(
+    product: Product, period_start: int, period_end: int, since: int, until: int | None = None
+) -> int:
+    """Included calls of the part [since, until) of the period (`until` None: to the period end): all of
+    them for the whole period, else the share of the period the part covers (rounded down), as for the
+    fee. An upgrade's old product keeps the share of [its start, the change), the new one of [the change, end)."""
+    since = max(since, period_start)
+    until = period_end if until is None else min(until, period_end)
+    if since <= period_start and until >= period_end:
         return product.included_calls
-    if since >= period_end:
+    if until <= since:
         return 0
-    return product.included_calls * (period_end - since) // (period_end - period_start)
+    return product.included_calls * (until - since) // (period_end - period_start)
 
 
-def part_product(product: Product, period_start: int, period_end: int, since: int) -> Product:
-    """The product as billed for a part that starts at `since` (its included calls prorated)."""
-    included = included_calls_for_part(product, period_start, period_end, since)
+def part_product(
+    product: Product, period_start: int, period_end: int, since: int, until: int | None = None
+) -> Product:
+    """The product as billed for the part [since, until) of the period (its included calls prorated)."""
+    included = included_calls_for_part(product, period_start, period_end, since, until)
     if included == product.included_calls:
         return product
     return product.model_copy(update={"included_calls": included})
 
 
 def part_quote(product: Product, calls: int, period_start: int, period_end: int, *, since: int, until: int) -> Quote:
-    """The invoice lines of `calls` billable calls made on `product` during [since, until) of the period."""
-    billed = part_product(product, period_start, period_end, since)
+    """The invoice lines of `calls` billable calls made on `product` during [since, until) of the period:
+    its fee and its included calls both prorated to the share of the period the part covers."""
+    billed = part_product(product, period_start, period_end, since, until)
     full = quote(billed, calls)
     lines = tuple(
         QuoteLine(line.kind, line.description, line.quantity,

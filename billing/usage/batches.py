@@ -35,6 +35,9 @@ class PushItem:
     # Where the product's part of the period starts after a plan change (billing.usage.segments); 0: at the
     # period start. The part's included calls are prorated from it.
     since: int = 0
+    # Where that part ends when before the period end (an upgrade's old product, closed up to the change);
+    # None: at the period end. Its included calls are prorated up to it (`billing.pricing.part_product`).
+    until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ class BadMessage(ValueError):
 def batch_message(batch: PushBatch) -> bytes:
     items = [[i.subscription_id, i.customer_id, i.product_id, i.period.start, i.period.end, i.window_start,
               i.counts.success, i.counts.blocked, i.counts.failed, i.counts.other]
-             + ([i.since] if i.since > i.period.start else []) for i in batch.items]  # fmt: skip
+             + ([i.since, i.until] if i.until is not None else [i.since] if i.since > i.period.start else [])
+             for i in batch.items]  # fmt: skip
     payload = {"kind": "batch", "window_end": batch.window_end, "as_of": batch.as_of, "closing": batch.closing,
                "items": items}  # fmt: skip
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
@@ -149,10 +153,15 @@ def _period(payload: dict[str, Any]) -> Period:
 
 
 ITEM_FIELDS = ("[sid, customer, product, period_start, period_end, window_start or null, success, blocked, "
-               "failed, other] (and the part's start after a plan change)")
+               "failed, other] (and the part's start after a plan change, and its end if before the period's)")
 
 
 def _item(raw: Any, n: int) -> PushItem:
+    if isinstance(raw, list) and len(raw) == 12:  # a part that ends before the period end: its end last
+        until = raw[11]
+        if type(until) is not int or until < 0:
+            raise BadMessage(f"items[{n}]: the part's end must be a whole number of unix seconds")
+        return replace(_item(raw[:11], n), until=until)
     if isinstance(raw, list) and len(raw) == 11:  # a product's part after a plan change: its start last
         since = raw[10]
         if type(since) is not int or since < 0:

@@ -66,7 +66,7 @@ def repair_identifier(subscription_id: str, period_start: int, expected: int) ->
 
 def parse_identifier(identifier: str) -> tuple[str, int] | None:
     """(subscription id, period start) of an identifier the push or a repair made; None if hashed."""
-    parts = identifier.removeprefix("r:").rsplit(":", 2)
+    parts = identifier.removeprefix("r:").removeprefix("p:").rsplit(":", 2)
     if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
         return None
     return parts[0], int(parts[1])

@@ -77,12 +77,15 @@ class Step:
     note: str = ""  # why nothing moved, for the summary ("" when something did)
 
 
-def event_identifier(subscription_id: str, period_start: int, cumulative: int) -> str:
+def event_identifier(subscription_id: str, period_start: int, cumulative: int, *, share: bool = False) -> str:
     """Deterministic: the same subscription, period and cumulative count give the same identifier.
 
     A rerun after a crash between sending and recording resends it, and Stripe drops the duplicate.
+    `share`: the closing of an upgrade's old product, which sends the rest of its overage at its share of
+    the included calls, possibly at the cumulative count of the last push before the change (no call since):
+    "p:" keeps it from being that push's identifier, which Stripe would drop as a duplicate.
     """
-    plain = f"{subscription_id}:{period_start}:{cumulative}"
+    plain = f"{'p:' if share else ''}{subscription_id}:{period_start}:{cumulative}"
     if len(plain) <= MAX_IDENTIFIER_LENGTH:
         return plain
     digest = hashlib.sha256(plain.encode("utf-8")).hexdigest()
@@ -126,10 +129,14 @@ def plan_step(
     cumulative: int,
     reported: int,
     window_end: int,
+    reported_product: Product | None = None,
 ) -> Step:
     """The event for the calls not yet reported this period, and the watermark after it.
 
     `cumulative`: the billable calls of the period counted so far, the new ones included.
+    `reported_product`: the product the `reported` calls were billed with, when it is not `product`
+    (an upgrade's old product: pushed with all its included calls, closed with their share of its part
+    of the period, `billing.pricing.part_product`). The watermark stays a call count either way.
     """
     if not product.is_metered:
         return Step(None, reported, "product is not metered")
@@ -138,12 +145,16 @@ def plan_step(
     if cumulative < reported:
         # Reports never shrink in APIM; if one does, keep what was billed and never send a negative.
         return Step(None, reported, f"report shows {cumulative} billable calls, below the {reported} reported")
-    value = billable_overage(product, cumulative) - billable_overage(product, reported)
+    before = product if reported_product is None else reported_product
+    value = billable_overage(product, cumulative) - billable_overage(before, reported)
+    if value < 0:
+        # Never with fewer included calls now than then (a part's share); refuse rather than send it.
+        raise ValueError(f"{subscription_id}: {cumulative} calls on {product.id} bill less than {reported} reported")
     if value == 0:
         note = "" if cumulative > reported else "no new billable calls"
         return Step(None, cumulative, note)
     event = MeterEvent(
-        identifier=event_identifier(subscription_id, period_start, cumulative),
+        identifier=event_identifier(subscription_id, period_start, cumulative, share=before != product),
         event_name=meter_event_name(product.id),
         customer_id=customer_id,
         value=value,

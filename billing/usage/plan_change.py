@@ -7,7 +7,10 @@ APIM's usage data of the calls just before T arrives minutes later. So a job wai
 as a cancellation's final invoice does (billing.usage.final_invoice), then:
 1. reports the old product's part of the period, [its start, T), stamped T - 1, to the old meter: the
    closing report up to the change, as `catalog migrate-prices` does for a price move; the calls
-   from T on belong to the new product (the APIM subscription moved to it at T);
+   from T on belong to the new product (the APIM subscription moved to it at T). The part keeps the share
+   of the old product's included calls that [its start, T) is of the period, as its fee does
+   (`billing.pricing.part_product`): the pushes before T billed it with all of them, so this report
+   sends the overage at the share less what they sent;
 2. removes the old metered item with `proration_behavior=create_prorations`: "we create an invoice
    item that bills for previously reported metered usage when you remove a metered price" (flexible
    mode), so that usage is on the next invoice at the old price; and clears the metadata that

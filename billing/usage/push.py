@@ -247,8 +247,11 @@ class UsagePush:
         start = min(max(window.start, since), window.end - 1)
         end = window.end if until is None else max(start + 1, min(until, window.end))
         counts = self.reports.read(ReportWindow(start, end), subscription_id, None).get(subscription_id, UsageCounts())
+        # A part that ends before the period (an upgrade's old product) gets the share of the included calls
+        # of [since, until), as of its fee; the pushes before the change billed it with all of them.
+        part_end = until if part is not None and until is not None and until < period.end else None
         item = PushItem(subscription_id, link.stripe_customer_id, product_id, period, period.start, counts,
-                        since=since if since > period.start else 0)  # fmt: skip
+                        since=since if since > period.start else 0, until=part_end)  # fmt: skip
         stamp_end = window.end if now is None or now >= period.end else max(period.start, now - 1)
         return PushBatch(stamp_end, stamp_end, (item,), closing=True)
 
@@ -318,8 +321,10 @@ class UsagePush:
                 summary.failed += 1
                 summary.failures.append(f"{sid}: {exc.args[0]}")
                 continue
-            planned = self._plan_item(batch, item, mark, part_product(product, item.period.start, item.period.end,
-                                                                      item.since))  # fmt: skip
+            start, end = item.period.start, item.period.end
+            billed = part_product(product, start, end, item.since, item.until)
+            pushed = None if item.until is None else part_product(product, start, end, item.since)
+            planned = self._plan_item(batch, item, mark, billed, pushed)
             if planned is None:
                 summary.skipped += 1
                 continue
@@ -344,9 +349,15 @@ class UsagePush:
         return summary
 
     def _plan_item(
-        self, batch: PushBatch, item: PushItem, mark: Watermark, product: Product
+        self, batch: PushBatch, item: PushItem, mark: Watermark, product: Product, pushed: Product | None = None
     ) -> tuple[Step, WatermarkWrite] | None:
-        """The step and the watermark write for one subscription; None when nothing moves."""
+        """The step and the watermark write for one subscription; None when nothing moves.
+
+        `pushed`: the product the regular pushes billed the part with, when `product` is the part closed
+        before the period end (an upgrade's old product, its included calls cut to the part's share): the
+        closing sends the overage at the share less what the pushes sent. Once closed (the cursor at the
+        period end: the pushes never get there before the change), the part was reported at the share.
+        """
         period = item.period
         if batch.closing:
             cumulative, until, closed = item.counts.billable(product), period.end, True
@@ -359,10 +370,12 @@ class UsagePush:
                 return None
             added = item.counts.billable(product) if action is WindowAction.COUNT else 0
             cumulative, until, closed = mark.reported + added, run.end, False
+        closed_before = mark.counted_until is not None and mark.counted_until >= period.end
+        reported_product = pushed if pushed is not None and pushed != product and not closed_before else None
         step = plan_step(
             subscription_id=item.subscription_id, customer_id=item.customer_id, product=product,
             period_start=period.start, period_end=period.end, cumulative=cumulative, reported=mark.reported,
-            window_end=batch.window_end,
+            window_end=batch.window_end, reported_product=reported_product,
         )  # fmt: skip
         if step.event is None:
             return step, WatermarkWrite(mark, step.reported, until, None, closed)
@@ -419,7 +432,7 @@ class UsagePush:
             try:
                 if self.counts is None:
                     raise RuntimeError("it is too old to resend blindly, and no meter summaries are wired")
-                product = self.models.product(mark.product_id)
+                product = self._billed_product(mark, periods[mark.subscription_id])
                 outcome = make_up(self.meter, self.counts, product, subscription_id=mark.subscription_id,
                                   customer_id=event.customer_id, period=periods[mark.subscription_id],
                                   expected=billable_overage(product, mark.pending.reported), now=now,
@@ -434,6 +447,25 @@ class UsagePush:
             summary.calls_reported += outcome.repaired
             settled.append(mark)
         return settled
+
+    def _billed_product(self, mark: Watermark, period: Period) -> Product:
+        """The product as the pending event of `mark` was computed with: after an upgrade within the period, the
+        new product's part has its share of the included calls from the change, and the old product's closed
+        part its share up to the change (its pushes before the change had all of them)."""
+        product = self.models.product(mark.product_id)
+        found = self.links.get(mark.subscription_id)
+        if found is None:
+            return product
+        link = found[0]
+        if not period.start < link.product_since < period.end:
+            return product
+        if mark.product_id == link.product_id:
+            return part_product(product, period.start, period.end, link.product_since)
+        if mark.product_id == link.previous_product_id:
+            closed = mark.pending is not None and mark.pending.closed
+            return part_product(product, period.start, period.end, max(period.start, link.previous_since),
+                                link.product_since if closed else None)  # fmt: skip
+        return product
 
     def _record(self, marks: dict[str, Watermark], result: SendResult, summary: PushSummary) -> None:
         done = []

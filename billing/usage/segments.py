@@ -6,7 +6,8 @@ the start) and the product before it with that one's start. A period's usage is 
   change job (`billing.usage.plan_change`), the new product's part [T, end) by the period's closing report;
 - a downgrade takes effect at a period end: the finished period is wholly the old product's, and is
   closed (after the new product's metadata reached the link) by the same closing report.
-Each part's included calls are prorated as its fee is (`billing.pricing.part_product`). Pure.
+Each part's included calls are prorated as its fee is (`billing.pricing.part_product`): the new
+product's from the change to the end, the old product's from its start to the change. Pure.
 """
 
 from __future__ import annotations

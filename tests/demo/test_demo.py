@@ -43,9 +43,10 @@ def test_every_consumers_invoice_equals_its_quote(demo_run: tuple[Demo, list[Con
         "enterprise": 74_995 * 2,  # 1,500,015 calls: the block paid in advance and one started block
         "basic": 0 + 1_495,  # a 14-day trial (USD 0 at Checkout, its calls never billed), then the first month
         # Upgraded half-way through the period: Standard's fee for the first half (8,995 - 4,498 credited, half
-        # up) and its 500 calls beyond 100,000 at 0.1 cent; Pro's fee for the second half (22,498) and its
-        # 300,155 calls beyond half of its 500,000 included at 0.06 cent (3,009.3).
-        "standard>pro": (8_995 - 4_498) + 50 + 22_498 + 3_009,
+        # up) and its 100,500 calls beyond half of its 100,000 included (50,000) at 0.1 cent (5,050); Pro's fee
+        # for the second half (22,498) and its 300,155 calls beyond half of its 500,000 included at 0.06 cent
+        # (3,009.3). Each part keeps the share of its product's included calls that it keeps of its fee.
+        "standard>pro": (8_995 - 4_498) + 5_050 + 22_498 + 3_009,
     }
 
 

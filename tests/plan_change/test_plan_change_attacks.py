@@ -6,7 +6,9 @@ higher product without paying for it, and what could make a call billed twice or
 - two tabs upgrading at once to different products: one change, paid once, APIM and Stripe agreeing;
 - a crash after Stripe took the upgrade and before APIM moved the scope, its webhook lost as well:
   reconcile moves the scope, and the old product's last calls are billed once (its job was queued first);
-- a Free subscription, one cancelling at its period end, and a form replayed after signing out: refused.
+- a Free subscription, one cancelling at its period end, and a form replayed after signing out: refused;
+- a month's included calls used up in the first hour, then an upgrade: the old product keeps only the
+  hour's share of its included calls, as Stripe keeps only the hour's share of its fee.
 """
 
 from __future__ import annotations
@@ -158,7 +160,12 @@ def test_a_crash_between_stripes_update_and_the_scope_move_is_repaired_and_every
     # Each call once, at the product it was made on: the 300 calls not pushed before the crash included.
     assert usage == {"standard-usage": by_kind[("standard", LineKind.USAGE)],
                      "pro-usage": by_kind[("pro", LineKind.USAGE)]}  # fmt: skip
-    assert usage["standard-usage"] == 50  # by hand: 500 calls beyond 100,000 at 0.1 cent
+    # By hand: Standard's part is 10 days of the period, so it keeps that share of its 100,000 included calls
+    # (rounded down); 200 calls beyond all 100,000 were pushed before the change, the rest of the part's
+    # overage by the report up to it. 31 days: 32,258 included, 100,500 - 32,258 = 68,242 at 0.1 cent =
+    # 6,824.2 -> 6,824; 30 days: 33,333, 67,167 -> 6,717; 29 days: 34,482, 66,018 -> 6,602;
+    # 28 days: 35,714, 64,786 -> 6,479.
+    assert usage["standard-usage"] == {31: 6_824, 30: 6_717, 29: 6_602, 28: 6_479}[(end - start) // DAY]
 
 
 def test_free_and_cancelling_subscriptions_cannot_change_plan_and_a_form_dies_with_its_session(
@@ -226,7 +233,10 @@ def test_an_upgrade_in_the_last_minutes_of_a_period_bills_each_call_once(stack: 
                 usage[key] = usage.get(key, 0) + int(line["amount"])
     standard_part = part_quote(standard, 100_740, start, end, since=start, until=change_at)
     pro_part = part_quote(pro, 25, start, end, since=change_at, until=end)
-    assert usage.get("standard-usage") == standard_part.lines[1].amount == 74  # 740 calls at 0.1 cent, once
+    # By hand: the part ends 120 s before the period end, so Standard keeps 100,000 less 100,000 x 120 s of
+    # the period's 28 to 31 days (4.96 to 4.48 calls): 99,995.0x -> 99,995 included, and its 100,740 calls are
+    # 745 beyond them at 0.1 cent = 74.5 -> 75 cents (half up), once.
+    assert usage.get("standard-usage") == standard_part.lines[1].amount == 75
     assert usage.get("pro-usage", 0) == pro_part.lines[1].amount == 0  # within Pro's prorated included calls
     current = _stripe(stack).subscriptions.retrieve(held.sid, params={"expand": ["items.data.price"]})
     assert {i.price.lookup_key for i in current["items"].data} == {"pro-flat", "pro-usage"}
@@ -315,4 +325,54 @@ def test_a_lost_plan_change_job_is_made_good_by_the_periods_closing_report(
     standard_part = part_quote(standard, 100_530, start, end, since=start, until=change_at)
     pro_part = part_quote(pro, 1_000, start, end, since=change_at, until=end)
     assert usage == {"standard-usage": standard_part.lines[1].amount, "pro-usage": pro_part.lines[1].amount}
-    assert usage["standard-usage"] == 53  # by hand: 530 calls beyond 100,000 at 0.1 cent, the 330 late ones included
+    # By hand, the 330 late calls included: Standard's part is 12 days of the period, so it keeps that share
+    # of its 100,000 included calls (rounded down). 31 days: 1,200,000 / 31 = 38,709.7 -> 38,709, and
+    # 100,530 - 38,709 = 61,821 beyond at 0.1 cent = 6,182.1 -> 6,182; 30 days: 40,000, 60,530 -> 6,053;
+    # 29 days: 41,379, 59,151 -> 5,915; 28 days: 42,857, 57,673 -> 5,767.
+    assert usage["standard-usage"] == {31: 6_182, 30: 6_053, 29: 5_915, 28: 5_767}[(end - start) // DAY]
+
+
+def test_a_months_included_calls_used_in_the_first_hour_then_an_upgrade_are_billed_beyond_the_hours_share(
+    stack: LocalStack,
+) -> None:
+    standard, pro = MODELS.product("standard"), MODELS.product("pro")
+    held = _subscribe(stack, "standard", "Ivan")
+    _push()  # opens the usage window
+    start, end = _period(stack, held.sid)
+    stack.apim_emulator.record_usage(held.sid, 100_000, at=stack.apim_emulator.now())
+    _push()  # all within Standard's 100,000 included calls as the pushes count them: nothing sent yet
+    change_at = start + HOUR
+    _apim_to(stack, change_at - 60)
+    _advance(stack, held, change_at)
+    assert held.consumer.change_plan(held.sid, "pro").status_code == 200
+    _apim_to(stack, change_at + 1)
+    _settle(stack)  # the webhook, and the old product's job after the report lag
+    assert _product_of(stack, held.sid) == ("pro", {"pro-flat", "pro-usage"})
+    stack.apim_emulator.record_usage(held.sid, 1_000, at=stack.apim_emulator.now())
+    _end_period(stack, held)
+
+    first, upgrade, renewal = _invoices(stack, held.sid)
+    assert [inv.billing_reason for inv in (first, upgrade, renewal)] == ["subscription_create", "subscription_update",
+                                                                         "subscription_cycle"]  # fmt: skip
+    assert all(inv.status == "paid" for inv in (first, upgrade, renewal))
+    standard_part = part_quote(standard, 100_000, start, end, since=start, until=change_at)
+    pro_part = part_quote(pro, 1_000, start, end, since=change_at, until=end)
+    by_kind = {(q.product_id, line.kind): line.amount for q in (standard_part, pro_part) for line in q.lines}
+    assert first.total + upgrade.total == by_kind[("standard", LineKind.FLAT_FEE)] + by_kind[("pro", LineKind.FLAT_FEE)]
+    usage: dict[str, int] = {}
+    for line in _lines(renewal):
+        key = _lookup(stack, _price_of(line))
+        if key.endswith("-usage"):
+            usage[key] = usage.get(key, 0) + int(line["amount"])
+    assert usage == {"standard-usage": by_kind[("standard", LineKind.USAGE)],
+                     "pro-usage": by_kind[("pro", LineKind.USAGE)]}  # fmt: skip
+    assert usage["pro-usage"] == 0  # 1,000 calls, within Pro's share of the rest of the period
+    # By hand, for a 31-day period (744 hours): Standard's part is 1 of its 744 hours. Its fee: 8,995 less
+    # the credit for 743 hours, 8,995 x 743 / 744 = 8,982.91 -> 8,983, so 12 cents. Its included calls:
+    # 100,000 / 744 = 134.4 -> 134, so the 100,000 calls are 99,866 beyond them at 0.1 cent = 9,986.6 ->
+    # 9,987 cents (USD 99.87), where keeping all 100,000 included calls billed nothing. Other lengths:
+    # 30 days (720 h): 12 and 138 included, 99,862 -> 9,986; 29 days (696 h): 8,995 / 696 = 12.92 credited
+    # short -> 13, 143 included, 99,857 -> 9,986; 28 days (672 h): 13, 148 included, 99,852 -> 9,985.
+    days = (end - start) // DAY
+    assert by_kind[("standard", LineKind.FLAT_FEE)] == {31: 12, 30: 12, 29: 13, 28: 13}[days]
+    assert usage["standard-usage"] == {31: 9_987, 30: 9_986, 29: 9_986, 28: 9_985}[days]

@@ -171,8 +171,12 @@ def test_upgrade_mid_period_bills_each_part_at_its_product_and_keeps_the_key(sta
              if _lookup(stack, _price_of(line)).endswith("-usage")}  # fmt: skip
     assert usage == {"standard-usage": by_kind[("standard", LineKind.USAGE)],
                      "pro-usage": by_kind[("pro", LineKind.USAGE)]}
-    # Worked out by hand: 410 Standard calls beyond its 100,000 at 0.1 cent = 41 cents.
-    assert usage["standard-usage"] == 41
+    # Worked out by hand: Standard's part is 15 days of the period, so it keeps that share of its 100,000
+    # included calls, rounded down (as its fee is prorated); the rest of its 100,410 calls at 0.1 cent.
+    # 31 days: 1,500,000 / 31 = 48,387.1 -> 48,387 included, 52,023 beyond = 5,202.3 -> 5,202 cents;
+    # 30 days: 50,000, 50,410 beyond = 5,041; 29 days: 51,724.1 -> 51,724, 48,686 beyond = 4,868.6 -> 4,869;
+    # 28 days: 53,571.4 -> 53,571, 46,839 beyond = 4,683.9 -> 4,684.
+    assert usage["standard-usage"] == {31: 5_202, 30: 5_041, 29: 4_869, 28: 4_684}[(end - start) // DAY]
     next_fee = [line["amount"] for line in _lines(renewal) if _lookup(stack, _price_of(line)) == "pro-flat"]
     assert next_fee == [pro.flat_fee_minor]
     # The old metered price has left the subscription; its metadata no longer marks one as retiring.
