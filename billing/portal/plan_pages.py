@@ -92,8 +92,10 @@ def preview(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     except PlanChangeError as exc:
         return _refused(req, deps, exc)
     quote = quote_change(found, target, int(now))
-    token = _signer(deps).sign({"u": uid, "s": found.sid, "p": target.id, "c": session.nonce,
-                                "n": secrets.token_urlsafe(9)}, now=now, ttl_seconds=FORM_TTL)  # fmt: skip
+    # "f": the product the quote was made from: a form confirmed after another change (a second tab) is stale.
+    token = _signer(deps).sign({"u": uid, "s": found.sid, "p": target.id, "f": found.product.id,
+                                "c": session.nonce, "n": secrets.token_urlsafe(9)}, now=now,
+                               ttl_seconds=FORM_TTL)  # fmt: skip
     return render("plan_change.html", title=f"Change to {target.display_name}", subject=found, quote=quote,
                   kind=quote.kind.value, effective=_date(quote.effective_at), pending=found.pending(deps.models),
                   csrf_token=deps.sessions.csrf_token(session, now), plan_token=token,
@@ -119,6 +121,8 @@ def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     try:
         target = deps.models.product(pid)
         found = subject(uid, sid, models=deps.models, apim=deps.apim, changes=deps.plan_changes)
+        if found.product.id != form.get("f"):
+            raise ChangeConflict(f"{sid} is on {found.product.id} now, not the product this form quoted from")
         quote = change_plan(found, target, now=int(now), nonce=nonce, payments=deps.payments,
                             changes=deps.plan_changes, email=deps.apim.user_email(uid))  # fmt: skip
     except UnknownProductError:

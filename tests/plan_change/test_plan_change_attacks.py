@@ -112,6 +112,19 @@ def test_two_tabs_upgrading_at_once_make_one_change_paid_once(stack: LocalStack)
     assert (upgrade.status, upgrade.total) == ("paid", due)
 
 
+def test_a_second_tab_confirmed_after_the_first_change_is_stale(stack: LocalStack) -> None:
+    """Its quote was made from the old product: confirming it later changes nothing and charges nothing."""
+    held = _subscribe(stack, "basic", "Tom")
+    stale = held.consumer.plan_change_page(held.sid, "pro")
+    first = held.consumer.submit(held.consumer.plan_change_page(held.sid, "standard"), {}, "upgrade to standard")
+    assert first.status_code == 200, first.text[:200]
+    second = held.consumer.submit(stale, {}, "upgrade to pro from a stale tab")
+    assert second.status_code == 409, second.text[:200]
+    _settle(stack)
+    assert _product_of(stack, held.sid) == ("standard", {"standard-flat", "standard-usage"})
+    assert len([inv for inv in _invoices(stack, held.sid) if inv.billing_reason == "subscription_update"]) == 1
+
+
 def test_a_crash_between_stripes_update_and_the_scope_move_is_repaired_and_every_call_billed_once(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
