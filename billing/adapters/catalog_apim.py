@@ -7,6 +7,7 @@ connection errors, exponential backoff, honouring `Retry-After`); nothing is re-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
@@ -61,10 +62,10 @@ class ApimCatalog:
                 policy_xml=self._policy(pid) if wanted else None,
                 subscription_count=None if wanted else self._live_subscriptions(pid),
                 apis=self._names(f"listing the APIs of product {pid}",
-                                 lambda p=pid: self.client.product_api.list_by_product(rg, svc, p))  # type: ignore[misc]
+                                 partial(self.client.product_api.list_by_product, rg, svc, pid))
                 if wanted else frozenset(),
                 groups=self._names(f"listing the groups of product {pid}",
-                                   lambda p=pid: self.client.product_group.list_by_product(rg, svc, p))  # type: ignore[misc]
+                                   partial(self.client.product_group.list_by_product, rg, svc, pid))
                 if wanted else frozenset(),
                 catalog_apis=frozenset(t for k, t in made if k == "api"),
                 catalog_groups=frozenset(t for k, t in made if k == "group"),
