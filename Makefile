@@ -32,6 +32,7 @@ $(CHROMIUM):
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # billing/ and tests/ (pyproject.toml [tool.mypy] packages): the fakes are checked against the ports they fake.
 typecheck: setup

@@ -61,8 +61,9 @@ def run(rows: int, per_subscription: int) -> None:
         for name, value in emu.app_settings().items():
             os.environ[name] = value
         with emu.management_client() as client:
-            client.product.create_or_update(emu.resource_group, emu.service_name, "payg",
-                                            ProductContract(display_name="payg", state="published"))  # fmt: skip
+            client.product.create_or_update(
+                emu.resource_group, emu.service_name, "payg", ProductContract(display_name="payg", state="published")
+            )
         sids = [f"sub_{n:07d}" for n in range(subscriptions)]
         emu.bulk_create_subscriptions(sids, product_id="payg")
         counts = {outcome: round(per_subscription * share) for outcome, share in SHARE.items()}
@@ -102,8 +103,15 @@ def gateway_rows(count: int) -> None:
 
         def append() -> None:
             for n in range(count):
-                store.append({"TimeGenerated": AT, "ApimSubscriptionId": f"sub_{n % 1000}", "ResponseCode": 200,
-                              "Url": f"http://127.0.0.1/echo/{n}", "CorrelationId": f"{n:032x}"})  # fmt: skip
+                store.append(
+                    {
+                        "TimeGenerated": AT,
+                        "ApimSubscriptionId": f"sub_{n % 1000}",
+                        "ResponseCode": 200,
+                        "Url": f"http://127.0.0.1/echo/{n}",
+                        "CorrelationId": f"{n:032x}",
+                    }
+                )
             store.flush()
 
         timed("append + flush", append)

@@ -101,8 +101,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--kind", choices=("signin", "signup"), default="signin",
-                        help="sign-ins with random addresses, or sign-ups with a costly password")
+    parser.add_argument(
+        "--kind",
+        choices=("signin", "signup"),
+        default="signin",
+        help="sign-ins with random addresses, or sign-ups with a costly password",
+    )
     parser.add_argument("--load", nargs=2, metavar=("PORTAL_URL", "APP_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
@@ -118,23 +122,44 @@ def main() -> int:
         before = memory_kib("VmRSS")
         started = time.monotonic()
         load = subprocess.run(
-            [sys.executable, "-m", "bench.signin_flood_bench", "--clients", str(args.clients), "--seconds",
-             str(args.seconds), "--kind", args.kind, "--load", stack.apim_emulator.portal_url, stack.app_url],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench.signin_flood_bench",
+                "--clients",
+                str(args.clients),
+                "--seconds",
+                str(args.seconds),
+                "--kind",
+                args.kind,
+                "--load",
+                stack.apim_emulator.portal_url,
+                stack.app_url,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         elapsed = time.monotonic() - started
         peak = memory_kib("VmHWM")
         # The owner of an account still gets in after the flood.
         assert consumer.follow_sso(stack.consumer(consumer.email).sign_in_answer()) == consumer.user_id
     result = json.loads(load.stdout)
-    print(f"{args.clients} anonymous clients sending {args.kind} for {args.seconds:.0f} s (load process ran "
-          f"{elapsed:.1f} s)")  # fmt: skip
+    print(
+        f"{args.clients} anonymous clients sending {args.kind} for {args.seconds:.0f} s (load process ran "
+        f"{elapsed:.1f} s)"
+    )
     print(f"answers: {result['statuses']}  ({result['answers_per_second']:.1f}/s)")
-    print(f"/api/health during the flood: p50 {result['health_p50'] * 1000:.0f} ms, "
-          f"p95 {result['health_p95'] * 1000:.0f} ms, max {result['health_max'] * 1000:.0f} ms "
-          f"({result['health_probes']} probes)")  # fmt: skip
-    print(f"memory of the app's process: {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB, "
-          f"growth {(peak - before) / 1024:.0f} MiB")  # fmt: skip
+    print(
+        f"/api/health during the flood: p50 {result['health_p50'] * 1000:.0f} ms, "
+        f"p95 {result['health_p95'] * 1000:.0f} ms, max {result['health_max'] * 1000:.0f} ms "
+        f"({result['health_probes']} probes)"
+    )
+    print(
+        f"memory of the app's process: {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB, "
+        f"growth {(peak - before) / 1024:.0f} MiB"
+    )
     return 0
 
 

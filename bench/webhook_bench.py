@@ -80,35 +80,60 @@ def setup(stripe_emu: StripeEmulator, apim_emu: ApimEmulator, count: int) -> lis
     client = stripe_emu.client()
     apim = apim_emu.management_client(retry_total=0)
     rg, svc = apim_emu.resource_group, apim_emu.service_name
-    apim.product.create_or_update(rg, svc, PRODUCT, ProductContract(
-        display_name="Basic", subscription_required=True, approval_required=False, subscriptions_limit=1,
-        state="published"))  # fmt: skip
+    apim.product.create_or_update(
+        rg,
+        svc,
+        PRODUCT,
+        ProductContract(
+            display_name="Basic",
+            subscription_required=True,
+            approval_required=False,
+            subscriptions_limit=1,
+            state="published",
+        ),
+    )
     client.v1.products.create(params={"id": stripe_product_id(PRODUCT), "name": "Basic"})
-    price = client.v1.prices.create(params={"product": stripe_product_id(PRODUCT), "currency": "usd",
-                                            "unit_amount": 1495, "recurring": {"interval": "month"}})  # fmt: skip
+    price = client.v1.prices.create(
+        params={
+            "product": stripe_product_id(PRODUCT),
+            "currency": "usd",
+            "unit_amount": 1495,
+            "recurring": {"interval": "month"},
+        }
+    )
     subs = []
     for n in range(count):
         uid = f"user{n}"
-        apim.user.create_or_update(rg, svc, uid, UserCreateParameters(email=f"{uid}@example.com", first_name="U",
-                                                                       last_name=str(n)))  # fmt: skip
+        apim.user.create_or_update(
+            rg, svc, uid, UserCreateParameters(email=f"{uid}@example.com", first_name="U", last_name=str(n))
+        )
         customer = client.v1.customers.create(params={"email": f"{uid}@example.com"})
         card = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
-        sub = client.v1.subscriptions.create(params={
-            "customer": customer.id, "items": [{"price": price.id, "quantity": 1}], "default_payment_method": card.id,
-            "metadata": {SUB_META_APIM_USER: uid, SUB_META_PRODUCT: PRODUCT, SUB_META_NAME: f"key {n}"},
-        })  # fmt: skip
+        sub = client.v1.subscriptions.create(
+            params={
+                "customer": customer.id,
+                "items": [{"price": price.id, "quantity": 1}],
+                "default_payment_method": card.id,
+                "metadata": {SUB_META_APIM_USER: uid, SUB_META_PRODUCT: PRODUCT, SUB_META_NAME: f"key {n}"},
+            }
+        )
         subs.append(sub.id)
     apim.close()
     return subs
 
 
-def run_round(url: str, subs: list[str], events: int, *, concurrency: int, duplicates: float,
-              rng: random.Random) -> tuple[list[Result], float, list[str]]:  # fmt: skip
+def run_round(
+    url: str, subs: list[str], events: int, *, concurrency: int, duplicates: float, rng: random.Random
+) -> tuple[list[Result], float, list[str]]:
     payloads = []
     for n in range(events):
-        event = {"id": f"evt_bench_{uuid.uuid4().hex}", "object": "event", "created": int(time.time()),
-                 "type": "customer.subscription.updated",
-                 "data": {"object": {"id": subs[n % len(subs)], "object": "subscription"}}}  # fmt: skip
+        event = {
+            "id": f"evt_bench_{uuid.uuid4().hex}",
+            "object": "event",
+            "created": int(time.time()),
+            "type": "customer.subscription.updated",
+            "data": {"object": {"id": subs[n % len(subs)], "object": "subscription"}},
+        }
         payloads.append((event["id"], json.dumps(event).encode()))
     order = list(payloads) + [p for p in payloads if rng.random() < duplicates]
     rng.shuffle(order)
@@ -138,8 +163,9 @@ def run_round(url: str, subs: list[str], events: int, *, concurrency: int, dupli
     return results, wall, [p[0] for p in payloads]
 
 
-def check(results: list[Result], event_ids: list[str], table: TableClient, apim_emu: ApimEmulator,
-          subs: list[str]) -> list[str]:  # fmt: skip
+def check(
+    results: list[Result], event_ids: list[str], table: TableClient, apim_emu: ApimEmulator, subs: list[str]
+) -> list[str]:
     problems = []
     applied = Counter(r.event_id for r in results if r.applied)
     bad = [r for r in results if r.status not in (200, 409)]
@@ -171,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     writes: list[str] = []
     with Azurite() as azurite, StripeEmulator(port=0) as stripe_emu, ApimEmulator() as apim_emu:
-        env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emu.app_settings(),
-               **apim_emu.app_settings(), "STRIPE_WEBHOOK_SECRET": SECRET}  # fmt: skip
+        env = {
+            "AzureWebJobsStorage": azurite.connection_string,
+            **stripe_emu.app_settings(),
+            **apim_emu.app_settings(),
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+        }
         os.environ.update(env)
         bootstrap.forget()
         subs = setup(stripe_emu, apim_emu, args.subscriptions)
@@ -192,25 +222,37 @@ def main(argv: list[str] | None = None) -> int:
             run_round(url, subs, len(subs), concurrency=1, duplicates=0.0, rng=rng)
             table = TableClient.from_connection_string(azurite.connection_string, PROCESSED_EVENTS_TABLE)
             apim = apim_emu.management_client(retry_total=0)
-            print(f"{args.events} events (+~{args.duplicates:.0%} duplicates) over {len(subs)} subscriptions; "
-                  f"each round starts with every APIM subscription suspended\n")  # fmt: skip
-            print(f"{'concurrency':>11} {'requests':>9} {'wall s':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-                  f"{'409s':>5} {'APIM writes':>11}  exactly-once")  # fmt: skip
+            print(
+                f"{args.events} events (+~{args.duplicates:.0%} duplicates) over {len(subs)} subscriptions; "
+                f"each round starts with every APIM subscription suspended\n"
+            )
+            print(
+                f"{'concurrency':>11} {'requests':>9} {'wall s':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+                f"{'409s':>5} {'APIM writes':>11}  exactly-once"
+            )
             failed = False
             for level in levels:
                 for sid in subs:
-                    apim.subscription.update(apim_emu.resource_group, apim_emu.service_name, sid, "*",
-                                             SubscriptionUpdateParameters(state="suspended"))  # fmt: skip
+                    apim.subscription.update(
+                        apim_emu.resource_group,
+                        apim_emu.service_name,
+                        sid,
+                        "*",
+                        SubscriptionUpdateParameters(state="suspended"),
+                    )
                 writes.clear()
-                results, wall, ids = run_round(url, subs, args.events, concurrency=level,
-                                                  duplicates=args.duplicates, rng=rng)
+                results, wall, ids = run_round(
+                    url, subs, args.events, concurrency=level, duplicates=args.duplicates, rng=rng
+                )
                 latencies = sorted(r.seconds * 1000 for r in results)
                 problems = check(results, ids, table, apim_emu, subs)
                 failed = failed or bool(problems)
                 conflicts = sum(1 for r in results if r.status == 409)
-                print(f"{level:>11} {len(results):>9} {wall:>8.2f} {args.events / wall:>9.1f} "
-                      f"{percentile(latencies, 50):>8.1f} {percentile(latencies, 99):>8.1f} {conflicts:>5} "
-                      f"{len(writes):>11}  {'OK' if not problems else 'FAILED: ' + '; '.join(problems)}")  # fmt: skip
+                print(
+                    f"{level:>11} {len(results):>9} {wall:>8.2f} {args.events / wall:>9.1f} "
+                    f"{percentile(latencies, 50):>8.1f} {percentile(latencies, 99):>8.1f} {conflicts:>5} "
+                    f"{len(writes):>11}  {'OK' if not problems else 'FAILED: ' + '; '.join(problems)}"
+                )
             apim.close()
     return 1 if failed else 0
 

@@ -134,7 +134,6 @@ class Services:
             batch_size=batch_size,
         )
 
-
     # --- the access area: webhooks, the event work queue, reconcile ----------------------------
     def access_ports(self) -> AccessPorts:
         from billing.access.limits import quota_resets, spending_limits  # noqa: PLC0415
@@ -181,9 +180,13 @@ class Services:
         from billing.adapters.stripe_client import webhook_secrets  # noqa: PLC0415
         from billing.adapters.stripe_signature import signature_problem  # noqa: PLC0415
 
-        return WebhookDeps(secrets=webhook_secrets(self.env), check=signature_problem, claims=self.processed_events,
-                           ports=self.access_ports,
-                           work_queue=self.event_work_queue)  # fmt: skip
+        return WebhookDeps(
+            secrets=webhook_secrets(self.env),
+            check=signature_problem,
+            claims=self.processed_events,
+            ports=self.access_ports,
+            work_queue=self.event_work_queue,
+        )
 
     # --- the portal ----------------------------------------------------------------------------
     def portal(self) -> PortalDeps:
@@ -220,8 +223,16 @@ class Services:
         from billing.store.trials import TrialLedger  # noqa: PLC0415
 
         env = {name: config.get(name, self.env) for name in _DECLARED}
-        missing = [n for n in ("APIM_DELEGATION_VALIDATION_KEY", "PORTAL_SESSION_KEYS", "APP_BASE_URL",
-                               "APIM_DEVELOPER_PORTAL_URL") if not env[n]]  # fmt: skip
+        missing = [
+            n
+            for n in (
+                "APIM_DELEGATION_VALIDATION_KEY",
+                "PORTAL_SESSION_KEYS",
+                "APP_BASE_URL",
+                "APIM_DEVELOPER_PORTAL_URL",
+            )
+            if not env[n]
+        ]
         if missing:
             raise ConfigurationError(f"the portal needs the settings {', '.join(missing)}")
         mode = env["DELEGATION_MODE"]
@@ -250,9 +261,15 @@ class Services:
             mode=mode,
             models=load_models(),
             accounts=accounts,
-            account_ports=AccountPorts(accounts=accounts, links=EmailLinks(self.table(EMAIL_TOKENS_TABLE)),
-                                       throttles=Throttles(self.table(THROTTLES_TABLE)), mailer=mailer, apim=apim,
-                                       hashing=HASH_BUDGET, urls=PortalUrls(base, portal_url)),
+            account_ports=AccountPorts(
+                accounts=accounts,
+                links=EmailLinks(self.table(EMAIL_TOKENS_TABLE)),
+                throttles=Throttles(self.table(THROTTLES_TABLE)),
+                mailer=mailer,
+                apim=apim,
+                hashing=HASH_BUDGET,
+                urls=PortalUrls(base, portal_url),
+            ),
             apim=apim,
             payments=PortalStripe(self.stripe(), CustomerDirectory(self.table(CUSTOMERS_TABLE))),
             salts=UsedSalts(self.table(DELEGATION_SALTS_TABLE)),
@@ -278,8 +295,13 @@ def trial_reminders(models: MonetizationModels, env: Mapping[str, str], apim: Ap
         log.error("trial reminders cannot be sent: %s", exc)
         return None
     base, portal = config.get("APP_BASE_URL", env).rstrip("/"), config.get("APIM_DEVELOPER_PORTAL_URL", env)
-    return TrialReminders(models, PortalApim(apim).user_email, mailer,
-                          billing_url=f"{base}/api/portal/billing", portal_url=portal.rstrip("/") + "/")  # fmt: skip
+    return TrialReminders(
+        models,
+        PortalApim(apim).user_email,
+        mailer,
+        billing_url=f"{base}/api/portal/billing",
+        portal_url=portal.rstrip("/") + "/",
+    )
 
 
 def configure_telemetry(env: Mapping[str, str] | None = None) -> bool:
@@ -298,8 +320,9 @@ def configure_telemetry(env: Mapping[str, str] | None = None) -> bool:
         client_id = source.get("AZURE_CLIENT_ID", "").strip() or None
         credential = ManagedIdentityCredential(client_id=client_id)
     # logger_name: only the app's own loggers become traces (the SDKs' request logs would repeat the spans).
-    configure_azure_monitor(connection_string=connection, credential=credential, logger_name="billing",
-                            enable_live_metrics=False)  # fmt: skip
+    configure_azure_monitor(
+        connection_string=connection, credential=credential, logger_name="billing", enable_live_metrics=False
+    )
     log.info("telemetry: exporting to Application Insights")
     return True
 

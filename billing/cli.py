@@ -80,11 +80,15 @@ def _cmd_quote(args: argparse.Namespace) -> int:
             "currency": result.currency,
             "total": result.total,
             "lines": [
-                {"kind": line.kind.value, "description": line.description, "quantity": line.quantity,
-                 "amount": line.amount}
+                {
+                    "kind": line.kind.value,
+                    "description": line.description,
+                    "quantity": line.quantity,
+                    "amount": line.amount,
+                }
                 for line in result.lines
             ],
-        }  # fmt: skip
+        }
         print(json.dumps(payload, indent=2))
         return EXIT_OK
     exp = product.currency_exponent
@@ -123,8 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     policy = commands.add_parser("policy", parents=[models_file], help="print the product's APIM policy XML")
     policy.add_argument("product", metavar="PRODUCT")
-    policy.add_argument("--tier", choices=sorted(ALL_TIERS), default=DEFAULT_TIER,
-                        help=f"the API Management tier (SKU) the policy is for (default {DEFAULT_TIER})")
+    policy.add_argument(
+        "--tier",
+        choices=sorted(ALL_TIERS),
+        default=DEFAULT_TIER,
+        help=f"the API Management tier (SKU) the policy is for (default {DEFAULT_TIER})",
+    )
     policy.set_defaults(handler=_cmd_policy)
 
     # Each area owns its commands (billing/<area>/commands.py).

@@ -18,10 +18,27 @@ from pydantic.alias_generators import to_camel
 # ISO 4217 currencies the catalog accepts, with the number of digits of their minor unit.
 # Stripe's zero-decimal currencies have exponent 0.
 CURRENCY_EXPONENTS: dict[str, int] = {
-    "usd": 2, "eur": 2, "gbp": 2, "chf": 2, "cad": 2, "aud": 2, "nzd": 2, "sek": 2, "nok": 2,
-    "dkk": 2, "pln": 2, "czk": 2, "sgd": 2, "hkd": 2, "inr": 2, "brl": 2, "mxn": 2, "zar": 2,
-    "jpy": 0, "krw": 0,
-}  # fmt: skip
+    "usd": 2,
+    "eur": 2,
+    "gbp": 2,
+    "chf": 2,
+    "cad": 2,
+    "aud": 2,
+    "nzd": 2,
+    "sek": 2,
+    "nok": 2,
+    "dkk": 2,
+    "pln": 2,
+    "czk": 2,
+    "sgd": 2,
+    "hkd": 2,
+    "inr": 2,
+    "brl": 2,
+    "mxn": 2,
+    "zar": 2,
+    "jpy": 0,
+    "krw": 0,
+}
 
 # Seconds in each named period. APIM quotas renew after a fixed number of seconds counted from
 # the subscription's start, so a "month" is 30 days: the closest period APIM can express.
@@ -151,8 +168,15 @@ def _consistency_problems(p: Product) -> list[str]:
     if p.currency not in CURRENCY_EXPONENTS:
         supported = ", ".join(sorted(CURRENCY_EXPONENTS))
         return [f"currency: '{p.currency}' is not supported; use one of {supported}"]
-    rules = (_flat_fee_problems, _usage_price_problems, _included_calls_problems, _quota_problems, _block_problems,
-             _spending_limit_problems, _trial_problems)  # fmt: skip
+    rules = (
+        _flat_fee_problems,
+        _usage_price_problems,
+        _included_calls_problems,
+        _quota_problems,
+        _block_problems,
+        _spending_limit_problems,
+        _trial_problems,
+    )
     return [problem for rule in rules for problem in rule(p)]
 
 
@@ -231,8 +255,10 @@ def _visibility_problems(p: Product) -> list[str]:
         problems.append("groups: a group is named more than once")
     if "administrators" in p.groups:
         # APIM manages that group's membership and what it sees; the catalog leaves it alone.
-        problems.append('groups: "administrators" is APIM\'s own; name the groups consumers are in, such as '
-                        '"developers" and "guests"')  # fmt: skip
+        problems.append(
+            'groups: "administrators" is APIM\'s own; name the groups consumers are in, such as '
+            '"developers" and "guests"'
+        )
     return problems
 
 
@@ -248,15 +274,19 @@ def _spending_limit_problems(p: Product) -> list[str]:
     # least 50 minor units.
     floor = max(p.flat_fee, Decimal(50).scaleb(-exponent))
     if p.spending_limit <= floor:
-        return [f"spendingLimit: {p.spending_limit} must be above {floor} (the flat fee, and Stripe's minimum "
-                "billing threshold), or the first invoice alone would reach it"]  # fmt: skip
+        return [
+            f"spendingLimit: {p.spending_limit} must be above {floor} (the flat fee, and Stripe's minimum "
+            "billing threshold), or the first invoice alone would reach it"
+        ]
     return []
 
 
 def _trial_problems(p: Product) -> list[str]:
     if p.trial_days is not None and not p.is_paid:
-        return [f"trialDays: a {p.pricing_model} product costs nothing, so there is nothing to try for free; "
-                "remove trialDays"]  # fmt: skip
+        return [
+            f"trialDays: a {p.pricing_model} product costs nothing, so there is nothing to try for free; "
+            "remove trialDays"
+        ]
     return []
 
 

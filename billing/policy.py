@@ -30,10 +30,10 @@ DEFAULT_TIER = "Developer"  # what the local stack's APIM emulator is by default
 # and 600". Blocked calls (401, 403, 429) are never billable.
 _OUTCOME_CONDITIONS = {
     CallOutcome.SUCCESS: "context.Response.StatusCode <= 301 || context.Response.StatusCode == 304 || "
-                         "context.Response.StatusCode == 307",
+    "context.Response.StatusCode == 307",
     CallOutcome.FAILED: "context.Response.StatusCode == 400 || (context.Response.StatusCode >= 500 && "
-                        "context.Response.StatusCode < 600)",
-}  # fmt: skip
+    "context.Response.StatusCode < 600)",
+}
 
 
 def has_quota_by_key(tier: str) -> bool:
@@ -49,8 +49,7 @@ def billable_condition(product: Product) -> str:
 def resets_quota_each_period(product: Product, tier: str) -> bool:
     """Whether the app resets this product's quota counters when Stripe starts a new period: a paid
     product's monthly quota, which is the billing month (quotas of other lengths keep their own)."""
-    return (product.quota is not None and product.quota.period == "month" and product.is_paid
-            and has_quota_by_key(tier))  # fmt: skip
+    return product.quota is not None and product.quota.period == "month" and product.is_paid and has_quota_by_key(tier)
 
 
 def product_policy_xml(product: Product, tier: str = DEFAULT_TIER) -> str:

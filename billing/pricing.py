@@ -150,9 +150,7 @@ def included_calls_for_part(
     return product.included_calls * (until - since) // (period_end - period_start)
 
 
-def part_product(
-    product: Product, period_start: int, period_end: int, since: int, until: int | None = None
-) -> Product:
+def part_product(product: Product, period_start: int, period_end: int, since: int, until: int | None = None) -> Product:
     """The product as billed for the part [since, until) of the period (its included calls prorated)."""
     included = included_calls_for_part(product, period_start, period_end, since, until)
     if included == product.included_calls:
@@ -166,11 +164,13 @@ def part_quote(product: Product, calls: int, period_start: int, period_end: int,
     billed = part_product(product, period_start, period_end, since, until)
     full = quote(billed, calls)
     lines = tuple(
-        QuoteLine(line.kind, line.description, line.quantity,
-                  prorated_fee(product, period_start, period_end, since, until))
-        if line.kind is LineKind.FLAT_FEE else line
+        QuoteLine(
+            line.kind, line.description, line.quantity, prorated_fee(product, period_start, period_end, since, until)
+        )
+        if line.kind is LineKind.FLAT_FEE
+        else line
         for line in full.lines
-    )  # fmt: skip
+    )
     return Quote(product.id, calls, product.currency, lines)
 
 

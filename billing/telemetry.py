@@ -22,33 +22,59 @@ from opentelemetry.trace import Span, Status, StatusCode
 log = logging.getLogger(__name__)
 
 # Attribute names a span may carry: ids and counts only (never an e-mail address, a key or a secret).
-ATTRIBUTES = frozenset({
-    "stripe.event_id", "stripe.event_type", "stripe.outcome", "subscription.id", "usage.batch_id",
-    "usage.message_kind", "usage.subscriptions", "usage.events_sent", "usage.calls_reported", "usage.failed",
-    "usage.left_pending", "usage.batches", "usage.as_of", "queue.dequeue_count", "reconcile.changed",
-})  # fmt: skip
+ATTRIBUTES = frozenset(
+    {
+        "stripe.event_id",
+        "stripe.event_type",
+        "stripe.outcome",
+        "subscription.id",
+        "usage.batch_id",
+        "usage.message_kind",
+        "usage.subscriptions",
+        "usage.events_sent",
+        "usage.calls_reported",
+        "usage.failed",
+        "usage.left_pending",
+        "usage.batches",
+        "usage.as_of",
+        "queue.dequeue_count",
+        "reconcile.changed",
+    }
+)
 
 _tracer = trace.get_tracer("billing")
 _meter = metrics.get_meter("billing")
 # Counters (monotonic totals; Application Insights charts their rates and sums).
-CALLS_REPORTED = _meter.create_counter("billing.usage.calls_reported", unit="{call}",
-                                       description="Billable overage calls Stripe accepted as meter events")
-METER_EVENTS_SENT = _meter.create_counter("billing.usage.meter_events_sent", unit="{event}",
-                                          description="Meter events Stripe accepted")
-METER_EVENTS_FAILED = _meter.create_counter("billing.usage.meter_events_failed", unit="{event}",
-                                            description="Meter events Stripe refused (left pending)")
+CALLS_REPORTED = _meter.create_counter(
+    "billing.usage.calls_reported", unit="{call}", description="Billable overage calls Stripe accepted as meter events"
+)
+METER_EVENTS_SENT = _meter.create_counter(
+    "billing.usage.meter_events_sent", unit="{event}", description="Meter events Stripe accepted"
+)
+METER_EVENTS_FAILED = _meter.create_counter(
+    "billing.usage.meter_events_failed", unit="{event}", description="Meter events Stripe refused (left pending)"
+)
 METER_EVENTS_PENDING = _meter.create_up_down_counter(
-    "billing.usage.meter_events_pending", unit="{event}",
-    description="Meter events left pending by a run (retried in minutes), minus those settled since")
-STRIPE_EVENTS_APPLIED = _meter.create_counter("billing.stripe.events_applied", unit="{event}",
-                                              description="Stripe events applied at once")
-STRIPE_EVENTS_DEFERRED = _meter.create_counter("billing.stripe.events_deferred", unit="{event}",
-                                               description="Stripe events handed to the work queue")
-POISON_MESSAGES = _meter.create_counter("billing.queue.poison_messages", unit="{message}",
-                                        description="Messages that failed on their last try (the host moves them "
-                                                    "to the poison queue)")
-DRIFT_REPAIRED = _meter.create_counter("billing.reconcile.drift_repaired", unit="{subscription}",
-                                       description="APIM subscriptions reconcile changed to match Stripe")
+    "billing.usage.meter_events_pending",
+    unit="{event}",
+    description="Meter events left pending by a run (retried in minutes), minus those settled since",
+)
+STRIPE_EVENTS_APPLIED = _meter.create_counter(
+    "billing.stripe.events_applied", unit="{event}", description="Stripe events applied at once"
+)
+STRIPE_EVENTS_DEFERRED = _meter.create_counter(
+    "billing.stripe.events_deferred", unit="{event}", description="Stripe events handed to the work queue"
+)
+POISON_MESSAGES = _meter.create_counter(
+    "billing.queue.poison_messages",
+    unit="{message}",
+    description="Messages that failed on their last try (the host moves them to the poison queue)",
+)
+DRIFT_REPAIRED = _meter.create_counter(
+    "billing.reconcile.drift_repaired",
+    unit="{subscription}",
+    description="APIM subscriptions reconcile changed to match Stripe",
+)
 # host.json: queues.maxDequeueCount. A failure on this try sends the message to the poison queue.
 MAX_DEQUEUE_COUNT = 5
 
@@ -56,8 +82,9 @@ MAX_DEQUEUE_COUNT = 5
 def _checked(attributes: Mapping[str, str | int]) -> dict[str, str | int]:
     unknown = set(attributes) - ATTRIBUTES
     if unknown:
-        raise ValueError(f"telemetry attributes must be ids or counts from billing.telemetry.ATTRIBUTES; "
-                         f"not {sorted(unknown)}")  # fmt: skip
+        raise ValueError(
+            f"telemetry attributes must be ids or counts from billing.telemetry.ATTRIBUTES; not {sorted(unknown)}"
+        )
     return {k: v for k, v in attributes.items() if v is not None and v != ""}
 
 

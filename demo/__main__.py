@@ -19,15 +19,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="fewer calls (what the test runs)")
     parser.add_argument("--output", type=Path, default=OUTPUT, help=f"HTML report (default {OUTPUT})")
-    parser.add_argument("--apim-tier", choices=TIERS, default=DEFAULT_TIER,
-                        help=f"the emulated API Management tier (default {DEFAULT_TIER}; the v2 tiers have no "
-                             "Reports API: usage comes from the gateway logs on every tier)")  # fmt: skip
+    parser.add_argument(
+        "--apim-tier",
+        choices=TIERS,
+        default=DEFAULT_TIER,
+        help=f"the emulated API Management tier (default {DEFAULT_TIER}; the v2 tiers have no "
+        "Reports API: usage comes from the gateway logs on every tier)",
+    )
     args = parser.parse_args(argv)
     print("Starting the local stack: Azurite, the Stripe emulator, the APIM emulator, the Functions app...")
     try:
-        with tempfile.TemporaryDirectory() as workdir, LocalStack(StackOptions(
-                run_queue_workers=False, apim_tier=args.apim_tier,
-                models_file=demo_models_file(Path(workdir)))) as stack:  # fmt: skip
+        with (
+            tempfile.TemporaryDirectory() as workdir,
+            LocalStack(
+                StackOptions(
+                    run_queue_workers=False, apim_tier=args.apim_tier, models_file=demo_models_file(Path(workdir))
+                )
+            ) as stack,
+        ):
             print(
                 f"  Functions app at {stack.app_url}, developer portal at {stack.apim.portal_url if stack.apim else ''}"
             )

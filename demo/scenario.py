@@ -60,8 +60,14 @@ FULL_PLAN = (
     ConsumerPlan("Sofia (standard)", "standard", gateway_calls=60, bulk_calls=149_940, renewal_fails=True),
     ConsumerPlan("Pedro (pro)", "pro", gateway_calls=60, bulk_calls=599_940),
     ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=60, bulk_calls=3_000_001),
-    ConsumerPlan("Ulrich (upgrades)", "standard", gateway_calls=60, bulk_calls=100_440, upgrades_to="pro",
-                 calls_after_upgrade=300_000),
+    ConsumerPlan(
+        "Ulrich (upgrades)",
+        "standard",
+        gateway_calls=60,
+        bulk_calls=100_440,
+        upgrades_to="pro",
+        calls_after_upgrade=300_000,
+    ),
 )
 UPGRADE_BURST = 150  # more than Standard's 100 calls a minute, well within Pro's 1,200
 
@@ -76,8 +82,14 @@ SMALL_PLAN = (
     ConsumerPlan("Sofia (standard)", "standard", gateway_calls=20, bulk_calls=100_980, renewal_fails=True),
     ConsumerPlan("Erin (enterprise)", "enterprise", gateway_calls=10, bulk_calls=1_500_000),
     ConsumerPlan("Bruno (basic trial)", "basic", gateway_calls=10, bulk_calls=1_000),
-    ConsumerPlan("Ulrich (upgrades)", "standard", gateway_calls=20, bulk_calls=100_480, upgrades_to="pro",
-                 calls_after_upgrade=300_000),
+    ConsumerPlan(
+        "Ulrich (upgrades)",
+        "standard",
+        gateway_calls=20,
+        bulk_calls=100_480,
+        upgrades_to="pro",
+        calls_after_upgrade=300_000,
+    ),
 )
 
 
@@ -189,8 +201,9 @@ class Demo:
         name = f"{plan.product_id} for {plan.name.split()[0]}"
         if product.is_paid:
             # Stripe's way to test renewals: the consumer's Stripe customer lives on a test clock.
-            state.clock_id, state.customer_id = self.stack.customer_on_test_clock(user_id, email, int(time.time()),
-                                                                                  plan.name)  # fmt: skip
+            state.clock_id, state.customer_id = self.stack.customer_on_test_clock(
+                user_id, email, int(time.time()), plan.name
+            )
             if consumer.subscriptions():
                 raise DemoError(f"{plan.name} has a subscription before paying")
             consumer.subscribe_and_pay(plan.product_id, name)
@@ -204,8 +217,9 @@ class Demo:
         if product.trial_days:
             self.start_trial(state, product.trial_days)
         paid = " after paying with 4242 4242 4242 4242" if product.is_paid else " (no payment asked)"
-        self.say(f"  {plan.name:<20} signed up and confirmed by mail, subscribed to {plan.product_id:<10} "
-                 f"key active{paid}")
+        self.say(
+            f"  {plan.name:<20} signed up and confirmed by mail, subscribed to {plan.product_id:<10} key active{paid}"
+        )
         return state
 
     def wait_for_state(self, state: ConsumerState, wanted: str, timeout: float = 60) -> Any:
@@ -237,8 +251,9 @@ class Demo:
 
     def call_gateway(self, key: str, calls: int, progress: Callable[[int], None]) -> dict[int, int]:
         def one(_: int) -> int:
-            response = requests.get(f"{self.apim.gateway_url}/echo/hello", headers={
-                "Ocp-Apim-Subscription-Key": key}, timeout=30)  # fmt: skip
+            response = requests.get(
+                f"{self.apim.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key}, timeout=30
+            )
             progress(1)
             return response.status_code
 
@@ -250,8 +265,9 @@ class Demo:
         return counts
 
     def gateway_status(self, key: str) -> int:
-        return requests.get(f"{self.apim.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key},
-                            timeout=30).status_code  # fmt: skip
+        return requests.get(
+            f"{self.apim.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key}, timeout=30
+        ).status_code
 
     def sync_clocks_to_now(self) -> None:
         """Bring each test clock to the present, as time passes for real customers.
@@ -344,13 +360,17 @@ class Demo:
         outcomes = self.call_gateway(state.key, UPGRADE_BURST, lambda _: None)
         state.gateway_outcomes.update(outcomes)
         self.apim.record_usage(state.subscription_id, state.plan.calls_after_upgrade, at=self.apim.now())
-        state.notes.append(f"upgraded to {target} half-way through the period on the billing page (prorated "
-                           f"difference charged at once); {'same' if same_key else 'a NEW'} key; a burst of "
-                           f"{UPGRADE_BURST} calls answered {dict(sorted(outcomes.items()))}; "
-                           f"{state.plan.calls_after_upgrade:,} further calls in bulk")  # fmt: skip
-        self.say(f"  {state.plan.name:<20} upgraded {state.plan.product_id} -> {target} half-way through the period; "
-                 f"{'same' if same_key else 'NEW'} key, {UPGRADE_BURST} calls in a burst: "
-                 f"{dict(sorted(outcomes.items()))}")  # fmt: skip
+        state.notes.append(
+            f"upgraded to {target} half-way through the period on the billing page (prorated "
+            f"difference charged at once); {'same' if same_key else 'a NEW'} key; a burst of "
+            f"{UPGRADE_BURST} calls answered {dict(sorted(outcomes.items()))}; "
+            f"{state.plan.calls_after_upgrade:,} further calls in bulk"
+        )
+        self.say(
+            f"  {state.plan.name:<20} upgraded {state.plan.product_id} -> {target} half-way through the period; "
+            f"{'same' if same_key else 'NEW'} key, {UPGRADE_BURST} calls in a burst: "
+            f"{dict(sorted(outcomes.items()))}"
+        )
 
     def swap_to_failing_card(self, state: ConsumerState) -> None:
         method = self.stripe.payment_methods.attach(
@@ -440,15 +460,18 @@ class Demo:
             # on the next one (the renewal, or the final invoice of a cancellation).
             closing = invoices[1] if len(invoices) > 1 else None
             metered = self.metered_items(state)
-            invoiced += [Line(line.description, line.amount) for line in first.lines.data
-                         if _subscription_item(line) not in metered]  # fmt: skip
+            invoiced += [
+                Line(line.description, line.amount)
+                for line in first.lines.data
+                if _subscription_item(line) not in metered
+            ]
             usage = [line for line in (closing.lines.data if closing else []) if _subscription_item(line) in metered]
             invoiced += [Line(line.description, line.amount) for line in usage]
             if product.is_metered and not usage:
                 state.notes.append("no usage line found on the closing invoice")
-        return ConsumerResult(state.plan.name, product.id, successful, blocked, invoiced, quoted,
-                              product.currency, state.notes)  # fmt: skip
-
+        return ConsumerResult(
+            state.plan.name, product.id, successful, blocked, invoiced, quoted, product.currency, state.notes
+        )
 
     def upgraded_result(self, state: ConsumerState) -> ConsumerResult:
         """A consumer who upgraded: each part of the period quoted on its product by the pricing engine (fee
@@ -456,29 +479,42 @@ class Demo:
         renewal's usage lines (the old price's usage until the change, the new one's after it)."""
         old, new = self.models.product(state.plan.product_id), self.models.product(state.plan.upgrades_to)
         start, end = state.changed_period
-        before = sum(c for s, c in state.outcomes_before_change.items() if classify(s) == "success") + \
-            state.plan.bulk_calls
-        after = sum(c for s, c in state.gateway_outcomes.items() if classify(s) == "success") + \
-            state.plan.calls_after_upgrade
-        blocked = sum(c for outcomes in (state.outcomes_before_change, state.gateway_outcomes)
-                      for s, c in outcomes.items() if classify(s) == "blocked")  # fmt: skip
-        parts = (part_quote(old, before, start, end, since=start, until=state.changed_at),
-                 part_quote(new, after, start, end, since=state.changed_at, until=end))  # fmt: skip
+        before = (
+            sum(c for s, c in state.outcomes_before_change.items() if classify(s) == "success") + state.plan.bulk_calls
+        )
+        after = (
+            sum(c for s, c in state.gateway_outcomes.items() if classify(s) == "success")
+            + state.plan.calls_after_upgrade
+        )
+        blocked = sum(
+            c
+            for outcomes in (state.outcomes_before_change, state.gateway_outcomes)
+            for s, c in outcomes.items()
+            if classify(s) == "blocked"
+        )
+        parts = (
+            part_quote(old, before, start, end, since=start, until=state.changed_at),
+            part_quote(new, after, start, end, since=state.changed_at, until=end),
+        )
         quoted = [Line(line.description, line.amount) for q in parts for line in q.lines]
         invoices = self.invoices(state)
         first = [inv for inv in invoices if inv.billing_reason == "subscription_create"]
         update = [inv for inv in invoices if inv.billing_reason == "subscription_update"]
         cycle = [inv for inv in invoices if inv.billing_reason == "subscription_cycle"][:1]
         invoiced = [Line(line.description, line.amount) for inv in first + update for line in inv.lines.data]
-        invoiced += [Line(line.description, line.amount) for inv in cycle for line in inv.lines.data
-                     if self.is_metered_price(line)]  # fmt: skip
-        return ConsumerResult(state.plan.name, f"{old.id}>{new.id}", before + after, blocked, invoiced, quoted,
-                              new.currency, state.notes)  # fmt: skip
+        invoiced += [
+            Line(line.description, line.amount)
+            for inv in cycle
+            for line in inv.lines.data
+            if self.is_metered_price(line)
+        ]
+        return ConsumerResult(
+            state.plan.name, f"{old.id}>{new.id}", before + after, blocked, invoiced, quoted, new.currency, state.notes
+        )
 
     def is_metered_price(self, line: Any) -> bool:
         price = ((line.to_dict().get("pricing") or {}).get("price_details") or {}).get("price")
         return bool(price) and self.stripe.prices.retrieve(price).recurring.usage_type == "metered"
-
 
     # ---- a free trial ------------------------------------------------------------------------------
     def start_trial(self, state: ConsumerState, days: int) -> None:
@@ -486,12 +522,17 @@ class Demo:
         first = self.invoices(state)[0]
         status = state.key_status["trial"] = self.gateway_status(state.key)
         state.gateway_outcomes[status] = state.gateway_outcomes.get(status, 0) + 1  # a call like any other
-        state.notes.append(f"{days}-day free trial: Checkout took a card and charged {money(first.total)}; "
-                           f"the key answered {status} at once")  # fmt: skip
+        state.notes.append(
+            f"{days}-day free trial: Checkout took a card and charged {money(first.total)}; "
+            f"the key answered {status} at once"
+        )
 
     def trial_mails(self, state: ConsumerState) -> list[Any]:
-        return [m for m in self.stack.mail_server.messages(to=state.consumer.email)
-                if m.subject.startswith("Your free trial")]  # fmt: skip
+        return [
+            m
+            for m in self.stack.mail_server.messages(to=state.consumer.email)
+            if m.subject.startswith("Your free trial")
+        ]
 
     def trial_reminder(self, state: ConsumerState) -> None:
         """Three days before the trial ends Stripe sends trial_will_end, and the app mails the consumer (had the
@@ -502,8 +543,8 @@ class Demo:
         mails = self.trial_mails(state)
         if len(mails) != 1:
             raise DemoError(f"{state.plan.name}: expected one trial reminder mail, found {len(mails)}")
-        state.notes.append(f"reminder mailed 3 days before the end: \"{mails[0].subject}\"")
-        self.say(f"  {state.plan.name:<20} 3 days before the trial ends: mailed \"{mails[0].subject}\"")
+        state.notes.append(f'reminder mailed 3 days before the end: "{mails[0].subject}"')
+        self.say(f'  {state.plan.name:<20} 3 days before the trial ends: mailed "{mails[0].subject}"')
 
     def check_trial_end(self, state: ConsumerState) -> None:
         """The first real invoice at the trial's end, and no second reminder."""
@@ -513,8 +554,9 @@ class Demo:
         if conversion.status != "paid":
             raise DemoError(f"{state.plan.name}: the invoice at the trial's end is {conversion.status}")
         state.notes.append(f"at the trial's end the first month was charged: {money(conversion.amount_paid)}")
-        self.say(f"  {state.plan.name:<20} at the trial's end {money(conversion.amount_paid)} charged for the "
-                 "first month")  # fmt: skip
+        self.say(
+            f"  {state.plan.name:<20} at the trial's end {money(conversion.amount_paid)} charged for the first month"
+        )
 
     def trial_result(self, state: ConsumerState) -> ConsumerResult:
         """The trial's period: nothing billed for its calls (the trial's USD 0 invoice), then the first month
@@ -524,8 +566,9 @@ class Demo:
         quoted = [Line(f"{product.display_name}: {product.trial_days} days free ({successful:,} calls)", 0)]
         quoted += [Line(f"{line.description}, first month", line.amount) for line in quote(product, 0).lines]
         invoiced = [Line(line.description, line.amount) for inv in self.invoices(state)[:2] for line in inv.lines.data]
-        return ConsumerResult(state.plan.name, product.id, successful, blocked, invoiced, quoted, product.currency,
-                              state.notes)  # fmt: skip
+        return ConsumerResult(
+            state.plan.name, product.id, successful, blocked, invoiced, quoted, product.currency, state.notes
+        )
 
 
 def _subscription_item(line: Any) -> str:

@@ -22,8 +22,15 @@ MAX_DEQUEUE_COUNT = 5
 
 
 class QueuePoller:
-    def __init__(self, app: func.FunctionApp, queues: dict[str, QueueClient], *, interval: float = 0.5,
-                 visibility_timeout: int = 30, max_dequeue_count: int = MAX_DEQUEUE_COUNT) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: func.FunctionApp,
+        queues: dict[str, QueueClient],
+        *,
+        interval: float = 0.5,
+        visibility_timeout: int = 30,
+        max_dequeue_count: int = MAX_DEQUEUE_COUNT,
+    ) -> None:
         """`queues`: queue name -> client (with the app's base64 policies) for each queue to poll."""
         self._handlers: dict[str, Any] = {}
         for function in indexed_functions(app):
@@ -58,8 +65,13 @@ class QueuePoller:
                         self._to_poison(name, body, reason)
                         client.delete_message(message)
                     else:
-                        log.warning("queue %s: message %s failed (attempt %s): %s", name, message.id,
-                                    message.dequeue_count, reason)  # fmt: skip
+                        log.warning(
+                            "queue %s: message %s failed (attempt %s): %s",
+                            name,
+                            message.id,
+                            message.dequeue_count,
+                            reason,
+                        )
                     continue
                 client.delete_message(message)
         return handled

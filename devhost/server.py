@@ -42,9 +42,14 @@ def http_routes(app: func.FunctionApp) -> list[HttpRoute]:
         route = getattr(trigger, "route", None) or function.get_function_name()
         methods = frozenset(str(getattr(m, "value", m)).upper() for m in (getattr(trigger, "methods", None) or []))
         routes.append(
-            HttpRoute(function.get_function_name(), RouteTemplate.compile(route.strip("/")), methods,
-                      trigger.name, function.get_user_function())
-        )  # fmt: skip
+            HttpRoute(
+                function.get_function_name(),
+                RouteTemplate.compile(route.strip("/")),
+                methods,
+                trigger.name,
+                function.get_user_function(),
+            )
+        )
     # Literal routes win over templated ones, as in the Functions host.
     routes.sort(key=lambda r: (r.template.template.count("{"), -len(r.template.template)))
     return routes
@@ -114,9 +119,13 @@ class DevHost:
                 continue
             url = f"http://{headers.get('host', '127.0.0.1')}{raw_path}"
             request = func.HttpRequest(
-                method, url, headers=headers, params=dict(parse_qsl(parts.query, keep_blank_values=True)),
-                route_params=params, body=body,
-            )  # fmt: skip
+                method,
+                url,
+                headers=headers,
+                params=dict(parse_qsl(parts.query, keep_blank_values=True)),
+                route_params=params,
+                body=body,
+            )
             result: func.HttpResponse = call_function(route.handler, {route.arg_name: request})
             return result
         if allowed:

@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nThe local stack is up:")
         for name, url in stack.urls().items():
             print(f"  {name:<34} {url}")
-        print(f"  {'Operator status (another terminal)':<34} . {stack.settings_file()} && "
-              f"{os.path.relpath(sys.executable)} -m billing status")  # fmt: skip
+        print(
+            f"  {'Operator status (another terminal)':<34} . {stack.settings_file()} && "
+            f"{os.path.relpath(sys.executable)} -m billing status"
+        )
         print("\nOpen the developer portal, sign up and subscribe. Ctrl-C stops everything.", flush=True)
         stopping.wait()
         print("\nStopping...", flush=True)

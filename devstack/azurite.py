@@ -57,10 +57,19 @@ class Azurite:
             "--inMemoryPersistence",
             "--skipApiVersionCheck",
             "--disableTelemetry",
-            "--blobHost", LOOPBACK, "--blobPort", str(self.blob_port),
-            "--queueHost", LOOPBACK, "--queuePort", str(self.queue_port),
-            "--tableHost", LOOPBACK, "--tablePort", str(self.table_port),
-        ]  # fmt: skip
+            "--blobHost",
+            LOOPBACK,
+            "--blobPort",
+            str(self.blob_port),
+            "--queueHost",
+            LOOPBACK,
+            "--queuePort",
+            str(self.queue_port),
+            "--tableHost",
+            LOOPBACK,
+            "--tablePort",
+            str(self.table_port),
+        ]
         # In-memory persistence; the working directory only holds Azurite's own debug files and our log.
         self._process = ManagedProcess("azurite", argv, log_path=self.workdir / "azurite.log", cwd=self.workdir).start()
         try:

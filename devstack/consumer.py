@@ -97,8 +97,7 @@ class Consumer:
         if action is None:
             raise JourneyError(f"{step}: the page has no form to submit")
         url = urljoin(page.url, html.unescape(action[1]))
-        return self.session.post(url, data={**hidden_fields(page.text), **data}, allow_redirects=False,
-                                 timeout=TIMEOUT)  # fmt: skip
+        return self.session.post(url, data={**hidden_fields(page.text), **data}, allow_redirects=False, timeout=TIMEOUT)
 
     def _post_form(self, page: requests.Response, data: dict[str, str], step: str) -> requests.Response:
         response = self.submit(page, data, step)
@@ -121,16 +120,20 @@ class Consumer:
     def sign_up_answer(self, first_name: str = "Ada", last_name: str = "Lovelace") -> requests.Response:
         """Submit the sign-up form behind the portal's Sign up link; the app's raw answer."""
         page = self.open_portal_link("signup")
-        return self.submit(page, {"email": self.email, "password": self.password,
-                                  "first_name": first_name, "last_name": last_name}, "sign up")  # fmt: skip
+        return self.submit(
+            page,
+            {"email": self.email, "password": self.password, "first_name": first_name, "last_name": last_name},
+            "sign up",
+        )
 
     def sign_up(self, first_name: str = "Ada", last_name: str = "Lovelace") -> str:
         """Sign up through the portal's delegated Sign up link, then confirm the address with the link
         the app mailed; returns the APIM user id."""
         answer = self.sign_up_answer(first_name, last_name)
         if answer.status_code != 200 or "Check your e-mail" not in answer.text:
-            raise JourneyError(f"sign up: expected the 'check your e-mail' page, got {answer.status_code}"
-                               f" ({_snippet(answer.text)})")  # fmt: skip
+            raise JourneyError(
+                f"sign up: expected the 'check your e-mail' page, got {answer.status_code} ({_snippet(answer.text)})"
+            )
         return self.confirm_address()
 
     def confirm_address(self) -> str:
@@ -176,8 +179,10 @@ class Consumer:
         """Follow the app's redirect to the portal's single sign-on; returns the signed-in user id."""
         location = answer.headers.get("Location", "")
         if answer.status_code != 303 or not location.startswith(self.portal_url + "/signin-sso?token="):
-            raise JourneyError(f"{step}: expected a redirect to the portal's signin-sso, got {answer.status_code}"
-                               f" ({_snippet(answer.text)})")  # fmt: skip
+            raise JourneyError(
+                f"{step}: expected a redirect to the portal's signin-sso, got {answer.status_code}"
+                f" ({_snippet(answer.text)})"
+            )
         landed = self._get(location, f"{step}: portal single sign-on", redirects=True)
         match = re.search(r'data-user-id="([^"]+)"', landed.text)
         if match is None:
@@ -192,8 +197,11 @@ class Consumer:
     def pay(self, checkout_url: str, card: str = SUCCEEDING_CARD) -> str:
         """Pay on the hosted Checkout page; returns the page Checkout sends the consumer back to."""
         page = self._get(checkout_url, "open Stripe Checkout")
-        answer = self._post_form(page, {"cardNumber": card, "cardExpiry": "12 / 34", "cardCvc": "123",
-                                        "billingName": self.name}, "pay on Checkout")  # fmt: skip
+        answer = self._post_form(
+            page,
+            {"cardNumber": card, "cardExpiry": "12 / 34", "cardCvc": "123", "billingName": self.name},
+            "pay on Checkout",
+        )
         if answer.status_code != 303:
             raise JourneyError(f"pay on Checkout: the card was not accepted ({_snippet(answer.text)})")
         return answer.headers["Location"]
@@ -221,7 +229,6 @@ class Consumer:
         link = portal_unsubscribe_link(self.portal_home(), subscription_id)
         page = self._get(link, "open the cancel page")
         return self._post_form(page, {}, "confirm cancelling")
-
 
     # ---- changing plan (billing page) ------------------------------------------------------------
     def billing_page(self) -> requests.Response:

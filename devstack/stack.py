@@ -132,14 +132,16 @@ class LocalStack:
 
         delegation_key = self.delegation_key_b64 = base64.b64encode(secrets.token_bytes(64)).decode("ascii")
         self.apim = ApimEmulator(
-            opts.apim_port, opts.gateway_port, opts.portal_port,
+            opts.apim_port,
+            opts.gateway_port,
+            opts.portal_port,
             delegation_url=f"{self.app_url}/api/delegation",
             delegation_key_b64=delegation_key,
             report_lag_seconds=opts.report_lag_seconds,
             faults=opts.apim_faults,
             tier=opts.apim_tier,
             log_ingestion_delay_seconds=opts.log_ingestion_delay_seconds,
-        ).start()  # fmt: skip
+        ).start()
         webhook_secret = opts.webhook_secret or "whsec_" + secrets.token_hex(24)
         stripe_kwargs: dict[str, Any] = {"port": opts.stripe_port, "api_key": "sk_test_" + secrets.token_hex(12)}
         if opts.stripe_faults is not None:
@@ -149,12 +151,14 @@ class LocalStack:
         if opts.stripe_webhooks:
             # Exactly the events docs/deploy.md subscribes the real endpoint to (HANDLED_EVENTS), so an event the
             # app needs but the docs leave out fails here as it would in Azure.
-            endpoint = self.stripe.add_webhook_endpoint(f"{self.app_url}/api/webhooks/stripe", webhook_secret,
-                                                        enabled_events=sorted(HANDLED_EVENTS))  # fmt: skip
+            endpoint = self.stripe.add_webhook_endpoint(
+                f"{self.app_url}/api/webhooks/stripe", webhook_secret, enabled_events=sorted(HANDLED_EVENTS)
+            )
             self.webhook_endpoint_id = endpoint.id
             # The thin events (meter error reports) go to an event destination of their own (docs/deploy.md).
             _, event_destination_secret = self.stripe.add_event_destination(
-                f"{self.app_url}/api/webhooks/stripe-events", sorted(THIN_EVENT_TYPES), name="meter errors")
+                f"{self.app_url}/api/webhooks/stripe-events", sorted(THIN_EVENT_TYPES), name="meter errors"
+            )
 
         self.mailbox = Mailbox().start()
         self.env = {
@@ -179,8 +183,11 @@ class LocalStack:
         self._create_provider_api()
         if opts.apply_catalog:
             self._apply_catalog()
-        use_func = opts.use_func if opts.use_func is not None else (
-            shutil.which("func") is not None and opts.models_file is None)
+        use_func = (
+            opts.use_func
+            if opts.use_func is not None
+            else (shutil.which("func") is not None and opts.models_file is None)
+        )
         if use_func:
             self._start_func()
         else:
@@ -219,10 +226,16 @@ class LocalStack:
         from azure.mgmt.apimanagement.models import ApiCreateOrUpdateParameter  # noqa: PLC0415
 
         apim = self.apim_emulator
-        api = ApiCreateOrUpdateParameter(display_name="Echo API", path=PROVIDER_API_PATH, protocols=["https"],
-                                         service_url="https://echo.backend.example", subscription_required=True)
+        api = ApiCreateOrUpdateParameter(
+            display_name="Echo API",
+            path=PROVIDER_API_PATH,
+            protocols=["https"],
+            service_url="https://echo.backend.example",
+            subscription_required=True,
+        )
         apim.management_client().api.begin_create_or_update(
-            apim.resource_group, apim.service_name, PROVIDER_API_ID, api).result()
+            apim.resource_group, apim.service_name, PROVIDER_API_ID, api
+        ).result()
 
     def _apply_catalog(self) -> None:
         """Stripe products, prices, meters and APIM products, made by the app's own catalog sync."""
@@ -243,9 +256,12 @@ class LocalStack:
         assert self._workdir is not None
         env = {**os.environ, **self.env, "FUNCTIONS_WORKER_RUNTIME": "python"}
         self.func_process = ManagedProcess(
-            "func", ["func", "start", "--port", str(self._app_port)],
-            log_path=self._workdir / "func.log", env=env, cwd=REPO_ROOT,
-        ).start()  # fmt: skip
+            "func",
+            ["func", "start", "--port", str(self._app_port)],
+            log_path=self._workdir / "func.log",
+            env=env,
+            cwd=REPO_ROOT,
+        ).start()
         wait_for_port(self._app_port, timeout=120, alive=self.func_process.running)
 
     def stop(self) -> None:
@@ -293,8 +309,9 @@ class LocalStack:
             if handled == 0 and stripe_emulator.core.deliverer.pending() == 0 and self._queues_empty():
                 return
             if time.monotonic() > deadline:
-                raise StackNotSettled(f"the app did not settle within {timeout:.0f} s "
-                                      "(webhooks or queued work still pending)")  # fmt: skip
+                raise StackNotSettled(
+                    f"the app did not settle within {timeout:.0f} s (webhooks or queued work still pending)"
+                )
             if handled == 0:
                 time.sleep(0.05)  # waiting on a delivery or a worker elsewhere, not on our own work
 
@@ -326,8 +343,9 @@ class LocalStack:
         """A cookie-keeping HTTP client that asks for HTML, as a browser does."""
         return browser_session()
 
-    def customer_on_test_clock(self, uid: str, email: str, frozen_time: int,
-                               name: str | None = None) -> tuple[str, str]:  # fmt: skip
+    def customer_on_test_clock(
+        self, uid: str, email: str, frozen_time: int, name: str | None = None
+    ) -> tuple[str, str]:
         """(clock id, customer id): the APIM user's Stripe customer, made ahead on a test clock (Stripe's
         way to test renewals) and kept in the app's customer directory, as if the app had made it."""
         from billing.store.customers import CustomerDirectory  # noqa: PLC0415 - the app's own store
@@ -349,12 +367,12 @@ class LocalStack:
 
         return CustomerDirectory(table_service().get_table_client(CUSTOMERS_TABLE)).get(uid)
 
-    def consumer(self, email: str | None = None, password: str = DEFAULT_PASSWORD,
-                 name: str = "Ada Lovelace") -> Consumer:  # fmt: skip
+    def consumer(
+        self, email: str | None = None, password: str = DEFAULT_PASSWORD, name: str = "Ada Lovelace"
+    ) -> Consumer:
         """A consumer with a fresh browser on this stack's portal (a new e-mail address unless given)."""
         address = email or f"dev-{uuid.uuid4().hex[:10]}@example.com"
-        return Consumer(name, address, password, self.apim_emulator.portal_url, self.app_url,
-                        self.mail_server.web_url)
+        return Consumer(name, address, password, self.apim_emulator.portal_url, self.app_url, self.mail_server.web_url)
 
     @staticmethod
     def _running(part: _Part | None) -> _Part:
@@ -388,8 +406,10 @@ class LocalStack:
         assert self._workdir is not None, "the stack is not running"
         path = self._workdir / "settings.sh"
         path.touch(mode=0o600)
-        path.write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(self.env.items())),
-                        encoding="utf-8")  # fmt: skip
+        path.write_text(
+            "".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(self.env.items())),
+            encoding="utf-8",
+        )
         return path
 
     def urls(self) -> dict[str, str]:

@@ -26,13 +26,20 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     from billing.bootstrap import services  # noqa: PLC0415
     from billing.cli import CliError  # noqa: PLC0415
 
-    needed = ("AzureWebJobsStorage", "STRIPE_API_KEY", "APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP",
-              "APIM_SERVICE_NAME")  # fmt: skip
+    needed = (
+        "AzureWebJobsStorage",
+        "STRIPE_API_KEY",
+        "APIM_SUBSCRIPTION_ID",
+        "APIM_RESOURCE_GROUP",
+        "APIM_SERVICE_NAME",
+    )
     missing = [name for name in config.missing_settings() if name in needed]
     if missing:
         raise CliError(f"set {', '.join(missing)} (see local.settings.sample.json) to reconcile")
     report = reconcile(services().access_ports(), dry_run=args.dry_run, out=print)
     verb = "would change" if args.dry_run else "changed"
-    print(f"\n{verb} {len(report.changed)}, unchanged {report.unchanged}, skipped {len(report.ignored)}, "
-          f"failed {len(report.failed)}")  # fmt: skip
+    print(
+        f"\n{verb} {len(report.changed)}, unchanged {report.unchanged}, skipped {len(report.ignored)}, "
+        f"failed {len(report.failed)}"
+    )
     return EXIT_FAILED if report.failed else EXIT_OK

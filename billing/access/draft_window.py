@@ -22,16 +22,19 @@ import math
 # docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period: "You can set a delay of up
 # to 72 hours (3 days)."
 MAX_GRACE_SECONDS = 72 * 3600
-WHERE = ("Stripe Dashboard > Settings > Billing > Invoices, \"Invoice finalization grace period\" "
-         "(Invoice finalization delay; at most 72 hours)")  # fmt: skip
+WHERE = (
+    'Stripe Dashboard > Settings > Billing > Invoices, "Invoice finalization grace period" '
+    "(Invoice finalization delay; at most 72 hours)"
+)
 
 
 def _minutes(seconds: int) -> int:
     return math.ceil(seconds / 60)
 
 
-def draft_window_problem(*, invoice_id: str, subscription_id: str, created: int | None, finalizes_at: int | None,
-                         needs_seconds: int) -> str | None:  # fmt: skip
+def draft_window_problem(
+    *, invoice_id: str, subscription_id: str, created: int | None, finalizes_at: int | None, needs_seconds: int
+) -> str | None:
     """What is wrong with the invoice's draft window for a closing report taking `needs_seconds`, or None.
 
     The window runs from the invoice's creation to `automatically_finalizes_at`, both in Stripe's time
@@ -44,12 +47,16 @@ def draft_window_problem(*, invoice_id: str, subscription_id: str, created: int 
     if window >= needs_seconds:
         return None
     lacking = needs_seconds - window
-    what = (f"invoice {invoice_id or '(no id)'} of {subscription_id}: Stripe finalises it {_minutes(window)} min "
-            f"after it was created (automatically_finalizes_at), but the closing report waits for APIM's usage data "
-            f"and is confirmed within {_minutes(needs_seconds)} min (USAGE_REPORT_LAG_MINUTES, "
-            f"USAGE_CONFIRM_DELAY_SECONDS and 4/3 of it, queue polling): the period's last calls may go "
-            f"unbilled. ")  # fmt: skip
+    what = (
+        f"invoice {invoice_id or '(no id)'} of {subscription_id}: Stripe finalises it {_minutes(window)} min "
+        f"after it was created (automatically_finalizes_at), but the closing report waits for APIM's usage data "
+        f"and is confirmed within {_minutes(needs_seconds)} min (USAGE_REPORT_LAG_MINUTES, "
+        f"USAGE_CONFIRM_DELAY_SECONDS and 4/3 of it, queue polling): the period's last calls may go "
+        f"unbilled. "
+    )
     if needs_seconds > MAX_GRACE_SECONDS:
-        return what + ("No grace period is that long (Stripe allows at most 72 hours): lower "
-                       "USAGE_REPORT_LAG_MINUTES or USAGE_CONFIRM_DELAY_SECONDS.")  # fmt: skip
+        return what + (
+            "No grace period is that long (Stripe allows at most 72 hours): lower "
+            "USAGE_REPORT_LAG_MINUTES or USAGE_CONFIRM_DELAY_SECONDS."
+        )
     return what + f"Lengthen the invoice finalization grace period by at least {_minutes(lacking)} min: {WHERE}."

@@ -26,15 +26,19 @@ _ACCRUING = frozenset({"active", "trialing", "past_due"})
 
 def spending_limits(models: MonetizationModels) -> dict[str, int]:
     """APIM product id -> spending limit in minor units, for the products that declare one."""
-    return {apim_product_id(p.id): p.spending_limit_minor for p in models.products
-            if p.spending_limit_minor is not None}  # fmt: skip
+    return {
+        apim_product_id(p.id): p.spending_limit_minor for p in models.products if p.spending_limit_minor is not None
+    }
 
 
 def quota_resets(models: MonetizationModels) -> frozenset[str]:
     """APIM product ids of the paid products with a monthly quota: their counters restart with each period
     (on the tiers that have counters; the adapter knows the tier)."""
-    return frozenset(apim_product_id(p.id) for p in models.products
-                     if p.is_paid and p.quota is not None and p.quota.period == "month")  # fmt: skip
+    return frozenset(
+        apim_product_id(p.id)
+        for p in models.products
+        if p.is_paid and p.quota is not None and p.quota.period == "month"
+    )
 
 
 def threshold_to_set(snapshot: SubscriptionSnapshot, product_id: str, limits: Mapping[str, int]) -> int | None:

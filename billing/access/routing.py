@@ -60,15 +60,28 @@ class EventPlan:
     note: str = ""  # why there is nothing to do, for the log
 
     def to_json(self) -> bytes:
-        actions = [{"kind": "sync", "subscription_id": a.subscription_id} if isinstance(a, SyncSubscription)
-                   else {"kind": "trial_reminder", "subscription_id": a.subscription_id}
-                   if isinstance(a, RemindTrialEnd)
-                   else {"kind": "closing", "subscription_id": a.subscription_id,
-                         "period_start": a.period_start, "period_end": a.period_end, "invoice_id": a.invoice_id,
-                         "invoice_created": a.invoice_created, "finalizes_at": a.finalizes_at}
-                   for a in self.actions]  # fmt: skip
-        payload = {"event_id": self.event_id, "event_type": self.event_type, "created": self.created,
-                   "actions": actions}  # fmt: skip
+        actions = [
+            {"kind": "sync", "subscription_id": a.subscription_id}
+            if isinstance(a, SyncSubscription)
+            else {"kind": "trial_reminder", "subscription_id": a.subscription_id}
+            if isinstance(a, RemindTrialEnd)
+            else {
+                "kind": "closing",
+                "subscription_id": a.subscription_id,
+                "period_start": a.period_start,
+                "period_end": a.period_end,
+                "invoice_id": a.invoice_id,
+                "invoice_created": a.invoice_created,
+                "finalizes_at": a.finalizes_at,
+            }
+            for a in self.actions
+        ]
+        payload = {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "created": self.created,
+            "actions": actions,
+        }
         return json.dumps(payload, separators=(",", ":")).encode()
 
     @classmethod
@@ -82,10 +95,16 @@ class EventPlan:
                 elif a["kind"] == "trial_reminder":
                     actions.append(RemindTrialEnd(str(a["subscription_id"])))
                 elif a["kind"] == "closing":
-                    actions.append(ReportClosingUsage(str(a["subscription_id"]), int(a["period_start"]),
-                                                      int(a["period_end"]), str(a.get("invoice_id") or ""),
-                                                      _optional_int(a.get("invoice_created")),
-                                                      _optional_int(a.get("finalizes_at"))))  # fmt: skip
+                    actions.append(
+                        ReportClosingUsage(
+                            str(a["subscription_id"]),
+                            int(a["period_start"]),
+                            int(a["period_end"]),
+                            str(a.get("invoice_id") or ""),
+                            _optional_int(a.get("invoice_created")),
+                            _optional_int(a.get("finalizes_at")),
+                        )
+                    )
                 else:
                     raise MalformedEvent(f"unknown action kind {a['kind']!r}")
             return cls(str(data["event_id"]), str(data["event_type"]), int(data["created"]), tuple(actions))
@@ -93,11 +112,17 @@ class EventPlan:
             raise MalformedEvent(f"not an event work message: {exc}") from None
 
 
-SUBSCRIPTION_EVENTS = frozenset({
-    "customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted",
-    "customer.subscription.paused", "customer.subscription.resumed",
-    "customer.subscription.pending_update_applied", "customer.subscription.pending_update_expired",
-})  # fmt: skip
+SUBSCRIPTION_EVENTS = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+        "customer.subscription.pending_update_applied",
+        "customer.subscription.pending_update_expired",
+    }
+)
 # Invoice events that can change whether the consumer has paid; `invoice.payment_succeeded`
 # always accompanies `invoice.paid`, so handling both would only repeat the same work.
 INVOICE_STATE_EVENTS = frozenset(
@@ -161,8 +186,16 @@ def plan_event(raw: Mapping[str, Any]) -> EventPlan:
             return plan(note=f"invoice.created ({reason}) closes no usage period")
         if not isinstance(start, int) or not isinstance(end, int) or end <= start:
             return plan(note=f"invoice.created ({reason}) with an empty period")
-        return plan(ReportClosingUsage(sub_id, start, end, _ref(obj.get("id")), _optional_int(obj.get("created")),
-                                       _optional_int(obj.get("automatically_finalizes_at"))))  # fmt: skip
+        return plan(
+            ReportClosingUsage(
+                sub_id,
+                start,
+                end,
+                _ref(obj.get("id")),
+                _optional_int(obj.get("created")),
+                _optional_int(obj.get("automatically_finalizes_at")),
+            )
+        )
     return plan(note=f"event type {event_type} is not handled")
 
 

@@ -89,16 +89,22 @@ def sync_subscription(
         except (MetadataProblem, UnknownStripeStatus, MalformedObject) as problem:
             return SyncResult(subscription_id, "ignored", str(problem))
         if dry_run:
-            return SyncResult(subscription_id, "changed" if plan.changes_anything else "unchanged",
-                              plan.describe(subscription_id, target), plan)  # fmt: skip
+            return SyncResult(
+                subscription_id,
+                "changed" if plan.changes_anything else "unchanged",
+                plan.describe(subscription_id, target),
+                plan,
+            )
         refusal = _refusal(ports, snapshot, target, plan, deadline)
         if refusal is not None:
             ports.stripe.cancel_refused(subscription_id)
             log.warning("subscription %s refused at its first grant: %s", subscription_id, refusal)
             return SyncResult(subscription_id, "ignored", f"refused and cancelled: {refusal}")
         _apply_to_apim(ports, subscription_id, target, plan, deadline, moved_from=previous_product if moved else "")
-        if existing is not None and target.product_id in ports.quota_resets and (
-            snapshot.period_start > existing[0].current_period_start
+        if (
+            existing is not None
+            and target.product_id in ports.quota_resets
+            and (snapshot.period_start > existing[0].current_period_start)
         ):
             # Stripe started the next period: so does the quota (its window is the billing period).
             ports.apim.reset_quota(subscription_id, deadline.step_timeout(APIM_CALL_TIMEOUT))
@@ -125,8 +131,9 @@ def _keep_spending_limit(ports: AccessPorts, snapshot: SubscriptionSnapshot, tar
         log.exception("spending limit not set on %s; the next sync tries again", snapshot.id)
 
 
-def _refusal(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessTarget, plan: AccessPlan,
-             deadline: Deadline) -> str | None:  # fmt: skip
+def _refusal(
+    ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessTarget, plan: AccessPlan, deadline: Deadline
+) -> str | None:
     """Why a subscription's first grant of a key must not happen, if it must not.
 
     The portal refuses a second subscription to a product and any new one while something is owed,
@@ -137,8 +144,11 @@ def _refusal(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessT
     first_grant = plan.desired is ApimState.ACTIVE and (plan.create or plan.change_from == ApimState.SUBMITTED.value)
     if not first_grant:
         return None
-    others = [sid for sid in ports.apim.holders(target.user_id, target.product_id,
-                                                 deadline.step_timeout(APIM_CALL_TIMEOUT)) if sid != snapshot.id]
+    others = [
+        sid
+        for sid in ports.apim.holders(target.user_id, target.product_id, deadline.step_timeout(APIM_CALL_TIMEOUT))
+        if sid != snapshot.id
+    ]
     if others:
         return f"user {target.user_id} holds product {target.product_id} already ({', '.join(others)})"
     owed = ports.stripe.owed(snapshot.customer_id, snapshot.id)
@@ -152,8 +162,9 @@ def _refusal(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessT
     return trial_refusal(ports, snapshot, target)
 
 
-def _apply_to_apim(ports: AccessPorts, sid: str, target: AccessTarget, plan: AccessPlan, deadline: Deadline, *,
-                   moved_from: str) -> None:  # fmt: skip
+def _apply_to_apim(
+    ports: AccessPorts, sid: str, target: AccessTarget, plan: AccessPlan, deadline: Deadline, *, moved_from: str
+) -> None:
     if moved_from:
         # A plan change (an upgrade at once, a downgrade's schedule phase at the period end): the keys
         # stay, the new product's quota and rate limit apply from the next call.
@@ -165,8 +176,9 @@ def _apply_to_apim(ports: AccessPorts, sid: str, target: AccessTarget, plan: Acc
         ports.apim.set_state(sid, plan.desired, deadline.step_timeout(APIM_CALL_TIMEOUT))
 
 
-def _moved_product(current: ApimView | None, target: AccessTarget, previous_product: str,
-                   desired: ApimState) -> ApimView | None:  # fmt: skip
+def _moved_product(
+    current: ApimView | None, target: AccessTarget, previous_product: str, desired: ApimState
+) -> ApimView | None:
     """APIM's view once the subscription is moved to the target product, when Stripe's metadata says it
     changed plan from the product APIM still has; None when there is nothing to move."""
     if current is None or current.product_id == target.product_id or desired is ApimState.CANCELLED:
@@ -176,8 +188,9 @@ def _moved_product(current: ApimView | None, target: AccessTarget, previous_prod
     return replace(current, product_id=target.product_id)
 
 
-def _follow_with_free_product(ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessTarget,
-                              deadline: Deadline) -> None:  # fmt: skip
+def _follow_with_free_product(
+    ports: AccessPorts, snapshot: SubscriptionSnapshot, target: AccessTarget, deadline: Deadline
+) -> None:
     """A move to a free product takes effect when the paid subscription ends at its period end: the
     consumer gets the free product's subscription then (never after a cancellation of their own)."""
     free = snapshot.metadata.get(SUB_META_NEXT_PRODUCT, "")
@@ -192,10 +205,16 @@ def _follow_with_free_product(ports: AccessPorts, snapshot: SubscriptionSnapshot
     if existing is not None and existing.state == ApimState.ACTIVE.value:
         return
     name = f"{target.subscription_name}"[:100]
-    ports.apim.create(sid, AccessTarget(target.user_id, free, name), ApimState.ACTIVE,
-                      deadline.step_timeout(APIM_CALL_TIMEOUT))  # fmt: skip
-    log.info("subscription %s ended at its period end; user %s now has product %s (%s)", snapshot.id,
-             target.user_id, free, sid)  # fmt: skip
+    ports.apim.create(
+        sid, AccessTarget(target.user_id, free, name), ApimState.ACTIVE, deadline.step_timeout(APIM_CALL_TIMEOUT)
+    )
+    log.info(
+        "subscription %s ended at its period end; user %s now has product %s (%s)",
+        snapshot.id,
+        target.user_id,
+        free,
+        sid,
+    )
 
 
 def _check_link(link: SubscriptionLink, target: AccessTarget, previous_product: str = "") -> None:

@@ -79,7 +79,10 @@ class TransientFailure(Exception):
 
 
 def verify(
-    body: bytes, signature: str | None, secrets: Sequence[str], check: SignatureCheck,
+    body: bytes,
+    signature: str | None,
+    secrets: Sequence[str],
+    check: SignatureCheck,
     setting: str = "STRIPE_WEBHOOK_SECRET",
 ) -> Answer | dict[str, Any]:
     """The parsed event, or the answer for a body that must not be processed (`setting`: the secrets' name)."""
@@ -207,19 +210,29 @@ def apply_plan(plan: EventPlan, ports: AccessPorts, deadline: Deadline) -> str:
             except DependencyTimeout as exc:
                 raise TransientFailure(str(exc)) from exc
             if result.outcome == "ignored":
-                log.warning("event %s (%s): %s ignored: %s", plan.event_id, plan.event_type,
-                            result.subscription_id, result.detail)  # fmt: skip
+                log.warning(
+                    "event %s (%s): %s ignored: %s",
+                    plan.event_id,
+                    plan.event_type,
+                    result.subscription_id,
+                    result.detail,
+                )
             outcomes.append(f"{result.outcome}: {result.detail}")
         elif isinstance(action, RemindTrialEnd):
             outcomes.append(remind_trial_end(action.subscription_id, ports, deadline))
         elif isinstance(action, ReportClosingUsage):
             deadline.step_timeout(2.0)
             ports.usage.request_closing(action.subscription_id, action.period_start, action.period_end)
-            outcomes.append(f"closing usage requested for {action.subscription_id} "
-                            f"[{action.period_start}, {action.period_end})")  # fmt: skip
+            outcomes.append(
+                f"closing usage requested for {action.subscription_id} [{action.period_start}, {action.period_end})"
+            )
             problem = draft_window_problem(
-                invoice_id=action.invoice_id, subscription_id=action.subscription_id, created=action.invoice_created,
-                finalizes_at=action.finalizes_at, needs_seconds=ports.usage.closing_takes_seconds())  # fmt: skip
+                invoice_id=action.invoice_id,
+                subscription_id=action.subscription_id,
+                created=action.invoice_created,
+                finalizes_at=action.finalizes_at,
+                needs_seconds=ports.usage.closing_takes_seconds(),
+            )
             if problem is not None:
                 log.error("draft window too short: %s", problem)
                 outcomes.append("draft window too short (logged)")

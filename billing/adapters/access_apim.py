@@ -45,10 +45,15 @@ class ApimSubscriptionsAdapter:
     def _call(self, timeout: float, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return operation(
-                self._service.resource_group, self._service.service_name, *args,
-                connection_timeout=min(CONNECT_TIMEOUT, timeout), read_timeout=timeout, retry_total=RETRIES,
-                timeout=timeout, **kwargs,
-            )  # fmt: skip
+                self._service.resource_group,
+                self._service.service_name,
+                *args,
+                connection_timeout=min(CONNECT_TIMEOUT, timeout),
+                read_timeout=timeout,
+                retry_total=RETRIES,
+                timeout=timeout,
+                **kwargs,
+            )
         except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as exc:
             raise DependencyTimeout(f"APIM did not answer within {timeout:.1f} s") from exc
 
@@ -107,6 +112,7 @@ class ApimSubscriptionsAdapter:
     def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
         found = self._call(timeout, self._service.client.user_subscription.list, user_id)
         return [
-            str(sub.name) for sub in found
+            str(sub.name)
+            for sub in found
             if _last_segment(sub.scope, "products") == product_id and sub.state in HOLDING_STATES
-        ]  # fmt: skip
+        ]

@@ -30,8 +30,9 @@ class ClosingUsageQueue:
         # The usage area owns the message format (and consumes it with its queue trigger). Invisible
         # until APIM's reports have the period's last calls: `visibility_timeout` of Put Message.
         delay = lag_seconds_of(config.get(LAG_SETTING, self._env))
-        self._queue.send_message(closing_message(subscription_id, period_start, period_end),
-                                 visibility_timeout=delay, timeout=5)  # fmt: skip
+        self._queue.send_message(
+            closing_message(subscription_id, period_start, period_end), visibility_timeout=delay, timeout=5
+        )
 
     def closing_takes_seconds(self) -> int:
         lag = lag_seconds_of(config.get(LAG_SETTING, self._env))

@@ -39,8 +39,10 @@ class StripeSubscriptionsAdapter:
         # Stripe's billing thresholds: "issue an invoice when a customer's accrued usage in a
         # subscription cycle reaches a specific monetary threshold"; the anchor stays, so the
         # period (and the usage push's windows) are unchanged.
-        self._stripe.v1.subscriptions.update(subscription_id, params={
-            "billing_thresholds": {"amount_gte": amount_minor, "reset_billing_cycle_anchor": False}})  # fmt: skip
+        self._stripe.v1.subscriptions.update(
+            subscription_id,
+            params={"billing_thresholds": {"amount_gte": amount_minor, "reset_billing_cycle_anchor": False}},
+        )
 
     def owed(self, customer_id: str, except_subscription: str) -> int:
         total = 0
@@ -55,9 +57,13 @@ class StripeSubscriptionsAdapter:
     def ending(self, customer_id: str, except_subscription: str) -> list[str]:
         found = self._stripe.v1.subscriptions.list(params={"customer": customer_id, "limit": PAGE_SIZE})
         # The default list leaves out canceled subscriptions: those have their final invoice already.
-        return [sub.id for sub in found.auto_paging_iter() if sub.id != except_subscription
-                and (sub.to_dict().get("metadata") or {}).get(SUB_META_ACCESS_ENDED)
-                and sub.status != "incomplete_expired"]  # fmt: skip
+        return [
+            sub.id
+            for sub in found.auto_paging_iter()
+            if sub.id != except_subscription
+            and (sub.to_dict().get("metadata") or {}).get(SUB_META_ACCESS_ENDED)
+            and sub.status != "incomplete_expired"
+        ]
 
     def cancel_refused(self, subscription_id: str) -> None:
         # prorate: the unused part of what its first invoice charged goes back to the customer's

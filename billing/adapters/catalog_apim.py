@@ -56,20 +56,29 @@ class ApimCatalog:
             wanted = pid in wanted_ids
             made = self.links.made(pid) if wanted else set()
             products[pid] = ApimProductState(
-                id=pid, display_name=c.display_name or "", description=c.description,
-                subscription_required=c.subscription_required, approval_required=c.approval_required,
-                subscriptions_limit=c.subscriptions_limit, state=c.state,
+                id=pid,
+                display_name=c.display_name or "",
+                description=c.description,
+                subscription_required=c.subscription_required,
+                approval_required=c.approval_required,
+                subscriptions_limit=c.subscriptions_limit,
+                state=c.state,
                 policy_xml=self._policy(pid) if wanted else None,
                 subscription_count=None if wanted else self._live_subscriptions(pid),
-                apis=self._names(f"listing the APIs of product {pid}",
-                                 partial(self.client.product_api.list_by_product, rg, svc, pid))
-                if wanted else frozenset(),
-                groups=self._names(f"listing the groups of product {pid}",
-                                   partial(self.client.product_group.list_by_product, rg, svc, pid))
-                if wanted else frozenset(),
+                apis=self._names(
+                    f"listing the APIs of product {pid}", partial(self.client.product_api.list_by_product, rg, svc, pid)
+                )
+                if wanted
+                else frozenset(),
+                groups=self._names(
+                    f"listing the groups of product {pid}",
+                    partial(self.client.product_group.list_by_product, rg, svc, pid),
+                )
+                if wanted
+                else frozenset(),
                 catalog_apis=frozenset(t for k, t in made if k == "api"),
                 catalog_groups=frozenset(t for k, t in made if k == "group"),
-            )  # fmt: skip
+            )
         return ApimState(products, tier=str(service.sku.name), api_ids=api_ids, group_ids=group_ids)
 
     def _names(self, what: str, listing: Callable[[], Iterable[Any]]) -> frozenset[str]:
@@ -81,9 +90,11 @@ class ApimCatalog:
         operations = self.client.product_api if op.kind == "api" else self.client.product_group
         verb = "linking" if op.linked else "unlinking"
         if op.linked:
-            self._call(f"{verb} {op.kind} {target} to product {pid}",
-                       lambda: operations.create_or_update(rg, svc, pid, target))  # fmt: skip
+            self._call(
+                f"{verb} {op.kind} {target} to product {pid}", lambda: operations.create_or_update(rg, svc, pid, target)
+            )
         else:
+
             def unlink() -> None:
                 try:
                     operations.delete(rg, svc, pid, target)
@@ -116,10 +127,13 @@ class ApimCatalog:
     def put_product(self, spec: ApimProductSpec, exists: bool) -> None:
         rg, svc = self.where
         contract = m.ProductContract(
-            display_name=spec.display_name, description=spec.description,
-            subscription_required=spec.subscription_required, approval_required=spec.approval_required,
-            subscriptions_limit=spec.subscriptions_limit, state=spec.state,
-        )  # fmt: skip
+            display_name=spec.display_name,
+            description=spec.description,
+            subscription_required=spec.subscription_required,
+            approval_required=spec.approval_required,
+            subscriptions_limit=spec.subscriptions_limit,
+            state=spec.state,
+        )
         self._call(
             f"{'updating' if exists else 'creating'} product {spec.product_id}",
             lambda: self.client.product.create_or_update(

@@ -71,15 +71,21 @@ class StripeCatalog:
             listed = self._all(f"listing prices of {product_id}", _lister(v1.prices.list, {"product": product_id}))
             prices += [_price(p, events) for p in listed]
         prices.sort(key=lambda p: (p.created, p.id))
-        configs = self._all("listing customer portal configurations",
-                            lambda: v1.billing_portal.configurations.list({"limit": 100, "active": True}))  # fmt: skip
+        configs = self._all(
+            "listing customer portal configurations",
+            lambda: v1.billing_portal.configurations.list({"limit": 100, "active": True}),
+        )
         ours = [c for c in configs if (c.get("metadata") or {}).get(names.PORTAL_CONFIG_METADATA_KEY) == "portal"]
         return StripeState(products, meters, tuple(prices), _portal(ours[0]) if ours else None)
 
     # ---- writing -------------------------------------------------------------------------------
     def create_product(self, spec: StripeProductSpec, idempotency_key: str) -> None:
-        params: Any = {"id": spec.stripe_id, "name": spec.name, "description": spec.description,
-                       "metadata": spec.metadata}  # fmt: skip
+        params: Any = {
+            "id": spec.stripe_id,
+            "name": spec.name,
+            "description": spec.description,
+            "metadata": spec.metadata,
+        }
         try:
             self._call(
                 f"creating product {spec.stripe_id}",
@@ -143,9 +149,14 @@ class StripeCatalog:
         if meter_id is not None:
             recurring["meter"] = meter_id
         params: dict[str, Any] = {
-            "product": t.product, "currency": t.currency, "recurring": recurring, "billing_scheme": "per_unit",
-            "lookup_key": spec.lookup_key, "metadata": spec.metadata, "nickname": spec.nickname,
-        }  # fmt: skip
+            "product": t.product,
+            "currency": t.currency,
+            "recurring": recurring,
+            "billing_scheme": "per_unit",
+            "lookup_key": spec.lookup_key,
+            "metadata": spec.metadata,
+            "nickname": spec.nickname,
+        }
         if t.unit_amount_decimal == t.unit_amount_decimal.to_integral_value():
             params["unit_amount"] = int(t.unit_amount_decimal)
         else:
@@ -170,12 +181,17 @@ class StripeCatalog:
 
     # ---- subscriptions on old prices (migrate-prices) ------------------------------------------
     def put_portal_config(self, op: PutPortalConfig, idempotency_key: str) -> str:
-        params: Any = {"business_profile": {"headline": op.spec.headline}, "features": op.spec.features(),
-                       "metadata": op.spec.metadata}  # fmt: skip
+        params: Any = {
+            "business_profile": {"headline": op.spec.headline},
+            "features": op.spec.features(),
+            "metadata": op.spec.metadata,
+        }
         configs = self.client.v1.billing_portal.configurations
         if op.config_id is None:
-            made = self._call("creating the customer portal configuration",
-                              lambda: configs.create(params, {"idempotency_key": idempotency_key}))  # fmt: skip
+            made = self._call(
+                "creating the customer portal configuration",
+                lambda: configs.create(params, {"idempotency_key": idempotency_key}),
+            )
             return str(made.id)
         config_id = op.config_id
         self._call(f"updating customer portal configuration {config_id}", lambda: configs.update(config_id, params))
@@ -185,8 +201,9 @@ class StripeCatalog:
         """Live subscriptions with an item on one of `price_ids` (each listed once)."""
         found: dict[str, dict[str, Any]] = {}
         for price_id in price_ids:
-            lister = _lister(self.client.v1.subscriptions.list,
-                             {"price": price_id, "status": "all", "expand": ["data.test_clock"]})  # fmt: skip
+            lister = _lister(
+                self.client.v1.subscriptions.list, {"price": price_id, "status": "all", "expand": ["data.test_clock"]}
+            )
             for sub in self._all(f"listing subscriptions on {price_id}", lister):
                 if sub.get("status") not in ("canceled", "incomplete_expired"):
                     found[sub["id"]] = sub
@@ -196,7 +213,8 @@ class StripeCatalog:
         self._call(
             f"moving subscription item {item_id} to {price_id}",
             lambda: self.client.v1.subscription_items.update(
-                item_id, {"price": price_id, "proration_behavior": "create_prorations"},
+                item_id,
+                {"price": price_id, "proration_behavior": "create_prorations"},
                 {"idempotency_key": idempotency_key},
             ),
         )
@@ -220,11 +238,14 @@ def _portal(c: dict[str, Any]) -> PortalConfigState:
     features = {
         "invoice_history": {"enabled": bool((f.get("invoice_history") or {}).get("enabled"))},
         "payment_method_update": {"enabled": bool((f.get("payment_method_update") or {}).get("enabled"))},
-        "subscription_cancel": {"enabled": bool(cancel.get("enabled")), "mode": cancel.get("mode"),
-                                "proration_behavior": cancel.get("proration_behavior")},
+        "subscription_cancel": {
+            "enabled": bool(cancel.get("enabled")),
+            "mode": cancel.get("mode"),
+            "proration_behavior": cancel.get("proration_behavior"),
+        },
         "subscription_update": {"enabled": bool((f.get("subscription_update") or {}).get("enabled"))},
         "customer_update": {"enabled": bool((f.get("customer_update") or {}).get("enabled"))},
-    }  # fmt: skip
+    }
     return PortalConfigState(str(c["id"]), (c.get("business_profile") or {}).get("headline"), features)
 
 

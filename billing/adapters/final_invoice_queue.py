@@ -22,5 +22,6 @@ class FinalInvoiceQueue:
     def schedule(self, subscription_id: str, period_start: int, period_end: int, cancel_at: int) -> None:
         # Read at each cancel: a bad setting fails the cancel (before APIM is touched), loudly.
         delay = lag_seconds_of(config.get(LAG_SETTING, self._env))
-        self._queue.send_message(final_message(subscription_id, period_start, period_end, cancel_at),
-                                 visibility_timeout=delay, timeout=5)  # fmt: skip
+        self._queue.send_message(
+            final_message(subscription_id, period_start, period_end, cancel_at), visibility_timeout=delay, timeout=5
+        )

@@ -21,8 +21,17 @@ TIMEOUT_SECONDS = 10  # connect and each command; the page answers "try again" r
 
 
 class SmtpMailer:
-    def __init__(self, host: str, port: int, sender: str, *, username: str = "", password: str = "",
-                 starttls: bool = True, timeout: float = TIMEOUT_SECONDS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        *,
+        username: str = "",
+        password: str = "",
+        starttls: bool = True,
+        timeout: float = TIMEOUT_SECONDS,
+    ) -> None:
         self._host, self._port, self._sender = host, port, sender
         self._username, self._password = username, password
         self._starttls, self._timeout = starttls, timeout
@@ -55,6 +64,11 @@ def smtp_mailer(env: Mapping[str, str] | None = None) -> SmtpMailer:
     starttls = config.get("SMTP_STARTTLS", env).lower()
     if starttls not in ("true", "false"):
         raise ValueError(f"SMTP_STARTTLS must be 'true' or 'false', not {starttls!r}")
-    return SmtpMailer(config.get("SMTP_HOST", env), int(port), config.get("MAIL_SENDER", env),
-                      username=config.get("SMTP_USERNAME", env), password=config.get("SMTP_PASSWORD", env),
-                      starttls=starttls == "true")  # fmt: skip
+    return SmtpMailer(
+        config.get("SMTP_HOST", env),
+        int(port),
+        config.get("MAIL_SENDER", env),
+        username=config.get("SMTP_USERNAME", env),
+        password=config.get("SMTP_PASSWORD", env),
+        starttls=starttls == "true",
+    )

@@ -38,7 +38,7 @@ def _last_segment(resource_id: str | None, collection: str) -> str | None:
         return None
     marker = f"/{collection}/"
     index = resource_id.lower().rfind(marker)
-    return resource_id[index + len(marker):] if index >= 0 else None
+    return resource_id[index + len(marker) :] if index >= 0 else None
 
 
 def _subscription(contract: SubscriptionContract) -> ApimSubscription:

@@ -20,8 +20,13 @@ log = logging.getLogger(__name__)
 
 
 class PlanChanges:
-    def __init__(self, client: stripe.StripeClient, apim: ApimService, usage_queue: QueueClient,
-                 env: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        apim: ApimService,
+        usage_queue: QueueClient,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self._c = client.v1
         self._apim = apim
         self._queue = usage_queue
@@ -30,15 +35,23 @@ class PlanChanges:
     def current(self, subscription_id: str) -> StripePlan | None:
         try:
             sub = self._c.subscriptions.retrieve(
-                subscription_id, params={"expand": ["test_clock", "schedule", "items.data.price", "customer"]})
+                subscription_id, params={"expand": ["test_clock", "schedule", "items.data.price", "customer"]}
+            )
         except stripe.InvalidRequestError:
             return None
         raw: dict[str, Any] = sub.to_dict()
         items = []
         for item in (raw.get("items") or {}).get("data") or []:
             price = item.get("price") or {}
-            items.append(PlanItem(str(item["id"]), str(price.get("id")), str(price.get("lookup_key") or ""),
-                                  (price.get("recurring") or {}).get("usage_type") == "metered", item.get("quantity")))
+            items.append(
+                PlanItem(
+                    str(item["id"]),
+                    str(price.get("id")),
+                    str(price.get("lookup_key") or ""),
+                    (price.get("recurring") or {}).get("usage_type") == "metered",
+                    item.get("quantity"),
+                )
+            )
         if not items:
             return None
         clock = raw.get("test_clock")
@@ -51,23 +64,40 @@ class PlanChanges:
                 scheduled_at = int(later[0]["start_date"])
         first = raw["items"]["data"][0]
         return StripePlan(
-            subscription_id=str(raw["id"]), status=str(raw.get("status")), customer_id=_id(raw.get("customer")),
-            metadata={str(k): str(v) for k, v in (raw.get("metadata") or {}).items()}, items=tuple(items),
-            period_start=int(first["current_period_start"]), period_end=int(first["current_period_end"]),
+            subscription_id=str(raw["id"]),
+            status=str(raw.get("status")),
+            customer_id=_id(raw.get("customer")),
+            metadata={str(k): str(v) for k, v in (raw.get("metadata") or {}).items()},
+            items=tuple(items),
+            period_start=int(first["current_period_start"]),
+            period_end=int(first["current_period_end"]),
             clock_now=int(clock["frozen_time"]) if isinstance(clock, dict) else None,
             schedule_id=str(schedule["id"]) if schedule is not None and schedule.get("status") == "active" else None,
-            scheduled_product=scheduled_product, scheduled_at=scheduled_at,
+            scheduled_product=scheduled_product,
+            scheduled_at=scheduled_at,
             cancel_at_period_end=bool(raw.get("cancel_at_period_end")),
             payment_method=_payment_method(raw),
-        )  # fmt: skip
+        )
 
-    def upgrade(self, subscription_id: str, items: Sequence[Mapping[str, object]], metadata: Mapping[str, str],
-                idempotency_key: str) -> None:  # fmt: skip
-        params: dict[str, Any] = {"items": [dict(i) for i in items], "metadata": dict(metadata),
-                                  "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"}
+    def upgrade(
+        self,
+        subscription_id: str,
+        items: Sequence[Mapping[str, object]],
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> None:
+        params: dict[str, Any] = {
+            "items": [dict(i) for i in items],
+            "metadata": dict(metadata),
+            "proration_behavior": "always_invoice",
+            "payment_behavior": "error_if_incomplete",
+        }
         try:
-            self._c.subscriptions.update(subscription_id, params=params,  # type: ignore[arg-type]
-                                         options={"idempotency_key": idempotency_key})
+            self._c.subscriptions.update(
+                subscription_id,
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
         except stripe.CardError as exc:
             raise PaymentFailed(str(exc.user_message or "the card was declined")) from None
         except stripe.IdempotencyError:
@@ -81,8 +111,9 @@ class PlanChanges:
             log.warning("subscription %s: a schedule made while it was upgraded is released", subscription_id)
             self.release_schedule(_id(after.schedule))
 
-    def schedule_downgrade(self, plan: StripePlan, next_items: Sequence[tuple[str, int | None]],
-                           metadata: Mapping[str, str]) -> None:  # fmt: skip
+    def schedule_downgrade(
+        self, plan: StripePlan, next_items: Sequence[tuple[str, int | None]], metadata: Mapping[str, str]
+    ) -> None:
         try:
             schedule = self._c.subscription_schedules.create(params={"from_subscription": plan.subscription_id})
         except stripe.InvalidRequestError:
@@ -90,14 +121,20 @@ class PlanChanges:
         phase = schedule.phases[0]
         current = [_item(i.price_id, None if i.metered else (i.quantity or 1)) for i in plan.items]
         try:
-            self._c.subscription_schedules.update(schedule.id, params={  # type: ignore[arg-type]
-                "end_behavior": "release",
-                "phases": [
-                    {"items": current, "start_date": phase.start_date, "end_date": phase.end_date},
-                    {"items": [_item(price, quantity) for price, quantity in next_items],
-                     "duration": {"interval": "month", "interval_count": 1}, "metadata": dict(metadata)},
-                ],
-            })  # fmt: skip
+            self._c.subscription_schedules.update(
+                schedule.id,
+                params={  # type: ignore[arg-type]
+                    "end_behavior": "release",
+                    "phases": [
+                        {"items": current, "start_date": phase.start_date, "end_date": phase.end_date},
+                        {
+                            "items": [_item(price, quantity) for price, quantity in next_items],
+                            "duration": {"interval": "month", "interval_count": 1},
+                            "metadata": dict(metadata),
+                        },
+                    ],
+                },
+            )
         except Exception:
             self._c.subscription_schedules.release(schedule.id)  # no half-made schedule is left behind
             if self._changed_meanwhile(plan, schedule.id):
@@ -124,18 +161,22 @@ class PlanChanges:
             # released, completed or cancelled meanwhile: nothing left to undo
 
     def end_at_period_end(self, subscription_id: str, next_product: str) -> None:
-        self._c.subscriptions.update(subscription_id, params={
-            "cancel_at_period_end": True, "metadata": {names.SUB_META_NEXT_PRODUCT: next_product}})
+        self._c.subscriptions.update(
+            subscription_id,
+            params={"cancel_at_period_end": True, "metadata": {names.SUB_META_NEXT_PRODUCT: next_product}},
+        )
 
     def keep_on(self, subscription_id: str) -> None:
-        self._c.subscriptions.update(subscription_id, params={
-            "cancel_at_period_end": False, "metadata": {names.SUB_META_NEXT_PRODUCT: ""}})
+        self._c.subscriptions.update(
+            subscription_id, params={"cancel_at_period_end": False, "metadata": {names.SUB_META_NEXT_PRODUCT: ""}}
+        )
 
     def move_scope(self, subscription_id: str, product_id: str) -> None:
         # SubscriptionUpdateParameters.scope (REST 2024-05-01): "Scope like /products/{productId}"; the keys stay.
         params = SubscriptionUpdateParameters(scope=f"/products/{product_id}")
-        self._apim.client.subscription.update(self._apim.resource_group, self._apim.service_name, subscription_id,
-                                              "*", params)  # fmt: skip
+        self._apim.client.subscription.update(
+            self._apim.resource_group, self._apim.service_name, subscription_id, "*", params
+        )
 
     def report_old_usage_later(self, request: PlanChangeRequest) -> None:
         delay = lag_seconds_of(config_get(LAG_SETTING, self._env))

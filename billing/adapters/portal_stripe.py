@@ -84,10 +84,12 @@ class PortalStripe:
                 raise
             return same
 
-    def _create_session(self, request: CheckoutRequest, line_items: list[LineItem], product: str,
-                        idempotency_key: str) -> str:  # fmt: skip
+    def _create_session(
+        self, request: CheckoutRequest, line_items: list[LineItem], product: str, idempotency_key: str
+    ) -> str:
         subscription_data: stripe.params.checkout.SessionCreateParamsSubscriptionData = {
-            "metadata": dict(request.metadata)}
+            "metadata": dict(request.metadata)
+        }
         if request.trial_days:
             # Stripe: "Integer representing the number of trial period days before the customer is charged
             # for the first time". Should the card be gone by then, the invoice is made all the same and its
@@ -152,7 +154,9 @@ class PortalStripe:
         # (billing.usage.final_invoice) cancels it sooner. The metadata tells every later sync that
         # access ended, and when.
         params: stripe.params.SubscriptionUpdateParams = {
-            "cancel_at_period_end": True, "metadata": {catalog_names.SUB_META_ACCESS_ENDED: str(at)}}
+            "cancel_at_period_end": True,
+            "metadata": {catalog_names.SUB_META_ACCESS_ENDED: str(at)},
+        }
         try:
             self._c.subscriptions.update(subscription_id, params=params)
         except stripe.InvalidRequestError as exc:
@@ -168,8 +172,12 @@ class PortalStripe:
             return []
         # The default list leaves out canceled subscriptions, which have their final invoice already.
         found = self._c.subscriptions.list(params={"customer": customer, "limit": 100})
-        return [sub.id for sub in found.auto_paging_iter() if sub.status != "incomplete_expired"
-                and (sub.to_dict().get("metadata") or {}).get(catalog_names.SUB_META_ACCESS_ENDED)]  # fmt: skip
+        return [
+            sub.id
+            for sub in found.auto_paging_iter()
+            if sub.status != "incomplete_expired"
+            and (sub.to_dict().get("metadata") or {}).get(catalog_names.SUB_META_ACCESS_ENDED)
+        ]
 
     def subscription_period(self, subscription_id: str) -> BillingPeriod | None:
         try:
@@ -223,10 +231,15 @@ class PortalStripe:
             for status in ("open", "uncollectible", "draft"):
                 found = self._c.invoices.list(params={"customer": customer, "status": status, "limit": 100})
                 debts += [
-                    Debt(str(inv.id), str(inv.number or ""), str(inv.currency), int(inv.amount_remaining or 0),
-                         str(inv.hosted_invoice_url or ""))
+                    Debt(
+                        str(inv.id),
+                        str(inv.number or ""),
+                        str(inv.currency),
+                        int(inv.amount_remaining or 0),
+                        str(inv.hosted_invoice_url or ""),
+                    )
                     for inv in found.auto_paging_iter()
-                ]  # fmt: skip
+                ]
         return debts
 
     def billing_portal_url(self, customer_id: str, return_url: str) -> str | None:
@@ -236,7 +249,8 @@ class PortalStripe:
             log.error("no customer portal configuration: run `python -m billing catalog apply`")
             return None
         session = self._c.billing_portal.sessions.create(
-            params={"customer": customer_id, "return_url": return_url, "configuration": config})
+            params={"customer": customer_id, "return_url": return_url, "configuration": config}
+        )
         return str(session.url)
 
     def _portal_configuration(self) -> str | None:

@@ -72,11 +72,18 @@ def table_service(env: Mapping[str, str] | None = None) -> TableServiceClient:
     conn = _connection_string(source)
     if conn:
         return TableServiceClient.from_connection_string(
-            conn, connection_data_block_size=READ_BLOCK_BYTES, connection_timeout=CONNECT_TIMEOUT_SECONDS,
-            read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
-    return TableServiceClient(endpoint=_service_uri(source, "table"), credential=_credential(source),
-                              connection_data_block_size=READ_BLOCK_BYTES, connection_timeout=CONNECT_TIMEOUT_SECONDS,
-                              read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
+            conn,
+            connection_data_block_size=READ_BLOCK_BYTES,
+            connection_timeout=CONNECT_TIMEOUT_SECONDS,
+            read_timeout=READ_TIMEOUT_SECONDS,
+        )
+    return TableServiceClient(
+        endpoint=_service_uri(source, "table"),
+        credential=_credential(source),
+        connection_data_block_size=READ_BLOCK_BYTES,
+        connection_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+    )
 
 
 def table(name: str, env: Mapping[str, str] | None = None) -> TableClient:
@@ -94,11 +101,15 @@ def queue_service(env: Mapping[str, str] | None = None) -> QueueServiceClient:
     source = _env(env)
     conn = _connection_string(source)
     if conn:
-        return QueueServiceClient.from_connection_string(conn, connection_timeout=CONNECT_TIMEOUT_SECONDS,
-                                                         read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
-    return QueueServiceClient(account_url=_service_uri(source, "queue"), credential=_credential(source),
-                              connection_timeout=CONNECT_TIMEOUT_SECONDS,
-                              read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
+        return QueueServiceClient.from_connection_string(
+            conn, connection_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS
+        )
+    return QueueServiceClient(
+        account_url=_service_uri(source, "queue"),
+        credential=_credential(source),
+        connection_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+    )
 
 
 def queue(name: str, env: Mapping[str, str] | None = None) -> QueueClient:

@@ -49,8 +49,11 @@ class StripeSubscriptionEnder:
             return
         items = [item.id for item in current["items"].data]
         params: stripe.params.SubscriptionUpdateParams = {
-            "proration_behavior": "create_prorations", "metadata": {SUB_META_RETIRING_ITEM: ""}}
+            "proration_behavior": "create_prorations",
+            "metadata": {SUB_META_RETIRING_ITEM: ""},
+        }
         if item_id in items:
             params["items"] = [{"id": item_id, "deleted": True}]
-        self._stripe.v1.subscriptions.update(subscription_id, params=params,
-                                             options={"idempotency_key": f"retire-{subscription_id}-{item_id}"})
+        self._stripe.v1.subscriptions.update(
+            subscription_id, params=params, options={"idempotency_key": f"retire-{subscription_id}-{item_id}"}
+        )

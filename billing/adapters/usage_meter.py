@@ -155,12 +155,11 @@ class StripeMeterSender:
     def _token(self, renew: bool = False) -> str:
         with self._session_lock:
             if renew or self._session is None or self._session[1] - SESSION_MARGIN_SECONDS <= self._now():
+
                 def create() -> tuple[str, float]:
                     self._count("session")
                     try:
-                        session = self._stripe.v2.billing.meter_event_session.create(
-                            options={"max_network_retries": 0}
-                        )
+                        session = self._stripe.v2.billing.meter_event_session.create(options={"max_network_retries": 0})
                     except stripe.StripeError as exc:
                         translated = retryable(exc)
                         if translated is exc:
@@ -219,16 +218,26 @@ class StripeMeterCounts:
 
     def counted(self, customer_id: str, event_name: str, start: int, end: int) -> int:
         meter = self._meter_id(event_name)
-        summaries = self._call(lambda: self._stripe.v1.billing.meters.event_summaries.list(meter, params={
-            "customer": customer_id, "start_time": start, "end_time": end, "limit": 100,
-        }, options={"max_network_retries": 0}))  # fmt: skip
+        summaries = self._call(
+            lambda: self._stripe.v1.billing.meters.event_summaries.list(
+                meter,
+                params={
+                    "customer": customer_id,
+                    "start_time": start,
+                    "end_time": end,
+                    "limit": 100,
+                },
+                options={"max_network_retries": 0},
+            )
+        )
         # Without value_grouping_window: one summary for the whole range (integers, exact as floats).
         return sum(int(s.aggregated_value) for s in summaries.data)
 
     def _meter_id(self, event_name: str) -> str:
         if event_name not in self._meter_ids:
-            meters = self._call(lambda: self._stripe.v1.billing.meters.list(
-                params={"limit": 100}, options={"max_network_retries": 0}))  # fmt: skip
+            meters = self._call(
+                lambda: self._stripe.v1.billing.meters.list(params={"limit": 100}, options={"max_network_retries": 0})
+            )
             for meter in meters.auto_paging_iter():
                 self._meter_ids[str(meter.event_name)] = str(meter.id)
         if event_name not in self._meter_ids:

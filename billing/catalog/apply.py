@@ -123,8 +123,7 @@ def _run(
     return op.price_id
 
 
-def _run_apim(op: PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink,
-              apim: ApimCatalogWriter) -> str:  # fmt: skip
+def _run_apim(op: PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink, apim: ApimCatalogWriter) -> str:
     if isinstance(op, SetApimLink):
         apim.set_link(op)
         return f"{op.product_id} -> {op.kind} {op.target_id}"

@@ -61,15 +61,17 @@ def _sync(args: argparse.Namespace) -> CatalogSync:
     services = _services(args)
     needed = (["STRIPE_API_KEY"] if Service.STRIPE in services else []) + (
         ["APIM_SUBSCRIPTION_ID", "APIM_RESOURCE_GROUP", "APIM_SERVICE_NAME", "AzureWebJobsStorage"]
-        if Service.APIM in services else []
-    )  # fmt: skip
+        if Service.APIM in services
+        else []
+    )
     missing = [name for name in needed if not config.get(name)]
     if missing:
         _usage_error(f"settings not set: {', '.join(missing)} (see local.settings.sample.json)")
     from billing.catalog.wiring import catalog_sync  # noqa: PLC0415 - `quote` and `plan --help` load no SDK
 
-    return catalog_sync(bootstrap.services(), args.file, stripe_side=Service.STRIPE in services,
-                        apim_side=Service.APIM in services)  # fmt: skip
+    return catalog_sync(
+        bootstrap.services(), args.file, stripe_side=Service.STRIPE in services, apim_side=Service.APIM in services
+    )
 
 
 def _report_usage_up_to(moved_at: int) -> Callable[[PriceMove], None]:
@@ -82,16 +84,22 @@ def _report_usage_up_to(moved_at: int) -> Callable[[PriceMove], None]:
 
         now = move.stripe_now or int(time.time())
         try:
-            summary = report_closing_usage(move.subscription_id, move.period_start, move.period_end,
-                                           bootstrap.services().usage_push(), now=now,
-                                           until=moved_at)  # fmt: skip
+            summary = report_closing_usage(
+                move.subscription_id,
+                move.period_start,
+                move.period_end,
+                bootstrap.services().usage_push(),
+                now=now,
+                until=moved_at,
+            )
         except LookupError:
             # The app never recorded this subscription (made outside the portal): it reported no usage.
             print(f"  note: {move.subscription_id} has no subscription link; no usage reported before the move")
             return
         if summary.failed:
-            raise CatalogServiceError(f"usage of {move.subscription_id} not reported before the move: "
-                                      f"{'; '.join(summary.failures)}")  # fmt: skip
+            raise CatalogServiceError(
+                f"usage of {move.subscription_id} not reported before the move: {'; '.join(summary.failures)}"
+            )
 
     return report
 
@@ -110,8 +118,11 @@ def _wait_for_usage_data() -> int:
     moved_at = math.ceil(time.time())
     lag = lag_seconds()
     if lag:
-        print(f"Calls made until now bill at the old prices. Waiting {lag} s (USAGE_REPORT_LAG_MINUTES) for API "
-              "Management's usage data to catch up; nothing has changed yet if you stop here.", flush=True)  # fmt: skip
+        print(
+            f"Calls made until now bill at the old prices. Waiting {lag} s (USAGE_REPORT_LAG_MINUTES) for API "
+            "Management's usage data to catch up; nothing has changed yet if you stop here.",
+            flush=True,
+        )
         time.sleep(max(0.0, moved_at + lag - time.time()))
     return moved_at
 
@@ -169,8 +180,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         for move in moves:
             print(move.line())
         if not args.apply:
-            print(f"Plan: {len(moves)} subscription item(s) to move (usage so far billed at the old price, flat fees "
-                  "prorated). Run with --apply to move them.")
+            print(
+                f"Plan: {len(moves)} subscription item(s) to move (usage so far billed at the old price, flat fees "
+                "prorated). Run with --apply to move them."
+            )
             return EXIT_OK
         sync.report_usage = _report_usage_up_to(_wait_for_usage_data())
         for move in moves:
@@ -179,6 +192,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     except CatalogServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"Moved {len(moves)} subscription item(s): calls up to now are billed at the old prices, later ones "
-          "at the current prices.")
+    print(
+        f"Moved {len(moves)} subscription item(s): calls up to now are billed at the old prices, later ones "
+        "at the current prices."
+    )
     return EXIT_OK

@@ -154,9 +154,14 @@ def _prices(p: Product) -> list[PriceSpec]:
             # Unit: each started block of overage calls costs the block price.
             block_minor = p.usage_price.amount * (Decimal(10) ** p.currency_exponent)
             terms = PriceTerms(
-                stripe_id, p.currency, BILLING_INTERVAL, "metered", block_minor, divide_by=p.block_size,
+                stripe_id,
+                p.currency,
+                BILLING_INTERVAL,
+                "metered",
+                block_minor,
+                divide_by=p.block_size,
                 meter_event_name=event,
-            )  # fmt: skip
+            )
         else:
             per_call = p.usage_price.minor_per_call(p.currency_exponent)
             # Exact: the models file guarantees at most 12 decimal places (Stripe's limit).
@@ -169,8 +174,14 @@ def _prices(p: Product) -> list[PriceSpec]:
 
 
 def _apim_product(p: Product, tier: str) -> ApimProductSpec:
-    return ApimProductSpec(names.apim_product_id(p.id), p.display_name, p.description, product_policy_xml(p, tier),
-                           apis=p.apis, groups=p.groups)  # fmt: skip
+    return ApimProductSpec(
+        names.apim_product_id(p.id),
+        p.display_name,
+        p.description,
+        product_policy_xml(p, tier),
+        apis=p.apis,
+        groups=p.groups,
+    )
 
 
 def decimal_text(value: Decimal) -> str:

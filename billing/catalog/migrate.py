@@ -67,12 +67,20 @@ def plan_moves(outdated: Mapping[str, tuple[str, str]], subscriptions: Iterable[
             if price_id in outdated:
                 to_price, key = outdated[price_id]
                 metered = ((price.get("recurring") or {}) if isinstance(price, Mapping) else {}).get(
-                    "usage_type") == "metered"
+                    "usage_type"
+                ) == "metered"
                 clock = sub.get("test_clock")
-                moves.append(PriceMove(
-                    str(sub["id"]), str(item["id"]), str(price_id), to_price, key, metered=metered,
-                    period_start=int(item.get("current_period_start") or 0),
-                    period_end=int(item.get("current_period_end") or 0),
-                    stripe_now=int(clock.get("frozen_time") or 0) if isinstance(clock, Mapping) else 0,
-                ))  # fmt: skip
+                moves.append(
+                    PriceMove(
+                        str(sub["id"]),
+                        str(item["id"]),
+                        str(price_id),
+                        to_price,
+                        key,
+                        metered=metered,
+                        period_start=int(item.get("current_period_start") or 0),
+                        period_end=int(item.get("current_period_end") or 0),
+                        stripe_now=int(clock.get("frozen_time") or 0) if isinstance(clock, Mapping) else 0,
+                    )
+                )
     return sorted(moves, key=lambda m: (m.subscription_id, m.item_id))

@@ -129,9 +129,19 @@ class SetApimLink:
 
 
 Operation = (
-    CreateStripeProduct | UpdateStripeProduct | CreateMeter | UpdateMeter | SetMeterActive | CreatePrice
-    | UpdatePrice | PutPortalConfig | PutApimProduct | PutApimPolicy | UnpublishApimProduct | SetApimLink
-)  # fmt: skip
+    CreateStripeProduct
+    | UpdateStripeProduct
+    | CreateMeter
+    | UpdateMeter
+    | SetMeterActive
+    | CreatePrice
+    | UpdatePrice
+    | PutPortalConfig
+    | PutApimProduct
+    | PutApimPolicy
+    | UnpublishApimProduct
+    | SetApimLink
+)
 
 
 @dataclass(frozen=True)
@@ -168,8 +178,15 @@ class _Builder:
     notices: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
-    def add(self, service: Service, change: Change, kind: str, target: str, details: Iterable[str],  # noqa: PLR0917
-            op: Operation) -> None:  # fmt: skip
+    def add(  # noqa: PLR0917
+        self,
+        service: Service,
+        change: Change,
+        kind: str,
+        target: str,
+        details: Iterable[str],
+        op: Operation,
+    ) -> None:
         self.actions.append(Action(service, change, kind, target, tuple(details), op))
 
 
@@ -213,33 +230,58 @@ def _plan_stripe(b: _Builder, desired: DesiredCatalog, stripe: StripeState) -> d
     for price in stripe.prices:
         if price.active and price.id not in keepers:
             why = f"lookup key {price.lookup_key}" if price.lookup_key else "no lookup key (replaced)"
-            b.add(Service.STRIPE, Change.ARCHIVE, "price", price.id, [f"active: true -> false ({why})"],
-                  UpdatePrice(price.id, active=False))  # fmt: skip
+            b.add(
+                Service.STRIPE,
+                Change.ARCHIVE,
+                "price",
+                price.id,
+                [f"active: true -> false ({why})"],
+                UpdatePrice(price.id, active=False),
+            )
 
     wanted_meters = {m.event_name for m in desired.meters}
     for event, meter in meters.items():
         if meter.active and event.startswith(names.meter_event_name("")) and event not in wanted_meters:
-            b.add(Service.STRIPE, Change.ARCHIVE, "meter", event,
-                  ["status: active -> inactive (meters cannot be deleted; usage stops being billed)"],
-                  SetMeterActive(meter.id, event, active=False))  # fmt: skip
+            b.add(
+                Service.STRIPE,
+                Change.ARCHIVE,
+                "meter",
+                event,
+                ["status: active -> inactive (meters cannot be deleted; usage stops being billed)"],
+                SetMeterActive(meter.id, event, active=False),
+            )
 
     for product in stripe.products.values():
         if product.id not in wanted_products and product.active and _ours(dict(product.metadata)):
-            b.add(Service.STRIPE, Change.ARCHIVE, "product", product.id, ["active: true -> false"],
-                  UpdateStripeProduct(product.id, active=False))  # fmt: skip
+            b.add(
+                Service.STRIPE,
+                Change.ARCHIVE,
+                "product",
+                product.id,
+                ["active: true -> false"],
+                UpdateStripeProduct(product.id, active=False),
+            )
     _plan_portal(b, desired.portal, stripe.portal)
     return meter_ids
 
 
 def _plan_portal(b: _Builder, spec: PortalConfigSpec, current: PortalConfigState | None) -> None:
     if current is None:
-        b.add(Service.STRIPE, Change.CREATE, "portal", "customer portal",
-              ["invoices and payment methods; cancel at period end; no plan switching"],
-              PutPortalConfig(spec, None))  # fmt: skip
+        b.add(
+            Service.STRIPE,
+            Change.CREATE,
+            "portal",
+            "customer portal",
+            ["invoices and payment methods; cancel at period end; no plan switching"],
+            PutPortalConfig(spec, None),
+        )
         return
     wanted = spec.features()
-    details = [f"{name}: {current.features.get(name)!r} -> {value!r}" for name, value in wanted.items()
-               if current.features.get(name) != value]  # fmt: skip
+    details = [
+        f"{name}: {current.features.get(name)!r} -> {value!r}"
+        for name, value in wanted.items()
+        if current.features.get(name) != value
+    ]
     if current.headline != spec.headline:
         details.append(f"headline: {current.headline!r} -> {spec.headline!r}")
     if details:
@@ -249,9 +291,14 @@ def _plan_portal(b: _Builder, spec: PortalConfigSpec, current: PortalConfigState
 def _plan_stripe_product(b: _Builder, spec: StripeProductSpec, stripe: StripeState) -> None:
     current = stripe.products.get(spec.stripe_id)
     if current is None:
-        b.add(Service.STRIPE, Change.CREATE, "product", spec.stripe_id,
-              [f"name: {spec.name!r}", f"description: {spec.description!r}", f"metadata: {spec.metadata}"],
-              CreateStripeProduct(spec))  # fmt: skip
+        b.add(
+            Service.STRIPE,
+            Change.CREATE,
+            "product",
+            spec.stripe_id,
+            [f"name: {spec.name!r}", f"description: {spec.description!r}", f"metadata: {spec.metadata}"],
+            CreateStripeProduct(spec),
+        )
         return
     details: list[str] = []
     name = description = None
@@ -269,8 +316,14 @@ def _plan_stripe_product(b: _Builder, spec: StripeProductSpec, stripe: StripeSta
     if metadata:
         details.append(f"metadata: {dict(metadata)}")
     if details:
-        b.add(Service.STRIPE, Change.UPDATE, "product", spec.stripe_id, details,
-              UpdateStripeProduct(spec.stripe_id, name, description, active, metadata))  # fmt: skip
+        b.add(
+            Service.STRIPE,
+            Change.UPDATE,
+            "product",
+            spec.stripe_id,
+            details,
+            UpdateStripeProduct(spec.stripe_id, name, description, active, metadata),
+        )
 
 
 def _meters_by_event(meters: Iterable[MeterState]) -> dict[str, MeterState]:
@@ -285,10 +338,18 @@ def _meters_by_event(meters: Iterable[MeterState]) -> dict[str, MeterState]:
 
 def _plan_meter(b: _Builder, spec: MeterSpec, current: MeterState | None) -> None:
     if current is None:
-        b.add(Service.STRIPE, Change.CREATE, "meter", spec.event_name,
-              [f"display name: {spec.display_name!r}", f"aggregation: {METER_AGGREGATION}",
-               f"payload: {names.METER_CUSTOMER_KEY}, {names.METER_VALUE_KEY}"],
-              CreateMeter(spec))  # fmt: skip
+        b.add(
+            Service.STRIPE,
+            Change.CREATE,
+            "meter",
+            spec.event_name,
+            [
+                f"display name: {spec.display_name!r}",
+                f"aggregation: {METER_AGGREGATION}",
+                f"payload: {names.METER_CUSTOMER_KEY}, {names.METER_VALUE_KEY}",
+            ],
+            CreateMeter(spec),
+        )
         return
     fixed = (current.aggregation, current.customer_key, current.value_key)
     expected = (METER_AGGREGATION, names.METER_CUSTOMER_KEY, names.METER_VALUE_KEY)
@@ -300,12 +361,23 @@ def _plan_meter(b: _Builder, spec: MeterSpec, current: MeterState | None) -> Non
         )
         return
     if not current.active:
-        b.add(Service.STRIPE, Change.UPDATE, "meter", spec.event_name, ["status: inactive -> active"],
-              SetMeterActive(current.id, spec.event_name, active=True))  # fmt: skip
+        b.add(
+            Service.STRIPE,
+            Change.UPDATE,
+            "meter",
+            spec.event_name,
+            ["status: inactive -> active"],
+            SetMeterActive(current.id, spec.event_name, active=True),
+        )
     if current.display_name != spec.display_name:
-        b.add(Service.STRIPE, Change.UPDATE, "meter", spec.event_name,
-              [f"display name: {current.display_name!r} -> {spec.display_name!r}"],
-              UpdateMeter(current.id, spec.display_name))  # fmt: skip
+        b.add(
+            Service.STRIPE,
+            Change.UPDATE,
+            "meter",
+            spec.event_name,
+            [f"display name: {current.display_name!r} -> {spec.display_name!r}"],
+            UpdateMeter(current.id, spec.display_name),
+        )
 
 
 def describe_terms(spec: PriceSpec) -> list[str]:
@@ -326,8 +398,11 @@ def _plan_price(b: _Builder, spec: PriceSpec, holder: PriceState | None) -> str 
     if holder.terms != spec.terms:
         # Prices are immutable: a new one takes the lookup key, the old one is archived after.
         old = _terms_text(holder)
-        details = [f"was {old} ({holder.id}); new price:", *describe_terms(spec),
-                   "existing subscriptions stay on the old price until `catalog migrate-prices --apply`"]  # fmt: skip
+        details = [
+            f"was {old} ({holder.id}); new price:",
+            *describe_terms(spec),
+            "existing subscriptions stay on the old price until `catalog migrate-prices --apply`",
+        ]
         b.add(Service.STRIPE, Change.CREATE, "price", spec.lookup_key, details, CreatePrice(spec, holder.id))
         return None
     details = []
@@ -339,8 +414,9 @@ def _plan_price(b: _Builder, spec: PriceSpec, holder: PriceState | None) -> str 
     if metadata:
         details.append(f"metadata: {dict(metadata)}")
     if details:
-        b.add(Service.STRIPE, Change.UPDATE, "price", spec.lookup_key, details,
-              UpdatePrice(holder.id, active, metadata))  # fmt: skip
+        b.add(
+            Service.STRIPE, Change.UPDATE, "price", spec.lookup_key, details, UpdatePrice(holder.id, active, metadata)
+        )
     return holder.id
 
 
@@ -378,8 +454,14 @@ def _plan_apim(b: _Builder, desired: DesiredCatalog, apim: ApimState, catalog_ma
     for spec in desired.apim_products:
         current = apim.products.get(spec.product_id)
         if current is None:
-            b.add(Service.APIM, Change.CREATE, "product", spec.product_id, _apim_fields(spec),
-                  PutApimProduct(spec, exists=False))  # fmt: skip
+            b.add(
+                Service.APIM,
+                Change.CREATE,
+                "product",
+                spec.product_id,
+                _apim_fields(spec),
+                PutApimProduct(spec, exists=False),
+            )
             policies.append((spec, False, ["set generated policy (rate limit, quota)"]))
             continue
         pairs = (
@@ -399,8 +481,14 @@ def _plan_apim(b: _Builder, desired: DesiredCatalog, apim: ApimState, catalog_ma
             policies.append((spec, True, ["replace policy with the generated one (limits differ)"]))
     for spec, exists, details in policies:
         change = Change.UPDATE if exists else Change.CREATE
-        b.add(Service.APIM, change, "policy", spec.product_id, details,
-              PutApimPolicy(spec.product_id, spec.policy_xml, exists))  # fmt: skip
+        b.add(
+            Service.APIM,
+            change,
+            "policy",
+            spec.product_id,
+            details,
+            PutApimPolicy(spec.product_id, spec.policy_xml, exists),
+        )
     for spec in desired.apim_products:
         _plan_links(b, spec, apim.products.get(spec.product_id), apim)
     _plan_retired(b, wanted, apim, catalog_made)
@@ -423,9 +511,14 @@ def _plan_retired(b: _Builder, wanted: set[str], apim: ApimState, catalog_made: 
                     "left published and not deleted (cancel its subscriptions first)"
                 )
         elif current.state != "notPublished":
-            b.add(Service.APIM, Change.ARCHIVE, "product", pid,
-                  ["not in the models file, no subscriptions: state published -> notPublished (not deleted)"],
-                  UnpublishApimProduct(pid))  # fmt: skip
+            b.add(
+                Service.APIM,
+                Change.ARCHIVE,
+                "product",
+                pid,
+                ["not in the models file, no subscriptions: state published -> notPublished (not deleted)"],
+                UnpublishApimProduct(pid),
+            )
 
 
 # APIM links new products to Administrators itself; that link is APIM's, not worth a notice.
@@ -436,29 +529,54 @@ def _plan_links(b: _Builder, spec: ApimProductSpec, current: ApimProductState | 
     """Links of the product to its APIs and groups: added when missing (also after drift), removed
     only when the catalog made them and the models file no longer names them."""
     for kind, wanted, existing, have, made in (
-        ("api", spec.apis, apim.api_ids, current.apis if current else frozenset(),
-         current.catalog_apis if current else frozenset()),
-        ("group", spec.groups, apim.group_ids, current.groups if current else frozenset(),
-         current.catalog_groups if current else frozenset()),
-    ):  # fmt: skip
+        (
+            "api",
+            spec.apis,
+            apim.api_ids,
+            current.apis if current else frozenset(),
+            current.catalog_apis if current else frozenset(),
+        ),
+        (
+            "group",
+            spec.groups,
+            apim.group_ids,
+            current.groups if current else frozenset(),
+            current.catalog_groups if current else frozenset(),
+        ),
+    ):
         unknown = [t for t in wanted if t not in existing]
         if unknown:
             what = "import or create the API" if kind == "api" else "create the group"
-            b.problems.append(f"product {spec.product_id} names {kind}(s) {', '.join(unknown)}, which API Management "
-                              f"does not have: {what} first, or change the models file")  # fmt: skip
+            b.problems.append(
+                f"product {spec.product_id} names {kind}(s) {', '.join(unknown)}, which API Management "
+                f"does not have: {what} first, or change the models file"
+            )
         for target in wanted:
             if target in existing and target not in have:
                 reason = "missing (removed since the last apply?)" if target in made else "not linked yet"
-                b.add(Service.APIM, Change.CREATE, "link", f"{spec.product_id} -> {kind} {target}", [reason],
-                      SetApimLink(spec.product_id, kind, target, linked=True))  # fmt: skip
+                b.add(
+                    Service.APIM,
+                    Change.CREATE,
+                    "link",
+                    f"{spec.product_id} -> {kind} {target}",
+                    [reason],
+                    SetApimLink(spec.product_id, kind, target, linked=True),
+                )
         for target in sorted((made & have) - set(wanted)):
-            b.add(Service.APIM, Change.REMOVE, "link", f"{spec.product_id} -> {kind} {target}",
-                  ["linked by this catalog; the models file no longer names it"],
-                  SetApimLink(spec.product_id, kind, target, linked=False))  # fmt: skip
+            b.add(
+                Service.APIM,
+                Change.REMOVE,
+                "link",
+                f"{spec.product_id} -> {kind} {target}",
+                ["linked by this catalog; the models file no longer names it"],
+                SetApimLink(spec.product_id, kind, target, linked=False),
+            )
         others = sorted(have - made - set(wanted) - APIM_OWN_GROUPS)
         if others:
-            b.notices.append(f"apim product {spec.product_id}: {kind}(s) {', '.join(others)} linked by someone "
-                             "else, left as they are")  # fmt: skip
+            b.notices.append(
+                f"apim product {spec.product_id}: {kind}(s) {', '.join(others)} linked by someone "
+                "else, left as they are"
+            )
 
 
 def _apim_fields(spec: ApimProductSpec) -> list[str]:

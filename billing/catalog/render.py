@@ -16,8 +16,10 @@ def render_plan(plan: Plan, services: tuple[Service, ...]) -> str:
     lines: list[str] = []
     for service in services:
         actions = plan.for_service(service)
-        title = {"stripe": "Stripe (products, meters, prices, customer portal)",
-                 "apim": "API Management (products, policies, API and group links)"}  # fmt: skip
+        title = {
+            "stripe": "Stripe (products, meters, prices, customer portal)",
+            "apim": "API Management (products, policies, API and group links)",
+        }
         lines.append(f"{title[service.value]}:")
         if not actions:
             lines.append(f"  {NOTHING_TO_CHANGE}")
@@ -32,7 +34,9 @@ def render_plan(plan: Plan, services: tuple[Service, ...]) -> str:
     if plan.empty:
         lines.append(f"Plan: {NOTHING_TO_CHANGE}.")
     else:
-        totals = (f"{counts['create']} to create, {counts['update']} to update, {counts['archive']} to archive, "
-                  f"{counts['remove']} to remove")  # fmt: skip
+        totals = (
+            f"{counts['create']} to create, {counts['update']} to update, {counts['archive']} to archive, "
+            f"{counts['remove']} to remove"
+        )
         lines.append(f"Plan: {totals}.")
     return "\n".join(lines)

@@ -19,8 +19,9 @@ from billing.store.tables import CATALOG_LINKS_TABLE
 from billing.usage.wiring import bucket, tuning
 
 
-def catalog_sync(services: Services, models_file: Path | str | None = None, *, stripe_side: bool = True,
-                 apim_side: bool = True) -> CatalogSync:  # fmt: skip
+def catalog_sync(
+    services: Services, models_file: Path | str | None = None, *, stripe_side: bool = True, apim_side: bool = True
+) -> CatalogSync:
     stripe_port = StripeCatalog(services.stripe(), bucket("stripe", tuning(services.env)[0])) if stripe_side else None
     apim_port = ApimCatalog(services.apim(), CatalogLinks(services.table(CATALOG_LINKS_TABLE))) if apim_side else None
     return CatalogSync(load_models(models_file), stripe_port, apim_port)

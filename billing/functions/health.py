@@ -22,9 +22,11 @@ READINESS = ReadinessCheck(readiness_probes)
 
 # Stripe's invoice finalization grace period is a Dashboard setting that no API reads: the app
 # checks each invoice's `automatically_finalizes_at` instead (billing.access.draft_window).
-DRAFT_WINDOW_CHECK = ("not readable at start: Stripe's API does not expose the invoice finalization grace period; "
-                      "each invoice.created is checked against its automatically_finalizes_at and a window "
-                      "shorter than needsDraftWindowMinutes is logged as an error")  # fmt: skip
+DRAFT_WINDOW_CHECK = (
+    "not readable at start: Stripe's API does not expose the invoice finalization grace period; "
+    "each invoice.created is checked against its automatically_finalizes_at and a window "
+    "shorter than needsDraftWindowMinutes is logged as an error"
+)
 
 
 def closing_report() -> tuple[dict[str, Any], list[str]]:
@@ -50,9 +52,13 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     missing = config.missing_settings()
     closing, invalid = closing_report()
     ok = not missing and not invalid
-    body: dict[str, Any] = {"status": "ok" if ok else "misconfigured", "version": __version__,
-                            "missingSettings": missing, "invalidSettings": invalid,
-                            "closingReport": closing}  # fmt: skip
+    body: dict[str, Any] = {
+        "status": "ok" if ok else "misconfigured",
+        "version": __version__,
+        "missingSettings": missing,
+        "invalidSettings": invalid,
+        "closingReport": closing,
+    }
     if req.params.get("ready") in ("1", "true") and ok:
         readiness = READINESS.current()
         body["ready"] = readiness.ready

@@ -62,9 +62,15 @@ def usage_push_batch(msg: func.QueueMessage) -> None:
 
 def _record(summary: PushSummary) -> None:
     """The batch's counts on its span and in the metrics."""
-    telemetry.annotate(**{"usage.subscriptions": summary.subscriptions_seen, "usage.events_sent": summary.events_sent,
-                          "usage.calls_reported": summary.calls_reported, "usage.failed": summary.failed,
-                          "usage.left_pending": len(summary.left_pending)})  # fmt: skip
+    telemetry.annotate(
+        **{
+            "usage.subscriptions": summary.subscriptions_seen,
+            "usage.events_sent": summary.events_sent,
+            "usage.calls_reported": summary.calls_reported,
+            "usage.failed": summary.failed,
+            "usage.left_pending": len(summary.left_pending),
+        }
+    )
     telemetry.CALLS_REPORTED.add(summary.calls_reported)
     telemetry.METER_EVENTS_SENT.add(summary.events_sent + summary.recovered)
     telemetry.METER_EVENTS_FAILED.add(summary.failed)
@@ -76,10 +82,16 @@ def _batch(msg: func.QueueMessage, started: float, dequeue: int | None) -> PushS
         kind = parse_message(msg.get_body())  # a malformed message is named as such, before any setting is read
         telemetry.annotate(**{"usage.message_kind": type(kind).__name__})
         services = bootstrap.services()
-        summary = handle_message(services.usage_push(), msg.get_body(), _send, started=started, send_later=_send_later,
-                                 confirm_delay=confirm_delay_seconds(),
-                                 ender=(stripe_ender := StripeSubscriptionEnder(services.stripe())),
-                                 retirer=stripe_ender)  # fmt: skip
+        summary = handle_message(
+            services.usage_push(),
+            msg.get_body(),
+            _send,
+            started=started,
+            send_later=_send_later,
+            confirm_delay=confirm_delay_seconds(),
+            ender=(stripe_ender := StripeSubscriptionEnder(services.stripe())),
+            retirer=stripe_ender,
+        )
     except BadMessage as exc:
         # Never succeeds: say why, then let the host retry it into the poison queue.
         log.error("usage push: message %s is not a usage batch: %s", msg.id, exc)
@@ -102,8 +114,13 @@ def stripe_thin_events(req: func.HttpRequest) -> func.HttpResponse:
 def _thin_event(req: func.HttpRequest) -> func.HttpResponse:
     body = req.get_body() or b""
     secrets = [s.strip() for s in config.get("STRIPE_EVENT_DESTINATION_SECRET").split(",") if s.strip()]
-    verified = verify(body, req.headers.get("stripe-signature"), secrets,  # before anything is read
-                      signature_problem, "STRIPE_EVENT_DESTINATION_SECRET")  # fmt: skip
+    verified = verify(
+        body,
+        req.headers.get("stripe-signature"),
+        secrets,  # before anything is read
+        signature_problem,
+        "STRIPE_EVENT_DESTINATION_SECRET",
+    )
     if isinstance(verified, Answer):
         return json_response(verified.body, status=verified.status, headers=verified.headers)
     event_id, event_type = str(verified.get("id") or ""), str(verified.get("type") or "")
@@ -119,8 +136,10 @@ def _thin_event(req: func.HttpRequest) -> func.HttpResponse:
     try:
         full = bootstrap.services().stripe().parse_event_notification_without_verification(body).fetch_event().to_dict()
         if event_type == NO_METER:
-            log.error("usage: Stripe found no meter for some events (%s): run `python -m billing catalog apply`",
-                      ", ".join(error_codes(full)))  # fmt: skip
+            log.error(
+                "usage: Stripe found no meter for some events (%s): run `python -m billing catalog apply`",
+                ", ".join(error_codes(full)),
+            )
         periods = periods_to_confirm(full)
         for subscription_id, period_start in sorted(periods):
             _send(confirm_message(subscription_id, period_start))

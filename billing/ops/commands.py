@@ -26,8 +26,13 @@ def register(
     """Add this area's subcommands to `commands` (`models_file` is unused here)."""
     cmd = commands.add_parser("retention", help="delete rows past their use (what the daily retention timer does)")
     cmd.add_argument("--dry-run", action="store_true", help="count the rows that would be deleted, delete none")
-    cmd.add_argument("--limit", type=_positive_int, default=None, metavar="ROWS",
-                     help="at most this many rows per table (default 5000)")  # fmt: skip
+    cmd.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        metavar="ROWS",
+        help="at most this many rows per table (default 5000)",
+    )
     cmd.set_defaults(handler=_cmd_retention)
     status = commands.add_parser("status", help="what an operator checks first: usage, queues, invoices, drift")
     status.add_argument("--json", action="store_true", help="print one JSON object")

@@ -50,8 +50,7 @@ def _drift(status: Status) -> None:
 
 
 def status_readers() -> dict[str, Callable[[Status], None]]:
-    return {"usage": _usage, "subscriptions": _subscriptions, "queues": _queues, "invoices": _invoices,
-            "drift": _drift}  # fmt: skip
+    return {"usage": _usage, "subscriptions": _subscriptions, "queues": _queues, "invoices": _invoices, "drift": _drift}
 
 
 def readiness_probes() -> dict[str, Callable[[], None]]:
@@ -77,5 +76,10 @@ def readiness_probes() -> dict[str, Callable[[], None]]:
         minute = int(time.time()) // 60 * 60
         services().usage_source().read(ReportWindow(minute - 120, minute - 60), product_id="readiness-probe")
 
-    return {"tableStorage": tables, "queueStorage": queues, "stripe": stripe, "apiManagement": apim,
-            "usageSource": usage}  # fmt: skip
+    return {
+        "tableStorage": tables,
+        "queueStorage": queues,
+        "stripe": stripe,
+        "apiManagement": apim,
+        "usageSource": usage,
+    }

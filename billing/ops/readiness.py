@@ -49,9 +49,14 @@ def run_probes(probes: Mapping[str, Probe], timeout: float, pool: ThreadPoolExec
 class ReadinessCheck:
     """One per process: runs the probes when the cached answer is older than `cache_seconds`."""
 
-    def __init__(self, probes: Callable[[], Mapping[str, Probe]], *, timeout: float = TIMEOUT_SECONDS,
-                 cache_seconds: float = CACHE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        probes: Callable[[], Mapping[str, Probe]],
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        cache_seconds: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._probes = probes
         self._timeout = timeout
         self._cache_seconds = cache_seconds

@@ -55,13 +55,19 @@ class Status:
         """What needs someone: the reasons `status` exits 1."""
         notes = [f"settings missing: {', '.join(self.missing_settings)}"] if self.missing_settings else []
         for state in self.usage:
-            if state.pending and state.oldest_pending is not None and \
-                    self.checked_at - state.oldest_pending > PENDING_TOO_OLD_SECONDS:  # fmt: skip
-                notes.append(f"{state.product_id}: {state.pending} meter event(s) pending since "
-                             f"{_when(state.oldest_pending)}")  # fmt: skip
+            if (
+                state.pending
+                and state.oldest_pending is not None
+                and self.checked_at - state.oldest_pending > PENDING_TOO_OLD_SECONDS
+            ):
+                notes.append(
+                    f"{state.product_id}: {state.pending} meter event(s) pending since {_when(state.oldest_pending)}"
+                )
             if state.oldest_cursor is not None and self.checked_at - state.oldest_cursor > BEHIND_TOO_FAR_SECONDS:
-                notes.append(f"{state.product_id}: usage counted only up to {_when(state.oldest_cursor)} for some "
-                             "subscriptions (a push did not run or did not finish)")  # fmt: skip
+                notes.append(
+                    f"{state.product_id}: usage counted only up to {_when(state.oldest_cursor)} for some "
+                    "subscriptions (a push did not run or did not finish)"
+                )
         notes += [f"{q.name}: {q.poison} poison message(s)" for q in self.queues if q.poison]
         if self.drift:
             notes.append(f"{len(self.drift)} subscription(s) differ between Stripe and APIM (run `reconcile`)")
@@ -73,14 +79,24 @@ class Status:
 
     def render(self) -> str:
         lines = [f"Status at {_when(self.checked_at)}", ""]
-        lines.append("Settings       " + (f"missing: {', '.join(self.missing_settings)}" if self.missing_settings
-                                          else "every required setting is set"))  # fmt: skip
+        lines.append(
+            "Settings       "
+            + (
+                f"missing: {', '.join(self.missing_settings)}"
+                if self.missing_settings
+                else "every required setting is set"
+            )
+        )
         lines.append("")
-        lines.append(f"{'Usage':<15}{'product':<12}{'open':>6}  {'counted up to':<18}{'furthest behind':<18}"
-                     f"{'pending':>8}  oldest pending")  # fmt: skip
+        lines.append(
+            f"{'Usage':<15}{'product':<12}{'open':>6}  {'counted up to':<18}{'furthest behind':<18}"
+            f"{'pending':>8}  oldest pending"
+        )
         for s in self.usage or [ProductUsageState("(none)")]:
-            lines.append(f"{'':<15}{s.product_id:<12}{s.open_periods:>6}  {_when(s.counted_until):<18}"
-                         f"{_when(s.oldest_cursor):<18}{s.pending:>8}  {_when(s.oldest_pending)}")  # fmt: skip
+            lines.append(
+                f"{'':<15}{s.product_id:<12}{s.open_periods:>6}  {_when(s.counted_until):<18}"
+                f"{_when(s.oldest_cursor):<18}{s.pending:>8}  {_when(s.oldest_pending)}"
+            )
         lines.append("")
         states = sorted({state for counts in self.subscriptions.values() for state in counts})
         lines.append(f"{'Subscriptions':<15}{'product':<12}" + "".join(f"{st:>11}" for st in states))
@@ -91,8 +107,10 @@ class Status:
             lines.append(f"{'Queues' if n == 0 else '':<15}{q.name:<20} {q.waiting} waiting, {q.poison} poison")
         if self.open_invoices is not None:
             inv = self.open_invoices
-            amounts = ", ".join(format_minor(v, c, CURRENCY_EXPONENTS.get(c, 2))
-                                for c, v in sorted(inv.due_minor.items())) or "nothing"  # fmt: skip
+            amounts = (
+                ", ".join(format_minor(v, c, CURRENCY_EXPONENTS.get(c, 2)) for c, v in sorted(inv.due_minor.items()))
+                or "nothing"
+            )
             count = f"{inv.count}+" if inv.more else str(inv.count)
             oldest = f" (oldest {_when(inv.oldest_created)})" if inv.oldest_created else ""
             lines += ["", f"{'Invoices':<15}{count} open, {amounts} due{oldest}"]

@@ -35,10 +35,12 @@ def find_account(uid: str, apim: ApimPort, accounts: AccountsPort) -> Account | 
     return account if account is not None and account.apim_user_id == uid else None
 
 
-def _own_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: DeviceToken | None,
-                 now: int) -> Account:  # fmt: skip
-    account = check_password(email, password, client=client, device=device, ports=ports, now=now,
-                             wrong="the current password is wrong")  # fmt: skip
+def _own_account(
+    email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: DeviceToken | None, now: int
+) -> Account:
+    account = check_password(
+        email, password, client=client, device=device, ports=ports, now=now, wrong="the current password is wrong"
+    )
     if account.apim_user_id != uid:  # the form's signed e-mail and user id no longer belong together
         raise AccountError("this account does not exist any more", status=404)
     if not account.confirmed_at:
@@ -48,21 +50,42 @@ def _own_account(email: str, uid: str, password: str, *, ports: AccountPorts, cl
     return account
 
 
-def change_password(email: str, uid: str, current: str, new: str, confirm: str, *, ports: AccountPorts,
-                    client: str, device: DeviceToken | None, now: int) -> None:  # fmt: skip
+def change_password(
+    email: str,
+    uid: str,
+    current: str,
+    new: str,
+    confirm: str,
+    *,
+    ports: AccountPorts,
+    client: str,
+    device: DeviceToken | None,
+    now: int,
+) -> None:
     """Replace the password hash after checking the current password (guesses limited as at sign-in)."""
     account = _own_account(email, uid, current, ports=ports, client=client, device=device, now=now)
     if account.closing_since:
         raise AccountError("this account is being closed; its password cannot change", status=409)
     if new != confirm:
         raise AccountError("the new password and its confirmation differ", field="confirm_password")
-    new_hash = check_new_password(ports, new, personal=(account.email, account.first_name, account.last_name),
-                                  field="new_password")  # fmt: skip
+    new_hash = check_new_password(
+        ports, new, personal=(account.email, account.first_name, account.last_name), field="new_password"
+    )
     update_account(ports.accounts, email, lambda a: dataclasses.replace(a, password_hash=new_hash))
 
 
-def change_profile(email: str, uid: str, password: str, first_name: str, last_name: str, *, ports: AccountPorts,
-                   client: str, device: DeviceToken | None, now: int) -> None:  # fmt: skip
+def change_profile(
+    email: str,
+    uid: str,
+    password: str,
+    first_name: str,
+    last_name: str,
+    *,
+    ports: AccountPorts,
+    client: str,
+    device: DeviceToken | None,
+    now: int,
+) -> None:
     """New first and last names in APIM and in the account row, after checking the current password.
 
     Both writes are idempotent, so a retry after a failure repeats both.
@@ -75,8 +98,18 @@ def change_profile(email: str, uid: str, password: str, first_name: str, last_na
     update_account(ports.accounts, email, lambda a: dataclasses.replace(a, first_name=first, last_name=last))
 
 
-def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, client: str, device: DeviceToken | None,
-                  payments: PaymentsPort, now: datetime, final_invoices: FinalInvoicesPort) -> list[str]:  # fmt: skip
+def close_account(
+    email: str,
+    uid: str,
+    password: str,
+    *,
+    ports: AccountPorts,
+    client: str,
+    device: DeviceToken | None,
+    payments: PaymentsPort,
+    now: datetime,
+    final_invoices: FinalInvoicesPort,
+) -> list[str]:
     """Close the account; the names of the subscriptions it cancelled. Safe to repeat after a failure.
 
     1. password check, then mark the row closing (sign-in refuses it from now on);
@@ -92,8 +125,10 @@ def close_account(email: str, uid: str, password: str, *, ports: AccountPorts, c
     account = _own_account(email, uid, password, ports=ports, client=client, device=device, now=int(now.timestamp()))
     if any(d.amount_remaining > 0 for d in payments.outstanding_invoices(uid, email)):
         # Closing would leave the debt with a customer nobody signs in as any more.
-        raise AccountError("your account has unpaid invoices: pay them first (the billing page links to them), "
-                           "then close it", status=402)  # fmt: skip
+        raise AccountError(
+            "your account has unpaid invoices: pay them first (the billing page links to them), then close it",
+            status=402,
+        )
     if not account.closing_since:
         stamp = int(now.timestamp())
         update_account(accounts, email, lambda a: a if a.closing_since else dataclasses.replace(a, closing_since=stamp))

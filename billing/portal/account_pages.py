@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 ACCOUNT_OPERATIONS = ("ChangePassword", "ChangeProfile", "CloseAccount")
 FORM_TTL = 3600  # seconds an account form stays valid
-_TEMPLATES = {"ChangePassword": ("change_password.html", "Change your password"),
-              "ChangeProfile": ("change_profile.html", "Your profile"),
-              "CloseAccount": ("close_account.html", "Close your account")}  # fmt: skip
+_TEMPLATES = {
+    "ChangePassword": ("change_password.html", "Change your password"),
+    "ChangeProfile": ("change_profile.html", "Your profile"),
+    "CloseAccount": ("close_account.html", "Close your account"),
+}
 
 
 def _portal_link(deps: PortalDeps) -> str:
@@ -42,12 +44,14 @@ def _signer(deps: PortalDeps, op: str) -> Signer:
 
 
 def _not_here(req: WebRequest, deps: PortalDeps) -> WebResponse:
-    return problem(req, 404, "not_found", "Accounts are managed by the developer portal itself.",
-                   portal_url=_portal_link(deps))  # fmt: skip
+    return problem(
+        req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=_portal_link(deps)
+    )
 
 
-def account_operation_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
-                           operation: tuple[str, str]) -> WebResponse:  # fmt: skip
+def account_operation_page(
+    deps: PortalDeps, req: WebRequest, now: float, bound: Bound, operation: tuple[str, str]
+) -> WebResponse:
     """GET of a signed ChangePassword / ChangeProfile / CloseAccount link, bound to its owner: the form.
 
     `operation`: (the operation, the user id the link names).
@@ -57,22 +61,57 @@ def account_operation_page(deps: PortalDeps, req: WebRequest, now: float, bound:
         return _not_here(req, deps)  # APIM delegates these only with sign-in and sign-up
     account = find_account(uid, deps.apim, deps.accounts)
     if account is None:
-        return problem(req, 404, "account", "This user's account was not made through this site's sign-up, so it "
-                       "cannot be changed here. Ask the API provider's support.",
-                       portal_url=_portal_link(deps))  # fmt: skip
-    return _form(deps, now, bound.session, op, uid=uid, email=account.email, cookie=bound.cookie,
-                 first_name=account.first_name, last_name=account.last_name)
+        return problem(
+            req,
+            404,
+            "account",
+            "This user's account was not made through this site's sign-up, so it "
+            "cannot be changed here. Ask the API provider's support.",
+            portal_url=_portal_link(deps),
+        )
+    return _form(
+        deps,
+        now,
+        bound.session,
+        op,
+        uid=uid,
+        email=account.email,
+        cookie=bound.cookie,
+        first_name=account.first_name,
+        last_name=account.last_name,
+    )
 
 
-def _form(deps: PortalDeps, now: float, session: Session, op: str, *, uid: str, email: str, status: int = 200,
-          error: str = "", cookie: str | None = None, **extra: Any) -> WebResponse:  # fmt: skip
+def _form(
+    deps: PortalDeps,
+    now: float,
+    session: Session,
+    op: str,
+    *,
+    uid: str,
+    email: str,
+    status: int = 200,
+    error: str = "",
+    cookie: str | None = None,
+    **extra: Any,
+) -> WebResponse:
     token = _signer(deps, op).sign({"u": uid, "e": email, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL)
     template, title = _TEMPLATES[op]
     if op == "CloseAccount":
         extra["subscriptions"] = _held(deps, uid)
-    return render(template, status, cookie, title=title, error=error, email=email, account_token=token,
-                  csrf_token=deps.sessions.csrf_token(session, now), portal_url=_portal_link(deps),
-                  min_password=str(MIN_LENGTH), **extra)  # fmt: skip
+    return render(
+        template,
+        status,
+        cookie,
+        title=title,
+        error=error,
+        email=email,
+        account_token=token,
+        csrf_token=deps.sessions.csrf_token(session, now),
+        portal_url=_portal_link(deps),
+        min_password=str(MIN_LENGTH),
+        **extra,
+    )
 
 
 def _held(deps: PortalDeps, uid: str) -> list[dict[str, str]]:
@@ -93,26 +132,52 @@ def _bound(deps: PortalDeps, req: WebRequest, now: float, op: str) -> tuple[Sess
         return _not_here(req, deps)
     session = deps.sessions.check_csrf(req, now)
     if session is None:
-        return problem(req, 403, "csrf", "This form has expired or did not come from this site. Go back to the "
-                       "developer portal and start again.", portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req,
+            403,
+            "csrf",
+            "This form has expired or did not come from this site. Go back to the developer portal and start again.",
+            portal_url=_portal_link(deps),
+        )
     try:
         payload = _signer(deps, op).verify(req.form.get("account", ""), now=now)
     except TokenError:
         payload = {}
     uid, email = payload.get("u"), payload.get("e")
-    if not (isinstance(uid, str) and isinstance(email, str)) or payload.get("c") != session.nonce or (
-        session.uid != uid
+    if (
+        not (isinstance(uid, str) and isinstance(email, str))
+        or payload.get("c") != session.nonce
+        or (session.uid != uid)
     ):
-        return problem(req, 401, "account", "This form is not valid for you or has expired. Start again from "
-                       "your profile in the developer portal.", portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req,
+            401,
+            "account",
+            "This form is not valid for you or has expired. Start again from your profile in the developer portal.",
+            portal_url=_portal_link(deps),
+        )
     return session, uid, email
 
 
-def _done(deps: PortalDeps, title: str, *paragraphs: str, cookie: str | None = None,
-          link_url: str = "", link_text: str = "Back to the developer portal") -> WebResponse:  # fmt: skip
-    return render("message.html", 200, cookie, title=title, status_role=True, paragraphs=list(paragraphs),
-                  portal_url=_portal_link(deps), link_url=link_url or _portal_link(deps),
-                  link_text=link_text)  # fmt: skip
+def _done(
+    deps: PortalDeps,
+    title: str,
+    *paragraphs: str,
+    cookie: str | None = None,
+    link_url: str = "",
+    link_text: str = "Back to the developer portal",
+) -> WebResponse:
+    return render(
+        "message.html",
+        200,
+        cookie,
+        title=title,
+        status_role=True,
+        paragraphs=list(paragraphs),
+        portal_url=_portal_link(deps),
+        link_url=link_url or _portal_link(deps),
+        link_text=link_text,
+    )
 
 
 # ---- POST /api/portal/account/password -------------------------------------------------------
@@ -122,12 +187,22 @@ def change_password_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRe
         return bound
     session, uid, email = bound
     try:
-        change_password(email, uid, req.form.get("current_password", ""), req.form.get("new_password", ""),
-                        req.form.get("confirm_password", ""), ports=deps.account_ports, client=req.client,
-                        device=deps.devices.read(req, now), now=int(now))  # fmt: skip
+        change_password(
+            email,
+            uid,
+            req.form.get("current_password", ""),
+            req.form.get("new_password", ""),
+            req.form.get("confirm_password", ""),
+            ports=deps.account_ports,
+            client=req.client,
+            device=deps.devices.read(req, now),
+            now=int(now),
+        )
     except AccountError as exc:
-        return too_many(_form(deps, now, session, "ChangePassword", uid=uid, email=email, status=exc.status,
-                              error=exc.message), exc.retry_after)  # fmt: skip
+        return too_many(
+            _form(deps, now, session, "ChangePassword", uid=uid, email=email, status=exc.status, error=exc.message),
+            exc.retry_after,
+        )
     return _done(deps, "Password changed", "Your password is changed: use the new one the next time you sign in.")
 
 
@@ -139,11 +214,33 @@ def change_profile_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
     session, uid, email = bound
     first, last = req.form.get("first_name", ""), req.form.get("last_name", "")
     try:
-        change_profile(email, uid, req.form.get("password", ""), first, last, ports=deps.account_ports,
-                       client=req.client, device=deps.devices.read(req, now), now=int(now))  # fmt: skip
+        change_profile(
+            email,
+            uid,
+            req.form.get("password", ""),
+            first,
+            last,
+            ports=deps.account_ports,
+            client=req.client,
+            device=deps.devices.read(req, now),
+            now=int(now),
+        )
     except AccountError as exc:
-        return too_many(_form(deps, now, session, "ChangeProfile", uid=uid, email=email, status=exc.status,
-                              error=exc.message, first_name=first, last_name=last), exc.retry_after)  # fmt: skip
+        return too_many(
+            _form(
+                deps,
+                now,
+                session,
+                "ChangeProfile",
+                uid=uid,
+                email=email,
+                status=exc.status,
+                error=exc.message,
+                first_name=first,
+                last_name=last,
+            ),
+            exc.retry_after,
+        )
     return _done(deps, "Profile saved", f"Your name is now {first.strip()} {last.strip()}.")
 
 
@@ -154,22 +251,48 @@ def close_account_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
         return bound
     session, uid, email = bound
     try:
-        cancelled = close_account(email, uid, req.form.get("password", ""), ports=deps.account_ports,
-                                  client=req.client, device=deps.devices.read(req, now),
-                                  payments=deps.payments, now=datetime.fromtimestamp(now, UTC),
-                                  final_invoices=deps.final_invoices)  # fmt: skip
+        cancelled = close_account(
+            email,
+            uid,
+            req.form.get("password", ""),
+            ports=deps.account_ports,
+            client=req.client,
+            device=deps.devices.read(req, now),
+            payments=deps.payments,
+            now=datetime.fromtimestamp(now, UTC),
+            final_invoices=deps.final_invoices,
+        )
     except AccountError as exc:
-        return too_many(_form(deps, now, session, "CloseAccount", uid=uid, email=email, status=exc.status,
-                              error=exc.message), exc.retry_after)  # fmt: skip
+        return too_many(
+            _form(deps, now, session, "CloseAccount", uid=uid, email=email, status=exc.status, error=exc.message),
+            exc.retry_after,
+        )
     except Exception:  # a dependency failed midway: every step done so far stays done, a resubmit finishes
         log.exception("closing the account of APIM user %s did not finish", uid)
-        return _form(deps, now, session, "CloseAccount", uid=uid, email=email, status=502,
-                     error="Closing your account did not finish because a service did not answer. Enter your "
-                           "password and submit again in a minute to finish; nothing is cancelled or billed twice.")
+        return _form(
+            deps,
+            now,
+            session,
+            "CloseAccount",
+            uid=uid,
+            email=email,
+            status=502,
+            error="Closing your account did not finish because a service did not answer. Enter your "
+            "password and submit again in a minute to finish; nothing is cancelled or billed twice.",
+        )
     paragraphs = ["Your account is closed and you are signed out."]
     if cancelled:
-        paragraphs.append("Cancelled: " + ", ".join(f"“{name}”" for name in cancelled)
-                          + ". Usage of paid subscriptions so far is billed on a final invoice.")  # fmt: skip
+        paragraphs.append(
+            "Cancelled: "
+            + ", ".join(f"“{name}”" for name in cancelled)
+            + ". Usage of paid subscriptions so far is billed on a final invoice."
+        )
     # Signing out: this site's session ends here; the APIM user (and so its portal session) is deleted.
-    return _done(deps, "Account closed", *paragraphs, cookie=deps.sessions.clear_cookie(),
-                 link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+    return _done(
+        deps,
+        "Account closed",
+        *paragraphs,
+        cookie=deps.sessions.clear_cookie(),
+        link_url=_portal_link(deps),
+        link_text="Back to the developer portal",
+    )

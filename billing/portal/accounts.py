@@ -120,8 +120,10 @@ def check_email(email: str) -> str:
     email = email.strip()
     local = email.rpartition("@")[0]
     if len(email) > 254 or len(local) > 64 or not _EMAIL.fullmatch(email):
-        raise AccountError("enter an e-mail address such as name@example.com (letters, digits and . _ + - only "
-                           "before the @)", field="email")  # fmt: skip
+        raise AccountError(
+            "enter an e-mail address such as name@example.com (letters, digits and . _ + - only before the @)",
+            field="email",
+        )
     return normalise_email(email)
 
 
@@ -132,8 +134,9 @@ def check_names(first_name: str, last_name: str) -> tuple[str, str]:
     return first_name.strip(), last_name.strip()
 
 
-def check_new_password(ports: AccountPorts, password: str, *, personal: tuple[str, ...],
-                       field: str = "password") -> str:  # fmt: skip
+def check_new_password(
+    ports: AccountPorts, password: str, *, personal: tuple[str, ...], field: str = "password"
+) -> str:
     """The hash of a new password that meets the rules; AccountError naming the rule otherwise.
 
     The strength check and the hash both run inside the instance's hashing budget.
@@ -159,8 +162,9 @@ def check_new_password(ports: AccountPorts, password: str, *, personal: tuple[st
 
 # ---- shared steps ----------------------------------------------------------------------------
 def _busy() -> AccountError:
-    return AccountError("the service is busy: try again in a few seconds", status=429,
-                        retry_after=HashingBusy.retry_after)  # fmt: skip
+    return AccountError(
+        "the service is busy: try again in a few seconds", status=429, retry_after=HashingBusy.retry_after
+    )
 
 
 @functools.cache
@@ -183,8 +187,9 @@ def _send(ports: AccountPorts, to: str, now: int, compose: Callable[[], mails.Ma
     try:
         ports.mailer.send(compose())
     except mails.MailError:
-        raise AccountError("the e-mail could not be sent just now: try again in a few minutes", status=503,
-                           retry_after=60) from None  # fmt: skip
+        raise AccountError(
+            "the e-mail could not be sent just now: try again in a few minutes", status=503, retry_after=60
+        ) from None
 
 
 def _new_link(ports: AccountPorts, link: EmailLink) -> str:
@@ -229,15 +234,26 @@ def request_sign_up(form: SignUpForm, return_url: str, client: str, ports: Accou
     """
     email = check_email(form.email)
     first, last = check_names(form.first_name, form.last_name)
-    _claim(ports, client_key("mail", client), MAIL_REQUESTS_PER_CLIENT, now,
-           "too many sign-ups from your network: try again in {minutes} minute(s)")  # fmt: skip
+    _claim(
+        ports,
+        client_key("mail", client),
+        MAIL_REQUESTS_PER_CLIENT,
+        now,
+        "too many sign-ups from your network: try again in {minutes} minute(s)",
+    )
     password_hash = check_new_password(ports, form.password, personal=(email, first, last))
     existing = ports.accounts.get(email)
     if existing is not None and existing.confirmed_at:
         # Each such mail lets the owner in (a reset link), so nobody can fill the address's mail
         # allowance with notes that leave the owner no way to a new password.
-        _send(ports, email, now, lambda: mails.already_registered(
-            email, ports.urls.portal_home, _reset_link(ports, email, existing, now), RESET_TTL))  # fmt: skip
+        _send(
+            ports,
+            email,
+            now,
+            lambda: mails.already_registered(
+                email, ports.urls.portal_home, _reset_link(ports, email, existing, now), RESET_TTL
+            ),
+        )
         return
     link = EmailLink(CONFIRM, email, now, now + CONFIRM_TTL, password_hash, first, last, return_url)
     _send_confirmation(ports, link, now)
@@ -270,10 +286,16 @@ def confirm_sign_up(token: str, password: str, ports: AccountPorts, now: int) ->
     link, _ = usable_link(ports, token, CONFIRM, now)
     try:
         with ports.hashing.slot():  # first: a busy instance counts no try against the link
-            _claim(ports, link_key(token), PASSWORDS_PER_LINK, now,
-                   "too many wrong passwords for this link: sign up again to get a new one")  # fmt: skip
-            ok = bool(password) and ports.hashing.compute(lambda: passwords.verify_password(password,
-                                                                                            link.password_hash))
+            _claim(
+                ports,
+                link_key(token),
+                PASSWORDS_PER_LINK,
+                now,
+                "too many wrong passwords for this link: sign up again to get a new one",
+            )
+            ok = bool(password) and ports.hashing.compute(
+                lambda: passwords.verify_password(password, link.password_hash)
+            )
     except HashingBusy:
         raise _busy() from None
     if not ok:
@@ -286,8 +308,11 @@ def confirm_sign_up(token: str, password: str, ports: AccountPorts, now: int) ->
     uid = ports.apim.find_user_by_email(email)
     if uid is not None and ports.apim.is_administrator(uid):
         _mark_used(ports, token, now)
-        raise AccountError("this address belongs to an administrator of the developer portal and cannot be "
-                           "used for a consumer account", status=403)  # fmt: skip
+        raise AccountError(
+            "this address belongs to an administrator of the developer portal and cannot be "
+            "used for a consumer account",
+            status=403,
+        )
     if uid is None:
         uid = _user_id_for(token)
         ports.apim.create_user(uid, email, link.first_name, link.last_name)
@@ -320,8 +345,16 @@ def _mark_used(ports: AccountPorts, token: str, now: int) -> None:
 
 
 # ---- sign-in ---------------------------------------------------------------------------------
-def check_password(email: str, password: str, *, client: str, device: DeviceToken | None, ports: AccountPorts,
-                   now: int, wrong: str = "the e-mail address or password is wrong") -> Account:  # fmt: skip
+def check_password(
+    email: str,
+    password: str,
+    *,
+    client: str,
+    device: DeviceToken | None,
+    ports: AccountPorts,
+    now: int,
+    wrong: str = "the e-mail address or password is wrong",
+) -> Account:
     """The account if `password` is its password; AccountError 429 past the limits, 401 when wrong.
 
     `device`: this browser's device cookie, if it has a genuine one; it counts only when it was
@@ -334,10 +367,15 @@ def check_password(email: str, password: str, *, client: str, device: DeviceToke
     if len(password) > passwords.MAX_LENGTH or len(email) > 254:
         raise AccountError("the e-mail address or password is too long", status=400)
     account = ports.accounts.get(email)
-    trusted = device is not None and account is not None and (
-        device.credential == credential_tag(email, account.password_hash))
-    locked = ("too many failed sign-ins for this account: try again in {minutes} minute(s), or choose a new "
-              "password with “Forgot your password?”")  # fmt: skip
+    trusted = (
+        device is not None
+        and account is not None
+        and (device.credential == credential_tag(email, account.password_hash))
+    )
+    locked = (
+        "too many failed sign-ins for this account: try again in {minutes} minute(s), or choose a new "
+        "password with “Forgot your password?”"
+    )
     try:
         with ports.hashing.slot():  # first: a busy instance counts no guess against anyone
             if trusted:
@@ -345,8 +383,13 @@ def check_password(email: str, password: str, *, client: str, device: DeviceToke
                 _claim(ports, account_devices_key(email), GUESSES_PER_ACCOUNT_FROM_DEVICES, now, locked)
                 key, limit = device_key(device.nonce), GUESSES_PER_DEVICE
             else:
-                _claim(ports, client_key("signin", client), SIGN_INS_PER_CLIENT, now,
-                       "too many sign-ins from your network: try again in {minutes} minute(s)")  # fmt: skip
+                _claim(
+                    ports,
+                    client_key("signin", client),
+                    SIGN_INS_PER_CLIENT,
+                    now,
+                    "too many sign-ins from your network: try again in {minutes} minute(s)",
+                )
                 key, limit = account_key(email), GUESSES_PER_ACCOUNT
             _claim(ports, key, limit, now, locked)
             stored = account.password_hash if account else _dummy_hash()
@@ -365,8 +408,9 @@ def check_password(email: str, password: str, *, client: str, device: DeviceToke
     return account
 
 
-def sign_in(email: str, password: str, *, client: str, device: DeviceToken | None, ports: AccountPorts,
-            now: int) -> Account:  # fmt: skip
+def sign_in(
+    email: str, password: str, *, client: str, device: DeviceToken | None, ports: AccountPorts, now: int
+) -> Account:
     """The signed-in account; AccountError 401 wrong, 429 too many, 403 closing or not confirmed yet."""
     account = check_password(email, password, client=client, device=device, ports=ports, now=now)
     if account.closing_since:
@@ -374,11 +418,14 @@ def sign_in(email: str, password: str, *, client: str, device: DeviceToken | Non
     if not account.confirmed_at:
         # An account from before addresses were confirmed: it proves its address now, with the
         # password it has, before it can be used.
-        link = EmailLink(CONFIRM, account.email, now, now + CONFIRM_TTL, account.password_hash, account.first_name,
-                         account.last_name)  # fmt: skip
+        link = EmailLink(
+            CONFIRM, account.email, now, now + CONFIRM_TTL, account.password_hash, account.first_name, account.last_name
+        )
         _send_confirmation(ports, link, now)
-        raise AccountError(f"confirm your e-mail address first: we sent a link to {account.email}; open it and "
-                           "enter your password", status=403)  # fmt: skip
+        raise AccountError(
+            f"confirm your e-mail address first: we sent a link to {account.email}; open it and enter your password",
+            status=403,
+        )
     return account
 
 
@@ -386,8 +433,13 @@ def sign_in(email: str, password: str, *, client: str, device: DeviceToken | Non
 def request_password_reset(email: str, client: str, ports: AccountPorts, now: int) -> None:
     """Mail a reset link, or a note that the address has no account; the answer and the work are alike."""
     email = check_email(email)
-    _claim(ports, client_key("mail", client), MAIL_REQUESTS_PER_CLIENT, now,
-           "too many requests from your network: try again in {minutes} minute(s)")  # fmt: skip
+    _claim(
+        ports,
+        client_key("mail", client),
+        MAIL_REQUESTS_PER_CLIENT,
+        now,
+        "too many requests from your network: try again in {minutes} minute(s)",
+    )
     account = ports.accounts.get(email)
 
     def compose() -> mails.Mail:
@@ -410,11 +462,15 @@ def reset_password(token: str, new: str, confirm: str, ports: AccountPorts, now:
         raise AccountError("this account is being closed; it cannot be used any more", status=403)
     if new != confirm:
         raise AccountError("the new password and its confirmation differ", field="confirm_password")
-    new_hash = check_new_password(ports, new, personal=(account.email, account.first_name, account.last_name),
-                                  field="new_password")  # fmt: skip
+    new_hash = check_new_password(
+        ports, new, personal=(account.email, account.first_name, account.last_name), field="new_password"
+    )
     if not ports.links.replace(token, dataclasses.replace(link, used_at=now), etag):
         raise AccountError("this link was used already: each link works once", status=410)
-    updated = update_account(ports.accounts, link.email, lambda a: dataclasses.replace(
-        a, password_hash=new_hash, confirmed_at=a.confirmed_at or now))  # fmt: skip
+    updated = update_account(
+        ports.accounts,
+        link.email,
+        lambda a: dataclasses.replace(a, password_hash=new_hash, confirmed_at=a.confirmed_at or now),
+    )
     ports.throttles.clear(account_key(link.email))
     return updated

@@ -49,9 +49,17 @@ def free_period(start: datetime, now: datetime) -> tuple[datetime, datetime]:
     return begin, begin + length
 
 
-def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: PaymentsPort, usage: UsageReports,
-             now: datetime, return_url: str,
-             plan_changes: PlanChangesPort | None = None) -> BillingOverview:  # fmt: skip
+def overview(
+    uid: str,
+    *,
+    models: MonetizationModels,
+    apim: ApimPort,
+    payments: PaymentsPort,
+    usage: UsageReports,
+    now: datetime,
+    return_url: str,
+    plan_changes: PlanChangesPort | None = None,
+) -> BillingOverview:
     """`usage`: the usage push's source (gateway logs or the Reports API), so the page counts as billing does."""
     customer = payments.find_customer(uid)
     portal_url = payments.billing_portal_url(customer, return_url) if customer else None
@@ -83,9 +91,20 @@ def overview(uid: str, *, models: MonetizationModels, apim: ApimPort, payments: 
             if subject_ is not None:
                 pending, changeable = subject_.pending(models), True
                 options = tuple((p.id, p.display_name, kind_of(product, p).value) for p in targets(subject_, models))
-        rows.append(SubscriptionUsage(
-            sub.sid, sub.display_name, product.display_name, sub.state, start, end, calls,
-            quote_lines(product, q), money(product, q.total), pending, options, changeable,
-        ))  # fmt: skip
+        rows.append(
+            SubscriptionUsage(
+                sub.sid,
+                sub.display_name,
+                product.display_name,
+                sub.state,
+                start,
+                end,
+                calls,
+                quote_lines(product, q),
+                money(product, q.total),
+                pending,
+                options,
+                changeable,
+            )
+        )
     return BillingOverview(portal_url, rows)
-

@@ -71,8 +71,9 @@ def verify(key: bytes, query: Mapping[str, str]) -> DelegationRequest:
     """
     operation = query.get("operation", "")
     if operation not in SIGNED_FIELDS:
-        raise DelegationError(400, f"unknown delegation operation {operation!r}; expected one of "
-                                   f"{', '.join(OPERATIONS)}")  # fmt: skip
+        raise DelegationError(
+            400, f"unknown delegation operation {operation!r}; expected one of {', '.join(OPERATIONS)}"
+        )
     names = SIGNED_FIELDS[operation]
     salt, sig = query.get("salt", ""), query.get("sig", "")
     if not salt or not sig:
@@ -110,4 +111,4 @@ def product_id_from(value: str) -> str:
     """APIM sends the product's name or its id path ("/products/x" or a full resource id)."""
     marker = "/products/"
     index = value.lower().rfind(marker)
-    return value[index + len(marker):] if index >= 0 else value
+    return value[index + len(marker) :] if index >= 0 else value

@@ -34,8 +34,7 @@ class DeviceCookies:
         """
         payload = {"a": credential_tag(email, password_hash), "n": secrets.token_urlsafe(16)}
         token = self._signer.sign(payload, now=now, ttl_seconds=DEVICE_TTL)
-        return (f"{DEVICE_COOKIE}={token}; Path=/api/portal; Max-Age={DEVICE_TTL}; HttpOnly; "
-                f"SameSite=Lax{self._secure}")  # fmt: skip
+        return f"{DEVICE_COOKIE}={token}; Path=/api/portal; Max-Age={DEVICE_TTL}; HttpOnly; SameSite=Lax{self._secure}"
 
     def read(self, req: WebRequest, now: float) -> DeviceToken | None:
         """The request's device cookie if it is genuine and unexpired (the account is checked later)."""

@@ -37,18 +37,36 @@ def bind_link(deps: PortalDeps, req: WebRequest, now: float, *, owner: str, salt
     current = deps.sessions.read(req, now)
     signed_in = current is not None and current.uid is not None
     if deps.mode == "full" and not signed_in:
-        return problem(req, 401, "signin", "Sign in to the developer portal first, then open this link again "
-                       "from your profile.", portal_url=portal, title="Please sign in")  # fmt: skip
+        return problem(
+            req,
+            401,
+            "signin",
+            "Sign in to the developer portal first, then open this link again from your profile.",
+            portal_url=portal,
+            title="Please sign in",
+        )
     if signed_in and current is not None and current.uid != owner:
         # In "subscriptions" mode too: never swap the consumer a browser acts for behind its back
         # (someone else's link opened here would otherwise make this browser act, and pay, for them).
-        return problem(req, 403, "owner", "This link belongs to another account than the one this browser is "
-                       "signed in as; nothing was changed. Open it as its owner.", portal_url=portal,
-                       title="Not your link")  # fmt: skip
+        return problem(
+            req,
+            403,
+            "owner",
+            "This link belongs to another account than the one this browser is "
+            "signed in as; nothing was changed. Open it as its owner.",
+            portal_url=portal,
+            title="Not your link",
+        )
     if not deps.salts.claim(salt, owner, int(now), SALT_RETENTION_SECONDS):
-        return problem(req, 409, "link_used", "This link was used already, and each link works once. Open it again "
-                       "from the developer portal, which makes a new one.", portal_url=portal,
-                       title="This link was used")  # fmt: skip
+        return problem(
+            req,
+            409,
+            "link_used",
+            "This link was used already, and each link works once. Open it again "
+            "from the developer portal, which makes a new one.",
+            portal_url=portal,
+            title="This link was used",
+        )
     if current is not None and signed_in:
         return Bound(current)
     # "subscriptions" mode: the signed, single-use link is what identifies the consumer here.

@@ -29,13 +29,18 @@ def describe(product: Product, trial_days: int | None = None) -> PriceDescriptio
     if not product.is_paid:
         headline = "Free: no payment method needed"
     elif trial_days:
-        then = f"{money(product, product.flat_fee_minor)} a month" if product.flat_fee_minor else \
-            "pay only for what you use"
+        then = (
+            f"{money(product, product.flat_fee_minor)} a month"
+            if product.flat_fee_minor
+            else "pay only for what you use"
+        )
         headline = f"{days_text(trial_days)} free, then {then}"
         reminder = "; you get an e-mail three days before it ends" if trial_days > REMINDER_DAYS else ""
-        details.append(f"Free for {days_text(trial_days)}: calls during the trial are not billed. Checkout asks "
-                       "for a card now; nothing is charged before the trial ends, nor at all if you cancel before"
-                       f"{reminder}.")
+        details.append(
+            f"Free for {days_text(trial_days)}: calls during the trial are not billed. Checkout asks "
+            "for a card now; nothing is charged before the trial ends, nor at all if you cancel before"
+            f"{reminder}."
+        )
     elif product.flat_fee_minor:
         headline = f"{money(product, product.flat_fee_minor)} a month"
     else:
@@ -46,8 +51,10 @@ def describe(product: Product, trial_days: int | None = None) -> PriceDescriptio
     if price is not None:
         then = "Then " if product.included_calls else ""
         if product.block_size is not None:
-            details.append(f"{then}{product.currency.upper()} {price.amount} for each started block of "
-                           f"{product.block_size:,} calls.")  # fmt: skip
+            details.append(
+                f"{then}{product.currency.upper()} {price.amount} for each started block of "
+                f"{product.block_size:,} calls."
+            )
         else:
             details.append(f"{then}{product.currency.upper()} {price.amount} per {price.per_calls:,} calls.")
     if product.quota is not None:
@@ -55,8 +62,10 @@ def describe(product: Product, trial_days: int | None = None) -> PriceDescriptio
     if product.rate_limit is not None:
         details.append(f"Up to {product.rate_limit.calls_per_minute:,} calls a minute.")
     if product.spending_limit_minor is not None:
-        details.append(f"When a month's usage reaches {money(product, product.spending_limit_minor)}, it is invoiced "
-                       "at once; if that invoice is not paid, the key stops working until it is.")  # fmt: skip
+        details.append(
+            f"When a month's usage reaches {money(product, product.spending_limit_minor)}, it is invoiced "
+            "at once; if that invoice is not paid, the key stops working until it is."
+        )
     return PriceDescription(headline, tuple(details), _example(product))
 
 

@@ -48,8 +48,13 @@ def _portal_link(deps: PortalDeps) -> str:
 
 
 def _expired_form(req: WebRequest, deps: PortalDeps) -> WebResponse:
-    return problem(req, 403, "csrf", "This form has expired or did not come from this site. Go back to the "
-                   "developer portal and start again.", portal_url=_portal_link(deps))  # fmt: skip
+    return problem(
+        req,
+        403,
+        "csrf",
+        "This form has expired or did not come from this site. Go back to the developer portal and start again.",
+        portal_url=_portal_link(deps),
+    )
 
 
 # ---- GET /api/delegation ---------------------------------------------------------------------
@@ -65,14 +70,20 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
         # The portal signed itself out before it called here (it has no sign-out page of its own).
         return redirect(_portal_link(deps), deps.sessions.clear_cookie())
     if op in ACCOUNT_OPERATIONS and deps.mode != "full":
-        return problem(req, 404, "not_found", "Accounts are managed by the developer portal itself.",
-                       portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=_portal_link(deps)
+        )
     sub: ApimSubscription | None = None
     if op in ("Unsubscribe", "Renew"):
         sub = deps.apim.get_subscription(request.get("subscriptionId"))
         if sub is None or sub.owner_id is None:
-            return problem(req, 404, "subscription", "There is no such subscription: API Management does not know "
-                           "the subscription this link names.", portal_url=_portal_link(deps))  # fmt: skip
+            return problem(
+                req,
+                404,
+                "subscription",
+                "There is no such subscription: API Management does not know the subscription this link names.",
+                portal_url=_portal_link(deps),
+            )
         owner = sub.owner_id
     else:
         owner = request.get("userId")
@@ -88,15 +99,26 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
 
 
 # ---- Subscribe -------------------------------------------------------------------------------
-def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound, product_id: str, *,
-                    error: str = "", status: int = 200, name: str = "", notice: str = "") -> WebResponse:  # fmt: skip
+def _subscribe_page(
+    deps: PortalDeps,
+    req: WebRequest,
+    now: float,
+    bound: Bound,
+    product_id: str,
+    *,
+    error: str = "",
+    status: int = 200,
+    name: str = "",
+    notice: str = "",
+) -> WebResponse:
     """The subscription form for the session's consumer (bound to it by `bind_link` or the POST)."""
     session, cookie = bound.session, bound.cookie
     try:
         product = deps.models.product(product_id)
     except UnknownProductError:
-        return problem(req, 404, "product", f"There is no product named {product_id!r} for sale.",
-                       portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req, 404, "product", f"There is no product named {product_id!r} for sale.", portal_url=_portal_link(deps)
+        )
     uid = session.uid or ""
     email = deps.apim.user_email(uid)
     held = held_subscription(deps.apim, uid, product.id)
@@ -105,15 +127,28 @@ def _subscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
     closing = bool(product.is_paid and held is None and not debts and deps.payments.pending_final_invoices(uid))
     trial = trial_offer(product, uid, email, deps.trials) if held is None else TrialOffer(None)
     # "n": one nonce per form shown, so submitting the same form twice does one thing once.
-    offer = _offer_signer(deps).sign({"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)},
-                                     now=now, ttl_seconds=FORM_TTL)  # fmt: skip
-    return render("subscribe.html", status if not (debts or closing) else 402, cookie=cookie,
-                  title=f"Subscribe to {product.display_name}", product=product, trial=trial,
-                  price=offers.describe(product, trial.days),
-                  held=held, debts=debts, closing=closing, error=error, name=name, notice=notice,
-                  account_email=email or "",
-                  csrf_token=deps.sessions.csrf_token(session, now), offer_token=offer,
-                  portal_url=_portal_link(deps))  # fmt: skip
+    offer = _offer_signer(deps).sign(
+        {"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)}, now=now, ttl_seconds=FORM_TTL
+    )
+    return render(
+        "subscribe.html",
+        status if not (debts or closing) else 402,
+        cookie=cookie,
+        title=f"Subscribe to {product.display_name}",
+        product=product,
+        trial=trial,
+        price=offers.describe(product, trial.days),
+        held=held,
+        debts=debts,
+        closing=closing,
+        error=error,
+        name=name,
+        notice=notice,
+        account_email=email or "",
+        csrf_token=deps.sessions.csrf_token(session, now),
+        offer_token=offer,
+        portal_url=_portal_link(deps),
+    )
 
 
 def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
@@ -128,74 +163,137 @@ def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse
     if not (isinstance(uid, str) and isinstance(pid, str) and isinstance(nonce, str)) or (
         offer.get("c") != session.nonce or session.uid != uid
     ):
-        return problem(req, 401, "offer", "This subscription form is not valid for you or has expired. Start again "
-                       "from the product's Subscribe link in the developer portal.",
-                       portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req,
+            401,
+            "offer",
+            "This subscription form is not valid for you or has expired. Start again "
+            "from the product's Subscribe link in the developer portal.",
+            portal_url=_portal_link(deps),
+        )
     product = deps.models.product(pid)
     name = req.form.get("name", "")
     try:
-        outcome = subscribe(product, uid, name, nonce=nonce, apim=deps.apim, payments=deps.payments,
-                            app_base_url=deps.app_base_url, trials=deps.trials)  # fmt: skip
+        outcome = subscribe(
+            product,
+            uid,
+            name,
+            nonce=nonce,
+            apim=deps.apim,
+            payments=deps.payments,
+            app_base_url=deps.app_base_url,
+            trials=deps.trials,
+        )
     except SubscribeError as exc:
         if exc.field == "name" or exc.status == 402:
-            return _subscribe_page(deps, req, now, Bound(session), pid, error=exc.message, status=exc.status,
-                                   name=name)  # fmt: skip
-        return problem(req, exc.status, "subscribe", exc.message, portal_url=_portal_link(deps),
-                       title="Already subscribed" if exc.status == 409 else "")  # fmt: skip
+            return _subscribe_page(deps, req, now, Bound(session), pid, error=exc.message, status=exc.status, name=name)
+        return problem(
+            req,
+            exc.status,
+            "subscribe",
+            exc.message,
+            portal_url=_portal_link(deps),
+            title="Already subscribed" if exc.status == 409 else "",
+        )
     if isinstance(outcome, GoToCheckout):
         return redirect(outcome.url)  # only ever the URL Stripe returned
-    return render("message.html", title="You are subscribed", portal_url=_portal_link(deps), status_role=True,
-                  paragraphs=[f"Your subscription to {product.display_name} is active.",
-                              "Your keys are in the developer portal, under your profile."],
-                  link_url=_portal_link(deps), link_text="Go to your keys")  # fmt: skip
+    return render(
+        "message.html",
+        title="You are subscribed",
+        portal_url=_portal_link(deps),
+        status_role=True,
+        paragraphs=[
+            f"Your subscription to {product.display_name} is active.",
+            "Your keys are in the developer portal, under your profile.",
+        ],
+        link_url=_portal_link(deps),
+        link_text="Go to your keys",
+    )
 
 
 # ---- Checkout return pages -------------------------------------------------------------------
 def checkout_success(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     session_id = req.query.get("session_id", "")
     if not _SESSION_ID.match(session_id):
-        return problem(req, 400, "session_id", "session_id must be a Stripe Checkout Session id (cs_...).",
-                       portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req,
+            400,
+            "session_id",
+            "session_id must be a Stripe Checkout Session id (cs_...).",
+            portal_url=_portal_link(deps),
+        )
     info = deps.payments.checkout_info(session_id)
     if info is None:
         return problem(req, 404, "session_id", "There is no such checkout.", portal_url=_portal_link(deps))
     # This page grants nothing: the subscription becomes active when Stripe's webhook says it is paid.
     if info.status == "complete":
-        paragraphs = ["Payment received: your key will be active in a moment.",
-                      "You find it in the developer portal, under your profile."]  # fmt: skip
+        paragraphs = [
+            "Payment received: your key will be active in a moment.",
+            "You find it in the developer portal, under your profile.",
+        ]
         title = "Thank you"
     else:
         paragraphs = ["This checkout is not complete, so nothing was charged."]
         title = "Checkout not complete"
-    return render("message.html", title=title, paragraphs=paragraphs, status_role=True,
-                  portal_url=_portal_link(deps), link_url=_portal_link(deps),
-                  link_text="Go to the developer portal")  # fmt: skip
+    return render(
+        "message.html",
+        title=title,
+        paragraphs=paragraphs,
+        status_role=True,
+        portal_url=_portal_link(deps),
+        link_url=_portal_link(deps),
+        link_text="Go to the developer portal",
+    )
 
 
 def checkout_cancelled(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
-    return render("message.html", title="Checkout cancelled", status_role=True, portal_url=_portal_link(deps),
-                  paragraphs=["No payment was taken and no subscription was made.",
-                              "You can subscribe again from the developer portal at any time."],
-                  link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+    return render(
+        "message.html",
+        title="Checkout cancelled",
+        status_role=True,
+        portal_url=_portal_link(deps),
+        paragraphs=[
+            "No payment was taken and no subscription was made.",
+            "You can subscribe again from the developer portal at any time.",
+        ],
+        link_url=_portal_link(deps),
+        link_text="Back to the developer portal",
+    )
 
 
 # ---- Unsubscribe -----------------------------------------------------------------------------
-def _unsubscribe_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound,
-                      sub: ApimSubscription) -> WebResponse:  # fmt: skip
+def _unsubscribe_page(
+    deps: PortalDeps, req: WebRequest, now: float, bound: Bound, sub: ApimSubscription
+) -> WebResponse:
     session, cookie = bound.session, bound.cookie
     if sub.state not in HOLDING_STATES:
-        return render("message.html", cookie=cookie, title="Already cancelled", portal_url=_portal_link(deps),
-                      paragraphs=[f"The subscription “{sub.display_name}” is {sub.state}."],
-                      link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
-    token = _cancel_signer(deps).sign({"s": sub.sid, "u": session.uid, "c": session.nonce}, now=now,
-                                      ttl_seconds=FORM_TTL)  # fmt: skip
+        return render(
+            "message.html",
+            cookie=cookie,
+            title="Already cancelled",
+            portal_url=_portal_link(deps),
+            paragraphs=[f"The subscription “{sub.display_name}” is {sub.state}."],
+            link_url=_portal_link(deps),
+            link_text="Back to the developer portal",
+        )
+    token = _cancel_signer(deps).sign(
+        {"s": sub.sid, "u": session.uid, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL
+    )
     product_name = sub.product_id or ""
     with contextlib.suppress(UnknownProductError):
         product_name = deps.models.product(sub.product_id or "").display_name
-    return render("unsubscribe.html", cookie=cookie, title="Cancel subscription", subscription=sub,
-                  account_email=deps.apim.user_email(sub.owner_id or "") or "",
-                  product_name=product_name, paid=is_paid_subscription(sub.sid), cancel_token=token,
-                  csrf_token=deps.sessions.csrf_token(session, now), portal_url=_portal_link(deps))  # fmt: skip
+    return render(
+        "unsubscribe.html",
+        cookie=cookie,
+        title="Cancel subscription",
+        subscription=sub,
+        account_email=deps.apim.user_email(sub.owner_id or "") or "",
+        product_name=product_name,
+        paid=is_paid_subscription(sub.sid),
+        cancel_token=token,
+        csrf_token=deps.sessions.csrf_token(session, now),
+        portal_url=_portal_link(deps),
+    )
 
 
 def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
@@ -208,18 +306,31 @@ def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
         payload = {}
     sid = payload.get("s")
     if not isinstance(sid, str) or payload.get("c") != session.nonce or payload.get("u") != session.uid:
-        return problem(req, 401, "cancel", "This cancellation form is not valid or has expired. Start again from "
-                       "the subscription's Cancel link in the developer portal.",
-                       portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req,
+            401,
+            "cancel",
+            "This cancellation form is not valid or has expired. Start again from "
+            "the subscription's Cancel link in the developer portal.",
+            portal_url=_portal_link(deps),
+        )
     try:
         name = unsubscribe(sid, deps.apim, deps.payments, datetime.fromtimestamp(now, UTC), deps.final_invoices)
     except UnsubscribeError as exc:
         return problem(req, exc.status, "subscription", exc.message, portal_url=_portal_link(deps))
-    return render("message.html", title="Subscription cancelled", status_role=True, portal_url=_portal_link(deps),
-                  paragraphs=[f"The subscription “{name}” is cancelled; its keys no longer work.",
-                              "Any usage so far is billed on a final invoice once API Management's usage data "
-                              "has your last calls; no new period is charged."],
-                  link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+    return render(
+        "message.html",
+        title="Subscription cancelled",
+        status_role=True,
+        portal_url=_portal_link(deps),
+        paragraphs=[
+            f"The subscription “{name}” is cancelled; its keys no longer work.",
+            "Any usage so far is billed on a final invoice once API Management's usage data "
+            "has your last calls; no new period is charged.",
+        ],
+        link_url=_portal_link(deps),
+        link_text="Back to the developer portal",
+    )
 
 
 # ---- Renew -----------------------------------------------------------------------------------
@@ -231,14 +342,23 @@ def _renew_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound, sub
     subscribed again at once. Either way it is the product's subscribe page for the owner.
     """
     if sub.state in HOLDING_STATES:
-        return render("message.html", cookie=bound.cookie, title="Nothing to renew", portal_url=_portal_link(deps),
-                      paragraphs=[
-            f"The subscription “{sub.display_name}” is {sub.state}: there is nothing to renew.",
-            "Paid subscriptions renew by themselves each month while your payment method works; "
-            "the billing page shows your usage and links to your invoices.",
-        ], link_url="/api/portal/billing", link_text="Billing")  # fmt: skip
-    notice = (f"The subscription “{sub.display_name}” is {sub.state}. Renewing it starts a new subscription "
-              "to the same product.")  # fmt: skip
+        return render(
+            "message.html",
+            cookie=bound.cookie,
+            title="Nothing to renew",
+            portal_url=_portal_link(deps),
+            paragraphs=[
+                f"The subscription “{sub.display_name}” is {sub.state}: there is nothing to renew.",
+                "Paid subscriptions renew by themselves each month while your payment method works; "
+                "the billing page shows your usage and links to your invoices.",
+            ],
+            link_url="/api/portal/billing",
+            link_text="Billing",
+        )
+    notice = (
+        f"The subscription “{sub.display_name}” is {sub.state}. Renewing it starts a new subscription "
+        "to the same product."
+    )
     return _subscribe_page(deps, req, now, bound, sub.product_id or "", notice=notice, name=sub.display_name)
 
 
@@ -246,14 +366,32 @@ def _renew_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound, sub
 def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     session = deps.sessions.read(req, now)
     if session is None or session.uid is None:
-        return problem(req, 401, "signin", "Sign in from the developer portal first, then open this page again.",
-                       portal_url=_portal_link(deps), title="Please sign in")  # fmt: skip
-    data = overview(session.uid, models=deps.models, apim=deps.apim, payments=deps.payments, usage=deps.usage,
-                    now=datetime.fromtimestamp(now, UTC), return_url=f"{deps.app_base_url}/api/portal/billing",
-                    plan_changes=deps.plan_changes)  # fmt: skip
-    return render("billing.html", title="Billing", overview=data, portal_url=_portal_link(deps),
-                  csrf_token=deps.sessions.csrf_token(session, now),
-                  undo_tokens=plan_pages.undo_tokens(deps, session, data, now))  # fmt: skip
+        return problem(
+            req,
+            401,
+            "signin",
+            "Sign in from the developer portal first, then open this page again.",
+            portal_url=_portal_link(deps),
+            title="Please sign in",
+        )
+    data = overview(
+        session.uid,
+        models=deps.models,
+        apim=deps.apim,
+        payments=deps.payments,
+        usage=deps.usage,
+        now=datetime.fromtimestamp(now, UTC),
+        return_url=f"{deps.app_base_url}/api/portal/billing",
+        plan_changes=deps.plan_changes,
+    )
+    return render(
+        "billing.html",
+        title="Billing",
+        overview=data,
+        portal_url=_portal_link(deps),
+        csrf_token=deps.sessions.csrf_token(session, now),
+        undo_tokens=plan_pages.undo_tokens(deps, session, data, now),
+    )
 
 
 def sign_out(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:

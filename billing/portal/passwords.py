@@ -80,8 +80,15 @@ def _verify_scrypt(password: str, stored: str) -> bool:
         _, n, r, p, salt, digest = stored.split("$")
         expected = base64.b64decode(digest)
         n_, r_, p_ = int(n), int(r), int(p)
-        actual = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=n_, r=r_, p=p_,
-                                maxmem=256 * n_ * r_ + 2**20, dklen=len(expected))  # fmt: skip
+        actual = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt),
+            n=n_,
+            r=r_,
+            p=p_,
+            maxmem=256 * n_ * r_ + 2**20,
+            dklen=len(expected),
+        )
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)

@@ -112,14 +112,20 @@ class ChangeConflict(Exception):
 class PlanChangesPort(Protocol):
     def current(self, subscription_id: str) -> StripePlan | None: ...
 
-    def upgrade(self, subscription_id: str, items: Sequence[Mapping[str, object]], metadata: Mapping[str, str],
-                idempotency_key: str) -> None:  # fmt: skip
+    def upgrade(
+        self,
+        subscription_id: str,
+        items: Sequence[Mapping[str, object]],
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> None:
         """Update the items at once, invoicing and charging the prorations; PaymentFailed if the charge fails
         (then nothing changed), ChangeConflict if the key was used for other parameters."""
         ...
 
-    def schedule_downgrade(self, plan: StripePlan, next_items: Sequence[tuple[str, int | None]],
-                           metadata: Mapping[str, str]) -> None:  # fmt: skip
+    def schedule_downgrade(
+        self, plan: StripePlan, next_items: Sequence[tuple[str, int | None]], metadata: Mapping[str, str]
+    ) -> None:
         """A schedule from the subscription whose next phase, from the period end, has `next_items`."""
         ...
 
@@ -204,8 +210,9 @@ class Subject:
         return Pending(target, label, at)
 
 
-def subject(uid: str, sid: str, *, models: MonetizationModels, apim: SubscriptionLookup,
-            changes: PlanChangesPort) -> Subject:  # fmt: skip
+def subject(
+    uid: str, sid: str, *, models: MonetizationModels, apim: SubscriptionLookup, changes: PlanChangesPort
+) -> Subject:
     """The subscription, if `uid` owns it in APIM and in Stripe and it can change plan now."""
     sub = apim.get_subscription(sid) if is_paid_subscription(sid) else None
     if sub is None or sub.owner_id != uid:
@@ -217,8 +224,10 @@ def subject(uid: str, sid: str, *, models: MonetizationModels, apim: Subscriptio
     if plan.metadata.get(names.SUB_META_PRODUCT) != sub.product_id:
         raise PlanChangeError("this subscription is being changed; try again in a minute", status=409)
     if sub.state != "active" or plan.status != "active" or plan.metadata.get(names.SUB_META_ACCESS_ENDED):
-        raise PlanChangeError(f"the subscription “{sub.display_name}” is {sub.state}: only an active, paid "
-                              "subscription can change plan", status=409)  # fmt: skip
+        raise PlanChangeError(
+            f"the subscription “{sub.display_name}” is {sub.state}: only an active, paid subscription can change plan",
+            status=409,
+        )
     try:
         product = models.product(sub.product_id or "")
     except UnknownProductError:
@@ -246,28 +255,51 @@ def quote_change(subject_: Subject, target: Product, now: int) -> Quote:
     kind = kind_of(current, target)
     difference = _money(target, target.flat_fee_minor - current.flat_fee_minor)
     if kind is not ChangeKind.UPGRADE:
-        return Quote(kind, current, target, plan.period_end, monthly_from_next=_money(target, target.flat_fee_minor),
-                     monthly_difference=difference)  # fmt: skip
+        return Quote(
+            kind,
+            current,
+            target,
+            plan.period_end,
+            monthly_from_next=_money(target, target.flat_fee_minor),
+            monthly_difference=difference,
+        )
     at = plan.present(now)
     start, end = plan.period_start, plan.period_end
     due = prorated_fee(target, start, end, at, end) - prorated_fee(current, start, end, at, end)
-    return Quote(kind, current, target, at, due_now=_money(target, due),
-                 included_now=included_calls_for_part(target, start, end, at),
-                 monthly_from_next=_money(target, target.flat_fee_minor), monthly_difference=difference)  # fmt: skip
+    return Quote(
+        kind,
+        current,
+        target,
+        at,
+        due_now=_money(target, due),
+        included_now=included_calls_for_part(target, start, end, at),
+        monthly_from_next=_money(target, target.flat_fee_minor),
+        monthly_difference=difference,
+    )
 
 
 def _check_free_to_change(subject_: Subject) -> None:
     plan = subject_.plan
     if plan.metadata.get(names.SUB_META_RETIRING_ITEM):
-        raise PlanChangeError("the last plan change is still being completed (its usage so far is billed once "
-                              "API Management's data has it); try again in a few minutes", status=409)  # fmt: skip
+        raise PlanChangeError(
+            "the last plan change is still being completed (its usage so far is billed once "
+            "API Management's data has it); try again in a few minutes",
+            status=409,
+        )
     if plan.schedule_id or plan.cancel_at_period_end:
-        raise PlanChangeError("a change is already planned for the end of the period: undo it first",
-                              status=409)  # fmt: skip
+        raise PlanChangeError("a change is already planned for the end of the period: undo it first", status=409)
 
 
-def change_plan(subject_: Subject, target: Product, *, now: int, nonce: str, payments: Charges,
-                changes: PlanChangesPort, email: str | None = None) -> Quote:  # fmt: skip
+def change_plan(
+    subject_: Subject,
+    target: Product,
+    *,
+    now: int,
+    nonce: str,
+    payments: Charges,
+    changes: PlanChangesPort,
+    email: str | None = None,
+) -> Quote:
     """Make the change (see the module's description); the quote of what was done."""
     current, plan = subject_.product, subject_.plan
     if target.id == current.id:
@@ -291,8 +323,9 @@ def change_plan(subject_: Subject, target: Product, *, now: int, nonce: str, pay
     if any(debt.amount_remaining > 0 for debt in payments.outstanding_invoices(subject_.uid, email)):
         raise PlanChangeError("you have unpaid invoices: pay them first, then upgrade", status=402)
     if payments.pending_final_invoices(subject_.uid):
-        raise PlanChangeError("a subscription you cancelled is still being billed; upgrade once its final invoice "
-                              "is paid", status=402)  # fmt: skip
+        raise PlanChangeError(
+            "a subscription you cancelled is still being billed; upgrade once its final invoice is paid", status=402
+        )
     _upgrade(subject_, target, quote, prices, next_meta, nonce, changes)
     return quote
 
@@ -304,13 +337,19 @@ def _prices(payments: Charges, product: Product) -> list[tuple[str, int | None]]
     found = payments.price_ids(keys)
     missing = [k for k in keys if k not in found]
     if missing:
-        raise PlanChangeError(f"{product.display_name} cannot be bought yet: its Stripe prices are missing",
-                              status=503)  # fmt: skip
+        raise PlanChangeError(f"{product.display_name} cannot be bought yet: its Stripe prices are missing", status=503)
     return [(found[k], None if k.endswith("-usage") else 1) for k in keys]
 
 
-def _upgrade(subject_: Subject, target: Product, quote: Quote, prices: list[tuple[str, int | None]],  # noqa: PLR0917
-             next_meta: dict[str, str], nonce: str, changes: PlanChangesPort) -> None:
+def _upgrade(  # noqa: PLR0917
+    subject_: Subject,
+    target: Product,
+    quote: Quote,
+    prices: list[tuple[str, int | None]],
+    next_meta: dict[str, str],
+    nonce: str,
+    changes: PlanChangesPort,
+) -> None:
     plan = subject_.plan
     at = quote.effective_at
     old_flat = next((i for i in plan.items if not i.metered), None)
@@ -325,25 +364,36 @@ def _upgrade(subject_: Subject, target: Product, quote: Quote, prices: list[tupl
             items.append({"price": price})
     if old_flat is not None and not any("id" in i for i in items):
         items.append({"id": old_flat.item_id, "deleted": True})
-    metadata = {**next_meta, names.SUB_META_PRODUCT_SINCE: str(at),
-                names.SUB_META_RETIRING_ITEM: old_usage.item_id if old_usage else ""}
+    metadata = {
+        **next_meta,
+        names.SUB_META_PRODUCT_SINCE: str(at),
+        names.SUB_META_RETIRING_ITEM: old_usage.item_id if old_usage else "",
+    }
     # One upgrade from this part of the period, whatever the form: Stripe refuses the key's reuse with
     # other parameters (a second tab asking for another product), and replays it for a double submit.
     # Stripe also saves a failed first answer ("regardless of whether it succeeds or fails. Subsequent
     # requests with the same key return the same result", docs.stripe.com/idempotency), so the payment
     # method is part of the key: once a declined card is replaced, the upgrade is a new request (with the
     # same card it is the same request, and Stripe answers the same decline again).
-    part = hashlib.sha256(f"{subject_.sid}\n{subject_.product.id}\n{plan.since}\n{plan.payment_method}"
-                          .encode()).hexdigest()[:32]  # fmt: skip
+    part = hashlib.sha256(
+        f"{subject_.sid}\n{subject_.product.id}\n{plan.since}\n{plan.payment_method}".encode()
+    ).hexdigest()[:32]
     del nonce  # the key deliberately does not depend on the form
     if old_usage is not None:
         # Queued before Stripe is asked, so that no crash between the two leaves the old product's last
         # calls unbilled and its metered item on the subscription for good: the job does its work only
         # if the subscription's metadata names this very upgrade (item and instant), so a declined card,
         # a conflicting tab or a replayed double submit (its own instant) leaves it nothing to do.
-        changes.report_old_usage_later(PlanChangeRequest(
-            subject_.sid, names.apim_product_id(subject_.product.id), Period(plan.period_start, plan.period_end),
-            plan.since, at, old_usage.item_id))  # fmt: skip
+        changes.report_old_usage_later(
+            PlanChangeRequest(
+                subject_.sid,
+                names.apim_product_id(subject_.product.id),
+                Period(plan.period_start, plan.period_end),
+                plan.since,
+                at,
+                old_usage.item_id,
+            )
+        )
     changes.upgrade(subject_.sid, items, metadata, f"plan-upgrade-{part}")
     changes.move_scope(subject_.sid, names.apim_product_id(target.id))
 

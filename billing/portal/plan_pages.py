@@ -58,22 +58,38 @@ def _date(at: int) -> str:
 
 def undo_tokens(deps: PortalDeps, session: Session, data: BillingOverview, now: float) -> Mapping[str, str]:
     """Per subscription with a planned change, the signed form value of its undo button."""
-    return {row.sid: _undo_signer(deps).sign({"u": session.uid, "s": row.sid, "c": session.nonce}, now=now,
-                                             ttl_seconds=FORM_TTL)
-            for row in data.subscriptions if row.pending is not None}  # fmt: skip
+    return {
+        row.sid: _undo_signer(deps).sign(
+            {"u": session.uid, "s": row.sid, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL
+        )
+        for row in data.subscriptions
+        if row.pending is not None
+    }
 
 
 def _signed_in(deps: PortalDeps, req: WebRequest, now: float) -> Session | WebResponse:
     session = deps.sessions.read(req, now)
     if session is None or session.uid is None:
-        return problem(req, 401, "signin", "Sign in from the developer portal first, then open the billing page "
-                       "again.", portal_url=_portal(deps), title="Please sign in")  # fmt: skip
+        return problem(
+            req,
+            401,
+            "signin",
+            "Sign in from the developer portal first, then open the billing page again.",
+            portal_url=_portal(deps),
+            title="Please sign in",
+        )
     return session
 
 
 def _refused(req: WebRequest, deps: PortalDeps, exc: PlanChangeError) -> WebResponse:
-    return problem(req, exc.status, "plan_change", exc.message[:1].upper() + exc.message[1:] + ".",
-                   portal_url=_portal(deps), title="The plan was not changed")  # fmt: skip
+    return problem(
+        req,
+        exc.status,
+        "plan_change",
+        exc.message[:1].upper() + exc.message[1:] + ".",
+        portal_url=_portal(deps),
+        title="The plan was not changed",
+    )
 
 
 def preview(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
@@ -93,20 +109,42 @@ def preview(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return _refused(req, deps, exc)
     quote = quote_change(found, target, int(now))
     # "f": the product the quote was made from: a form confirmed after another change (a second tab) is stale.
-    token = _signer(deps).sign({"u": uid, "s": found.sid, "p": target.id, "f": found.product.id,
-                                "c": session.nonce, "n": secrets.token_urlsafe(9)}, now=now,
-                               ttl_seconds=FORM_TTL)  # fmt: skip
-    return render("plan_change.html", title=f"Change to {target.display_name}", subject=found, quote=quote,
-                  kind=quote.kind.value, effective=_date(quote.effective_at), pending=found.pending(deps.models),
-                  csrf_token=deps.sessions.csrf_token(session, now), plan_token=token,
-                  portal_url=_portal(deps))  # fmt: skip
+    token = _signer(deps).sign(
+        {
+            "u": uid,
+            "s": found.sid,
+            "p": target.id,
+            "f": found.product.id,
+            "c": session.nonce,
+            "n": secrets.token_urlsafe(9),
+        },
+        now=now,
+        ttl_seconds=FORM_TTL,
+    )
+    return render(
+        "plan_change.html",
+        title=f"Change to {target.display_name}",
+        subject=found,
+        quote=quote,
+        kind=quote.kind.value,
+        effective=_date(quote.effective_at),
+        pending=found.pending(deps.models),
+        csrf_token=deps.sessions.csrf_token(session, now),
+        plan_token=token,
+        portal_url=_portal(deps),
+    )
 
 
 def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     session = deps.sessions.check_csrf(req, now)
     if session is None or session.uid is None:
-        return problem(req, 403, "csrf", "This form has expired or did not come from this site. Open the billing "
-                       "page again.", portal_url=_portal(deps))  # fmt: skip
+        return problem(
+            req,
+            403,
+            "csrf",
+            "This form has expired or did not come from this site. Open the billing page again.",
+            portal_url=_portal(deps),
+        )
     try:
         form = _signer(deps).verify(req.form.get("plan", ""), now=now)
     except TokenError:
@@ -115,60 +153,114 @@ def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     if not (isinstance(sid, str) and isinstance(pid, str) and isinstance(nonce, str)) or (
         form.get("u") != session.uid or form.get("c") != session.nonce
     ):
-        return problem(req, 401, "plan", "This form is not valid for you or has expired. Open the billing page "
-                       "again.", portal_url=_portal(deps))  # fmt: skip
+        return problem(
+            req,
+            401,
+            "plan",
+            "This form is not valid for you or has expired. Open the billing page again.",
+            portal_url=_portal(deps),
+        )
     uid = session.uid
     try:
         target = deps.models.product(pid)
         found = subject(uid, sid, models=deps.models, apim=deps.apim, changes=deps.plan_changes)
         if found.product.id != form.get("f"):
             raise ChangeConflict(f"{sid} is on {found.product.id} now, not the product this form quoted from")
-        quote = change_plan(found, target, now=int(now), nonce=nonce, payments=deps.payments,
-                            changes=deps.plan_changes, email=deps.apim.user_email(uid))  # fmt: skip
+        quote = change_plan(
+            found,
+            target,
+            now=int(now),
+            nonce=nonce,
+            payments=deps.payments,
+            changes=deps.plan_changes,
+            email=deps.apim.user_email(uid),
+        )
     except UnknownProductError:
         return problem(req, 404, "product", "There is no such product.", portal_url=_portal(deps))
     except PlanChangeError as exc:
         return _refused(req, deps, exc)
     except PaymentFailed as exc:
-        return problem(req, 402, "payment", f"The payment for the upgrade failed ({exc}); nothing was changed. "
-                       "Update your card from the billing page, then try again.", portal_url=_portal(deps),
-                       title="Payment failed")  # fmt: skip
+        return problem(
+            req,
+            402,
+            "payment",
+            f"The payment for the upgrade failed ({exc}); nothing was changed. "
+            "Update your card from the billing page, then try again.",
+            portal_url=_portal(deps),
+            title="Payment failed",
+        )
     except ChangeConflict:
-        return problem(req, 409, "plan_change", "Another change of this subscription was made meanwhile; nothing "
-                       "more was changed. Open the billing page again.", portal_url=_portal(deps),
-                       title="Already changed")  # fmt: skip
+        return problem(
+            req,
+            409,
+            "plan_change",
+            "Another change of this subscription was made meanwhile; nothing "
+            "more was changed. Open the billing page again.",
+            portal_url=_portal(deps),
+            title="Already changed",
+        )
     log.info("subscription %s of user %s: %s to %s", sid, uid, quote.kind.value, target.id)
     if quote.kind is ChangeKind.UPGRADE:
-        paragraphs = [f"“{found.name}” is now on {target.display_name}, with the same keys; its limits apply from "
-                      "now on.", f"{quote.due_now} was charged for the rest of this period."]
+        paragraphs = [
+            f"“{found.name}” is now on {target.display_name}, with the same keys; its limits apply from now on.",
+            f"{quote.due_now} was charged for the rest of this period.",
+        ]
     else:
-        paragraphs = [f"“{found.name}” changes to {target.display_name} on {_date(quote.effective_at)}; until then "
-                      "it keeps its current plan. You can undo this on the billing page."]
-    return render("message.html", title="Plan changed" if quote.kind is ChangeKind.UPGRADE else "Change planned",
-                  status_role=True, paragraphs=paragraphs, portal_url=_portal(deps),
-                  link_url="/api/portal/billing", link_text="Billing")  # fmt: skip
+        paragraphs = [
+            f"“{found.name}” changes to {target.display_name} on {_date(quote.effective_at)}; until then "
+            "it keeps its current plan. You can undo this on the billing page."
+        ]
+    return render(
+        "message.html",
+        title="Plan changed" if quote.kind is ChangeKind.UPGRADE else "Change planned",
+        status_role=True,
+        paragraphs=paragraphs,
+        portal_url=_portal(deps),
+        link_url="/api/portal/billing",
+        link_text="Billing",
+    )
 
 
 def undo_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     session = deps.sessions.check_csrf(req, now)
     if session is None or session.uid is None:
-        return problem(req, 403, "csrf", "This form has expired or did not come from this site. Open the billing "
-                       "page again.", portal_url=_portal(deps))  # fmt: skip
+        return problem(
+            req,
+            403,
+            "csrf",
+            "This form has expired or did not come from this site. Open the billing page again.",
+            portal_url=_portal(deps),
+        )
     try:
         form = _undo_signer(deps).verify(req.form.get("undo", ""), now=now)
     except TokenError:
         form = {}
     sid = form.get("s")
     if not isinstance(sid, str) or form.get("u") != session.uid or form.get("c") != session.nonce:
-        return problem(req, 401, "plan", "This form is not valid for you or has expired. Open the billing page "
-                       "again.", portal_url=_portal(deps))  # fmt: skip
+        return problem(
+            req,
+            401,
+            "plan",
+            "This form is not valid for you or has expired. Open the billing page again.",
+            portal_url=_portal(deps),
+        )
     try:
         found = subject(session.uid, sid, models=deps.models, apim=deps.apim, changes=deps.plan_changes)
         pending = found.pending(deps.models)
         undone = undo(found, deps.plan_changes)
     except PlanChangeError as exc:
         return _refused(req, deps, exc)
-    text = (f"The change to {pending.product_name} is undone: “{found.name}” stays on {found.product.display_name}."
-            if undone is not None and pending is not None else "No change was planned for this subscription.")
-    return render("message.html", title="Change undone", status_role=True, paragraphs=[text],
-                  portal_url=_portal(deps), link_url="/api/portal/billing", link_text="Billing")  # fmt: skip
+    text = (
+        f"The change to {pending.product_name} is undone: “{found.name}” stays on {found.product.display_name}."
+        if undone is not None and pending is not None
+        else "No change was planned for this subscription."
+    )
+    return render(
+        "message.html",
+        title="Change undone",
+        status_role=True,
+        paragraphs=[text],
+        portal_url=_portal(deps),
+        link_url="/api/portal/billing",
+        link_text="Billing",
+    )

@@ -68,7 +68,6 @@ class ApimPort(Protocol):
     def set_subscription_state(self, sid: str, state: str, comment: str) -> None: ...
 
 
-
 @dataclass(frozen=True)
 class CheckoutRequest:
     customer_id: str

@@ -34,43 +34,90 @@ def _portal_link(deps: PortalDeps) -> str:
 
 
 def _not_here(req: WebRequest, deps: PortalDeps) -> WebResponse:
-    return problem(req, 404, "not_found", "Accounts are managed by the developer portal itself.",
-                   portal_url=_portal_link(deps))  # fmt: skip
+    return problem(
+        req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=_portal_link(deps)
+    )
 
 
 def _expired_form(req: WebRequest, deps: PortalDeps) -> WebResponse:
-    return problem(req, 403, "csrf", "This form has expired or did not come from this site. Go back to the "
-                   "developer portal and start again.", portal_url=_portal_link(deps))  # fmt: skip
+    return problem(
+        req,
+        403,
+        "csrf",
+        "This form has expired or did not come from this site. Go back to the developer portal and start again.",
+        portal_url=_portal_link(deps),
+    )
 
 
-def _form(deps: PortalDeps, req: WebRequest, now: float, page: str, *, status: int = 200, error: str = "",
-          retry_after: int = 0, **values: str) -> WebResponse:  # fmt: skip
+def _form(
+    deps: PortalDeps,
+    req: WebRequest,
+    now: float,
+    page: str,
+    *,
+    status: int = 200,
+    error: str = "",
+    retry_after: int = 0,
+    **values: str,
+) -> WebResponse:
     session, cookie = deps.sessions.ensure(req, now)
     template, title = _TEMPLATES[page]
-    context: dict[str, Any] = {"email": "", "first_name": "", "last_name": "", "return_url": "/", "token": "",
-                               **values}  # fmt: skip
-    answer = render(template, status, cookie, title=title, error=error,
-                    csrf_token=deps.sessions.csrf_token(session, now), portal_url=_portal_link(deps),
-                    signup_url=_portal_link(deps), min_password=str(MIN_LENGTH),
-                    forgot_url="/api/portal/password/forgot", **context)  # fmt: skip
+    context: dict[str, Any] = {"email": "", "first_name": "", "last_name": "", "return_url": "/", "token": "", **values}
+    answer = render(
+        template,
+        status,
+        cookie,
+        title=title,
+        error=error,
+        csrf_token=deps.sessions.csrf_token(session, now),
+        portal_url=_portal_link(deps),
+        signup_url=_portal_link(deps),
+        min_password=str(MIN_LENGTH),
+        forgot_url="/api/portal/password/forgot",
+        **context,
+    )
     return too_many(answer, retry_after)
 
 
 def _check_your_mail(deps: PortalDeps, email: str, *paragraphs: str) -> WebResponse:
-    return render("message.html", 200, title="Check your e-mail", status_role=True, portal_url=_portal_link(deps),
-                  paragraphs=[f"We sent a message to {email}.", *paragraphs,
-                              "Nothing arrived within a few minutes? Look in your spam folder, or try again."],
-                  link_url=_portal_link(deps), link_text="Back to the developer portal")  # fmt: skip
+    return render(
+        "message.html",
+        200,
+        title="Check your e-mail",
+        status_role=True,
+        portal_url=_portal_link(deps),
+        paragraphs=[
+            f"We sent a message to {email}.",
+            *paragraphs,
+            "Nothing arrived within a few minutes? Look in your spam folder, or try again.",
+        ],
+        link_url=_portal_link(deps),
+        link_text="Back to the developer portal",
+    )
 
 
 def _sentence(message: str) -> str:
     return f"{message[:1].upper()}{message[1:]}."
 
 
-def _message(deps: PortalDeps, status: int, title: str, text: str, *, link_url: str = "",
-             link_text: str = "Back to the developer portal") -> WebResponse:  # fmt: skip
-    return render("message.html", status, title=title, paragraphs=[text], portal_url=_portal_link(deps),
-                  link_url=link_url or _portal_link(deps), link_text=link_text)  # fmt: skip
+def _message(
+    deps: PortalDeps,
+    status: int,
+    title: str,
+    text: str,
+    *,
+    link_url: str = "",
+    link_text: str = "Back to the developer portal",
+) -> WebResponse:
+    return render(
+        "message.html",
+        status,
+        title=title,
+        paragraphs=[text],
+        portal_url=_portal_link(deps),
+        link_url=link_url or _portal_link(deps),
+        link_text=link_text,
+    )
 
 
 def signed_in(deps: PortalDeps, account: Account, return_url: str, now: float) -> WebResponse:
@@ -80,8 +127,12 @@ def signed_in(deps: PortalDeps, account: Account, return_url: str, now: float) -
     through an account made before that rule (such an account could have adopted them by address).
     """
     if deps.apim.is_administrator(account.apim_user_id):
-        return _message(deps, 403, "Not available", "This account cannot be used on the developer portal. "
-                        "Ask the API provider's support.")  # fmt: skip
+        return _message(
+            deps,
+            403,
+            "Not available",
+            "This account cannot be used on the developer portal. Ask the API provider's support.",
+        )
     token = deps.apim.sign_in_token(account.apim_user_id, datetime.fromtimestamp(now, UTC) + SSO_TOKEN_TTL)
     _, cookie = deps.sessions.start(account.apim_user_id, now)
     location = f"{deps.portal_url}/signin-sso?token={quote(token, safe='')}&returnUrl={quote(return_url, safe='')}"
@@ -100,8 +151,13 @@ def _posted(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse | None
 # ---- GET /api/delegation?operation=SignIn|SignUp ---------------------------------------------
 def account_page(deps: PortalDeps, req: WebRequest, now: float, op: str, return_url: str) -> WebResponse:
     if not delegation.is_relative_return_url(return_url):
-        return problem(req, 400, "returnUrl", "returnUrl must be a path on the developer portal such as "
-                       "/products; other sites are never followed.", portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req,
+            400,
+            "returnUrl",
+            "returnUrl must be a path on the developer portal such as /products; other sites are never followed.",
+            portal_url=_portal_link(deps),
+        )
     if deps.mode == "subscriptions":
         # Identities stay with APIM's own providers: back to the portal's own sign-in.
         return redirect(f"{deps.portal_url}/signin?returnUrl={quote(return_url, safe='')}")
@@ -120,18 +176,41 @@ def sign_up(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return refused
     return_url = _return_url(req)
     if return_url is None:
-        return problem(req, 400, "returnUrl", "returnUrl must be a path on the developer portal such as /products.",
-                       portal_url=_portal_link(deps))  # fmt: skip
-    form = service.SignUpForm(req.form.get("email", ""), req.form.get("password", ""), req.form.get("first_name", ""),
-                              req.form.get("last_name", ""))  # fmt: skip
+        return problem(
+            req,
+            400,
+            "returnUrl",
+            "returnUrl must be a path on the developer portal such as /products.",
+            portal_url=_portal_link(deps),
+        )
+    form = service.SignUpForm(
+        req.form.get("email", ""),
+        req.form.get("password", ""),
+        req.form.get("first_name", ""),
+        req.form.get("last_name", ""),
+    )
     try:
         service.request_sign_up(form, return_url, req.client, deps.account_ports, int(now))
     except service.AccountError as exc:
-        return _form(deps, req, now, "SignUp", status=exc.status, error=exc.message, retry_after=exc.retry_after,
-                     email=form.email, first_name=form.first_name, last_name=form.last_name,
-                     return_url=return_url)  # fmt: skip
-    return _check_your_mail(deps, form.email.strip(), "Open the link in it to confirm your address and finish "
-                            "creating your account. If the address has an account already, the message says so.")
+        return _form(
+            deps,
+            req,
+            now,
+            "SignUp",
+            status=exc.status,
+            error=exc.message,
+            retry_after=exc.retry_after,
+            email=form.email,
+            first_name=form.first_name,
+            last_name=form.last_name,
+            return_url=return_url,
+        )
+    return _check_your_mail(
+        deps,
+        form.email.strip(),
+        "Open the link in it to confirm your address and finish "
+        "creating your account. If the address has an account already, the message says so.",
+    )
 
 
 # ---- GET and POST /api/portal/signup/confirm -------------------------------------------------
@@ -142,8 +221,9 @@ def confirm_page(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     try:
         link, _ = service.usable_link(deps.account_ports, token, CONFIRM, int(now))
     except service.AccountError as exc:
-        return _message(deps, exc.status, "This link cannot be used", _sentence(exc.message) + " Sign up again "
-                        "to get a new one.")  # fmt: skip
+        return _message(
+            deps, exc.status, "This link cannot be used", _sentence(exc.message) + " Sign up again to get a new one."
+        )
     return _form(deps, req, now, "Confirm", token=token, email=link.email)
 
 
@@ -153,12 +233,19 @@ def confirm_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return refused
     token = req.form.get("token", "")
     try:
-        account, return_url = service.confirm_sign_up(token, req.form.get("password", ""), deps.account_ports,
-                                                      int(now))  # fmt: skip
+        account, return_url = service.confirm_sign_up(token, req.form.get("password", ""), deps.account_ports, int(now))
     except service.AccountError as exc:
         if exc.field == "password" or exc.status == 429:
-            return _form(deps, req, now, "Confirm", status=exc.status, error=exc.message,
-                         retry_after=exc.retry_after, token=token)  # fmt: skip
+            return _form(
+                deps,
+                req,
+                now,
+                "Confirm",
+                status=exc.status,
+                error=exc.message,
+                retry_after=exc.retry_after,
+                token=token,
+            )
         return _message(deps, exc.status, "Your account was not created", _sentence(exc.message))
     return signed_in(deps, account, return_url, now)
 
@@ -170,16 +257,35 @@ def sign_in(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return refused
     return_url = _return_url(req)
     if return_url is None:
-        return problem(req, 400, "returnUrl", "returnUrl must be a path on the developer portal such as /products.",
-                       portal_url=_portal_link(deps))  # fmt: skip
+        return problem(
+            req,
+            400,
+            "returnUrl",
+            "returnUrl must be a path on the developer portal such as /products.",
+            portal_url=_portal_link(deps),
+        )
     email = req.form.get("email", "")
     try:
-        account = service.sign_in(email, req.form.get("password", ""), client=req.client,
-                                  device=deps.devices.read(req, now), ports=deps.account_ports,
-                                  now=int(now))  # fmt: skip
+        account = service.sign_in(
+            email,
+            req.form.get("password", ""),
+            client=req.client,
+            device=deps.devices.read(req, now),
+            ports=deps.account_ports,
+            now=int(now),
+        )
     except service.AccountError as exc:
-        return _form(deps, req, now, "SignIn", status=exc.status, error=exc.message, retry_after=exc.retry_after,
-                     email=email, return_url=return_url)  # fmt: skip
+        return _form(
+            deps,
+            req,
+            now,
+            "SignIn",
+            status=exc.status,
+            error=exc.message,
+            retry_after=exc.retry_after,
+            email=email,
+            return_url=return_url,
+        )
     return signed_in(deps, account, return_url, now)
 
 
@@ -198,10 +304,14 @@ def forgot_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     try:
         service.request_password_reset(email, req.client, deps.account_ports, int(now))
     except service.AccountError as exc:
-        return _form(deps, req, now, "Forgot", status=exc.status, error=exc.message, retry_after=exc.retry_after,
-                     email=email)  # fmt: skip
-    return _check_your_mail(deps, email.strip(), "If the address has an account, the message has a link to choose "
-                            "a new password; it works once, for an hour.")  # fmt: skip
+        return _form(
+            deps, req, now, "Forgot", status=exc.status, error=exc.message, retry_after=exc.retry_after, email=email
+        )
+    return _check_your_mail(
+        deps,
+        email.strip(),
+        "If the address has an account, the message has a link to choose a new password; it works once, for an hour.",
+    )
 
 
 # ---- GET and POST /api/portal/password/reset -------------------------------------------------
@@ -212,8 +322,14 @@ def reset_page(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     try:
         link, _ = service.usable_link(deps.account_ports, token, RESET, int(now))
     except service.AccountError as exc:
-        return _message(deps, exc.status, "This link cannot be used", _sentence(exc.message) + " Ask for a new one.",
-                        link_url="/api/portal/password/forgot", link_text="Forgot your password?")
+        return _message(
+            deps,
+            exc.status,
+            "This link cannot be used",
+            _sentence(exc.message) + " Ask for a new one.",
+            link_url="/api/portal/password/forgot",
+            link_text="Forgot your password?",
+        )
     return _form(deps, req, now, "Reset", token=token, email=link.email)
 
 
@@ -223,13 +339,20 @@ def reset_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return refused
     token = req.form.get("token", "")
     try:
-        account = service.reset_password(token, req.form.get("new_password", ""),
-                                         req.form.get("confirm_password", ""), deps.account_ports, int(now))
+        account = service.reset_password(
+            token, req.form.get("new_password", ""), req.form.get("confirm_password", ""), deps.account_ports, int(now)
+        )
     except service.AccountError as exc:
         if exc.field or exc.status == 429:
-            return _form(deps, req, now, "Reset", status=exc.status, error=exc.message,
-                         retry_after=exc.retry_after, token=token)  # fmt: skip
-        return _message(deps, exc.status, "Your password was not changed", _sentence(exc.message),
-                        link_url="/api/portal/password/forgot",
-                        link_text="Forgot your password?")  # fmt: skip
+            return _form(
+                deps, req, now, "Reset", status=exc.status, error=exc.message, retry_after=exc.retry_after, token=token
+            )
+        return _message(
+            deps,
+            exc.status,
+            "Your password was not changed",
+            _sentence(exc.message),
+            link_url="/api/portal/password/forgot",
+            link_text="Forgot your password?",
+        )
     return signed_in(deps, account, "/", now)

@@ -37,8 +37,9 @@ class GoToCheckout:
 def check_name(name: str) -> str:
     name = name.strip()
     if not _NAME.match(name):
-        raise SubscribeError("give the subscription a name of 1 to 100 characters, without * # & + : < > ? / \\ %",
-                             field="name")  # fmt: skip
+        raise SubscribeError(
+            "give the subscription a name of 1 to 100 characters, without * # & + : < > ? / \\ %", field="name"
+        )
     return name
 
 
@@ -85,9 +86,12 @@ def subscribe(
         raise SubscribeError("you have unpaid invoices: pay them first, then subscribe again", status=402)
     if payments.pending_final_invoices(uid):
         # Not owed yet, but soon (billing.usage.final_invoice): wait for it, as for an unpaid invoice.
-        raise SubscribeError("a subscription you cancelled is still being billed: its final invoice is made once "
-                             "API Management's usage data has your last calls. Subscribe again after it is "
-                             "paid.", status=402)  # fmt: skip
+        raise SubscribeError(
+            "a subscription you cancelled is still being billed: its final invoice is made once "
+            "API Management's usage data has your last calls. Subscribe again after it is "
+            "paid.",
+            status=402,
+        )
     customer = payments.find_or_create_customer(uid, email)
     keys = [catalog_names.flat_price_lookup_key(product.id)] if product.flat_fee_minor else []
     if product.is_metered:
@@ -95,17 +99,22 @@ def subscribe(
     prices = payments.price_ids(keys)
     missing = [k for k in keys if k not in prices]
     if missing:
-        raise SubscribeError(f"{product.display_name} cannot be bought yet: its Stripe prices ({', '.join(missing)}) "
-                             "are missing; the provider must run `python -m billing catalog apply`",
-                             status=503)  # fmt: skip
+        raise SubscribeError(
+            f"{product.display_name} cannot be bought yet: its Stripe prices ({', '.join(missing)}) "
+            "are missing; the provider must run `python -m billing catalog apply`",
+            status=503,
+        )
     lines: list[tuple[str, int | None]] = []
     if product.flat_fee_minor:
         lines.append((prices[catalog_names.flat_price_lookup_key(product.id)], 1))
     if product.is_metered:
         lines.append((prices[catalog_names.usage_price_lookup_key(product.id)], None))  # metered: no quantity
     base = app_base_url.rstrip("/")
-    metadata = {catalog_names.SUB_META_APIM_USER: uid, catalog_names.SUB_META_PRODUCT: pid,
-                catalog_names.SUB_META_NAME: name}  # fmt: skip
+    metadata = {
+        catalog_names.SUB_META_APIM_USER: uid,
+        catalog_names.SUB_META_PRODUCT: pid,
+        catalog_names.SUB_META_NAME: name,
+    }
     trial = trial_offer(product, uid, email, trials)
     if trial.days and trial.mail_key:
         # The address the offer was checked under: the trial is claimed under it too (billing.access.trials).

@@ -43,11 +43,14 @@ def parse_session_keys(text: str) -> tuple[bytes, ...]:
     """PORTAL_SESSION_KEYS: base64 keys, newest first, comma-separated; ValueError names what is wrong."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
-        raise ValueError("PORTAL_SESSION_KEYS is empty: set one base64 key of at least 256 bits "
-                         "(openssl rand -base64 64)")  # fmt: skip
+        raise ValueError(
+            "PORTAL_SESSION_KEYS is empty: set one base64 key of at least 256 bits (openssl rand -base64 64)"
+        )
     if len(parts) > MAX_KEYS:
-        raise ValueError(f"PORTAL_SESSION_KEYS holds {len(parts)} keys: at most {MAX_KEYS} (the new one first, "
-                         "then the ones still accepted during a rotation)")  # fmt: skip
+        raise ValueError(
+            f"PORTAL_SESSION_KEYS holds {len(parts)} keys: at most {MAX_KEYS} (the new one first, "
+            "then the ones still accepted during a rotation)"
+        )
     keys = []
     for position, part in enumerate(parts, start=1):
         try:
@@ -55,8 +58,9 @@ def parse_session_keys(text: str) -> tuple[bytes, ...]:
         except (ValueError, binascii.Error):
             raise ValueError(f"PORTAL_SESSION_KEYS key {position} is not base64") from None
         if len(key) < MIN_KEY_BYTES:
-            raise ValueError(f"PORTAL_SESSION_KEYS key {position} has {len(key) * 8} bits: at least "
-                             f"{MIN_KEY_BYTES * 8} are needed")  # fmt: skip
+            raise ValueError(
+                f"PORTAL_SESSION_KEYS key {position} has {len(key) * 8} bits: at least {MIN_KEY_BYTES * 8} are needed"
+            )
         keys.append(key)
     if len(set(keys)) != len(keys):
         raise ValueError("PORTAL_SESSION_KEYS names the same key twice")

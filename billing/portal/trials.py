@@ -89,8 +89,14 @@ def trial_offer(product: Product, uid: str, email: str | None, trials: TrialsPor
 class TrialReminders:
     """The mail sent when Stripe says a trial ends in three days (`customer.subscription.trial_will_end`)."""
 
-    def __init__(self, models: MonetizationModels, user_email: Callable[[str], str | None], mailer: MailerPort,
-                 billing_url: str, portal_url: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        models: MonetizationModels,
+        user_email: Callable[[str], str | None],
+        mailer: MailerPort,
+        billing_url: str,
+        portal_url: str,
+    ) -> None:
         self._models, self._user_email, self._mailer = models, user_email, mailer
         self._billing_url, self._portal_url = billing_url, portal_url
 
@@ -104,15 +110,26 @@ class TrialReminders:
         if not to:
             return f"no reminder: user {user_id} has no e-mail address"
         ends = datetime.fromtimestamp(trial_end, UTC)
-        self._mailer.send(mails.trial_ending(to, product.display_name, subscription_name, ends,
-                                             charges=charges(product), portal_url=self._portal_url,
-                                             billing_url=self._billing_url))  # fmt: skip
+        self._mailer.send(
+            mails.trial_ending(
+                to,
+                product.display_name,
+                subscription_name,
+                ends,
+                charges=charges(product),
+                portal_url=self._portal_url,
+                billing_url=self._billing_url,
+            )
+        )
         return f"trial reminder mailed to user {user_id} (trial of {product_id} ends {ends:%Y-%m-%d %H:%M} UTC)"
 
 
 def charges(product: Product) -> list[str]:
     """What a product bills once its trial is over, in the words of the subscribe page."""
     price = describe(product)
-    first = (f"{price.headline}, charged in advance: the first month when the trial ends."
-             if product.flat_fee_minor else f"{price.headline}; usage is billed at the end of each month.")  # fmt: skip
+    first = (
+        f"{price.headline}, charged in advance: the first month when the trial ends."
+        if product.flat_fee_minor
+        else f"{price.headline}; usage is billed at the end of each month."
+    )
     return [first, *price.details]

@@ -33,8 +33,9 @@ def is_paid_subscription(sid: str) -> bool:
     return sid.startswith("sub_")
 
 
-def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
-                final_invoices: FinalInvoicesPort) -> str:  # fmt: skip
+def unsubscribe(
+    sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime, final_invoices: FinalInvoicesPort
+) -> str:
     """Cancel `sid`; the product's display name for the confirmation. Idempotent."""
     sub = apim.get_subscription(sid)
     if sub is None:
@@ -47,8 +48,9 @@ def unsubscribe(sid: str, apim: ApimPort, payments: PaymentsPort, now: datetime,
     return sub.display_name
 
 
-def _end_in_stripe(sid: str, state: str, payments: PaymentsPort, now: datetime,
-                   final_invoices: FinalInvoicesPort) -> None:  # fmt: skip
+def _end_in_stripe(
+    sid: str, state: str, payments: PaymentsPort, now: datetime, final_invoices: FinalInvoicesPort
+) -> None:
     period = payments.subscription_period(sid)
     if period is None:
         log.warning("cancelling %s: Stripe has no such subscription; only APIM is cancelled", sid)

@@ -118,9 +118,13 @@ class Sessions:
 
 def render(template: str, status: int = 200, cookie: str | None = None, **context: Any) -> WebResponse:
     body = _env.get_template(template).render(**context)
-    headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
-               # No form-action: the subscribe form's answer redirects to Stripe's own (or the emulator's) host.
-               "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"}
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "same-origin",
+        # No form-action: the subscribe form's answer redirects to Stripe's own (or the emulator's) host.
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    }
     return WebResponse(status, body, headers=headers, cookies=[cookie] if cookie else [])
 
 
@@ -132,9 +136,15 @@ def redirect(location: str, cookie: str | None = None) -> WebResponse:
 def problem(req: WebRequest, status: int, code: str, message: str, *, portal_url: str, title: str = "") -> WebResponse:
     """An error: a short page for browsers, JSON for API-style callers. Never a traceback or a secret."""
     if req.wants_html:
-        return render("message.html", status, title=title or _TITLES.get(status, "Something went wrong"),
-                      paragraphs=[message], portal_url=portal_url, link_url=portal_url,
-                      link_text="Back to the developer portal")  # fmt: skip
+        return render(
+            "message.html",
+            status,
+            title=title or _TITLES.get(status, "Something went wrong"),
+            paragraphs=[message],
+            portal_url=portal_url,
+            link_url=portal_url,
+            link_text="Back to the developer portal",
+        )
     body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
     return WebResponse(status, body, "application/json", {"Cache-Control": "no-store"})
 

@@ -53,8 +53,9 @@ class Accounts:
         """Write the account if nobody changed it since it was read with `etag`; False otherwise."""
         entity: dict[str, Any] = {"PartitionKey": email_key(account.email), "RowKey": ACCOUNT_ROW, **asdict(account)}
         try:
-            self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                      match_condition=MatchConditions.IfNotModified)  # fmt: skip
+            self._table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True
@@ -86,8 +87,13 @@ class UsedSalts:
     def claim(self, salt: str, uid: str, now: int, retention_seconds: int) -> bool:
         """True the first time `salt` is claimed; False for every later claim (a replay)."""
         key = hashlib.sha256(salt.encode("utf-8")).hexdigest()
-        entity = {"PartitionKey": key, "RowKey": SALT_ROW, "uid": uid, "used_at": now,
-                  "expires_at": now + retention_seconds}  # fmt: skip
+        entity = {
+            "PartitionKey": key,
+            "RowKey": SALT_ROW,
+            "uid": uid,
+            "used_at": now,
+            "expires_at": now + retention_seconds,
+        }
         try:
             self._table.create_entity(entity)
         except ResourceExistsError:

@@ -45,8 +45,9 @@ class EmailLinks:
         """Write the link if nobody changed it since it was read with `etag`; False otherwise."""
         entity: dict[str, Any] = {"PartitionKey": token_key(token), "RowKey": LINK_ROW, **asdict(link)}
         try:
-            self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                      match_condition=MatchConditions.IfNotModified)  # fmt: skip
+            self._table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True

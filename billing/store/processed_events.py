@@ -35,8 +35,15 @@ class ProcessedEvents:
     def claim(self, event_id: str, event_type: str, *, take_queued: bool = False) -> Claim:
         """Claim an event; `take_queued` is for the queue worker, which owns queued events."""
         now = int(self._clock())
-        entity = {"PartitionKey": event_id, "RowKey": ROW_KEY, "status": "processing", "claimed_at": now,
-                  "event_type": event_type, "attempts": 1, "outcome": ""}  # fmt: skip
+        entity = {
+            "PartitionKey": event_id,
+            "RowKey": ROW_KEY,
+            "status": "processing",
+            "claimed_at": now,
+            "event_type": event_type,
+            "attempts": 1,
+            "outcome": "",
+        }
         try:
             meta = self._table.create_entity(entity)
             return Claim(ClaimKind.CLAIMED, event_id, _etag(meta))
@@ -56,9 +63,11 @@ class ProcessedEvents:
         entity["attempts"] = int(row.get("attempts", 0)) + 1
         try:
             meta = self._table.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=row.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
-            )  # fmt: skip
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             return Claim(ClaimKind.BUSY, event_id, status=status)
         return Claim(ClaimKind.CLAIMED, event_id, _etag(meta))
@@ -66,16 +75,23 @@ class ProcessedEvents:
     def mark_done(self, claim: Claim, outcome: str) -> None:
         # Unconditional: the work is applied even if a stale-claim takeover happened meanwhile.
         self._table.update_entity(
-            {"PartitionKey": claim.event_id, "RowKey": ROW_KEY, "status": "done", "outcome": outcome[:OUTCOME_MAX],
-             "done_at": int(self._clock())},
+            {
+                "PartitionKey": claim.event_id,
+                "RowKey": ROW_KEY,
+                "status": "done",
+                "outcome": outcome[:OUTCOME_MAX],
+                "done_at": int(self._clock()),
+            },
             mode=UpdateMode.MERGE,
-        )  # fmt: skip
+        )
 
     def mark_queued(self, claim: Claim) -> None:
         self._table.update_entity(
             {"PartitionKey": claim.event_id, "RowKey": ROW_KEY, "status": "queued", "claimed_at": int(self._clock())},
-            mode=UpdateMode.MERGE, etag=claim.etag, match_condition=MatchConditions.IfNotModified,
-        )  # fmt: skip
+            mode=UpdateMode.MERGE,
+            etag=claim.etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
 
     def release(self, claim: Claim) -> None:
         """Forget a claim whose handling failed, so a retry applies the event."""

@@ -35,15 +35,28 @@ class Rule:
 # Stripe retries a webhook (and an event destination) for up to 3 days: a day's margin on top.
 # Delegation salts and e-mail links carry their own expiry; the longest throttle window is a day.
 RULES: tuple[Rule, ...] = (
-    Rule(PROCESSED_EVENTS_TABLE, "Stripe events applied more than 4 days ago (Stripe retries for 3)",
-         "status eq 'done' and done_at lt @cutoff", lambda now: now - 4 * DAY),
-    Rule(DELEGATION_SALTS_TABLE, "delegation link salts past their retention",
-         "expires_at lt @cutoff", lambda now: now),
-    Rule(THROTTLES_TABLE, "throttle windows that ended (the longest lasts a day)",
-         "window_start lt @cutoff", lambda now: now - 2 * DAY),
-    Rule(EMAIL_TOKENS_TABLE, "e-mail links expired more than 7 days ago (until then they say 'expired')",
-         "expires_at lt @cutoff", lambda now: now - 7 * DAY),
-)  # fmt: skip
+    Rule(
+        PROCESSED_EVENTS_TABLE,
+        "Stripe events applied more than 4 days ago (Stripe retries for 3)",
+        "status eq 'done' and done_at lt @cutoff",
+        lambda now: now - 4 * DAY,
+    ),
+    Rule(
+        DELEGATION_SALTS_TABLE, "delegation link salts past their retention", "expires_at lt @cutoff", lambda now: now
+    ),
+    Rule(
+        THROTTLES_TABLE,
+        "throttle windows that ended (the longest lasts a day)",
+        "window_start lt @cutoff",
+        lambda now: now - 2 * DAY,
+    ),
+    Rule(
+        EMAIL_TOKENS_TABLE,
+        "e-mail links expired more than 7 days ago (until then they say 'expired')",
+        "expires_at lt @cutoff",
+        lambda now: now - 7 * DAY,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -60,16 +73,24 @@ def purge(table: TableClient, rule: Rule, now: int, limit: int = DEFAULT_LIMIT, 
     """Delete up to `limit` rows of `rule` (count them only, with `dry_run`)."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    rows = table.query_entities(rule.filter, parameters={"cutoff": rule.cutoff(now)},
-                                select=["PartitionKey", "RowKey"], results_per_page=min(limit + 1, 1000))  # fmt: skip
+    rows = table.query_entities(
+        rule.filter,
+        parameters={"cutoff": rule.cutoff(now)},
+        select=["PartitionKey", "RowKey"],
+        results_per_page=min(limit + 1, 1000),
+    )
     deleted = 0
     for row in rows:
         if deleted >= limit:
             return Purged(rule.table, deleted, True)
         if not dry_run:
             try:
-                table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
-                                    match_condition=MatchConditions.IfNotModified)  # fmt: skip
+                table.delete_entity(
+                    row["PartitionKey"],
+                    row["RowKey"],
+                    etag=row.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
             except ResourceModifiedError:
                 continue  # used again since it was read: no longer past its use
             except ResourceNotFoundError:
@@ -78,8 +99,14 @@ def purge(table: TableClient, rule: Rule, now: int, limit: int = DEFAULT_LIMIT, 
     return Purged(rule.table, deleted, False)
 
 
-def purge_all(tables: Callable[[str], TableClient], now: int, limit: int = DEFAULT_LIMIT, *,
-              rules: Sequence[Rule] = RULES, dry_run: bool = False) -> list[Purged]:  # fmt: skip
+def purge_all(
+    tables: Callable[[str], TableClient],
+    now: int,
+    limit: int = DEFAULT_LIMIT,
+    *,
+    rules: Sequence[Rule] = RULES,
+    dry_run: bool = False,
+) -> list[Purged]:
     results = []
     for rule in rules:
         result = purge(tables(rule.table), rule, now, limit, dry_run=dry_run)

@@ -63,8 +63,12 @@ class Throttles:
 
     def _replace(self, key: str, start: int, uses: int, etag: str) -> bool:
         try:
-            self._table.update_entity(self._entity(key, start, uses), mode=UpdateMode.REPLACE, etag=etag,
-                                      match_condition=MatchConditions.IfNotModified)  # fmt: skip
+            self._table.update_entity(
+                self._entity(key, start, uses),
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True

@@ -47,8 +47,10 @@ class TrialLedger:
         now = int(self._clock())
         missing = list(keys)
         for _ in range(CLAIM_ATTEMPTS):
-            writes = [Write({"PartitionKey": product_id, "RowKey": key, "subscription": subscription_id,
-                             "claimed_at": now}) for key in missing]  # fmt: skip
+            writes = [
+                Write({"PartitionKey": product_id, "RowKey": key, "subscription": subscription_id, "claimed_at": now})
+                for key in missing
+            ]
             try:
                 submit(self._table, writes)
                 return None

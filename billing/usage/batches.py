@@ -88,22 +88,40 @@ class PlanChangeRequest:
 
 
 def plan_change_message(request: PlanChangeRequest) -> bytes:
-    payload = {"kind": "plan_change", "subscription_id": request.subscription_id, "product_id": request.product_id,
-               "period_start": request.period.start, "period_end": request.period.end, "since": request.since,
-               "changed_at": request.changed_at, "item_id": request.item_id}  # fmt: skip
+    payload = {
+        "kind": "plan_change",
+        "subscription_id": request.subscription_id,
+        "product_id": request.product_id,
+        "period_start": request.period.start,
+        "period_end": request.period.end,
+        "since": request.since,
+        "changed_at": request.changed_at,
+        "item_id": request.item_id,
+    }
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
 def final_message(subscription_id: str, period_start: int, period_end: int, cancel_at: int) -> bytes:
-    payload = {"kind": "final", "subscription_id": subscription_id, "period_start": period_start,
-               "period_end": period_end, "cancel_at": cancel_at}  # fmt: skip
+    payload = {
+        "kind": "final",
+        "subscription_id": subscription_id,
+        "period_start": period_start,
+        "period_end": period_end,
+        "cancel_at": cancel_at,
+    }
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
-def confirm_message(subscription_id: str, period_start: int, attempt: int = 0, seen: int | None = None,
-                    until: int | None = None) -> bytes:  # fmt: skip
-    payload: dict[str, Any] = {"kind": "confirm", "subscription_id": subscription_id, "period_start": period_start,
-                               "attempt": attempt, "seen": seen}  # fmt: skip
+def confirm_message(
+    subscription_id: str, period_start: int, attempt: int = 0, seen: int | None = None, until: int | None = None
+) -> bytes:
+    payload: dict[str, Any] = {
+        "kind": "confirm",
+        "subscription_id": subscription_id,
+        "period_start": period_start,
+        "attempt": attempt,
+        "seen": seen,
+    }
     if until is not None:
         payload["until"] = until
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -114,18 +132,39 @@ class BadMessage(ValueError):
 
 
 def batch_message(batch: PushBatch) -> bytes:
-    items = [[i.subscription_id, i.customer_id, i.product_id, i.period.start, i.period.end, i.window_start,
-              i.counts.success, i.counts.blocked, i.counts.failed, i.counts.other]
-             + ([i.since, i.until] if i.until is not None else [i.since] if i.since > i.period.start else [])
-             for i in batch.items]  # fmt: skip
-    payload = {"kind": "batch", "window_end": batch.window_end, "as_of": batch.as_of, "closing": batch.closing,
-               "items": items}  # fmt: skip
+    items = [
+        [
+            i.subscription_id,
+            i.customer_id,
+            i.product_id,
+            i.period.start,
+            i.period.end,
+            i.window_start,
+            i.counts.success,
+            i.counts.blocked,
+            i.counts.failed,
+            i.counts.other,
+        ]
+        + ([i.since, i.until] if i.until is not None else [i.since] if i.since > i.period.start else [])
+        for i in batch.items
+    ]
+    payload = {
+        "kind": "batch",
+        "window_end": batch.window_end,
+        "as_of": batch.as_of,
+        "closing": batch.closing,
+        "items": items,
+    }
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
 def closing_message(subscription_id: str, period_start: int, period_end: int) -> bytes:
-    payload = {"kind": "closing", "subscription_id": subscription_id, "period_start": period_start,
-               "period_end": period_end}  # fmt: skip
+    payload = {
+        "kind": "closing",
+        "subscription_id": subscription_id,
+        "period_start": period_start,
+        "period_end": period_end,
+    }
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
@@ -152,8 +191,10 @@ def _period(payload: dict[str, Any]) -> Period:
         raise BadMessage(str(exc)) from None
 
 
-ITEM_FIELDS = ("[sid, customer, product, period_start, period_end, window_start or null, success, blocked, "
-               "failed, other] (and the part's start after a plan change, and its end if before the period's)")
+ITEM_FIELDS = (
+    "[sid, customer, product, period_start, period_end, window_start or null, success, blocked, "
+    "failed, other] (and the part's start after a plan change, and its end if before the period's)"
+)
 
 
 def _item(raw: Any, n: int) -> PushItem:
@@ -202,8 +243,14 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequ
     if kind == "final":
         return FinalRequest(_str(payload, "subscription_id"), _period(payload), _int(payload, "cancel_at"))
     if kind == "plan_change":
-        return PlanChangeRequest(_str(payload, "subscription_id"), _str(payload, "product_id"), _period(payload),
-                                 _int(payload, "since"), _int(payload, "changed_at"), _str(payload, "item_id"))
+        return PlanChangeRequest(
+            _str(payload, "subscription_id"),
+            _str(payload, "product_id"),
+            _period(payload),
+            _int(payload, "since"),
+            _int(payload, "changed_at"),
+            _str(payload, "item_id"),
+        )
     if kind == "confirm":
         attempt = payload.get("attempt", 0)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
@@ -223,15 +270,20 @@ def parse_message(body: bytes | str) -> PushBatch | ClosingRequest | ConfirmRequ
         closing = payload.get("closing", False)
         if not isinstance(closing, bool):
             raise BadMessage("'closing' must be true or false")
-        return PushBatch(window_end, _int(payload, "as_of"),
-                         tuple(_item(raw, n) for n, raw in enumerate(items)), closing)  # fmt: skip
-    raise BadMessage(f"'kind' must be \"batch\", \"closing\", \"confirm\" or \"final\", got {kind!r}")
+        return PushBatch(
+            window_end, _int(payload, "as_of"), tuple(_item(raw, n) for n, raw in enumerate(items)), closing
+        )
+    raise BadMessage(f'\'kind\' must be "batch", "closing", "confirm" or "final", got {kind!r}')
 
 
 def split(
-    window_end: int, as_of: int, items: Iterable[PushItem], *,
-    group_of: Callable[[str, str], str], batch_size: int = DEFAULT_BATCH_SIZE,
-) -> Iterator[PushBatch]:  # fmt: skip
+    window_end: int,
+    as_of: int,
+    items: Iterable[PushItem],
+    *,
+    group_of: Callable[[str, str], str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[PushBatch]:
     """Batches of whole groups (`group_of` a subscription and product id), at most `batch_size` items each.
 
     A group larger than a batch is cut (its parts then conflict if run at once; a conflict reruns).

@@ -16,8 +16,13 @@ from billing.usage.windows import Period
 
 
 def report_closing_usage(
-    subscription_id: str, period_start: int, period_end: int, push: UsagePush, *,
-    now: int | None = None, until: int | None = None,
+    subscription_id: str,
+    period_start: int,
+    period_end: int,
+    push: UsagePush,
+    *,
+    now: int | None = None,
+    until: int | None = None,
 ) -> PushSummary:
     """Report the subscription's unreported usage of [period_start, period_end); idempotent.
 

@@ -33,10 +33,14 @@ def _cmd_push(args: argparse.Namespace) -> int:
         print(f"Dry run as of {when}: these meter events would be sent (nothing was sent or recorded).")
         for e in summary.planned:
             stamp = datetime.fromtimestamp(e.timestamp, UTC).isoformat()
-            print(f"  {e.subscription_id:<32} {e.event_name:<28} {e.customer_id:<24} value {e.value:>10,}  at {stamp}"
-                  f"  id {e.identifier}")  # fmt: skip
-        print(f"{len(summary.planned)} events, {sum(e.value for e in summary.planned):,} calls; "
-              f"subscriptions seen {summary.subscriptions_seen}, skipped {summary.skipped}")  # fmt: skip
+            print(
+                f"  {e.subscription_id:<32} {e.event_name:<28} {e.customer_id:<24} value {e.value:>10,}  at {stamp}"
+                f"  id {e.identifier}"
+            )
+        print(
+            f"{len(summary.planned)} events, {sum(e.value for e in summary.planned):,} calls; "
+            f"subscriptions seen {summary.subscriptions_seen}, skipped {summary.skipped}"
+        )
         return 0
     print(f"Usage push as of {when}: {summary.line()}")
     for failure in summary.failures:
@@ -52,6 +56,11 @@ def register(
     actions = usage.add_subparsers(dest="usage_command", required=True, metavar="ACTION")
     push = actions.add_parser("push", parents=[models_file], help="report unreported usage to Stripe now")
     push.add_argument("--dry-run", action="store_true", help="print the events that would be sent; send nothing")
-    push.add_argument("--as-of", type=_as_of, default=None, metavar="ISO",
-                      help="push as if it were this time (default: now); reports are read to it minus the lag")
+    push.add_argument(
+        "--as-of",
+        type=_as_of,
+        default=None,
+        metavar="ISO",
+        help="push as if it were this time (default: now); reports are read to it minus the lag",
+    )
     push.set_defaults(handler=_cmd_push)

@@ -52,8 +52,10 @@ class Confirmation:
     short_seen: int | None = None  # a shortfall was read: the count the next read must agree with
 
     def line(self) -> str:
-        return (f"{self.subscription_id}: expected {self.expected}, Stripe counted {self.counted}, "
-                f"repaired {self.repaired}{f' ({self.note})' if self.note else ''}")  # fmt: skip
+        return (
+            f"{self.subscription_id}: expected {self.expected}, Stripe counted {self.counted}, "
+            f"repaired {self.repaired}{f' ({self.note})' if self.note else ''}"
+        )
 
 
 def repair_identifier(subscription_id: str, period_start: int, expected: int) -> str:
@@ -79,10 +81,19 @@ def is_old(pending: PendingEvent, now: int) -> bool:
 
 
 def make_up(
-    meter: MeterSink, counts: MeterCounts, product: Product, *, subscription_id: str, customer_id: str,
-    period: Period, expected: int, now: int, seen: int | None = None, agreed: bool = False,
+    meter: MeterSink,
+    counts: MeterCounts,
+    product: Product,
+    *,
+    subscription_id: str,
+    customer_id: str,
+    period: Period,
+    expected: int,
+    now: int,
+    seen: int | None = None,
+    agreed: bool = False,
     until: int | None = None,
-) -> Confirmation:  # fmt: skip
+) -> Confirmation:
     """Compare Stripe's count of the period with `expected` and send the shortfall, once.
 
     A shortfall is sent when this read agrees with the one before (`seen`), or when `agreed` (the
@@ -95,23 +106,40 @@ def make_up(
     if counted == expected:
         return Confirmation(subscription_id, expected, counted)
     if counted > expected:
-        log.error("usage confirm: Stripe counted %d for %s in the period from %d, more than the %d reported",
-                  counted, subscription_id, period.start, expected)  # fmt: skip
+        log.error(
+            "usage confirm: Stripe counted %d for %s in the period from %d, more than the %d reported",
+            counted,
+            subscription_id,
+            period.start,
+            expected,
+        )
         return Confirmation(subscription_id, expected, counted, note="Stripe counted more than was reported")
     if not agreed and seen != counted:
-        return Confirmation(subscription_id, expected, counted, again=True, short_seen=counted,
-                            note=f"short by {expected - counted}; sent if the next read agrees")  # fmt: skip
+        return Confirmation(
+            subscription_id,
+            expected,
+            counted,
+            again=True,
+            short_seen=counted,
+            note=f"short by {expected - counted}; sent if the next read agrees",
+        )
     event = MeterEvent(
-        identifier=repair_identifier(subscription_id, period.start, expected), event_name=event_name,
-        customer_id=customer_id, value=expected - counted,
+        identifier=repair_identifier(subscription_id, period.start, expected),
+        event_name=event_name,
+        customer_id=customer_id,
+        value=expected - counted,
         timestamp=event_timestamp(period.start, period.end, now if until is None else min(now, until - 1)),
         subscription_id=subscription_id,
-    )  # fmt: skip
+    )
     result = meter.send([event])
     if result.failed:
         raise RuntimeError(f"repair of {subscription_id} refused by Stripe: {result.failed[0][1]}")
-    log.warning("usage confirm: %s was short by %d in the period from %d; sent once", subscription_id,
-                expected - counted, period.start)  # fmt: skip
+    log.warning(
+        "usage confirm: %s was short by %d in the period from %d; sent once",
+        subscription_id,
+        expected - counted,
+        period.start,
+    )
     return Confirmation(subscription_id, expected, counted, repaired=expected - counted)
 
 
@@ -128,8 +156,16 @@ def period_of(push: UsagePush, subscription_id: str, period_start: int) -> Perio
     raise LookupError(f"{subscription_id} has no period starting at {period_start}")
 
 
-def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str, period: Period, *,
-                     now: int, seen: int | None = None, until: int | None = None) -> Confirmation:  # fmt: skip
+def confirm_delivery(
+    push: UsagePush,
+    counts: MeterCounts,
+    subscription_id: str,
+    period: Period,
+    *,
+    now: int,
+    seen: int | None = None,
+    until: int | None = None,
+) -> Confirmation:
     """Compare and repair one subscription's period (see the module's docstring). Idempotent.
 
     A pending event is settled first (resent if young, checked by count if old), and the comparison
@@ -149,10 +185,22 @@ def confirm_delivery(push: UsagePush, counts: MeterCounts, subscription_id: str,
     mark = push.watermarks.read([(subscription_id, product_id, period.start)])[subscription_id]
     if mark.pending is not None:
         settled = push.settle_pending(subscription_id, product_id, period, now)
-        note = ("pending event settled; compared at the next confirmation" if not settled.failed
-                else f"pending event not settled: {'; '.join(settled.failures)}")  # fmt: skip
+        note = (
+            "pending event settled; compared at the next confirmation"
+            if not settled.failed
+            else f"pending event not settled: {'; '.join(settled.failures)}"
+        )
         return Confirmation(subscription_id, 0, 0, repaired=settled.calls_reported, note=note, again=True)
     expected = billable_overage(product, mark.reported)
-    return make_up(push.meter, counts, product, subscription_id=subscription_id,
-                   customer_id=link.stripe_customer_id, period=period, expected=expected, now=now,
-                   seen=seen, until=until)  # fmt: skip
+    return make_up(
+        push.meter,
+        counts,
+        product,
+        subscription_id=subscription_id,
+        customer_id=link.stripe_customer_id,
+        period=period,
+        expected=expected,
+        now=now,
+        seen=seen,
+        until=until,
+    )

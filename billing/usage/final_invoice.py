@@ -66,15 +66,20 @@ class UsageNotDelivered(RuntimeError):
 
 
 def run_final_invoice(
-    push: UsagePush, request: FinalRequest, ender: SubscriptionEnder,
-    send_later: Callable[[bytes, int], None] | None = None, confirm_delay: int = 0,
-) -> PushSummary:  # fmt: skip
+    push: UsagePush,
+    request: FinalRequest,
+    ender: SubscriptionEnder,
+    send_later: Callable[[bytes, int], None] | None = None,
+    confirm_delay: int = 0,
+) -> PushSummary:
     """Steps 4 to 6 of the module's description. Idempotent: a retry reports nothing twice."""
     sid, period = request.subscription_id, request.period
     old_part = report_old_part(push, sid, period, request.cancel_at)
     if old_part.failed or old_part.left_pending:
-        raise UsageNotDelivered(f"final invoice of {sid}: the usage before its plan change not delivered "
-                                f"({'; '.join(old_part.failures)}); Stripe is cancelled once it is")  # fmt: skip
+        raise UsageNotDelivered(
+            f"final invoice of {sid}: the usage before its plan change not delivered "
+            f"({'; '.join(old_part.failures)}); Stripe is cancelled once it is"
+        )
     try:
         batch = push.closing_batch(sid, period, request.cancel_at)
     except LookupError as exc:
@@ -86,13 +91,19 @@ def run_final_invoice(
     else:
         summary, _ = push.process_batch(batch)
         if summary.failed or summary.left_pending:
-            raise UsageNotDelivered(f"final invoice of {sid}: usage not delivered ({'; '.join(summary.failures)}); "
-                                    "Stripe is cancelled once it is")  # fmt: skip
+            raise UsageNotDelivered(
+                f"final invoice of {sid}: usage not delivered ({'; '.join(summary.failures)}); "
+                "Stripe is cancelled once it is"
+            )
     ender.cancel_with_final_invoice(sid)
     if batch is not None and send_later is not None and push.counts is not None:
         send_later(confirm_message(sid, period.start, until=request.cancel_at), confirm_delay)
-    log.info("final invoice of %s (access ended at %d): %s; Stripe subscription cancelled", sid,
-             request.cancel_at, summary.line())  # fmt: skip
+    log.info(
+        "final invoice of %s (access ended at %d): %s; Stripe subscription cancelled",
+        sid,
+        request.cancel_at,
+        summary.line(),
+    )
     return summary
 
 
@@ -112,8 +123,13 @@ def old_part_batch(push: UsagePush, subscription_id: str, period: Period, now: i
     changed = link.product_since
     if not link.previous_product_id or not period.start < changed < period.end:
         return None
-    return push.closing_batch(subscription_id, period, now, until=changed,
-                              part=(link.previous_product_id, max(period.start, link.previous_since)))  # fmt: skip
+    return push.closing_batch(
+        subscription_id,
+        period,
+        now,
+        until=changed,
+        part=(link.previous_product_id, max(period.start, link.previous_since)),
+    )
 
 
 def report_old_part(push: UsagePush, subscription_id: str, period: Period, now: int | None = None) -> PushSummary:

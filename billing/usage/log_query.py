@@ -40,8 +40,9 @@ def shards(depth: int) -> list[str]:
     return prefixes
 
 
-def usage_query(window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None,
-                shard: str = "") -> str:  # fmt: skip
+def usage_query(
+    window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None, shard: str = ""
+) -> str:
     """Calls per subscription with TimeGenerated in [window.start, window.end)."""
     if any(ch not in HEX for ch in shard):
         raise ValueError(f"a shard is a lower-case hex prefix, got {shard!r}")

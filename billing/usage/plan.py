@@ -47,8 +47,12 @@ class UsageCounts:
                 raise ValueError(f"{name} calls must be a whole number >= 0, got {value!r}")
 
     def __add__(self, other: UsageCounts) -> UsageCounts:
-        return UsageCounts(self.success + other.success, self.blocked + other.blocked, self.failed + other.failed,
-                           self.other + other.other)  # fmt: skip
+        return UsageCounts(
+            self.success + other.success,
+            self.blocked + other.blocked,
+            self.failed + other.failed,
+            self.other + other.other,
+        )
 
     def billable(self, product: Product) -> int:
         """Calls of the product's billable outcomes (success by default). Blocked never counts."""

@@ -50,12 +50,18 @@ def run_plan_change(push: UsagePush, request: PlanChangeRequest, retirer: UsageI
     # another tab's upgrade won, a double submit's replay kept the first instant, or the job ran already.
     retiring = retirer.retiring_item(sid)
     if retiring != (request.item_id, request.changed_at):
-        log.info("plan change of %s from %s at %d: not in effect (Stripe's metadata names %s); nothing reported",
-                 sid, request.product_id, request.changed_at, retiring)  # fmt: skip
+        log.info(
+            "plan change of %s from %s at %d: not in effect (Stripe's metadata names %s); nothing reported",
+            sid,
+            request.product_id,
+            request.changed_at,
+            retiring,
+        )
         return PushSummary(subscriptions_seen=1, skipped=1)
     try:
-        batch = push.closing_batch(sid, request.period, request.changed_at, until=request.changed_at,
-                                   part=(request.product_id, request.since))  # fmt: skip
+        batch = push.closing_batch(
+            sid, request.period, request.changed_at, until=request.changed_at, part=(request.product_id, request.since)
+        )
     except LookupError as exc:
         log.warning("plan change of %s: %s; no usage reported", sid, exc)
         batch = None
@@ -64,9 +70,17 @@ def run_plan_change(push: UsagePush, request: PlanChangeRequest, retirer: UsageI
     else:
         summary, _ = push.process_batch(batch)
         if summary.failed or summary.left_pending:
-            raise UsageNotDelivered(f"plan change of {sid}: usage of {request.product_id} not delivered "
-                                    f"({'; '.join(summary.failures)}); its price is removed once it is")  # fmt: skip
+            raise UsageNotDelivered(
+                f"plan change of {sid}: usage of {request.product_id} not delivered "
+                f"({'; '.join(summary.failures)}); its price is removed once it is"
+            )
     retirer.retire_usage_item(sid, request.item_id)
-    log.info("plan change of %s from %s at %d: %s; its metered item %s removed", sid, request.product_id,
-             request.changed_at, summary.line(), request.item_id)  # fmt: skip
+    log.info(
+        "plan change of %s from %s at %d: %s; its metered item %s removed",
+        sid,
+        request.product_id,
+        request.changed_at,
+        summary.line(),
+        request.item_id,
+    )
     return summary

@@ -131,16 +131,19 @@ class UsagePush:
             try:
                 product = self.models.product(link.product_id)
             except UnknownProductError:
-                log.warning("usage push: subscription %s has unknown product %s", link.apim_subscription_id,
-                            link.product_id)  # fmt: skip
+                log.warning(
+                    "usage push: subscription %s has unknown product %s", link.apim_subscription_id, link.product_id
+                )
                 continue
             if product.is_metered:
                 yield link
 
     def plan(
-        self, as_of: int, links: Iterable[SubscriptionLink] | None = None,
+        self,
+        as_of: int,
+        links: Iterable[SubscriptionLink] | None = None,
         on_batch: Callable[[PushBatch], None] | None = None,
-    ) -> PushPlan:  # fmt: skip
+    ) -> PushPlan:
         """The run's batches: each product's report read once (all pages) per distinct cursor.
 
         Each subscription's window starts at its cursor (the one its pending event will leave, if
@@ -165,8 +168,10 @@ class UsagePush:
         with ThreadPoolExecutor(max_workers=1) as lister, ThreadPoolExecutor(max_workers=1) as reader:
             listed = lister.submit(lambda: list(self.metered_links() if links is None else links))
             newest = self.watermarks.newest_cursors(end)  # the product with the most open watermarks first
-            early = {pid: (cursor, reader.submit(self.reports.read, ReportWindow(cursor, end), None, pid))
-                     for pid, (cursor, _open) in newest.items()}  # fmt: skip
+            early = {
+                pid: (cursor, reader.submit(self.reports.read, ReportWindow(cursor, end), None, pid))
+                for pid, (cursor, _open) in newest.items()
+            }
             metered = listed.result()
             phases["links"] = time.monotonic() - started
             keys = [(lk.apim_subscription_id, lk.product_id, lk.current_period_start) for lk in metered]
@@ -202,9 +207,11 @@ class UsagePush:
         return PushPlan(end, reads, batches, phases)
 
     def _read_windows(
-        self, windows: list[ReportWindow], ready: Mapping[ReportWindow, Future[Mapping[str, UsageCounts]]],
+        self,
+        windows: list[ReportWindow],
+        ready: Mapping[ReportWindow, Future[Mapping[str, UsageCounts]]],
         product_id: str,
-    ) -> dict[int, dict[str, UsageCounts]]:  # fmt: skip
+    ) -> dict[int, dict[str, UsageCounts]]:
         """Per window start, each subscription's calls from that start to the run's end (pieces summed)."""
         totals: dict[str, UsageCounts] = {}
         out: dict[int, dict[str, UsageCounts]] = {}
@@ -215,8 +222,14 @@ class UsagePush:
             out[window.start] = dict(totals)
         return out
 
-    def closing_batch(self, subscription_id: str, period: Period, now: int | None = None,
-                      until: int | None = None, part: tuple[str, int] | None = None) -> PushBatch | None:  # fmt: skip
+    def closing_batch(
+        self,
+        subscription_id: str,
+        period: Period,
+        now: int | None = None,
+        until: int | None = None,
+        part: tuple[str, int] | None = None,
+    ) -> PushBatch | None:
         """The whole period of one subscription (period end or cancellation); None if not metered.
 
         At cancellation the period has not ended: events then carry `now` - 1 s (Stripe refuses
@@ -250,16 +263,28 @@ class UsagePush:
         # A part that ends before the period (an upgrade's old product) gets the share of the included calls
         # of [since, until), as of its fee; the pushes before the change billed it with all of them.
         part_end = until if part is not None and until is not None and until < period.end else None
-        item = PushItem(subscription_id, link.stripe_customer_id, product_id, period, period.start, counts,
-                        since=since if since > period.start else 0, until=part_end)  # fmt: skip
+        item = PushItem(
+            subscription_id,
+            link.stripe_customer_id,
+            product_id,
+            period,
+            period.start,
+            counts,
+            since=since if since > period.start else 0,
+            until=part_end,
+        )
         stamp_end = window.end if now is None or now >= period.end else max(period.start, now - 1)
         return PushBatch(stamp_end, stamp_end, (item,), closing=True)
 
     # Stage 2: process ----------------------------------------------------------------------
     def process_batch(
-        self, batch: PushBatch, *, dry_run: bool = False, deadline: float | None = None,
+        self,
+        batch: PushBatch,
+        *,
+        dry_run: bool = False,
+        deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-    ) -> tuple[PushSummary, PushBatch | None]:  # fmt: skip
+    ) -> tuple[PushSummary, PushBatch | None]:
         """Report the batch's usage. Returns the summary and, if `deadline` came first, the rest."""
         summary = PushSummary()
         done: list[PushItem] = []
@@ -373,10 +398,16 @@ class UsagePush:
         closed_before = mark.counted_until is not None and mark.counted_until >= period.end
         reported_product = pushed if pushed is not None and pushed != product and not closed_before else None
         step = plan_step(
-            subscription_id=item.subscription_id, customer_id=item.customer_id, product=product,
-            period_start=period.start, period_end=period.end, cumulative=cumulative, reported=mark.reported,
-            window_end=batch.window_end, reported_product=reported_product,
-        )  # fmt: skip
+            subscription_id=item.subscription_id,
+            customer_id=item.customer_id,
+            product=product,
+            period_start=period.start,
+            period_end=period.end,
+            cumulative=cumulative,
+            reported=mark.reported,
+            window_end=batch.window_end,
+            reported_product=reported_product,
+        )
         if step.event is None:
             return step, WatermarkWrite(mark, step.reported, until, None, closed)
         pending = PendingEvent(step.event, step.reported, until, closed)
@@ -433,17 +464,23 @@ class UsagePush:
                 if self.counts is None:
                     raise RuntimeError("it is too old to resend blindly, and no meter summaries are wired")
                 product = self._billed_product(mark, periods[mark.subscription_id])
-                outcome = make_up(self.meter, self.counts, product, subscription_id=mark.subscription_id,
-                                  customer_id=event.customer_id, period=periods[mark.subscription_id],
-                                  expected=billable_overage(product, mark.pending.reported), now=now,
-                                  agreed=True)  # fmt: skip  # a day old: counted long since
+                outcome = make_up(
+                    self.meter,
+                    self.counts,
+                    product,
+                    subscription_id=mark.subscription_id,
+                    customer_id=event.customer_id,
+                    period=periods[mark.subscription_id],
+                    expected=billable_overage(product, mark.pending.reported),
+                    now=now,
+                    agreed=True,
+                )  # a day old: counted long since
             except Exception as exc:
                 summary.failed += 1
                 summary.failures.append(f"{mark.subscription_id}: pending event not settled: {exc}")
                 summary.left_pending.append((mark.subscription_id, mark.period_start))
                 continue
-            log.info("usage push: old pending event of %s settled by count: %s", mark.subscription_id,
-                     outcome.line())  # fmt: skip
+            log.info("usage push: old pending event of %s settled by count: %s", mark.subscription_id, outcome.line())
             summary.calls_reported += outcome.repaired
             settled.append(mark)
         return settled
@@ -463,8 +500,13 @@ class UsagePush:
             return part_product(product, period.start, period.end, link.product_since)
         if mark.product_id == link.previous_product_id:
             closed = mark.pending is not None and mark.pending.closed
-            return part_product(product, period.start, period.end, max(period.start, link.previous_since),
-                                link.product_since if closed else None)  # fmt: skip
+            return part_product(
+                product,
+                period.start,
+                period.end,
+                max(period.start, link.previous_since),
+                link.product_since if closed else None,
+            )
         return product
 
     def _record(self, marks: dict[str, Watermark], result: SendResult, summary: PushSummary) -> None:
@@ -487,9 +529,12 @@ class UsagePush:
 
 
 def _items(
-    links: list[SubscriptionLink], cursors: Mapping[str, int | None], starts: list[int],
-    counts_by_start: Mapping[int, Mapping[str, UsageCounts]], end: int,
-) -> list[PushItem]:  # fmt: skip
+    links: list[SubscriptionLink],
+    cursors: Mapping[str, int | None],
+    starts: list[int],
+    counts_by_start: Mapping[int, Mapping[str, UsageCounts]],
+    end: int,
+) -> list[PushItem]:
     """One item per link not yet counted up to `end`, with its window start and calls."""
     items = []
     for link in links:

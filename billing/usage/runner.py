@@ -36,9 +36,14 @@ def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> PushP
     again: the watermarks say what is counted.
     """
     plan = push.plan(as_of, on_batch=lambda batch: send(batch_message(batch)))
-    log.info("usage push: %d batches enqueued (as of %d; links listed at %.1fs, reports read at %.1fs, cut at "
-             "%.1fs)", len(plan.batches), as_of, plan.phases.get("links", 0), plan.phases.get("reports", 0),
-             plan.phases.get("batches", 0))  # fmt: skip
+    log.info(
+        "usage push: %d batches enqueued (as of %d; links listed at %.1fs, reports read at %.1fs, cut at %.1fs)",
+        len(plan.batches),
+        as_of,
+        plan.phases.get("links", 0),
+        plan.phases.get("reports", 0),
+        plan.phases.get("batches", 0),
+    )
     return plan
 
 
@@ -50,12 +55,18 @@ def retry_delays(confirm_delay: int) -> tuple[int, ...]:
 
 
 def handle_message(
-    push: UsagePush, body: bytes | str, send: Callable[[bytes], None], *,
-    started: float | None = None, clock: Callable[[], float] = time.monotonic,
-    send_later: Callable[[bytes, int], None] | None = None, confirm_delay: int = 0,
-    now: Callable[[], float] = time.time, ender: SubscriptionEnder | None = None,
+    push: UsagePush,
+    body: bytes | str,
+    send: Callable[[bytes], None],
+    *,
+    started: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    send_later: Callable[[bytes, int], None] | None = None,
+    confirm_delay: int = 0,
+    now: Callable[[], float] = time.time,
+    ender: SubscriptionEnder | None = None,
     retirer: UsageItemRetirer | None = None,
-) -> PushSummary:  # fmt: skip
+) -> PushSummary:
     """Process one queue message. BadMessage (never retryable) and service errors propagate.
 
     `send_later(body, seconds)`: enqueue a message that becomes visible after `seconds`. After a
@@ -100,9 +111,12 @@ def handle_message(
 
 
 def _confirm(
-    push: UsagePush, request: ConfirmRequest, send_later: Callable[[bytes, int], None] | None, now: int,
+    push: UsagePush,
+    request: ConfirmRequest,
+    send_later: Callable[[bytes, int], None] | None,
+    now: int,
     delays: tuple[int, ...],
-) -> PushSummary:  # fmt: skip
+) -> PushSummary:
     summary = PushSummary(subscriptions_seen=1)
     if push.counts is None:
         summary.skipped = 1
@@ -113,8 +127,9 @@ def _confirm(
         log.warning("usage confirm: %s", exc)
         summary.skipped = 1
         return summary
-    outcome = confirm_delivery(push, push.counts, request.subscription_id, period, now=now, seen=request.seen,
-                               until=request.until)  # fmt: skip
+    outcome = confirm_delivery(
+        push, push.counts, request.subscription_id, period, now=now, seen=request.seen, until=request.until
+    )
     log.info("usage confirm: %s", outcome.line())
     summary.calls_reported = outcome.repaired
     summary.events_sent = 1 if outcome.repaired else 0
@@ -122,12 +137,16 @@ def _confirm(
         summary.failed, summary.failures = 1, [outcome.line()]
     if outcome.again and send_later is not None:
         if request.attempt < len(delays):
-            again = confirm_message(request.subscription_id, request.period_start, request.attempt + 1,
-                                    outcome.short_seen, request.until)  # fmt: skip
+            again = confirm_message(
+                request.subscription_id, request.period_start, request.attempt + 1, outcome.short_seen, request.until
+            )
             send_later(again, delays[request.attempt])
         else:
-            log.error("usage confirm: %s still unsettled after %d attempts; the daily run keeps trying",
-                      request.subscription_id, request.attempt)  # fmt: skip
+            log.error(
+                "usage confirm: %s still unsettled after %d attempts; the daily run keeps trying",
+                request.subscription_id,
+                request.attempt,
+            )
     return summary
 
 

@@ -36,12 +36,16 @@ def lag_seconds_of(raw: str) -> int:
     and rounded up to a whole second (the report never waits less than the setting says)."""
     text = raw.strip()
     if not _PLAIN_DECIMAL.fullmatch(text):
-        raise ValueError(f"{LAG_SETTING} must be a number of minutes written with digits and at most one "
-                         f"decimal point, e.g. 30 or 0.05; got '{raw}'")  # fmt: skip
+        raise ValueError(
+            f"{LAG_SETTING} must be a number of minutes written with digits and at most one "
+            f"decimal point, e.g. 30 or 0.05; got '{raw}'"
+        )
     minutes = Decimal(text)
     if minutes > MAX_LAG_MINUTES:
-        raise ValueError(f"{LAG_SETTING} must be at most {MAX_LAG_MINUTES} (7 days, the longest a queue message "
-                         f"can wait); got '{raw}'")  # fmt: skip
+        raise ValueError(
+            f"{LAG_SETTING} must be at most {MAX_LAG_MINUTES} (7 days, the longest a queue message "
+            f"can wait); got '{raw}'"
+        )
     return int((minutes * 60).to_integral_value(rounding=ROUND_CEILING))
 
 

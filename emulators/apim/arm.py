@@ -65,7 +65,7 @@ def parse_time(value: Any, target: str) -> datetime | None:
 def relative_id(value: str, collection: str, service_id: str) -> str | None:
     """The name in "/{collection}/{name}" or in the full resource id form; None if neither."""
     lowered, prefix = value.lower(), service_id.lower()
-    rest = value[len(prefix):] if lowered.startswith(prefix) else value
+    rest = value[len(prefix) :] if lowered.startswith(prefix) else value
     parts = rest.strip("/").split("/")
     if len(parts) == 2 and parts[0].lower() == collection.lower() and parts[1]:
         return parts[1]

@@ -27,7 +27,7 @@ class ControlApi:
             if req.path == "/_emulator/faults":
                 if req.method == "POST":
                     if not isinstance(body, dict):
-                        return _bad("post a JSON object such as {\"error_rate_429\": 0.1}")
+                        return _bad('post a JSON object such as {"error_rate_429": 0.1}')
                     self.emu.faults.update(body)
                 return Response.json(self.emu.faults.as_dict())
             if req.path == "/_emulator/clock":

@@ -60,8 +60,7 @@ class TokenIssuer:
             return self._managed_identity(req)
         if req.path == "/common/discovery/instance":
             tenant_endpoint = f"{req.base_url}/{self.tenant_id}/v2.0/.well-known/openid-configuration"
-            return Response.json({"tenant_discovery_endpoint": tenant_endpoint, "api-version": "1.1",
-                                  "metadata": []})  # fmt: skip
+            return Response.json({"tenant_discovery_endpoint": tenant_endpoint, "api-version": "1.1", "metadata": []})
         match = _TENANT_PATH.match(req.path)
         assert match is not None
         tenant = match.group("tenant")
@@ -69,13 +68,15 @@ class TokenIssuer:
             return _oauth_error(400, "invalid_tenant", f"AADSTS90002: Tenant '{tenant}' not found.")
         if match.group("rest").startswith("v2.0"):
             base = f"{req.base_url}/{tenant}"
-            return Response.json({
-                "issuer": f"{base}/v2.0",
-                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                "token_endpoint": f"{base}/oauth2/v2.0/token",
-                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
-            })  # fmt: skip
+            return Response.json(
+                {
+                    "issuer": f"{base}/v2.0",
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+                }
+            )
         return self._client_credentials(req)
 
     def _managed_identity(self, req: Request) -> Response:
@@ -86,8 +87,15 @@ class TokenIssuer:
         if not resource:
             return Response.json({"statusCode": 400, "message": "the query parameter 'resource' is required"}, 400)
         token, expires_on = self.issue(resource)
-        return Response.json({"access_token": token, "expires_on": str(expires_on), "resource": resource,
-                              "token_type": "Bearer", "client_id": self.client_id})  # fmt: skip
+        return Response.json(
+            {
+                "access_token": token,
+                "expires_on": str(expires_on),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": self.client_id,
+            }
+        )
 
     def _client_credentials(self, req: Request) -> Response:
         if req.method != "POST":
@@ -105,8 +113,14 @@ class TokenIssuer:
             return _oauth_error(400, "invalid_request", "client_secret or client_assertion is required")
         scope = (form.get("scope") or "").split(" ")[0]
         token, _ = self.issue(scope.removesuffix("/.default"))
-        return Response.json({"token_type": "Bearer", "expires_in": TOKEN_LIFETIME_SECONDS,
-                              "ext_expires_in": TOKEN_LIFETIME_SECONDS, "access_token": token})  # fmt: skip
+        return Response.json(
+            {
+                "token_type": "Bearer",
+                "expires_in": TOKEN_LIFETIME_SECONDS,
+                "ext_expires_in": TOKEN_LIFETIME_SECONDS,
+                "access_token": token,
+            }
+        )
 
 
 def _oauth_error(status: int, code: str, description: str) -> Response:

@@ -46,8 +46,13 @@ _STRING_METHODS: dict[str, Callable[[Any], str]] = {
     "ToUpperInvariant": lambda v: _to_string(v).upper(),
 }
 _BINARY_LEVELS: tuple[tuple[str, ...], ...] = (
-    ("||",), ("&&",), ("==", "!="), ("<", "<=", ">", ">="), ("+", "-"), ("*", "/", "%"),
-)  # fmt: skip
+    ("||",),
+    ("&&",),
+    ("==", "!="),
+    ("<", "<=", ">", ">="),
+    ("+", "-"),
+    ("*", "/", "%"),
+)
 
 
 class ExpressionError(ValueError):
@@ -155,13 +160,17 @@ class _Parser:
         while body[pos:].strip():
             match = _TOKEN.match(body, pos)
             if match is None:
-                raise ExpressionError(f"the emulator cannot read {self.source!r} at {body[pos:pos + 15]!r}")
+                raise ExpressionError(f"the emulator cannot read {self.source!r} at {body[pos : pos + 15]!r}")
             pos = match.end()
             if match.group("number"):
                 out.append(("lit", int(match.group("number"))))
             elif match.group("string"):
-                out.append(("lit", re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)),
-                                          match.group("string")[1:-1])))  # fmt: skip
+                out.append(
+                    (
+                        "lit",
+                        re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), match.group("string")[1:-1]),
+                    )
+                )
             elif match.group("name"):
                 name = match.group("name")
                 literal = {"true": True, "false": False, "null": None}
@@ -292,10 +301,16 @@ class _Evaluator:
         if kind in ("/", "%") and b == 0:
             raise self.fail("Attempted to divide by zero.")
         operations: dict[str, Callable[[], Any]] = {
-            "<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b,
-            "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-            "/": lambda: int(a / b), "%": lambda: a - b * int(a / b),  # C# truncates toward zero
-        }  # fmt: skip
+            "<": lambda: a < b,
+            "<=": lambda: a <= b,
+            ">": lambda: a > b,
+            ">=": lambda: a >= b,
+            "+": lambda: a + b,
+            "-": lambda: a - b,
+            "*": lambda: a * b,
+            "/": lambda: int(a / b),
+            "%": lambda: a - b * int(a / b),  # C# truncates toward zero
+        }
         return operations[kind]()
 
     def _bool(self, value: Any) -> bool:

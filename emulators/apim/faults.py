@@ -35,8 +35,13 @@ class Faults:
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a JSON object of settings (as posted to /_emulator/faults); ValueError names bad fields."""
-        allowed = {"latency_ms": int, "error_rate_429": float, "error_rate_500": float,
-                   "retry_after_seconds": int, "seed": int}  # fmt: skip
+        allowed = {
+            "latency_ms": int,
+            "error_rate_429": float,
+            "error_rate_500": float,
+            "retry_after_seconds": int,
+            "seed": int,
+        }
         unknown = set(changes) - set(allowed)
         if unknown:
             raise ValueError(f"unknown fault settings {sorted(unknown)}; known: {sorted(allowed)}")
@@ -60,8 +65,12 @@ class Faults:
                 self._rng.seed(parsed["seed"])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"latency_ms": self.latency_ms, "error_rate_429": self.error_rate_429,
-                "error_rate_500": self.error_rate_500, "retry_after_seconds": self.retry_after_seconds}  # fmt: skip
+        return {
+            "latency_ms": self.latency_ms,
+            "error_rate_429": self.error_rate_429,
+            "error_rate_500": self.error_rate_500,
+            "retry_after_seconds": self.retry_after_seconds,
+        }
 
     def draw(self) -> int | None:
         """The status to fail this request with (429 or 500), or None to serve it."""

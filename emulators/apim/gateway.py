@@ -27,10 +27,13 @@ from emulators.apim.usage import classify
 from emulators.loganalytics.store import LastError
 
 _STATUS_PATH = re.compile(r"/status/(\d{3})/?$")
-MISSING_KEY = ("Access denied due to missing subscription key. Make sure to include subscription key when making "
-               "requests to an API.")  # fmt: skip
-INVALID_KEY = ("Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
-               "subscription.")  # fmt: skip
+MISSING_KEY = (
+    "Access denied due to missing subscription key. Make sure to include subscription key when making "
+    "requests to an API."
+)
+INVALID_KEY = (
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
+)
 NOT_FOUND = "Resource not found"
 
 
@@ -85,8 +88,14 @@ class Gateway:
         itself needs no subscription; otherwise 401. Such calls are not attributable: no report rows."""
         store = self.emu.store
         with store.lock:
-            open_product = next((p for p in store.products.values() if not p.subscription_required
-                                 and api.aid in store.product_apis.get(p.pid, {})), None)  # fmt: skip
+            open_product = next(
+                (
+                    p
+                    for p in store.products.values()
+                    if not p.subscription_required and api.aid in store.product_apis.get(p.pid, {})
+                ),
+                None,
+            )
         if open_product is None and api.subscription_required:
             return _apim_error(401, MISSING_KEY, KEY_NOT_FOUND)
         call.product_id = open_product.pid if open_product else None
@@ -97,7 +106,7 @@ class Gateway:
         if sub.scope == "/apis":
             return True
         if sub.scope.startswith("/apis/"):
-            return sub.scope[len("/apis/"):] == api.aid
+            return sub.scope[len("/apis/") :] == api.aid
         return api.aid in linked  # a product's key reaches the product's APIs only
 
     def _serve(self, req: Request, api: Api, sub: Subscription, key: str) -> Response:
@@ -111,11 +120,19 @@ class Gateway:
         if sub.state != "active" or not self._in_scope(sub, api, linked):
             return _apim_error(401, INVALID_KEY, KEY_INVALID)
         context = Context(
-            subscription_id=sub.sid, subscription_key=key, subscription_name=sub.display_name,
-            user_id=sub.owner_uid, user_email=owner.email if owner else None,
-            product_id=product.pid if product else None, product_name=product.display_name if product else None,
-            api_id=api.aid, api_name=api.display_name, api_path=api.path, method=req.method, url_path=req.path,
-        )  # fmt: skip
+            subscription_id=sub.sid,
+            subscription_key=key,
+            subscription_name=sub.display_name,
+            user_id=sub.owner_uid,
+            user_email=owner.email if owner else None,
+            product_id=product.pid if product else None,
+            product_name=product.display_name if product else None,
+            api_id=api.aid,
+            api_name=api.display_name,
+            api_path=api.path,
+            method=req.method,
+            url_path=req.path,
+        )
         pending: list[tuple[Limit, QuotaPeriod]] = []
         counted: set[int] = set()  # "If multiple policies would increment the same key value, it is incremented
         # only once per request."
@@ -125,8 +142,9 @@ class Gateway:
         response = refused or self._backend(req, api, sub, product)
         return self._count_on_response(response, context, pending, counted)
 
-    def _apply_limits(self, sub: Subscription, context: Context, pending: list[tuple[Limit, QuotaPeriod]],
-                      counted: set[int]) -> Response | None:  # fmt: skip
+    def _apply_limits(
+        self, sub: Subscription, context: Context, pending: list[tuple[Limit, QuotaPeriod]], counted: set[int]
+    ) -> Response | None:
         policy = self.emu.store.policies.get(sub.product_id or "")
         if policy is None:
             return None  # a product without a policy has no limits
@@ -134,13 +152,18 @@ class Gateway:
         limit: Limit
         for limit in policy.limits:
             if limit.unresolved is not None:
-                return _policy_error(f"The policy of product '{sub.product_id}' uses the named value "
-                                     f"{{{{{limit.unresolved}}}}}, which this emulator does not define.")  # fmt: skip
+                return _policy_error(
+                    f"The policy of product '{sub.product_id}' uses the named value "
+                    f"{{{{{limit.unresolved}}}}}, which this emulator does not define."
+                )
             outcome: Blocked | QuotaPeriod | None
             try:
                 if limit.is_rate:
-                    counter = ((limit.kind, "key", evaluate_key(limit.counter_key, context)) if limit.counter_key
-                               else (limit.kind, "product", sub.product_id or "", sub.sid))  # fmt: skip
+                    counter = (
+                        (limit.kind, "key", evaluate_key(limit.counter_key, context))
+                        if limit.counter_key
+                        else (limit.kind, "product", sub.product_id or "", sub.sid)
+                    )
                     outcome = limiter.check_rate(limit, counter, now)
                 elif limit.kind == "quota":
                     # "The start of each period is calculated relative to the start time of the subscription."
@@ -156,8 +179,9 @@ class Gateway:
                 headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else {}
                 # [ERR]: rate-limit RateLimitExceeded, quota QuotaExceeded; the policy's name is the source.
                 reason = "RateLimitExceeded" if outcome.status == 429 else "QuotaExceeded"
-                return _apim_error(outcome.status, outcome.message, LastError(limit.kind, reason, outcome.message),
-                                   headers)  # fmt: skip
+                return _apim_error(
+                    outcome.status, outcome.message, LastError(limit.kind, reason, outcome.message), headers
+                )
             if isinstance(outcome, QuotaPeriod):
                 if limit.increment_condition is not None:
                     pending.append((limit, outcome))  # counted once the response is known
@@ -166,8 +190,9 @@ class Gateway:
                     limiter.count(outcome, limit.increment_count)
         return None
 
-    def _count_on_response(self, response: Response, context: Context, pending: list[tuple[Limit, QuotaPeriod]],
-                           counted: set[int]) -> Response:  # fmt: skip
+    def _count_on_response(
+        self, response: Response, context: Context, pending: list[tuple[Limit, QuotaPeriod]], counted: set[int]
+    ) -> Response:
         """quota-by-key's increment-condition is evaluated on the response: calls it rejects are not counted."""
         context.status_code = response.status
         for limit, period in pending:
@@ -188,7 +213,12 @@ class Gateway:
         status = int(asked) if asked and asked.isdigit() else int(match.group(1)) if match else 200
         if not 100 <= status <= 599:
             status = 400
-        payload: dict[str, Any] = {"method": req.method, "path": req.path, "api": api.aid,
-                                   "subscription": sub.sid if sub else None,
-                                   "product": product.pid if product else None, "status": status}  # fmt: skip
+        payload: dict[str, Any] = {
+            "method": req.method,
+            "path": req.path,
+            "api": api.aid,
+            "subscription": sub.sid if sub else None,
+            "product": product.pid if product else None,
+            "status": status,
+        }
         return Response(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})

@@ -21,12 +21,20 @@ from emulators.apim.usage import OUTCOMES, classify
 from emulators.loganalytics.store import LOOPBACK, BulkCalls, LastError
 
 # [ERR] "Predefined errors for built-in steps" and "for policies": source, reason, message.
-OPERATION_NOT_FOUND = LastError("configuration", "OperationNotFound",
-                                "Unable to match incoming request to an operation.")  # fmt: skip
-KEY_NOT_FOUND = LastError("authorization", "SubscriptionKeyNotFound", "Access denied due to missing subscription key. "
-                          "Make sure to include subscription key when making requests to this API.")  # fmt: skip
-KEY_INVALID = LastError("authorization", "SubscriptionKeyInvalid", "Access denied due to invalid subscription key. "
-                        "Make sure to provide a valid key for an active subscription.")  # fmt: skip
+OPERATION_NOT_FOUND = LastError(
+    "configuration", "OperationNotFound", "Unable to match incoming request to an operation."
+)
+KEY_NOT_FOUND = LastError(
+    "authorization",
+    "SubscriptionKeyNotFound",
+    "Access denied due to missing subscription key. "
+    "Make sure to include subscription key when making requests to this API.",
+)
+KEY_INVALID = LastError(
+    "authorization",
+    "SubscriptionKeyInvalid",
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.",
+)
 
 # Status codes of each report outcome class, cycled over bulk rows: the common one first, then the edges a
 # classifier gets wrong (301, 304 and 307 are successes; 302 and 308 are "other").
@@ -71,24 +79,55 @@ def row(req: Request, call: GatewayCall, response: Response, started: datetime, 
         "TimeGenerated": started,  # "Timestamp of when the gateway starts process the request"
         "CorrelationId": str(uuid.uuid4()),
         "IsRequestSuccess": 200 <= response.status <= 399,  # "status code within 2xx or 3xx range"
-        "TotalTime": elapsed_ms, "ClientTime": 0, "CacheTime": 0, "CallerIpAddress": LOOPBACK,
-        "Method": req.method, "Url": _logged_url(req, api), "ClientProtocol": "HTTP/1.1",
-        "ResponseCode": response.status, "ResponseSize": len(response.body), "RequestSize": len(req.body),
-        "Cache": "none", "ApiId": api.aid if api else "", "ApiRevision": "1" if api else "",
-        "ProductId": call.product_id or "", "UserId": (sub.owner_uid or "") if sub else "",
+        "TotalTime": elapsed_ms,
+        "ClientTime": 0,
+        "CacheTime": 0,
+        "CallerIpAddress": LOOPBACK,
+        "Method": req.method,
+        "Url": _logged_url(req, api),
+        "ClientProtocol": "HTTP/1.1",
+        "ResponseCode": response.status,
+        "ResponseSize": len(response.body),
+        "RequestSize": len(req.body),
+        "Cache": "none",
+        "ApiId": api.aid if api else "",
+        "ApiRevision": "1" if api else "",
+        "ProductId": call.product_id or "",
+        "UserId": (sub.owner_uid or "") if sub else "",
         "ApimSubscriptionId": sub.sid if sub else "",
-        "IsMasterTrace": False, "IsTraceAllowed": False, "IsTraceExpired": False, "IsTraceRequested": False,
-    }  # fmt: skip
+        "IsMasterTrace": False,
+        "IsTraceAllowed": False,
+        "IsTraceExpired": False,
+        "IsTraceRequested": False,
+    }
     error = response.last_error if isinstance(response, GatewayError) else None
     if error is None and api is not None:  # the backend answered
-        values |= {"BackendMethod": req.method, "BackendUrl": _backend_url(req, api), "BackendProtocol": "HTTP/1.1",
-                   "BackendResponseCode": response.status, "BackendTime": elapsed_ms}  # fmt: skip
+        values |= {
+            "BackendMethod": req.method,
+            "BackendUrl": _backend_url(req, api),
+            "BackendProtocol": "HTTP/1.1",
+            "BackendResponseCode": response.status,
+            "BackendTime": elapsed_ms,
+        }
     elif error is not None:
-        values |= {"LastErrorSource": error.source, "LastErrorReason": error.reason,
-                   "LastErrorMessage": error.message, "LastErrorSection": error.section,
-                   "LastErrorElapsed": elapsed_ms,
-                   "Errors": json.dumps([{"elapsed": elapsed_ms, "source": error.source, "section": error.section,
-                                          "reason": error.reason, "message": error.message}])}  # fmt: skip
+        values |= {
+            "LastErrorSource": error.source,
+            "LastErrorReason": error.reason,
+            "LastErrorMessage": error.message,
+            "LastErrorSection": error.section,
+            "LastErrorElapsed": elapsed_ms,
+            "Errors": json.dumps(
+                [
+                    {
+                        "elapsed": elapsed_ms,
+                        "source": error.source,
+                        "section": error.section,
+                        "reason": error.reason,
+                        "message": error.message,
+                    }
+                ]
+            ),
+        }
     return values
 
 
@@ -97,10 +136,16 @@ def bulk(sub: Subscription, api: Api | None, *, gateway_url: str, at: datetime, 
     if outcome not in OUTCOME_CODES:
         raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
     return BulkCalls(
-        at=at, subscription_id=sub.sid, product_id=sub.product_id or "", user_id=sub.owner_uid or "",
-        api_id=api.aid if api else "", url=f"{gateway_url}/{api.path}/" if api else f"{gateway_url}/",
-        backend_url=(api.service_url or "") if api else "", codes=OUTCOME_CODES[outcome], calls=calls,
-    )  # fmt: skip
+        at=at,
+        subscription_id=sub.sid,
+        product_id=sub.product_id or "",
+        user_id=sub.owner_uid or "",
+        api_id=api.aid if api else "",
+        url=f"{gateway_url}/{api.path}/" if api else f"{gateway_url}/",
+        backend_url=(api.service_url or "") if api else "",
+        codes=OUTCOME_CODES[outcome],
+        calls=calls,
+    )
 
 
 def _logged_url(req: Request, api: Api | None) -> str:

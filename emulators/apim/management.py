@@ -50,18 +50,28 @@ _EMAIL = EMAIL
 T = TypeVar("T")
 # $filter fields of Group_ListByService and GroupUser_List (apimgroups.json, 2024-05-01)
 _GROUP_FILTER: dict[str, Callable[[Group], Any]] = {
-    "name": lambda g: g.gid, "displayName": lambda g: g.display_name, "description": lambda g: g.description,
+    "name": lambda g: g.gid,
+    "displayName": lambda g: g.display_name,
+    "description": lambda g: g.description,
     "externalId": lambda g: g.external_id,
-}  # fmt: skip
+}
 _GROUP_USER_FILTER: dict[str, Callable[[User], Any]] = {
-    "name": lambda u: u.uid, "email": lambda u: u.email, "firstName": lambda u: u.first_name,
-    "lastName": lambda u: u.last_name, "note": lambda u: u.note, "registrationDate": lambda u: u.registration_date,
-}  # fmt: skip
+    "name": lambda u: u.uid,
+    "email": lambda u: u.email,
+    "firstName": lambda u: u.first_name,
+    "lastName": lambda u: u.last_name,
+    "note": lambda u: u.note,
+    "registrationDate": lambda u: u.registration_date,
+}
 # $filter fields of Api_ListByService and ProductApi_ListByProduct (apimapis.json, apimproducts.json)
 _API_FILTER: dict[str, Callable[[Api], Any]] = {
-    "name": lambda a: a.aid, "displayName": lambda a: a.display_name, "description": lambda a: a.description,
-    "serviceUrl": lambda a: a.service_url, "path": lambda a: a.path, "isCurrent": lambda a: True,
-}  # fmt: skip
+    "name": lambda a: a.aid,
+    "displayName": lambda a: a.display_name,
+    "description": lambda a: a.description,
+    "serviceUrl": lambda a: a.service_url,
+    "path": lambda a: a.path,
+    "isCurrent": lambda a: True,
+}
 Route = tuple[str, re.Pattern[str], Callable[..., Response]]
 PUBLISHER_NAME = "APIM emulator"  # the service's publisherName (the emulator has no creation form)
 LOCATION = "East US"
@@ -133,8 +143,9 @@ def _if_match(req: Request, etag: str | None, *, required: bool) -> None:
     value = req.header("if-match")
     if value is None:
         if required:
-            raise ArmError(400, "ValidationError", "The If-Match header is required ('*' or the entity's ETag).",
-                           "If-Match")  # fmt: skip
+            raise ArmError(
+                400, "ValidationError", "The If-Match header is required ('*' or the entity's ETag).", "If-Match"
+            )
         return
     if value.strip() == "*":
         if etag is None:
@@ -195,14 +206,21 @@ class ManagementApi:
 
     def _dispatch(self, req: Request) -> Response:
         if not self.emu.tokens.valid(req.header("authorization")):
-            resp = ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is "
-                            "missing or its bearer token is not one this emulator issued.").response()  # fmt: skip
+            resp = ArmError(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is "
+                "missing or its bearer token is not one this emulator issued.",
+            ).response()
             resp.headers["WWW-Authenticate"] = 'Bearer authorization_uri="' + req.base_url + '", error="invalid_token"'
             return resp
         self._inject_faults()
         if req.query.get("api-version") is None:
-            raise ArmError(400, "MissingApiVersionParameter",
-                           "The api-version query parameter (?api-version=) is required for all requests.")  # fmt: skip
+            raise ArmError(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
         match = _SERVICE.match(req.path)
         if match is None:
             raise ArmError(404, "NotFound", f"No route for {req.method} {req.path}.")
@@ -211,9 +229,12 @@ class ManagementApi:
         if match.group("rg").lower() != self.emu.resource_group.lower():
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{match.group('rg')}' could not be found.")
         if match.group("svc").lower() != self.emu.service_name.lower():
-            raise ArmError(404, "ResourceNotFound",
-                           f"The Resource 'Microsoft.ApiManagement/service/{match.group('svc')}' under resource "
-                           f"group '{match.group('rg')}' was not found.")  # fmt: skip
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.ApiManagement/service/{match.group('svc')}' under resource "
+                f"group '{match.group('rg')}' was not found.",
+            )
         rest = match.group("rest") or "/"
         allowed_elsewhere = False
         for methods, pattern, handler in self.routes:
@@ -249,8 +270,9 @@ class ManagementApi:
         return resp
 
     # ---- users -------------------------------------------------------------------------------
-    def _user_json(self, user: User, *, groups: list[Group] | None = None,
-                   kind: str = "Microsoft.ApiManagement/service/users") -> dict[str, Any]:  # fmt: skip
+    def _user_json(
+        self, user: User, *, groups: list[Group] | None = None, kind: str = "Microsoft.ApiManagement/service/users"
+    ) -> dict[str, Any]:
         """`groups` None leaves the property out; PUT answers carry `[]`, as in the published samples."""
         props: dict[str, Any] = {
             "firstName": user.first_name,
@@ -274,8 +296,12 @@ class ManagementApi:
     @staticmethod
     def _refuse_administrator_change(uid: str) -> None:
         if uid == ADMIN_USER_ID:
-            raise ArmError(405, "MethodNotAllowed", "User '1' is the service's built-in administrator (the publisher "
-                           "e-mail given at creation): it cannot be changed or deleted through this API.")  # fmt: skip
+            raise ArmError(
+                405,
+                "MethodNotAllowed",
+                "User '1' is the service's built-in administrator (the publisher "
+                "e-mail given at creation): it cannot be changed or deleted through this API.",
+            )
 
     def _get_user(self, uid: str) -> User:
         user = self.store.users.get(uid)
@@ -285,22 +311,31 @@ class ManagementApi:
 
     def list_users(self, req: Request) -> Response:
         top, skip = arm.paging(req)
-        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
-            "name": lambda u: u.uid, "email": lambda u: u.email, "firstName": lambda u: u.first_name,
-            "lastName": lambda u: u.last_name, "state": lambda u: u.state, "note": lambda u: u.note,
-            "registrationDate": lambda u: u.registration_date,
-        })  # fmt: skip
+        pred = odata.matcher(
+            odata.parse_filter(req.query.get("$filter")),
+            {
+                "name": lambda u: u.uid,
+                "email": lambda u: u.email,
+                "firstName": lambda u: u.first_name,
+                "lastName": lambda u: u.last_name,
+                "state": lambda u: u.state,
+                "note": lambda u: u.note,
+                "registrationDate": lambda u: u.registration_date,
+            },
+        )
         users = [u for u in self.store.users.values() if pred(u)]
-        return Response.json(arm.page(req, users, top, skip,
-                                      lambda u: self._user_json(u, groups=self._expanded_groups(req, u))))  # fmt: skip
+        return Response.json(
+            arm.page(req, users, top, skip, lambda u: self._user_json(u, groups=self._expanded_groups(req, u)))
+        )
 
     def user(self, req: Request, uid: str) -> Response:
         uid = _check_name("userId", uid)
         existing = self.store.users.get(uid)
         if req.method in ("GET", "HEAD"):
             found = self._get_user(uid)
-            return self._with_etag(Response.json(self._user_json(found, groups=self._expanded_groups(req, found))),
-                                   found.etag)  # fmt: skip
+            return self._with_etag(
+                Response.json(self._user_json(found, groups=self._expanded_groups(req, found))), found.etag
+            )
         self._refuse_administrator_change(uid)
         if req.method == "DELETE":
             if existing is None:
@@ -327,10 +362,15 @@ class ManagementApi:
             assert first is not None
             assert last is not None
             user = User(
-                uid=uid, email=email, first_name=first, last_name=last, state=state or "active", note=note,
+                uid=uid,
+                email=email,
+                first_name=first,
+                last_name=last,
+                state=state or "active",
+                note=note,
                 identities=identities or [{"provider": "Basic", "id": email}],
                 registration_date=self.emu.now(),
-            )  # fmt: skip
+            )
             self.store.add_user(user)  # joins Developers (system-managed membership)
         else:
             user.email = email or user.email
@@ -347,8 +387,7 @@ class ManagementApi:
         if not _EMAIL.match(email):
             raise validation("email", f"'{email}' is not a valid e-mail address such as name@example.com")
         if any(u.email.lower() == email.lower() and u.uid != uid for u in self.store.users.values()):
-            raise ArmError(409, "Conflict", f"email: a user with the e-mail address '{email}' already exists.",
-                           "email")  # fmt: skip
+            raise ArmError(409, "Conflict", f"email: a user with the e-mail address '{email}' already exists.", "email")
 
     @staticmethod
     def _target(req: Request, existing: T | None, get: Callable[[], T]) -> T | None:
@@ -393,8 +432,12 @@ class ManagementApi:
         return props
 
     def _group_json(self, group: Group, *, built_in: bool = True) -> dict[str, Any]:
-        return {"id": self._id("groups", group.gid), "type": "Microsoft.ApiManagement/service/groups",
-                "name": group.gid, "properties": self._group_properties(group, built_in=built_in)}  # fmt: skip
+        return {
+            "id": self._id("groups", group.gid),
+            "type": "Microsoft.ApiManagement/service/groups",
+            "name": group.gid,
+            "properties": self._group_properties(group, built_in=built_in),
+        }
 
     def _get_group(self, gid: str) -> Group:
         group = self.store.groups.get(gid)
@@ -405,8 +448,11 @@ class ManagementApi:
     @staticmethod
     def _refuse_system_group_change(group: Group | None, what: str) -> None:
         if group is not None and group.built_in:
-            raise ArmError(405, "MethodNotAllowed", f"Group '{group.gid}' ({group.display_name}) is a built-in "
-                           f"system group: {what}.")  # fmt: skip
+            raise ArmError(
+                405,
+                "MethodNotAllowed",
+                f"Group '{group.gid}' ({group.display_name}) is a built-in system group: {what}.",
+            )
 
     def list_groups(self, req: Request) -> Response:
         top, skip = arm.paging(req)
@@ -438,15 +484,18 @@ class ManagementApi:
         final_kind = kind or (group.type if group else "custom")
         final_external = external_id if external_id is not None else (group.external_id if group else None)
         if final_kind == "external" and not final_external:
-            raise validation("externalId", "is required for an external group, e.g. "
-                             "aad://<tenant>.onmicrosoft.com/groups/<group object id>")  # fmt: skip
+            raise validation(
+                "externalId",
+                "is required for an external group, e.g. aad://<tenant>.onmicrosoft.com/groups/<group object id>",
+            )
         if final_kind == "custom" and final_external:
             raise validation("externalId", "is only for external groups (type 'external')")
         created = group is None
         if group is None:
             assert display is not None
-            group = Group(gid=gid, display_name=display, description=description, type=final_kind,
-                          external_id=final_external)  # fmt: skip
+            group = Group(
+                gid=gid, display_name=display, description=description, type=final_kind, external_id=final_external
+            )
             self.store.put_group(group)
         else:
             group.display_name = display or group.display_name
@@ -457,18 +506,25 @@ class ManagementApi:
         if req.method == "PATCH":
             return self._with_etag(Response.json(self._group_json(group)), group.etag)
         # PUT answers leave out builtIn, as ApiManagementCreateGroup(External).json show for 201 and 200.
-        return self._with_etag(Response.json(self._group_json(group, built_in=False), 201 if created else 200),
-                               group.etag)  # fmt: skip
+        return self._with_etag(
+            Response.json(self._group_json(group, built_in=False), 201 if created else 200), group.etag
+        )
 
     def group_users(self, req: Request, gid: str) -> Response:
         group = self._get_group(_check_name("groupId", gid))
         top, skip = arm.paging(req)
         pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), _GROUP_USER_FILTER)
         users = [u for u in self.store.members_of(group.gid) if pred(u)]
-        return Response.json(arm.page(
-            req, users, top, skip, lambda u: self._user_json(u, kind="Microsoft.ApiManagement/service/groups/users"),
-            last_link="",
-        ))  # fmt: skip
+        return Response.json(
+            arm.page(
+                req,
+                users,
+                top,
+                skip,
+                lambda u: self._user_json(u, kind="Microsoft.ApiManagement/service/groups/users"),
+                last_link="",
+            )
+        )
 
     def group_user(self, req: Request, gid: str, uid: str) -> Response:
         group = self._get_group(_check_name("groupId", gid))
@@ -478,8 +534,9 @@ class ManagementApi:
             if not member:
                 raise ArmError(404, "ResourceNotFound", f"User '{uid}' is not a member of group '{group.gid}'.")
             return Response(204)
-        self._refuse_system_group_change(group, "its membership is managed by the system; users cannot be added "
-                                         "to it or removed from it")
+        self._refuse_system_group_change(
+            group, "its membership is managed by the system; users cannot be added to it or removed from it"
+        )
         if req.method == "DELETE":
             return Response(200 if self.store.remove_member(group.gid, uid) else 204)
         user = self._get_user(uid)
@@ -490,15 +547,23 @@ class ManagementApi:
     def user_groups(self, req: Request, uid: str) -> Response:
         user = self._get_user(_check_name("userId", uid))
         top, skip = arm.paging(req)
-        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
-            "name": lambda g: g.gid, "displayName": lambda g: g.display_name, "description": lambda g: g.description,
-        })  # fmt: skip
+        pred = odata.matcher(
+            odata.parse_filter(req.query.get("$filter")),
+            {
+                "name": lambda g: g.gid,
+                "displayName": lambda g: g.display_name,
+                "description": lambda g: g.description,
+            },
+        )
         groups = [g for g in self.store.groups_of(user.uid) if pred(g)]
 
         def render(group: Group) -> dict[str, Any]:
-            return {"id": self._id("users", user.uid, "groups", group.gid),
-                    "type": "Microsoft.ApiManagement/service/users/groups", "name": group.gid,
-                    "properties": self._group_properties(group)}  # fmt: skip
+            return {
+                "id": self._id("users", user.uid, "groups", group.gid),
+                "type": "Microsoft.ApiManagement/service/users/groups",
+                "name": group.gid,
+                "properties": self._group_properties(group),
+            }
 
         return Response.json(arm.page(req, groups, top, skip, render, last_link=""))
 
@@ -514,8 +579,12 @@ class ManagementApi:
         if product.subscriptions_limit is not None:
             props["subscriptionsLimit"] = product.subscriptions_limit
         props["state"] = product.state
-        return {"id": self._id("products", product.pid), "type": "Microsoft.ApiManagement/service/products",
-                "name": product.pid, "properties": props}  # fmt: skip
+        return {
+            "id": self._id("products", product.pid),
+            "type": "Microsoft.ApiManagement/service/products",
+            "name": product.pid,
+            "properties": props,
+        }
 
     def _get_product(self, pid: str) -> Product:
         product = self.store.products.get(pid)
@@ -525,10 +594,17 @@ class ManagementApi:
 
     def list_products(self, req: Request) -> Response:
         top, skip = arm.paging(req)
-        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
-            "name": lambda p: p.pid, "displayName": lambda p: p.display_name, "description": lambda p: p.description,
-            "terms": lambda p: p.terms, "state": lambda p: p.state, "groups": lambda p: None,
-        })  # fmt: skip
+        pred = odata.matcher(
+            odata.parse_filter(req.query.get("$filter")),
+            {
+                "name": lambda p: p.pid,
+                "displayName": lambda p: p.display_name,
+                "description": lambda p: p.description,
+                "terms": lambda p: p.terms,
+                "state": lambda p: p.state,
+                "groups": lambda p: None,
+            },
+        )
         products = [p for p in self.store.products.values() if pred(p)]
         return Response.json(arm.page(req, products, top, skip, self._product_json))
 
@@ -544,8 +620,12 @@ class ManagementApi:
             _if_match(req, existing.etag, required=True)
             subs = [s for s in self.store.subscriptions.values() if s.product_id == pid]
             if subs and req.query.get("deleteSubscriptions", "").lower() != "true":
-                raise ArmError(409, "Conflict", f"Product '{pid}' has {len(subs)} subscription(s); pass "
-                               "deleteSubscriptions=true to delete them with it.")  # fmt: skip
+                raise ArmError(
+                    409,
+                    "Conflict",
+                    f"Product '{pid}' has {len(subs)} subscription(s); pass "
+                    "deleteSubscriptions=true to delete them with it.",
+                )
             for sub in subs:
                 self.store.delete_subscription(sub.sid)
             self.store.delete_product(pid)  # and its policy, API links and group links
@@ -566,19 +646,21 @@ class ManagementApi:
             assert display is not None
             required = True if sub_required is None else sub_required
             product = Product(
-                pid=pid, display_name=display, description=description, terms=terms,
+                pid=pid,
+                display_name=display,
+                description=description,
+                terms=terms,
                 subscription_required=required,
                 approval_required=(approval if approval is not None else False) if required else approval,
-                subscriptions_limit=limit, state=state or "notPublished",
-            )  # fmt: skip
+                subscriptions_limit=limit,
+                state=state or "notPublished",
+            )
             self.store.add_product(product)  # linked to Administrators, as every new product is
         else:
             product.display_name = display or product.display_name
             product.description = description if description is not None else product.description
             product.terms = terms if terms is not None else product.terms
-            product.subscription_required = (
-                sub_required if sub_required is not None else product.subscription_required
-            )
+            product.subscription_required = sub_required if sub_required is not None else product.subscription_required
             product.approval_required = approval if approval is not None else product.approval_required
             product.subscriptions_limit = limit if limit is not None else product.subscriptions_limit
             product.state = state or product.state
@@ -594,9 +676,12 @@ class ManagementApi:
         props: dict[str, Any] = {"value": policy.value}
         if fmt is not None:
             props["format"] = fmt
-        return {"id": self._id("products", pid, "policies", "policy"),
-                "type": "Microsoft.ApiManagement/service/products/policies", "name": "policy",
-                "properties": props}  # fmt: skip
+        return {
+            "id": self._id("products", pid, "policies", "policy"),
+            "type": "Microsoft.ApiManagement/service/products/policies",
+            "name": "policy",
+            "properties": props,
+        }
 
     def list_product_policies(self, req: Request, pid: str) -> Response:
         self._get_product(_check_name("productId", pid))
@@ -638,16 +723,20 @@ class ManagementApi:
         self._refuse_policies_of_other_tiers(limits)
         stored = Policy(value=value, fmt=fmt, limits=limits)
         self.store.policies[pid] = stored
-        return self._with_etag(Response.json(self._policy_json(pid, stored, None), 200 if existing else 201),
-                               stored.etag)  # fmt: skip
+        return self._with_etag(
+            Response.json(self._policy_json(pid, stored, None), 200 if existing else 201), stored.etag
+        )
 
     def _refuse_policies_of_other_tiers(self, limits: list[Limit]) -> None:
         # quota-by-key "APPLIES TO: Developer | Basic | Standard | Premium"; APIM refuses a policy its
         # tier lacks with "Error in element '...' on line L, column C: Policy is not allowed in '...' sku".
         for limit in limits:
             if limit.kind == "quota-by-key" and self.emu.is_v2:
-                raise incorrect_values("representation", f"Error in element '{limit.kind}' on line {limit.line}, "
-                                       f"column {limit.column}: Policy is not allowed in '{self.emu.tier}' sku")
+                raise incorrect_values(
+                    "representation",
+                    f"Error in element '{limit.kind}' on line {limit.line}, "
+                    f"column {limit.column}: Policy is not allowed in '{self.emu.tier}' sku",
+                )
 
     # ---- the service itself --------------------------------------------------------------------
     def service(self, req: Request) -> Response:
@@ -663,17 +752,31 @@ class ManagementApi:
             "createdAtUtc": iso(emu.created),
             "gatewayUrl": emu.gateway_url,
             "developerPortalUrl": emu.portal_url,
-            "hostnameConfigurations": [{"type": "Proxy", "hostName": gateway_host, "negotiateClientCertificate": False,
-                                        "defaultSslBinding": False, "certificateSource": "BuiltIn"}],
+            "hostnameConfigurations": [
+                {
+                    "type": "Proxy",
+                    "hostName": gateway_host,
+                    "negotiateClientCertificate": False,
+                    "defaultSslBinding": False,
+                    "certificateSource": "BuiltIn",
+                }
+            ],
             "publicIPAddresses": ["127.0.0.1"],
             "virtualNetworkType": "None",
             "disableGateway": False,
             "publicNetworkAccess": "Enabled",
             "platformVersion": "mtv1" if emu.is_v2 else "stv2",
-        }  # fmt: skip
-        body = {"id": emu.service_id, "name": emu.service_name, "type": "Microsoft.ApiManagement/service",
-                "tags": {}, "location": LOCATION, "etag": "AAAAAAAAAAA=", "properties": props,
-                "sku": {"name": emu.tier, "capacity": 1}}  # fmt: skip
+        }
+        body = {
+            "id": emu.service_id,
+            "name": emu.service_name,
+            "type": "Microsoft.ApiManagement/service",
+            "tags": {},
+            "location": LOCATION,
+            "etag": "AAAAAAAAAAA=",
+            "properties": props,
+            "sku": {"name": emu.tier, "capacity": 1},
+        }
         return self._with_etag(Response.json(body), '"AAAAAAAAAAA="')
 
     def operation_result(self, req: Request, op: str) -> Response:
@@ -681,8 +784,15 @@ class ManagementApi:
         done = self.operations.get(op)
         if done is None:
             raise not_found("Operation", op)
-        return Response.json({"id": self._id("tenant", "operationResults", op), "name": op, "status": "Succeeded",
-                              "startTime": iso(done), "endTime": iso(done)})  # fmt: skip
+        return Response.json(
+            {
+                "id": self._id("tenant", "operationResults", op),
+                "name": op,
+                "status": "Succeeded",
+                "startTime": iso(done),
+                "endTime": iso(done),
+            }
+        )
 
     # ---- APIs ------------------------------------------------------------------------------------
     def _api_properties(self, api: Api, *, single: bool) -> dict[str, Any]:
@@ -704,8 +814,12 @@ class ManagementApi:
         return props
 
     def _api_json(self, api: Api, *, single: bool = True) -> dict[str, Any]:
-        return {"id": self._id("apis", api.aid), "type": "Microsoft.ApiManagement/service/apis", "name": api.aid,
-                "properties": self._api_properties(api, single=single)}  # fmt: skip
+        return {
+            "id": self._id("apis", api.aid),
+            "type": "Microsoft.ApiManagement/service/apis",
+            "name": api.aid,
+            "properties": self._api_properties(api, single=single),
+        }
 
     def _get_api(self, aid: str) -> Api:
         api = self.store.apis.get(aid)
@@ -738,15 +852,25 @@ class ManagementApi:
         if change.get("path") is not None:
             self._check_unique_path(aid, change["path"])
         if api is None:
-            api = Api(aid=aid, display_name=change["displayName"], path=change["path"],
-                      protocols=change.get("protocols") or ["https"], service_url=change.get("serviceUrl"),
-                      description=change.get("description"),
-                      subscription_required=change.get("subscriptionRequired", True) is not False)  # fmt: skip
+            api = Api(
+                aid=aid,
+                display_name=change["displayName"],
+                path=change["path"],
+                protocols=change.get("protocols") or ["https"],
+                service_url=change.get("serviceUrl"),
+                description=change.get("description"),
+                subscription_required=change.get("subscriptionRequired", True) is not False,
+            )
             self.store.apis[aid] = api
         else:
-            for name, attr in (("displayName", "display_name"), ("path", "path"), ("protocols", "protocols"),
-                               ("serviceUrl", "service_url"), ("description", "description"),
-                               ("subscriptionRequired", "subscription_required")):  # fmt: skip
+            for name, attr in (
+                ("displayName", "display_name"),
+                ("path", "path"),
+                ("protocols", "protocols"),
+                ("serviceUrl", "service_url"),
+                ("description", "description"),
+                ("subscriptionRequired", "subscription_required"),
+            ):
                 if change.get(name) is not None:
                     setattr(api, attr, change[name])
             api.etag = new_etag()
@@ -776,13 +900,15 @@ class ManagementApi:
         if url is not None and not re.match(r"^https?://[^/\s]+", url):
             raise validation("serviceUrl", f"'{url}' is not an absolute http(s) URL")
         protocols = props.get("protocols")
-        if protocols is not None and (not isinstance(protocols, list) or not protocols
-                                      or any(p not in API_PROTOCOLS for p in protocols)):  # fmt: skip
+        if protocols is not None and (
+            not isinstance(protocols, list) or not protocols or any(p not in API_PROTOCOLS for p in protocols)
+        ):
             raise validation("protocols", f"must be a non-empty list of {', '.join(API_PROTOCOLS)}")
         change["protocols"] = list(protocols) if protocols is not None else None
         names = props.get("subscriptionKeyParameterNames")
-        if names is not None and not (isinstance(names, dict) and all(
-                isinstance(names.get(k, ""), str) for k in ("header", "query"))):  # fmt: skip
+        if names is not None and not (
+            isinstance(names, dict) and all(isinstance(names.get(k, ""), str) for k in ("header", "query"))
+        ):
             raise validation("subscriptionKeyParameterNames", 'must be {"header": "...", "query": "..."}')
         change["subscriptionKeyParameterNames"] = names
         return change
@@ -791,8 +917,11 @@ class ManagementApi:
         for other in self.store.apis.values():
             if other.aid != aid and other.path.lower() == path.lower():
                 # Verbatim form (two spaces included) from a real answer, Azure/apiops#343.
-                raise incorrect_values("path", f"Cannot create API '{aid}' with the same Path '{path}' as API "
-                                       f"'{other.aid}'  unless it's a part of the same version set")  # fmt: skip
+                raise incorrect_values(
+                    "path",
+                    f"Cannot create API '{aid}' with the same Path '{path}' as API "
+                    f"'{other.aid}'  unless it's a part of the same version set",
+                )
 
     def _api_long_running_answer(self, req: Request, api: Api, status: int) -> Response:
         """Api_CreateOrUpdate is a long-running operation (final-state-via location). As in
@@ -814,14 +943,18 @@ class ManagementApi:
     def product_apis(self, req: Request, pid: str) -> Response:
         product = self._get_product(_check_name("productId", pid))
         top, skip = arm.paging(req)
-        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
-            k: v for k, v in _API_FILTER.items() if k != "isCurrent"})  # fmt: skip
+        pred = odata.matcher(
+            odata.parse_filter(req.query.get("$filter")), {k: v for k, v in _API_FILTER.items() if k != "isCurrent"}
+        )
         apis = [a for a in self.store.apis_of(product.pid) if pred(a)]
 
         def render(api: Api) -> dict[str, Any]:
-            return {"id": self._id("products", product.pid, "apis", api.aid),
-                    "type": "Microsoft.ApiManagement/service/products/apis", "name": api.aid,
-                    "properties": self._api_properties(api, single=False)}  # fmt: skip
+            return {
+                "id": self._id("products", product.pid, "apis", api.aid),
+                "type": "Microsoft.ApiManagement/service/products/apis",
+                "name": api.aid,
+                "properties": self._api_properties(api, single=False),
+            }
 
         return Response.json(arm.page(req, apis, top, skip, render, last_link=""))
 
@@ -847,14 +980,19 @@ class ManagementApi:
     def product_groups(self, req: Request, pid: str) -> Response:
         product = self._get_product(_check_name("productId", pid))
         top, skip = arm.paging(req)
-        pred = odata.matcher(odata.parse_filter(req.query.get("$filter")), {
-            k: _GROUP_FILTER[k] for k in ("name", "displayName", "description")})  # fmt: skip
+        pred = odata.matcher(
+            odata.parse_filter(req.query.get("$filter")),
+            {k: _GROUP_FILTER[k] for k in ("name", "displayName", "description")},
+        )
         groups = [g for g in self.store.groups_of_product(product.pid) if pred(g)]
 
         def render(group: Group) -> dict[str, Any]:
-            return {"id": self._id("products", product.pid, "groups", group.gid),
-                    "type": "Microsoft.ApiManagement/service/products/groups", "name": group.gid,
-                    "properties": self._group_properties(group)}  # fmt: skip
+            return {
+                "id": self._id("products", product.pid, "groups", group.gid),
+                "type": "Microsoft.ApiManagement/service/products/groups",
+                "name": group.gid,
+                "properties": self._group_properties(group),
+            }
 
         return Response.json(arm.page(req, groups, top, skip, render, last_link=""))
 
@@ -888,9 +1026,13 @@ class ManagementApi:
             # %Y would print year 1 (first-period-start's default) without its leading zeros
             return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}Z" if value is not None else None
 
-        return {"counterKey": period.counter_key, "periodKey": period.period_key,
-                "periodStartTime": stamp(period.start), "periodEndTime": stamp(period.end),
-                "value": {"callsCount": period.calls, "kbTransferred": period.kb}}  # fmt: skip
+        return {
+            "counterKey": period.counter_key,
+            "periodKey": period.period_key,
+            "periodStartTime": stamp(period.start),
+            "periodEndTime": stamp(period.end),
+            "value": {"callsCount": period.calls, "kbTransferred": period.kb},
+        }
 
     @staticmethod
     def _counter_values(req: Request) -> tuple[int | None, float | None]:
@@ -914,8 +1056,7 @@ class ManagementApi:
             periods = self.emu.limiter.counters(key, now)
         if periods is None:
             raise ArmError(404, "ResourceNotFound", f"Quota counter '{key}' not found.")
-        return Response.json({"value": [self._quota_json(p) for p in periods], "count": len(periods),
-                              "nextLink": ""})  # fmt: skip
+        return Response.json({"value": [self._quota_json(p) for p in periods], "count": len(periods), "nextLink": ""})
 
     def quota_period(self, req: Request, key: str, period: str) -> Response:
         """QuotaByPeriodKeys_Get and QuotaByPeriodKeys_Update: one period of one counter key."""
@@ -940,16 +1081,24 @@ class ManagementApi:
         props["displayName"] = sub.display_name
         props["state"] = sub.state
         props["createdDate"] = iso(sub.created_date)
-        for key, value in (("startDate", sub.start_date), ("expirationDate", sub.expiration_date),
-                           ("endDate", sub.end_date), ("notificationDate", sub.notification_date)):  # fmt: skip
+        for key, value in (
+            ("startDate", sub.start_date),
+            ("expirationDate", sub.expiration_date),
+            ("endDate", sub.end_date),
+            ("notificationDate", sub.notification_date),
+        ):
             if value is not None:
                 props[key] = iso(value)
         if sub.state_comment is not None:
             props["stateComment"] = sub.state_comment
         if sub.allow_tracing is not None:
             props["allowTracing"] = sub.allow_tracing
-        return {"id": self._id("subscriptions", sub.sid), "type": "Microsoft.ApiManagement/service/subscriptions",
-                "name": sub.sid, "properties": props}  # fmt: skip
+        return {
+            "id": self._id("subscriptions", sub.sid),
+            "type": "Microsoft.ApiManagement/service/subscriptions",
+            "name": sub.sid,
+            "properties": props,
+        }
 
     def _get_sub(self, sid: str) -> Subscription:
         sub = self.store.subscriptions.get(sid)
@@ -960,13 +1109,22 @@ class ManagementApi:
     def _list_subs(self, req: Request, base: Callable[[Subscription], bool]) -> Response:
         top, skip = arm.paging(req)
         clauses = [self._normalise_id_clause(c) for c in odata.parse_filter(req.query.get("$filter"))]
-        pred = odata.matcher(clauses, {
-            "name": lambda s: s.sid, "displayName": lambda s: s.display_name, "state": lambda s: s.state,
-            "stateComment": lambda s: s.state_comment, "ownerId": lambda s: s.owner_uid,
-            "userId": lambda s: s.owner_uid, "user": lambda s: s.owner_uid, "scope": lambda s: s.scope,
-            "productId": lambda s: s.product_id, "product": lambda s: s.product_id,
-            "createdDate": lambda s: s.created_date,
-        })  # fmt: skip
+        pred = odata.matcher(
+            clauses,
+            {
+                "name": lambda s: s.sid,
+                "displayName": lambda s: s.display_name,
+                "state": lambda s: s.state,
+                "stateComment": lambda s: s.state_comment,
+                "ownerId": lambda s: s.owner_uid,
+                "userId": lambda s: s.owner_uid,
+                "user": lambda s: s.owner_uid,
+                "scope": lambda s: s.scope,
+                "productId": lambda s: s.product_id,
+                "product": lambda s: s.product_id,
+                "createdDate": lambda s: s.created_date,
+            },
+        )
         subs = [s for s in self.store.subscriptions.values() if base(s) and pred(s)]
         return Response.json(arm.page(req, subs, top, skip, self._subscription_json))
 
@@ -992,7 +1150,7 @@ class ManagementApi:
     def _scope(self, value: str, *, strict: bool = True) -> str:
         """The service-relative scope ("/products/x", "/apis", "/apis/x") of a relative or full id."""
         lowered, prefix = value.lower(), self.emu.service_id.lower()
-        rel = value[len(prefix):] if lowered.startswith(prefix) else value
+        rel = value[len(prefix) :] if lowered.startswith(prefix) else value
         product = arm.relative_id(rel, "products", self.emu.service_id)
         if product is not None:
             if strict and product not in self.store.products:
@@ -1036,10 +1194,18 @@ class ManagementApi:
             assert scope is not None
             assert display is not None
             sub = Subscription(
-                sid=sid, owner_uid=owner, scope=scope, display_name=display, state=state or "submitted",
-                primary_key=primary or new_key(), secondary_key=secondary or new_key(), created_date=now,
-                expiration_date=expiration, state_comment=comment, allow_tracing=tracing,
-            )  # fmt: skip
+                sid=sid,
+                owner_uid=owner,
+                scope=scope,
+                display_name=display,
+                state=state or "submitted",
+                primary_key=primary or new_key(),
+                secondary_key=secondary or new_key(),
+                created_date=now,
+                expiration_date=expiration,
+                state_comment=comment,
+                allow_tracing=tracing,
+            )
             self._apply_state_dates(sub, None, now)
             self.store.put_subscription(sub)
             return self._with_etag(Response.json(self._subscription_json(sub), 201), sub.etag)
@@ -1083,8 +1249,9 @@ class ManagementApi:
 
     def subscription_secrets(self, req: Request, sid: str) -> Response:
         sub = self._get_sub(_check_name("sid", sid))
-        return self._with_etag(Response.json({"primaryKey": sub.primary_key, "secondaryKey": sub.secondary_key}),
-                               sub.etag)  # fmt: skip
+        return self._with_etag(
+            Response.json({"primaryKey": sub.primary_key, "secondaryKey": sub.secondary_key}), sub.etag
+        )
 
     def regenerate(self, req: Request, sid: str, which: str) -> Response:
         sub = self._get_sub(_check_name("sid", sid))
@@ -1101,8 +1268,11 @@ class ManagementApi:
         self._refuse_on_v2()
         raw = req.query.get("$filter")
         if not raw:
-            raise validation("$filter", "is required, e.g. timestamp ge datetime'2024-06-01T00:00:00' and "
-                             "timestamp le datetime'2024-06-02T00:00:00'")  # fmt: skip
+            raise validation(
+                "$filter",
+                "is required, e.g. timestamp ge datetime'2024-06-01T00:00:00' and "
+                "timestamp le datetime'2024-06-02T00:00:00'",
+            )
         top, skip = arm.paging(req)
         window = Window()
         wanted: dict[str, str] = {}
@@ -1111,8 +1281,11 @@ class ManagementApi:
             if field == "timestamp":
                 # The spec's filter table: timestamp supports only ge and le.
                 if not isinstance(clause.value, datetime) or clause.op not in ("ge", "le"):
-                    raise validation("$filter", f"'timestamp {clause.op}' is not supported: timestamp takes ge and "
-                                     "le with datetime'...' values")  # fmt: skip
+                    raise validation(
+                        "$filter",
+                        f"'timestamp {clause.op}' is not supported: timestamp takes ge and "
+                        "le with datetime'...' values",
+                    )
                 ts = clause.value.timestamp()
                 if clause.op == "ge":
                     window = Window(ts, True, window.upper, window.upper_inclusive)
@@ -1123,8 +1296,11 @@ class ManagementApi:
                 value = str(clause.value)
                 wanted[field] = arm.relative_id(value, collection, self.emu.service_id) or value
             else:
-                raise validation("$filter", f"'{clause.field} {clause.op}' is not supported here; use timestamp "
-                                 "ge/le and optionally subscriptionId, productId or userId eq")  # fmt: skip
+                raise validation(
+                    "$filter",
+                    f"'{clause.field} {clause.op}' is not supported here; use timestamp "
+                    "ge/le and optionally subscriptionId, productId or userId eq",
+                )
         if window.lower is None:
             raise validation("$filter", "needs a lower bound: timestamp ge datetime'...'")
         visible_until = self.emu.now().timestamp() - self.emu.report_lag_seconds
@@ -1147,13 +1323,24 @@ class ManagementApi:
             record["productId"] = f"/products/{row.product_id}" if row.product_id else None
         if group == "Subscription":
             record["subscriptionId"] = f"/subscriptions/{row.subscription_id}"
-        record.update({
-            "callCountSuccess": success, "callCountBlocked": blocked, "callCountFailed": failed,
-            "callCountOther": other, "callCountTotal": success + blocked + failed + other,
-            "bandwidth": 0, "cacheHitCount": 0, "cacheMissCount": 0,
-            "apiTimeAvg": 0, "apiTimeMin": 0, "apiTimeMax": 0,
-            "serviceTimeAvg": 0, "serviceTimeMin": 0, "serviceTimeMax": 0,
-        })  # fmt: skip
+        record.update(
+            {
+                "callCountSuccess": success,
+                "callCountBlocked": blocked,
+                "callCountFailed": failed,
+                "callCountOther": other,
+                "callCountTotal": success + blocked + failed + other,
+                "bandwidth": 0,
+                "cacheHitCount": 0,
+                "cacheMissCount": 0,
+                "apiTimeAvg": 0,
+                "apiTimeMin": 0,
+                "apiTimeMax": 0,
+                "serviceTimeAvg": 0,
+                "serviceTimeMin": 0,
+                "serviceTimeMax": 0,
+            }
+        )
         return record
 
     # ---- delegation settings -----------------------------------------------------------------
@@ -1163,9 +1350,12 @@ class ManagementApi:
             "subscriptions": {"enabled": settings.subscriptions_enabled},
             "userRegistration": {"enabled": settings.user_registration_enabled},
         }
-        return {"id": self._id("portalsettings", "delegation"),
-                "type": "Microsoft.ApiManagement/service/portalsettings", "name": "delegation",
-                "properties": props}  # fmt: skip
+        return {
+            "id": self._id("portalsettings", "delegation"),
+            "type": "Microsoft.ApiManagement/service/portalsettings",
+            "name": "delegation",
+            "properties": props,
+        }
 
     def delegation(self, req: Request) -> Response:
         settings = self.store.delegation
@@ -1192,7 +1382,7 @@ class ManagementApi:
             if value is None:
                 continue
             if not isinstance(value, dict) or not isinstance(value.get("enabled"), bool):
-                raise validation(f"{section}.enabled", "must be an object like {\"enabled\": true}")
+                raise validation(f"{section}.enabled", 'must be an object like {"enabled": true}')
             flags[section] = value["enabled"]
         settings.url = url if url is not None else settings.url
         settings.validation_key = key if key is not None else settings.validation_key

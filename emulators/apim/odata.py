@@ -56,7 +56,7 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
             break
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            raise FilterError(f"cannot read $filter at position {pos}: {text[pos:pos + 20]!r}")
+            raise FilterError(f"cannot read $filter at position {pos}: {text[pos : pos + 20]!r}")
         pos = match.end()
         if match.group("datetime"):
             out.append(("value", parse_datetime(match.group("dtv"))))

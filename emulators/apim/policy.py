@@ -110,8 +110,10 @@ def _renewal(el: ET.Element) -> Renewal:
     if el.tag in RATE_LIMITS and not 0 < renewal.seconds <= 300:
         raise PolicyError(f'<{el.tag} renewal-period="{raw}">: must be 1 to 300 seconds')
     if el.tag == "quota-by-key" and not renewal.months and 0 < renewal.seconds < MIN_QUOTA_BY_KEY_SECONDS:
-        raise PolicyError(f'<{el.tag} renewal-period="{raw}">: the minimum period is {MIN_QUOTA_BY_KEY_SECONDS} '
-                          "seconds (or 0 for a quota that never renews)")  # fmt: skip
+        raise PolicyError(
+            f'<{el.tag} renewal-period="{raw}">: the minimum period is {MIN_QUOTA_BY_KEY_SECONDS} '
+            "seconds (or 0 for a quota that never renews)"
+        )
     return renewal
 
 
@@ -167,21 +169,38 @@ def parse_policy(xml_text: str) -> list[Limit]:
         line, column = positions.get(id(el), (0, 0))
         limits.append(
             Limit(
-                kind=el.tag, calls=calls, renewal=renewal, counter_key=counter_key,
+                kind=el.tag,
+                calls=calls,
+                renewal=renewal,
+                counter_key=counter_key,
                 first_period_start=_first_period_start(el) if el.tag == "quota-by-key" else DEFAULT_FIRST_PERIOD_START,
                 increment_count=int(raw_inc) if raw_inc.isdigit() else 1,
                 increment_condition=el.get("increment-condition") if by_key else None,
-                unresolved=named, line=line, column=column,
+                unresolved=named,
+                line=line,
+                column=column,
             )
-        )  # fmt: skip
+        )
     return limits
 
 
 def _add_months(start: datetime, months: int) -> datetime:
     total = start.month - 1 + months
     year, month = start.year + total // 12, total % 12 + 1
-    days_in_month = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31,
-                     30, 31, 31, 30, 31, 30, 31][month - 1]  # fmt: skip
+    days_in_month = [
+        31,
+        29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ][month - 1]
     return start.replace(year=year, month=month, day=min(start.day, days_in_month))
 
 
@@ -277,8 +296,9 @@ class Limiter:
             self._quotas[counter] = (index, used + limit.increment_count)
             return None
 
-    def check_quota_by_key(self, limit: Limit, key: str, now: datetime,
-                           counted: frozenset[int] = frozenset()) -> Blocked | QuotaPeriod:  # fmt: skip
+    def check_quota_by_key(
+        self, limit: Limit, key: str, now: datetime, counted: frozenset[int] = frozenset()
+    ) -> Blocked | QuotaPeriod:
         """`quota-by-key`: the current period of `key` if the call may pass (not yet counted), else Blocked.
 
         `counted` holds the periods this request already counted: a key is incremented, and so checked,
@@ -312,8 +332,9 @@ class Limiter:
             periods = self._current(key, now) if key in self._keyed else {}
             return [dataclasses.replace(p) for p in periods.values()] or None
 
-    def set_counters(self, key: str, now: datetime, calls: int | None, kb: float | None,
-                     period_key: str | None = None) -> list[QuotaPeriod] | None:  # fmt: skip
+    def set_counters(
+        self, key: str, now: datetime, calls: int | None, kb: float | None, period_key: str | None = None
+    ) -> list[QuotaPeriod] | None:
         """Set every current period of `key` (or only `period_key`); None when there is none."""
         with self._lock:
             periods = self._current(key, now) if key in self._keyed else {}

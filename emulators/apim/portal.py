@@ -94,7 +94,7 @@ class Portal:
             unsubscribe = self._link("Unsubscribe", subscriptionId=sub.sid) if settings.subscriptions_enabled else None
             sub_rows.append(
                 f'<tr class="subscription" data-subscription-id="{escape(sub.sid)}"><td>{escape(sub.display_name)}'
-                f"</td><td>{escape(sub.product_id or sub.scope)}</td><td class=\"state\">{escape(sub.state)}</td>"
+                f'</td><td>{escape(sub.product_id or sub.scope)}</td><td class="state">{escape(sub.state)}</td>'
                 f'<td><code class="primary-key">{escape(sub.primary_key)}</code></td>'
                 f'<td><code class="secondary-key">{escape(sub.secondary_key)}</code></td>'
                 f'<td><a class="unsubscribe" href="{escape(unsubscribe or "#")}">Cancel</a></td></tr>'
@@ -105,13 +105,22 @@ class Portal:
                 "<h2>Your subscriptions</h2><table><tr><th>Name</th><th>Product</th><th>State</th>"
                 "<th>Primary key</th><th>Secondary key</th><th></th></tr>" + "".join(sub_rows) + "</table>"
             )
-        note = "" if settings.url and settings.validation_key else (
-            "<p class=\"note\">Delegation is not configured: set it with PUT .../portalsettings/delegation.</p>"
+        note = (
+            ""
+            if settings.url and settings.validation_key
+            else ('<p class="note">Delegation is not configured: set it with PUT .../portalsettings/delegation.</p>')
         )
         return (
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Developer portal (APIM emulator)</title>"
-            "</head><body><header><h1>Developer portal</h1>" + account + "</header>" + note +
-            "<h2>Products</h2><ul class=\"products\">" + "".join(rows) + "</ul>" + subs_html + "</body></html>"
+            '<!doctype html><html><head><meta charset="utf-8"><title>Developer portal (APIM emulator)</title>'
+            "</head><body><header><h1>Developer portal</h1>"
+            + account
+            + "</header>"
+            + note
+            + '<h2>Products</h2><ul class="products">'
+            + "".join(rows)
+            + "</ul>"
+            + subs_html
+            + "</body></html>"
         )
 
     # Sign-in ------------------------------------------------------------------------------------
@@ -119,8 +128,11 @@ class Portal:
         token = req.query.get("token", "")
         uid = self.emu.verify_user_token(token) if token else None
         if uid is None:
-            return Response.html("<h1>Sign-in failed</h1><p>The token is missing, invalid or expired. Ask the "
-                                 "delegation endpoint for a new one (POST .../users/{id}/token).</p>", 401)  # fmt: skip
+            return Response.html(
+                "<h1>Sign-in failed</h1><p>The token is missing, invalid or expired. Ask the "
+                "delegation endpoint for a new one (POST .../users/{id}/token).</p>",
+                401,
+            )
         session = secrets.token_urlsafe(24)
         with self._lock:
             self._sessions[session] = uid

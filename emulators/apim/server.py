@@ -98,13 +98,22 @@ class ApimEmulator:
             tier=tier,
             created=created,
         )
-        resource = (f"/subscriptions/{subscription_id}/resourcegroups/{resource_group}"
-                    f"/providers/microsoft.apimanagement/service/{service_name}").lower()  # fmt: skip
-        self.emu.logs = LogStore(ServiceColumns(workspace_id, subscription_id, resource, LOCATION), GATEWAY_ERRORS,
-                                 log_ingestion_delay_seconds)  # fmt: skip
+        resource = (
+            f"/subscriptions/{subscription_id}/resourcegroups/{resource_group}"
+            f"/providers/microsoft.apimanagement/service/{service_name}"
+        ).lower()
+        self.emu.logs = LogStore(
+            ServiceColumns(workspace_id, subscription_id, resource, LOCATION),
+            GATEWAY_ERRORS,
+            log_ingestion_delay_seconds,
+        )
         # Bound to emu.now, so the workspace follows set_clock like the rest of the emulator.
         self.log_analytics = LogAnalyticsServer(
-            self.emu.logs, clock=self.emu.now, tokens=self.emu.tokens, workspace_id=workspace_id, limits=log_limits,
+            self.emu.logs,
+            clock=self.emu.now,
+            tokens=self.emu.tokens,
+            workspace_id=workspace_id,
+            limits=log_limits,
             port=log_analytics_port,
         )
         settings = self.emu.store.delegation
@@ -336,11 +345,19 @@ class ApimEmulator:
             if owner_id is not None and owner_id not in store.users:
                 raise LookupError(f"no user named {owner_id!r}; create it first")
             for sid in sids:
-                store.put_subscription(Subscription(
-                    sid=sid, owner_uid=owner_id, scope=f"/products/{product_id}", display_name=sid, state=state,
-                    primary_key=new_key(), secondary_key=new_key(), created_date=now,
-                    start_date=now if state == "active" else None,
-                ))  # fmt: skip
+                store.put_subscription(
+                    Subscription(
+                        sid=sid,
+                        owner_uid=owner_id,
+                        scope=f"/products/{product_id}",
+                        display_name=sid,
+                        state=state,
+                        primary_key=new_key(),
+                        secondary_key=new_key(),
+                        created_date=now,
+                        start_date=now if state == "active" else None,
+                    )
+                )
 
     @property
     def faults(self) -> Faults:

@@ -36,13 +36,25 @@ DEFAULT_PUBLISHER_EMAIL = "admin@apim-emulator.example"
 ADMINISTRATORS, DEVELOPERS, GUESTS = "administrators", "developers", "guests"
 # Display names and descriptions exactly as in examples/ApiManagementListGroups.json (2024-05-01).
 BUILT_IN_GROUPS = (
-    (ADMINISTRATORS, "Administrators", "Administrators is a built-in group. Its membership is managed by the "
-     "system. Microsoft Azure subscription administrators fall into this group."),
-    (DEVELOPERS, "Developers", "Developers is a built-in group. Its membership is managed by the system. "
-     "Signed-in users fall into this group."),
-    (GUESTS, "Guests", "Guests is a built-in group. Its membership is managed by the system. Unauthenticated "
-     "users visiting the developer portal fall into this group."),
-)  # fmt: skip
+    (
+        ADMINISTRATORS,
+        "Administrators",
+        "Administrators is a built-in group. Its membership is managed by the "
+        "system. Microsoft Azure subscription administrators fall into this group.",
+    ),
+    (
+        DEVELOPERS,
+        "Developers",
+        "Developers is a built-in group. Its membership is managed by the system. "
+        "Signed-in users fall into this group.",
+    ),
+    (
+        GUESTS,
+        "Guests",
+        "Guests is a built-in group. Its membership is managed by the system. Unauthenticated "
+        "users visiting the developer portal fall into this group.",
+    ),
+)
 
 _etags = itertools.count(1)
 
@@ -144,7 +156,7 @@ class Subscription:
     @property
     def product_id(self) -> str | None:
         prefix = "/products/"
-        return self.scope[len(prefix):] if self.scope.startswith(prefix) else None
+        return self.scope[len(prefix) :] if self.scope.startswith(prefix) else None
 
 
 @dataclass
@@ -161,8 +173,9 @@ class Store:
 
     def __init__(self, publisher_email: str = DEFAULT_PUBLISHER_EMAIL, created: datetime | None = None) -> None:
         if not EMAIL.match(publisher_email):
-            raise ValueError(f"publisher_email must be an e-mail address such as name@example.com, "
-                             f"not {publisher_email!r}")
+            raise ValueError(
+                f"publisher_email must be an e-mail address such as name@example.com, not {publisher_email!r}"
+            )
         self.lock = threading.RLock()
         self.users: dict[str, User] = {}
         self.groups: dict[str, Group] = {
@@ -183,10 +196,15 @@ class Store:
         # Signs users' shared access tokens (the service's "tenant access" key in APIM).
         self.token_signing_key = secrets.token_bytes(64)
         self.users[ADMIN_USER_ID] = User(
-            uid=ADMIN_USER_ID, email=publisher_email, first_name="Administrator", last_name="", state="active",
-            note=None, identities=[{"provider": "Azure", "id": publisher_email}],
+            uid=ADMIN_USER_ID,
+            email=publisher_email,
+            first_name="Administrator",
+            last_name="",
+            state="active",
+            note=None,
+            identities=[{"provider": "Azure", "id": publisher_email}],
             registration_date=created or datetime.now(UTC),
-        )  # fmt: skip
+        )
         self.add_member(ADMINISTRATORS, ADMIN_USER_ID)
 
     @property
@@ -294,8 +312,11 @@ class Store:
                 return list(self.products.values())
             if uid is not None:
                 groups.add(DEVELOPERS)  # every signed-in user is a developer, whatever the member lists say
-            return [p for p in self.products.values()
-                    if p.state == "published" and groups & set(self.product_groups.get(p.pid, {}))]  # fmt: skip
+            return [
+                p
+                for p in self.products.values()
+                if p.state == "published" and groups & set(self.product_groups.get(p.pid, {}))
+            ]
 
     def set_keys(self, sub: Subscription, primary: str | None = None, secondary: str | None = None) -> None:
         with self.lock:

@@ -46,9 +46,7 @@ class Window:
     def contains(self, ts: float) -> bool:
         if self.lower is not None and (ts < self.lower or (ts == self.lower and not self.lower_inclusive)):
             return False
-        return not (
-            self.upper is not None and (ts > self.upper or (ts == self.upper and not self.upper_inclusive))
-        )
+        return not (self.upper is not None and (ts > self.upper or (ts == self.upper and not self.upper_inclusive)))
 
 
 @dataclass(frozen=True)
@@ -87,9 +85,12 @@ class UsageStore:
             self._cache.clear()
 
     def rows(
-        self, window: Window, visible_until: float, group_by: str = "subscription",
+        self,
+        window: Window,
+        visible_until: float,
+        group_by: str = "subscription",
         where: dict[str, str] | None = None,
-    ) -> list[Row]:  # fmt: skip
+    ) -> list[Row]:
         """Non-zero rows in the window, grouped by subscription, product or user, in first-seen order.
 
         `where` keeps the calls of one subscription, product and/or user ({"subscription": id, ...}).
@@ -116,8 +117,9 @@ class UsageStore:
             self._cache[key] = (self._version, visible_until, rows)
             return rows
 
-    def _aggregate(self, subs: dict[str, _SubUsage], window: Window, visible_until: float, group_by: str,
-                   where: dict[str, str]) -> list[Row]:  # fmt: skip
+    def _aggregate(
+        self, subs: dict[str, _SubUsage], window: Window, visible_until: float, group_by: str, where: dict[str, str]
+    ) -> list[Row]:
         groups: dict[str, tuple[str, str | None, str | None, list[int]]] = {}
         product, user = where.get("product"), where.get("user")
         for sid, usage in subs.items():

@@ -22,18 +22,33 @@ class ApiError(Exception):
 
 
 def _bad_argument(inner: dict[str, Any]) -> ApiError:
-    return ApiError(400, {"error": {"message": INVALID_PROPERTIES, "code": "BadArgumentError",
-                                    "correlationId": str(uuid.uuid4()), "innererror": inner}})  # fmt: skip
+    return ApiError(
+        400,
+        {
+            "error": {
+                "message": INVALID_PROPERTIES,
+                "code": "BadArgumentError",
+                "correlationId": str(uuid.uuid4()),
+                "innererror": inner,
+            }
+        },
+    )
 
 
 def syntax(detail: str) -> ApiError:
-    return _bad_argument({"code": "SyntaxError", "message": "Syntax Error",
-                          "innererror": {"code": "SYN0002", "message": detail}})  # fmt: skip
+    return _bad_argument(
+        {"code": "SyntaxError", "message": "Syntax Error", "innererror": {"code": "SYN0002", "message": detail}}
+    )
 
 
 def semantic(code: str, detail: str) -> ApiError:
-    return _bad_argument({"code": "SemanticError", "message": "A semantic error occurred.",
-                          "innererror": {"code": code, "message": detail}})  # fmt: skip
+    return _bad_argument(
+        {
+            "code": "SemanticError",
+            "message": "A semantic error occurred.",
+            "innererror": {"code": code, "message": detail},
+        }
+    )
 
 
 def invalid_request(detail: str) -> ApiError:
@@ -52,9 +67,19 @@ def invalid_token() -> ApiError:
 
 def wrong_audience(audience: str, allowed: list[str]) -> ApiError:
     listed = ",".join(f"'{a}'" for a in allowed)
-    return ApiError(403, {"error": {"code": "InvalidAuthenticationTokenAudience", "message": (
-        f"The access token has been obtained from wrong audience or resource '{audience}'. It should exactly match "
-        f"(including forward slash) with one of the allowed audiences {listed}.")}})  # fmt: skip
+    return ApiError(
+        403,
+        {
+            "error": {
+                "code": "InvalidAuthenticationTokenAudience",
+                "message": (
+                    f"The access token has been obtained from wrong audience or resource '{audience}'. "
+                    "It should exactly match "
+                    f"(including forward slash) with one of the allowed audiences {listed}."
+                ),
+            }
+        },
+    )
 
 
 def path_not_found() -> ApiError:
@@ -63,14 +88,26 @@ def path_not_found() -> ApiError:
 
 def unknown_workspace() -> ApiError:
     # Verbatim from Microsoft's batch-queries page, its spelling included.
-    return ApiError(400, {"error": {"code": "FailedToResolveResource",
-                                    "message": "Resource identity could not be resovled"}})  # fmt: skip
+    return ApiError(
+        400, {"error": {"code": "FailedToResolveResource", "message": "Resource identity could not be resovled"}}
+    )
 
 
 def throttled(retry_after: int, limit: int, window_seconds: float) -> ApiError:
-    return ApiError(429, {"error": {"code": "ThrottledError", "message": (
-        f"Too many requests: the limit is {limit} queries per {window_seconds:g} seconds per user or client "
-        f"address. Retry after {retry_after} seconds.")}}, {"Retry-After": str(retry_after)})  # fmt: skip
+    return ApiError(
+        429,
+        {
+            "error": {
+                "code": "ThrottledError",
+                "message": (
+                    f"Too many requests: the limit is {limit} queries per {window_seconds:g} seconds "
+                    "per user or client "
+                    f"address. Retry after {retry_after} seconds."
+                ),
+            }
+        },
+        {"Retry-After": str(retry_after)},
+    )
 
 
 def timed_out() -> ApiError:
@@ -80,9 +117,19 @@ def timed_out() -> ApiError:
 
 def partial(limit_text: str) -> dict[str, Any]:
     """The `error` member of a 200 answer whose rows were cut at a result limit."""
-    message = (f"Query result set has exceeded the internal {limit_text} (E_QUERY_RESULT_SET_TOO_LARGE; "
-               "see https://aka.ms/kustoquerylimits)")  # fmt: skip
+    message = (
+        f"Query result set has exceeded the internal {limit_text} (E_QUERY_RESULT_SET_TOO_LARGE; "
+        "see https://aka.ms/kustoquerylimits)"
+    )
     inner = {"code": SIZE_LIMIT_CODE, "message": message, "severity": 2, "severityName": "Error"}
-    return {"code": "PartialError", "message": "There were some errors when processing your query.",
-            "details": [{"code": "EngineError", "message": "Something went wrong processing your query on the server.",
-                         "innererror": inner}]}  # fmt: skip
+    return {
+        "code": "PartialError",
+        "message": "There were some errors when processing your query.",
+        "details": [
+            {
+                "code": "EngineError",
+                "message": "Something went wrong processing your query on the server.",
+                "innererror": inner,
+            }
+        ],
+    }

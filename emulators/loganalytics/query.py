@@ -70,12 +70,16 @@ def execute(store: LogStore, request: QueryRequest, *, now: datetime, limits: Li
             break
         pieces.append(piece)
         size += len(piece) + 1
-    body = (f'{{"tables":[{{"name":"PrimaryResult","columns":{json.dumps(columns)},"rows":[{",".join(pieces)}]}}]')
+    body = f'{{"tables":[{{"name":"PrimaryResult","columns":{json.dumps(columns)},"rows":[{",".join(pieces)}]}}]'
     if cut is not None:
         body += f',"error":{json.dumps(errors.partial(cut))}'
     if request.include_statistics:
-        statistics = {"query": {"executionTime": round(elapsed, 6),
-                                "datasetStatistics": [{"tableRowCount": len(pieces), "tableSize": size}]}}  # fmt: skip
+        statistics = {
+            "query": {
+                "executionTime": round(elapsed, 6),
+                "datasetStatistics": [{"tableRowCount": len(pieces), "tableSize": size}],
+            }
+        }
         body += f',"statistics":{json.dumps(statistics)}'
     return (body + "}").encode()
 
@@ -102,12 +106,20 @@ def _unsupported(construct: str) -> errors.ApiError:
     kind, _, name = construct.partition(":")
     engine = f"duckdb-kql {duckdb_kql.__version__}"
     if kind in ("function", "aggregate"):
-        return errors.semantic("SEM0260", (
-            f"Unknown function: '{name}'. The Log Analytics emulator cannot run this function: {engine} has no "
-            "translation for it. The real service may accept it; see emulators/loganalytics/README.md."))  # fmt: skip
-    return errors.semantic("SEM0002", (
-        f"The Log Analytics emulator cannot run the KQL construct '{construct}': {engine} has no translation for "
-        "it. The real service may accept it; see emulators/loganalytics/README.md."))  # fmt: skip
+        return errors.semantic(
+            "SEM0260",
+            (
+                f"Unknown function: '{name}'. The Log Analytics emulator cannot run this function: {engine} has no "
+                "translation for it. The real service may accept it; see emulators/loganalytics/README.md."
+            ),
+        )
+    return errors.semantic(
+        "SEM0002",
+        (
+            f"The Log Analytics emulator cannot run the KQL construct '{construct}': {engine} has no translation for "
+            "it. The real service may accept it; see emulators/loganalytics/README.md."
+        ),
+    )
 
 
 def _engine_error(exc: duckdb.Error) -> errors.ApiError:

@@ -151,7 +151,7 @@ class LogAnalyticsServer:
             raise errors.invalid_request("the batch body is not valid JSON") from None
         requests = payload.get("requests") if isinstance(payload, dict) else None
         if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
-            raise errors.invalid_request("the batch body must be {\"requests\": [{id, workspace, path, body}, ...]}")
+            raise errors.invalid_request('the batch body must be {"requests": [{id, workspace, path, body}, ...]}')
         ids = [r.get("id") for r in requests]
         if any(not isinstance(i, str) or not i for i in ids) or len(set(ids)) != len(ids):
             raise errors.invalid_request("every batch request needs an id, and the ids must differ")

@@ -103,7 +103,7 @@ class LogStore:
         self._db.execute(f'CREATE TABLE gateway_rows ({schema.column_ddl()}, "_AvailableAt" TIMESTAMP NOT NULL)')
         self._db.execute(
             'CREATE TABLE bulk_calls (event BIGINT, "TimeGenerated" TIMESTAMP, sid VARCHAR, product VARCHAR, '
-            'uid VARCHAR, api VARCHAR, url VARCHAR, backend_url VARCHAR, code_set INTEGER, calls BIGINT, '
+            "uid VARCHAR, api VARCHAR, url VARCHAR, backend_url VARCHAR, code_set INTEGER, calls BIGINT, "
             'first BIGINT, "_AvailableAt" TIMESTAMP)'
         )
 
@@ -154,10 +154,22 @@ class LogStore:
             # DuckDB holds one event's range(calls) in memory while expanding it: a big event is cut into
             # parts whose rows go on numbering where the last part stopped (`first`), so codes cycle as one.
             for first in range(0, calls.calls, _EVENT_ROWS):
-                self._bulk_buffer.append((
-                    next(self._events), at, calls.subscription_id, calls.product_id, calls.user_id, calls.api_id,
-                    calls.url, calls.backend_url, code_set, min(_EVENT_ROWS, calls.calls - first), first, available,
-                ))  # fmt: skip
+                self._bulk_buffer.append(
+                    (
+                        next(self._events),
+                        at,
+                        calls.subscription_id,
+                        calls.product_id,
+                        calls.user_id,
+                        calls.api_id,
+                        calls.url,
+                        calls.backend_url,
+                        code_set,
+                        min(_EVENT_ROWS, calls.calls - first),
+                        first,
+                        available,
+                    )
+                )
 
     @contextmanager
     def late_by(self, seconds: float, *, subscription_id: str | None = None) -> Iterator[None]:
@@ -175,10 +187,17 @@ class LogStore:
     def constants(self) -> dict[str, str]:
         """Columns with one value for every row of this service and workspace."""
         service = self.service
-        return {"TenantId": service.workspace_id, "OperationName": "Microsoft.ApiManagement/GatewayLogs",
-                "Region": service.region, "Category": "GatewayLogs", "SourceSystem": "Azure",
-                "_SubscriptionId": service.azure_subscription_id, "_IsBillable": "True", "Type": schema.TABLE,
-                "_ResourceId": service.resource_id}  # fmt: skip
+        return {
+            "TenantId": service.workspace_id,
+            "OperationName": "Microsoft.ApiManagement/GatewayLogs",
+            "Region": service.region,
+            "Category": "GatewayLogs",
+            "SourceSystem": "Azure",
+            "_SubscriptionId": service.azure_subscription_id,
+            "_IsBillable": "True",
+            "Type": schema.TABLE,
+            "_ResourceId": service.resource_id,
+        }
 
     def _extra_delay(self, subscription_id: str) -> float:
         if not self._late:  # the usual case, without taking the lock
@@ -216,7 +235,8 @@ class LogStore:
         try:
             found = cur.execute(
                 'SELECT EXISTS (SELECT 1 FROM gateway_rows WHERE "_AvailableAt" <= $cut) OR '
-                'EXISTS (SELECT 1 FROM bulk_calls WHERE calls > 0 AND "_AvailableAt" <= $cut)', {"cut": cut}
+                'EXISTS (SELECT 1 FROM bulk_calls WHERE calls > 0 AND "_AvailableAt" <= $cut)',
+                {"cut": cut},
             ).fetchone()
         finally:
             cur.close()
@@ -251,11 +271,21 @@ class LogStore:
             return f"CASE {code} {cases} ELSE '' END" if gateway else "''"
 
         constants = {name: _quote(value) for name, value in self.constants().items()}
-        constants |= {"CallerIpAddress": _quote(LOOPBACK), "Method": "'GET'", "ClientProtocol": "'HTTP/1.1'",
-                      "Cache": "'none'"}  # fmt: skip
-        per_event = {"TimeGenerated": 'b."TimeGenerated"', "ApimSubscriptionId": "b.sid", "ProductId": "b.product",
-                     "UserId": "b.uid", "ApiId": "b.api", "Url": "b.url",
-                     "ApiRevision": "CASE WHEN b.api = '' THEN '' ELSE '1' END"}  # fmt: skip
+        constants |= {
+            "CallerIpAddress": _quote(LOOPBACK),
+            "Method": "'GET'",
+            "ClientProtocol": "'HTTP/1.1'",
+            "Cache": "'none'",
+        }
+        per_event = {
+            "TimeGenerated": 'b."TimeGenerated"',
+            "ApimSubscriptionId": "b.sid",
+            "ProductId": "b.product",
+            "UserId": "b.uid",
+            "ApiId": "b.api",
+            "Url": "b.url",
+            "ApiRevision": "CASE WHEN b.api = '' THEN '' ELSE '1' END",
+        }
         digest = "md5(b.event::VARCHAR || '-' || r.i::VARCHAR)"
         per_row = {
             "ResponseCode": code,
@@ -266,11 +296,20 @@ class LogStore:
             "BackendProtocol": f"CASE WHEN {answered_by_backend} THEN 'HTTP/1.1' ELSE '' END",
             "BackendUrl": f"CASE WHEN {answered_by_backend} THEN b.backend_url ELSE '' END",
             "BackendTime": f"CASE WHEN {answered_by_backend} THEN 0 END",
-            "LastErrorSource": by_error("source"), "LastErrorReason": by_error("reason"),
-            "LastErrorMessage": by_error("message"), "LastErrorSection": by_error("section"),
-            "TotalTime": "0", "ClientTime": "0", "CacheTime": "0", "RequestSize": "0", "ResponseSize": "0",
-            "IsMasterTrace": "FALSE", "IsTraceAllowed": "FALSE", "IsTraceExpired": "FALSE", "IsTraceRequested": "FALSE",
-        }  # fmt: skip
+            "LastErrorSource": by_error("source"),
+            "LastErrorReason": by_error("reason"),
+            "LastErrorMessage": by_error("message"),
+            "LastErrorSection": by_error("section"),
+            "TotalTime": "0",
+            "ClientTime": "0",
+            "CacheTime": "0",
+            "RequestSize": "0",
+            "ResponseSize": "0",
+            "IsMasterTrace": "FALSE",
+            "IsTraceAllowed": "FALSE",
+            "IsTraceExpired": "FALSE",
+            "IsTraceRequested": "FALSE",
+        }
         for table in (constants, per_event, per_row):
             if name in table:
                 return table[name]
@@ -280,12 +319,25 @@ class LogStore:
 
 _UUID_PARTS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
 _GATEWAY_TYPES = (*(schema.duckdb_type(t) for _, t in schema.COLUMNS), "TIMESTAMP")  # + _AvailableAt
-_BULK_TYPES = ("BIGINT", "TIMESTAMP", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "INTEGER",
-               "BIGINT", "BIGINT", "TIMESTAMP")  # fmt: skip
+_BULK_TYPES = (
+    "BIGINT",
+    "TIMESTAMP",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "INTEGER",
+    "BIGINT",
+    "BIGINT",
+    "TIMESTAMP",
+)
 
 
-def _insert_columns(con: duckdb.DuckDBPyConnection, table: str, types: list[str] | tuple[str, ...],
-                    rows: list[tuple[Any, ...]]) -> None:  # fmt: skip
+def _insert_columns(
+    con: duckdb.DuckDBPyConnection, table: str, types: list[str] | tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
     select = ", ".join(f"unnest(${i + 1}::{t}[])" for i, t in enumerate(types))
     for start in range(0, len(rows), _CHUNK):  # bounded chunks keep the conversion's memory small
         chunk = rows[start : start + _CHUNK]

@@ -27,8 +27,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        mailbox = Mailbox(args.smtp_port, args.web_port, auth=(args.user, args.password) if args.user else None,
-                          max_messages=args.max_messages, verbose=args.verbose)
+        mailbox = Mailbox(
+            args.smtp_port,
+            args.web_port,
+            auth=(args.user, args.password) if args.user else None,
+            max_messages=args.max_messages,
+            verbose=args.verbose,
+        )
     except ValueError as exc:
         print(f"python -m emulators.mailbox: {exc}", file=sys.stderr)
         return 2
@@ -40,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on 127.0.0.1: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"Mailbox SMTP server on {mailbox.smtp_host}:{mailbox.smtp_port}"
-          f"{' (AUTH required)' if args.user else ''}", flush=True)
+    print(
+        f"Mailbox SMTP server on {mailbox.smtp_host}:{mailbox.smtp_port}{' (AUTH required)' if args.user else ''}",
+        flush=True,
+    )
     print(f"Mailbox web page on {mailbox.web_url}/", flush=True)
     stop.wait()
     mailbox.stop()

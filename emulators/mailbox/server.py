@@ -26,10 +26,12 @@ _GREETING_HOST = "mailbox.localhost"  # without it aiosmtpd calls socket.getfqdn
 # aiosmtpd logs these WARNINGs on every connection / every login: the first because auth is on without
 # TLS (its one-time UserWarning saying so stays visible; the README states the risk), the second from its
 # own code setting a deprecated attribute. Dropping the repeats keeps `make run` readable.
-_REPEATED_LOG_WARNINGS = frozenset({
-    "auth_required == True but auth_require_tls == False",
-    "Session.login_data is deprecated and will be removed in version 2.0",
-})
+_REPEATED_LOG_WARNINGS = frozenset(
+    {
+        "auth_required == True but auth_require_tls == False",
+        "Session.login_data is deprecated and will be removed in version 2.0",
+    }
+)
 
 
 class _DropRepeatedWarnings(logging.Filter):
@@ -134,8 +136,13 @@ class Mailbox:
     def app_settings(self) -> dict[str, str]:
         """The app's SMTP settings (billing/config.py) pointing at this mailbox: no STARTTLS locally."""
         user, password = self._auth or ("", "")
-        return {"SMTP_HOST": self.smtp_host, "SMTP_PORT": str(self.smtp_port), "SMTP_USERNAME": user,
-                "SMTP_PASSWORD": password, "SMTP_STARTTLS": "false"}
+        return {
+            "SMTP_HOST": self.smtp_host,
+            "SMTP_PORT": str(self.smtp_port),
+            "SMTP_USERNAME": user,
+            "SMTP_PASSWORD": password,
+            "SMTP_STARTTLS": "false",
+        }
 
     # ---- reading the mail -----------------------------------------------------------------------
     def messages(self, to: str | None = None) -> list[MailMessage]:
@@ -193,18 +200,23 @@ class Mailbox:
         return controller
 
     def _start_web(self) -> None:
-        handler = type("MailboxPageHandler", (PageHandler,), {
-            "store": self._store, "smtp_address": f"{LOOPBACK}:{self._smtp_port}", "verbose": self._verbose})
+        handler = type(
+            "MailboxPageHandler",
+            (PageHandler,),
+            {"store": self._store, "smtp_address": f"{LOOPBACK}:{self._smtp_port}", "verbose": self._verbose},
+        )
         server = ThreadingHTTPServer((LOOPBACK, self._web_port), handler)
         server.daemon_threads = True
         self._web_port = int(server.server_address[1])
         self._web = server
-        self._web_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="mailbox-web", daemon=True)
+        self._web_thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="mailbox-web", daemon=True
+        )
         self._web_thread.start()
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                      auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         assert self._auth is not None
         if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)

@@ -114,8 +114,7 @@ class _Parsed:
 def _parse(raw: bytes) -> _Parsed:
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)  # policy.default builds EmailMessage objects
-    return _Parsed(_header(message, "From"), _header(message, "To"), _header(message, "Subject"),
-                   _text_body(message))
+    return _Parsed(_header(message, "From"), _header(message, "To"), _header(message, "Subject"), _text_body(message))
 
 
 class MessageStore:
@@ -133,10 +132,16 @@ class MessageStore:
         with self._changed:
             self._last_id += 1
             message = MailMessage(
-                id=self._last_id, envelope_from=envelope_from, envelope_to=tuple(envelope_to),
-                from_header=parsed.from_header, to_header=parsed.to_header, subject=parsed.subject,
-                received_at=datetime.now(UTC), text=parsed.text, raw=raw,
-            )  # fmt: skip
+                id=self._last_id,
+                envelope_from=envelope_from,
+                envelope_to=tuple(envelope_to),
+                from_header=parsed.from_header,
+                to_header=parsed.to_header,
+                subject=parsed.subject,
+                received_at=datetime.now(UTC),
+                text=parsed.text,
+                raw=raw,
+            )
             self._messages.append(message)
             self._changed.notify_all()
         return message

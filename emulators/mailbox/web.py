@@ -91,8 +91,12 @@ class PageHandler(BaseHTTPRequestHandler):
 
     def _refuse(self) -> None:
         self._discard_body()
-        self._send(405, _json_bytes({"error": f"method {self.command} not allowed; this page is read-only"}),
-                   "application/json", {"Allow": "GET, HEAD"})
+        self._send(
+            405,
+            _json_bytes({"error": f"method {self.command} not allowed; this page is read-only"}),
+            "application/json",
+            {"Allow": "GET, HEAD"},
+        )
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
 
@@ -109,11 +113,11 @@ class PageHandler(BaseHTTPRequestHandler):
         elif (match := _MESSAGE_PATH.fullmatch(url.path)) and (found := self.store.get(int(match[1]))):
             self._send(200, _json_bytes(found.as_json(include_raw=True)), "application/json")
         elif match:
-            self._send(404, _json_bytes({"error": f"no message {match[1]} (unknown, cleared or evicted)"}),
-                       "application/json")
+            self._send(
+                404, _json_bytes({"error": f"no message {match[1]} (unknown, cleared or evicted)"}), "application/json"
+            )
         else:
-            self._send(404, _json_bytes({"error": f"no page {url.path}; see / and /messages.json"}),
-                       "application/json")
+            self._send(404, _json_bytes({"error": f"no page {url.path}; see / and /messages.json"}), "application/json")
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)

@@ -34,19 +34,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reorder-webhooks", action="store_true")
     parser.add_argument("--rate-limit", type=int, default=0, help="API requests per second; 0 = unlimited")
     parser.add_argument("--seed", type=int, help="seed for the random faults")
-    parser.add_argument("--after-retries", choices=("unpaid", "canceled"), default="unpaid",
-                        help="subscription status after the last failed payment retry")
+    parser.add_argument(
+        "--after-retries",
+        choices=("unpaid", "canceled"),
+        default="unpaid",
+        help="subscription status after the last failed payment retry",
+    )
     parser.add_argument("--retry-days", default="3,5,7", help="days between failed payment retries")
     parser.add_argument("--webhook-retry-base", type=float, default=0.2, help="seconds before the first retry")
-    parser.add_argument("--portal-default", action="store_true",
-                        help="save the customer portal settings as the Dashboard does (a default configuration); "
-                             "without it, portal sessions need a `configuration`, as in a new Stripe account")
-    parser.add_argument("--portal-cancel", choices=("at_period_end", "immediately"),
-                        help="save the portal settings (as --portal-default) with this cancellation mode")
-    parser.add_argument("--search-lag-seconds", type=float, default=60.0,
-                        help="seconds before a write is visible to search (Stripe: under a minute)")
-    parser.add_argument("--meter-error-window-seconds", type=float, default=10.0,
-                        help="window over which invalid v2 stream events are batched into one error report")
+    parser.add_argument(
+        "--portal-default",
+        action="store_true",
+        help="save the customer portal settings as the Dashboard does (a default configuration); "
+        "without it, portal sessions need a `configuration`, as in a new Stripe account",
+    )
+    parser.add_argument(
+        "--portal-cancel",
+        choices=("at_period_end", "immediately"),
+        help="save the portal settings (as --portal-default) with this cancellation mode",
+    )
+    parser.add_argument(
+        "--search-lag-seconds",
+        type=float,
+        default=60.0,
+        help="seconds before a write is visible to search (Stripe: under a minute)",
+    )
+    parser.add_argument(
+        "--meter-error-window-seconds",
+        type=float,
+        default=10.0,
+        help="window over which invalid v2 stream events are batched into one error report",
+    )
     parser.add_argument("--verbose", action="store_true", help="log each request line")
     return parser.parse_args(argv)
 
@@ -59,12 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         retry_days = tuple(int(x) for x in args.retry_days.split(",") if x.strip())
     except ValueError:
-        print(f"--retry-days must be comma-separated whole days, e.g. 3,5,7 (got {args.retry_days!r})",
-              file=sys.stderr)
+        print(f"--retry-days must be comma-separated whole days, e.g. 3,5,7 (got {args.retry_days!r})", file=sys.stderr)
         return 2
-    faults = FaultSettings(latency_ms=args.latency_ms, error_rate_429=args.error_rate_429,
-                           error_rate_500=args.error_rate_500, duplicate_webhooks=args.duplicate_webhooks,
-                           reorder_webhooks=args.reorder_webhooks, rate_limit=args.rate_limit, seed=args.seed)
+    faults = FaultSettings(
+        latency_ms=args.latency_ms,
+        error_rate_429=args.error_rate_429,
+        error_rate_500=args.error_rate_500,
+        duplicate_webhooks=args.duplicate_webhooks,
+        reorder_webhooks=args.reorder_webhooks,
+        rate_limit=args.rate_limit,
+        seed=args.seed,
+    )
     portal_settings = None
     if args.portal_default or args.portal_cancel:
         portal_settings = copy.deepcopy(portal.DASHBOARD_DEFAULTS)
@@ -73,15 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.search_lag_seconds < 0 or args.meter_error_window_seconds < 0:
         print("--search-lag-seconds and --meter-error-window-seconds must be >= 0", file=sys.stderr)
         return 2
-    config = Config(retry_days=retry_days, after_retries=args.after_retries,
-                    webhook_retry_base=args.webhook_retry_base, portal_settings=portal_settings,
-                    search_lag_seconds=args.search_lag_seconds,
-                    meter_error_window_seconds=args.meter_error_window_seconds)
+    config = Config(
+        retry_days=retry_days,
+        after_retries=args.after_retries,
+        webhook_retry_base=args.webhook_retry_base,
+        portal_settings=portal_settings,
+        search_lag_seconds=args.search_lag_seconds,
+        meter_error_window_seconds=args.meter_error_window_seconds,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    emulator = StripeEmulator(port=args.port, api_key=args.api_key, webhook_url=args.webhook_url,
-                              webhook_secret=args.webhook_secret, faults=faults, config=config, verbose=args.verbose)
+    emulator = StripeEmulator(
+        port=args.port,
+        api_key=args.api_key,
+        webhook_url=args.webhook_url,
+        webhook_secret=args.webhook_secret,
+        faults=faults,
+        config=config,
+        verbose=args.verbose,
+    )
     try:
         emulator.start()
     except OSError as exc:

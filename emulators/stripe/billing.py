@@ -189,8 +189,13 @@ def new_invoice(  # noqa: PLR0917 - internal helper, called positionally through
         discounts=[],
         effective_at=None,
         issuer={"type": "self"},
-        lines={"object": "list", "data": [], "has_more": False, "total_count": 0,
-               "url": f"/v1/invoices/{inv_id}/lines"},
+        lines={
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "total_count": 0,
+            "url": f"/v1/invoices/{inv_id}/lines",
+        },
         parent=None,
         payment_settings={"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
         period_start=start,
@@ -287,8 +292,9 @@ def flat_line(core: Core, inv: dict, sub: dict, item: dict, start: int, end: int
     amount = 0 if trial else pricing.amount(price, qty)
     name = product_name(core, price)
     label = f"Trial period for {name}" if trial else f"{qty} × {name}"
-    add_line(inv, core, amount=amount, description=label, start=start, end=end, price=price,
-             quantity=qty, sub=sub, item=item)
+    add_line(
+        inv, core, amount=amount, description=label, start=start, end=end, price=price, quantity=qty, sub=sub, item=item
+    )
 
 
 class Window(NamedTuple):
@@ -334,8 +340,19 @@ def metered_line(core: Core, inv: dict, sub: dict, item: dict, span: Window, end
     """The usage of the item's price in `span` up to `end`, less what threshold invoices already billed."""
     price = item["price"]
     qty = metered_quantity(core, sub, price, span.start, end, span.after)
-    line = add_line(inv, core, amount=pricing.amount(price, qty), description=f"{qty} × {product_name(core, price)}",
-                    start=span.key, end=end, price=price, quantity=qty, sub=sub, item=item, metered=True)
+    line = add_line(
+        inv,
+        core,
+        amount=pricing.amount(price, qty),
+        description=f"{qty} × {product_name(core, price)}",
+        start=span.key,
+        end=end,
+        price=price,
+        quantity=qty,
+        sub=sub,
+        item=item,
+        metered=True,
+    )
     line["_usage_from"], line["_reported_after"] = span.start, span.after  # for refresh_metered
     previously_billed_line(core, inv, sub, item, span.key)
 
@@ -353,24 +370,48 @@ def close_usage(core: Core, sub: dict, item: dict, now: int) -> list[dict]:
         return []  # trial usage is not billed (see renew)
     span = window(item)
     price = item["price"]
-    qty = metered_quantity(core, sub, price, span.start, item["current_period_end"], span.after,
-                           core.meter_event_seq)
+    qty = metered_quantity(core, sub, price, span.start, item["current_period_end"], span.after, core.meter_event_seq)
     billed, until = previously_billed(core, sub, item["id"], span.key)
     if qty == 0 and billed == 0:
         return []  # flexible mode creates no zero-amount lines
     name = product_name(core, price)
-    lines = [{"amount": pricing.amount(price, qty), "description": f"{qty} × {name} (usage until the change)",
-              "start": span.key, "end": now, "price": price, "quantity": qty, "sub": sub, "item": item,
-              "proration": True}]
+    lines = [
+        {
+            "amount": pricing.amount(price, qty),
+            "description": f"{qty} × {name} (usage until the change)",
+            "start": span.key,
+            "end": now,
+            "price": price,
+            "quantity": qty,
+            "sub": sub,
+            "item": item,
+            "proration": True,
+        }
+    ]
     if billed:
-        lines.append({"amount": -billed, "description": f"Amount previously billed for {name}",
-                      "start": span.key, "end": until or span.key, "price": price, "quantity": None, "sub": sub,
-                      "item": item, "proration": True})
+        lines.append(
+            {
+                "amount": -billed,
+                "description": f"Amount previously billed for {name}",
+                "start": span.key,
+                "end": until or span.key,
+                "price": price,
+                "quantity": None,
+                "sub": sub,
+                "item": item,
+                "proration": True,
+            }
+        )
     return lines
 
 
-def previously_billed(core: Core, sub: dict, item_id: str, cycle_start: int, exclude: str | None = None,
-                      ) -> tuple[int, int | None]:
+def previously_billed(
+    core: Core,
+    sub: dict,
+    item_id: str,
+    cycle_start: int,
+    exclude: str | None = None,
+) -> tuple[int, int | None]:
     """(amount, until): what this period's threshold invoices billed for the item, and up to when.
 
     Each threshold invoice carries the period's cumulative usage line and a credit for the
@@ -379,8 +420,11 @@ def previously_billed(core: Core, sub: dict, item_id: str, cycle_start: int, exc
     """
     amount, until = 0, None
     for inv in core.store.all(INV):
-        if (inv["_subscription"] != sub["id"] or inv["billing_reason"] != "subscription_threshold"
-                or inv["id"] == exclude):
+        if (
+            inv["_subscription"] != sub["id"]
+            or inv["billing_reason"] != "subscription_threshold"
+            or inv["id"] == exclude
+        ):
             continue
         for line in inv["lines"]["data"]:
             if line.get("_item") == item_id and line.get("_cycle") == cycle_start:
@@ -394,9 +438,18 @@ def previously_billed_line(core: Core, inv: dict, sub: dict, item: dict, cycle_s
     amount, until = previously_billed(core, sub, item["id"], cycle_start, exclude=inv["id"])
     if amount == 0:
         return None
-    line = add_line(inv, core, amount=-amount, description=f"Amount previously billed for "
-                    f"{product_name(core, item['price'])}", start=cycle_start, end=until or cycle_start,
-                    price=item["price"], quantity=None, sub=sub, item=item)
+    line = add_line(
+        inv,
+        core,
+        amount=-amount,
+        description=f"Amount previously billed for {product_name(core, item['price'])}",
+        start=cycle_start,
+        end=until or cycle_start,
+        price=item["price"],
+        quantity=None,
+        sub=sub,
+        item=item,
+    )
     line["_cycle"] = cycle_start
     return line
 
@@ -412,8 +465,14 @@ def refresh_metered(core: Core, inv: dict) -> None:
         price = core.store.maybe("price", line["pricing"]["price_details"]["price"])
         if price is None:
             continue
-        qty = metered_quantity(core, sub, price, line.get("_usage_from", line["period"]["start"]),
-                               line["period"]["end"], line.get("_reported_after"))
+        qty = metered_quantity(
+            core,
+            sub,
+            price,
+            line.get("_usage_from", line["period"]["start"]),
+            line["period"]["end"],
+            line.get("_reported_after"),
+        )
         line["amount"] = line["subtotal"] = pricing.amount(price, qty)
         line["quantity"] = int(qty) if qty == int(qty) else None
         line["quantity_decimal"] = str(qty)
@@ -498,7 +557,8 @@ def mark_paid(core: Core, inv: dict, now: int, clock: str) -> None:
     if sub is None or sub["status"] not in ("past_due", "unpaid", "incomplete"):
         return
     others_open = [
-        i for i in core.store.all(INV)
+        i
+        for i in core.store.all(INV)
         if i["_subscription"] == sub["id"] and i["status"] == "open" and i["id"] != inv["id"]
     ]
     if not others_open:
@@ -575,8 +635,12 @@ def open_draft(core: Core, inv: dict, clock: str, now: int) -> None:
     inv["automatically_finalizes_at"] = now + core.config.finalize_after
     core.emit("invoice.created", inv, None, clock)
     inv_id = inv["id"]
-    core.schedule(clock, now + core.config.finalize_after, f"finalize {inv_id}",
-                  lambda: finalize(core, core.store.get(INV, inv_id)))
+    core.schedule(
+        clock,
+        now + core.config.finalize_after,
+        f"finalize {inv_id}",
+        lambda: finalize(core, core.store.get(INV, inv_id)),
+    )
 
 
 # ---- subscriptions ------------------------------------------------------------------------------
@@ -622,8 +686,12 @@ def create_subscription(
         billing_cycle_anchor_config=None,
         # Flexible is the default for subscriptions created through the API and Checkout
         # (changelog 2025-09-30.clover); classic is refused where the parameters are checked.
-        billing_mode={"type": "flexible", "flexible": {"proration_discounts": "included"}, "updated_at": now,
-                      **(billing_mode or {})},
+        billing_mode={
+            "type": "flexible",
+            "flexible": {"proration_discounts": "included"},
+            "updated_at": now,
+            **(billing_mode or {}),
+        },
         billing_thresholds=billing_thresholds,
         cancel_at=None,
         cancel_at_period_end=cancel_at_period_end,
@@ -638,11 +706,19 @@ def create_subscription(
         description=description,
         discounts=list(discounts or []),
         invoice_settings={"account_tax_ids": None, "issuer": {"type": "self"}},
-        items={"object": "list", "data": [], "has_more": False, "total_count": 0,
-               "url": f"/v1/subscription_items?subscription={sub_id}"},
+        items={
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "total_count": 0,
+            "url": f"/v1/subscription_items?subscription={sub_id}",
+        },
         metadata=metadata,
-        payment_settings={"payment_method_options": None, "payment_method_types": None,
-                          "save_default_payment_method": "off"},
+        payment_settings={
+            "payment_method_options": None,
+            "payment_method_types": None,
+            "save_default_payment_method": "off",
+        },
         start_date=now,
         status="incomplete",
         test_clock=customer.get("test_clock"),
@@ -705,8 +781,14 @@ def renew(core: Core, sub_id: str, boundary: int) -> None:
     if sub["cancel_at_period_end"] or (sub["cancel_at"] is not None and sub["cancel_at"] <= boundary):
         end_subscription(core, sub, boundary, final_usage=True, reason="cancellation_requested")
         return
-    previous_items = [{"id": i["id"], "current_period_start": i["current_period_start"],
-                       "current_period_end": i["current_period_end"]} for i in items(sub)]
+    previous_items = [
+        {
+            "id": i["id"],
+            "current_period_start": i["current_period_start"],
+            "current_period_end": i["current_period_end"],
+        }
+        for i in items(sub)
+    ]
     spans = {item["id"]: window(item) for item in items(sub)}  # the finished period's usage, per item
     finished = list(items(sub))  # the items that accrued the finished period's usage
     from emulators.stripe import schedules  # noqa: PLC0415 - schedules builds on this module
@@ -742,8 +824,14 @@ def renew(core: Core, sub_id: str, boundary: int) -> None:
     core.schedule(clock, new_end, f"renew {sub_id}", lambda: renew(core, sub_id, new_end))
 
 
-def _cycle_lines(core: Core, inv: dict, sub: dict, finished: list[dict], spans: dict[str, Window],  # noqa: PLR0917
-                 period: tuple[int, int]) -> None:
+def _cycle_lines(  # noqa: PLR0917
+    core: Core,
+    inv: dict,
+    sub: dict,
+    finished: list[dict],
+    spans: dict[str, Window],
+    period: tuple[int, int],
+) -> None:
     """A renewal's lines: the finished period's usage of the items that accrued it (also those a schedule's
     phase removed at the boundary), the next period's flat fees of the current items, in item order."""
     boundary, new_end = period
@@ -829,15 +917,34 @@ def proration_lines(
     if debited is not None and not is_metered(debited["price"]):
         old_price, old_qty = debited["price"], debited["quantity"]
         old = Decimal(pricing.amount(old_price, old_qty or 0))
-        out.append({"amount": -int((old * fraction).quantize(Decimal(1), ROUND_HALF_UP)),
-                    "description": f"Unused time on {product_name(core, old_price)}", "start": now, "end": end,
-                    "price": old_price, "quantity": old_qty, "sub": sub, "item": item, "proration": True})
+        out.append(
+            {
+                "amount": -int((old * fraction).quantize(Decimal(1), ROUND_HALF_UP)),
+                "description": f"Unused time on {product_name(core, old_price)}",
+                "start": now,
+                "end": end,
+                "price": old_price,
+                "quantity": old_qty,
+                "sub": sub,
+                "item": item,
+                "proration": True,
+            }
+        )
     if charge_new and not is_metered(item["price"]):
         new = Decimal(pricing.amount(item["price"], item["quantity"] or 0))
-        out.append({"amount": int((new * fraction).quantize(Decimal(1), ROUND_HALF_UP)),
-                    "description": f"Remaining time on {product_name(core, item['price'])}", "start": now,
-                    "end": end, "price": item["price"], "quantity": item["quantity"], "sub": sub, "item": item,
-                    "proration": True})
+        out.append(
+            {
+                "amount": int((new * fraction).quantize(Decimal(1), ROUND_HALF_UP)),
+                "description": f"Remaining time on {product_name(core, item['price'])}",
+                "start": now,
+                "end": end,
+                "price": item["price"],
+                "quantity": item["quantity"],
+                "sub": sub,
+                "item": item,
+                "proration": True,
+            }
+        )
     return out
 
 

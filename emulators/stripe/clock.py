@@ -28,8 +28,9 @@ class Scheduler:
     The caller holds the store lock while scheduling and running.
     """
 
-    def __init__(self, lock: threading.RLock, set_frozen: Callable[[str, int], None],
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, lock: threading.RLock, set_frozen: Callable[[str, int], None], wall: Callable[[], float] = time.time
+    ) -> None:
         self._lock = lock
         self._set_frozen = set_frozen
         self._wall = wall  # the emulator's own clock (tests can move it forward, see Core.advance_wall_clock)

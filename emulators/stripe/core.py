@@ -183,7 +183,8 @@ class Core:
         return [
             {"id": d["id"], "url": d["webhook_endpoint"]["url"], "_secret": d["_secret"]}
             for d in self.store.all("v2.core.event_destination")
-            if d["status"] == "enabled" and d["event_payload"] == payload
+            if d["status"] == "enabled"
+            and d["event_payload"] == payload
             and ("*" in d["enabled_events"] or event_type in d["enabled_events"])
         ]
 
@@ -194,8 +195,13 @@ class Core:
         """
         event_id = self.store.new_id("evt_test")
         notification: dict[str, Any] = {
-            "id": event_id, "object": "v2.core.event", "type": event_type, "created": iso(self.wall()),
-            "livemode": False, "context": None, "reason": None,
+            "id": event_id,
+            "object": "v2.core.event",
+            "type": event_type,
+            "created": iso(self.wall()),
+            "livemode": False,
+            "context": None,
+            "reason": None,
         }
         if related is not None:
             notification["related_object"] = related

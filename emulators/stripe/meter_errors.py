@@ -54,8 +54,9 @@ def record(core: Core, meter: dict[str, Any] | None, code: str, identifier: str,
         start = math.floor(now / size) * size if size > 0 else now
         window = Window(key, meter, start, start + max(size, 0))
         pending[key] = window
-        core.schedule(REAL, math.ceil(window.end), f"meter error report {key or 'no meter'}",
-                      lambda: _send_at_end(core, window))
+        core.schedule(
+            REAL, math.ceil(window.end), f"meter error report {key or 'no meter'}", lambda: _send_at_end(core, window)
+        )
     window.errors.setdefault(code, []).append((identifier, message))
 
 
@@ -81,9 +82,14 @@ def _send(core: Core, window: Window, end: float) -> dict[str, Any] | None:
         "reason": {
             "error_count": total,
             "error_types": [
-                {"code": code, "error_count": len(errors),
-                 "sample_errors": [{"error_message": message, "request": {"identifier": identifier}}
-                                   for identifier, message in errors[:SAMPLES]]}
+                {
+                    "code": code,
+                    "error_count": len(errors),
+                    "sample_errors": [
+                        {"error_message": message, "request": {"identifier": identifier}}
+                        for identifier, message in errors[:SAMPLES]
+                    ],
+                }
                 for code, errors in window.errors.items()
             ],
         },
@@ -93,5 +99,6 @@ def _send(core: Core, window: Window, end: float) -> dict[str, Any] | None:
     if window.meter is None:
         return core.emit_thin(NO_METER, data, None)
     meter_id = window.meter["id"]
-    return core.emit_thin(ERROR_REPORT, data, {"id": meter_id, "type": "billing.meter",
-                                               "url": f"/v1/billing/meters/{meter_id}"})
+    return core.emit_thin(
+        ERROR_REPORT, data, {"id": meter_id, "type": "billing.meter", "url": f"/v1/billing/meters/{meter_id}"}
+    )

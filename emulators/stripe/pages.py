@@ -33,8 +33,10 @@ td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}.error{color:#b
 
 
 def _page(title: str, body: str, status: int = 200) -> Page:
-    doc = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-           f'{_STYLE}</head><body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>')
+    doc = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"{_STYLE}</head><body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+    )
     return status, {"Content-Type": "text/html; charset=utf-8"}, doc
 
 
@@ -62,13 +64,18 @@ def card_check(fields: dict[str, str]) -> tuple[str, str, tuple[int, int]] | str
     year = year + 2000 if year < 100 else year
     current = time.gmtime()
     if not 1 <= month <= 12 or (year, month) < (current.tm_year, current.tm_mon):
-        return "Your card's expiration date is in the past." if 1 <= month <= 12 else \
-            "Your card's expiration month is invalid."
+        return (
+            "Your card's expiration date is in the past."
+            if 1 <= month <= 12
+            else "Your card's expiration month is invalid."
+        )
     if not re.fullmatch(r"\d{3,4}", fields.get("cardCvc", "").strip()):
         return "Your card's security code is incomplete."
     if number not in TEST_CARDS:
-        return ("Your card was declined. Your request was in test mode, but used a non test card. "
-                "Use a test card such as 4242 4242 4242 4242.")
+        return (
+            "Your card was declined. Your request was in test mode, but used a non test card. "
+            "Use a test card such as 4242 4242 4242 4242."
+        )
     brand, fails = TEST_CARDS[number]
     if fails:
         return billing.DECLINES[fails][1]
@@ -88,8 +95,9 @@ def checkout_page(core: Core, session_id: str, method: str, body: str) -> Page:
         promo_id = None
         if isinstance(result, tuple) and fields.get("promotionCode", "").strip():
             code = fields["promotionCode"].strip()
-            promo = next((x for x in core.store.all("promotion_code")
-                          if x["active"] and x["code"].lower() == code.lower()), None)
+            promo = next(
+                (x for x in core.store.all("promotion_code") if x["active"] and x["code"].lower() == code.lower()), None
+            )
             if promo is None or not session["allow_promotion_codes"]:
                 result = f"The promotion code {code} is invalid."
             else:
@@ -104,7 +112,7 @@ def checkout_page(core: Core, session_id: str, method: str, body: str) -> Page:
         checkout.complete(core, session, pm, email, fields.get("billingName") or None, promo_id)
         if session["success_url"]:
             return _redirect(session["success_url"].replace("{CHECKOUT_SESSION_ID}", session["id"]))
-        return _page("Thanks for your order", "<p role=\"status\">Payment complete.</p>")
+        return _page("Thanks for your order", '<p role="status">Payment complete.</p>')
     return _checkout_form(core, session, None, {})
 
 
@@ -117,17 +125,25 @@ def _checkout_form(core: Core, session: dict[str, Any], error: str | None, field
     trial = session["_subscription_data"].get("trial_period_days")
     due = 0 if trial else session["amount_total"]
     value = html.escape(fields.get("email", session["customer_email"] or ""))
-    email = "" if session["customer"] else (
-        f'<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="email" '
-        f'value="{value}" {"readonly" if session["customer_email"] else "required"}>')
-    promo = ('<label for="promotionCode">Promotion code</label><input id="promotionCode" name="promotionCode">'
-             if session["allow_promotion_codes"] else "")
+    email = (
+        ""
+        if session["customer"]
+        else (
+            f'<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="email" '
+            f'value="{value}" {"readonly" if session["customer_email"] else "required"}>'
+        )
+    )
+    promo = (
+        '<label for="promotionCode">Promotion code</label><input id="promotionCode" name="promotionCode">'
+        if session["allow_promotion_codes"]
+        else ""
+    )
     alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    back = (f'<p><a href="{html.escape(session["cancel_url"])}">Back</a></p>' if session["cancel_url"] else "")
+    back = f'<p><a href="{html.escape(session["cancel_url"])}">Back</a></p>' if session["cancel_url"] else ""
     trial_note = f"<p>{trial}-day free trial.</p>" if trial else ""
     body = f"""{back}<table><caption>Subscription</caption><tr><th>Item</th><th>Quantity</th><th>Price</th></tr>
-{rows}</table>{trial_note}<p>Due today: <strong>{_money(due, session['currency'])}</strong></p>{alert}
-<form method="post" action="/c/pay/{html.escape(session['id'])}">{email}
+{rows}</table>{trial_note}<p>Due today: <strong>{_money(due, session["currency"])}</strong></p>{alert}
+<form method="post" action="/c/pay/{html.escape(session["id"])}">{email}
 <label for="cardNumber">Card number</label><input id="cardNumber" name="cardNumber" inputmode="numeric"
  autocomplete="cc-number" placeholder="1234 1234 1234 1234" required>
 <label for="cardExpiry">Expiry (MM / YY)</label><input id="cardExpiry" name="cardExpiry" autocomplete="cc-exp"
@@ -152,20 +168,23 @@ def invoice_page(core: Core, invoice_id: str, method: str, body: str) -> Page:
             pm = billing.new_card(core, result[0], result[1], None, result[2])
             failure = billing.attempt(core, inv, pm["id"], automatic=False)
             error = failure.message if failure else None
-    rows = "".join(f"<tr><td>{html.escape(line['description'])}</td><td>{_money(line['amount'], inv['currency'])}"
-                   "</td></tr>" for line in inv["lines"]["data"])
+    rows = "".join(
+        f"<tr><td>{html.escape(line['description'])}</td><td>{_money(line['amount'], inv['currency'])}</td></tr>"
+        for line in inv["lines"]["data"]
+    )
     alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
     form = ""
     if inv["status"] == "open":
         form = f"""<form method="post"><label for="cardNumber">Card number</label>
 <input id="cardNumber" name="cardNumber" required><label for="cardExpiry">Expiry (MM / YY)</label>
 <input id="cardExpiry" name="cardExpiry" required><label for="cardCvc">CVC</label>
-<input id="cardCvc" name="cardCvc" required><button type="submit">Pay {_money(inv['amount_remaining'],
-inv['currency'])}</button></form>"""
-    body_html = f"""<p>Invoice {html.escape(inv['number'] or '')} — status <strong>{inv['status']}</strong></p>
+<input id="cardCvc" name="cardCvc" required><button type="submit">Pay {
+            _money(inv["amount_remaining"], inv["currency"])
+        }</button></form>"""
+    body_html = f"""<p>Invoice {html.escape(inv["number"] or "")} — status <strong>{inv["status"]}</strong></p>
 <table><tr><th>Description</th><th>Amount</th></tr>{rows}</table>
-<p>Total {_money(inv['total'], inv['currency'])}; amount due {_money(inv['amount_due'], inv['currency'])};
-paid {_money(inv['amount_paid'], inv['currency'])}</p>{alert}{form}"""
+<p>Total {_money(inv["total"], inv["currency"])}; amount due {_money(inv["amount_due"], inv["currency"])};
+paid {_money(inv["amount_paid"], inv["currency"])}</p>{alert}{form}"""
     return _page("Invoice", body_html)
 
 
@@ -217,8 +236,11 @@ def _portal_cancel(core: Core, portal: dict[str, Any], features: dict[str, Any],
     if not sub["cancel_at_period_end"]:
         before = copy.deepcopy(sub)
         clock = core.clock_of(portal["customer"])
-        sub.update(cancel_at_period_end=True, cancel_at=billing.items(sub)[0]["current_period_end"],
-                   canceled_at=core.now(clock))
+        sub.update(
+            cancel_at_period_end=True,
+            cancel_at=billing.items(sub)[0]["current_period_end"],
+            canceled_at=core.now(clock),
+        )
         sub["cancellation_details"]["reason"] = "cancellation_requested"
         previous = {k: before[k] for k in ("cancel_at_period_end", "cancel_at", "canceled_at")}
         core.emit("customer.subscription.updated", sub, previous, clock)
@@ -245,9 +267,13 @@ def switch_targets(
     for prices in listed.values():
         for price_id in prices:
             price = core.store.maybe("price", price_id)
-            if (price is None or not price["active"] or price_id == item["price"]["id"]
-                    or (price["recurring"]["interval"], price["recurring"]["interval_count"])
-                    != (rec["interval"], rec["interval_count"])):
+            if (
+                price is None
+                or not price["active"]
+                or price_id == item["price"]["id"]
+                or (price["recurring"]["interval"], price["recurring"]["interval_count"])
+                != (rec["interval"], rec["interval_count"])
+            ):
                 continue
             targets.append(price_id)
     return item, targets
@@ -265,14 +291,17 @@ def _portal_update(core: Core, portal: dict[str, Any], features: dict[str, Any],
     item, targets = switch_targets(core, features, sub)
     if item is None or fields.get("price") not in targets:
         return _page("Not available", "<p>This plan cannot be chosen here.</p>", 403)
-    params = {"items": [{"id": item["id"], "price": fields["price"]}],
-              "proration_behavior": features["subscription_update"]["proration_behavior"]}
+    params = {
+        "items": [{"id": item["id"], "price": fields["price"]}],
+        "proration_behavior": features["subscription_update"]["proration_behavior"],
+    }
     subscriptions.update_subscription(Request(core, "POST", f"/v1/subscriptions/{sub['id']}", (sub["id"],), params))
     return '<p role="status">Your plan has been updated.</p>'
 
 
-def _portal_payment_method(core: Core, portal: dict[str, Any], features: dict[str, Any],
-                           fields: dict[str, str]) -> str | Page:
+def _portal_payment_method(
+    core: Core, portal: dict[str, Any], features: dict[str, Any], fields: dict[str, str]
+) -> str | Page:
     if not features["payment_method_update"]["enabled"]:
         return _refused("Updating payment methods")
     result = card_check(fields)
@@ -289,8 +318,11 @@ def _portal_payment_method(core: Core, portal: dict[str, Any], features: dict[st
     customer["invoice_settings"]["default_payment_method"] = pm["id"]
     core.emit("customer.updated", customer, previous, clock)
     for sub in core.store.all("subscription"):
-        if (sub["customer"] == customer["id"] and sub["default_payment_method"]
-                and sub["status"] not in ("canceled", "incomplete_expired")):
+        if (
+            sub["customer"] == customer["id"]
+            and sub["default_payment_method"]
+            and sub["status"] not in ("canceled", "incomplete_expired")
+        ):
             old = sub["default_payment_method"]
             sub["default_payment_method"] = pm["id"]
             core.emit("customer.subscription.updated", sub, {"default_payment_method": old}, clock)
@@ -309,20 +341,27 @@ def _portal_view(core: Core, portal: dict[str, Any], features: dict[str, Any], n
         actions = ""
         live = sub["status"] not in ("canceled", "incomplete_expired") and not sub["cancel_at_period_end"]
         if features["subscription_cancel"]["enabled"] and live:
-            actions += (f'<form method="post" action="{base}/cancel">{hidden}'
-                        f'<button type="submit" aria-label="Cancel subscription {names}">Cancel subscription'
-                        "</button></form>")
+            actions += (
+                f'<form method="post" action="{base}/cancel">{hidden}'
+                f'<button type="submit" aria-label="Cancel subscription {names}">Cancel subscription'
+                "</button></form>"
+            )
         _, targets = switch_targets(core, features, sub)
         if targets:
-            options = "".join(f'<option value="{html.escape(t)}">{html.escape(_price_label(core, t))}</option>'
-                              for t in targets)
+            options = "".join(
+                f'<option value="{html.escape(t)}">{html.escape(_price_label(core, t))}</option>' for t in targets
+            )
             select_id = f"price-{html.escape(sub['id'])}"
-            actions += (f'<form method="post" action="{base}/update">{hidden}<label for="{select_id}">'
-                        f'New plan</label><select id="{select_id}" name="price">{options}</select>'
-                        f'<button type="submit" aria-label="Update plan {names}">Update plan</button></form>')
+            actions += (
+                f'<form method="post" action="{base}/update">{hidden}<label for="{select_id}">'
+                f'New plan</label><select id="{select_id}" name="price">{options}</select>'
+                f'<button type="submit" aria-label="Update plan {names}">Update plan</button></form>'
+            )
         sub_rows.append(f"<tr><td>{names}</td><td>{sub['status']}{ends}</td><td>{actions}</td></tr>")
-    sections = [f"""<h2>Subscriptions</h2><table><tr><th>Plan</th><th>Status</th><th></th></tr>
-{''.join(sub_rows)}</table>"""]
+    sections = [
+        f"""<h2>Subscriptions</h2><table><tr><th>Plan</th><th>Status</th><th></th></tr>
+{"".join(sub_rows)}</table>"""
+    ]
     if features["payment_method_update"]["enabled"]:
         sections.append(f"""<h2>Payment method</h2><form method="post" action="{base}/payment_method">
 <label for="cardNumber">Card number</label><input id="cardNumber" name="cardNumber" required>
@@ -332,8 +371,10 @@ def _portal_view(core: Core, portal: dict[str, Any], features: dict[str, Any], n
     if features["invoice_history"]["enabled"]:
         invoices = [x for x in core.store.all("invoice") if x["customer"] == customer_id and x["status"] != "draft"]
         inv_rows = "".join(
-            f"<tr><td><a href=\"{html.escape(x['hosted_invoice_url'])}\">{html.escape(x['number'] or x['id'])}</a>"
-            f"</td><td>{x['status']}</td><td>{_money(x['total'], x['currency'])}</td></tr>" for x in reversed(invoices))
+            f'<tr><td><a href="{html.escape(x["hosted_invoice_url"])}">{html.escape(x["number"] or x["id"])}</a>'
+            f"</td><td>{x['status']}</td><td>{_money(x['total'], x['currency'])}</td></tr>"
+            for x in reversed(invoices)
+        )
         sections.append(f"""<h2>Invoice history</h2><table><tr><th>Invoice</th><th>Status</th><th>Total</th></tr>
 {inv_rows}</table>""")
     back = f'<p><a href="{html.escape(portal["return_url"])}">Return</a></p>' if portal["return_url"] else ""

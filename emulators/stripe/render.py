@@ -28,8 +28,7 @@ def render(core: Core, raw: Any, paths: list[str]) -> Any:
     for path in paths:
         parts = path.split(".")
         if len(parts) > MAX_DEPTH:
-            raise StripeError(f"You cannot expand more than {MAX_DEPTH} levels of a property ({path}).",
-                              param="expand")
+            raise StripeError(f"You cannot expand more than {MAX_DEPTH} levels of a property ({path}).", param="expand")
         _expand(core, raw, out, parts, path)
     return out
 
@@ -40,8 +39,12 @@ def _includable(core: Core, raw: dict[str, Any], key: str) -> tuple[bool, Any]:
         from emulators.stripe.resources.checkout import line_items  # noqa: PLC0415 - avoids an import cycle
 
         data = line_items(core, raw)
-        return True, {"object": "list", "data": data, "has_more": False,
-                      "url": f"/v1/checkout/sessions/{raw['id']}/line_items"}
+        return True, {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "url": f"/v1/checkout/sessions/{raw['id']}/line_items",
+        }
     if f"_{key}" in raw:
         return True, raw[f"_{key}"]
     return False, None

@@ -45,65 +45,138 @@ from emulators.stripe.wire import (
 KIND = "subscription_schedule"
 PRORATION = enum("create_prorations", "none", "always_invoice")
 PHASE_ITEM = obj({"price": s, "quantity": i, "metadata": metadata})
-PHASE = obj({"items": arr(PHASE_ITEM), "start_date": int_or("now"), "end_date": int_or("now"),
-             "duration": obj({"interval": enum("day", "week", "month", "year"), "interval_count": i}, ("interval",)),
-             "metadata": metadata, "proration_behavior": PRORATION}, ("items",))  # fmt: skip
+PHASE = obj(
+    {
+        "items": arr(PHASE_ITEM),
+        "start_date": int_or("now"),
+        "end_date": int_or("now"),
+        "duration": obj({"interval": enum("day", "week", "month", "year"), "interval_count": i}, ("interval",)),
+        "metadata": metadata,
+        "proration_behavior": PRORATION,
+    },
+    ("items",),
+)
 
 
 def _phase_items(sub: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"price": item["price"]["id"], "quantity": item["quantity"], "metadata": dict(item["metadata"]),
-             "discounts": [], "tax_rates": [], "plan": item["price"]["id"], "billing_thresholds": None}
-            for item in billing.items(sub)]  # fmt: skip
+    return [
+        {
+            "price": item["price"]["id"],
+            "quantity": item["quantity"],
+            "metadata": dict(item["metadata"]),
+            "discounts": [],
+            "tax_rates": [],
+            "plan": item["price"]["id"],
+            "billing_thresholds": None,
+        }
+        for item in billing.items(sub)
+    ]
 
 
-def _phase(sub: dict[str, Any], items: list[dict[str, Any]], start: int, end: int, *, meta: dict[str, str],
-           proration: str) -> dict[str, Any]:  # fmt: skip
-    return {"add_invoice_items": [], "application_fee_percent": None, "automatic_tax": None,
-            "billing_cycle_anchor": None, "billing_thresholds": None, "collection_method": None,
-            "currency": sub["currency"], "default_payment_method": None, "default_tax_rates": [],
-            "description": None, "discounts": [], "end_date": end, "invoice_settings": None, "items": items,
-            "metadata": meta, "on_behalf_of": None, "proration_behavior": proration, "start_date": start,
-            "transfer_data": None, "trial_end": None}  # fmt: skip
+def _phase(
+    sub: dict[str, Any], items: list[dict[str, Any]], start: int, end: int, *, meta: dict[str, str], proration: str
+) -> dict[str, Any]:
+    return {
+        "add_invoice_items": [],
+        "application_fee_percent": None,
+        "automatic_tax": None,
+        "billing_cycle_anchor": None,
+        "billing_thresholds": None,
+        "collection_method": None,
+        "currency": sub["currency"],
+        "default_payment_method": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "end_date": end,
+        "invoice_settings": None,
+        "items": items,
+        "metadata": meta,
+        "on_behalf_of": None,
+        "proration_behavior": proration,
+        "start_date": start,
+        "transfer_data": None,
+        "trial_end": None,
+    }
 
 
 @route("POST", "/v1/subscription_schedules")
 def create_schedule(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"from_subscription": s, "customer": s, "phases": arr(PHASE), "end_behavior": s,
-                              "metadata": metadata, "start_date": int_or("now"), **EXPAND})  # fmt: skip
+    p = validate(
+        req.params,
+        {
+            "from_subscription": s,
+            "customer": s,
+            "phases": arr(PHASE),
+            "end_behavior": s,
+            "metadata": metadata,
+            "start_date": int_or("now"),
+            **EXPAND,
+        },
+    )
     if "from_subscription" not in p:
-        raise invalid("from_subscription", "The emulator creates subscription schedules only from an existing "
-                      "subscription (from_subscription).")  # fmt: skip
+        raise invalid(
+            "from_subscription",
+            "The emulator creates subscription schedules only from an existing subscription (from_subscription).",
+        )
     others = sorted(set(p) - {"from_subscription", "metadata", "expand"})
     if others:
         # SubscriptionScheduleCreateParams.from_subscription: "When using this parameter, other
         # parameters (such as phase values) cannot be set."
-        raise invalid(others[0], "You cannot set other parameters (such as phases) together with from_subscription; "
-                      "create the schedule first, then update it.")  # fmt: skip
+        raise invalid(
+            others[0],
+            "You cannot set other parameters (such as phases) together with from_subscription; "
+            "create the schedule first, then update it.",
+        )
     core = req.core
     sub = core.store.get("subscription", p["from_subscription"], param="from_subscription")
     if sub["status"] in ("canceled", "incomplete_expired", "incomplete"):
-        raise invalid("from_subscription", f"The subscription {sub['id']} is {sub['status']}; only a live, paid "
-                      "subscription can be managed by a schedule.")  # fmt: skip
+        raise invalid(
+            "from_subscription",
+            f"The subscription {sub['id']} is {sub['status']}; only a live, paid "
+            "subscription can be managed by a schedule.",
+        )
     if sub.get("schedule"):
-        raise invalid("from_subscription", f"The subscription {sub['id']} is already managed by the subscription "
-                      f"schedule {sub['schedule']}.")  # fmt: skip
+        raise invalid(
+            "from_subscription",
+            f"The subscription {sub['id']} is already managed by the subscription schedule {sub['schedule']}.",
+        )
     clock = core.clock_of(sub["customer"])
     now = core.now(clock)
     first = billing.items(sub)[0]
     start, end = first["current_period_start"], first["current_period_end"]
     schedule = blank(KIND)
     schedule.update(
-        id=core.store.new_id("sub_sched"), created=now, customer=sub["customer"], subscription=sub["id"],
-        status="active", end_behavior="release", metadata=p.get("metadata", {}), test_clock=sub["test_clock"],
-        canceled_at=None, completed_at=None, released_at=None, released_subscription=None, application=None,
-        customer_account=None, billing_mode=copy.deepcopy(sub["billing_mode"]),
+        id=core.store.new_id("sub_sched"),
+        created=now,
+        customer=sub["customer"],
+        subscription=sub["id"],
+        status="active",
+        end_behavior="release",
+        metadata=p.get("metadata", {}),
+        test_clock=sub["test_clock"],
+        canceled_at=None,
+        completed_at=None,
+        released_at=None,
+        released_subscription=None,
+        application=None,
+        customer_account=None,
+        billing_mode=copy.deepcopy(sub["billing_mode"]),
         current_phase={"start_date": start, "end_date": end},
-        default_settings={"application_fee_percent": None, "automatic_tax": None, "billing_cycle_anchor": "automatic",
-                          "billing_thresholds": None, "collection_method": "charge_automatically",
-                          "default_payment_method": None, "description": None, "invoice_settings": None,
-                          "on_behalf_of": None, "transfer_data": None},
+        default_settings={
+            "application_fee_percent": None,
+            "automatic_tax": None,
+            "billing_cycle_anchor": "automatic",
+            "billing_thresholds": None,
+            "collection_method": "charge_automatically",
+            "default_payment_method": None,
+            "description": None,
+            "invoice_settings": None,
+            "on_behalf_of": None,
+            "transfer_data": None,
+        },
         phases=[_phase(sub, _phase_items(sub), start, end, meta={}, proration="create_prorations")],
-    )  # fmt: skip
+    )
     core.store.put(KIND, schedule)
     previous = {"schedule": None}
     sub["schedule"] = schedule["id"]
@@ -120,8 +193,9 @@ def get_schedule(req: Request) -> dict[str, Any]:
 
 @route("GET", "/v1/subscription_schedules")
 def list_schedules(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {**LIST, "customer": s, "scheduled": b, "completed_at": s, "canceled_at": s,
-                              "released_at": s})  # fmt: skip
+    p = validate(
+        req.params, {**LIST, "customer": s, "scheduled": b, "completed_at": s, "canceled_at": s, "released_at": s}
+    )
     found = [x for x in req.core.store.all(KIND) if "customer" not in p or x["customer"] == p["customer"]]
     return req.core.page(found, p, "/v1/subscription_schedules")
 
@@ -129,15 +203,22 @@ def list_schedules(req: Request) -> dict[str, Any]:
 def _live(core: Core, schedule_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     schedule = core.store.get(KIND, schedule_id, "subscription schedule")
     if schedule["status"] not in ("active", "not_started"):
-        raise StripeError(f"You cannot update a subscription schedule that is {schedule['status']}.",
-                          param="id")  # fmt: skip
+        raise StripeError(f"You cannot update a subscription schedule that is {schedule['status']}.", param="id")
     return schedule, core.store.get("subscription", schedule["subscription"])
 
 
 @route("POST", "/v1/subscription_schedules/{id}")
 def update_schedule(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"phases": arr(PHASE), "end_behavior": enum("release", "cancel"), "metadata": metadata,
-                              "proration_behavior": PRORATION, **EXPAND})  # fmt: skip
+    p = validate(
+        req.params,
+        {
+            "phases": arr(PHASE),
+            "end_behavior": enum("release", "cancel"),
+            "metadata": metadata,
+            "proration_behavior": PRORATION,
+            **EXPAND,
+        },
+    )
     core = req.core
     schedule, sub = _live(core, req.args[0])
     clock = core.clock_of(sub["customer"])
@@ -153,8 +234,9 @@ def update_schedule(req: Request) -> dict[str, Any]:
     return schedule
 
 
-def _new_phases(req: Request, schedule: dict[str, Any], sub: dict[str, Any],
-                specs: list[dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+def _new_phases(
+    req: Request, schedule: dict[str, Any], sub: dict[str, Any], specs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The phases of an update, checked: the current phase first and unchanged, then sequential phases
     that each begin at one of the subscription's period ends."""
     if not specs:
@@ -162,13 +244,19 @@ def _new_phases(req: Request, schedule: dict[str, Any], sub: dict[str, Any],
     current = schedule["current_phase"]
     first = specs[0]
     if first.get("start_date") not in (None, current["start_date"]):
-        raise invalid("phases[0][start_date]", "The first phase must be the current phase (its start_date is "
-                      f"{current['start_date']}); the emulator does not accept past or replaced phases.")  # fmt: skip
+        raise invalid(
+            "phases[0][start_date]",
+            "The first phase must be the current phase (its start_date is "
+            f"{current['start_date']}); the emulator does not accept past or replaced phases.",
+        )
     if [(x["price"], x.get("quantity")) for x in first["items"]] != [
         (x["price"]["id"], x["quantity"]) for x in billing.items(sub)
     ]:
-        raise invalid("phases[0][items]", "The emulator does not change the current phase's items through a "
-                      "schedule; update the subscription instead.")  # fmt: skip
+        raise invalid(
+            "phases[0][items]",
+            "The emulator does not change the current phase's items through a "
+            "schedule; update the subscription instead.",
+        )
     interval = billing.items(sub)[0]["price"]["recurring"]
     out: list[dict[str, Any]] = []
     start = current["start_date"]
@@ -181,18 +269,38 @@ def _new_phases(req: Request, schedule: dict[str, Any], sub: dict[str, Any],
         items = []
         for k, item in enumerate(spec["items"]):
             param = f"phases[{n}][items][{k}][price]"
-            price = check_price(req, item["price"], param, sub["currency"], (interval["interval"],
-                                                                              interval["interval_count"]))
+            price = check_price(
+                req, item["price"], param, sub["currency"], (interval["interval"], interval["interval_count"])
+            )
             if billing.is_metered(price) and item.get("quantity") is not None:
-                raise invalid(f"phases[{n}][items][{k}][quantity]", "Quantity should not be specified where "
-                              "usage_type is `metered`.")  # fmt: skip
+                raise invalid(
+                    f"phases[{n}][items][{k}][quantity]",
+                    "Quantity should not be specified where usage_type is `metered`.",
+                )
             quantity = None if billing.is_metered(price) else item.get("quantity", 1)
-            items.append({"price": price["id"], "quantity": quantity, "metadata": item.get("metadata", {}),
-                          "discounts": [], "tax_rates": [], "plan": price["id"], "billing_thresholds": None})
+            items.append(
+                {
+                    "price": price["id"],
+                    "quantity": quantity,
+                    "metadata": item.get("metadata", {}),
+                    "discounts": [],
+                    "tax_rates": [],
+                    "plan": price["id"],
+                    "billing_thresholds": None,
+                }
+            )
         if not items:
             raise invalid(f"phases[{n}][items]", "Each phase needs at least one item.")
-        out.append(_phase(sub, items, start, end, meta=spec.get("metadata", {}),
-                          proration=spec.get("proration_behavior", "create_prorations")))
+        out.append(
+            _phase(
+                sub,
+                items,
+                start,
+                end,
+                meta=spec.get("metadata", {}),
+                proration=spec.get("proration_behavior", "create_prorations"),
+            )
+        )
         start = end
     return out
 
@@ -205,8 +313,10 @@ def _phase_end(spec: dict[str, Any], start: int, sub: dict[str, Any], n: int, *,
     if "duration" in spec:
         duration = spec["duration"]
         if duration["interval"] != rec["interval"]:
-            raise invalid(f"phases[{n}][duration][interval]", "The emulator supports phase durations in the "
-                          "subscription's own interval only.")  # fmt: skip
+            raise invalid(
+                f"phases[{n}][duration][interval]",
+                "The emulator supports phase durations in the subscription's own interval only.",
+            )
         periods = duration.get("interval_count", 1)
     elif "end_date" in spec:
         end = spec["end_date"]
@@ -217,8 +327,10 @@ def _phase_end(spec: dict[str, Any], start: int, sub: dict[str, Any], n: int, *,
             boundary = billing.period_end(sub, boundary)
             periods += 1
         if boundary != end:
-            raise invalid(f"phases[{n}][end_date]", "The emulator changes phases only at the subscription's period "
-                          f"ends; {end} is not one.")  # fmt: skip
+            raise invalid(
+                f"phases[{n}][end_date]",
+                f"The emulator changes phases only at the subscription's period ends; {end} is not one.",
+            )
         return int(end)
     else:
         # Neither given: one interval (guess; Stripe computes a default end from the prices' interval).
@@ -238,11 +350,16 @@ def release_schedule(req: Request) -> dict[str, Any]:
 
 
 def release(core: Core, schedule: dict[str, Any], sub: dict[str, Any]) -> None:
-    """"releasing it will remove its subscription property and set the subscription's ID to the
+    """ "releasing it will remove its subscription property and set the subscription's ID to the
     released_subscription property"; the subscription keeps its current items."""
     clock = core.clock_of(sub["customer"])
-    schedule.update(status="released", released_at=core.now(clock), released_subscription=sub["id"],
-                    subscription=None, current_phase=None)  # fmt: skip
+    schedule.update(
+        status="released",
+        released_at=core.now(clock),
+        released_subscription=sub["id"],
+        subscription=None,
+        current_phase=None,
+    )
     previous = {"schedule": sub.get("schedule")}
     sub["schedule"] = None
     core.emit("subscription_schedule.released", schedule, None, clock)
@@ -263,8 +380,9 @@ def cancel_schedule(req: Request) -> dict[str, Any]:
     return schedule
 
 
-def enter_next_phase(core: Core, sub: dict[str, Any],
-                     boundary: int) -> tuple[list[dict[str, Any]], dict[str, str] | None]:  # fmt: skip
+def enter_next_phase(
+    core: Core, sub: dict[str, Any], boundary: int
+) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
     """At a period end: the subscription's schedule moves to its next phase, if one starts here.
 
     Returns (items removed from the subscription, the metadata before, if it changed). Called by
@@ -301,8 +419,9 @@ def enter_next_phase(core: Core, sub: dict[str, Any],
                 item["quantity"] = spec["quantity"]
             continue
         price = core.store.get("price", price_id)
-        billing.items(sub).append(billing.new_item(core, sub, price, spec["quantity"], dict(spec["metadata"]),
-                                                   boundary))  # fmt: skip
+        billing.items(sub).append(
+            billing.new_item(core, sub, price, spec["quantity"], dict(spec["metadata"]), boundary)
+        )
     sub["items"]["total_count"] = len(billing.items(sub))
     before = None
     if nxt["metadata"]:

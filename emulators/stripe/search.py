@@ -62,5 +62,11 @@ def find(core: Core, kind: str, clauses: list[tuple[str | None, str, str, str]])
 
 
 def result(objects: list[dict[str, Any]], url: str, limit: int) -> dict[str, Any]:
-    return {"object": "search_result", "data": objects[:limit], "has_more": len(objects) > limit,
-            "next_page": None, "total_count": len(objects), "url": url}
+    return {
+        "object": "search_result",
+        "data": objects[:limit],
+        "has_more": len(objects) > limit,
+        "next_page": None,
+        "total_count": len(objects),
+        "url": url,
+    }

@@ -33,8 +33,18 @@ from emulators.stripe.routes import Request, match
 from emulators.stripe.store import random_token
 from emulators.stripe.wire import StripeError, parse_form, validate
 
-_RESOURCES = (catalog, checkout, customers, events_v2, invoices, meters, misc, portal, subscriptions,
-              schedules)  # register routes
+_RESOURCES = (
+    catalog,
+    checkout,
+    customers,
+    events_v2,
+    invoices,
+    meters,
+    misc,
+    portal,
+    subscriptions,
+    schedules,
+)  # register routes
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 # Config fields that POST /_emulator/settings may change at run time.
 _SETTINGS = ("search_lag_seconds", "meter_error_window_seconds", "idempotency_ttl", "finalize_after")
@@ -46,8 +56,10 @@ MAX_FINALIZE_AFTER = 72 * 3600
 def check_finalize_after(value: object) -> int:
     """The grace period in whole seconds, or ValueError saying what Stripe allows."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_FINALIZE_AFTER:
-        raise ValueError(f"finalize_after (the invoice finalization grace period) must be whole seconds from 0 to "
-                         f"{MAX_FINALIZE_AFTER} (72 hours), not {value!r}")  # fmt: skip
+        raise ValueError(
+            f"finalize_after (the invoice finalization grace period) must be whole seconds from 0 to "
+            f"{MAX_FINALIZE_AFTER} (72 hours), not {value!r}"
+        )
     return value
 
 
@@ -91,8 +103,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
-        headers = {"Content-Type": "application/json", "Request-Id": f"req_{random_token(14)}",
-                   "Stripe-Version": API_VERSION, **(extra or {})}
+        headers = {
+            "Content-Type": "application/json",
+            "Request-Id": f"req_{random_token(14)}",
+            "Stripe-Version": API_VERSION,
+            **(extra or {}),
+        }
         self._send(status, json.dumps(payload, indent=2).encode(), headers)
 
     def _body(self) -> bytes:
@@ -115,8 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(exc.status, exc.body(), extra)
         except Exception as exc:  # a bug in the emulator: answer like Stripe's 500, keep the detail for /health
             self.core.scheduler.errors.append("".join(traceback.format_exception(exc))[-2000:])
-            self._json(500, StripeError(f"The emulator failed: {type(exc).__name__}: {exc}", status=500,
-                                        type="api_error").body())
+            self._json(
+                500,
+                StripeError(f"The emulator failed: {type(exc).__name__}: {exc}", status=500, type="api_error").body(),
+            )
 
     # ---- the API --------------------------------------------------------------------------------
     def _authenticate(self, path: str) -> None:
@@ -132,14 +150,20 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v2/billing/meter_event_stream":
             expires = self.core.meter_sessions.get(key)
             if expires is None or expires < self.core.now():
-                raise StripeError("The meter event session token is missing, invalid or expired; create a new "
-                                  "session with POST /v2/billing/meter_event_session.", status=401,
-                                  type="invalid_request_error", code="billing_meter_event_session_expired")
+                raise StripeError(
+                    "The meter event session token is missing, invalid or expired; create a new "
+                    "session with POST /v2/billing/meter_event_session.",
+                    status=401,
+                    type="invalid_request_error",
+                    code="billing_meter_event_session_expired",
+                )
             return
         if not key:
-            raise StripeError("You did not provide an API key. You need to provide your API key in the "
-                              "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
-                              status=401)
+            raise StripeError(
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+                status=401,
+            )
         if key != self.core.config.api_key:
             raise StripeError(f"Invalid API Key provided: {_redact(key)}", status=401, code="api_key_invalid")
 
@@ -166,11 +190,14 @@ class _Handler(BaseHTTPRequestHandler):
             params = parse_form(query)
         found = match(method, path)
         if found is None:
-            raise StripeError(f"Unrecognized request URL ({method}: {path}). The emulator does not implement "
-                              "this endpoint.", status=404)
+            raise StripeError(
+                f"Unrecognized request URL ({method}: {path}). The emulator does not implement this endpoint.",
+                status=404,
+            )
         if found is False:
-            raise StripeError(f"Unrecognized request URL ({method}: {path}): this path takes another HTTP method.",
-                              status=405)
+            raise StripeError(
+                f"Unrecognized request URL ({method}: {path}): this path takes another HTTP method.", status=405
+            )
         assert isinstance(found, tuple)
         handler, args = found
         idem_key = self.headers.get("Idempotency-Key") if method == "POST" else None
@@ -191,8 +218,15 @@ class _Handler(BaseHTTPRequestHandler):
             encoded = json.dumps(payload, indent=2).encode()
             if idem_key:
                 core.idempotency[idem_key] = (fingerprint, status, encoded, core.wall())
-        self._send(status, encoded, {"Content-Type": "application/json", "Request-Id": f"req_{random_token(14)}",
-                                     "Stripe-Version": API_VERSION})
+        self._send(
+            status,
+            encoded,
+            {
+                "Content-Type": "application/json",
+                "Request-Id": f"req_{random_token(14)}",
+                "Stripe-Version": API_VERSION,
+            },
+        )
 
     def _replayed(self, idem_key: str, fingerprint: str) -> bool:
         """Answer a reused Idempotency-Key with the first answer (True), unless it expired (False)."""
@@ -208,9 +242,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise StripeError(
                 "Keys for idempotent requests can only be used with the same parameters they were first "
                 f"used with. Try using a key other than '{idem_key}' if you meant to execute a different "
-                "request.", type="idempotency_error")
-        self._send(cached[1], cached[2], {"Content-Type": "application/json", "Idempotent-Replayed": "true",
-                                          "Stripe-Version": API_VERSION})
+                "request.",
+                type="idempotency_error",
+            )
+        self._send(
+            cached[1],
+            cached[2],
+            {"Content-Type": "application/json", "Idempotent-Replayed": "true", "Stripe-Version": API_VERSION},
+        )
         return True
 
     # ---- control endpoints ------------------------------------------------------------------------
@@ -242,16 +281,29 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = json.loads(body or b"{}")
                 url = spec["url"]
             except (ValueError, KeyError, TypeError):
-                self._json(400, {"error": {"type": "invalid_request_error",
-                                           "message": "Send JSON {\"url\": ..., \"secret\": optional, "
-                                                      "\"enabled_events\": optional list}."}})
+                self._json(
+                    400,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": 'Send JSON {"url": ..., "secret": optional, "enabled_events": optional list}.',
+                        }
+                    },
+                )
                 return
             with core.store.lock:
                 endpoint = add_endpoint(core, url, spec.get("enabled_events") or ["*"], spec.get("secret"))
             self._json(200, {"id": endpoint["id"], "url": url, "secret": endpoint["_secret"]})
         else:
-            self._json(404, {"error": {"type": "invalid_request_error",
-                                       "message": f"Unknown control endpoint {method} {path}; see README.md."}})
+            self._json(
+                404,
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": f"Unknown control endpoint {method} {path}; see README.md.",
+                    }
+                },
+            )
 
     def _emulation_control(self, method: str, path: str, body: bytes) -> bool:
         """Settings, the emulator's clock, pending meter error reports, portal settings; False: not one of these."""
@@ -263,8 +315,15 @@ class _Handler(BaseHTTPRequestHandler):
                 seconds = float(json.loads(body or b"{}")["seconds"])
                 core.advance_wall_clock(seconds)
             except (ValueError, KeyError, TypeError) as exc:
-                self._json(400, {"error": {"type": "invalid_request_error",
-                                           "message": f"Send JSON {{\"seconds\": n >= 0}} ({exc})."}})
+                self._json(
+                    400,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": f'Send JSON {{"seconds": n >= 0}} ({exc}).',
+                        }
+                    },
+                )
                 return True
             self._json(200, {"now": core.wall()})
         elif path == "/_emulator/meter_errors/flush" and method == "POST":
@@ -381,8 +440,9 @@ class StripeEmulator:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.core.base_url = self.base_url
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="stripe-emulator-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-emulator-http", daemon=True
+        )
         self._thread.start()
         self.core.deliverer.start()
         self.core.scheduler.start_ticker()
@@ -391,8 +451,9 @@ class StripeEmulator:
             self.webhook_secret = self.add_webhook_endpoint(url, secret).secret
         return self
 
-    def add_webhook_endpoint(self, url: str, secret: str | None = None,
-                             enabled_events: list[str] | None = None) -> WebhookEndpoint:
+    def add_webhook_endpoint(
+        self, url: str, secret: str | None = None, enabled_events: list[str] | None = None
+    ) -> WebhookEndpoint:
         # Without an explicit secret, reuse the one given at construction so app_settings() stays right.
         with self.core.store.lock:
             endpoint = add_endpoint(self.core, url, enabled_events or ["*"], secret or self.webhook_secret)
@@ -400,8 +461,9 @@ class StripeEmulator:
             self.webhook_secret = endpoint["_secret"]
         return WebhookEndpoint(endpoint["id"], endpoint["_secret"])
 
-    def add_event_destination(self, url: str, enabled_events: list[str], event_payload: str = "thin",
-                              name: str = "emulator") -> WebhookEndpoint:
+    def add_event_destination(
+        self, url: str, enabled_events: list[str], event_payload: str = "thin", name: str = "emulator"
+    ) -> WebhookEndpoint:
         """A webhook event destination (what `POST /v2/core/event_destinations` makes): (id, signing secret)."""
         with self.core.store.lock:
             destination = events_v2.add_destination(self.core, name, url, enabled_events, event_payload)
@@ -439,8 +501,12 @@ class StripeEmulator:
         options.setdefault("max_network_retries", 0)
         return stripe.StripeClient(
             self.api_key,
-            base_addresses={"api": self.base_url, "files": self.base_url, "connect": self.base_url,
-                            "meter_events": self.base_url},
+            base_addresses={
+                "api": self.base_url,
+                "files": self.base_url,
+                "connect": self.base_url,
+                "meter_events": self.base_url,
+            },
             **options,
         )
 
@@ -472,8 +538,11 @@ class StripeEmulator:
         return True
 
     def app_settings(self) -> dict[str, str]:
-        return {"STRIPE_API_KEY": self.api_key, "STRIPE_API_BASE": self.base_url,
-                "STRIPE_WEBHOOK_SECRET": self.webhook_secret or ""}
+        return {
+            "STRIPE_API_KEY": self.api_key,
+            "STRIPE_API_BASE": self.base_url,
+            "STRIPE_WEBHOOK_SECRET": self.webhook_secret or "",
+        }
 
     def stop(self) -> None:
         self.core.scheduler.stop()
@@ -490,5 +559,3 @@ class StripeEmulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-

@@ -40,8 +40,7 @@ class WebhookSink:
                     if failing:
                         sink.fail_next -= 1
                     else:
-                        sink.received.append(Received(body, self.headers.get("Stripe-Signature", ""),
-                                                      json.loads(body)))
+                        sink.received.append(Received(body, self.headers.get("Stripe-Signature", ""), json.loads(body)))
                 status = 500 if failing else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

@@ -37,8 +37,9 @@ PriceQty = tuple[dict[str, Any], int | None]  # a price and its quantity (None: 
 # ---- validation ---------------------------------------------------------------------------------
 def licensed_total(lines: Iterable[PriceQty]) -> int:
     """What the licensed (flat) prices cost per period, for (price, quantity) pairs."""
-    return sum(pricing.amount(price, 1 if qty is None else qty) for price, qty in lines
-               if not billing.is_metered(price))
+    return sum(
+        pricing.amount(price, 1 if qty is None else qty) for price, qty in lines if not billing.is_metered(price)
+    )
 
 
 def projected_items(core: Core, sub: dict[str, Any], specs: list[dict[str, Any]]) -> list[PriceQty]:
@@ -76,14 +77,23 @@ def validate(settings: dict[str, Any] | None, licensed: int) -> dict[str, Any] |
         raise missing(f"{PARAM}[amount_gte]")
     amount = settings["amount_gte"]
     if amount < MIN_AMOUNT:
-        raise invalid(f"{PARAM}[amount_gte]", f"Invalid {PARAM}[amount_gte]: must be a positive integer of at least "
-                      f"{MIN_AMOUNT} (in the smallest currency unit), got {amount}.")
+        raise invalid(
+            f"{PARAM}[amount_gte]",
+            f"Invalid {PARAM}[amount_gte]: must be a positive integer of at least "
+            f"{MIN_AMOUNT} (in the smallest currency unit), got {amount}.",
+        )
     if amount <= licensed:
-        raise invalid(f"{PARAM}[amount_gte]", f"The monetary threshold ({amount}) must be greater than the sum of "
-                      f"the subscription's licensed prices per period ({licensed}).")
+        raise invalid(
+            f"{PARAM}[amount_gte]",
+            f"The monetary threshold ({amount}) must be greater than the sum of "
+            f"the subscription's licensed prices per period ({licensed}).",
+        )
     if settings.get("reset_billing_cycle_anchor"):
-        raise invalid(f"{PARAM}[reset_billing_cycle_anchor]", f"{PARAM}[reset_billing_cycle_anchor]=true is not "
-                      "supported by this emulator; thresholds keep the billing cycle anchor (false, the default).")
+        raise invalid(
+            f"{PARAM}[reset_billing_cycle_anchor]",
+            f"{PARAM}[reset_billing_cycle_anchor]=true is not "
+            "supported by this emulator; thresholds keep the billing cycle anchor (false, the default).",
+        )
     return {"amount_gte": amount, "reset_billing_cycle_anchor": False}
 
 
@@ -97,8 +107,11 @@ def for_update(core: Core, sub: dict[str, Any], params: dict[str, Any]) -> dict[
         return validate(params[PARAM], licensed)
     assert current is not None
     if current["amount_gte"] <= licensed:  # an items change must keep the flat fees below the threshold
-        raise invalid("items", f"The subscription's monetary threshold ({current['amount_gte']}) must stay greater "
-                      f"than the sum of its licensed prices per period ({licensed}); change {PARAM} as well.")
+        raise invalid(
+            "items",
+            f"The subscription's monetary threshold ({current['amount_gte']}) must stay greater "
+            f"than the sum of its licensed prices per period ({licensed}); change {PARAM} as well.",
+        )
     return current
 
 
@@ -183,10 +196,18 @@ def _threshold_invoice(  # noqa: PLR0917 - internal helper
         # The period's cumulative usage, then a credit for what earlier threshold invoices billed,
         # as in Stripe's volume-tier example. Not re-aggregated at finalisation (metered=False):
         # threshold invoices "reflect only the usage accrued ... up to the point the invoice is created".
-        line = billing.add_line(inv, core, amount=a.amount,
-                                description=f"{a.quantity} × {billing.product_name(core, a.item['price'])}",
-                                start=a.span.key, end=now, price=a.item["price"], quantity=a.quantity, sub=sub,
-                                item=a.item)
+        line = billing.add_line(
+            inv,
+            core,
+            amount=a.amount,
+            description=f"{a.quantity} × {billing.product_name(core, a.item['price'])}",
+            start=a.span.key,
+            end=now,
+            price=a.item["price"],
+            quantity=a.quantity,
+            sub=sub,
+            item=a.item,
+        )
         line["_cycle"] = a.span.key
         billing.previously_billed_line(core, inv, sub, a.item, a.span.key)
     for pending in sub.pop("_pending", []):

@@ -22,8 +22,10 @@ WILL_END_BEFORE = days(3)  # "Occurs three days before a subscription's trial pe
 # method. Only Stripe's default is emulated: the invoice is made and its charge fails (`past_due`).
 END_BEHAVIORS = ("cancel", "create_invoice", "pause")
 DEFAULT_SETTINGS = {"end_behavior": {"missing_payment_method": "create_invoice"}}
-TRIAL_SETTINGS: Spec = obj({"end_behavior": obj({"missing_payment_method": enum(*END_BEHAVIORS)},
-                                                ("missing_payment_method",))}, ("end_behavior",))  # fmt: skip
+TRIAL_SETTINGS: Spec = obj(
+    {"end_behavior": obj({"missing_payment_method": enum(*END_BEHAVIORS)}, ("missing_payment_method",))},
+    ("end_behavior",),
+)
 
 
 def check_days(value: int | None, param: str) -> int | None:
@@ -43,8 +45,10 @@ def settings(spec: dict[str, Any] | None, param: str) -> dict[str, Any]:
         return {"end_behavior": dict(DEFAULT_SETTINGS["end_behavior"])}
     behavior = spec["end_behavior"]["missing_payment_method"]
     if behavior != "create_invoice":
-        raise invalid(f"{param}[end_behavior][missing_payment_method]",
-                      f"missing_payment_method={behavior} is not supported by this emulator (only create_invoice).")
+        raise invalid(
+            f"{param}[end_behavior][missing_payment_method]",
+            f"missing_payment_method={behavior} is not supported by this emulator (only create_invoice).",
+        )
     return {"end_behavior": {"missing_payment_method": behavior}}
 
 
@@ -70,7 +74,7 @@ def schedule_will_end(core: Core, sub: dict[str, Any], clock: str, now: int) -> 
 
 
 def usage_is_billed(sub: dict[str, Any]) -> bool:
-    """"During the trial period, any usage accrued doesn't count toward the total charged to the customer"."""
+    """ "During the trial period, any usage accrued doesn't count toward the total charged to the customer"."""
     return sub["status"] != "trialing"
 
 
@@ -83,6 +87,8 @@ def check_session(params: dict[str, Any], due: int) -> int | None:
     if (days_ or due == 0) and params.get("payment_method_collection") == "if_required":
         # "When set to if_required, Checkout will not collect a payment method when the total due for the
         # session is 0": the hosted page here always collects a card.
-        raise invalid("payment_method_collection", "payment_method_collection=if_required with nothing due "
-                      "today is not supported by this emulator.")  # fmt: skip
+        raise invalid(
+            "payment_method_collection",
+            "payment_method_collection=if_required with nothing due today is not supported by this emulator.",
+        )
     return days_

@@ -56,35 +56,57 @@ def record(  # noqa: PLR0917 - one call site per API version
     meter = meter_for(core, event_name)
     if meter is None:
         archived = _archived_meter(core, event_name)
-        raise MeterEventError("archived_meter" if archived else "no_meter", archived, f"{prefix}event_name",
-                              f"No active meter was found with event_name '{event_name}'.")
+        raise MeterEventError(
+            "archived_meter" if archived else "no_meter",
+            archived,
+            f"{prefix}event_name",
+            f"No active meter was found with event_name '{event_name}'.",
+        )
     customer_key = meter["customer_mapping"]["event_payload_key"]
     value_key = meter["value_settings"]["event_payload_key"]
     customer_id = payload.get(customer_key)
     if not customer_id:
         # The wording of the API reference's example error report.
-        raise MeterEventError("meter_event_no_customer_defined", meter, f"{prefix}payload[{customer_key}]",
-                              f"Customer mapping key {customer_key} not found in payload.")
+        raise MeterEventError(
+            "meter_event_no_customer_defined",
+            meter,
+            f"{prefix}payload[{customer_key}]",
+            f"Customer mapping key {customer_key} not found in payload.",
+        )
     customer = core.store.maybe("customer", customer_id)
     if customer is None:
-        raise MeterEventError("meter_event_customer_not_found", meter, f"{prefix}payload[{customer_key}]",
-                              f"No such customer: '{customer_id}'")
+        raise MeterEventError(
+            "meter_event_customer_not_found",
+            meter,
+            f"{prefix}payload[{customer_key}]",
+            f"No such customer: '{customer_id}'",
+        )
     raw_value = payload.get(value_key, "1" if meter["default_aggregation"]["formula"] == "count" else None)
     if raw_value is None:
-        raise MeterEventError("meter_event_invalid_value", meter, f"{prefix}payload[{value_key}]",
-                              f"Missing the value key '{value_key}' in the payload.")
+        raise MeterEventError(
+            "meter_event_invalid_value",
+            meter,
+            f"{prefix}payload[{value_key}]",
+            f"Missing the value key '{value_key}' in the payload.",
+        )
     try:
         value = Decimal(raw_value)
     except ArithmeticError:
         value = Decimal("NaN")
     if not value.is_finite():
-        raise MeterEventError("meter_event_invalid_value", meter, f"{prefix}payload[{value_key}]",
-                              f"Invalid meter value '{raw_value}': not a number.")
+        raise MeterEventError(
+            "meter_event_invalid_value",
+            meter,
+            f"{prefix}payload[{value_key}]",
+            f"Invalid meter value '{raw_value}': not a number.",
+        )
     now = core.now(core.clock_of(customer_id))
     when = now if timestamp is None else timestamp
     if when < now - MAX_PAST or when > now + MAX_FUTURE:
         raise MeterEventError(
-            "timestamp_too_far_in_past" if when < now else "timestamp_in_future", meter, f"{prefix}timestamp",
+            "timestamp_too_far_in_past" if when < now else "timestamp_in_future",
+            meter,
+            f"{prefix}timestamp",
             f"Timestamp {when} must be within the past 35 calendar days or up to 5 minutes in the future "
             f"(the customer's current time is {now}).",
         )
@@ -126,8 +148,10 @@ def aggregate(  # noqa: PLR0917 - the report-order bounds are optional filters
     you report it".
     """
     events = [
-        e for e in meter.get("_events", [])
-        if e["_customer"] == customer_id and start <= e["timestamp"] < end
+        e
+        for e in meter.get("_events", [])
+        if e["_customer"] == customer_id
+        and start <= e["timestamp"] < end
         and (reported_after is None or e["_seq"] > reported_after)
         and (reported_upto is None or e["_seq"] <= reported_upto)
     ]

@@ -74,9 +74,7 @@ class Deliverer:
             copies = 2 if self._faults.chance(self._faults.settings.duplicate_webhooks) else 1
             for _ in range(copies):
                 self._seq += 1
-                self._queue.append(
-                    Delivery(time.monotonic(), self._seq, endpoint_id, url, secret, event_id, payload)
-                )
+                self._queue.append(Delivery(time.monotonic(), self._seq, endpoint_id, url, secret, event_id, payload))
             self._cond.notify_all()
 
     def pending(self) -> int:

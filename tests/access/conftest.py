@@ -102,8 +102,13 @@ class Stack(StackView):
     def webhook_url(self) -> str:
         return f"{self.host.base_url}/api/webhooks/stripe"
 
-    def post_event(self, event: dict[str, Any] | bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None,
-                   signature: str | None = None) -> requests.Response:  # fmt: skip
+    def post_event(
+        self,
+        event: dict[str, Any] | bytes,
+        secret: str = WEBHOOK_SECRET,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> requests.Response:
         body = event if isinstance(event, bytes) else json.dumps(event).encode()
         headers = {"Content-Type": "application/json"}
         if signature is None:
@@ -121,36 +126,55 @@ class Stack(StackView):
     def gateway_status(self, sid: str) -> int:
         key = self.apim.subscription.list_secrets(*self.where, sid).primary_key
         assert key is not None
-        return requests.get(f"{self.apim_emu.gateway_url}/echo/hello",
-                            headers={"Ocp-Apim-Subscription-Key": key}, timeout=10).status_code  # fmt: skip
+        return requests.get(
+            f"{self.apim_emu.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key}, timeout=10
+        ).status_code
 
     def settle(self) -> None:
         self.stripe_emu.wait_for_webhooks_idle(timeout=30)
 
     def new_customer(self, user_id: str = USER_ID, clock: bool = True) -> tuple[str, str | None]:
         clock_id = None
-        params: stripe.params.CustomerCreateParams = {"email": f"{user_id}@example.com",
-                                                      "metadata": {CUSTOMER_META_APIM_USER: user_id}}
+        params: stripe.params.CustomerCreateParams = {
+            "email": f"{user_id}@example.com",
+            "metadata": {CUSTOMER_META_APIM_USER: user_id},
+        }
         if clock:
             clock_id = self.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": int(time.time())}).id
             params["test_clock"] = clock_id
         return self.stripe.v1.customers.create(params=params).id, clock_id
 
-    def checkout(self, customer_id: str, product: str, *, user_id: str = USER_ID, name: str = "my key",
-                 metadata: dict[str, str] | None = None) -> str:  # fmt: skip
+    def checkout(
+        self,
+        customer_id: str,
+        product: str,
+        *,
+        user_id: str = USER_ID,
+        name: str = "my key",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
         """Checkout in subscription mode, paid on the hosted page with a test card; the subscription id."""
         items: list[stripe.params.checkout.SessionCreateParamsLineItem] = [
-            {"price": self.catalog.flat_price[product], "quantity": 1}]
+            {"price": self.catalog.flat_price[product], "quantity": 1}
+        ]
         if product in self.catalog.usage_price:
             items.append({"price": self.catalog.usage_price[product]})
         meta = {SUB_META_APIM_USER: user_id, SUB_META_PRODUCT: product, SUB_META_NAME: name}
-        session = self.stripe.v1.checkout.sessions.create(params={
-            "mode": "subscription", "customer": customer_id, "line_items": items,
-            "subscription_data": {"metadata": meta if metadata is None else metadata},
-            "success_url": "http://127.0.0.1:9/done?session={CHECKOUT_SESSION_ID}",
-        })  # fmt: skip
-        page = requests.post(str(session.url), data={"cardNumber": "4242 4242 4242 4242", "cardExpiry": "12 / 34",
-                             "cardCvc": "123", "billingName": "Ada"}, allow_redirects=False, timeout=10)  # fmt: skip
+        session = self.stripe.v1.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "customer": customer_id,
+                "line_items": items,
+                "subscription_data": {"metadata": meta if metadata is None else metadata},
+                "success_url": "http://127.0.0.1:9/done?session={CHECKOUT_SESSION_ID}",
+            }
+        )
+        page = requests.post(
+            str(session.url),
+            data={"cardNumber": "4242 4242 4242 4242", "cardExpiry": "12 / 34", "cardCvc": "123", "billingName": "Ada"},
+            allow_redirects=False,
+            timeout=10,
+        )
         assert page.status_code == 303, page.text[:500]
         sub_id = self.stripe.v1.checkout.sessions.retrieve(session.id).subscription
         assert isinstance(sub_id, str)
@@ -162,38 +186,66 @@ def _make_catalog(client: stripe.StripeClient) -> Catalog:
     # Standard: $89.95 flat monthly, then $0.10 per 100 calls on its own meter (revenue-model.md).
     # Basic: $14.95 flat monthly, no usage price.
     for pid, flat, usage_decimal in (("standard", 8995, Decimal("0.1")), ("basic", 1495, None)):
-        client.v1.products.create(params={"id": stripe_product_id(pid), "name": pid.title(),
-                                          "metadata": {PRODUCT_METADATA_KEY: pid}})  # fmt: skip
-        price = client.v1.prices.create(params={
-            "product": stripe_product_id(pid), "currency": "usd", "unit_amount": flat,
-            "recurring": {"interval": "month", "usage_type": "licensed"}, "lookup_key": flat_price_lookup_key(pid),
-        })  # fmt: skip
+        client.v1.products.create(
+            params={"id": stripe_product_id(pid), "name": pid.title(), "metadata": {PRODUCT_METADATA_KEY: pid}}
+        )
+        price = client.v1.prices.create(
+            params={
+                "product": stripe_product_id(pid),
+                "currency": "usd",
+                "unit_amount": flat,
+                "recurring": {"interval": "month", "usage_type": "licensed"},
+                "lookup_key": flat_price_lookup_key(pid),
+            }
+        )
         catalog.flat_price[pid] = price.id
         if usage_decimal:
-            meter = client.v1.billing.meters.create(params={
-                "display_name": f"{pid} calls", "event_name": meter_event_name(pid),
-                "default_aggregation": {"formula": "sum"},
-            })  # fmt: skip
-            usage = client.v1.prices.create(params={
-                "product": stripe_product_id(pid), "currency": "usd", "unit_amount_decimal": usage_decimal,
-                "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-                "lookup_key": usage_price_lookup_key(pid),
-            })  # fmt: skip
+            meter = client.v1.billing.meters.create(
+                params={
+                    "display_name": f"{pid} calls",
+                    "event_name": meter_event_name(pid),
+                    "default_aggregation": {"formula": "sum"},
+                }
+            )
+            usage = client.v1.prices.create(
+                params={
+                    "product": stripe_product_id(pid),
+                    "currency": "usd",
+                    "unit_amount_decimal": usage_decimal,
+                    "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+                    "lookup_key": usage_price_lookup_key(pid),
+                }
+            )
             catalog.usage_price[pid] = usage.id
     return catalog
 
 
 def _make_apim(client: ApiManagementClient, rg: str, service: str, users: tuple[str, ...]) -> None:
     for pid in ("standard", "basic"):
-        client.product.create_or_update(rg, service, pid, ProductContract(
-            display_name=pid.title(), subscription_required=True, approval_required=False, subscriptions_limit=1,
-            state="published",
-        ))  # fmt: skip
+        client.product.create_or_update(
+            rg,
+            service,
+            pid,
+            ProductContract(
+                display_name=pid.title(),
+                subscription_required=True,
+                approval_required=False,
+                subscriptions_limit=1,
+                state="published",
+            ),
+        )
         client.product_api.create_or_update(rg, service, pid, PROVIDER_API_ID)  # what its keys may call
     for uid in users:
-        client.user.create_or_update(rg, service, uid, UserCreateParameters(
-            email=f"{uid}@example.com", first_name=uid.title(), last_name="Tester",
-        ))  # fmt: skip
+        client.user.create_or_update(
+            rg,
+            service,
+            uid,
+            UserCreateParameters(
+                email=f"{uid}@example.com",
+                first_name=uid.title(),
+                last_name="Tester",
+            ),
+        )
 
 
 def _count_apim_writes(emu: ApimEmulator) -> list[tuple[str, str]]:

@@ -70,8 +70,11 @@ class FakeApim:
         self.subs[sid] = ApimView(old.state, old.user_id, product_id)
 
     def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
-        return [sid for sid, v in self.subs.items() if (v.user_id, v.product_id) == (user_id, product_id)
-                and v.state in ("submitted", "active", "suspended")]  # fmt: skip
+        return [
+            sid
+            for sid, v in self.subs.items()
+            if (v.user_id, v.product_id) == (user_id, product_id) and v.state in ("submitted", "active", "suspended")
+        ]
 
 
 class FakeUsage:

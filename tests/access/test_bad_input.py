@@ -17,9 +17,13 @@ pytestmark = pytest.mark.storage
 
 
 def _event(sub_id: str = "sub_doesnotmatter") -> dict[str, Any]:
-    return {"id": unique("evt"), "object": "event", "created": int(time.time()),
-            "type": "customer.subscription.updated",
-            "data": {"object": {"id": sub_id, "object": "subscription"}}}  # fmt: skip
+    return {
+        "id": unique("evt"),
+        "object": "event",
+        "created": int(time.time()),
+        "type": "customer.subscription.updated",
+        "data": {"object": {"id": sub_id, "object": "subscription"}},
+    }
 
 
 def _rows(stack: Stack, event_id: str) -> int:
@@ -75,10 +79,14 @@ def test_secret_rotation_accepts_either_secret(stack: Stack, monkeypatch: pytest
 def _direct_subscription(stack: Stack, product: str, metadata: dict[str, str]) -> str:
     customer, _ = stack.new_customer(clock=False)
     card = stack.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": customer})
-    sub = stack.stripe.v1.subscriptions.create(params={
-        "customer": customer, "items": [{"price": stack.catalog.flat_price[product], "quantity": 1}],
-        "default_payment_method": card.id, "metadata": metadata,
-    })  # fmt: skip
+    sub = stack.stripe.v1.subscriptions.create(
+        params={
+            "customer": customer,
+            "items": [{"price": stack.catalog.flat_price[product], "quantity": 1}],
+            "default_payment_method": card.id,
+            "metadata": metadata,
+        }
+    )
     return sub.id
 
 

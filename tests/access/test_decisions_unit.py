@@ -93,30 +93,39 @@ def test_routing() -> None:
     invoice = {"object": "invoice", "parent": {"subscription_details": {"subscription": "sub_1"}}}
     assert plan_event(_event("invoice.paid", invoice)).actions == (SyncSubscription("sub_1"),)
     assert plan_event(_event("invoice.payment_failed", {"subscription": "sub_2"})).actions == (
-        SyncSubscription("sub_2"),)
+        SyncSubscription("sub_2"),
+    )
     cycle = {**invoice, "billing_reason": "subscription_cycle", "period_start": 10, "period_end": 20}
     assert plan_event(_event("invoice.created", cycle)).actions == (ReportClosingUsage("sub_1", 10, 20),)
     first = {**invoice, "billing_reason": "subscription_create", "period_start": 10, "period_end": 10}
     assert plan_event(_event("invoice.created", first)).actions == ()
     session = {"object": "checkout.session", "mode": "subscription", "subscription": "sub_3"}
     assert plan_event(_event("checkout.session.completed", session)).actions == (SyncSubscription("sub_3"),)
-    assert plan_event(_event("customer.subscription.deleted", {"id": "sub_4"})).actions == (
-        SyncSubscription("sub_4"),)
+    assert plan_event(_event("customer.subscription.deleted", {"id": "sub_4"})).actions == (SyncSubscription("sub_4"),)
     assert "not handled" in plan_event(_event("charge.refunded", {"id": "ch_1"})).note
     with pytest.raises(MalformedEvent):
         plan_event({"id": "evt_1", "object": "event", "type": "invoice.paid"})
 
 
 def test_invoice_created_carries_the_draft_window() -> None:
-    invoice = {"object": "invoice", "id": "in_7", "parent": {"subscription_details": {"subscription": "sub_1"}},
-               "billing_reason": "subscription_cycle", "period_start": 10, "period_end": 20, "created": 25,
-               "automatically_finalizes_at": 3625}  # fmt: skip
+    invoice = {
+        "object": "invoice",
+        "id": "in_7",
+        "parent": {"subscription_details": {"subscription": "sub_1"}},
+        "billing_reason": "subscription_cycle",
+        "period_start": 10,
+        "period_end": 20,
+        "created": 25,
+        "automatically_finalizes_at": 3625,
+    }
     assert plan_event(_event("invoice.created", invoice)).actions == (
-        ReportClosingUsage("sub_1", 10, 20, "in_7", 25, 3625),)
+        ReportClosingUsage("sub_1", 10, 20, "in_7", 25, 3625),
+    )
     # Stripe's null (automatic advancement off): nothing to check.
     unscheduled = {**invoice, "automatically_finalizes_at": None}
-    assert plan_event(_event("invoice.created", unscheduled)).actions == (ReportClosingUsage("sub_1", 10, 20, "in_7",
-                                                                                                 25, None),)
+    assert plan_event(_event("invoice.created", unscheduled)).actions == (
+        ReportClosingUsage("sub_1", 10, 20, "in_7", 25, None),
+    )
 
 
 def test_plan_round_trips_through_the_queue_message() -> None:
@@ -142,15 +151,29 @@ def test_deadline() -> None:
 # ---- the sync service against in-memory fakes of the project's own ports -----------------------------
 def _subscription(status: str, invoice_status: str = "paid", sub_id: str = "sub_1") -> dict[str, Any]:
     return {
-        "id": sub_id, "status": status, "customer": "cus_1", "metadata": META, "ended_at": None,
+        "id": sub_id,
+        "status": status,
+        "customer": "cus_1",
+        "metadata": META,
+        "ended_at": None,
         "latest_invoice": {"id": "in_1", "status": invoice_status, "attempted": True},
-        "items": {"data": [
-            {"id": "si_flat", "price": {"product": "apim-standard", "recurring": {"usage_type": "licensed"}},
-             "current_period_start": 1000, "current_period_end": 2000},
-            {"id": "si_usage", "price": {"product": "apim-standard", "recurring": {"usage_type": "metered"}},
-             "current_period_start": 1000, "current_period_end": 2000},
-        ]},
-    }  # fmt: skip
+        "items": {
+            "data": [
+                {
+                    "id": "si_flat",
+                    "price": {"product": "apim-standard", "recurring": {"usage_type": "licensed"}},
+                    "current_period_start": 1000,
+                    "current_period_end": 2000,
+                },
+                {
+                    "id": "si_usage",
+                    "price": {"product": "apim-standard", "recurring": {"usage_type": "metered"}},
+                    "current_period_start": 1000,
+                    "current_period_end": 2000,
+                },
+            ]
+        },
+    }
 
 
 def _ports(sub: dict[str, Any]) -> tuple[AccessPorts, FakeStripe, FakeApim, FakeLinks]:
@@ -277,7 +300,8 @@ def test_a_new_subscription_of_a_customer_who_owes_money_is_refused_at_its_first
     sync_subscription("sub_1", AccessPorts(stripe, apim, links, FakeUsage()), event_created=2)
     stripe.owed_by_others = 10
     assert sync_subscription("sub_1", AccessPorts(stripe, apim, links, FakeUsage()), event_created=3).outcome == (
-        "unchanged")
+        "unchanged"
+    )
     assert stripe.cancelled == []
 
 
@@ -297,8 +321,11 @@ def test_a_sync_after_the_portal_cancel_keeps_the_key_off() -> None:
     sync_subscription("sub_1", ports, event_created=1)
     apim.subs["sub_1"] = ApimView("cancelled", "ada", "standard")  # the portal cancelled it in APIM
     # Stripe's customer.subscription.updated for cancel_at_period_end and the metadata: still "active".
-    stripe.sub = {**_subscription("active"), "cancel_at_period_end": True,
-                  "metadata": {**META, "apim_access_ended_at": "1500"}}  # fmt: skip
+    stripe.sub = {
+        **_subscription("active"),
+        "cancel_at_period_end": True,
+        "metadata": {**META, "apim_access_ended_at": "1500"},
+    }
     result = sync_subscription("sub_1", ports, event_created=2)
     assert apim.subs["sub_1"].state == "cancelled"
     assert "set active" not in apim.writes
@@ -324,7 +351,9 @@ def test_a_draft_window_too_short_for_the_closing_report_is_logged_as_an_error(
     assert "by at least 8 min" in record.getMessage()
     assert "Invoice finalization grace period" in record.getMessage()
     caplog.clear()
-    for enough in (ReportClosingUsage("sub_1", 10, 100, "in_6", 100, 100 + 3600),
-                   ReportClosingUsage("sub_1", 10, 100, "in_7", 100, None)):  # fmt: skip
+    for enough in (
+        ReportClosingUsage("sub_1", 10, 100, "in_6", 100, 100 + 3600),
+        ReportClosingUsage("sub_1", 10, 100, "in_7", 100, None),
+    ):
         apply_plan(EventPlan("evt_2", "invoice.created", 100, (enough,)), ports, Deadline.unbounded())
     assert caplog.records == []

@@ -21,11 +21,15 @@ pytestmark = pytest.mark.storage
 def test_submitted_without_a_working_key_until_the_first_invoice_is_paid(stack: Stack) -> None:
     customer, _ = stack.new_customer(clock=False)
     failing = stack.stripe.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
-    sub = stack.stripe.v1.subscriptions.create(params={
-        "customer": customer, "items": [{"price": stack.catalog.flat_price["basic"], "quantity": 1}],
-        "default_payment_method": failing.id, "payment_behavior": "allow_incomplete",
-        "metadata": {SUB_META_APIM_USER: "grace", SUB_META_PRODUCT: "basic", SUB_META_NAME: "grace's key"},
-    })  # fmt: skip
+    sub = stack.stripe.v1.subscriptions.create(
+        params={
+            "customer": customer,
+            "items": [{"price": stack.catalog.flat_price["basic"], "quantity": 1}],
+            "default_payment_method": failing.id,
+            "payment_behavior": "allow_incomplete",
+            "metadata": {SUB_META_APIM_USER: "grace", SUB_META_PRODUCT: "basic", SUB_META_NAME: "grace's key"},
+        }
+    )
     stack.settle()
     assert stack.stripe.v1.subscriptions.retrieve(sub.id).status == "incomplete"
     assert stack.apim_state(sub.id) == "submitted"
@@ -44,9 +48,15 @@ def test_slow_apim_defers_the_event_to_the_work_queue(stack: Stack) -> None:
     stack.pause_deliveries()
     stack.apim.subscription.update(*stack.where, sid, "*", SubscriptionUpdateParameters(state="suspended"))
     stack.apim_emu.faults.update({"latency_ms": 7000})  # APIM slower than the webhook's budget allows
-    event = {"id": unique("evt"), "object": "event", "created": int(time.time()), "type": "invoice.paid",
-             "data": {"object": {"id": "in_x", "object": "invoice",
-                                 "parent": {"subscription_details": {"subscription": sid}}}}}  # fmt: skip
+    event = {
+        "id": unique("evt"),
+        "object": "event",
+        "created": int(time.time()),
+        "type": "invoice.paid",
+        "data": {
+            "object": {"id": "in_x", "object": "invoice", "parent": {"subscription_details": {"subscription": sid}}}
+        },
+    }
     started = time.monotonic()
     answer = stack.post_event(event)
     elapsed = time.monotonic() - started

@@ -22,9 +22,16 @@ pytestmark = pytest.mark.storage
 
 def _event(sub_id: str, event_type: str = "customer.subscription.updated") -> dict[str, Any]:
     """A Stripe event as Stripe sends it (the handler re-reads the subscription, so the object is thin)."""
-    return {"id": unique("evt"), "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
-            "type": event_type, "livemode": False, "pending_webhooks": 1,
-            "data": {"object": {"id": sub_id, "object": "subscription"}}}  # fmt: skip
+    return {
+        "id": unique("evt"),
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": int(time.time()),
+        "type": event_type,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "data": {"object": {"id": sub_id, "object": "subscription"}},
+    }
 
 
 def _row(stack: Stack, event_id: str) -> dict[str, Any] | None:
@@ -74,8 +81,11 @@ def test_events_delivered_in_reverse_order_end_in_the_right_state(stack: Stack) 
     assert clock is not None
     stack.stripe.v1.test_helpers.test_clocks.advance(clock, params={"frozen_time": period_end + 2 * 3600})
     assert stack.stripe.v1.subscriptions.retrieve(sid).status == "past_due"
-    events = [e for e in stack.stripe_events(since) if e["type"].startswith(("customer.subscription", "invoice.",
-                                                                           "checkout.session"))]  # fmt: skip
+    events = [
+        e
+        for e in stack.stripe_events(since)
+        if e["type"].startswith(("customer.subscription", "invoice.", "checkout.session"))
+    ]
     assert any(e["type"] == "invoice.paid" for e in events)  # the first invoice's payment is among them
     assert stack.apim_state(sid) is None
     for event in reversed(events):

@@ -28,8 +28,9 @@ def _link(stack: Stack, sid: str) -> SubscriptionLink:
 def _closing_messages(stack: Stack, sid: str, timeout: float = 20) -> list[dict[str, object]]:
     """The usage queue's messages about `sid`, once they show: a closing request is hidden for the report
     lag (the stack's, a few seconds), so that APIM's data for the period's last calls has arrived."""
-    queue = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], USAGE_BATCH_QUEUE,
-                                               message_decode_policy=BinaryBase64DecodePolicy())  # fmt: skip
+    queue = QueueClient.from_connection_string(
+        stack.env["AzureWebJobsStorage"], USAGE_BATCH_QUEUE, message_decode_policy=BinaryBase64DecodePolicy()
+    )
     deadline = time.monotonic() + timeout
     while True:
         messages = [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
@@ -58,7 +59,9 @@ def test_pay_fail_recover_cancel(stack: Stack) -> None:
     link = _link(stack, sid)
     assert (link.stripe_customer_id, link.stripe_usage_item_id) == (customer, metered[0]["id"])
     assert (link.current_period_start, link.current_period_end) == (
-        metered[0]["current_period_start"], metered[0]["current_period_end"])
+        metered[0]["current_period_start"],
+        metered[0]["current_period_end"],
+    )
     assert (link.apim_state, link.stripe_status) == ("active", "active")
 
     # Renewal with a card that fails: Stripe marks the subscription past_due -> APIM suspended, key blocked.
@@ -73,8 +76,12 @@ def test_pay_fail_recover_cancel(stack: Stack) -> None:
     assert stack.gateway_status(sid) == 401
     # The renewal invoice's creation asked the usage area for the finished period's closing report.
     closing = _closing_messages(stack, sid)
-    assert {"kind": "closing", "subscription_id": sid, "period_start": link.current_period_start,
-            "period_end": period_end} in closing  # fmt: skip
+    assert {
+        "kind": "closing",
+        "subscription_id": sid,
+        "period_start": link.current_period_start,
+        "period_end": period_end,
+    } in closing
     assert _link(stack, sid).current_period_start == period_end
 
     # The consumer pays the open invoice with a working card -> active again, the same key works.

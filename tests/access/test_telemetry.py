@@ -100,9 +100,15 @@ def test_a_webhook_a_deferred_event_and_a_usage_batch_leave_spans_and_counts(
     stack.apim.subscription.update(*stack.where, sid, "*", SubscriptionUpdateParameters(state="suspended"))
     stack.apim_emu.faults.update({"latency_ms": 7000})
     event_id = unique("evt")
-    event = {"id": event_id, "object": "event", "created": int(time.time()), "type": "invoice.paid",
-             "data": {"object": {"id": "in_x", "object": "invoice",
-                                 "parent": {"subscription_details": {"subscription": sid}}}}}  # fmt: skip
+    event = {
+        "id": event_id,
+        "object": "event",
+        "created": int(time.time()),
+        "type": "invoice.paid",
+        "data": {
+            "object": {"id": "in_x", "object": "invoice", "parent": {"subscription_details": {"subscription": sid}}}
+        },
+    }
     answer = stack.post_event(event)
     stack.apim_emu.faults.update({"latency_ms": 0})
     assert answer.json()["outcome"] == "queued"
@@ -116,8 +122,9 @@ def test_a_webhook_a_deferred_event_and_a_usage_batch_leave_spans_and_counts(
 
     # A usage batch (here a closing request) leaves its message id and counts.
     link = stack.stripe.v1.subscriptions.retrieve(sid)["items"]["data"][0]
-    queue(USAGE_BATCH_QUEUE).send_message(closing_message(sid, int(link["current_period_start"]),
-                                                          int(link["current_period_end"])))  # fmt: skip
+    queue(USAGE_BATCH_QUEUE).send_message(
+        closing_message(sid, int(link["current_period_start"]), int(link["current_period_end"]))
+    )
     assert QueuePoller(function_app.app, {USAGE_BATCH_QUEUE: queue(USAGE_BATCH_QUEUE)}).poll_once() >= 1
     (batch,) = [s for s in _spans("usage.batch") if s.get("usage.message_kind") == "ClosingRequest"]
     assert batch.get("usage.subscriptions") == 1
@@ -133,8 +140,11 @@ def test_no_secret_or_address_reaches_telemetry(stack: Stack, captured: list[log
     stack.checkout(customer, "basic")
     stack.post_event(b'{"id": "evt_forged"}', secret="whsec_wrong")  # refused: logged, never read
     stack.settle()
-    secrets = {value for name, value in stack.env.items()
-               if value and len(value) > 8 and any(k in name for k in ("KEY", "SECRET", "PASSWORD"))}  # fmt: skip
+    secrets = {
+        value
+        for name, value in stack.env.items()
+        if value and len(value) > 8 and any(k in name for k in ("KEY", "SECRET", "PASSWORD"))
+    }
     secrets |= {WEBHOOK_SECRET}
     addresses = {f"{USER_ID}@example.com"}
     attributes = [json.dumps(dict(s.attributes or {}), default=str) for s in _EXPORTER.get_finished_spans()]

@@ -20,16 +20,35 @@ pytestmark = pytest.mark.storage  # the local stack runs on the session's Azurit
 
 SMALL_LIMITS = {
     "products": [
-        {"id": "tiny-free", "displayName": "Tiny free", "description": "5 calls an hour, 3 a minute.", "apis": ["echo"],
-         "pricingModel": "Free", "quota": {"calls": 5, "period": "hour"}, "rateLimit": {"callsPerMinute": 3}},
-        {"id": "tiny-tier", "displayName": "Tiny tier", "description": "4 calls a day.", "pricingModel": "Tier",
-         "apis": ["echo"],
-         "flatFee": "1.00", "quota": {"calls": 4, "period": "day"}},
-        {"id": "tiny-metered", "displayName": "Tiny metered", "description": "2 calls a minute.", "apis": ["echo"],
-         "pricingModel": "Metered", "usagePrice": {"amount": "0.10", "perCalls": 100},
-         "rateLimit": {"callsPerMinute": 2}},
+        {
+            "id": "tiny-free",
+            "displayName": "Tiny free",
+            "description": "5 calls an hour, 3 a minute.",
+            "apis": ["echo"],
+            "pricingModel": "Free",
+            "quota": {"calls": 5, "period": "hour"},
+            "rateLimit": {"callsPerMinute": 3},
+        },
+        {
+            "id": "tiny-tier",
+            "displayName": "Tiny tier",
+            "description": "4 calls a day.",
+            "pricingModel": "Tier",
+            "apis": ["echo"],
+            "flatFee": "1.00",
+            "quota": {"calls": 4, "period": "day"},
+        },
+        {
+            "id": "tiny-metered",
+            "displayName": "Tiny metered",
+            "description": "2 calls a minute.",
+            "apis": ["echo"],
+            "pricingModel": "Metered",
+            "usagePrice": {"amount": "0.10", "perCalls": 100},
+            "rateLimit": {"callsPerMinute": 2},
+        },
     ]
-}  # fmt: skip
+}
 
 
 def _subscribe(stack: Stack, pid: str) -> str:
@@ -38,10 +57,13 @@ def _subscribe(stack: Stack, pid: str) -> str:
         rg, svc, f"user-{pid}", m.UserCreateParameters(email=f"{pid}@example.com", first_name="A", last_name="B")
     )
     stack.apim.subscription.create_or_update(
-        rg, svc, f"sub-{pid}",
-        m.SubscriptionCreateParameters(owner_id=f"/users/user-{pid}", scope=f"/products/{pid}",
-                                       display_name=pid, state="active"),
-    )  # fmt: skip
+        rg,
+        svc,
+        f"sub-{pid}",
+        m.SubscriptionCreateParameters(
+            owner_id=f"/users/user-{pid}", scope=f"/products/{pid}", display_name=pid, state="active"
+        ),
+    )
     key = stack.apim.subscription.list_secrets(rg, svc, f"sub-{pid}").primary_key
     assert key
     return key

@@ -37,10 +37,16 @@ HOUR = 3_600
 
 # shared/design/revenue-model.md, "Reference checks": usage + flat fee for the period, in cents.
 REFERENCE_CENTS = {
-    ("developer", 100): 0, ("developer", 1_100): 200, ("payg", 10_000): 1_500, ("basic", 50_000): 1_495,
-    ("standard", 100_000): 8_995, ("standard", 200_000): 18_995, ("pro", 600_000): 50_995,
-    ("enterprise", 1): 74_995, ("enterprise", 3_000_001): 224_985,
-}  # fmt: skip
+    ("developer", 100): 0,
+    ("developer", 1_100): 200,
+    ("payg", 10_000): 1_500,
+    ("basic", 50_000): 1_495,
+    ("standard", 100_000): 8_995,
+    ("standard", 200_000): 18_995,
+    ("pro", 600_000): 50_995,
+    ("enterprise", 1): 74_995,
+    ("enterprise", 3_000_001): 224_985,
+}
 
 # Reference volumes plus boundaries: zero, around the included calls, rounding of fractional
 # cents (payg 10 calls = 1.5 cents, rounded half up once on the line), block edges.
@@ -75,13 +81,17 @@ def billing_stack() -> Iterator[Billing]:
 
 def _subscribe(b: Billing, product: Product) -> tuple[str, str]:
     clock = b.client.v1.test_helpers.test_clocks.create({"frozen_time": T0, "name": f"{product.id}"})
-    customer = b.client.v1.customers.create({
-        "test_clock": clock.id, "payment_method": "pm_card_visa",
-        "invoice_settings": {"default_payment_method": "pm_card_visa"},
-    })  # fmt: skip
+    customer = b.client.v1.customers.create(
+        {
+            "test_clock": clock.id,
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    )
     keys = [names.flat_price_lookup_key(product.id), names.usage_price_lookup_key(product.id)]
-    items: list[stripe.params.SubscriptionCreateParamsItem] = [{"price": b.prices[key]["id"]} for key in keys
-                                                                if key in b.prices]  # fmt: skip
+    items: list[stripe.params.SubscriptionCreateParamsItem] = [
+        {"price": b.prices[key]["id"]} for key in keys if key in b.prices
+    ]
     sub = b.client.v1.subscriptions.create({"customer": customer.id, "items": items})
     return clock.id, sub.id
 
@@ -98,10 +108,14 @@ def _report_usage(b: Billing, product: Product, customer: str, overage: int) -> 
     first = overage // 3
     for n, (value, at) in enumerate(((first, MID_PERIOD - HOUR), (overage - first, MID_PERIOD - 60))):
         if value:
-            b.client.v1.billing.meter_events.create({
-                "event_name": names.meter_event_name(product.id), "timestamp": at, "identifier": f"{customer}-{n}",
-                "payload": {names.METER_CUSTOMER_KEY: customer, names.METER_VALUE_KEY: str(value)},
-            })  # fmt: skip
+            b.client.v1.billing.meter_events.create(
+                {
+                    "event_name": names.meter_event_name(product.id),
+                    "timestamp": at,
+                    "identifier": f"{customer}-{n}",
+                    "payload": {names.METER_CUSTOMER_KEY: customer, names.METER_VALUE_KEY: str(value)},
+                }
+            )
 
 
 def _line_price(line: dict[str, Any]) -> str:

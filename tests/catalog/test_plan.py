@@ -48,9 +48,18 @@ def _in_sync_state() -> tuple[StripeState, ApimState]:
     )
     apim = {
         s.product_id: ApimProductState(
-            s.product_id, s.display_name, s.description, True, False, 1, "published", s.policy_xml,
-            apis=frozenset(s.apis), groups=frozenset({*s.groups, "administrators"}),
-            catalog_apis=frozenset(s.apis), catalog_groups=frozenset(s.groups),
+            s.product_id,
+            s.display_name,
+            s.description,
+            True,
+            False,
+            1,
+            "published",
+            s.policy_xml,
+            apis=frozenset(s.apis),
+            groups=frozenset({*s.groups, "administrators"}),
+            catalog_apis=frozenset(s.apis),
+            catalog_groups=frozenset(s.groups),
         )
         for s in desired.apim_products
     }
@@ -87,10 +96,16 @@ def test_a_changed_amount_creates_a_price_that_takes_the_key_then_archives_the_o
     old = next(p for p in stripe.prices if p.lookup_key == "payg-usage")
     terms = old.terms
     assert terms is not None
-    stale = PriceState(old.id, old.lookup_key, True, old.metadata, terms.__class__(**{
-        **terms.__dict__, "unit_amount_decimal": Decimal("0.2")}))  # fmt: skip
-    state = StripeState(stripe.products, stripe.meters, tuple(stale if p.id == old.id else p for p in stripe.prices),
-                        stripe.portal)
+    stale = PriceState(
+        old.id,
+        old.lookup_key,
+        True,
+        old.metadata,
+        terms.__class__(**{**terms.__dict__, "unit_amount_decimal": Decimal("0.2")}),
+    )
+    state = StripeState(
+        stripe.products, stripe.meters, tuple(stale if p.id == old.id else p for p in stripe.prices), stripe.portal
+    )
     plan = make_plan(desired_catalog(load_models()), state, apim)
     ops = [a.op for a in plan.actions]
     assert len(ops) == 2
@@ -118,8 +133,11 @@ def test_a_product_gone_from_the_file_is_archived_in_stripe_and_unpublished_in_a
     state = StripeState(products, (*stripe.meters, meter), (*stripe.prices, price), stripe.portal)
     unused = ApimProductState("old", "Old", None, True, False, 1, "published", None, subscription_count=0)
     used = ApimProductState("kept", "Kept", None, True, False, 1, "published", None, subscription_count=2)
-    plan = make_plan(desired_catalog(load_models()), state,
-                     ApimState({**apim.products, "old": unused, "kept": used}, api_ids=API_IDS, group_ids=GROUP_IDS))
+    plan = make_plan(
+        desired_catalog(load_models()),
+        state,
+        ApimState({**apim.products, "old": unused, "kept": used}, api_ids=API_IDS, group_ids=GROUP_IDS),
+    )
     ops = [a.op for a in plan.actions]
     assert ops == [
         UpdatePrice("price_old", active=False),
@@ -137,8 +155,9 @@ def test_apim_products_the_catalog_never_made_are_left_alone() -> None:
     internal = ApimProductState("partners", "Partners", None, True, True, None, "published", None, subscription_count=0)
     products = {**apim.products, "starter": starter, "partners": internal}
     for stripe_state in (stripe, None):  # with --apim-only nothing can be shown to be the catalog's
-        plan = make_plan(desired_catalog(load_models()), stripe_state,
-                         ApimState(products, api_ids=API_IDS, group_ids=GROUP_IDS))
+        plan = make_plan(
+            desired_catalog(load_models()), stripe_state, ApimState(products, api_ids=API_IDS, group_ids=GROUP_IDS)
+        )
         assert plan.actions == ()
         assert any("partners, starter" in n and "left as they are" in n for n in plan.notices)
 
@@ -154,9 +173,10 @@ def test_a_meter_with_the_wrong_aggregation_is_a_problem_apply_refuses() -> None
     stripe, _ = _in_sync_state()
     wrong = tuple(
         MeterState(m.id, m.event_name, m.display_name, True, "count", m.customer_key, m.value_key)
-        if m.event_name == "apim_calls_payg" else m
+        if m.event_name == "apim_calls_payg"
+        else m
         for m in stripe.meters
-    )  # fmt: skip
+    )
     plan: Plan = make_plan(desired_catalog(load_models()), StripeState(stripe.products, wrong, stripe.prices), None)
     assert len(plan.problems) == 1
     assert "apim_calls_payg" in plan.problems[0]
@@ -174,8 +194,11 @@ def test_a_new_product_is_linked_to_its_apis_and_made_visible_to_its_groups() ->
     fresh = ApimState({k: v for k, v in apim.products.items() if k != "basic"}, api_ids=API_IDS, group_ids=GROUP_IDS)
     plan = make_plan(desired_catalog(load_models()), stripe, fresh)
     links = [a.op for a in plan.actions if isinstance(a.op, SetApimLink)]
-    assert links == [SetApimLink("basic", "api", "echo", True), SetApimLink("basic", "group", "developers", True),
-                     SetApimLink("basic", "group", "guests", True)]  # fmt: skip
+    assert links == [
+        SetApimLink("basic", "api", "echo", True),
+        SetApimLink("basic", "group", "developers", True),
+        SetApimLink("basic", "group", "guests", True),
+    ]
     assert "+ create  link    basic -> api echo" in render_plan(plan, (Service.APIM,))
 
 
@@ -190,9 +213,13 @@ def test_a_removed_link_is_repaired_and_reapplying_changes_nothing() -> None:
 
 def test_links_the_catalog_made_and_the_file_dropped_are_removed_others_are_left_alone() -> None:
     stripe, apim = _in_sync_state()
-    state = _with_links(apim, "standard", apis=frozenset({"echo", "weather", "internal"}),
-                        catalog_apis=frozenset({"echo", "weather"}),
-                        groups=frozenset({"administrators", "developers", "guests", "partners"}))  # fmt: skip
+    state = _with_links(
+        apim,
+        "standard",
+        apis=frozenset({"echo", "weather", "internal"}),
+        catalog_apis=frozenset({"echo", "weather"}),
+        groups=frozenset({"administrators", "developers", "guests", "partners"}),
+    )
     plan = make_plan(desired_catalog(load_models()), stripe, state)
     assert [a.op for a in plan.actions] == [SetApimLink("standard", "api", "weather", False)]
     assert plan.actions[0].change is Change.REMOVE
@@ -230,10 +257,13 @@ def test_the_customer_portal_configuration_is_made_once_and_kept_as_the_catalog_
     assert [a.op for a in missing.actions] == [PutPortalConfig(desired.portal, None)]
     # Someone allowed immediate cancellation in the Dashboard: the catalog puts period-end back.
     assert stripe.portal is not None
-    changed = {**stripe.portal.features, "subscription_cancel": {"enabled": True, "mode": "immediately",
-                                                                   "proration_behavior": "none"}}  # fmt: skip
-    drifted = StripeState(stripe.products, stripe.meters, stripe.prices,
-                          PortalConfigState("bpc_1", stripe.portal.headline, changed))
+    changed = {
+        **stripe.portal.features,
+        "subscription_cancel": {"enabled": True, "mode": "immediately", "proration_behavior": "none"},
+    }
+    drifted = StripeState(
+        stripe.products, stripe.meters, stripe.prices, PortalConfigState("bpc_1", stripe.portal.headline, changed)
+    )
     plan = make_plan(desired, drifted, apim)
     assert [a.op for a in plan.actions] == [PutPortalConfig(desired.portal, "bpc_1")]
     assert "immediately" in plan.actions[0].details[0]

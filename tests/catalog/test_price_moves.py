@@ -30,8 +30,9 @@ pytestmark = pytest.mark.storage
 
 @pytest.fixture
 def stack(azurite: Azurite) -> Iterator[LocalStack]:
-    options = StackOptions(use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True,
-                           run_queue_workers=False)  # fmt: skip
+    options = StackOptions(
+        use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True, run_queue_workers=False
+    )
     with LocalStack(options) as running:
         yield running
 
@@ -60,8 +61,12 @@ def test_a_mid_period_price_move_bills_calls_before_it_at_the_old_price(stack: L
     _advance(stack, clock_id, int(time.time()) + 1)  # Stripe's present catches up with the calls
 
     # The provider raises PAYG from 0.15 to 0.20 per 100 calls and moves the live subscriptions.
-    raised = models_variant(tmp_path, "raised.json", '"usagePrice": {"amount": "0.15", "perCalls": 100}',
-                            '"usagePrice": {"amount": "0.20", "perCalls": 100}')  # fmt: skip
+    raised = models_variant(
+        tmp_path,
+        "raised.json",
+        '"usagePrice": {"amount": "0.15", "perCalls": 100}',
+        '"usagePrice": {"amount": "0.20", "perCalls": 100}',
+    )
     assert billing_main(["catalog", "apply", "--file", str(raised)]) == 0
     assert billing_main(["catalog", "migrate-prices", "--file", str(raised), "--apply"]) == 0
     stack.settle()

@@ -28,6 +28,7 @@ from tests.catalog.conftest import Stack, models_variant
 def _apim_catalog() -> ApimCatalog:
     return ApimCatalog(apim_service(), CatalogLinks(ensure_table(CATALOG_LINKS_TABLE)))
 
+
 pytestmark = pytest.mark.storage  # the local stack runs on the session's Azurite
 
 # Written by hand from shared/design/revenue-model.md (amounts in cents; usage per call).
@@ -128,9 +129,11 @@ def test_a_price_change_creates_a_new_price_moves_the_key_and_keeps_subscribers_
     )
 
     changed = models_variant(
-        tmp_path, "models.json", '"usagePrice": {"amount": "0.10", "perCalls": 100}',
+        tmp_path,
+        "models.json",
+        '"usagePrice": {"amount": "0.10", "perCalls": 100}',
         '"usagePrice": {"amount": "0.12", "perCalls": 100}',
-    )  # fmt: skip
+    )
     plan = stack.cli("catalog", "plan", "--file", str(changed))
     assert plan.code == 0, plan.err
     assert "+ create  price   standard-usage" in plan.out
@@ -153,7 +156,9 @@ def test_a_price_change_creates_a_new_price_moves_the_key_and_keeps_subscribers_
     assert migrate_plan.code == 0, migrate_plan.err
     assert f"{old['id']} -> {new['id']}" in migrate_plan.out
     assert {item.price.id for item in stack.stripe.v1.subscriptions.retrieve(sub.id)["items"].data} == {
-        flat["id"], old["id"]}  # fmt: skip
+        flat["id"],
+        old["id"],
+    }
 
     migrated = stack.cli("catalog", "migrate-prices", "--file", str(changed), "--apply")
     assert migrated.code == 0, migrated.err
@@ -167,11 +172,13 @@ def test_an_added_product_appears_in_both_and_a_removed_one_is_archived_not_dele
 ) -> None:
     assert stack.cli("catalog", "apply").code == 0
     added = models_variant(
-        tmp_path, "added.json", '  "products": [\n',
+        tmp_path,
+        "added.json",
+        '  "products": [\n',
         '  "products": [\n    {"id": "scale", "displayName": "Scale", "description": "$5 a month, then $0.05 per 100.",'
         ' "apis": ["echo"], "pricingModel": "TierWithOverage", "flatFee": "5.00", "includedCalls": 1000,'
         ' "usagePrice": {"amount": "0.05", "perCalls": 100}, "rateLimit": {"callsPerMinute": 10}},\n',
-    )  # fmt: skip
+    )
     result = stack.cli("catalog", "apply", "--file", str(added))
     assert result.code == 0, result.err
     assert stack.stripe.v1.products.retrieve("apim-scale").active is True
@@ -201,11 +208,17 @@ def test_a_removed_product_with_subscribers_stays_published(stack: Stack) -> Non
     assert stack.cli("catalog", "apply").code == 0
     rg, svc = stack.where
     stack.apim.product.create_or_update(rg, svc, "legacy", m.ProductContract(display_name="Legacy", state="published"))
-    stack.apim.user.create_or_update(rg, svc, "u1", m.UserCreateParameters(email="u1@example.com", first_name="A",
-                                                                            last_name="B"))  # fmt: skip
+    stack.apim.user.create_or_update(
+        rg, svc, "u1", m.UserCreateParameters(email="u1@example.com", first_name="A", last_name="B")
+    )
     stack.apim.subscription.create_or_update(
-        rg, svc, "s1", m.SubscriptionCreateParameters(owner_id="/users/u1", scope="/products/legacy",
-                                                      display_name="s1", state="active"))  # fmt: skip
+        rg,
+        svc,
+        "s1",
+        m.SubscriptionCreateParameters(
+            owner_id="/users/u1", scope="/products/legacy", display_name="s1", state="active"
+        ),
+    )
     plan = stack.cli("catalog", "plan", "--apim-only")
     # A product the catalog never made (no catalog product in Stripe) is the provider's own.
     assert "not made by this catalog, left as they are: legacy" in plan.out
@@ -292,20 +305,24 @@ def test_throttled_apply_backs_off_and_finishes_without_duplicates(stack: Stack)
     assert "nothing to change" in stack.cli("catalog", "apply").out
 
 
-def test_links_to_apis_and_groups_are_applied_repaired_and_only_the_catalogs_removed(stack: Stack,
-                                                                                      tmp_path: Path) -> None:
+def test_links_to_apis_and_groups_are_applied_repaired_and_only_the_catalogs_removed(
+    stack: Stack, tmp_path: Path
+) -> None:
     rg, svc = stack.where
     assert stack.cli("catalog", "apply").code == 0
 
     def links(pid: str) -> tuple[set[str], set[str]]:
-        return ({str(a.name) for a in stack.apim.product_api.list_by_product(rg, svc, pid)},
-                {str(g.name) for g in stack.apim.product_group.list_by_product(rg, svc, pid)})  # fmt: skip
+        return (
+            {str(a.name) for a in stack.apim.product_api.list_by_product(rg, svc, pid)},
+            {str(g.name) for g in stack.apim.product_group.list_by_product(rg, svc, pid)},
+        )
 
     assert links("standard") == ({"echo"}, {"administrators", "developers", "guests"})
     assert "nothing to change" in stack.cli("catalog", "plan").out
     # Drift: someone unlinked a group; and the provider linked an API of its own.
-    stack.apim.api.begin_create_or_update(rg, svc, "weather", m.ApiCreateOrUpdateParameter(
-        display_name="Weather", path="weather", protocols=["https"])).result()  # fmt: skip
+    stack.apim.api.begin_create_or_update(
+        rg, svc, "weather", m.ApiCreateOrUpdateParameter(display_name="Weather", path="weather", protocols=["https"])
+    ).result()
     stack.apim.product_group.delete(rg, svc, "standard", "guests")
     stack.apim.product_api.create_or_update(rg, svc, "standard", "weather")
     plan = stack.cli("catalog", "plan")
@@ -316,8 +333,9 @@ def test_links_to_apis_and_groups_are_applied_repaired_and_only_the_catalogs_rem
     # The models file sells Standard through "weather" instead of "echo": the catalog's link goes,
     # and "weather" (linked by the provider) is now the catalog's concern too, kept as it is.
     standard = '"description": "$89.95 a month including 100,000 calls, then $0.10 per 100 calls.",\n      '
-    changed = models_variant(tmp_path, "weather.json", standard + '"apis": ["echo"],',
-                             standard + '"apis": ["weather"],')
+    changed = models_variant(
+        tmp_path, "weather.json", standard + '"apis": ["echo"],', standard + '"apis": ["weather"],'
+    )
     plan = stack.cli("catalog", "plan", "--file", str(changed))
     assert "- remove  link    standard -> api echo" in plan.out
     assert stack.cli("catalog", "apply", "--file", str(changed)).code == 0

@@ -20,16 +20,19 @@ pytestmark = pytest.mark.storage
 
 @pytest.fixture(scope="module")
 def demo_run() -> Iterator[tuple[Demo, list[ConsumerResult]]]:
-    with tempfile.TemporaryDirectory() as workdir, LocalStack(StackOptions(
-            run_queue_workers=False, models_file=demo_models_file(Path(workdir)))) as stack:
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        LocalStack(StackOptions(run_queue_workers=False, models_file=demo_models_file(Path(workdir)))) as stack,
+    ):
         demo = Demo(stack, SMALL_PLAN, say=lambda _: None)
         yield demo, demo.run()
 
 
 def test_every_consumers_invoice_equals_its_quote(demo_run: tuple[Demo, list[ConsumerResult]]) -> None:
     _, results = demo_run
-    assert [r.product_id for r in results] == [f"{p.product_id}>{p.upgrades_to}" if p.upgrades_to else p.product_id
-                                               for p in SMALL_PLAN]  # fmt: skip
+    assert [r.product_id for r in results] == [
+        f"{p.product_id}>{p.upgrades_to}" if p.upgrades_to else p.product_id for p in SMALL_PLAN
+    ]
     for result in results:
         assert result.invoice_total == result.quote_total, render_terminal([result])
     # Amounts worked out by hand from the price list, for the calls the plan makes; every live paid
@@ -111,9 +114,14 @@ def test_the_operators_status_after_the_run_matches_it(
     assert status["attention"] == []
     assert status["unreadable"] == {}
     # One paid subscription per consumer; the one who cancelled is cancelled, the one whose renewal failed paid.
-    assert status["subscriptions"] == {"developer": {"active": 1}, "payg": {"cancelled": 1},
-                                       "standard": {"active": 1}, "enterprise": {"active": 1},
-                                       "basic": {"active": 1}, "pro": {"active": 1}}  # fmt: skip
+    assert status["subscriptions"] == {
+        "developer": {"active": 1},
+        "payg": {"cancelled": 1},
+        "standard": {"active": 1},
+        "enterprise": {"active": 1},
+        "basic": {"active": 1},
+        "pro": {"active": 1},
+    }
     usage = {u["product_id"]: u for u in status["usage"]}
     assert set(usage) <= {"developer", "payg", "standard", "enterprise", "pro"}
     assert all(u["pending"] == 0 for u in usage.values())  # every event Stripe accepted is recorded
@@ -126,8 +134,13 @@ def test_the_demo_bills_from_the_logs_on_a_v2_tier_without_a_reports_api() -> No
     with LocalStack(StackOptions(run_queue_workers=False, apim_tier="StandardV2")) as stack:
         apim = stack.apim_emulator.management_client()
         with pytest.raises(HttpResponseError) as refused:  # as on real StandardV2: no built-in reports
-            list(apim.reports.list_by_subscription(stack.apim_emulator.resource_group, stack.apim_emulator.service_name,
-                                                   filter="timestamp ge datetime'2026-01-01T00:00:00'"))  # fmt: skip
+            list(
+                apim.reports.list_by_subscription(
+                    stack.apim_emulator.resource_group,
+                    stack.apim_emulator.service_name,
+                    filter="timestamp ge datetime'2026-01-01T00:00:00'",
+                )
+            )
         assert refused.value.status_code == 400
         results = Demo(stack, SMALL_PLAN, say=lambda _: None).run()
     assert [r.invoice_total for r in results] == [r.quote_total for r in results]

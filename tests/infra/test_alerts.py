@@ -94,9 +94,18 @@ def rules(path: Path = ALERTS) -> list[Rule]:
             assert node is not None, f"{path.name}: a rule has no {key!r}"
             return string_value(node) if node.type == "string" else text(node)  # type: ignore[return-value]
 
-        found.append(Rule(value("name"), value("displayName"), value("runbook"), int(value("severity")),
-                          value("evaluationFrequency"), value("windowSize"), value("queryTimeRange"),
-                          value("query").strip()))  # fmt: skip
+        found.append(
+            Rule(
+                value("name"),
+                value("displayName"),
+                value("runbook"),
+                int(value("severity")),
+                value("evaluationFrequency"),
+                value("windowSize"),
+                value("queryTimeRange"),
+                value("query").strip(),
+            )
+        )
     return found
 
 
@@ -153,8 +162,11 @@ def _facts(path: Path, source: str) -> tuple[tuple[Function, ...], tuple[LogLine
     lines: list[LogLine] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef) and path.parent.name == "functions":
-            functions += [_function(node, decorator, f"{where}:{node.lineno}") for decorator in node.decorator_list
-                          if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)]  # fmt: skip
+            functions += [
+                _function(node, decorator, f"{where}:{node.lineno}")
+                for decorator in node.decorator_list
+                if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
+            ]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LEVELS:
             fmt = node.args[0] if node.args else None
             if isinstance(fmt, ast.Constant) and isinstance(fmt.value, str):
@@ -207,11 +219,15 @@ def code_problems(alerts: Path = ALERTS, overrides: dict[Path, str] | None = Non
         for kind, pattern in rule.matchers():
             if rule.name == "poison-message":
                 if not all(matches(kind, pattern, line) for line in host_lines()):
-                    problems.append(f"{rule.name}: {pattern!r} does not match the host's line for every queue "
-                                    f"in ALL_QUEUES, e.g. {host_lines()[0]!r}")  # fmt: skip
+                    problems.append(
+                        f"{rule.name}: {pattern!r} does not match the host's line for every queue "
+                        f"in ALL_QUEUES, e.g. {host_lines()[0]!r}"
+                    )
             elif not any(matches(kind, pattern, line.sample()) for line in lines):
-                problems.append(f"{rule.name}: no log call in billing/ matches {kind} {pattern!r}: was a log line "
-                                "renamed? Change the query with it")  # fmt: skip
+                problems.append(
+                    f"{rule.name}: no log call in billing/ matches {kind} {pattern!r}: was a log line "
+                    "renamed? Change the query with it"
+                )
         if not rule.functions() and not rule.matchers():
             problems.append(f"{rule.name}: the query tests neither a function name nor a message")
     return problems
@@ -233,19 +249,22 @@ def binding_problems(alerts: Path = ALERTS, overrides: dict[Path, str] | None = 
 
     expected = {
         "usage-push-failed": names("timer_trigger", "%USAGE_PUSH_SCHEDULE%")
-                             | names("queue_trigger", USAGE_BATCH_QUEUE),
+        | names("queue_trigger", USAGE_BATCH_QUEUE),
         "usage-push-not-run": names("timer_trigger", "%USAGE_PUSH_SCHEDULE%"),
-        "webhook-5xx": {f.name for f in functions.values()
-                        if f.trigger == "route" and f.argument.startswith("webhooks/")},
+        "webhook-5xx": {
+            f.name for f in functions.values() if f.trigger == "route" and f.argument.startswith("webhooks/")
+        },
         "reconcile-drift": names("timer_trigger", "%RECONCILE_SCHEDULE%"),
-    }  # fmt: skip
+    }
     for rule_name, wanted in expected.items():
         rule = found.get(rule_name)
         if rule is None:
             problems.append(f"alerts.bicep: no rule {rule_name!r}")
         elif not wanted or rule.functions() != wanted:
-            problems.append(f"{rule_name}: the query watches functions {sorted(rule.functions())}, the app has "
-                            f"{sorted(wanted)} for it")  # fmt: skip
+            problems.append(
+                f"{rule_name}: the query watches functions {sorted(rule.functions())}, the app has "
+                f"{sorted(wanted)} for it"
+            )
 
     # (rule, level, how the line starts in the code, a sample that must fire, one that must not)
     lines_expected = [
@@ -291,15 +310,22 @@ def _extracted(rule: Rule, line: str) -> int | None:
 def timing_problems(found: list[Rule]) -> list[str]:
     """The six rules, each with a severity, and a frequency and window that see every row."""
     problems = []
-    if {r.name for r in found} != {"usage-push-failed", "usage-push-not-run", "poison-message", "webhook-5xx",
-                                    "reconcile-drift", "meter-errors"}:  # fmt: skip
+    if {r.name for r in found} != {
+        "usage-push-failed",
+        "usage-push-not-run",
+        "poison-message",
+        "webhook-5xx",
+        "reconcile-drift",
+        "meter-errors",
+    }:
         problems.append(f"alerts.bicep: unexpected set of rules {sorted(r.name for r in found)}")
     for rule in found:
         if not 0 <= rule.severity <= 4:
             problems.append(f"{rule.name}: severity {rule.severity} is not 0-4")
         if minutes(rule.frequency) > minutes(rule.query_range):
-            problems.append(f"{rule.name}: evaluated every {rule.frequency} over {rule.query_range}: rows in between "
-                            "are never seen")  # fmt: skip
+            problems.append(
+                f"{rule.name}: evaluated every {rule.frequency} over {rule.query_range}: rows in between are never seen"
+            )
         if minutes(rule.query_range) > 2 * 24 * 60:
             problems.append(f"{rule.name}: a log search alert reads at most two days ({rule.query_range})")
         if minutes(rule.window) > minutes(rule.query_range):
@@ -355,12 +381,14 @@ def _rule_resource_problems(rule: Declaration, group: Declaration, components: d
     scope_ids = [text(c) for c in scopes.named_children] if scopes is not None else []
     if len(scope_ids) != 1 or scope_ids[0].removesuffix(".id") not in components:
         problems.append("alerts.bicep: each rule is scoped to the Application Insights component")
-    for path, expected in ((("properties", "severity"), "rule.severity"),
-                           (("properties", "evaluationFrequency"), "rule.evaluationFrequency"),
-                           (("properties", "windowSize"), "rule.windowSize"),
-                           (("properties", "overrideQueryTimeRange"), "rule.queryTimeRange"),
-                           (("properties", "autoMitigate"), "true"),
-                           (("properties", "enabled"), "true")):  # fmt: skip
+    for path, expected in (
+        (("properties", "severity"), "rule.severity"),
+        (("properties", "evaluationFrequency"), "rule.evaluationFrequency"),
+        (("properties", "windowSize"), "rule.windowSize"),
+        (("properties", "overrideQueryTimeRange"), "rule.queryTimeRange"),
+        (("properties", "autoMitigate"), "true"),
+        (("properties", "enabled"), "true"),
+    ):
         if prop(*path) != expected:
             problems.append(f"alerts.bicep: {'.'.join(path)} must be {expected}")
     condition = get_path(body, "properties", "criteria", "allOf")
@@ -431,8 +459,10 @@ def test_the_cli_commands_in_the_runbook_exist(capsys: pytest.CaptureFixture[str
         try:
             parser.parse_args(shlex.split(command))
         except SystemExit:
-            pytest.fail(f"docs/operations.md: `python -m billing {command}` is not a valid command: "
-                        f"{capsys.readouterr().err.strip()}")  # fmt: skip
+            pytest.fail(
+                f"docs/operations.md: `python -m billing {command}` is not a valid command: "
+                f"{capsys.readouterr().err.strip()}"
+            )
 
 
 def test_an_invalid_runbook_command_is_caught() -> None:
@@ -448,8 +478,10 @@ def test_matching_works_on_known_lines() -> None:
     assert any(matches(k, p, "reconcile: 2 change(s)") for k, p in rule.matchers())
     assert _extracted(rule, "reconcile: 0 change(s)") == 0
     poison = by_name()["poison-message"]
-    assert all(matches(k, p, "Message has reached MaxDequeueCount of 5. Moving message to queue 'x-poison'.")
-               for k, p in poison.matchers())  # fmt: skip
+    assert all(
+        matches(k, p, "Message has reached MaxDequeueCount of 5. Moving message to queue 'x-poison'.")
+        for k, p in poison.matchers()
+    )
     assert not all(matches(k, p, "Moving message to queue 'usage-batches'.") for k, p in poison.matchers())
 
 
@@ -471,11 +503,12 @@ CODE_MUTATIONS = [
     (WEBHOOKS, "def reconcile_access(", "def reconcile_timer(", "reconcile_access"),
     (WEBHOOKS, "def stripe_webhook(", "def stripe_hook(", "stripe_webhook"),
     (RECONCILE, '"reconcile of %s failed"', '"could not reconcile %s"', "reconcile-drift"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("path", "old", "new", "expected"), CODE_MUTATIONS,
-                         ids=[f"{m[0].stem}-{i}" for i, m in enumerate(CODE_MUTATIONS)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "old", "new", "expected"), CODE_MUTATIONS, ids=[f"{m[0].stem}-{i}" for i, m in enumerate(CODE_MUTATIONS)]
+)
 def test_a_renamed_log_line_or_function_is_reported(path: Path, old: str, new: str, expected: str) -> None:
     source = path.read_text(encoding="utf-8")
     assert source.count(old) == 1, f"{path.name}: the mutation must match exactly once: {old!r}"
@@ -486,16 +519,20 @@ def test_a_renamed_log_line_or_function_is_reported(path: Path, old: str, new: s
 
 def test_a_new_webhook_function_must_be_watched() -> None:
     source = USAGE.read_text(encoding="utf-8")
-    added = source + ('\n\n@bp.route(route="webhooks/other", methods=["POST"])\n'
-                      "def other_webhook(req: func.HttpRequest) -> func.HttpResponse:\n    return req\n")  # fmt: skip
+    added = source + (
+        '\n\n@bp.route(route="webhooks/other", methods=["POST"])\n'
+        "def other_webhook(req: func.HttpRequest) -> func.HttpResponse:\n    return req\n"
+    )
     problems = binding_problems(ALERTS, {USAGE: added})
     assert any("webhook-5xx" in p and "other_webhook" in p for p in problems), problems
 
 
 def test_a_new_queue_must_be_watched(tmp_path: Path) -> None:
     source = USAGE.read_text(encoding="utf-8")
-    added = source + ('\n\n@bp.queue_trigger(arg_name="msg", queue_name="new-queue", connection="Storage")\n'
-                      "def new_worker(msg: func.QueueMessage) -> None:\n    return None\n")  # fmt: skip
+    added = source + (
+        '\n\n@bp.queue_trigger(arg_name="msg", queue_name="new-queue", connection="Storage")\n'
+        "def new_worker(msg: func.QueueMessage) -> None:\n    return None\n"
+    )
     problems = binding_problems(ALERTS, {USAGE: added})
     assert any("poison-message" in p and "new-queue" in p for p in problems), problems
 
@@ -507,23 +544,33 @@ RULE_MUTATIONS = [
     ("ago(26h) and", "ago(24h) and", "usage-push-not-run"),
     ('name in ("stripe_webhook", "stripe_thin_events")', 'name in ("stripe_webhook")', "webhook-5xx"),
     ("@\"Moving message to queue '[^']+-poison'\"", "@\"Moving message to queue '[^']+-dead'\"", "poison-message"),
-    ('extract(@"^reconcile: (\\d+) change", 1, message)', 'extract(@"^reconcile: (\\d+) changed", 1, message)',
-     "reconcile-drift"),
-    ('message startswith "usage: meter error report "', 'message startswith "usage: meter errors report "',
-     "meter-errors"),
-    ("    evaluationFrequency: 'PT1H'\n    windowSize: 'PT1H'\n    queryTimeRange: 'PT1H'",
-     "    evaluationFrequency: 'PT2H'\n    windowSize: 'PT1H'\n    queryTimeRange: 'PT1H'", "never seen"),
+    (
+        'extract(@"^reconcile: (\\d+) change", 1, message)',
+        'extract(@"^reconcile: (\\d+) changed", 1, message)',
+        "reconcile-drift",
+    ),
+    (
+        'message startswith "usage: meter error report "',
+        'message startswith "usage: meter errors report "',
+        "meter-errors",
+    ),
+    (
+        "    evaluationFrequency: 'PT1H'\n    windowSize: 'PT1H'\n    queryTimeRange: 'PT1H'",
+        "    evaluationFrequency: 'PT2H'\n    windowSize: 'PT1H'\n    queryTimeRange: 'PT1H'",
+        "never seen",
+    ),
     ("    queryTimeRange: 'P2D'", "    queryTimeRange: 'P3D'", "two days"),
     ("    severity: 2\n    // Stripe sends", "    severity: 5\n    // Stripe sends", "severity 5"),
     ("          threshold: 0\n", "          threshold: 10\n", "threshold: 0"),
     ("    autoMitigate: true\n", "    autoMitigate: false\n", "autoMitigate"),
     ("        emailAddress: alertEmail\n", "        emailAddress: 'someone@example.com'\n", "mail alertEmail"),
     ("    runbook: 'meter-errors'\n", "    runbook: 'meter-error'\n", "no section"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), RULE_MUTATIONS,
-                         ids=[f"rule-{i}" for i in range(len(RULE_MUTATIONS))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("old", "new", "expected"), RULE_MUTATIONS, ids=[f"rule-{i}" for i in range(len(RULE_MUTATIONS))]
+)
 def test_a_broken_rule_is_reported(tmp_path: Path, old: str, new: str, expected: str) -> None:
     source = ALERTS.read_text(encoding="utf-8")
     assert source.count(old) == 1, f"the mutation must match exactly once: {old!r}"

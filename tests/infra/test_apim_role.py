@@ -78,16 +78,18 @@ DOCUMENTED = {
     "Microsoft.ApiManagement/service/products/policies/read": "Get the policy configuration at the Product level",
     "Microsoft.ApiManagement/service/products/policies/write": "Creates or updates policy configuration (Product)",
     "Microsoft.ApiManagement/service/products/subscriptions/read": "Lists the subscriptions to the product",
-}  # fmt: skip
+}
 
 # Long-running operations: ARM polls the Azure-AsyncOperation URL, then GETs the Location URL
 # (azure-mgmt-core ARMPolling, final-state-via location). User delete, REST example
 # ApiManagementDeleteUser.json (azure-rest-api-specs, apimanagement stable/2024-05-01): 202 with
 # Azure-AsyncOperation .../service/{name}/tenant/operationResults/{id} and Location .../users/{id}.
 LRO_POLLING = {
-    ("user", "begin_delete"): {"Microsoft.ApiManagement/service/tenant/operationResults/read",
-                               "Microsoft.ApiManagement/service/users/read"},
-}  # fmt: skip
+    ("user", "begin_delete"): {
+        "Microsoft.ApiManagement/service/tenant/operationResults/read",
+        "Microsoft.ApiManagement/service/users/read",
+    },
+}
 
 VERBS = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
 
@@ -114,13 +116,21 @@ def _sdk_module(cls: type) -> tuple[dict[str, tuple[str, str]], dict[str, ast.Fu
             continue
         url = verb = None
         for node in ast.walk(fn):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pop" \
-                    and len(node.args) == 2 and isinstance(node.args[0], ast.Constant) \
-                    and node.args[0].value == "template_url" and isinstance(node.args[1], ast.Constant):  # fmt: skip
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "pop"
+                and len(node.args) == 2
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value == "template_url"
+                and isinstance(node.args[1], ast.Constant)
+            ):
                 url = node.args[1].value
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "HttpRequest":
-                verb = next((k.value.value for k in node.keywords
-                             if k.arg == "method" and isinstance(k.value, ast.Constant)), None)  # fmt: skip
+                verb = next(
+                    (k.value.value for k in node.keywords if k.arg == "method" and isinstance(k.value, ast.Constant)),
+                    None,
+                )
         if isinstance(url, str) and isinstance(verb, str) and url and verb:
             builders[fn.name] = (verb, url)
     (cls_node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
@@ -146,8 +156,12 @@ def sdk_requests(group: str, method: str) -> list[tuple[str, str]]:
         for node in ast.walk(methods[name]):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in builders:
                 found.append(builders[node.func.id])
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "self":  # fmt: skip
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "self"
+            ):
                 todo.append(node.func.attr)
     return found
 
@@ -220,8 +234,10 @@ class Call:
         if not requests:
             raise AssertionError(f"{self.where}: {self.group}.{self.method}: no request found in the SDK")
         if self.method.startswith("begin_") and (self.group, self.method) not in LRO_POLLING:
-            raise AssertionError(f"{self.where}: {self.group}.{self.method} is a long-running operation: add the "
-                                 "actions its polling needs to LRO_POLLING (see its REST example)")  # fmt: skip
+            raise AssertionError(
+                f"{self.where}: {self.group}.{self.method} is a long-running operation: add the "
+                "actions its polling needs to LRO_POLLING (see its REST example)"
+            )
         return {arm_action(verb, url) for verb, url in requests} | LRO_POLLING.get((self.group, self.method), set())
 
 
@@ -255,14 +271,25 @@ def apim_calls(path: Path, root: Path = ROOT) -> list[Call]:
                 groups = _group_of(owner)
             else:
                 groups = aliases.get(getattr(owner, "id", ""), set())
-            calls += [Call(f"{where}:{node.lineno}", g, node.attr)
-                      for g in sorted(groups) if node.attr in public_methods(g)]  # fmt: skip
+            calls += [
+                Call(f"{where}:{node.lineno}", g, node.attr) for g in sorted(groups) if node.attr in public_methods(g)
+            ]
     if any(isinstance(n, ast.Attribute) and n.attr == "_send_request" for n in ast.walk(tree)):
-        paths = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                 and f"/providers/{PROVIDER}/" in n.value]  # fmt: skip
-        verbs = {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                 and n.func.id == "HttpRequest" and n.args and isinstance(n.args[0], ast.Constant)
-                 and isinstance(n.args[0].value, str)}  # fmt: skip
+        paths = [
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and f"/providers/{PROVIDER}/" in n.value
+        ]
+        verbs = {
+            n.args[0].value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)
+            and n.func.id == "HttpRequest"
+            and n.args
+            and isinstance(n.args[0], ast.Constant)
+            and isinstance(n.args[0].value, str)
+        }
         assert paths, f"{where}: _send_request without an ARM path constant"
         assert verbs, f"{where}: _send_request without an HttpRequest verb"
         calls += [Call(f"{where}", "_send_request", verb, url) for url in paths for verb in sorted(verbs)]
@@ -320,8 +347,9 @@ def role_problems(path: Path = APIM_WIRING, modules: Iterable[Path] | None = Non
     for action in sorted(set(needed) - set(granted)):
         problems.append(f"{path.name}: the role lacks {action!r}, which the app calls at {'; '.join(needed[action])}")
     for action in sorted(set(granted) - set(needed)):
-        problems.append(f"{path.name}: the role grants {action!r}, which no code the Functions app runs calls: "
-                        "remove it")
+        problems.append(
+            f"{path.name}: the role grants {action!r}, which no code the Functions app runs calls: remove it"
+        )
     return problems
 
 
@@ -348,8 +376,7 @@ def shape_problems(path: Path = APIM_WIRING) -> list[str]:
     if "apimName" not in text(get_path(role.body, "properties", "roleName") or role.node):
         problems.append(f"{path.name}: the roleName must carry apimName (role names are unique in the tenant)")
     assignments = [d for d in declarations(path) if d.resource_type == "Microsoft.Authorization/roleAssignments"]
-    mine = [a for a in assignments
-            if role.symbol in text(get_path(a.body, "properties", "roleDefinitionId") or a.node)]  # fmt: skip
+    mine = [a for a in assignments if role.symbol in text(get_path(a.body, "properties", "roleDefinitionId") or a.node)]
     if len(mine) != 1:
         return [*problems, f"{path.name}: the custom role must be assigned once, found {len(mine)}"]
     (assignment,) = mine
@@ -361,8 +388,12 @@ def shape_problems(path: Path = APIM_WIRING) -> list[str]:
     if text(get_path(assignment.body, "properties", "principalId") or assignment.node) != "appPrincipalId":
         problems.append(f"{path.name}: the role must go to the app's identity (appPrincipalId)")
     contributor = "312a565d-c81f-4fd8-895a-4e21e48d571c"  # API Management Service Contributor
-    builtin = [a for a in assignments if a is not assignment
-               and resolve_string(get_path(a.body, "properties", "roleDefinitionId"), path) == contributor]  # fmt: skip
+    builtin = [
+        a
+        for a in assignments
+        if a is not assignment
+        and resolve_string(get_path(a.body, "properties", "roleDefinitionId"), path) == contributor
+    ]
     if builtin:
         problems.append(f"{path.name}: API Management Service Contributor is still assigned")
     return problems
@@ -392,8 +423,10 @@ def test_the_catalog_runs_as_the_operator_not_the_app() -> None:
     # The scan does see the catalog's writes, so their absence from the role is a decision, not a miss.
     assert "Microsoft.ApiManagement/service/products/policies/write" in operator_only
     elsewhere = {action: where for action in operator_only for where in everything[action] if "catalog" not in where}
-    assert not elsewhere, (f"APIM calls that only the CLI makes, outside the catalog: {elsewhere}. They run as the "
-                           "operator; say so in docs/deploy.md, or make the app call them and grant them")  # fmt: skip
+    assert not elsewhere, (
+        f"APIM calls that only the CLI makes, outside the catalog: {elsewhere}. They run as the "
+        "operator; say so in docs/deploy.md, or make the app call them and grant them"
+    )
     deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     section = deploy.split("## 4. Catalog", 1)[1].split("\n## ", 1)[0]
     assert "API Management Service Contributor" in section, "docs/deploy.md section 4 must say what the operator needs"
@@ -412,14 +445,21 @@ def test_the_app_runs_the_apim_adapters() -> None:
 SERVICE = "/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ApiManagement/service/{n}"
 
 
-@pytest.mark.parametrize(("verb", "path", "action"), [
-    ("GET", "", "Microsoft.ApiManagement/service/read"),
-    ("POST", "/subscriptions/{sid}/listSecrets", "Microsoft.ApiManagement/service/subscriptions/listSecrets/action"),
-    ("GET", "/reports/bySubscription", "Microsoft.ApiManagement/service/reports/read"),
-    ("PATCH", "/quotas/{k}", "Microsoft.ApiManagement/service/quotas/write"),
-    ("DELETE", "/products/{p}/apis/{a}", "Microsoft.ApiManagement/service/products/apis/delete"),
-    ("GET", "/users/{u}/groups", "Microsoft.ApiManagement/service/users/groups/read"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("verb", "path", "action"),
+    [
+        ("GET", "", "Microsoft.ApiManagement/service/read"),
+        (
+            "POST",
+            "/subscriptions/{sid}/listSecrets",
+            "Microsoft.ApiManagement/service/subscriptions/listSecrets/action",
+        ),
+        ("GET", "/reports/bySubscription", "Microsoft.ApiManagement/service/reports/read"),
+        ("PATCH", "/quotas/{k}", "Microsoft.ApiManagement/service/quotas/write"),
+        ("DELETE", "/products/{p}/apis/{a}", "Microsoft.ApiManagement/service/products/apis/delete"),
+        ("GET", "/users/{u}/groups", "Microsoft.ApiManagement/service/users/groups/read"),
+    ],
+)
 def test_requests_map_to_arm_actions(verb: str, path: str, action: str) -> None:
     assert arm_action(verb, SERVICE + path) == action
 
@@ -428,16 +468,19 @@ def test_sdk_methods_map_to_their_requests() -> None:
     token = Call("x", "user", "get_shared_access_token")
     assert token.actions() == {"Microsoft.ApiManagement/service/users/token/action"}
     assert Call("x", "user", "begin_delete").actions() == {
-        "Microsoft.ApiManagement/service/users/delete", "Microsoft.ApiManagement/service/users/read",
-        "Microsoft.ApiManagement/service/tenant/operationResults/read"}  # fmt: skip
+        "Microsoft.ApiManagement/service/users/delete",
+        "Microsoft.ApiManagement/service/users/read",
+        "Microsoft.ApiManagement/service/tenant/operationResults/read",
+    }
     assert Call("x", "product_policy", "create_or_update").actions() == {
-        "Microsoft.ApiManagement/service/products/policies/write"}  # fmt: skip
+        "Microsoft.ApiManagement/service/products/policies/write"
+    }
 
 
 def test_every_form_of_call_is_found(tmp_path: Path) -> None:
     module = tmp_path / "adapter.py"
     module.write_text(
-        '''from azure.mgmt.apimanagement import models
+        """from azure.mgmt.apimanagement import models
 from azure.core.rest import HttpRequest
 PATH = "/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ApiManagement/service/{n}/tenant/access"
 
@@ -455,7 +498,7 @@ class Adapter:
     def not_the_sdk(self, contract):
         subscription = self.client.subscription.get("rg", "svc", "sid")
         return subscription.owner_id, contract.user.email            # attributes, not operations
-''',
+""",
         encoding="utf-8",
     )
     assert set(derived_actions([module], tmp_path)) == {
@@ -476,16 +519,27 @@ def test_an_unknown_long_running_operation_is_refused() -> None:
 
 
 ROLE_MUTATIONS = [
-    ("  'Microsoft.ApiManagement/service/subscriptions/listSecrets/action'\n", "",
-     "lacks 'Microsoft.ApiManagement/service/subscriptions/listSecrets/action'"),
-    ("  'Microsoft.ApiManagement/service/tenant/operationResults/read'\n", "",
-     "lacks 'Microsoft.ApiManagement/service/tenant/operationResults/read'"),
-    ("  'Microsoft.ApiManagement/service/reports/read'\n",
-     "  'Microsoft.ApiManagement/service/reports/read'\n  'Microsoft.ApiManagement/service/products/write'\n",
-     "grants 'Microsoft.ApiManagement/service/products/write'"),
-    ("  'Microsoft.ApiManagement/service/read'\n", "  'Microsoft.ApiManagement/service/*'\n",
-     "grants 'Microsoft.ApiManagement/service/*'"),
-]  # fmt: skip
+    (
+        "  'Microsoft.ApiManagement/service/subscriptions/listSecrets/action'\n",
+        "",
+        "lacks 'Microsoft.ApiManagement/service/subscriptions/listSecrets/action'",
+    ),
+    (
+        "  'Microsoft.ApiManagement/service/tenant/operationResults/read'\n",
+        "",
+        "lacks 'Microsoft.ApiManagement/service/tenant/operationResults/read'",
+    ),
+    (
+        "  'Microsoft.ApiManagement/service/reports/read'\n",
+        "  'Microsoft.ApiManagement/service/reports/read'\n  'Microsoft.ApiManagement/service/products/write'\n",
+        "grants 'Microsoft.ApiManagement/service/products/write'",
+    ),
+    (
+        "  'Microsoft.ApiManagement/service/read'\n",
+        "  'Microsoft.ApiManagement/service/*'\n",
+        "grants 'Microsoft.ApiManagement/service/*'",
+    ),
+]
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), ROLE_MUTATIONS, ids=[m[2][:40] for m in ROLE_MUTATIONS])
@@ -499,11 +553,14 @@ def test_a_role_that_differs_from_the_code_is_reported(tmp_path: Path, old: str,
 
 SHAPE_MUTATIONS = [
     ("      assignableScope\n", "      subscription().id\n", "assignableScopes"),
-    ("  scope: apim\n  properties: {\n    roleDefinitionId: subscriptionResourceId",
-     "  scope: resourceGroup()\n  properties: {\n    roleDefinitionId: subscriptionResourceId", "scope: apim"),
+    (
+        "  scope: apim\n  properties: {\n    roleDefinitionId: subscriptionResourceId",
+        "  scope: resourceGroup()\n  properties: {\n    roleDefinitionId: subscriptionResourceId",
+        "scope: apim",
+    ),
     ("    type: 'CustomRole'\n", "", "'CustomRole'"),
     ("    roleName: 'APIM billing app (${apimName})'\n", "    roleName: 'APIM billing app'\n", "roleName"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), SHAPE_MUTATIONS, ids=[m[2] for m in SHAPE_MUTATIONS])
@@ -522,10 +579,15 @@ def test_a_new_call_in_the_app_is_reported(tmp_path: Path) -> None:
     assert source.count(anchor) == 1
     changed = tmp_path / "billing" / "adapters" / "portal_apim.py"
     changed.parent.mkdir(parents=True)
-    added = ("    def regenerate(self, sid: str) -> None:\n"
-             "        self._c.subscription.regenerate_primary_key(*self._at(), sid)\n\n")
+    added = (
+        "    def regenerate(self, sid: str) -> None:\n"
+        "        self._c.subscription.regenerate_primary_key(*self._at(), sid)\n\n"
+    )
     changed.write_text(source.replace(anchor, added + anchor), encoding="utf-8")
     modules = [changed if p == original else p for p in app_modules()]
     problems = role_problems(APIM_WIRING, modules)
-    assert any("lacks 'Microsoft.ApiManagement/service/subscriptions/regeneratePrimaryKey/action'" in p
-               and "portal_apim.py" in p for p in problems), problems  # fmt: skip
+    assert any(
+        "lacks 'Microsoft.ApiManagement/service/subscriptions/regeneratePrimaryKey/action'" in p
+        and "portal_apim.py" in p
+        for p in problems
+    ), problems

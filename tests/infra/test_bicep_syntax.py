@@ -13,9 +13,7 @@ def test_infra_has_the_main_template_and_modules() -> None:
 
 def test_every_bicep_file_parses() -> None:
     problems = [
-        problem
-        for path in bicep_files()
-        for problem in syntax_errors(path.read_bytes(), str(path.relative_to(ROOT)))
+        problem for path in bicep_files() for problem in syntax_errors(path.read_bytes(), str(path.relative_to(ROOT)))
     ]
     assert not problems, "Bicep syntax errors:\n" + "\n".join(problems)
 

@@ -129,8 +129,10 @@ def test_the_login_and_role_wait_for_the_entra_application() -> None:
     """Before the provider has registered the application, `azd up` still works, without SMTP."""
     source = EMAIL.read_text(encoding="utf-8")
     for decl in resources().values():
-        if decl.resource_type in ("Microsoft.Communication/communicationServices/smtpUsernames",
-                                  "Microsoft.Authorization/roleAssignments"):  # fmt: skip
+        if decl.resource_type in (
+            "Microsoft.Communication/communicationServices/smtpUsernames",
+            "Microsoft.Authorization/roleAssignments",
+        ):
             assert re.search(rf"resource {decl.symbol} '[^']+' = if \(smtpEnabled\)", source), decl.where
     enabled = text(variables(EMAIL)["smtpEnabled"])
     assert "smtpEntraApplicationId" in enabled
@@ -166,9 +168,11 @@ def test_the_smtp_settings_point_at_azure_communication_services() -> None:
     assert outputs(EMAIL)["smtpHost"] == "smtpHost"
     # main.bicep hands the module's outputs to the Function App settings.
     given = function_app_params()
-    for setting, param, output in (("SMTP_HOST", "smtpHost", "smtpHost"),
-                                   ("SMTP_USERNAME", "smtpUsername", "smtpUsername"),
-                                   ("MAIL_SENDER", "mailSender", "mailSender")):  # fmt: skip
+    for setting, param, output in (
+        ("SMTP_HOST", "smtpHost", "smtpHost"),
+        ("SMTP_USERNAME", "smtpUsername", "smtpUsername"),
+        ("MAIL_SENDER", "mailSender", "mailSender"),
+    ):
         assert settings[setting] == param, f"{setting} must be the functionapp.bicep parameter {param}"
         assert given[param] == f"email.outputs.{output}", f"main.bicep must pass email.outputs.{output} as {param}"
 
@@ -251,6 +255,11 @@ def test_the_deploy_guide_has_the_email_section() -> None:
     heading = re.search(r"^## (?:\d+\. )?E-mail \(Azure Communication Services\)$", docs, re.MULTILINE)
     assert heading, "docs/deploy.md needs a section 'E-mail (Azure Communication Services)'"
     body = docs[heading.end() :].split("\n## ", 1)[0]
-    for needed in ("smtp-password", "Communication and Email Service Owner", "smtp.azurecomm.net",
-                   "az ad app credential reset", "custom domain"):  # fmt: skip
+    for needed in (
+        "smtp-password",
+        "Communication and Email Service Owner",
+        "smtp.azurecomm.net",
+        "az ad app credential reset",
+        "custom domain",
+    ):
         assert needed.lower() in body.lower(), f"the e-mail section must mention {needed!r}"

@@ -58,16 +58,20 @@ def sandbox(tmp_path: Path) -> Path:
         (bin_dir / tool).symlink_to(found)
     log = tmp_path / "calls.log"
     # One line per call: the command and its arguments, separated by tabs.
-    record = (f'printf "%s" "$(basename "$0")" >> "{log}"\n'
-              f'for a in "$@"; do printf "\\t%s" "$a" >> "{log}"; done\n'
-              f'echo >> "{log}"\n')
+    record = (
+        f'printf "%s" "$(basename "$0")" >> "{log}"\n'
+        f'for a in "$@"; do printf "\\t%s" "$a" >> "{log}"; done\n'
+        f'echo >> "{log}"\n'
+    )
     (bin_dir / "basename").symlink_to(shutil.which("basename") or "/usr/bin/basename")
     stubs = {
         "azd": "#!/bin/sh\n" + record + "exit 0\n",
         # AZ_SIGNED_OUT: every call fails, as when not signed in. `group exists` prints AZ_GROUP
         # (default false), `keyvault list` AZ_VAULT, `keyvault secret show` AZ_SECRET or fails as
         # for a missing secret.
-        "az": "#!/bin/sh\n" + record + (
+        "az": "#!/bin/sh\n"
+        + record
+        + (
             'if [ -n "${AZ_SIGNED_OUT:-}" ]; then echo "ERROR: Please run \'az login\'" >&2; exit 1; fi\n'
             'case "$1 $2" in\n'
             '  "group exists") echo "${AZ_GROUP:-false}" ;;\n'
@@ -77,21 +81,29 @@ def sandbox(tmp_path: Path) -> Path:
             '    if [ -n "${AZ_SECRET:-}" ]; then echo "$AZ_SECRET"; exit 0; fi\n'
             '    echo "ERROR: (SecretNotFound) A secret with (name/id) was not found" >&2; exit 1 ;;\n'
             '  *) echo "unexpected az call: $*" >&2; exit 2 ;;\n'
-            'esac\n'),
-    }  # fmt: skip
+            "esac\n"
+        ),
+    }
     for name, body in stubs.items():
         (bin_dir / name).write_text(body, encoding="utf-8")
         (bin_dir / name).chmod(0o755)
     return tmp_path
 
 
-def run(script: Path, sandbox: Path, env: dict[str, str], *, without: tuple[str, ...] = (),
-        args: tuple[str, ...] = ()) -> Run:  # fmt: skip
+def run(
+    script: Path, sandbox: Path, env: dict[str, str], *, without: tuple[str, ...] = (), args: tuple[str, ...] = ()
+) -> Run:
     bin_dir = sandbox / "bin"
     for name in without:
         (bin_dir / name).unlink()
-    result = subprocess.run([str(bin_dir / "sh"), str(script), *args], env={"PATH": str(bin_dir), **env},
-                            capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    result = subprocess.run(
+        [str(bin_dir / "sh"), str(script), *args],
+        env={"PATH": str(bin_dir), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     log = sandbox / "calls.log"
     calls = [line.split("\t") for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
     return Run(result.returncode, result.stdout, result.stderr, calls)
@@ -106,10 +118,16 @@ CASES = [
     ({}, 1, ["APIM_PUBLISHER_EMAIL", "azd env set APIM_PUBLISHER_EMAIL", "before creating anything"]),
     (GOOD, 0, ["APIM_MODE=new", "alerts to alerts@example.com"]),
     ({**GOOD, "APIM_MODE": "existing"}, 1, ["APIM_MODE=existing needs", "azd env set APIM_NAME"]),
-    ({"APIM_MODE": "existing", "APIM_NAME": "apim-x", "APIM_EXISTING_RESOURCE_GROUP": "rg-apim"}, 0,
-     ["APIM_MODE=existing", "ALERT_EMAIL is not set"]),
-    ({"APIM_MODE": "existing", "APIM_NAME": "apim-x", "AZURE_ENV_NAME": "dev"}, 0,
-     ["APIM_EXISTING_RESOURCE_GROUP is not set", "rg-dev"]),
+    (
+        {"APIM_MODE": "existing", "APIM_NAME": "apim-x", "APIM_EXISTING_RESOURCE_GROUP": "rg-apim"},
+        0,
+        ["APIM_MODE=existing", "ALERT_EMAIL is not set"],
+    ),
+    (
+        {"APIM_MODE": "existing", "APIM_NAME": "apim-x", "AZURE_ENV_NAME": "dev"},
+        0,
+        ["APIM_EXISTING_RESOURCE_GROUP is not set", "rg-dev"],
+    ),
     ({**GOOD, "APIM_MODE": "New"}, 1, ["APIM_MODE is 'New'"]),
     ({**GOOD, "APIM_PUBLISHER_EMAIL": "ops at example"}, 1, ["'ops at example' is not an e-mail address"]),
     ({**GOOD, "APIM_PUBLISHER_EMAIL": "ops@localhost"}, 1, ["is not an e-mail address"]),
@@ -120,14 +138,18 @@ CASES = [
     ({**GOOD, "ALERT_EMAIL": ""}, 0, ["ALERT_EMAIL is not set", "no alert rules"]),
     ({**GOOD, "ALERT_EMAIL": "ops@@example.com"}, 1, ["ALERT_EMAIL 'ops@@example.com' is not an e-mail address"]),
     # Every problem at once, not one per run.
-    ({"APIM_MODE": "existing", "APIM_SKU": "Consumption", "ALERT_EMAIL": "x"}, 1,
-     ["APIM_NAME", "Consumption", "ALERT_EMAIL 'x'"]),
-]  # fmt: skip
+    (
+        {"APIM_MODE": "existing", "APIM_SKU": "Consumption", "ALERT_EMAIL": "x"},
+        1,
+        ["APIM_NAME", "Consumption", "ALERT_EMAIL 'x'"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("env", "code", "words"), CASES, ids=[f"case{i}" for i in range(len(CASES))])
-def test_inputs_are_checked_before_anything_is_created(sandbox: Path, env: dict[str, str], code: int,
-                                                        words: list[str]) -> None:  # fmt: skip
+def test_inputs_are_checked_before_anything_is_created(
+    sandbox: Path, env: dict[str, str], code: int, words: list[str]
+) -> None:
     result = run(CHECK, sandbox, env)
     assert result.code == code, result.text
     for word in words:
@@ -167,8 +189,15 @@ def accepted(variable: str) -> set[str]:
 def test_the_check_reads_the_variables_that_feed_main_bicep() -> None:
     defaults = script_defaults(CHECK)
     expected = parameter_defaults()
-    for name in ("APIM_MODE", "APIM_SKU", "DELEGATION_MODE", "APIM_PUBLISHER_EMAIL", "APIM_NAME",
-                 "APIM_EXISTING_RESOURCE_GROUP", "ALERT_EMAIL"):  # fmt: skip
+    for name in (
+        "APIM_MODE",
+        "APIM_SKU",
+        "DELEGATION_MODE",
+        "APIM_PUBLISHER_EMAIL",
+        "APIM_NAME",
+        "APIM_EXISTING_RESOURCE_GROUP",
+        "ALERT_EMAIL",
+    ):
         assert name in expected, f"main.parameters.json does not feed a parameter from ${{{name}}}"
         assert defaults.get(name) == expected[name], (
             f"check-inputs.sh defaults {name} to {defaults.get(name)!r}, main.parameters.json to {expected[name]!r}"
@@ -205,8 +234,20 @@ def test_the_key_of_the_azd_environment_is_kept(sandbox: Path) -> None:
     assert result.calls == [], "nothing to read, nothing to write"
 
 
-SECRET_SHOW = ["az", "keyvault", "secret", "show", "--vault-name", "kv-x", "--name", "apim-delegation-validation-key",
-               "--query", "value", "--output", "tsv"]  # fmt: skip
+SECRET_SHOW = [
+    "az",
+    "keyvault",
+    "secret",
+    "show",
+    "--vault-name",
+    "kv-x",
+    "--name",
+    "apim-delegation-validation-key",
+    "--query",
+    "value",
+    "--output",
+    "tsv",
+]
 
 
 def test_the_key_in_key_vault_is_kept_when_the_azd_environment_has_none(sandbox: Path) -> None:
@@ -239,14 +280,17 @@ def test_an_unreadable_vault_stops_instead_of_making_a_new_key(sandbox: Path) ->
     assert not [c for c in result.calls if c[0] == "azd"], "no key written"
 
 
-@pytest.mark.parametrize(("env", "without", "words"), [
-    ({"AZURE_ENV_NAME": "prod", "AZ_SIGNED_OUT": "1"}, (), "whether resource group rg-prod exists"),
-    ({"AZURE_ENV_NAME": "prod"}, ("az",), "without the Azure CLI"),
-    ({"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod"}, ("az",), "without the Azure CLI"),
-    ({}, (), "AZURE_ENV_NAME is not set"),
-], ids=["signed-out", "no-az", "no-az-known-vault", "no-env-name"])  # fmt: skip
-def test_when_it_cannot_tell_it_stops(sandbox: Path, env: dict[str, str], without: tuple[str, ...],
-                                      words: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("env", "without", "words"),
+    [
+        ({"AZURE_ENV_NAME": "prod", "AZ_SIGNED_OUT": "1"}, (), "whether resource group rg-prod exists"),
+        ({"AZURE_ENV_NAME": "prod"}, ("az",), "without the Azure CLI"),
+        ({"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod"}, ("az",), "without the Azure CLI"),
+        ({}, (), "AZURE_ENV_NAME is not set"),
+    ],
+    ids=["signed-out", "no-az", "no-az-known-vault", "no-env-name"],
+)
+def test_when_it_cannot_tell_it_stops(sandbox: Path, env: dict[str, str], without: tuple[str, ...], words: str) -> None:
     result = run(KEY, sandbox, env, without=without)
     assert result.code == 1, result.text
     assert words in result.err
@@ -303,8 +347,12 @@ def test_the_hook_checks_then_keeps_both_keys(sandbox: Path) -> None:
 def test_azure_yaml_runs_the_preprovision_hook_with_sh() -> None:
     manifest = (ROOT / "azure.yaml").read_text(encoding="utf-8")
     hooks = manifest.split("\nhooks:\n", 1)[1]
-    assert re.search(r"^  preprovision:\n    posix:\n      shell: sh\n      run: infra/hooks/preprovision.sh\n"
-                     r"      interactive: false\n      continueOnError: false$", hooks, re.MULTILINE)  # fmt: skip
+    assert re.search(
+        r"^  preprovision:\n    posix:\n      shell: sh\n      run: infra/hooks/preprovision.sh\n"
+        r"      interactive: false\n      continueOnError: false$",
+        hooks,
+        re.MULTILINE,
+    )
 
 
 def test_the_hooks_are_posix_sh() -> None:
@@ -327,15 +375,16 @@ def test_the_key_secret_vault_and_resource_group_are_the_ones_main_bicep_has() -
     assert f"secret=${{2:-{secret.group(1)}}}\n" in KEY.read_text(encoding="utf-8")
     sessions = re.search(r"sessionKeys:\s*'([^']+)'", source)
     assert sessions, "main.bicep: no secretNames.sessionKeys"
-    assert f"kept-key.sh\" PORTAL_SESSION_KEYS {sessions.group(1)} " in PREPROVISION.read_text(encoding="utf-8")
+    assert f'kept-key.sh" PORTAL_SESSION_KEYS {sessions.group(1)} ' in PREPROVISION.read_text(encoding="utf-8")
 
 
 SESSIONS = ("PORTAL_SESSION_KEYS", "portal-session-keys", "Portal session keys", "new-if-absent")
 
 
 def test_the_session_keys_are_kept_like_the_delegation_key(sandbox: Path) -> None:
-    kept = run(KEY, sandbox, {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET": "a,b"},
-               args=SESSIONS)  # fmt: skip
+    kept = run(
+        KEY, sandbox, {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET": "a,b"}, args=SESSIONS
+    )
     assert kept.code == 0, kept.text
     assert ["azd", "env", "set", "PORTAL_SESSION_KEYS", "a,b", "--environment", "prod"] in kept.calls
     assert "Portal session keys: kept (read from Key Vault kv-x" in kept.out
@@ -343,8 +392,9 @@ def test_the_session_keys_are_kept_like_the_delegation_key(sandbox: Path) -> Non
 
 def test_session_keys_new_to_an_older_environment_are_made_once(sandbox: Path) -> None:
     # The vault exists and lists its secrets, but has no session keys: provisioned before they existed.
-    made = run(KEY, sandbox, {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET_COUNT": "0"},
-               args=SESSIONS)  # fmt: skip
+    made = run(
+        KEY, sandbox, {"AZURE_KEY_VAULT_NAME": "kv-x", "AZURE_ENV_NAME": "prod", "AZ_SECRET_COUNT": "0"}, args=SESSIONS
+    )
     assert made.code == 0, made.text
     (stored,) = [c[4] for c in made.calls if c[:4] == ["azd", "env", "set", "PORTAL_SESSION_KEYS"]]
     assert len(base64.b64decode(stored, validate=True)) == 64

@@ -107,8 +107,9 @@ def test_deployment_package_is_pulled_with_the_user_assigned_identity() -> None:
 
 
 def test_delegation_points_at_the_app_with_a_key_created_once_and_kept() -> None:
-    (delegation,) = [d for d in only("Microsoft.ApiManagement/service/portalsettings")
-                     if prop(d, "name") == "'delegation'"]  # fmt: skip
+    (delegation,) = [
+        d for d in only("Microsoft.ApiManagement/service/portalsettings") if prop(d, "name") == "'delegation'"
+    ]
     assert prop(delegation, "properties", "subscriptions", "enabled") == "true"
     assert prop(delegation, "properties", "userRegistration", "enabled")
     key_param = prop(delegation, "properties", "validationKey")
@@ -137,8 +138,12 @@ def test_delegation_points_at_the_app_with_a_key_created_once_and_kept() -> None
     env_value = document["parameters"]["delegationValidationKey"]["value"]
     assert env_value == "${APIM_DELEGATION_VALIDATION_KEY}"
     manifest = (ROOT / "azure.yaml").read_text(encoding="utf-8")
-    assert re.search(r"^  preprovision:\n    posix:\n      shell: sh\n      run: infra/hooks/preprovision.sh\n"
-                     r"      interactive: false\n      continueOnError: false$", manifest, re.MULTILINE)  # fmt: skip
+    assert re.search(
+        r"^  preprovision:\n    posix:\n      shell: sh\n      run: infra/hooks/preprovision.sh\n"
+        r"      interactive: false\n      continueOnError: false$",
+        manifest,
+        re.MULTILINE,
+    )
     hook = (INFRA / "hooks" / "preprovision.sh").read_text(encoding="utf-8")
     assert 'sh "$here/kept-key.sh"\n' in hook
     script = (INFRA / "hooks" / "kept-key.sh").read_text(encoding="utf-8")

@@ -27,8 +27,13 @@ from tests.infra.bicep_tree import (
 # in config.PLATFORM_SETTINGS; listed here until it is there, so the check stays exact otherwise.
 HOST_SETTINGS = config.PLATFORM_SETTINGS | {"APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
 # Flex Consumption rejects these as app settings: runtime and version live in functionAppConfig.
-FLEX_FORBIDDEN = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
-                  "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE"}  # fmt: skip
+FLEX_FORBIDDEN = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+}
 KEY_VAULT_REFERENCE = re.compile(r"^@Microsoft\.KeyVault\(SecretUri=.+\)$")
 APP_SETTING_NAMES = {s.name for s in config.SETTINGS}
 
@@ -167,8 +172,9 @@ def test_storage_connections_are_identity_based_without_a_key() -> None:
 
 
 def test_storage_account_disallows_shared_key_access() -> None:
-    accounts = [d for d in all_declarations() if d.resource_type == "Microsoft.Storage/storageAccounts"
-                and not d.existing]  # fmt: skip
+    accounts = [
+        d for d in all_declarations() if d.resource_type == "Microsoft.Storage/storageAccounts" and not d.existing
+    ]
     assert accounts
     for account in accounts:
         assert text(get_path(account.body, "properties", "allowSharedKeyAccess")) == "false", account.where

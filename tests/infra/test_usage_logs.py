@@ -109,8 +109,9 @@ def diagnostic_setting_problems(path: Path, apim: Declaration) -> list[str]:
         if string_value(get_path(setting.body, "properties", "logAnalyticsDestinationType")) != "Dedicated":
             problems.append(f"{where}: logAnalyticsDestinationType must be 'Dedicated' (ApiManagementGatewayLogs)")
         logs = objects(get_path(setting.body, "properties", "logs"))
-        enabled = [string_value(get_path(log, "category")) for log in logs
-                   if value_of(get_path(log, "enabled")) == "true"]  # fmt: skip
+        enabled = [
+            string_value(get_path(log, "category")) for log in logs if value_of(get_path(log, "enabled")) == "true"
+        ]
         if "GatewayLogs" not in enabled:
             problems.append(f"{where}: the category GatewayLogs must be enabled")
         if "workspaceId" not in (value(setting, "name") or ""):
@@ -120,8 +121,12 @@ def diagnostic_setting_problems(path: Path, apim: Declaration) -> list[str]:
 
 def azure_monitor_logging_problems(path: Path, apim: Declaration) -> list[str]:
     by_symbol = resources(path)
-    diagnostics = [d for d in by_symbol.values() if d.resource_type == "Microsoft.ApiManagement/service/diagnostics"
-                   and string_value(get_path(d.body, "name")) == "azuremonitor"]  # fmt: skip
+    diagnostics = [
+        d
+        for d in by_symbol.values()
+        if d.resource_type == "Microsoft.ApiManagement/service/diagnostics"
+        and string_value(get_path(d.body, "name")) == "azuremonitor"
+    ]
     if len(diagnostics) != 1:
         return [f"{path.name}: no 'azuremonitor' diagnostic (APIM's Azure Monitor logging settings)"]
     (diagnostic,) = diagnostics
@@ -134,8 +139,11 @@ def azure_monitor_logging_problems(path: Path, apim: Declaration) -> list[str]:
     if value(diagnostic, "properties", "sampling", "percentage") != "100":
         problems.append(f"{where}: sampling.percentage must be 100: a call that is not logged is never billed")
     logger = by_symbol.get((value(diagnostic, "properties", "loggerId") or "").removesuffix(".id"))
-    if not (logger is not None and logger.resource_type == "Microsoft.ApiManagement/service/loggers"
-            and string_value(get_path(logger.body, "properties", "loggerType")) == "azureMonitor"):  # fmt: skip
+    if not (
+        logger is not None
+        and logger.resource_type == "Microsoft.ApiManagement/service/loggers"
+        and string_value(get_path(logger.body, "properties", "loggerType")) == "azureMonitor"
+    ):
         problems.append(f"{where}: loggerId must be the id of the instance's azureMonitor logger")
     for side in ("frontend", "backend"):
         for message in ("request", "response"):
@@ -185,8 +193,10 @@ def workspace_problems(usage_logs: Path = USAGE_LOGS, main: Path = MAIN) -> list
         problems.append(f"{loc(ws)}: the app queries over the public endpoint: publicNetworkAccessForQuery 'Enabled'")
     if outputs(usage_logs).get("customerId") != f"{ws.symbol}.properties.customerId":
         problems.append(f"{usage_logs.name}: output customerId must be {ws.symbol}.properties.customerId")
-    for path, retention, cap in ((usage_logs, "retentionInDays", "dailyQuotaGb"),
-                                 (main, "usageLogsRetentionInDays", "usageLogsDailyQuotaGb")):  # fmt: skip
+    for path, retention, cap in (
+        (usage_logs, "retentionInDays", "dailyQuotaGb"),
+        (main, "usageLogsRetentionInDays", "usageLogsDailyQuotaGb"),
+    ):
         days = default_int(path, retention)
         if days is None or days < 35:
             problems.append(f"{path.name}: {retention} must default to 35 days or more (a month and its closing read)")
@@ -283,8 +293,15 @@ def test_the_deploy_guide_explains_usage_metering() -> None:
     heading = re.search(r"^## (?:\d+\. )?Usage metering.*$", docs, re.MULTILINE)
     assert heading, "docs/deploy.md needs a section 'Usage metering ...'"
     body = docs[heading.end() :].split("\n## ", 1)[0]
-    for needed in ("ApiManagementGatewayLogs", "Log Analytics Reader", "USAGE_REPORT_LAG_MINUTES",
-                   "15 March 2027", "USAGE_SOURCE=reports", "per million calls", "Basic"):  # fmt: skip
+    for needed in (
+        "ApiManagementGatewayLogs",
+        "Log Analytics Reader",
+        "USAGE_REPORT_LAG_MINUTES",
+        "15 March 2027",
+        "USAGE_SOURCE=reports",
+        "per million calls",
+        "Basic",
+    ):
         assert needed in body, f"the usage metering section must mention {needed!r}"
     assert "log-usage-<token>" in docs.split("\n## ", 2)[1], "the table of created resources must list the workspace"
 
@@ -298,60 +315,116 @@ def all_problems(replaced: dict[Path, Path]) -> list[str]:
     def f(path: Path) -> Path:
         return replaced.get(path, path)
 
-    return [*gateway_log_problems(f(APIM_LOGGING)), *apim_path_problems(f(MAIN)),
-            *workspace_problems(f(USAGE_LOGS), f(MAIN)), *role_problems(f(APP_ROLES), f(MAIN)),
-            *setting_problems(f(MAIN))]  # fmt: skip
+    return [
+        *gateway_log_problems(f(APIM_LOGGING)),
+        *apim_path_problems(f(MAIN)),
+        *workspace_problems(f(USAGE_LOGS), f(MAIN)),
+        *role_problems(f(APP_ROLES), f(MAIN)),
+        *setting_problems(f(MAIN)),
+    ]
 
 
 # (file, text replaced once, replacement, words expected in a problem)
 MUTATIONS = [
-    (APIM_LOGGING, "logAnalyticsDestinationType: 'Dedicated'", "logAnalyticsDestinationType: 'AzureDiagnostics'",
-     "'Dedicated'"),
+    (
+        APIM_LOGGING,
+        "logAnalyticsDestinationType: 'Dedicated'",
+        "logAnalyticsDestinationType: 'AzureDiagnostics'",
+        "'Dedicated'",
+    ),
     (APIM_LOGGING, "category: 'GatewayLogs'", "category: 'WebSocketConnectionLogs'", "GatewayLogs must be enabled"),
     (APIM_LOGGING, "        enabled: true\n", "        enabled: false\n", "GatewayLogs must be enabled"),
     (APIM_LOGGING, "    workspaceId: workspaceId\n", "    workspaceId: 'elsewhere'\n", "workspaceId must be"),
     (APIM_LOGGING, "  scope: apim\n", "", "scope must be the API Management instance"),
-    (APIM_LOGGING, "'Microsoft.Insights/diagnosticSettings@2021-05-01-preview'",
-     "'Microsoft.Insights/somethingElse@2021-05-01-preview'", "no diagnostic setting"),
+    (
+        APIM_LOGGING,
+        "'Microsoft.Insights/diagnosticSettings@2021-05-01-preview'",
+        "'Microsoft.Insights/somethingElse@2021-05-01-preview'",
+        "no diagnostic setting",
+    ),
     (APIM_LOGGING, "percentage: 100", "percentage: 50", "sampling.percentage must be 100"),
     (APIM_LOGGING, "samplingType: 'fixed'", "samplingType: 'adaptive'", "samplingType"),
-    (APIM_LOGGING, "name: 'azuremonitor'\n  properties: {\n    loggerId",
-     "name: 'applicationinsights'\n  properties: {\n    loggerId", "no 'azuremonitor' diagnostic"),
+    (
+        APIM_LOGGING,
+        "name: 'azuremonitor'\n  properties: {\n    loggerId",
+        "name: 'applicationinsights'\n  properties: {\n    loggerId",
+        "no 'azuremonitor' diagnostic",
+    ),
     (APIM_LOGGING, "loggerType: 'azureMonitor'", "loggerType: 'applicationInsights'", "azureMonitor logger"),
-    (MAIN, "module apimLogging 'modules/apim-logging.bicep' = {",
-     "module apimLogging 'modules/apim-logging.bicep' = if (!useExistingApim) {", "new and an existing instance"),
-    (MAIN, "  scope: apimRg\n  params: {\n    apimName: apimServiceName\n    workspaceId",
-     "  scope: rg\n  params: {\n    apimName: apimServiceName\n    workspaceId", "(apimRg)"),
-    (MAIN, "    apimName: apimServiceName\n    workspaceId", "    apimName: 'apim-other'\n    workspaceId",
-     "apimName must be apimServiceName"),
-    (MAIN, "    workspaceId: usageLogs.outputs.id\n  }\n  dependsOn: [\n    newApim\n  ]",
-     "    workspaceId: usageLogs.outputs.id\n  }", "dependsOn"),
+    (
+        MAIN,
+        "module apimLogging 'modules/apim-logging.bicep' = {",
+        "module apimLogging 'modules/apim-logging.bicep' = if (!useExistingApim) {",
+        "new and an existing instance",
+    ),
+    (
+        MAIN,
+        "  scope: apimRg\n  params: {\n    apimName: apimServiceName\n    workspaceId",
+        "  scope: rg\n  params: {\n    apimName: apimServiceName\n    workspaceId",
+        "(apimRg)",
+    ),
+    (
+        MAIN,
+        "    apimName: apimServiceName\n    workspaceId",
+        "    apimName: 'apim-other'\n    workspaceId",
+        "apimName must be apimServiceName",
+    ),
+    (
+        MAIN,
+        "    workspaceId: usageLogs.outputs.id\n  }\n  dependsOn: [\n    newApim\n  ]",
+        "    workspaceId: usageLogs.outputs.id\n  }",
+        "dependsOn",
+    ),
     (MAIN, "    workspaceId: usageLogs.outputs.id\n", "    workspaceId: 'x'\n", "workspaceId must be usageLogs"),
     (MAIN, "    name: 'log-usage-${resourceToken}'", "    name: 'log-${resourceToken}'", "a workspace of their own"),
     (MAIN, "param usageLogsDailyQuotaGb int = -1", "param usageLogsDailyQuotaGb int = 10", "never billed"),
     (USAGE_LOGS, "param retentionInDays int = 90", "param retentionInDays int = 30", "35 days or more"),
     (USAGE_LOGS, "    retentionInDays: retentionInDays\n", "    retentionInDays: 30\n", "retentionInDays parameter"),
-    (USAGE_LOGS, "publicNetworkAccessForQuery: 'Enabled'", "publicNetworkAccessForQuery: 'Disabled'",
-     "public endpoint"),
-    (USAGE_LOGS, "output customerId string = workspace.properties.customerId",
-     "output customerId string = workspace.id", "output customerId"),
-    (APP_ROLES, "  logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'",
-     "  logAnalyticsReader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'", "one Log Analytics Reader assignment"),
+    (
+        USAGE_LOGS,
+        "publicNetworkAccessForQuery: 'Enabled'",
+        "publicNetworkAccessForQuery: 'Disabled'",
+        "public endpoint",
+    ),
+    (
+        USAGE_LOGS,
+        "output customerId string = workspace.properties.customerId",
+        "output customerId string = workspace.id",
+        "output customerId",
+    ),
+    (
+        APP_ROLES,
+        "  logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'",
+        "  logAnalyticsReader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'",
+        "one Log Analytics Reader assignment",
+    ),
     (APP_ROLES, "  scope: usageLogs\n", "  scope: appInsights\n", "the Log Analytics workspace itself"),
     (APP_ROLES, "  scope: usageLogs\n", "", "the Log Analytics workspace itself"),
-    (APP_ROLES, "    principalId: principalId\n    principalType: 'ServicePrincipal'\n  }\n}\n\n// The operator",
-     "    principalId: operatorPrincipalId\n    principalType: 'ServicePrincipal'\n  }\n}\n\n// The operator",
-     "the app's identity"),
-    (MAIN, "    usageLogsWorkspaceName: usageLogs.outputs.name\n", "    usageLogsWorkspaceName: 'other'\n",
-     "usageLogsWorkspaceName must be"),
+    (
+        APP_ROLES,
+        "    principalId: principalId\n    principalType: 'ServicePrincipal'\n  }\n}\n\n// The operator",
+        "    principalId: operatorPrincipalId\n    principalType: 'ServicePrincipal'\n  }\n}\n\n// The operator",
+        "the app's identity",
+    ),
+    (
+        MAIN,
+        "    usageLogsWorkspaceName: usageLogs.outputs.name\n",
+        "    usageLogsWorkspaceName: 'other'\n",
+        "usageLogsWorkspaceName must be",
+    ),
     (MAIN, "    logAnalyticsWorkspaceId: usageLogs.outputs.customerId\n", "", "logAnalyticsWorkspaceId must be"),
-    (MAIN, "output LOG_ANALYTICS_WORKSPACE_ID string = usageLogs.outputs.customerId",
-     "output LOG_ANALYTICS_WORKSPACE_ID string = usageLogs.outputs.id", "output LOG_ANALYTICS_WORKSPACE_ID"),
+    (
+        MAIN,
+        "output LOG_ANALYTICS_WORKSPACE_ID string = usageLogs.outputs.customerId",
+        "output LOG_ANALYTICS_WORKSPACE_ID string = usageLogs.outputs.id",
+        "output LOG_ANALYTICS_WORKSPACE_ID",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "old", "new", "expected"), MUTATIONS,
-                         ids=[f"{m[0].stem}-{i}" for i, m in enumerate(MUTATIONS)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "old", "new", "expected"), MUTATIONS, ids=[f"{m[0].stem}-{i}" for i, m in enumerate(MUTATIONS)]
+)
 def test_a_missing_piece_is_reported(tmp_path: Path, path: Path, old: str, new: str, expected: str) -> None:
     source = path.read_text(encoding="utf-8")
     assert source.count(old) == 1, f"{path.name}: the mutation must match exactly once: {old!r}"

@@ -74,14 +74,43 @@ def test_module_outputs_used_exist() -> None:
 
 def test_identifiers_used_in_a_file_are_declared_in_it() -> None:
     """Catches a renamed param/var/resource left behind (Bicep's BCP057)."""
-    builtin = {"az", "sys", "true", "false", "null", "existing", "if", "for", "in", "resource", "module",
-               "param", "var", "output", "string", "int", "bool", "object", "array", "targetScope"}  # fmt: skip
+    builtin = {
+        "az",
+        "sys",
+        "true",
+        "false",
+        "null",
+        "existing",
+        "if",
+        "for",
+        "in",
+        "resource",
+        "module",
+        "param",
+        "var",
+        "output",
+        "string",
+        "int",
+        "bool",
+        "object",
+        "array",
+        "targetScope",
+    }
     problems = []
     for path in sorted({d.file for d in all_declarations()}):
         root_children = _root(path).named_children
-        declared = {text(c.named_children[0]) for c in root_children
-                    if c.type in ("parameter_declaration", "variable_declaration", "output_declaration",
-                                  "resource_declaration", "module_declaration")}  # fmt: skip
+        declared = {
+            text(c.named_children[0])
+            for c in root_children
+            if c.type
+            in (
+                "parameter_declaration",
+                "variable_declaration",
+                "output_declaration",
+                "resource_declaration",
+                "module_declaration",
+            )
+        }
         declared |= {d.symbol for d in all_declarations() if d.file == path}
         for node in _identifiers_in_expressions(_root(path)):
             name = text(node)

@@ -69,7 +69,9 @@ def test_health_names_invalid_timing_settings_never_values(
     assert body["invalidSettings"] == []
     # 30 s + 600 s + 200 s + 180 s of queue polling = 1,010 s: 17 minutes, rounded up.
     assert (body["closingReport"]["waitsForUsageDataSeconds"], body["closingReport"]["needsDraftWindowMinutes"]) == (
-        30, 17)
+        30,
+        17,
+    )
 
 
 def test_health_names_missing_settings_never_values(
@@ -105,8 +107,11 @@ def test_make_run_devhost_process_serves_and_stops(complete_env: dict[str, str])
     env = {**os.environ, **complete_env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--port", str(port), "--settings", "/nonexistent"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, timeout=30, alive=lambda: proc.poll() is None)
         response = requests.get(f"http://127.0.0.1:{port}/api/health", timeout=10)

@@ -21,8 +21,14 @@ def mailbox() -> Iterator[Mailbox]:
 
 
 def test_a_mail_arrives_with_its_headers_after_login(mailbox: Mailbox) -> None:
-    mailer = SmtpMailer(mailbox.smtp_host, mailbox.smtp_port, "DoNotReply@portal.example", username="smtp-user",
-                        password="s3cret-from-key-vault", starttls=False)  # fmt: skip
+    mailer = SmtpMailer(
+        mailbox.smtp_host,
+        mailbox.smtp_port,
+        "DoNotReply@portal.example",
+        username="smtp-user",
+        password="s3cret-from-key-vault",
+        starttls=False,
+    )
     mailer.send(Mail("ada@example.com", "Confirm your e-mail address", "Open https://app.example/x?token=abc"))
     [message] = mailbox.messages("ada@example.com")
     assert message.envelope_from == "DoNotReply@portal.example"
@@ -34,8 +40,14 @@ def test_a_mail_arrives_with_its_headers_after_login(mailbox: Mailbox) -> None:
 
 
 def test_a_refused_login_is_a_mail_error_that_names_no_secret(mailbox: Mailbox) -> None:
-    mailer = SmtpMailer(mailbox.smtp_host, mailbox.smtp_port, "DoNotReply@portal.example", username="smtp-user",
-                        password="the-wrong-secret", starttls=False)  # fmt: skip
+    mailer = SmtpMailer(
+        mailbox.smtp_host,
+        mailbox.smtp_port,
+        "DoNotReply@portal.example",
+        username="smtp-user",
+        password="the-wrong-secret",
+        starttls=False,
+    )
     with pytest.raises(MailError) as failed:
         mailer.send(Mail("ada@example.com", "Subject", "text"))
     assert "SMTPAuthenticationError" in str(failed.value)
@@ -57,11 +69,14 @@ def test_starttls_is_required_unless_turned_off(mailbox: Mailbox) -> None:
         SmtpMailer(mailbox.smtp_host, mailbox.smtp_port, "a@b.example").send(Mail("x@y.example", "s", "t"))
 
 
-@pytest.mark.parametrize(("settings", "error"), [
-    ({"SMTP_PORT": "smtp"}, "SMTP_PORT must be a port number"),
-    ({"SMTP_PORT": "70000"}, "SMTP_PORT must be a port number"),
-    ({"SMTP_STARTTLS": "yes"}, "SMTP_STARTTLS must be 'true' or 'false'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"SMTP_PORT": "smtp"}, "SMTP_PORT must be a port number"),
+        ({"SMTP_PORT": "70000"}, "SMTP_PORT must be a port number"),
+        ({"SMTP_STARTTLS": "yes"}, "SMTP_STARTTLS must be 'true' or 'false'"),
+    ],
+)
 def test_bad_settings_are_named(settings: dict[str, str], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         smtp_mailer({"SMTP_HOST": "smtp.azurecomm.net", "MAIL_SENDER": "a@b.example", **settings})

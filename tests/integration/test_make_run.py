@@ -38,8 +38,9 @@ def _wait_for_output(log: IO[str], marker: str, proc: subprocess.Popen[bytes], t
 def test_stack_serves_the_portal_with_the_catalog_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "run.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "devstack", "--port", str(port)], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         wait_for_port(port, timeout=60, alive=lambda: proc.poll() is None)
         assert requests.get(f"http://127.0.0.1:{port}/api/health", timeout=10).json()["status"] == "ok"
@@ -57,8 +58,9 @@ def test_stack_serves_the_portal_with_the_catalog_and_stops_on_sigterm(tmp_path:
         # Where the operator's status is: a command that runs against this stack, every part readable.
         command = re.search(r"Operator status \(another terminal\)\s+(.+)", text)
         assert command, text
-        status = subprocess.run(["sh", "-c", command[1]], cwd=REPO, capture_output=True, text=True, timeout=120,
-                                check=False)  # fmt: skip
+        status = subprocess.run(
+            ["sh", "-c", command[1]], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        )
         assert status.returncode in (0, 1), status.stderr  # 1: something needs attention (a fresh stack may)
         assert "Usage" in status.stdout
         assert "every required setting is set" in status.stdout, status.stdout

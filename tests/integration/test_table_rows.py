@@ -38,20 +38,40 @@ def table(storage_connection_string: str) -> TableClient:
 
 def _link(n: int, **changes: object) -> SubscriptionLink:
     link = SubscriptionLink(
-        apim_subscription_id=f"sub_rows{n:05d}", apim_user_id=f"user{n}", product_id="payg",
-        subscription_name=f"name {n}", stripe_customer_id=f"cus_{n}", stripe_subscription_id=f"sub_rows{n:05d}",
-        stripe_usage_item_id=f"si_{n}", stripe_status="active", apim_state="active",
-        current_period_start=1_780_000_000 + n, current_period_end=1_782_592_000 + n, stripe_state_at=1_780_000_000,
-    )  # fmt: skip
+        apim_subscription_id=f"sub_rows{n:05d}",
+        apim_user_id=f"user{n}",
+        product_id="payg",
+        subscription_name=f"name {n}",
+        stripe_customer_id=f"cus_{n}",
+        stripe_subscription_id=f"sub_rows{n:05d}",
+        stripe_usage_item_id=f"si_{n}",
+        stripe_status="active",
+        apim_state="active",
+        current_period_start=1_780_000_000 + n,
+        current_period_end=1_782_592_000 + n,
+        stripe_state_at=1_780_000_000,
+    )
     return link.with_changes(**changes)
 
 
 def test_rows_read_as_the_sdk_reads_them_across_pages(table: TableClient, via: Via) -> None:
     for p in range(3):
-        table.submit_transaction([("create", {
-            "PartitionKey": f"p{p}", "RowKey": f"r{n:03d}", "big": (2**40 + n, EdmType.INT64), "small": n,
-            "text": f"t{n}", "flag": n % 2 == 0,
-        }) for n in range(40)])  # fmt: skip
+        table.submit_transaction(
+            [
+                (
+                    "create",
+                    {
+                        "PartitionKey": f"p{p}",
+                        "RowKey": f"r{n:03d}",
+                        "big": (2**40 + n, EdmType.INT64),
+                        "small": n,
+                        "text": f"t{n}",
+                        "flag": n % 2 == 0,
+                    },
+                )
+                for n in range(40)
+            ]
+        )
     pages: list[int] = []
     rows = list(query_rows(table, page_size=25, on_page=lambda: pages.append(1), via=via))  # 120 rows, 5 pages
     assert len(pages) == 5
@@ -63,7 +83,10 @@ def test_rows_read_as_the_sdk_reads_them_across_pages(table: TableClient, via: V
         assert row.values["big"] == entity["big"].value
         assert isinstance(row.values["big"], int)
         assert (row.values["small"], row.values["text"], row.values["flag"]) == (
-            entity["small"], entity["text"], entity["flag"])  # fmt: skip
+            entity["small"],
+            entity["text"],
+            entity["flag"],
+        )
         assert set(row.values) == {"PartitionKey", "RowKey", "big", "small", "text", "flag"}  # no Timestamp
 
     picked = list(query_rows(table, "PartitionKey eq 'p1' and small lt 3", select=["RowKey", "small"], via=via))
@@ -116,14 +139,20 @@ def test_bulk_insert_refuses_a_link_that_exists(table: TableClient) -> None:
 
 
 def test_a_transaction_applies_every_write_or_none(table: TableClient, via: Via) -> None:
-    rows: list[dict[str, Any]] = [{"PartitionKey": "g", "RowKey": f"r{n}", "text": "quote \" and é and '", "n": n,
-                                   "big": 2**40 + n, "flag": True} for n in range(3)]  # fmt: skip
+    rows: list[dict[str, Any]] = [
+        {"PartitionKey": "g", "RowKey": f"r{n}", "text": "quote \" and é and '", "n": n, "big": 2**40 + n, "flag": True}
+        for n in range(3)
+    ]
     etags = submit(table, [Write(row) for row in rows], via=via)
     for row, etag in zip(rows, etags, strict=True):
         entity = table.get_entity("g", row["RowKey"])
         assert entity.metadata["etag"] == etag
         assert (entity["text"], entity["n"], entity["big"].value, entity["flag"]) == (
-            row["text"], row["n"], row["big"], True)  # fmt: skip
+            row["text"],
+            row["n"],
+            row["big"],
+            True,
+        )
 
     changed = submit(table, [Write({**rows[0], "n": 10}, etags[0]), Write({**rows[1], "n": 11}, etags[1])], via=via)
     assert table.get_entity("g", "r1")["n"] == 11
@@ -206,8 +235,9 @@ def _read_http(sock: socket.socket) -> bytes:
             return b""
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return head + b"\r\n\r\n" + body
@@ -219,7 +249,8 @@ def test_a_transaction_whose_answer_was_lost_is_sent_again_and_applied_once(azur
     proxy = _AnswerDroppingProxy(azurite.table_port)
     try:
         via_proxy = TableClient.from_connection_string(
-            azurite.connection_string.replace(f":{azurite.table_port}/", f":{proxy.port}/"), name)
+            azurite.connection_string.replace(f":{azurite.table_port}/", f":{proxy.port}/"), name
+        )
         row = {"PartitionKey": "g", "RowKey": "r", "n": 1}
         proxy.drop_next = True
         with pytest.raises(TransactionRefused) as exists:

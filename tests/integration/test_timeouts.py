@@ -65,16 +65,19 @@ def _outcome(call: Callable[[], object]) -> BaseException | None:
 def test_a_stripe_call_to_a_silent_peer_times_out(silent_server: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stripe_client, "READ_TIMEOUT_SECONDS", 0.5)
     monkeypatch.setattr(stripe_client, "MAX_NETWORK_RETRIES", 1)
-    client = stripe_client.stripe_client({"STRIPE_API_KEY": "sk_test_x",
-                                          "STRIPE_API_BASE": f"http://127.0.0.1:{silent_server}"})  # fmt: skip
+    client = stripe_client.stripe_client(
+        {"STRIPE_API_KEY": "sk_test_x", "STRIPE_API_BASE": f"http://127.0.0.1:{silent_server}"}
+    )
     error = _outcome(client.v1.customers.list)
     assert isinstance(error, stripe.APIConnectionError)
 
 
 def test_a_table_storage_call_to_a_silent_peer_times_out(silent_server: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(storage, "READ_TIMEOUT_SECONDS", 0.5)
-    conn = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-            f"TableEndpoint=http://127.0.0.1:{silent_server}/devstoreaccount1;")  # fmt: skip
+    conn = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        f"TableEndpoint=http://127.0.0.1:{silent_server}/devstoreaccount1;"
+    )
     tables = storage.table_service({"AzureWebJobsStorage": conn})
     error = _outcome(lambda: list(tables.list_tables(retry_total=0)))
     assert isinstance(error, ServiceResponseError)

@@ -107,8 +107,10 @@ def test_two_tabs_upgrading_at_once_make_one_change_paid_once(stack: LocalStack)
     (upgrade,) = [inv for inv in _invoices(stack, held.sid) if inv.billing_reason == "subscription_update"]
     at = int(_stripe(stack).subscriptions.retrieve(held.sid).metadata["apim_product_since"])
     target, basic = MODELS.product(won), MODELS.product("basic")
-    due = (part_quote(target, 0, start, end, since=at, until=end).lines[0].amount
-           - part_quote(basic, 0, start, end, since=at, until=end).lines[0].amount)  # fmt: skip
+    due = (
+        part_quote(target, 0, start, end, since=at, until=end).lines[0].amount
+        - part_quote(basic, 0, start, end, since=at, until=end).lines[0].amount
+    )
     assert (upgrade.status, upgrade.total) == ("paid", due)
 
 
@@ -171,8 +173,10 @@ def test_a_crash_between_stripes_update_and_the_scope_move_is_repaired_and_every
             usage[key] = usage.get(key, 0) + int(line["amount"])
     by_kind = {(q.product_id, line.kind): line.amount for q in (standard_part, pro_part) for line in q.lines}
     # Each call once, at the product it was made on: the 300 calls not pushed before the crash included.
-    assert usage == {"standard-usage": by_kind[("standard", LineKind.USAGE)],
-                     "pro-usage": by_kind[("pro", LineKind.USAGE)]}  # fmt: skip
+    assert usage == {
+        "standard-usage": by_kind[("standard", LineKind.USAGE)],
+        "pro-usage": by_kind[("pro", LineKind.USAGE)],
+    }
     # By hand: Standard's part is 10 days of the period, so it keeps that share of its 100,000 included calls
     # (rounded down); 200 calls beyond all 100,000 were pushed before the change, the rest of the part's
     # overage by the report up to it. 31 days: 32,258 included, 100,500 - 32,258 = 68,242 at 0.1 cent =
@@ -235,8 +239,11 @@ def test_an_upgrade_in_the_last_minutes_of_a_period_bills_each_call_once(stack: 
     _advance(stack, held, end + 2 * HOUR)  # the renewal finalised and paid
 
     invoices = _invoices(stack, held.sid)
-    assert [inv.billing_reason for inv in invoices] == ["subscription_create", "subscription_update",
-                                                        "subscription_cycle"]  # fmt: skip
+    assert [inv.billing_reason for inv in invoices] == [
+        "subscription_create",
+        "subscription_update",
+        "subscription_cycle",
+    ]
     assert all(inv.status == "paid" for inv in invoices)
     usage: dict[str, int] = {}
     for inv in invoices:
@@ -284,8 +291,9 @@ def test_an_upgrade_and_a_downgrade_from_two_tabs_at_once_leave_stripe_and_apim_
     _end_period(stack, held)
     # Whatever won, the key's product is the one Stripe bills from the new period on.
     current = _stripe(stack).subscriptions.retrieve(held.sid, params={"expand": ["items.data.price"]})
-    billed = {i.price.lookup_key.removesuffix("-flat") for i in current["items"].data
-              if i.price.lookup_key.endswith("-flat")}  # fmt: skip
+    billed = {
+        i.price.lookup_key.removesuffix("-flat") for i in current["items"].data if i.price.lookup_key.endswith("-flat")
+    }
     (sub,) = [s for s in held.consumer.subscriptions() if s.subscription_id == held.sid]
     assert ({sub.product_id}, current.metadata["apim_product_id"]) == (billed, sub.product_id), outcome
 
@@ -365,8 +373,11 @@ def test_a_months_included_calls_used_in_the_first_hour_then_an_upgrade_are_bill
     _end_period(stack, held)
 
     first, upgrade, renewal = _invoices(stack, held.sid)
-    assert [inv.billing_reason for inv in (first, upgrade, renewal)] == ["subscription_create", "subscription_update",
-                                                                         "subscription_cycle"]  # fmt: skip
+    assert [inv.billing_reason for inv in (first, upgrade, renewal)] == [
+        "subscription_create",
+        "subscription_update",
+        "subscription_cycle",
+    ]
     assert all(inv.status == "paid" for inv in (first, upgrade, renewal))
     standard_part = part_quote(standard, 100_000, start, end, since=start, until=change_at)
     pro_part = part_quote(pro, 1_000, start, end, since=change_at, until=end)
@@ -377,8 +388,10 @@ def test_a_months_included_calls_used_in_the_first_hour_then_an_upgrade_are_bill
         key = _lookup(stack, _price_of(line))
         if key.endswith("-usage"):
             usage[key] = usage.get(key, 0) + int(line["amount"])
-    assert usage == {"standard-usage": by_kind[("standard", LineKind.USAGE)],
-                     "pro-usage": by_kind[("pro", LineKind.USAGE)]}  # fmt: skip
+    assert usage == {
+        "standard-usage": by_kind[("standard", LineKind.USAGE)],
+        "pro-usage": by_kind[("pro", LineKind.USAGE)],
+    }
     assert usage["pro-usage"] == 0  # 1,000 calls, within Pro's share of the rest of the period
     # By hand, for a 31-day period (744 hours): Standard's part is 1 of its 744 hours. Its fee: 8,995 less
     # the credit for 743 hours, 8,995 x 743 / 744 = 8,982.91 -> 8,983, so 12 cents. Its included calls:

@@ -82,8 +82,9 @@ def _apim_to(stack: LocalStack, when: int) -> None:
 
 def _burst(stack: LocalStack, key: str, calls: int) -> dict[int, int]:
     def one(_: int) -> int:
-        return requests.get(f"{stack.apim_emulator.gateway_url}/echo/hello",
-                            headers={"Ocp-Apim-Subscription-Key": key}, timeout=30).status_code  # fmt: skip
+        return requests.get(
+            f"{stack.apim_emulator.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key}, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(one, range(calls)))
@@ -143,7 +144,8 @@ def test_upgrade_mid_period_bills_each_part_at_its_product_and_keeps_the_key(sta
     page = held.consumer.plan_change_page(held.sid, "pro")
     assert page.status_code == 200, page.text[:300]
     expected_due = part_quote(pro, 0, start, end, since=change_at, until=end).lines[0].amount - (
-        standard.flat_fee_minor - part_quote(standard, 0, start, end, since=start, until=change_at).lines[0].amount)
+        standard.flat_fee_minor - part_quote(standard, 0, start, end, since=start, until=change_at).lines[0].amount
+    )
     assert f"USD {expected_due / 100:,.2f}" in page.text
     answer = held.consumer.submit(page, {}, "upgrade")
     assert answer.status_code == 200, answer.text[:300]
@@ -159,7 +161,10 @@ def test_upgrade_mid_period_bills_each_part_at_its_product_and_keeps_the_key(sta
 
     first, upgrade, renewal = _invoices(stack, held.sid)
     assert (first.billing_reason, upgrade.billing_reason, renewal.billing_reason) == (
-        "subscription_create", "subscription_update", "subscription_cycle")
+        "subscription_create",
+        "subscription_update",
+        "subscription_cycle",
+    )
     assert all(inv.status == "paid" for inv in (first, upgrade, renewal))
     standard_part = part_quote(standard, standard_calls, start, end, since=start, until=change_at)
     pro_part = part_quote(pro, pro_calls, start, end, since=change_at, until=end)
@@ -167,10 +172,15 @@ def test_upgrade_mid_period_bills_each_part_at_its_product_and_keeps_the_key(sta
     # Flat fees: Standard paid in advance, then the upgrade's credit and charge: each part's prorated fee.
     assert first.total + upgrade.total == by_kind[("standard", LineKind.FLAT_FEE)] + by_kind[("pro", LineKind.FLAT_FEE)]
     assert upgrade.total == expected_due
-    usage = {_lookup(stack, _price_of(line)): line["amount"] for line in _lines(renewal)
-             if _lookup(stack, _price_of(line)).endswith("-usage")}  # fmt: skip
-    assert usage == {"standard-usage": by_kind[("standard", LineKind.USAGE)],
-                     "pro-usage": by_kind[("pro", LineKind.USAGE)]}
+    usage = {
+        _lookup(stack, _price_of(line)): line["amount"]
+        for line in _lines(renewal)
+        if _lookup(stack, _price_of(line)).endswith("-usage")
+    }
+    assert usage == {
+        "standard-usage": by_kind[("standard", LineKind.USAGE)],
+        "pro-usage": by_kind[("pro", LineKind.USAGE)],
+    }
     # Worked out by hand: Standard's part is 15 days of the period, so it keeps that share of its 100,000
     # included calls, rounded down (as its fee is prorated); the rest of its 100,410 calls at 0.1 cent.
     # 31 days: 1,500,000 / 31 = 48,387.1 -> 48,387 included, 52,023 beyond = 5,202.3 -> 5,202 cents;
@@ -247,7 +257,6 @@ def test_only_the_owner_changes_a_subscription_and_only_a_paid_upgrade_happens(s
     assert {i.price.lookup_key for i in current["items"].data} == {"basic-flat"}
     assert current.metadata["apim_product_id"] == "basic"
     assert len(_invoices(stack, owner.sid)) == 1
-
 
 
 def test_a_consumer_who_owes_money_cannot_upgrade(stack: LocalStack) -> None:

@@ -65,8 +65,9 @@ class Changes:
     def upgrade(self, sid: str, items: Sequence[Mapping[str, object]], metadata: Mapping[str, str], key: str) -> None:
         self.calls.append(("upgrade", (list(items), dict(metadata), key)))
 
-    def schedule_downgrade(self, plan: StripePlan, items: Sequence[tuple[str, int | None]],
-                           metadata: Mapping[str, str]) -> None:  # fmt: skip
+    def schedule_downgrade(
+        self, plan: StripePlan, items: Sequence[tuple[str, int | None]], metadata: Mapping[str, str]
+    ) -> None:
         self.calls.append(("schedule", (list(items), dict(metadata))))
 
     def release_schedule(self, schedule_id: str) -> None:
@@ -87,8 +88,10 @@ class Changes:
 
 def _world(product: str = "standard", owner: str = UID, meta_user: str = UID, **plan: Any) -> tuple[Apim, Changes]:
     apim = Apim({SID: ApimSubscription(SID, owner, product, "key", "active", None, None)})
-    items = (PlanItem("si_flat", "price_flat", f"{product}-flat", False, 1),
-             PlanItem("si_usage", "price_usage", f"{product}-usage", True, None))
+    items = (
+        PlanItem("si_flat", "price_flat", f"{product}-flat", False, 1),
+        PlanItem("si_usage", "price_usage", f"{product}-usage", True, None),
+    )
     metadata = {"apim_user_id": meta_user, "apim_product_id": product, **plan.pop("metadata", {})}
     return apim, Changes(StripePlan(SID, "active", "cus_1", metadata, items, START, END, MID, **plan))
 
@@ -152,8 +155,9 @@ def test_who_may_change_and_when() -> None:
     assert owed.value.status == 402
     assert changes.calls == []
     with pytest.raises(PlanChangeError, match="still being billed"):
-        change_plan(found, MODELS.product("pro"), now=0, nonce="n", payments=Payments(finals=["sub_0"]),
-                    changes=changes)  # fmt: skip
+        change_plan(
+            found, MODELS.product("pro"), now=0, nonce="n", payments=Payments(finals=["sub_0"]), changes=changes
+        )
     apim, changes = _world(metadata={"apim_retiring_usage_item": "si_old"})
     found = subject(UID, SID, models=MODELS, apim=apim, changes=changes)
     with pytest.raises(PlanChangeError, match="still being completed"):
@@ -164,12 +168,13 @@ def test_a_downgrade_is_scheduled_for_the_period_end_and_undone_by_releasing_it(
     apim, changes = _world("pro")
     found = subject(UID, SID, models=MODELS, apim=apim, changes=changes)
     debt = Debt("in_1", "A-1", "usd", 500, "https://pay")
-    done = change_plan(found, MODELS.product("standard"), now=0, nonce="n", payments=Payments(debts=[debt]),
-                       changes=changes)  # fmt: skip  # a debt does not stop a cheaper plan
+    done = change_plan(
+        found, MODELS.product("standard"), now=0, nonce="n", payments=Payments(debts=[debt]), changes=changes
+    )  # a debt does not stop a cheaper plan
     assert done.kind is ChangeKind.DOWNGRADE
     assert done.effective_at == END
     assert done.monthly_difference == "USD -360.00"
-    (_kind, (items, metadata)), = changes.calls
+    ((_kind, (items, metadata)),) = changes.calls
     assert items == [("price_standard-flat", 1), ("price_standard-usage", None)]
     assert metadata["apim_product_since"] == str(END)
     assert metadata["apim_previous_product_id"] == "pro"

@@ -17,8 +17,9 @@ from devstack.stack import LocalStack, StackOptions
 
 def portal_stack_options(azurite: Azurite) -> StackOptions:
     """The app in this process, the catalog applied, no webhooks to the app, no queue workers."""
-    return StackOptions(use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=False,
-                        run_queue_workers=False)  # fmt: skip
+    return StackOptions(
+        use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=False, run_queue_workers=False
+    )
 
 
 @pytest.fixture(scope="module")

@@ -77,16 +77,32 @@ def grant_paid(stack: Any, uid: str) -> Any:
     sub = client.v1.subscriptions.list(params={"customer": customer}).data[0]
     pid, name = sub.metadata["apim_product_id"], sub.metadata["apim_subscription_name"]
     mgmt, rg, svc = apim(stack)
-    mgmt.subscription.create_or_update(rg, svc, sub.id, SubscriptionCreateParameters(
-        owner_id=f"/users/{uid}", scope=f"/products/{pid}", display_name=name, state="active"))
+    mgmt.subscription.create_or_update(
+        rg,
+        svc,
+        sub.id,
+        SubscriptionCreateParameters(
+            owner_id=f"/users/{uid}", scope=f"/products/{pid}", display_name=name, state="active"
+        ),
+    )
     items = sub["items"].data
     usage = [i.id for i in items if i.price.recurring and i.price.recurring.usage_type == "metered"]
-    SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE)).create_or_replace(SubscriptionLink(
-        apim_subscription_id=sub.id, apim_user_id=uid, product_id=pid, subscription_name=name,
-        stripe_customer_id=customer, stripe_subscription_id=sub.id,
-        stripe_usage_item_id=usage[0] if usage else "", stripe_status=sub.status, apim_state="active",
-        current_period_start=items[0].current_period_start, current_period_end=items[0].current_period_end,
-        stripe_state_at=sub.created))
+    SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE)).create_or_replace(
+        SubscriptionLink(
+            apim_subscription_id=sub.id,
+            apim_user_id=uid,
+            product_id=pid,
+            subscription_name=name,
+            stripe_customer_id=customer,
+            stripe_subscription_id=sub.id,
+            stripe_usage_item_id=usage[0] if usage else "",
+            stripe_status=sub.status,
+            apim_state="active",
+            current_period_start=items[0].current_period_start,
+            current_period_end=items[0].current_period_end,
+            stripe_state_at=sub.created,
+        )
+    )
     return sub
 
 
@@ -101,16 +117,20 @@ def test_change_password_end_to_end(stack: Any) -> None:
     consumer = signed_up(stack)
     page = open_form(consumer, link(stack, "ChangePassword", userId=consumer.user_id), consumer.email)
     # The new password follows the sign-up policy, and must be typed twice alike.
-    short = consumer.submit(page, {"current_password": DEFAULT_PASSWORD, "new_password": "short",
-                                   "confirm_password": "short"})
+    short = consumer.submit(
+        page, {"current_password": DEFAULT_PASSWORD, "new_password": "short", "confirm_password": "short"}
+    )
     assert short.status_code == 400
     assert f"at least {passwords.MIN_LENGTH} characters" in short.text
-    differ = consumer.submit(short, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD,
-                                     "confirm_password": NEW_PASSWORD + "x"})
+    differ = consumer.submit(
+        short,
+        {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD + "x"},
+    )
     assert differ.status_code == 400
     assert "differ" in differ.text
-    done = consumer.submit(differ, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD,
-                                    "confirm_password": NEW_PASSWORD})
+    done = consumer.submit(
+        differ, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD}
+    )
     assert done.status_code == 200, done.text
     assert "Your password is changed" in done.text
     # Signing in elsewhere: the old password no longer works, the new one does.
@@ -127,21 +147,25 @@ def test_wrong_current_passwords_count_toward_the_sign_in_limit(stack: Any) -> N
     stranger.session.cookies.set("portal_session", consumer.session.cookies.get("portal_session"), path="/api")
     page = open_form(stranger, link(stack, "ChangePassword", userId=consumer.user_id), "Current password")
     for _ in range(5):
-        page = stranger.submit(page, {"current_password": "not my password", "new_password": NEW_PASSWORD,
-                                      "confirm_password": NEW_PASSWORD})
+        page = stranger.submit(
+            page,
+            {"current_password": "not my password", "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD},
+        )
         assert page.status_code == 401
         assert "the current password is wrong" in page.text
     # The right password is now refused without being checked, here and at sign-in ...
-    locked = stranger.submit(page, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD,
-                                    "confirm_password": NEW_PASSWORD})
+    locked = stranger.submit(
+        page, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD}
+    )
     assert locked.status_code == 429
     assert locked.headers["Retry-After"]
     assert stack.consumer(consumer.email).sign_in_answer(DEFAULT_PASSWORD).status_code == 429
     assert account_row(consumer.email).password_hash == before
     # ... except from the owner's browser, whose device cookie has an allowance of its own.
     own = open_form(consumer, link(stack, "ChangePassword", userId=consumer.user_id), "Current password")
-    done = consumer.submit(own, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD,
-                                 "confirm_password": NEW_PASSWORD})
+    done = consumer.submit(
+        own, {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD}
+    )
     assert done.status_code == 200, done.text
 
 
@@ -209,9 +233,11 @@ def test_close_account_cancels_everything_with_a_final_invoice_and_signs_out(sta
     # fee was paid in advance and the cancel does not prorate, so the final invoice is the usage only.
     assert final.total == 5000
     mgmt, rg, svc = apim(stack)
-    reads: list[Callable[[], object]] = [lambda: mgmt.user.get(rg, svc, uid),
-                                         lambda: mgmt.subscription.get(rg, svc, free_sid),
-                                         lambda: mgmt.subscription.get(rg, svc, paid.id)]
+    reads: list[Callable[[], object]] = [
+        lambda: mgmt.user.get(rg, svc, uid),
+        lambda: mgmt.subscription.get(rg, svc, free_sid),
+        lambda: mgmt.subscription.get(rg, svc, paid.id),
+    ]
     for gone in reads:
         with pytest.raises(ResourceNotFoundError):
             gone()
@@ -244,9 +270,17 @@ def test_a_close_that_failed_midway_is_finished_by_submitting_again(stack: Any) 
 
     deps = services().portal()
     with pytest.raises(RuntimeError, match="Stripe did not answer"):
-        account_ops.close_account(consumer.email, uid, DEFAULT_PASSWORD, ports=deps.account_ports, client="test",
-                                  device=None, payments=StripeDownAtTheEnd(deps.payments), now=datetime.now(UTC),
-                                  final_invoices=deps.final_invoices)
+        account_ops.close_account(
+            consumer.email,
+            uid,
+            DEFAULT_PASSWORD,
+            ports=deps.account_ports,
+            client="test",
+            device=None,
+            payments=StripeDownAtTheEnd(deps.payments),
+            now=datetime.now(UTC),
+            final_invoices=deps.final_invoices,
+        )
     mgmt, rg, svc = apim(stack)
     with pytest.raises(ResourceNotFoundError):
         mgmt.subscription.get(rg, svc, free_sid)  # cancelled, then deleted with the user
@@ -274,19 +308,25 @@ def test_renew_an_expired_free_subscription_activates_it_again(stack: Any) -> No
     done = consumer.submit(page, {"name": "renewed key"})
     assert done.status_code == 200, done.text
     # One Free subscription per consumer: the same one again (its quota count goes on).
-    assert [(s.subscription_id, s.name, s.state) for s in consumer.subscriptions()] == [
-        (sid, "renewed key", "active")]
+    assert [(s.subscription_id, s.name, s.state) for s in consumer.subscriptions()] == [(sid, "renewed key", "active")]
 
 
 def test_renew_an_expired_paid_subscription_goes_to_checkout(stack: Any) -> None:
     consumer = signed_up(stack)
     mgmt, rg, svc = apim(stack)
-    mgmt.subscription.create_or_update(rg, svc, "sub_expiredrenewtest" + consumer.user_id[:8],
-                                       SubscriptionCreateParameters(owner_id=f"/users/{consumer.user_id}",
-                                                                    scope="/products/basic", display_name="old",
-                                                                    state="expired"))
-    page = open_form(consumer, link(stack, "Renew", subscriptionId="sub_expiredrenewtest" + consumer.user_id[:8]),
-                     "Continue to payment")
+    mgmt.subscription.create_or_update(
+        rg,
+        svc,
+        "sub_expiredrenewtest" + consumer.user_id[:8],
+        SubscriptionCreateParameters(
+            owner_id=f"/users/{consumer.user_id}", scope="/products/basic", display_name="old", state="expired"
+        ),
+    )
+    page = open_form(
+        consumer,
+        link(stack, "Renew", subscriptionId="sub_expiredrenewtest" + consumer.user_id[:8]),
+        "Continue to payment",
+    )
     answer = consumer.submit(page, {"name": "old"})
     assert answer.status_code == 303
     assert answer.headers["Location"].startswith(stack.stripe.base_url + "/")
@@ -301,8 +341,9 @@ def test_a_link_signed_for_another_user_is_refused(stack: Any, operation: str) -
     victim, attacker = signed_up(stack), signed_up(stack)
     genuine = link(stack, operation, userId=attacker.user_id)
     forged = genuine.replace(f"userId={attacker.user_id}", f"userId={victim.user_id}")
-    wrong_key = delegation_url(f"{stack.app_url}/api/delegation", base64.b64encode(b"another key").decode(),
-                               operation, userId=victim.user_id)
+    wrong_key = delegation_url(
+        f"{stack.app_url}/api/delegation", base64.b64encode(b"another key").decode(), operation, userId=victim.user_id
+    )
     for url in (forged, wrong_key):
         answer = attacker.open(url)
         assert answer.status_code == 401, answer.text
@@ -313,12 +354,21 @@ def test_a_link_signed_for_another_user_is_refused(stack: Any, operation: str) -
 
 def test_account_posts_without_csrf_or_binding_are_refused(stack: Any) -> None:
     victim, attacker = signed_up(stack), signed_up(stack)
-    victim_forms = {op: hidden_fields(open_form(victim, link(stack, op, userId=victim.user_id), "form").text)
-                    for op in ACCOUNT_OPS}  # fmt: skip
-    attacker_forms = {op: hidden_fields(open_form(attacker, link(stack, op, userId=attacker.user_id), "form").text)
-                      for op in ACCOUNT_OPS}  # fmt: skip
-    data = {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD,
-            "first_name": "Mallory", "last_name": "X", "password": DEFAULT_PASSWORD}
+    victim_forms = {
+        op: hidden_fields(open_form(victim, link(stack, op, userId=victim.user_id), "form").text) for op in ACCOUNT_OPS
+    }
+    attacker_forms = {
+        op: hidden_fields(open_form(attacker, link(stack, op, userId=attacker.user_id), "form").text)
+        for op in ACCOUNT_OPS
+    }
+    data = {
+        "current_password": DEFAULT_PASSWORD,
+        "new_password": NEW_PASSWORD,
+        "confirm_password": NEW_PASSWORD,
+        "first_name": "Mallory",
+        "last_name": "X",
+        "password": DEFAULT_PASSWORD,
+    }
     for op, path in ACCOUNT_OPS.items():
         url = f"{stack.app_url}/api/portal/account/{path}"
         form = victim_forms[op]
@@ -345,8 +395,9 @@ def test_account_posts_without_csrf_or_binding_are_refused(stack: Any) -> None:
     assert account_row(attacker.email).first_name == "Ada"
 
 
-def test_account_operations_are_not_offered_when_apim_keeps_the_accounts(stack: Any,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_account_operations_are_not_offered_when_apim_keeps_the_accounts(
+    stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     consumer = signed_up(stack)
     monkeypatch.setenv("DELEGATION_MODE", "subscriptions")
     for op in ACCOUNT_OPS:
@@ -374,10 +425,13 @@ def test_a_replayed_subscribe_link_signs_nobody_in(stack: Any, monkeypatch: pyte
     assert thief.get(billing, timeout=30).status_code == 401
     # A fresh link (a new salt, as the portal makes one per click) still works.
     fresh = stack.browser()
-    assert fresh.get(link(stack, "Subscribe", productId="free", userId=consumer.user_id),
-                     allow_redirects=False, timeout=30).status_code == 200
+    assert (
+        fresh.get(
+            link(stack, "Subscribe", productId="free", userId=consumer.user_id), allow_redirects=False, timeout=30
+        ).status_code
+        == 200
+    )
     assert fresh.get(billing, timeout=30).status_code == 200
-
 
 
 # ---- the close's order, with in-memory fakes of the portal's own ports ----------------------------
@@ -401,8 +455,11 @@ def test_close_runs_in_an_order_a_retry_can_finish() -> None:
     steps: list[str] = []
     account = Account("a@b.example", passwords.hash_password("right password"), "u1", "A", "B", 0, confirmed_at=1)
     apim = fakes.FakeApim(users={"u1": "a@b.example"})
-    for sid, pid, state in (("free-1", "free", "active"), ("sub_2", "standard", "active"),
-                            ("old-3", "free", "cancelled")):  # fmt: skip
+    for sid, pid, state in (
+        ("free-1", "free", "active"),
+        ("sub_2", "standard", "active"),
+        ("old-3", "free", "cancelled"),
+    ):
         apim.create_subscription(sid, "u1", pid, sid, state)
     apim.calls = steps
     payments = fakes.FakePayments(calls=steps)
@@ -413,15 +470,26 @@ def test_close_runs_in_an_order_a_retry_can_finish() -> None:
     payments.pending = ["sub_2", "sub_old"]
     ports = dataclasses.replace(fakes.account_ports(), accounts=_LoggedAccounts(steps, account), apim=apim)
     cancelled = account_ops.close_account(
-        "a@b.example", "u1", "right password", ports=ports, client="c", device=None,
-        payments=payments, now=datetime(2026, 1, 1, tzinfo=UTC), final_invoices=fakes.FakeFinalInvoices(steps))
+        "a@b.example",
+        "u1",
+        "right password",
+        ports=ports,
+        client="c",
+        device=None,
+        payments=payments,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        final_invoices=fakes.FakeFinalInvoices(steps),
+    )
     assert cancelled == ["free-1", "sub_2"]
     assert steps == [
         "row:closing=True",  # first: sign-in stops, the password hash stays for a retry
         "apim:free-1:cancelled",
         # As Unsubscribe does: Stripe cannot renew it, its final invoice follows the lag, the key stops.
-        "stripe:end-access:sub_2:at=1500", "queue:final:sub_2:1000:2000:at=1500", "apim:sub_2:cancelled",
-        "stripe:expire-checkouts", "apim:delete-user",
+        "stripe:end-access:sub_2:at=1500",
+        "queue:final:sub_2:1000:2000:at=1500",
+        "apim:sub_2:cancelled",
+        "stripe:expire-checkouts",
+        "apim:delete-user",
         "stripe:cancel:sub_late",  # only the one that never had a key is cancelled at once
         "row:delete",  # last: until here the same form can be submitted again
     ]

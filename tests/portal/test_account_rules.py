@@ -211,39 +211,69 @@ def test_a_mail_server_that_fails_answers_503_and_a_retry_works() -> None:
 def test_guessing_stops_after_five_and_the_device_of_the_owner_still_gets_in() -> None:
     ports = account_ports(confirmed())
     for n in range(5):
-        assert raised(service.sign_in, "ada@example.com", f"guess {n}", client=f"bot{n}", device=None,
-                      ports=ports, now=NOW).status == 401  # fmt: skip
-    locked = raised(service.sign_in, "ada@example.com", PASSWORD, client="owner-new-laptop", device=None,
-                    ports=ports, now=NOW + 1)  # fmt: skip
+        assert (
+            raised(
+                service.sign_in, "ada@example.com", f"guess {n}", client=f"bot{n}", device=None, ports=ports, now=NOW
+            ).status
+            == 401
+        )
+    locked = raised(
+        service.sign_in, "ada@example.com", PASSWORD, client="owner-new-laptop", device=None, ports=ports, now=NOW + 1
+    )
     assert locked.status == 429
     assert locked.retry_after == 15 * 60 - 1
     assert "Forgot your password?" in locked.message
-    account = service.sign_in("ada@example.com", PASSWORD, client="owner", device=device_of(ports), ports=ports,
-                              now=NOW + 2)  # fmt: skip
+    account = service.sign_in(
+        "ada@example.com", PASSWORD, client="owner", device=device_of(ports), ports=ports, now=NOW + 2
+    )
     assert account.apim_user_id == "u1"
     # The lock on browsers without the cookie stays: the owner's success does not reopen it.
-    assert raised(service.sign_in, "ada@example.com", "guess 6", client="bot", device=None, ports=ports,
-                  now=NOW + 3).status == 429  # fmt: skip
+    assert (
+        raised(
+            service.sign_in, "ada@example.com", "guess 6", client="bot", device=None, ports=ports, now=NOW + 3
+        ).status
+        == 429
+    )
     # After the window, guessing resumes from zero.
-    assert raised(service.sign_in, "ada@example.com", "guess 7", client="bot", device=None, ports=ports,
-                  now=NOW + 15 * 60).status == 401  # fmt: skip
+    assert (
+        raised(
+            service.sign_in, "ada@example.com", "guess 7", client="bot", device=None, ports=ports, now=NOW + 15 * 60
+        ).status
+        == 401
+    )
 
 
 def test_a_device_cookie_has_its_own_allowance() -> None:
     ports = account_ports(confirmed())
     stolen = device_of(ports, "stolen")
     for _ in range(5):
-        assert raised(service.sign_in, "ada@example.com", "typo typo typo", client="c", device=stolen,
-                      ports=ports, now=NOW).status == 401  # fmt: skip
-    assert raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=stolen, ports=ports,
-                  now=NOW).status == 429  # fmt: skip
+        assert (
+            raised(
+                service.sign_in, "ada@example.com", "typo typo typo", client="c", device=stolen, ports=ports, now=NOW
+            ).status
+            == 401
+        )
+    assert (
+        raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=stolen, ports=ports, now=NOW).status
+        == 429
+    )
     assert service.sign_in("ada@example.com", PASSWORD, client="c", device=None, ports=ports, now=NOW)
 
 
 def test_many_device_cookies_do_not_multiply_the_guesses() -> None:
     ports = account_ports(confirmed())
-    answers = [raised(service.sign_in, "ada@example.com", f"guess {n}", client="c", device=device_of(ports, f"d{n}"),
-                      ports=ports, now=NOW).status for n in range(30)]  # fmt: skip
+    answers = [
+        raised(
+            service.sign_in,
+            "ada@example.com",
+            f"guess {n}",
+            client="c",
+            device=device_of(ports, f"d{n}"),
+            ports=ports,
+            now=NOW,
+        ).status
+        for n in range(30)
+    ]
     assert answers.count(401) == 20
     assert answers[20:] == [429] * 10
 
@@ -258,14 +288,20 @@ def test_a_password_change_retires_older_device_cookies_and_reset_links() -> Non
     new = "violet kettle under nine bridges"
     service.reset_password(mailer.link("ada@example.com"), new, new, ports, NOW + 2)
     # The older link was made under the old password: it opens nothing now.
-    assert raised(service.reset_password, older_link, "another fine passphrase", "another fine passphrase", ports,
-                  NOW + 3).status == 410  # fmt: skip
+    assert (
+        raised(
+            service.reset_password, older_link, "another fine passphrase", "another fine passphrase", ports, NOW + 3
+        ).status
+        == 410
+    )
     # The old device cookie is a stranger's browser now: it shares the account's five guesses.
     for n in range(5):
-        raised(service.sign_in, "ada@example.com", f"guess {n}", client="x", device=old_device, ports=ports,
-               now=NOW + 4)  # fmt: skip
-    assert raised(service.sign_in, "ada@example.com", new, client="y", device=None, ports=ports,
-                  now=NOW + 5).status == 429  # fmt: skip
+        raised(
+            service.sign_in, "ada@example.com", f"guess {n}", client="x", device=old_device, ports=ports, now=NOW + 4
+        )
+    assert (
+        raised(service.sign_in, "ada@example.com", new, client="y", device=None, ports=ports, now=NOW + 5).status == 429
+    )
     assert accounts.get("ada@example.com") is not None
 
 
@@ -282,24 +318,43 @@ def test_a_busy_instance_counts_no_guess() -> None:
     holder = threading.Thread(target=full.run, args=(hold,))
     holder.start()
     taken.wait()
-    statuses = [raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=device_of(ports),
-                       ports=busy_ports, now=NOW).status for _ in range(8)]  # fmt: skip
+    statuses = [
+        raised(
+            service.sign_in, "ada@example.com", PASSWORD, client="c", device=device_of(ports), ports=busy_ports, now=NOW
+        ).status
+        for _ in range(8)
+    ]
     release.set()
     holder.join()
     assert statuses == [429] * 8
     assert isinstance(ports.throttles, InMemoryThrottles)
     assert ports.throttles.windows == {}
-    assert service.sign_in("ada@example.com", PASSWORD, client="c", device=device_of(ports), ports=busy_ports,
-                           now=NOW + 1)  # fmt: skip
+    assert service.sign_in(
+        "ada@example.com", PASSWORD, client="c", device=device_of(ports), ports=busy_ports, now=NOW + 1
+    )
 
 
 def test_sign_ins_from_one_client_are_limited_across_accounts() -> None:
     ports = account_ports()
     for n in range(30):
-        raised(service.sign_in, f"user{n}@example.com", "whatever it is", client="203.0.113.9", device=None,
-               ports=ports, now=NOW)  # fmt: skip
-    refused = raised(service.sign_in, "another@example.com", "whatever it is", client="203.0.113.9", device=None,
-                     ports=ports, now=NOW)  # fmt: skip
+        raised(
+            service.sign_in,
+            f"user{n}@example.com",
+            "whatever it is",
+            client="203.0.113.9",
+            device=None,
+            ports=ports,
+            now=NOW,
+        )
+    refused = raised(
+        service.sign_in,
+        "another@example.com",
+        "whatever it is",
+        client="203.0.113.9",
+        device=None,
+        ports=ports,
+        now=NOW,
+    )
     assert refused.status == 429
     assert "network" in refused.message
 
@@ -349,8 +404,10 @@ def test_reset_sets_a_new_password_once() -> None:
     new = "violet kettle under nine bridges"
     service.reset_password(token, new, new, ports, NOW + 10)
     assert raised(service.reset_password, token, new, new, ports, NOW + 11).status == 410
-    assert raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=None, ports=ports,
-                  now=NOW + 12).status == 401  # fmt: skip
+    assert (
+        raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=None, ports=ports, now=NOW + 12).status
+        == 401
+    )
     assert service.sign_in("ada@example.com", new, client="c", device=None, ports=ports, now=NOW + 12)
     assert accounts.get("ada@example.com") is not None
 
@@ -375,16 +432,19 @@ def test_a_reset_link_expires_after_an_hour() -> None:
 
 
 # ---- passwords, clients, hashing budget --------------------------------------------------------
-@pytest.mark.parametrize(("password", "rule"), [
-    ("short", "at least 10 characters"),
-    ("aaaaaaaaaa", "too easy to guess"),
-    ("1234567890", "too easy to guess"),
-    ("password12", "too easy to guess"),
-    ("          ", "only spaces"),
-    ("qwertyuiop1", "too easy to guess"),
-    ("x" * 201, "at most 200 characters"),
-    ("lovelace2024!", "too easy to guess"),  # the account's own name and a year
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("short", "at least 10 characters"),
+        ("aaaaaaaaaa", "too easy to guess"),
+        ("1234567890", "too easy to guess"),
+        ("password12", "too easy to guess"),
+        ("          ", "only spaces"),
+        ("qwertyuiop1", "too easy to guess"),
+        ("x" * 201, "at most 200 characters"),
+        ("lovelace2024!", "too easy to guess"),  # the account's own name and a year
+    ],
+)
 def test_weak_passwords_are_refused_naming_the_rule(password: str, rule: str) -> None:
     with pytest.raises(passwords.PasswordPolicyError, match=rule):
         passwords.check_policy(password, personal=("ada@example.com", "Ada", "Lovelace"))
@@ -404,15 +464,18 @@ def test_argon2id_hashes_carry_owasp_parameters_and_a_salt() -> None:
     assert not passwords.verify_password(PASSWORD, "md5$whatever")
 
 
-@pytest.mark.parametrize(("header", "client"), [
-    ("203.0.113.7:50112", "203.0.113.7"),
-    ("6.6.6.6, 203.0.113.7:50112", "203.0.113.7"),  # what the caller sent comes first: only the last counts
-    ("[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1::/56"),
-    ("2001:db8:1:2ff:aaaa::1", "2001:db8:1:200::/56"),  # a site's /56: one client
-    ("::ffff:198.51.100.4", "198.51.100.4"),
-    ("", "unknown"),
-    ("not an address", "unknown"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        ("203.0.113.7:50112", "203.0.113.7"),
+        ("6.6.6.6, 203.0.113.7:50112", "203.0.113.7"),  # what the caller sent comes first: only the last counts
+        ("[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1::/56"),
+        ("2001:db8:1:2ff:aaaa::1", "2001:db8:1:200::/56"),  # a site's /56: one client
+        ("::ffff:198.51.100.4", "198.51.100.4"),
+        ("", "unknown"),
+        ("not an address", "unknown"),
+    ],
+)
 def test_client_address_is_the_last_forwarded_entry(header: str, client: str) -> None:
     assert client_address(header) == client
 
@@ -451,8 +514,15 @@ def test_a_busy_budget_answers_429_with_retry_after() -> None:
     holder = threading.Thread(target=full.run, args=(hold,))
     holder.start()
     taken.wait()
-    busy = raised(service.sign_in, "ada@example.com", PASSWORD, client="c", device=None,
-                  ports=service.AccountPorts(**{**ports.__dict__, "hashing": full}), now=NOW)  # fmt: skip
+    busy = raised(
+        service.sign_in,
+        "ada@example.com",
+        PASSWORD,
+        client="c",
+        device=None,
+        ports=service.AccountPorts(**{**ports.__dict__, "hashing": full}),
+        now=NOW,
+    )
     release.set()
     holder.join()
     assert busy.status == 429
@@ -465,18 +535,40 @@ def test_an_unconfirmed_older_account_changes_nothing_through_account_forms() ->
     legacy = Account("old@example.com", passwords.hash_password(PASSWORD), "u9", "Old", "Timer", 0)
     ports = account_ports(legacy)
     new = "violet kettle under nine bridges"
-    refused = raised(account_ops.change_password, "old@example.com", "u9", PASSWORD, new, new, ports=ports,
-                     client="c", device=None, now=NOW)  # fmt: skip
+    refused = raised(
+        account_ops.change_password,
+        "old@example.com",
+        "u9",
+        PASSWORD,
+        new,
+        new,
+        ports=ports,
+        client="c",
+        device=None,
+        now=NOW,
+    )
     assert refused.status == 403
     assert "confirm your e-mail address" in refused.message
     assert ports.accounts.get("old@example.com") == legacy
 
 
-@pytest.mark.parametrize("address", [
-    "victim(1)@example.com", '"victim"@example.com', "x:victim@example.com", "x<victim@example.com",
-    "x,attacker@evil.example", "a\x00b@example.com", "ada@example", "ada@-example.com", ".ada@example.com",
-    "a@" + "." * 16000 + "@", "x" * 65 + "@example.com", "ada@exämple.com",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "address",
+    [
+        "victim(1)@example.com",
+        '"victim"@example.com',
+        "x:victim@example.com",
+        "x<victim@example.com",
+        "x,attacker@evil.example",
+        "a\x00b@example.com",
+        "ada@example",
+        "ada@-example.com",
+        ".ada@example.com",
+        "a@" + "." * 16000 + "@",
+        "x" * 65 + "@example.com",
+        "ada@exämple.com",
+    ],
+)
 def test_only_plain_addresses_are_accepted(address: str) -> None:
     ports = account_ports()
     _, _, mailer, _ = parts(ports)
@@ -487,8 +579,9 @@ def test_only_plain_addresses_are_accepted(address: str) -> None:
 
 
 def test_a_closing_account_is_not_reopened_by_a_reset() -> None:
-    closing = Account("ada@example.com", passwords.hash_password(PASSWORD), "u1", "Ada", "L", 0, closing_since=NOW,
-                      confirmed_at=1)  # fmt: skip
+    closing = Account(
+        "ada@example.com", passwords.hash_password(PASSWORD), "u1", "Ada", "L", 0, closing_since=NOW, confirmed_at=1
+    )
     ports = account_ports(closing)
     _, _, mailer, _ = parts(ports)
     service.request_password_reset("ada@example.com", "c", ports, NOW)

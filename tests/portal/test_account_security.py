@@ -169,8 +169,12 @@ def test_24_wrong_sign_ins_at_once_evaluate_at_most_5_and_the_owner_still_gets_i
 
     def guess(item: tuple[Consumer, dict[str, str]]) -> requests.Response:
         attacker, fields = item
-        return attacker.session.post(f"{stack.app_url}/api/portal/signin", allow_redirects=False, timeout=60,
-                                     data={**fields, "email": owner.email, "password": attacker.password})
+        return attacker.session.post(
+            f"{stack.app_url}/api/portal/signin",
+            allow_redirects=False,
+            timeout=60,
+            data={**fields, "email": owner.email, "password": attacker.password},
+        )
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         answers = list(pool.map(guess, forms))

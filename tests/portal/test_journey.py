@@ -62,7 +62,8 @@ def test_subscribe_to_free_is_active_at_once(stack: LocalStack) -> None:
     assert "is active" in answer.text
     subs = _apim_subscriptions(stack, uid)
     assert [(s.display_name, s.state, (s.scope or "").rsplit("/", 1)[-1]) for s in subs] == [
-        ("my free key", "active", "free")]
+        ("my free key", "active", "free")
+    ]
 
     again = consumer.subscribe_page("free")
     assert "You already hold Free" in again.text
@@ -97,8 +98,9 @@ def test_subscribe_to_standard_through_checkout(stack: LocalStack) -> None:
         catalog_names.SUB_META_NAME: "production",
     }
     keys = sorted(item.price.lookup_key for item in subs[0]["items"].data)
-    assert keys == sorted([catalog_names.flat_price_lookup_key("standard"),
-                           catalog_names.usage_price_lookup_key("standard")])
+    assert keys == sorted(
+        [catalog_names.flat_price_lookup_key("standard"), catalog_names.usage_price_lookup_key("standard")]
+    )
     # The success page grants nothing: access comes from the webhook (issue 7), which is not wired here.
     assert _apim_subscriptions(stack, uid) == []
 
@@ -138,17 +140,34 @@ def _grant_like_the_webhook(stack: LocalStack, uid: str) -> stripe.Subscription:
     sub: stripe.Subscription = client.v1.subscriptions.list(params={"customer": customer}).data[0]
     pid = sub.metadata["apim_product_id"]
     stack.apim_emulator.management_client().subscription.create_or_update(
-        stack.apim_emulator.resource_group, stack.apim_emulator.service_name, sub.id,
-        SubscriptionCreateParameters(owner_id=f"/users/{uid}", scope=f"/products/{pid}",
-                                     display_name=sub.metadata["apim_subscription_name"], state="active"))
+        stack.apim_emulator.resource_group,
+        stack.apim_emulator.service_name,
+        sub.id,
+        SubscriptionCreateParameters(
+            owner_id=f"/users/{uid}",
+            scope=f"/products/{pid}",
+            display_name=sub.metadata["apim_subscription_name"],
+            state="active",
+        ),
+    )
     items = sub["items"].data
     usage = [i.id for i in items if i.price.recurring and i.price.recurring.usage_type == "metered"]
-    SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE)).create_or_replace(SubscriptionLink(
-        apim_subscription_id=sub.id, apim_user_id=uid, product_id=pid,
-        subscription_name=sub.metadata["apim_subscription_name"], stripe_customer_id=str(customer),
-        stripe_subscription_id=sub.id, stripe_usage_item_id=usage[0] if usage else "", stripe_status=sub.status,
-        apim_state="active", current_period_start=items[0].current_period_start,
-        current_period_end=items[0].current_period_end, stripe_state_at=sub.created))
+    SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE)).create_or_replace(
+        SubscriptionLink(
+            apim_subscription_id=sub.id,
+            apim_user_id=uid,
+            product_id=pid,
+            subscription_name=sub.metadata["apim_subscription_name"],
+            stripe_customer_id=str(customer),
+            stripe_subscription_id=sub.id,
+            stripe_usage_item_id=usage[0] if usage else "",
+            stripe_status=sub.status,
+            apim_state="active",
+            current_period_start=items[0].current_period_start,
+            current_period_end=items[0].current_period_end,
+            stripe_state_at=sub.created,
+        )
+    )
     return sub
 
 
@@ -163,8 +182,9 @@ def test_unsubscribe_paid_cancels_stripe_and_apim(stack: LocalStack) -> None:
     confirm = consumer.open(cancel_link[0])
     assert confirm.status_code == 200
     assert "to cancel" in confirm.text
-    done = browser.post(f"{stack.app_url}/api/portal/unsubscribe", allow_redirects=False, timeout=30,
-                        data=hidden_fields(confirm.text))
+    done = browser.post(
+        f"{stack.app_url}/api/portal/unsubscribe", allow_redirects=False, timeout=30, data=hidden_fields(confirm.text)
+    )
     assert done.status_code == 200, done.text
     assert "is cancelled" in done.text
     apim = stack.apim_emulator.management_client()
@@ -183,8 +203,9 @@ def test_unsubscribe_free(stack: LocalStack) -> None:
     uid = consumer.sign_up()
     consumer.subscribe("free", "short lived")
     confirm = consumer.open(portal_links(consumer.portal_home(), "unsubscribe")[0])
-    done = browser.post(f"{stack.app_url}/api/portal/unsubscribe", allow_redirects=False, timeout=30,
-                        data=hidden_fields(confirm.text))
+    done = browser.post(
+        f"{stack.app_url}/api/portal/unsubscribe", allow_redirects=False, timeout=30, data=hidden_fields(confirm.text)
+    )
     assert done.status_code == 200
     assert [s.state for s in _apim_subscriptions(stack, uid)] == ["cancelled"]
 

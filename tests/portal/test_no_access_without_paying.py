@@ -32,8 +32,9 @@ HOUR = 3600
 
 @pytest.fixture(scope="module")
 def stack(azurite: Azurite) -> Iterator[LocalStack]:
-    options = StackOptions(use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True,
-                           run_queue_workers=False)  # fmt: skip
+    options = StackOptions(
+        use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True, run_queue_workers=False
+    )
     with LocalStack(options) as running:
         yield running
 
@@ -44,8 +45,9 @@ def link(stack: LocalStack, operation: str, **fields: str) -> str:
 
 
 def call(stack: LocalStack, key: str) -> int:
-    answer = requests.get(f"{stack.apim_emulator.gateway_url}/echo", headers={"Ocp-Apim-Subscription-Key": key},
-                          timeout=30)  # fmt: skip
+    answer = requests.get(
+        f"{stack.apim_emulator.gateway_url}/echo", headers={"Ocp-Apim-Subscription-Key": key}, timeout=30
+    )
     return answer.status_code
 
 
@@ -84,11 +86,14 @@ def test_another_consumers_links_change_nothing_from_my_browser(stack: LocalStac
     attacker.sign_up()
     assert owner.subscribe("free", "owner's key").status_code == 200
     sid = subscription(owner, "free").subscription_id
-    for operation, fields in (("Unsubscribe", {"subscriptionId": sid}), ("Renew", {"subscriptionId": sid}),
-                              ("ChangeProfile", {"userId": owner.user_id}),
-                              ("ChangePassword", {"userId": owner.user_id}),
-                              ("CloseAccount", {"userId": owner.user_id}),
-                              ("Subscribe", {"productId": "payg", "userId": owner.user_id})):  # fmt: skip
+    for operation, fields in (
+        ("Unsubscribe", {"subscriptionId": sid}),
+        ("Renew", {"subscriptionId": sid}),
+        ("ChangeProfile", {"userId": owner.user_id}),
+        ("ChangePassword", {"userId": owner.user_id}),
+        ("CloseAccount", {"userId": owner.user_id}),
+        ("Subscribe", {"productId": "payg", "userId": owner.user_id}),
+    ):
         answer = attacker.open(link(stack, operation, **fields))
         assert answer.status_code == 403, (operation, answer.text)
         assert "belongs to another account" in answer.text
@@ -127,14 +132,18 @@ def test_a_used_link_does_nothing_again(stack: LocalStack) -> None:
     assert subscription(owner, "free").state == "cancelled"
 
 
-@pytest.mark.parametrize(("operation", "fields", "status", "says"), [
-    ("ChangeProfile", {"userId": "not a user id!"}, 403, "belongs to another account"),
-    ("ChangeProfile", {"userId": "nobody-here"}, 403, "belongs to another account"),
-    ("Unsubscribe", {"subscriptionId": "sub_that_apim_never_had"}, 404, "does not know"),
-    ("Renew", {"subscriptionId": "has spaces and /slashes"}, 404, "does not know"),
-])  # fmt: skip
-def test_links_naming_what_apim_does_not_know_answer_4xx(stack: LocalStack, operation: str, fields: dict[str, str],
-                                                         status: int, says: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("operation", "fields", "status", "says"),
+    [
+        ("ChangeProfile", {"userId": "not a user id!"}, 403, "belongs to another account"),
+        ("ChangeProfile", {"userId": "nobody-here"}, 403, "belongs to another account"),
+        ("Unsubscribe", {"subscriptionId": "sub_that_apim_never_had"}, 404, "does not know"),
+        ("Renew", {"subscriptionId": "has spaces and /slashes"}, 404, "does not know"),
+    ],
+)
+def test_links_naming_what_apim_does_not_know_answer_4xx(
+    stack: LocalStack, operation: str, fields: dict[str, str], status: int, says: str
+) -> None:
     consumer = stack.consumer()
     consumer.sign_up()
     answer = consumer.open(link(stack, operation, **fields))
@@ -146,12 +155,15 @@ def test_links_naming_what_apim_does_not_know_answer_4xx(stack: LocalStack, oper
 def test_eight_free_forms_at_once_make_one_subscription(stack: LocalStack) -> None:
     consumer = stack.consumer()
     consumer.sign_up()
-    forms = [hidden_fields(consumer.open(link(stack, "Subscribe", productId="free", userId=consumer.user_id)).text)
-             for _ in range(8)]  # fmt: skip
+    forms = [
+        hidden_fields(consumer.open(link(stack, "Subscribe", productId="free", userId=consumer.user_id)).text)
+        for _ in range(8)
+    ]
 
     def send(fields: dict[str, str]) -> int:
-        answer = consumer.session.post(f"{consumer.app_url}/api/portal/subscribe", data={**fields, "name": "k"},
-                                       allow_redirects=False, timeout=60)  # fmt: skip
+        answer = consumer.session.post(
+            f"{consumer.app_url}/api/portal/subscribe", data={**fields, "name": "k"}, allow_redirects=False, timeout=60
+        )
         return answer.status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -213,8 +225,9 @@ def test_an_unpaid_payg_consumer_gets_no_new_key_until_the_invoice_is_paid(stack
     assert "unpaid invoices" in refused.text
     assert len(stripe.checkout.sessions.list(params={"limit": 100}).data) == sessions_before
     # Paid on Stripe's hosted invoice page: subscribing works again, and the new key works.
-    paid_page = attacker.session.post(pay_url, data={"cardNumber": "4242424242424242", "cardExpiry": "12 / 34",
-                                                     "cardCvc": "123"}, timeout=30)  # fmt: skip
+    paid_page = attacker.session.post(
+        pay_url, data={"cardNumber": "4242424242424242", "cardExpiry": "12 / 34", "cardCvc": "123"}, timeout=30
+    )
     assert "status <strong>paid</strong>" in paid_page.text
     stack.settle()
     attacker.subscribe_and_pay("payg", "metered again")
@@ -262,8 +275,11 @@ def test_a_payg_consumer_past_the_spending_limit_is_invoiced_then_suspended_unti
     stack.apim_emulator.record_usage(key.subscription_id, calls, at=start + timedelta(seconds=10))
     advance(stack, clock, int(start.timestamp()) + 30)  # Stripe's present, so the events are not ahead of it
     push_usage(stack, start + timedelta(seconds=20))
-    threshold = [i for i in stripe.invoices.list(params={"subscription": key.subscription_id, "limit": 10}).data
-                 if i.billing_reason == "subscription_threshold"]  # fmt: skip
+    threshold = [
+        i
+        for i in stripe.invoices.list(params={"subscription": key.subscription_id, "limit": 10}).data
+        if i.billing_reason == "subscription_threshold"
+    ]
     assert len(threshold) == 1
     # Stripe drafts it for an hour, then charges the card, which declines: the key stops working.
     advance(stack, clock, int(start.timestamp()) + 2 * HOUR)
@@ -300,8 +316,10 @@ def test_a_checkout_page_kept_from_earlier_grants_no_second_subscription(stack: 
     assert [(s.name, s.state) for s in consumer.subscriptions()] == [("tab two", "active")]
     # The same form sent twice (a double click) keeps its one session.
     again = consumer.subscribe_page("basic")
-    assert consumer.submit(again, {"name": "x"}).headers["Location"] == consumer.submit(
-        again, {"name": "x"}).headers["Location"]
+    assert (
+        consumer.submit(again, {"name": "x"}).headers["Location"]
+        == consumer.submit(again, {"name": "x"}).headers["Location"]
+    )
 
 
 def test_a_second_paid_subscription_completed_anyway_is_cancelled_before_any_key(stack: LocalStack) -> None:
@@ -313,12 +331,22 @@ def test_a_second_paid_subscription_completed_anyway_is_cancelled_before_any_key
     # A Checkout made past the portal (as a race between two tabs can), completed and paid.
     customer = stack.customer_of(consumer.user_id)
     price = stripe.prices.list(params={"lookup_keys": ["payg-usage"]}).data[0]
-    session = stripe.checkout.sessions.create(params={
-        "mode": "subscription", "customer": customer, "line_items": [{"price": price.id}],
-        "subscription_data": {"metadata": {"apim_user_id": consumer.user_id, "apim_product_id": "payg",
-                                           "apim_subscription_name": "second"}},
-        "success_url": f"{stack.app_url}/api/portal/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
-        "cancel_url": f"{stack.app_url}/api/portal/checkout/cancelled"})  # fmt: skip
+    session = stripe.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer,
+            "line_items": [{"price": price.id}],
+            "subscription_data": {
+                "metadata": {
+                    "apim_user_id": consumer.user_id,
+                    "apim_product_id": "payg",
+                    "apim_subscription_name": "second",
+                }
+            },
+            "success_url": f"{stack.app_url}/api/portal/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
+            "cancel_url": f"{stack.app_url}/api/portal/checkout/cancelled",
+        }
+    )
     assert session.url is not None
     consumer.pay(session.url)
     stack.settle()
@@ -335,8 +363,9 @@ def test_closing_the_account_does_not_escape_a_debt(stack: LocalStack) -> None:
     # What is owed: an invoice left open by a declined card (Basic's USD 14.95 fee).
     declining = stripe.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
     price = stripe.prices.list(params={"lookup_keys": ["basic-flat"]}).data[0]
-    stripe.subscriptions.create(params={"customer": customer, "items": [{"price": price.id}],
-                                        "default_payment_method": declining.id})  # fmt: skip
+    stripe.subscriptions.create(
+        params={"customer": customer, "items": [{"price": price.id}], "default_payment_method": declining.id}
+    )
     assert [i.status for i in stripe.invoices.list(params={"customer": customer}).data] == ["open"]
     page = consumer.open(link(stack, "CloseAccount", userId=consumer.user_id))
     refused = consumer.submit(page, {"password": consumer.password})
@@ -344,8 +373,13 @@ def test_closing_the_account_does_not_escape_a_debt(stack: LocalStack) -> None:
     assert "unpaid invoices" in refused.text
     # Had the account gone some other way, the address keeps the debt: a new account with it owes it too.
     client = stack.apim_emulator.management_client()
-    client.user.begin_delete(stack.apim_emulator.resource_group, stack.apim_emulator.service_name, consumer.user_id,
-                             "*", delete_subscriptions=True).result()  # fmt: skip
+    client.user.begin_delete(
+        stack.apim_emulator.resource_group,
+        stack.apim_emulator.service_name,
+        consumer.user_id,
+        "*",
+        delete_subscriptions=True,
+    ).result()
     from billing.adapters.storage import ensure_table  # noqa: PLC0415
     from billing.store.accounts import email_key  # noqa: PLC0415
     from billing.store.tables import ACCOUNTS_TABLE  # noqa: PLC0415

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.storage
 
 @pytest.fixture(scope="module")
 def stack(azurite: Azurite) -> Iterator[LocalStack]:
-    options = StackOptions(use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True,
-                           run_queue_workers=False)  # fmt: skip
+    options = StackOptions(
+        use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True, run_queue_workers=False
+    )
     with LocalStack(options) as running:
         yield running
 
@@ -64,8 +65,9 @@ def test_a_key_reaches_only_its_products_apis(stack: LocalStack) -> None:
     apim = stack.apim_emulator
     client, rg, svc = apim.management_client(), apim.resource_group, apim.service_name
     # Another API of the provider's, in no product of the catalog.
-    internal = ApiCreateOrUpdateParameter(display_name="Internal", path="internal", protocols=["https"],
-                                          service_url="https://internal.example")  # fmt: skip
+    internal = ApiCreateOrUpdateParameter(
+        display_name="Internal", path="internal", protocols=["https"], service_url="https://internal.example"
+    )
     client.api.begin_create_or_update(rg, svc, "internal", internal).result()
     consumer = stack.consumer()
     consumer.sign_up()
@@ -100,8 +102,9 @@ def test_a_basic_quota_starts_again_with_each_billing_month(stack: LocalStack) -
 
     def use_up_the_quota() -> None:
         # 50,000 calls as the gateway would count them (through APIM's quotas API, not 50,000 requests).
-        client.quota_by_counter_keys.update(rg, svc, key.subscription_id,
-                                            QuotaCounterValueUpdateContract(calls_count=50_000, kb_transferred=0))
+        client.quota_by_counter_keys.update(
+            rg, svc, key.subscription_id, QuotaCounterValueUpdateContract(calls_count=50_000, kb_transferred=0)
+        )
         assert call(stack, key.primary_key) == 403
 
     use_up_the_quota()

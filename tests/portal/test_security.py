@@ -19,9 +19,15 @@ pytestmark = pytest.mark.storage
 
 # Each operation and the fields APIM signs for it (Microsoft's delegation documentation).
 SIGNED = {
-    "SignIn": ["returnUrl"], "SignUp": ["returnUrl"], "Subscribe": ["productId", "userId"],
-    "Unsubscribe": ["subscriptionId"], "Renew": ["subscriptionId"], "ChangePassword": ["userId"],
-    "ChangeProfile": ["userId"], "CloseAccount": ["userId"], "SignOut": ["userId"],
+    "SignIn": ["returnUrl"],
+    "SignUp": ["returnUrl"],
+    "Subscribe": ["productId", "userId"],
+    "Unsubscribe": ["subscriptionId"],
+    "Renew": ["subscriptionId"],
+    "ChangePassword": ["userId"],
+    "ChangeProfile": ["userId"],
+    "CloseAccount": ["userId"],
+    "SignOut": ["userId"],
 }
 
 
@@ -51,8 +57,9 @@ def member(stack: LocalStack) -> tuple[str, str]:
     consumer = stack.consumer()
     uid = consumer.sign_up()
     page = consumer.subscribe_page("free")
-    consumer.session.post(f"{stack.app_url}/api/portal/subscribe", data={**hidden_fields(page.text), "name": "k"},
-                          timeout=30)  # fmt: skip
+    consumer.session.post(
+        f"{stack.app_url}/api/portal/subscribe", data={**hidden_fields(page.text), "name": "k"}, timeout=30
+    )
     apim = stack.apim_emulator.management_client()
     subs = list(apim.user_subscription.list(stack.apim_emulator.resource_group, stack.apim_emulator.service_name, uid))
     sid = subs[0].name
@@ -101,13 +108,27 @@ def test_unknown_operation_is_a_bad_request(stack: LocalStack) -> None:
     assert "SignIn" in answer.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("return_url", [
-    "https://evil.example/", "//evil.example/", "/\\evil.example", "\\\\evil.example", "http:evil.example",
-    "javascript:alert(1)", "evil.example", "/%2F%2Fevil.example", "/ok\r\nLocation: https://evil.example", "",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "return_url",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "http:evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+        "/%2F%2Fevil.example",
+        "/ok\r\nLocation: https://evil.example",
+        "",
+    ],
+)
 def test_return_urls_off_the_portal_are_refused(stack: LocalStack, return_url: str) -> None:
-    query = signed_query(stack.delegation_key_b64, "SignIn", returnUrl=return_url) if return_url else {
-        "operation": "SignIn", "salt": "s", "sig": "x"}
+    query = (
+        signed_query(stack.delegation_key_b64, "SignIn", returnUrl=return_url)
+        if return_url
+        else {"operation": "SignIn", "salt": "s", "sig": "x"}
+    )
     answer = delegation(stack, query)
     assert answer.status_code in ((400,) if return_url else (401,))
     assert "Location" not in answer.headers
@@ -119,8 +140,12 @@ def test_a_tampered_return_url_in_the_sign_in_form_is_refused(stack: LocalStack)
     email = first.email
     consumer = stack.consumer(email)
     page = consumer.open_portal_link("signin")
-    answer = consumer.session.post(f"{stack.app_url}/api/portal/signin", allow_redirects=False, timeout=30, data={
-        **hidden_fields(page.text), "returnUrl": "//evil.example/", "email": email, "password": "whatever it is"})
+    answer = consumer.session.post(
+        f"{stack.app_url}/api/portal/signin",
+        allow_redirects=False,
+        timeout=30,
+        data={**hidden_fields(page.text), "returnUrl": "//evil.example/", "email": email, "password": "whatever it is"},
+    )
     assert answer.status_code == 400
     assert "Location" not in answer.headers
 
@@ -141,8 +166,9 @@ def test_nobody_can_start_a_checkout_for_another_user(stack: LocalStack) -> None
         {k: v for k, v in attackers_form.items() if k != "offer"},
     ]
     for data in attempts:
-        answer = attacker.session.post(f"{stack.app_url}/api/portal/subscribe", data={**data, "name": "x"},
-                                       allow_redirects=False, timeout=30)  # fmt: skip
+        answer = attacker.session.post(
+            f"{stack.app_url}/api/portal/subscribe", data={**data, "name": "x"}, allow_redirects=False, timeout=30
+        )
         assert answer.status_code == 401, answer.text
     assert _snapshot(stack) == before
 
@@ -165,11 +191,17 @@ def test_posts_without_a_valid_csrf_token_are_refused(stack: LocalStack, member:
     before = _snapshot(stack)
     for path in ("signup", "signin", "subscribe", "unsubscribe"):
         url = f"{stack.app_url}/api/portal/{path}"
-        for data in ({k: v for k, v in form.items() if k != "csrf_token"},
-                     {**form, "csrf_token": other_form["csrf_token"]},  # another session's token
-                     {**form, "csrf_token": form["csrf_token"] + "x"}):  # fmt: skip
-            answer = browser.post(url, data={**data, "name": "n", "email": "a@b.example", "password": "p" * 12},
-                                  allow_redirects=False, timeout=30)  # fmt: skip
+        for data in (
+            {k: v for k, v in form.items() if k != "csrf_token"},
+            {**form, "csrf_token": other_form["csrf_token"]},  # another session's token
+            {**form, "csrf_token": form["csrf_token"] + "x"},
+        ):
+            answer = browser.post(
+                url,
+                data={**data, "name": "n", "email": "a@b.example", "password": "p" * 12},
+                allow_redirects=False,
+                timeout=30,
+            )
             assert answer.status_code == 403, (path, answer.text)
         # Without the session cookie at all (a cross-site POST from another origin).
         assert requests.post(url, data=form, allow_redirects=False, timeout=30).status_code == 403

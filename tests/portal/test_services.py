@@ -26,8 +26,16 @@ def _apim() -> FakeApim:
 
 
 def _subscribe(product_id: str, apim: FakeApim, payments: FakePayments, nonce: str = "n1") -> object:
-    return subscribe(MODELS.product(product_id), "u1", "prod", nonce=nonce, apim=apim,
-                     payments=payments, app_base_url="https://app.example/", trials=NoTrials())
+    return subscribe(
+        MODELS.product(product_id),
+        "u1",
+        "prod",
+        nonce=nonce,
+        apim=apim,
+        payments=payments,
+        app_base_url="https://app.example/",
+        trials=NoTrials(),
+    )
 
 
 def test_paid_checkout_has_flat_price_with_quantity_and_metered_price_without() -> None:

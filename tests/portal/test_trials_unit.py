@@ -58,8 +58,16 @@ class Ledger:
 
 
 def _subscribe(product_id: str, ledger: Ledger, payments: FakePayments, uid: str = "u1") -> object:
-    return subscribe(MODELS.product(product_id), uid, "prod", nonce="n1", apim=FakeApim({uid: f"{uid}@example.com"}),
-                     payments=payments, app_base_url="https://app.example", trials=ledger)
+    return subscribe(
+        MODELS.product(product_id),
+        uid,
+        "prod",
+        nonce="n1",
+        apim=FakeApim({uid: f"{uid}@example.com"}),
+        payments=payments,
+        app_base_url="https://app.example",
+        trials=ledger,
+    )
 
 
 def test_a_product_with_trial_days_starts_a_trial_with_the_address_kept_on_the_subscription() -> None:
@@ -100,8 +108,13 @@ def test_the_page_says_n_days_free_then_the_price_from_the_revenue_model() -> No
 
 def test_the_reminder_names_the_end_and_what_is_charged_then() -> None:
     mailer = RecordingMailer()
-    reminders = TrialReminders(MODELS, {"u1": "ada@example.com"}.get, mailer, "https://app.example/api/portal/billing",
-                               "https://portal.example/")  # fmt: skip
+    reminders = TrialReminders(
+        MODELS,
+        {"u1": "ada@example.com"}.get,
+        mailer,
+        "https://app.example/api/portal/billing",
+        "https://portal.example/",
+    )
     ends = int(datetime(2026, 1, 15, 12, 0, tzinfo=UTC).timestamp())
     outcome = reminders.send("u1", "basic", "production", ends)
     assert "mailed" in outcome
@@ -117,11 +130,25 @@ def test_the_reminder_names_the_end_and_what_is_charged_then() -> None:
 
 # ---- the access area: the reminder event and the first grant's claim ---------------------------
 def _trialing(status: str = "trialing", **extra: Any) -> dict[str, Any]:
-    sub = {"id": "sub_1", "object": "subscription", "status": status, "customer": "cus_1", "trial_end": 2 * DAY,
-           "metadata": {"apim_user_id": "u1", "apim_product_id": "basic", "apim_subscription_name": "prod"},
-           "items": {"data": [{"id": "si_1", "current_period_start": 0, "current_period_end": 2 * DAY,
-                               "price": {"product": "apim-basic", "recurring": {"usage_type": "licensed"}}}]},
-           "latest_invoice": {"status": "paid", "attempted": True}}  # fmt: skip
+    sub = {
+        "id": "sub_1",
+        "object": "subscription",
+        "status": status,
+        "customer": "cus_1",
+        "trial_end": 2 * DAY,
+        "metadata": {"apim_user_id": "u1", "apim_product_id": "basic", "apim_subscription_name": "prod"},
+        "items": {
+            "data": [
+                {
+                    "id": "si_1",
+                    "current_period_start": 0,
+                    "current_period_end": 2 * DAY,
+                    "price": {"product": "apim-basic", "recurring": {"usage_type": "licensed"}},
+                }
+            ]
+        },
+        "latest_invoice": {"status": "paid", "attempted": True},
+    }
     sub.update(extra)
     return sub
 
@@ -149,8 +176,13 @@ def _ports(sub: Mapping[str, Any], sent: Sent) -> AccessPorts:
 
 def test_trial_will_end_is_handled_and_planned_as_a_reminder_that_survives_the_queue() -> None:
     assert "customer.subscription.trial_will_end" in HANDLED_EVENTS
-    event = {"object": "event", "id": "evt_1", "type": "customer.subscription.trial_will_end", "created": 5,
-             "data": {"object": _trialing()}}  # fmt: skip
+    event = {
+        "object": "event",
+        "id": "evt_1",
+        "type": "customer.subscription.trial_will_end",
+        "created": 5,
+        "data": {"object": _trialing()},
+    }
     plan = plan_event(event)
     assert plan.actions == (RemindTrialEnd("sub_1"),)
     assert EventPlan.from_json(plan.to_json()) == plan
@@ -163,8 +195,12 @@ def test_the_reminder_goes_from_the_work_queue_and_only_while_the_trial_ends_in_
         remind_trial_end("sub_1", ports, Deadline(8.0))
     assert remind_trial_end("sub_1", ports, Deadline.unbounded()) == "mailed"
     assert sent.sent == [("u1", "basic", "prod", 2 * DAY)]
-    for gone in (_trialing("active"), _trialing("canceled"), _trialing(cancel_at_period_end=True),
-                 _trialing(metadata={**_trialing()["metadata"], "apim_access_ended_at": "5"})):  # fmt: skip
+    for gone in (
+        _trialing("active"),
+        _trialing("canceled"),
+        _trialing(cancel_at_period_end=True),
+        _trialing(metadata={**_trialing()["metadata"], "apim_access_ended_at": "5"}),
+    ):
         assert remind_trial_end("sub_1", _ports(gone, sent), Deadline.unbounded()).startswith("no reminder")
     assert len(sent.sent) == 1
 
@@ -203,8 +239,9 @@ class GrantApim:
         self.subs[sid] = replace(self.subs[sid], state=state.value)
 
     def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
-        return [sid for sid, v in self.subs.items() if (v.user_id, v.product_id, v.state) == (user_id, product_id,
-                                                                                              "active")]  # fmt: skip
+        return [
+            sid for sid, v in self.subs.items() if (v.user_id, v.product_id, v.state) == (user_id, product_id, "active")
+        ]
 
 
 class GrantLinks:

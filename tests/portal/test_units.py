@@ -38,8 +38,9 @@ CASES = [
 @pytest.mark.parametrize(("operation", "fields"), CASES)
 def test_genuine_requests_verify(operation: str, fields: dict[str, str]) -> None:
     sig = reference_sig("salty", *fields.values())
-    request = delegation.verify(delegation.decode_key(KEY_B64), {"operation": operation, **fields, "salt": "salty",
-                                                                 "sig": sig})  # fmt: skip
+    request = delegation.verify(
+        delegation.decode_key(KEY_B64), {"operation": operation, **fields, "salt": "salty", "sig": sig}
+    )
     assert request.operation == operation
     assert dict(request.fields) == fields
 
@@ -57,15 +58,17 @@ def test_any_change_breaks_the_signature(operation: str, fields: dict[str, str])
     # signatures: the app therefore never acts on a GET, it shows a form to confirm.)
     other = next(op for op, names in delegation.SIGNED_FIELDS.items() if names != tuple(fields))
     with pytest.raises(delegation.DelegationError):
-        delegation.verify(KEY, {**query, "operation": other, "subscriptionId": "sub_123", "productId": "p",
-                                "userId": "u1"})  # fmt: skip
+        delegation.verify(
+            KEY, {**query, "operation": other, "subscriptionId": "sub_123", "productId": "p", "userId": "u1"}
+        )
 
 
 def test_field_order_matters_for_subscribe() -> None:
     swapped = reference_sig("s", "u1", "standard")
     with pytest.raises(delegation.DelegationError):
-        delegation.verify(KEY, {"operation": "Subscribe", "productId": "standard", "userId": "u1", "salt": "s",
-                                "sig": swapped})  # fmt: skip
+        delegation.verify(
+            KEY, {"operation": "Subscribe", "productId": "standard", "userId": "u1", "salt": "s", "sig": swapped}
+        )
 
 
 def test_a_key_that_is_not_base64_is_named() -> None:
@@ -78,9 +81,24 @@ def test_relative_return_urls(url: str) -> None:
     assert delegation.is_relative_return_url(url)
 
 
-@pytest.mark.parametrize("url", ["", "products", "//evil", "/\\evil", "https://evil/", "/%2f%2Fevil", "/%5Cevil",
-                                 "/a\nb", "javascript:x", "/%09/evil.com", "/%0a/evil.com", "/%0D/evil",
-                                 "/%7f/evil"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "products",
+        "//evil",
+        "/\\evil",
+        "https://evil/",
+        "/%2f%2Fevil",
+        "/%5Cevil",
+        "/a\nb",
+        "javascript:x",
+        "/%09/evil.com",
+        "/%0a/evil.com",
+        "/%0D/evil",
+        "/%7f/evil",
+    ],
+)
 def test_other_return_urls(url: str) -> None:
     assert not delegation.is_relative_return_url(url)
 
@@ -125,10 +143,14 @@ def test_a_rotation_keeps_tokens_of_the_old_key_until_it_is_dropped() -> None:
 
 @pytest.mark.parametrize(
     ("value", "names"),
-    [("", "empty"), ("bm90IGJhc2U2NA==", "key 1 has 80 bits"), ("%%%", "key 1 is not base64"),
-     (",".join([base64.b64encode(b"k" * 32).decode()] * 2), "same key twice"),
-     (",".join(base64.b64encode(bytes([i]) * 32).decode() for i in range(4)), "at most 3")],
-)  # fmt: skip
+    [
+        ("", "empty"),
+        ("bm90IGJhc2U2NA==", "key 1 has 80 bits"),
+        ("%%%", "key 1 is not base64"),
+        (",".join([base64.b64encode(b"k" * 32).decode()] * 2), "same key twice"),
+        (",".join(base64.b64encode(bytes([i]) * 32).decode() for i in range(4)), "at most 3"),
+    ],
+)
 def test_session_keys_setting_names_what_is_wrong(value: str, names: str) -> None:
     with pytest.raises(ValueError, match=names):
         parse_session_keys(value)

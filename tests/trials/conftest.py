@@ -40,8 +40,9 @@ def trial_models(models: Path) -> MonetizationModels:
 
 @pytest.fixture
 def stack(azurite: Azurite, models: Path) -> Iterator[LocalStack]:
-    options = StackOptions(use_func=False, azurite=azurite, apply_catalog=True, run_queue_workers=False,
-                           models_file=models)  # fmt: skip
+    options = StackOptions(
+        use_func=False, azurite=azurite, apply_catalog=True, run_queue_workers=False, models_file=models
+    )
     with LocalStack(options) as running:
         bootstrap.forget()
         yield running

@@ -68,8 +68,9 @@ def _portal_state(consumer: Consumer, sid: str) -> tuple[str, str]:
 
 
 def _gateway(stack: LocalStack, key: str) -> int:
-    return requests.get(f"{stack.apim_emulator.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key},
-                        timeout=10).status_code  # fmt: skip
+    return requests.get(
+        f"{stack.apim_emulator.gateway_url}/echo/hello", headers={"Ocp-Apim-Subscription-Key": key}, timeout=10
+    ).status_code
 
 
 def _start_trial(stack: LocalStack, consumer: Consumer, product_id: str) -> tuple[Any, str]:
@@ -88,8 +89,9 @@ def _reminders(stack: LocalStack, email: str) -> list[Any]:
 
 
 # ---- a trial that converts -----------------------------------------------------------------------------
-def test_a_trial_converts_and_every_invoice_is_the_pricing_engines_quote(stack: LocalStack,
-                                                                        trial_models: MonetizationModels) -> None:
+def test_a_trial_converts_and_every_invoice_is_the_pricing_engines_quote(
+    stack: LocalStack, trial_models: MonetizationModels
+) -> None:
     standard = trial_models.product("standard")
     consumer, _, clock = _onboard(stack)
     page = consumer.subscribe_page("standard")
@@ -138,8 +140,9 @@ def test_a_trial_converts_and_every_invoice_is_the_pricing_engines_quote(stack: 
 
 
 # ---- a trial whose first charge fails ------------------------------------------------------------------
-def test_a_declined_first_charge_at_the_trial_end_suspends_the_key(stack: LocalStack,
-                                                                 trial_models: MonetizationModels) -> None:
+def test_a_declined_first_charge_at_the_trial_end_suspends_the_key(
+    stack: LocalStack, trial_models: MonetizationModels
+) -> None:
     consumer, _, clock = _onboard(stack)
     sub, key = _start_trial(stack, consumer, "basic")
     stripe = _stripe(stack)
@@ -155,8 +158,9 @@ def test_a_declined_first_charge_at_the_trial_end_suspends_the_key(stack: LocalS
 
 # ---- one trial per consumer and product ------------------------------------------------------------------
 def _close_account(stack: LocalStack, consumer: Consumer) -> None:
-    url = delegation_url(f"{stack.app_url}/api/delegation", stack.delegation_key_b64, "CloseAccount",
-                         userId=consumer.user_id)  # fmt: skip
+    url = delegation_url(
+        f"{stack.app_url}/api/delegation", stack.delegation_key_b64, "CloseAccount", userId=consumer.user_id
+    )
     page = consumer.open(url)
     assert page.status_code == 200, page.text
     done = consumer.submit(page, {"password": DEFAULT_PASSWORD})
@@ -221,7 +225,9 @@ def test_two_checkouts_completed_side_by_side_give_one_trial(stack: LocalStack) 
     (refused,) = [sid for sid, outcome in results.items() if outcome == "ignored"]
     stripe = _stripe(stack)
     assert (stripe.subscriptions.retrieve(granted).status, stripe.subscriptions.retrieve(refused).status) == (
-        "trialing", "canceled")
+        "trialing",
+        "canceled",
+    )
     assert sum(inv.amount_paid for inv in _invoices(stack, refused)) == 0  # the refused one charged nothing
     assert [s.subscription_id for s in consumer.subscriptions() if s.state == "active"] == [granted]
     ledger = TrialLedger(ensure_table(TRIALS_TABLE))

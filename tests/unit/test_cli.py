@@ -58,8 +58,9 @@ def test_validate_lists_products(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_validate_bad_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "models.json"
-    bad.write_text('{"products": [{"id": "x", "displayName": "X", "description": "d", "pricingModel": "Tier",'
-                   ' "apis": ["echo"]}]}')
+    bad.write_text(
+        '{"products": [{"id": "x", "displayName": "X", "description": "d", "pricingModel": "Tier", "apis": ["echo"]}]}'
+    )
     assert main(["models", "validate", "--file", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "product 'x' (products[0]), field 'flatFee'" in err
@@ -69,7 +70,8 @@ def test_validate_bad_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_policy_prints_xml(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "basic"]) == 0
     assert '<quota-by-key calls="50000" renewal-period="0" counter-key="@(context.Subscription.Id)"' in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
     assert main(["policy", "basic", "--tier", "StandardV2"]) == 0
     assert '<quota calls="50000" renewal-period="2592000" />' in capsys.readouterr().out
 

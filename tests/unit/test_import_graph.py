@@ -21,11 +21,25 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "billing"
 SDKS = ("azure", "stripe", "requests", "urllib3", "msal")
 
-CORE = {"billing.models", "billing.pricing", "billing.policy", "billing.catalog_names", "billing.records",
-        "billing.model_loader", "billing.config", "billing.telemetry"}  # fmt: skip
+CORE = {
+    "billing.models",
+    "billing.pricing",
+    "billing.policy",
+    "billing.catalog_names",
+    "billing.records",
+    "billing.model_loader",
+    "billing.config",
+    "billing.telemetry",
+}
 # The status command's readers are the CLI's: they read through the composition root.
-ENTRY_POINTS = ("billing.functions", "billing.cli", "billing.__main__", "billing.bootstrap",
-                "billing.ops.readers", "billing.catalog.wiring")  # fmt: skip
+ENTRY_POINTS = (
+    "billing.functions",
+    "billing.cli",
+    "billing.__main__",
+    "billing.bootstrap",
+    "billing.ops.readers",
+    "billing.catalog.wiring",
+)
 ADAPTERS = ("billing.adapters", "billing.store")
 SERVICES = ("billing.access", "billing.usage", "billing.portal", "billing.catalog", "billing.ops")
 
@@ -38,7 +52,8 @@ def _module_name(path: Path) -> str:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")  # fmt: skip
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(path: Path) -> set[str]:
@@ -69,8 +84,9 @@ def _imports(path: Path) -> set[str]:
 
 
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-IMPORTS = {name: {i for i in _imports(path) if i in MODULES or i.split(".")[0] in SDKS}
-           for name, path in MODULES.items()}  # fmt: skip
+IMPORTS = {
+    name: {i for i in _imports(path) if i in MODULES or i.split(".")[0] in SDKS} for name, path in MODULES.items()
+}
 
 
 def _within(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -95,8 +111,9 @@ def _sdk(name: str) -> bool:
 
 
 def test_the_layers_are_known() -> None:
-    unplaced = [m for m in MODULES if m != "billing" and m not in CORE
-                and not _within(m, ENTRY_POINTS + ADAPTERS + SERVICES)]  # fmt: skip
+    unplaced = [
+        m for m in MODULES if m != "billing" and m not in CORE and not _within(m, ENTRY_POINTS + ADAPTERS + SERVICES)
+    ]
     assert unplaced == [], "place each module in a layer of this test"
 
 
@@ -107,8 +124,10 @@ def test_core_imports_only_core_and_no_sdk(module: str) -> None:
     assert sorted(m for m in loaded if m in MODULES and m not in CORE and m != "billing") == []
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, SERVICES) and not m.endswith(".commands")
-                                           and not _within(m, ENTRY_POINTS)))  # fmt: skip
+@pytest.mark.parametrize(
+    "module",
+    sorted(m for m in MODULES if _within(m, SERVICES) and not m.endswith(".commands") and not _within(m, ENTRY_POINTS)),
+)
 def test_services_import_no_sdk_and_no_adapter(module: str) -> None:
     loaded = _closure(module)
     assert sorted(m for m in loaded if _sdk(m)) == [], "a service reaches the outside through its ports"

@@ -96,15 +96,27 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
         ["product 'payg'", "spendingLimit", "must be above 0.50"],
     ),
     ("no products", lambda d: d.update(products=[]), ["products"]),
-    ("trial of a free product", lambda d: _product(d, "free").update(trialDays=14),
-     ["product 'free'", "trialDays", "remove trialDays"]),
+    (
+        "trial of a free product",
+        lambda d: _product(d, "free").update(trialDays=14),
+        ["product 'free'", "trialDays", "remove trialDays"],
+    ),
     ("trial of no days", lambda d: _product(d, "basic").update(trialDays=0), ["product 'basic'", "trialDays", "> 0"]),
-    ("trial in a string", lambda d: _product(d, "basic").update(trialDays="14"),
-     ["product 'basic'", "trialDays", "whole number"]),
-    ("trial in part-days", lambda d: _product(d, "basic").update(trialDays=14.5),
-     ["product 'basic'", "trialDays", "whole number"]),
-    ("trial longer than Stripe allows", lambda d: _product(d, "basic").update(trialDays=731),
-     ["product 'basic'", "trialDays", "<= 730"]),
+    (
+        "trial in a string",
+        lambda d: _product(d, "basic").update(trialDays="14"),
+        ["product 'basic'", "trialDays", "whole number"],
+    ),
+    (
+        "trial in part-days",
+        lambda d: _product(d, "basic").update(trialDays=14.5),
+        ["product 'basic'", "trialDays", "whole number"],
+    ),
+    (
+        "trial longer than Stripe allows",
+        lambda d: _product(d, "basic").update(trialDays=731),
+        ["product 'basic'", "trialDays", "<= 730"],
+    ),
 ]
 
 

@@ -17,8 +17,10 @@ MONTH_SECONDS = 30 * 24 * 3600
 
 
 # What APIM counts as a successful call (ReportRecordContract.callCountSuccess), written here by hand.
-SUCCESS = ("@((context.Response.StatusCode <= 301 || context.Response.StatusCode == 304 || "
-           "context.Response.StatusCode == 307))")  # fmt: skip
+SUCCESS = (
+    "@((context.Response.StatusCode <= 301 || context.Response.StatusCode == 304 || "
+    "context.Response.StatusCode == 307))"
+)
 
 
 @pytest.mark.parametrize("tier", ["Developer", "StandardV2"])
@@ -44,9 +46,12 @@ def test_policy_enforces_the_files_limits(product_id: str, tier: str) -> None:
         assert raw["quota"]["period"] == "month"
         if tier == "Developer":  # classic: per subscription, billable calls only, the billing month
             paid = raw["pricingModel"] != "Free"
-            assert quota.attrib == {"calls": str(raw["quota"]["calls"]),
-                                    "renewal-period": "0" if paid else str(MONTH_SECONDS),
-                                    "counter-key": "@(context.Subscription.Id)", "increment-condition": SUCCESS}
+            assert quota.attrib == {
+                "calls": str(raw["quota"]["calls"]),
+                "renewal-period": "0" if paid else str(MONTH_SECONDS),
+                "counter-key": "@(context.Subscription.Id)",
+                "increment-condition": SUCCESS,
+            }
         else:  # v2: no quota-by-key, so APIM's own 30-day window
             assert quota.attrib == {"calls": str(raw["quota"]["calls"]), "renewal-period": str(MONTH_SECONDS)}
     else:
@@ -86,4 +91,5 @@ def test_a_product_that_bills_failed_calls_counts_them_in_its_quota() -> None:
     assert quota is not None
     assert quota.get("increment-condition") == SUCCESS[:-1] + (
         " || (context.Response.StatusCode == 400 || (context.Response.StatusCode >= 500 && "
-        "context.Response.StatusCode < 600)))")
+        "context.Response.StatusCode < 600)))"
+    )

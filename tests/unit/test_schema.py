@@ -16,5 +16,10 @@ def test_schema_forbids_unknown_fields_and_lists_pricing_models() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
     assert schema["$defs"]["Product"]["additionalProperties"] is False
     assert set(schema["$defs"]["PricingModel"]["enum"]) == {
-        "Free", "Freemium", "Metered", "Tier", "TierWithOverage", "Unit",
-    }  # fmt: skip
+        "Free",
+        "Freemium",
+        "Metered",
+        "Tier",
+        "TierWithOverage",
+        "Unit",
+    }

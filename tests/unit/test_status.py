@@ -36,8 +36,9 @@ def test_a_healthy_status_needs_nothing_and_shows_each_part() -> None:
 def test_poison_old_pending_events_a_missed_push_and_drift_need_attention() -> None:
     status = _healthy()
     status.queues = [QueueState("usage-batches", 0, 2)]
-    status.usage = [ProductUsageState("payg", 1, NOW - 30 * HOUR, NOW - 30 * HOUR, pending=4,
-                                      oldest_pending=NOW - 2 * HOUR)]  # fmt: skip
+    status.usage = [
+        ProductUsageState("payg", 1, NOW - 30 * HOUR, NOW - 30 * HOUR, pending=4, oldest_pending=NOW - 2 * HOUR)
+    ]
     status.drift = ["sub_1: apim active -> suspended"]
     status.missing_settings = ["STRIPE_API_KEY"]
     notes = status.attention()

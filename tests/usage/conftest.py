@@ -59,26 +59,44 @@ class UsageStack(StackView):
     def subscribe(self, product: str, user: str) -> tuple[str, str, str]:
         """A paid subscription on its own test clock: (sid, customer id, test clock id)."""
         clock = self.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": int(self.now())})
-        customer = self.stripe.v1.customers.create(params={
-            "email": f"{user}@example.com", "metadata": {CUSTOMER_META_APIM_USER: user}, "test_clock": clock.id,
-        })  # fmt: skip
+        customer = self.stripe.v1.customers.create(
+            params={
+                "email": f"{user}@example.com",
+                "metadata": {CUSTOMER_META_APIM_USER: user},
+                "test_clock": clock.id,
+            }
+        )
         items: list[stripe.params.checkout.SessionCreateParamsLineItem] = [{"price": p} for p in self.prices[product]]
         for item in items:
             if item["price"] in self.prices.get(f"{product}:flat", []):
                 item["quantity"] = 1
-        session = self.stripe.v1.checkout.sessions.create(params={
-            "mode": "subscription", "customer": customer.id, "line_items": items,
-            "success_url": "http://127.0.0.1:9/done",
-        })  # fmt: skip
-        page = requests.post(str(session.url), data={"cardNumber": "4242 4242 4242 4242", "cardExpiry": "12 / 34",
-                             "cardCvc": "123", "billingName": user}, allow_redirects=False, timeout=10)  # fmt: skip
+        session = self.stripe.v1.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "customer": customer.id,
+                "line_items": items,
+                "success_url": "http://127.0.0.1:9/done",
+            }
+        )
+        page = requests.post(
+            str(session.url),
+            data={"cardNumber": "4242 4242 4242 4242", "cardExpiry": "12 / 34", "cardCvc": "123", "billingName": user},
+            allow_redirects=False,
+            timeout=10,
+        )
         assert page.status_code == 303, page.text[:300]
         sid = self.stripe.v1.checkout.sessions.retrieve(session.id).subscription
         assert isinstance(sid, str)
-        self.apim.user.create_or_update(*self.where, user, UserCreateParameters(
-            email=f"{user}@example.com", first_name=user, last_name="Tester"))  # fmt: skip
-        self.apim.subscription.create_or_update(*self.where, sid, SubscriptionCreateParameters(
-            scope=f"/products/{product}", display_name=user, owner_id=f"/users/{user}", state="active"))  # fmt: skip
+        self.apim.user.create_or_update(
+            *self.where, user, UserCreateParameters(email=f"{user}@example.com", first_name=user, last_name="Tester")
+        )
+        self.apim.subscription.create_or_update(
+            *self.where,
+            sid,
+            SubscriptionCreateParameters(
+                scope=f"/products/{product}", display_name=user, owner_id=f"/users/{user}", state="active"
+            ),
+        )
         self.write_link(sid, product, customer.id, user)
         return sid, customer.id, clock.id
 
@@ -86,11 +104,19 @@ class UsageStack(StackView):
         sub = self.stripe.v1.subscriptions.retrieve(sid)
         item = sub["items"]["data"][0]
         link = SubscriptionLink(
-            apim_subscription_id=sid, apim_user_id=user, product_id=product, subscription_name=user,
-            stripe_customer_id=customer, stripe_subscription_id=sid, stripe_usage_item_id=item["id"],
-            stripe_status=sub.status, apim_state="active", current_period_start=int(item["current_period_start"]),
-            current_period_end=int(item["current_period_end"]), stripe_state_at=int(time.time()),
-        )  # fmt: skip
+            apim_subscription_id=sid,
+            apim_user_id=user,
+            product_id=product,
+            subscription_name=user,
+            stripe_customer_id=customer,
+            stripe_subscription_id=sid,
+            stripe_usage_item_id=item["id"],
+            stripe_status=sub.status,
+            apim_state="active",
+            current_period_start=int(item["current_period_start"]),
+            current_period_end=int(item["current_period_end"]),
+            stripe_state_at=int(time.time()),
+        )
         SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE, self.env)).create_or_replace(link)
         return link
 
@@ -102,9 +128,11 @@ class UsageStack(StackView):
         real time, as in Stripe.
         """
         params: stripe.params.CustomerCreateParams = {
-            "email": f"{user}@example.com", "metadata": {CUSTOMER_META_APIM_USER: user},
-            "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"},
-        }  # fmt: skip
+            "email": f"{user}@example.com",
+            "metadata": {CUSTOMER_META_APIM_USER: user},
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
         if clock is not None:
             params["test_clock"] = clock
         customer = self.stripe.v1.customers.create(params=params)
@@ -161,8 +189,11 @@ class UsageStack(StackView):
         key = self.apim.subscription.list_secrets(*self.where, sid).primary_key
         assert key is not None
         for _ in range(times):
-            requests.get(f"{self.apim_emu.gateway_url}/echo/status/{status}",
-                         headers={"Ocp-Apim-Subscription-Key": key}, timeout=10)  # fmt: skip
+            requests.get(
+                f"{self.apim_emu.gateway_url}/echo/status/{status}",
+                headers={"Ocp-Apim-Subscription-Key": key},
+                timeout=10,
+            )
 
 
 def _catalog(client: stripe.StripeClient) -> dict[str, list[str]]:
@@ -170,27 +201,40 @@ def _catalog(client: stripe.StripeClient) -> dict[str, list[str]]:
     for pid in PRODUCTS:
         product = MODELS.product(pid)
         assert product.usage_price is not None
-        client.v1.products.create(params={"id": stripe_product_id(pid), "name": product.display_name,
-                                          "metadata": {PRODUCT_METADATA_KEY: pid}})  # fmt: skip
+        client.v1.products.create(
+            params={"id": stripe_product_id(pid), "name": product.display_name, "metadata": {PRODUCT_METADATA_KEY: pid}}
+        )
         ids = []
         if product.flat_fee_minor:
-            flat = client.v1.prices.create(params={
-                "product": stripe_product_id(pid), "currency": "usd", "unit_amount": product.flat_fee_minor,
-                "recurring": {"interval": "month", "usage_type": "licensed"}, "lookup_key": flat_price_lookup_key(pid),
-            })  # fmt: skip
+            flat = client.v1.prices.create(
+                params={
+                    "product": stripe_product_id(pid),
+                    "currency": "usd",
+                    "unit_amount": product.flat_fee_minor,
+                    "recurring": {"interval": "month", "usage_type": "licensed"},
+                    "lookup_key": flat_price_lookup_key(pid),
+                }
+            )
             ids.append(flat.id)
             prices[f"{pid}:flat"] = [flat.id]
-        meter = client.v1.billing.meters.create(params={
-            "display_name": f"{pid} calls", "event_name": meter_event_name(pid),
-            "default_aggregation": {"formula": "sum"},
-        })  # fmt: skip
+        meter = client.v1.billing.meters.create(
+            params={
+                "display_name": f"{pid} calls",
+                "event_name": meter_event_name(pid),
+                "default_aggregation": {"formula": "sum"},
+            }
+        )
         per_call = product.usage_price.minor_per_call(product.currency_exponent)
         decimal = Decimal(format(per_call.numerator / per_call.denominator, "f"))  # exact: 0.2, 0.15, 0.1 cents
-        usage = client.v1.prices.create(params={
-            "product": stripe_product_id(pid), "currency": "usd", "unit_amount_decimal": decimal,
-            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-            "lookup_key": usage_price_lookup_key(pid),
-        })  # fmt: skip
+        usage = client.v1.prices.create(
+            params={
+                "product": stripe_product_id(pid),
+                "currency": "usd",
+                "unit_amount_decimal": decimal,
+                "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+                "lookup_key": usage_price_lookup_key(pid),
+            }
+        )
         ids.append(usage.id)
         prices[pid] = ids
     return prices
@@ -210,11 +254,19 @@ def usage_stack(azurite: Azurite) -> Iterator[UsageStack]:
         local.apim.set_clock(lambda: datetime.fromtimestamp(clock_now["t"], UTC))
         apim = local.apim.management_client(retry_total=0)
         for pid in PRODUCTS:
-            apim.product.create_or_update(local.apim.resource_group, local.apim.service_name, pid, ProductContract(
-                display_name=pid, subscription_required=True, approval_required=False, subscriptions_limit=1,
-                state="published"))  # fmt: skip
-            apim.product_api.create_or_update(local.apim.resource_group, local.apim.service_name, pid,
-                                              PROVIDER_API_ID)  # fmt: skip
+            apim.product.create_or_update(
+                local.apim.resource_group,
+                local.apim.service_name,
+                pid,
+                ProductContract(
+                    display_name=pid,
+                    subscription_required=True,
+                    approval_required=False,
+                    subscriptions_limit=1,
+                    state="published",
+                ),
+            )
+            apim.product_api.create_or_update(local.apim.resource_group, local.apim.service_name, pid, PROVIDER_API_ID)
         client = local.stripe.client()
         yield UsageStack(local, client, apim, _catalog(client), clock_now)
         apim.close()

@@ -87,8 +87,11 @@ class FakeMeter:
         if start % 60 or end % 60:
             raise ValueError("summary bounds must be aligned with minute boundaries")
         self.summary_reads.append((customer_id, event_name, start, end))
-        return sum(e.value for e in self.kept
-                   if e.customer_id == customer_id and e.event_name == event_name and start <= e.timestamp < end)
+        return sum(
+            e.value
+            for e in self.kept
+            if e.customer_id == customer_id and e.event_name == event_name and start <= e.timestamp < end
+        )
 
     def forget_identifiers(self) -> None:
         self.events.clear()
@@ -146,8 +149,9 @@ class FakeWatermarks:
             self.versions[group] = f"e{next(self._etags)}"
         for w in batch:
             sid, pid, period_start = w.previous.subscription_id, w.previous.product_id, w.previous.period_start
-            mark = Watermark(sid, pid, period_start, w.reported, w.counted_until, w.pending,
-                             self.versions[self.group_of(sid, pid)])  # fmt: skip
+            mark = Watermark(
+                sid, pid, period_start, w.reported, w.counted_until, w.pending, self.versions[self.group_of(sid, pid)]
+            )
             self.rows[(sid, period_start)] = mark
             out[sid] = mark
             self.writes += 1
@@ -158,9 +162,17 @@ def link(
     sid: str, product: str, start: int, end: int, customer: str | None = None, **changes: object
 ) -> SubscriptionLink:
     base = SubscriptionLink(
-        apim_subscription_id=sid, apim_user_id="u1", product_id=product, subscription_name=sid,
-        stripe_customer_id=customer or f"cus_{sid}", stripe_subscription_id=sid, stripe_usage_item_id="si_1",
-        stripe_status="active", apim_state="active", current_period_start=start, current_period_end=end,
+        apim_subscription_id=sid,
+        apim_user_id="u1",
+        product_id=product,
+        subscription_name=sid,
+        stripe_customer_id=customer or f"cus_{sid}",
+        stripe_subscription_id=sid,
+        stripe_usage_item_id="si_1",
+        stripe_status="active",
+        apim_state="active",
+        current_period_start=start,
+        current_period_end=end,
         stripe_state_at=start,
     )
     return base.with_changes(**changes) if changes else base

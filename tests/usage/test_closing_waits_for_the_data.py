@@ -38,8 +38,14 @@ MODELS = load_models()
 
 @pytest.fixture
 def stack(azurite: Azurite) -> Iterator[LocalStack]:
-    options = StackOptions(use_func=False, azurite=azurite, apply_catalog=True, stripe_webhooks=True,
-                           run_queue_workers=False, report_lag_seconds=LAG)  # fmt: skip
+    options = StackOptions(
+        use_func=False,
+        azurite=azurite,
+        apply_catalog=True,
+        stripe_webhooks=True,
+        run_queue_workers=False,
+        report_lag_seconds=LAG,
+    )
     with LocalStack(options) as running:
         assert running.env["USAGE_REPORT_LAG_MINUTES"] == "0.05"  # 3 s, in the app's decimal minutes
         yield running
@@ -66,8 +72,14 @@ def paid(stack: LocalStack, product_id: str) -> Paid:
     sub = next(s for s in consumer.subscriptions() if s.product_id == product_id)
     assert sub.state == "active"
     item = stack.stripe_emulator.client().v1.subscriptions.retrieve(sub.subscription_id)["items"].data[0]
-    return Paid(consumer, sub.subscription_id, sub.primary_key, clock, int(item.current_period_start),
-                int(item.current_period_end))  # fmt: skip
+    return Paid(
+        consumer,
+        sub.subscription_id,
+        sub.primary_key,
+        clock,
+        int(item.current_period_start),
+        int(item.current_period_end),
+    )
 
 
 def stripe_to(stack: LocalStack, clock: str, when: int) -> None:
@@ -90,8 +102,9 @@ def apim_to(stack: LocalStack, when: float) -> None:
 
 
 def gateway(stack: LocalStack, key: str) -> int:
-    return requests.get(f"{stack.apim_emulator.gateway_url}/echo", headers={"Ocp-Apim-Subscription-Key": key},
-                        timeout=30).status_code  # fmt: skip
+    return requests.get(
+        f"{stack.apim_emulator.gateway_url}/echo", headers={"Ocp-Apim-Subscription-Key": key}, timeout=30
+    ).status_code
 
 
 def record(stack: LocalStack, sid: str, calls: int, at: float) -> None:

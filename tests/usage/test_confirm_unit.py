@@ -74,8 +74,14 @@ class FrozenCounts:
         return self.value
 
 
-def _push(meter: FakeMeter, reports: FakeReports, marks: FakeWatermarks, sids: tuple[str, ...] = ("sub_a",),
-          product: str = "payg", **changes: Any) -> UsagePush:  # fmt: skip
+def _push(
+    meter: FakeMeter,
+    reports: FakeReports,
+    marks: FakeWatermarks,
+    sids: tuple[str, ...] = ("sub_a",),
+    product: str = "payg",
+    **changes: Any,
+) -> UsagePush:
     """The push over the fakes, Stripe's summaries read from the fake meter unless `changes` say otherwise."""
     links = FakeLinks(link(sid, product, P0, P1) for sid in sids)
     push = UsagePush(MODELS, reports, meter, marks, links, lag_seconds=LAG, counts=meter)
@@ -87,8 +93,9 @@ def _parts() -> tuple[FakeMeter, FakeReports, FakeWatermarks]:
 
 
 def _closing(push: UsagePush, later: Later, at: int) -> None:
-    handle_message(push, closing_message("sub_a", P0, P1), lambda b: None, send_later=later, confirm_delay=900,
-                   now=lambda: at)  # fmt: skip
+    handle_message(
+        push, closing_message("sub_a", P0, P1), lambda b: None, send_later=later, confirm_delay=900, now=lambda: at
+    )
 
 
 def _run_scheduled(push: UsagePush, later: Later, at: int) -> list[tuple[ConfirmRequest, int]]:
@@ -155,8 +162,12 @@ def test_stripe_counting_more_than_was_reported_is_reported_and_nothing_is_sent(
     stray = MeterEvent("someone-else", meter_event_name("payg"), "cus_sub_a", 7, P0 + 3_600, "sub_a")
     meter.kept.append(stray)  # sent by another tool for the same customer and meter
     requests = meter.requests
-    summary = handle_message(push, b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0,
-                             lambda b: None, now=lambda: P0 + DAY)  # fmt: skip
+    summary = handle_message(
+        push,
+        b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0,
+        lambda b: None,
+        now=lambda: P0 + DAY,
+    )
     assert summary.failed == 1
     assert "expected 40, Stripe counted 47" in summary.failures[0]
     assert meter.requests == requests
@@ -268,25 +279,48 @@ def test_identifiers_name_their_subscription_and_period() -> None:
 
 
 def test_an_error_report_names_the_periods_of_its_sample_errors() -> None:
-    event = {"data": {"reason": {"error_count": 4, "error_types": [
-        {"code": "archived_meter", "error_count": 3, "sample_errors": [
-            {"error_message": "No active meter", "request": {"identifier": f"sub_1:{P0}:100"}},
-            {"error_message": "No active meter", "request": {"identifier": f"sub_1:{P0}:250"}},
-            {"error_message": "No active meter", "request": {"identifier": repair_identifier("sub_2", P1, 5)}}]},
-        {"code": "meter_event_customer_not_found", "error_count": 1, "sample_errors": [
-            {"error_message": "No such customer", "request": {"identifier": "made-elsewhere"}}]},
-        {"code": "no_samples", "error_count": 0},
-    ]}}}  # fmt: skip
+    event = {
+        "data": {
+            "reason": {
+                "error_count": 4,
+                "error_types": [
+                    {
+                        "code": "archived_meter",
+                        "error_count": 3,
+                        "sample_errors": [
+                            {"error_message": "No active meter", "request": {"identifier": f"sub_1:{P0}:100"}},
+                            {"error_message": "No active meter", "request": {"identifier": f"sub_1:{P0}:250"}},
+                            {
+                                "error_message": "No active meter",
+                                "request": {"identifier": repair_identifier("sub_2", P1, 5)},
+                            },
+                        ],
+                    },
+                    {
+                        "code": "meter_event_customer_not_found",
+                        "error_count": 1,
+                        "sample_errors": [
+                            {"error_message": "No such customer", "request": {"identifier": "made-elsewhere"}}
+                        ],
+                    },
+                    {"code": "no_samples", "error_count": 0},
+                ],
+            }
+        }
+    }
     assert periods_to_confirm(event) == {("sub_1", P0), ("sub_2", P1)}
     assert periods_to_confirm({"data": {}}) == set()
 
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    (b'{"kind":"confirm","subscription_id":"s","period_start":1,"attempt":-1}', "'attempt' must be a whole number"),
-    (b'{"kind":"confirm","subscription_id":"s","period_start":1,"attempt":true}', "'attempt'"),
-    (b'{"kind":"confirm","subscription_id":"","period_start":1}', "'subscription_id'"),
-    (b'{"kind":"confirm","subscription_id":"s"}', "'period_start'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'{"kind":"confirm","subscription_id":"s","period_start":1,"attempt":-1}', "'attempt' must be a whole number"),
+        (b'{"kind":"confirm","subscription_id":"s","period_start":1,"attempt":true}', "'attempt'"),
+        (b'{"kind":"confirm","subscription_id":"","period_start":1}', "'subscription_id'"),
+        (b'{"kind":"confirm","subscription_id":"s"}', "'period_start'"),
+    ],
+)
 def test_bad_confirm_messages_say_what_is_wrong(body: bytes, fragment: str) -> None:
     with pytest.raises(BadMessage, match=fragment):
         parse_message(body)
@@ -295,8 +329,9 @@ def test_bad_confirm_messages_say_what_is_wrong(body: bytes, fragment: str) -> N
 def test_a_confirmation_for_a_link_that_is_gone_is_skipped() -> None:
     meter, reports, marks = _parts()
     push = _push(meter, reports, marks)
-    summary = handle_message(push, b'{"kind":"confirm","subscription_id":"sub_gone","period_start":1}',
-                             lambda b: None, now=lambda: P0)  # fmt: skip
+    summary = handle_message(
+        push, b'{"kind":"confirm","subscription_id":"sub_gone","period_start":1}', lambda b: None, now=lambda: P0
+    )
     assert (summary.skipped, summary.failed, meter.requests) == (1, 0, 0)
 
 
@@ -307,8 +342,12 @@ def test_a_cancel_in_the_periods_first_minute_is_read_back_and_not_repaired() ->
     report_closing_usage("sub_a", P0, P1, push, now=P0 + 10)  # cancelled 10 s into the period
     (event,) = meter.kept
     assert event.timestamp < P0 + 10  # before the cancel, so on the final invoice
-    handle_message(push, b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0, lambda b: None,
-                   now=lambda: P0 + 900)  # fmt: skip
+    handle_message(
+        push,
+        b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0,
+        lambda b: None,
+        now=lambda: P0 + 900,
+    )
     assert meter.total() == 12
 
 
@@ -320,8 +359,14 @@ def test_a_shortfall_that_a_second_read_does_not_confirm_sends_nothing() -> None
     run_in_process(push, P0 + DAY)
     slow = _push(meter, reports, marks, counts=CatchingUp(meter))  # still processing at the first read
     later = Later()
-    handle_message(slow, b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0, lambda b: None,
-                   send_later=later, confirm_delay=900, now=lambda: P0 + DAY)  # fmt: skip
+    handle_message(
+        slow,
+        b'{"kind":"confirm","subscription_id":"sub_a","period_start":%d}' % P0,
+        lambda b: None,
+        send_later=later,
+        confirm_delay=900,
+        now=lambda: P0 + DAY,
+    )
     assert len(later.sent) == 1  # looked short: read again later
     _run_scheduled(slow, later, P0 + DAY + 300)
     assert (meter.total(), later.sent) == (80, [])

@@ -37,9 +37,14 @@ def _push(meter: FakeMeter, reports: FakeReports, marks: FakeWatermarks) -> Usag
 
 
 def _run(push: UsagePush, ender: Ender, later: list[tuple[bytes, int]]) -> object:
-    return handle_message(push, final_message("sub_a", P0, P1, CANCEL), lambda body: None,
-                          send_later=lambda body, seconds: later.append((body, seconds)), confirm_delay=900,
-                          ender=ender)  # fmt: skip
+    return handle_message(
+        push,
+        final_message("sub_a", P0, P1, CANCEL),
+        lambda body: None,
+        send_later=lambda body, seconds: later.append((body, seconds)),
+        confirm_delay=900,
+        ender=ender,
+    )
 
 
 def test_the_job_reports_the_calls_up_to_the_cancel_stamped_before_it_then_cancels_stripe() -> None:
@@ -55,7 +60,8 @@ def test_the_job_reports_the_calls_up_to_the_cancel_stamped_before_it_then_cance
     assert event.timestamp == CANCEL - 1  # inside the final invoice, which ends at the cancel or later
     # Then the delivery is confirmed, as after every closing report.
     assert [(parse_message(body), seconds) for body, seconds in later] == [
-        (ConfirmRequest("sub_a", P0, until=CANCEL), 900)]
+        (ConfirmRequest("sub_a", P0, until=CANCEL), 900)
+    ]
     # The message again (a retry, or a cancel submitted twice): nothing is reported twice.
     _run(push, ender, later)
     assert meter.total("sub_a") == 1200
@@ -71,10 +77,16 @@ def test_a_shortfall_found_after_the_final_invoice_is_repaired_inside_it() -> No
     meter.lose.clear()
     wall = CANCEL + 1800  # the confirmation runs a quarter of an hour or more after the cancel
     for _ in range(2):  # a shortfall is repaired once two reads agree
-        (body, _delay), = later
+        ((body, _delay),) = later
         later.clear()
-        handle_message(push, body, lambda b: None, send_later=lambda b, s: later.append((b, s)), confirm_delay=900,
-                       now=lambda: wall)  # fmt: skip
+        handle_message(
+            push,
+            body,
+            lambda b: None,
+            send_later=lambda b, s: later.append((b, s)),
+            confirm_delay=900,
+            now=lambda: wall,
+        )
     (repair,) = meter.kept
     assert repair.value == 700
     # Stamped before the cancel, as the final invoice ends there or later: not at the wall clock's now.
@@ -115,15 +127,23 @@ def test_final_messages_round_trip_and_bad_ones_say_what_is_wrong() -> None:
     with pytest.raises(BadMessage, match="cancel_at"):
         parse_message(b'{"kind": "final", "subscription_id": "sub_a", "period_start": 1, "period_end": 2}')
     with pytest.raises(BadMessage, match="must end after it starts"):
-        parse_message(b'{"kind": "final", "subscription_id": "sub_a", "period_start": 2, "period_end": 2, '
-                      b'"cancel_at": 2}')  # fmt: skip
+        parse_message(
+            b'{"kind": "final", "subscription_id": "sub_a", "period_start": 2, "period_end": 2, "cancel_at": 2}'
+        )
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [
-    ("30", 1800), ("0", 0), ("0.05", 3), ("1.5", 90), (".5", 30),
-    ("0.0001", 1),  # 0.006 s: rounded up, never shorter than the setting says
-    ("10080", 7 * 86400),  # a week: the longest a queue message can be hidden
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("30", 1800),
+        ("0", 0),
+        ("0.05", 3),
+        ("1.5", 90),
+        (".5", 30),
+        ("0.0001", 1),  # 0.006 s: rounded up, never shorter than the setting says
+        ("10080", 7 * 86400),  # a week: the longest a queue message can be hidden
+    ],
+)
 def test_the_report_lag_is_decimal_minutes_parsed_exactly(raw: str, seconds: int) -> None:
     assert lag_seconds_of(raw) == seconds
     assert lag_seconds({"USAGE_REPORT_LAG_MINUTES": raw}) == seconds

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.storage
 
 
 def _counted(stack: UsageStack, meter_id: str, customer: str, start: int, end: int) -> float:
-    summaries = stack.stripe.v1.billing.meters.event_summaries.list(meter_id, params={
-        "customer": customer, "start_time": start - start % 60, "end_time": end - end % 60})  # fmt: skip
+    summaries = stack.stripe.v1.billing.meters.event_summaries.list(
+        meter_id, params={"customer": customer, "start_time": start - start % 60, "end_time": end - end % 60}
+    )
     return float(sum(s.aggregated_value for s in summaries.data))
 
 

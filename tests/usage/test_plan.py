@@ -27,16 +27,30 @@ PERIOD = (1_700_000_000, 1_702_592_000)  # 30 days
 
 
 def _step(product: Product, counts: UsageCounts, reported: int, window_end: int = PERIOD[0] + 3600) -> Step:
-    return plan_step(subscription_id="sub_123", customer_id="cus_1", product=product, period_start=PERIOD[0],
-                     period_end=PERIOD[1], cumulative=counts.billable(product), reported=reported,
-                     window_end=window_end)  # fmt: skip
+    return plan_step(
+        subscription_id="sub_123",
+        customer_id="cus_1",
+        product=product,
+        period_start=PERIOD[0],
+        period_end=PERIOD[1],
+        cumulative=counts.billable(product),
+        reported=reported,
+        window_end=window_end,
+    )
 
 
 def _product(included: int = 0, outcomes: tuple[CallOutcome, ...] = (CallOutcome.SUCCESS,)) -> Product:
     model = PricingModel.FREEMIUM if included else PricingModel.METERED
-    return Product(id="p", display_name="P", description="d", pricing_model=model, included_calls=included,
-                   usage_price=UsagePrice(amount=Decimal("0.10"), per_calls=100), billable_outcomes=outcomes,
-                   apis=("echo",))
+    return Product(
+        id="p",
+        display_name="P",
+        description="d",
+        pricing_model=model,
+        included_calls=included,
+        usage_price=UsagePrice(amount=Decimal("0.10"), per_calls=100),
+        billable_outcomes=outcomes,
+        apis=("echo",),
+    )
 
 
 def test_first_push_beyond_included_sends_only_the_overage() -> None:

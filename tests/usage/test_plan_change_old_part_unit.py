@@ -116,8 +116,17 @@ def test_plan_step_measures_what_was_reported_with_the_product_it_was_reported_w
     standard = MODELS.product("standard")
     share = part_product(standard, P0, P1, P0, CHANGED)
     assert share.included_calls == 134
-    step = plan_step(subscription_id=SID, customer_id="cus_1", product=share, period_start=P0, period_end=P1,
-                     cumulative=100_500, reported=100_300, window_end=CHANGED, reported_product=standard)  # fmt: skip
+    step = plan_step(
+        subscription_id=SID,
+        customer_id="cus_1",
+        product=share,
+        period_start=P0,
+        period_end=P1,
+        cumulative=100_500,
+        reported=100_300,
+        window_end=CHANGED,
+        reported_product=standard,
+    )
     assert step.event is not None
     assert step.event.value == 100_366 - 300
     assert step.reported == 100_500  # the watermark stays a call count
@@ -157,8 +166,7 @@ def test_the_parts_closing_left_pending_and_lost_is_made_good_by_count_a_day_lat
     crashing = UsagePush(MODELS, reports, meter, marks, links, lag_seconds=LAG, counts=meter, after_send=_crash)
     meter.lose.add(f"cus_{SID}")
     with pytest.raises(Crash):
-        run_plan_change(crashing, PlanChangeRequest(SID, "standard", Period(P0, P1), 0, CHANGED, "si_old"),
-                        Retirer())  # fmt: skip
+        run_plan_change(crashing, PlanChangeRequest(SID, "standard", Period(P0, P1), 0, CHANGED, "si_old"), Retirer())
     meter.lose.clear()
     meter.forget_identifiers()
     assert marks.get(SID, P0).pending is not None
@@ -181,8 +189,7 @@ def test_an_upgrade_right_after_a_push_sends_the_parts_overage_under_an_identifi
     assert [e.identifier for e in meter.kept] == [f"{SID}:{P0}:100300"]
     links.rows[SID] = (link(SID, "pro", P0, P1, product_since=CHANGED, previous_product_id="standard"), "e2")
     retirer = Retirer()
-    summary = run_plan_change(push, PlanChangeRequest(SID, "standard", Period(P0, P1), 0, CHANGED, "si_old"),
-                              retirer)  # fmt: skip
+    summary = run_plan_change(push, PlanChangeRequest(SID, "standard", Period(P0, P1), 0, CHANGED, "si_old"), retirer)
     assert summary.calls_reported == 100_300 - 134 - 300  # by hand: 100,166 beyond the hour's 134, 300 sent
     assert [e.identifier for e in meter.kept] == [f"{SID}:{P0}:100300", f"p:{SID}:{P0}:100300"]
     assert meter.total(SID) == 100_166

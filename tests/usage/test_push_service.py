@@ -29,14 +29,27 @@ P1 = P0 + 30 * DAY
 LAG = 1800
 
 
-def _push(links: list[SubscriptionLink], reports: FakeReports | None = None, meter: FakeMeter | None = None,
-          marks: FakeWatermarks | None = None, *, batch_size: int = 300,
-          after_send: Callable[[SendResult], None] | None = None) -> UsagePush:
+def _push(
+    links: list[SubscriptionLink],
+    reports: FakeReports | None = None,
+    meter: FakeMeter | None = None,
+    marks: FakeWatermarks | None = None,
+    *,
+    batch_size: int = 300,
+    after_send: Callable[[SendResult], None] | None = None,
+) -> UsagePush:
     meter = meter or FakeMeter()
-    return UsagePush(MODELS, reports or FakeReports(), meter, marks or FakeWatermarks(), FakeLinks(links),
-                     lag_seconds=LAG, batch_size=batch_size,
-                     counts=meter,  # the fake Stripe reads back what it counted
-                     after_send=after_send)
+    return UsagePush(
+        MODELS,
+        reports or FakeReports(),
+        meter,
+        marks or FakeWatermarks(),
+        FakeLinks(links),
+        lag_seconds=LAG,
+        batch_size=batch_size,
+        counts=meter,  # the fake Stripe reads back what it counted
+        after_send=after_send,
+    )
 
 
 class Crash(Exception):
@@ -185,8 +198,9 @@ class _HeldReports(FakeReports):
         super().__init__()
         self.held, self.release, self.waited_for_release = held, threading.Event(), False
 
-    def read(self, window: ReportWindow, subscription_id: str | None = None,
-             product_id: str | None = None) -> Mapping[str, UsageCounts]:  # fmt: skip
+    def read(
+        self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None
+    ) -> Mapping[str, UsageCounts]:
         if product_id == self.held:
             self.waited_for_release = self.release.wait(10)
         return super().read(window, subscription_id, product_id)
@@ -225,8 +239,11 @@ def test_each_products_batches_go_out_while_the_next_products_report_is_still_re
 
 def test_cancelled_and_flat_only_links_are_not_pushed() -> None:
     reports = FakeReports()
-    links = [link("sub_c", "payg", P0, P1, canceled_at=P0 + 5), link("sub_t", "basic", P0, P1),
-             link("sub_ok", "payg", P0, P1)]
+    links = [
+        link("sub_c", "payg", P0, P1, canceled_at=P0 + 5),
+        link("sub_t", "basic", P0, P1),
+        link("sub_ok", "payg", P0, P1),
+    ]
     batches = _push(links, reports).plan(P0 + DAY).batches
     assert [i.subscription_id for b in batches for i in b.items] == ["sub_ok"]
 
@@ -278,8 +295,10 @@ def test_a_batch_never_processed_is_caught_up_by_the_next_run_from_its_own_curso
     run_in_process(push, P0 + 2 * DAY)
     assert (meter.total("sub_1"), meter.total("sub_2")) == (10, 6)
     # Two pieces: from sub_1's cursor to sub_2's, and from there to the end; each read once.
-    assert [w for w, *_ in reports.reads[reads:]] == [ReportWindow(P0 + DAY - LAG, P0 + 2 * DAY - LAG),
-                                                      ReportWindow(P0 + 1, P0 + DAY - LAG)]  # fmt: skip
+    assert [w for w, *_ in reports.reads[reads:]] == [
+        ReportWindow(P0 + DAY - LAG, P0 + 2 * DAY - LAG),
+        ReportWindow(P0 + 1, P0 + DAY - LAG),
+    ]
 
 
 def test_a_group_changed_by_another_run_is_redone_from_what_is_stored() -> None:
@@ -375,13 +394,21 @@ def test_near_the_time_limit_the_rest_is_re_enqueued_and_finishes_exactly() -> N
 
 @pytest.mark.parametrize(
     ("body", "fragment"),
-    [(b"nope", "not JSON"), (b"[]", "JSON object"), (b'{"kind": "x"}', "'kind'"),
-     (b'{"kind": "closing", "subscription_id": "s", "period_start": 5, "period_end": 1}', "must end after"),
-     (b'{"kind": "batch", "window_end": 2, "as_of": 2, "items": [[1]]}', "items[0]"),
-     (b'{"kind": "batch", "window_end": 2, "as_of": 2, "items": [["s", "c", "p", 9, 3, 1, 1, 0, 0, 0]]}',
-      "items[0]: a billing period must end after it starts"),
-     (b'{"kind": "batch", "window_end": 2, "as_of": 2, "items": [["s", "c", "p", 1, 3, -1, 1, 0, 0, 0]]}',
-      "items[0]: 'window_start' must be a whole number")],
+    [
+        (b"nope", "not JSON"),
+        (b"[]", "JSON object"),
+        (b'{"kind": "x"}', "'kind'"),
+        (b'{"kind": "closing", "subscription_id": "s", "period_start": 5, "period_end": 1}', "must end after"),
+        (b'{"kind": "batch", "window_end": 2, "as_of": 2, "items": [[1]]}', "items[0]"),
+        (
+            b'{"kind": "batch", "window_end": 2, "as_of": 2, "items": [["s", "c", "p", 9, 3, 1, 1, 0, 0, 0]]}',
+            "items[0]: a billing period must end after it starts",
+        ),
+        (
+            b'{"kind": "batch", "window_end": 2, "as_of": 2, "items": [["s", "c", "p", 1, 3, -1, 1, 0, 0, 0]]}',
+            "items[0]: 'window_start' must be a whole number",
+        ),
+    ],
 )
 def test_bad_messages_say_what_is_wrong(body: bytes, fragment: str) -> None:
     with pytest.raises(BadMessage, match=None) as info:
@@ -391,12 +418,15 @@ def test_bad_messages_say_what_is_wrong(body: bytes, fragment: str) -> None:
 
 def test_a_full_batch_message_fits_a_storage_queue_message() -> None:
     reports = FakeReports()
-    long_links = [link(f"sub_{'x' * 40}{n:05d}", "enterprise", P0 - n * 997, P1 - n * 997,
-                       customer=f"cus_{'y' * 30}{n}") for n in range(2000)]  # fmt: skip
+    long_links = [
+        link(f"sub_{'x' * 40}{n:05d}", "enterprise", P0 - n * 997, P1 - n * 997, customer=f"cus_{'y' * 30}{n}")
+        for n in range(2000)
+    ]
     marks = FakeWatermarks()
     for lk in long_links:
         marks.rows[(lk.apim_subscription_id, lk.current_period_start)] = Watermark(
-            lk.apim_subscription_id, lk.product_id, lk.current_period_start, 0, P0 + 1)
+            lk.apim_subscription_id, lk.product_id, lk.current_period_start, 0, P0 + 1
+        )
         reports.add(lk.apim_subscription_id, P0 + 1, success=10**12, blocked=10**12, failed=10**12)
     batches = _push(long_links, reports, marks=marks, batch_size=10_000).plan(P0 + DAY).batches
     for batch in batches:

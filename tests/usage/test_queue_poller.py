@@ -16,8 +16,9 @@ from devstack.azurite import Azurite
 pytestmark = pytest.mark.storage
 
 
-def test_poison_message_moves_to_the_poison_queue(azurite: Azurite, monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_poison_message_moves_to_the_poison_queue(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     import function_app  # noqa: PLC0415
 

@@ -33,8 +33,12 @@ WINDOW = ReportWindow(AT - 1800, AT + 1800)
 @pytest.fixture
 def apim(apim_emulator: ApimEmulator) -> Iterator[ApimService]:
     client = apim_emulator.management_client(retry_total=0)
-    client.product.create_or_update(apim_emulator.resource_group, apim_emulator.service_name, "payg", ProductContract(
-        display_name="payg", subscription_required=True, approval_required=False, state="published"))  # fmt: skip
+    client.product.create_or_update(
+        apim_emulator.resource_group,
+        apim_emulator.service_name,
+        "payg",
+        ProductContract(display_name="payg", subscription_required=True, approval_required=False, state="published"),
+    )
     yield ApimService(client, apim_emulator.resource_group, apim_emulator.service_name)
     client.close()
 
@@ -141,9 +145,12 @@ def canned(apim_emulator: ApimEmulator) -> Iterator[Callable[[list[Response]], t
         server.start()
         servers.append(server)
         client = ApiManagementClient(
-            apim_emulator.client_secret_credential(), apim_emulator.subscription_id,
-            base_url=server.url, connection_verify=apim_emulator.ca_bundle, retry_total=0,
-        )  # fmt: skip
+            apim_emulator.client_secret_credential(),
+            apim_emulator.subscription_id,
+            base_url=server.url,
+            connection_verify=apim_emulator.ca_bundle,
+            retry_total=0,
+        )
         clients.append(client)
         return app, ApimService(client, apim_emulator.resource_group, apim_emulator.service_name), server.url
 
@@ -155,8 +162,13 @@ def canned(apim_emulator: ApimEmulator) -> Iterator[Callable[[list[Response]], t
 
 
 def _row(sid: str, success: int, blocked: int = 0) -> dict[str, Any]:
-    return {"subscriptionId": f"/subscriptions/{sid}", "callCountSuccess": success, "callCountBlocked": blocked,
-            "callCountFailed": 0, "callCountOther": 0}  # fmt: skip
+    return {
+        "subscriptionId": f"/subscriptions/{sid}",
+        "callCountSuccess": success,
+        "callCountBlocked": blocked,
+        "callCountFailed": 0,
+        "callCountOther": 0,
+    }
 
 
 def test_the_request_is_the_sdks_and_a_next_link_is_followed_as_given(canned: Any) -> None:
@@ -177,7 +189,8 @@ def test_the_request_is_the_sdks_and_a_next_link_is_followed_as_given(canned: An
     app.requests.clear()
     app.answers = [Response.json({"value": []})]
     items = service.client.reports.list_by_subscription(
-        service.resource_group, service.service_name, filter=report_filter(WINDOW), top=2)  # fmt: skip
+        service.resource_group, service.service_name, filter=report_filter(WINDOW), top=2
+    )
     assert list(items) == []
     (sdk,) = app.requests
     assert (first.method, first.path, first.query) == (sdk.method, sdk.path, sdk.query)
@@ -186,7 +199,7 @@ def test_the_request_is_the_sdks_and_a_next_link_is_followed_as_given(canned: An
     assert first.path.endswith(
         f"/resourceGroups/{service.resource_group}/providers/Microsoft.ApiManagement/service/"
         f"{service.service_name}/reports/bySubscription"
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,12 @@ HOUR = 3600
 @pytest.fixture
 def apim(apim_emulator: ApimEmulator) -> Iterator[ApimService]:
     client = apim_emulator.management_client(retry_total=0)
-    client.product.create_or_update(apim_emulator.resource_group, apim_emulator.service_name, "payg", ProductContract(
-        display_name="payg", subscription_required=True, approval_required=False, state="published"))  # fmt: skip
+    client.product.create_or_update(
+        apim_emulator.resource_group,
+        apim_emulator.service_name,
+        "payg",
+        ProductContract(display_name="payg", subscription_required=True, approval_required=False, state="published"),
+    )
     yield ApimService(client, apim_emulator.resource_group, apim_emulator.service_name)
     client.close()
 
@@ -94,15 +98,28 @@ def test_a_report_that_changes_while_read_is_read_again(apim_emulator: ApimEmula
 
 def _events(customer: str, count: int, now: int, tag: str) -> list[MeterEvent]:
     name = meter_event_name("payg")
-    return [MeterEvent(identifier=f"{tag}-{n}", event_name=name, customer_id=customer, value=n + 1,
-                       timestamp=now - 120, subscription_id=f"sub_{tag}{n}") for n in range(count)]  # fmt: skip
+    return [
+        MeterEvent(
+            identifier=f"{tag}-{n}",
+            event_name=name,
+            customer_id=customer,
+            value=n + 1,
+            timestamp=now - 120,
+            subscription_id=f"sub_{tag}{n}",
+        )
+        for n in range(count)
+    ]
 
 
 def test_seven_events_go_through_one_stream_request_and_two_through_v1(stripe_emulator: StripeEmulator) -> None:
     client = stripe_emulator.client()
-    meter = client.v1.billing.meters.create(params={
-        "display_name": "payg calls", "event_name": meter_event_name("payg"), "default_aggregation": {"formula": "sum"},
-    })  # fmt: skip
+    meter = client.v1.billing.meters.create(
+        params={
+            "display_name": "payg calls",
+            "event_name": meter_event_name("payg"),
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
     customer = client.v1.customers.create(params={"email": "meter@example.com"}).id
     sender = StripeMeterSender(client, TokenBucket(1000))
     now = int(time.time())
@@ -116,15 +133,20 @@ def test_seven_events_go_through_one_stream_request_and_two_through_v1(stripe_em
     assert sender.requests == {"v1": 2, "stream": 2, "session": 1}
     start = (now - 3 * HOUR) // 60 * 60
     summaries = client.v1.billing.meters.event_summaries.list(
-        meter.id, params={"customer": customer, "start_time": start, "end_time": start + 6 * HOUR}).data  # fmt: skip
+        meter.id, params={"customer": customer, "start_time": start, "end_time": start + 6 * HOUR}
+    ).data
     assert sum(s.aggregated_value for s in summaries) == 2 * sum(range(1, 8)) + 1 + 2
 
 
 def test_meter_counts_read_the_summaries_through_rate_limits(stripe_emulator: StripeEmulator) -> None:
     client = stripe_emulator.client()
-    client.v1.billing.meters.create(params={
-        "display_name": "payg calls", "event_name": meter_event_name("payg"), "default_aggregation": {"formula": "sum"},
-    })  # fmt: skip
+    client.v1.billing.meters.create(
+        params={
+            "display_name": "payg calls",
+            "event_name": meter_event_name("payg"),
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
     customer = client.v1.customers.create(params={"email": "counts@example.com"}).id
     now = int(time.time())
     StripeMeterSender(client, TokenBucket(1000)).send(_events(customer, 5, now, "counted"))  # 1+2+3+4+5, 2 minutes ago

@@ -62,8 +62,11 @@ def _traffic(workspace: Workspace) -> dict[str, UsageCounts]:
     workspace.emu.record_usage("sub_c", 11, at=START + timedelta(minutes=8), outcome="other")
     assert workspace.call("/echo/status/200", "not-a-key") == 401  # counts for nobody
     # By hand: 200, 201, 301, 304 and 307 are successes; 401 and 429 blocked; 400 and 5xx failed; the rest other.
-    return {"sub_a": UsageCounts(success=5, blocked=2, failed=4, other=3), "sub_b": UsageCounts(1_000, 7, 3, 0),
-            "sub_c": UsageCounts(0, 0, 0, 11)}  # fmt: skip
+    return {
+        "sub_a": UsageCounts(success=5, blocked=2, failed=4, other=3),
+        "sub_b": UsageCounts(1_000, 7, 3, 0),
+        "sub_c": UsageCounts(0, 0, 0, 11),
+    }
 
 
 def test_both_usage_sources_count_the_same_traffic_alike(ws: Workspace) -> None:
@@ -75,8 +78,11 @@ def test_both_usage_sources_count_the_same_traffic_alike(ws: Workspace) -> None:
     logs = _usage(ws)
     assert reports.read(window) == expected
     assert logs.read(window) == expected
-    assert logs.read(window, product_id="payg") == reports.read(window, product_id="payg") == {
-        "sub_a": expected["sub_a"], "sub_b": expected["sub_b"]}  # fmt: skip
+    assert (
+        logs.read(window, product_id="payg")
+        == reports.read(window, product_id="payg")
+        == {"sub_a": expected["sub_a"], "sub_b": expected["sub_b"]}
+    )
     assert logs.read(window, subscription_id="sub_c") == {"sub_c": expected["sub_c"]}
     # The window is [start, end): a call at the end belongs to the next one.
     assert logs.read(ReportWindow(_ts(START) - HOUR, _ts(START + timedelta(minutes=5)))).get("sub_b") is None
@@ -109,8 +115,9 @@ def test_an_empty_workspace_means_no_calls(ws: Workspace) -> None:
 
 
 def test_a_refused_query_names_what_is_missing(ws: Workspace) -> None:
-    wrong_audience = LogsQueryClient(DefaultAzureCredential(), endpoint=ws.emu.log_analytics_endpoint,
-                                     audience="https://management.azure.com")  # fmt: skip
+    wrong_audience = LogsQueryClient(
+        DefaultAzureCredential(), endpoint=ws.emu.log_analytics_endpoint, audience="https://management.azure.com"
+    )
     logs = LogAnalyticsUsage(wrong_audience, ws.emu.workspace_id, TokenBucket(1000))
     with pytest.raises(LogQueryError, match="Log Analytics Reader"):
         logs.read(ReportWindow(_ts(START) - HOUR, _ts(START)))

@@ -68,8 +68,10 @@ def test_a_subscription_cancelled_mid_period_has_its_final_usage_on_the_final_in
     # The same by hand, from the published prices (cents): standard bills 2,345 calls beyond the
     # 100,000 included at 0.1 cent = 234.5 -> 235 (half up, once per line); payg bills 1,001 calls at
     # 0.15 cent = 150.15 -> 150.
-    finals = {pid: stack.stripe.v1.invoices.retrieve(str(stack.stripe.v1.subscriptions.retrieve(sid).latest_invoice))
-              for pid, (sid, _, _) in subs.items()}  # fmt: skip
+    finals = {
+        pid: stack.stripe.v1.invoices.retrieve(str(stack.stripe.v1.subscriptions.retrieve(sid).latest_invoice))
+        for pid, (sid, _, _) in subs.items()
+    }
     assert {pid: int(inv.total) for pid, inv in finals.items()} == {"standard": 235, "payg": 150}
     assert all(inv.status == "paid" for inv in finals.values())
 
@@ -94,8 +96,11 @@ def test_usage_in_the_last_hour_of_a_period_lands_on_that_periods_invoice(usage_
     # The period ends: Stripe opens the draft renewal invoice (invoice.created) and finalises it an
     # hour later. The period-end closing report runs in between, reading up to the period's end.
     stack.at([clock], period_end + 60)
-    draft = [i for i in stack.stripe.v1.invoices.list(params={"subscription": sid}).data
-             if i.billing_reason == "subscription_cycle"]  # fmt: skip
+    draft = [
+        i
+        for i in stack.stripe.v1.invoices.list(params={"subscription": sid}).data
+        if i.billing_reason == "subscription_cycle"
+    ]
     assert [i.status for i in draft] == ["draft"]
     closing = report_closing_usage(sid, period_start, period_end, push, now=period_end + 60)
     assert closing.calls_reported == 333

@@ -37,10 +37,14 @@ def test_a_full_chunk_goes_through_the_stream_and_a_crashed_run_resends_it_witho
     start = int(stack.now())
     # Test clocks frozen at the same instant give every subscription the same period, so one report
     # read and one batch cover them all, in chunks of 100 subscriptions.
-    clocks = [stack.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": start}).id
-              for _ in range(-(-count // CUSTOMERS_PER_CLOCK))]  # fmt: skip
-    subs = [stack.subscribe_direct("payg", f"stream-{n:03d}", clock=clocks[n // CUSTOMERS_PER_CLOCK])[0]
-            for n in range(count)]  # fmt: skip
+    clocks = [
+        stack.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": start}).id
+        for _ in range(-(-count // CUSTOMERS_PER_CLOCK))
+    ]
+    subs = [
+        stack.subscribe_direct("payg", f"stream-{n:03d}", clock=clocks[n // CUSTOMERS_PER_CLOCK])[0]
+        for n in range(count)
+    ]
     assert {stack.period_of(sid) for sid in (subs[0], subs[-1])} == {stack.period_of(subs[0])}
     period_start, period_end = stack.period_of(subs[0])
     stack.apim_emu.bulk_create_subscriptions(subs, product_id="payg")

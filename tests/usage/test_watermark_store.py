@@ -26,8 +26,14 @@ def table(azurite: Azurite) -> TableClient:
 
 
 def _pending(sid: str, before: int, after: int, until: int) -> PendingEvent:
-    event = MeterEvent(identifier=f"{sid}:{P0}:{after}", event_name="apim_payg_calls", customer_id="cus_1",
-                       value=after - before, timestamp=P0 + 60, subscription_id=sid)  # fmt: skip
+    event = MeterEvent(
+        identifier=f"{sid}:{P0}:{after}",
+        event_name="apim_payg_calls",
+        customer_id="cus_1",
+        value=after - before,
+        timestamp=P0 + 60,
+        subscription_id=sid,
+    )
     return PendingEvent(event, after, until)
 
 
@@ -42,8 +48,11 @@ def test_many_subscriptions_are_stored_in_one_row_per_group_and_read_back_exactl
 
     again = Watermarks(table).read(keys)  # a fresh store: nothing cached
     for n, sid in enumerate(sids):
-        assert (again[sid].reported, again[sid].counted_until, again[sid].pending) == (n, P0 + DAY // 2,
-                                                                                        pending.get(sid))
+        assert (again[sid].reported, again[sid].counted_until, again[sid].pending) == (
+            n,
+            P0 + DAY // 2,
+            pending.get(sid),
+        )
     rows = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": GROUP_PARTITION}))
     assert len(rows) == len({group_key(sid, "payg") for sid in sids}) <= GROUPS
     # Another period of the same subscription is a separate watermark.
@@ -125,9 +134,11 @@ def test_products_are_kept_apart_and_their_newest_cursors_read_in_one_pass(table
     payg = [f"sub_p{n}" for n in range(5)]
     standard = [f"sub_s{n}" for n in range(2)]
     found = marks.read([(sid, "payg", P0) for sid in payg] + [(sid, "standard", P0) for sid in standard])
-    marks.write([WatermarkWrite(found[sid], 1, P0 + DAY) for sid in payg[:4]]
-                + [WatermarkWrite(found[payg[4]], 1, P0 + 2 * DAY)]
-                + [WatermarkWrite(found[sid], 2, P0 + 3 * DAY) for sid in standard])  # fmt: skip
+    marks.write(
+        [WatermarkWrite(found[sid], 1, P0 + DAY) for sid in payg[:4]]
+        + [WatermarkWrite(found[payg[4]], 1, P0 + 2 * DAY)]
+        + [WatermarkWrite(found[sid], 2, P0 + 3 * DAY) for sid in standard]
+    )
     # A row per product and group: the same group number of two products are two rows.
     rows = {r["RowKey"] for r in table.query_entities("PartitionKey eq @pk", parameters={"pk": GROUP_PARTITION})}
     assert rows == {group_key(sid, "payg") for sid in payg} | {group_key(sid, "standard") for sid in standard}

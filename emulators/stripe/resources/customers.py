@@ -26,11 +26,23 @@ TEST_TOKENS: dict[str, tuple[str, str, str | None, bool]] = {
 
 ADDRESS = obj(dict.fromkeys(("city", "country", "line1", "line2", "postal_code", "state"), s))
 CUSTOMER_FIELDS = {
-    "email": nullable(s), "name": nullable(s), "phone": nullable(s), "description": nullable(s),
-    "metadata": metadata, "address": nullable(ADDRESS), "preferred_locales": arr(s),
-    "invoice_settings": obj({"default_payment_method": nullable(s), "footer": s,
-                             "custom_fields": nullable(arr(obj({"name": s, "value": s})))}),
-    "invoice_prefix": s, "balance": i, **EXPAND,
+    "email": nullable(s),
+    "name": nullable(s),
+    "phone": nullable(s),
+    "description": nullable(s),
+    "metadata": metadata,
+    "address": nullable(ADDRESS),
+    "preferred_locales": arr(s),
+    "invoice_settings": obj(
+        {
+            "default_payment_method": nullable(s),
+            "footer": s,
+            "custom_fields": nullable(arr(obj({"name": s, "value": s}))),
+        }
+    ),
+    "invoice_prefix": s,
+    "balance": i,
+    **EXPAND,
 }
 
 
@@ -59,7 +71,9 @@ def _default_pm(req: Request, customer: dict[str, Any], pm_id: str | None) -> No
         if pm is None or pm["customer"] != customer["id"]:
             raise StripeError(
                 f"The customer does not have a payment method with the ID {pm_id}. The payment method must be "
-                "attached to the customer.", param="invoice_settings[default_payment_method]")
+                "attached to the customer.",
+                param="invoice_settings[default_payment_method]",
+            )
     customer["invoice_settings"]["default_payment_method"] = pm_id
 
 
@@ -68,13 +82,31 @@ def new_customer(req: Request, p: dict[str, Any], clock_id: str | None = None) -
     customer = blank("customer")
     now = req.core.now(clock_id or "")
     customer.update(
-        id=store.new_id("cus"), address=p.get("address"), balance=p.get("balance", 0), created=now,
-        currency=None, default_source=None, delinquent=False, description=p.get("description"), discount=None,
-        email=p.get("email"), invoice_prefix=p.get("invoice_prefix") or secrets.token_hex(4).upper(),
-        invoice_settings={"custom_fields": None, "default_payment_method": None, "footer": None,
-                          "rendering_options": None},
-        metadata=p.get("metadata", {}), name=p.get("name"), next_invoice_sequence=1, phone=p.get("phone"),
-        preferred_locales=p.get("preferred_locales", []), shipping=None, tax_exempt="none", test_clock=clock_id,
+        id=store.new_id("cus"),
+        address=p.get("address"),
+        balance=p.get("balance", 0),
+        created=now,
+        currency=None,
+        default_source=None,
+        delinquent=False,
+        description=p.get("description"),
+        discount=None,
+        email=p.get("email"),
+        invoice_prefix=p.get("invoice_prefix") or secrets.token_hex(4).upper(),
+        invoice_settings={
+            "custom_fields": None,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+        metadata=p.get("metadata", {}),
+        name=p.get("name"),
+        next_invoice_sequence=1,
+        phone=p.get("phone"),
+        preferred_locales=p.get("preferred_locales", []),
+        shipping=None,
+        tax_exempt="none",
+        test_clock=clock_id,
         customer_account=None,
     )
     store.put("customer", customer)
@@ -117,8 +149,10 @@ def update_customer(req: Request) -> dict[str, Any]:
     before = copy.deepcopy(customer)
     p.pop("expand", None)
     if "default_source" in p:
-        raise StripeError("Sources are not supported by the emulator; use invoice_settings[default_payment_method].",
-                          param="default_source")
+        raise StripeError(
+            "Sources are not supported by the emulator; use invoice_settings[default_payment_method].",
+            param="default_source",
+        )
     settings = p.pop("invoice_settings", None)
     if settings:
         if "default_payment_method" in settings:
@@ -147,9 +181,12 @@ def delete_customer(req: Request) -> dict[str, Any]:
 @route("GET", "/v1/customers")
 def list_customers(req: Request) -> dict[str, Any]:
     p = validate(req.params, {**LIST, "email": s, "test_clock": s, "created": s})
-    found = [c for c in req.core.store.all("customer")
-             if ("email" not in p or c["email"] == p["email"])
-             and ("test_clock" not in p or c["test_clock"] == p["test_clock"])]
+    found = [
+        c
+        for c in req.core.store.all("customer")
+        if ("email" not in p or c["email"] == p["email"])
+        and ("test_clock" not in p or c["test_clock"] == p["test_clock"])
+    ]
     return req.core.page(found, p, "/v1/customers")
 
 
@@ -175,8 +212,7 @@ def detach_payment_method(req: Request) -> dict[str, Any]:
     pm = req.core.store.get("payment_method", req.args[0], "PaymentMethod")
     customer_id = pm["customer"]
     if customer_id is None:
-        raise StripeError("The payment method you provided is not attached to a customer so detachment is "
-                          "impossible.")
+        raise StripeError("The payment method you provided is not attached to a customer so detachment is impossible.")
     pm["customer"] = None
     customer = req.core.store.maybe("customer", customer_id)
     if customer and customer["invoice_settings"]["default_payment_method"] == pm["id"]:

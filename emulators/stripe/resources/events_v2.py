@@ -19,16 +19,29 @@ from emulators.stripe.wire import StripeError, i, invalid, missing
 
 KIND = "v2.core.event_destination"
 EVENT = "v2.core.event"
-_CREATE_FIELDS = {"name", "type", "enabled_events", "event_payload", "webhook_endpoint", "description", "metadata",
-                  "events_from", "include", "snapshot_api_version", "amazon_eventbridge", "azure_event_grid"}
+_CREATE_FIELDS = {
+    "name",
+    "type",
+    "enabled_events",
+    "event_payload",
+    "webhook_endpoint",
+    "description",
+    "metadata",
+    "events_from",
+    "include",
+    "snapshot_api_version",
+    "amazon_eventbridge",
+    "azure_event_grid",
+}
 _INCLUDE = ("webhook_endpoint.signing_secret", "webhook_endpoint.url")
 
 
 def _unknown(body: dict[str, Any], allowed: set[str], prefix: str = "") -> None:
     for key in body:
         if key not in allowed:
-            raise StripeError(f"Received unknown parameter: {prefix}{key}", code="parameter_unknown",
-                              param=f"{prefix}{key}")
+            raise StripeError(
+                f"Received unknown parameter: {prefix}{key}", code="parameter_unknown", param=f"{prefix}{key}"
+            )
 
 
 def _strings(value: Any, param: str) -> list[str]:
@@ -37,19 +50,40 @@ def _strings(value: Any, param: str) -> list[str]:
     return list(value)
 
 
-def add_destination(core: Core, name: str, url: str, enabled_events: list[str], event_payload: str = "thin", *,
-                    description: str = "", metadata: dict[str, str] | None = None) -> dict[str, Any]:
+def add_destination(
+    core: Core,
+    name: str,
+    url: str,
+    enabled_events: list[str],
+    event_payload: str = "thin",
+    *,
+    description: str = "",
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Store an enabled webhook event destination; its signing secret is in `_secret`."""
     now = iso(core.wall())
     secret = f"whsec_{secrets.token_hex(24)}"
     destination = {
-        "id": core.store.new_id("ed_test"), "object": KIND, "amazon_eventbridge": None, "azure_event_grid": None,
-        "created": now, "description": description, "enabled_events": enabled_events,
-        "event_payload": event_payload, "events_from": ["@self"], "livemode": False, "metadata": metadata or {},
-        "name": name, "snapshot_api_version": API_VERSION if event_payload == "snapshot" else None,
-        "status": "enabled", "status_details": None, "type": "webhook_endpoint", "updated": now,
+        "id": core.store.new_id("ed_test"),
+        "object": KIND,
+        "amazon_eventbridge": None,
+        "azure_event_grid": None,
+        "created": now,
+        "description": description,
+        "enabled_events": enabled_events,
+        "event_payload": event_payload,
+        "events_from": ["@self"],
+        "livemode": False,
+        "metadata": metadata or {},
+        "name": name,
+        "snapshot_api_version": API_VERSION if event_payload == "snapshot" else None,
+        "status": "enabled",
+        "status_details": None,
+        "type": "webhook_endpoint",
+        "updated": now,
         # The SDK: url and signing_secret are "Returned only when explicitly included" (see _shown).
-        "webhook_endpoint": {"signing_secret": None, "url": url}, "_secret": secret,
+        "webhook_endpoint": {"signing_secret": None, "url": url},
+        "_secret": secret,
     }
     return core.store.put(KIND, destination)
 
@@ -83,8 +117,10 @@ def create_destination(req: Request) -> dict[str, Any]:
         if key not in body:
             raise missing(key)
     if body["type"] != "webhook_endpoint":
-        raise invalid("type", f"Event destinations of type {body['type']!r} are not supported by this emulator; "
-                      "use webhook_endpoint.")
+        raise invalid(
+            "type",
+            f"Event destinations of type {body['type']!r} are not supported by this emulator; use webhook_endpoint.",
+        )
     if body["event_payload"] not in ("thin", "snapshot"):
         raise invalid("event_payload", "Invalid event_payload: must be one of snapshot, thin")
     if body["event_payload"] == "thin" and body.get("snapshot_api_version") is not None:
@@ -106,8 +142,15 @@ def create_destination(req: Request) -> dict[str, Any]:
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise invalid("metadata", "metadata must be an object of string values.")
     include = _include(body.get("include"), _INCLUDE)
-    destination = add_destination(req.core, str(body["name"]), url, enabled, str(body["event_payload"]),
-                                  description=str(body.get("description") or ""), metadata=metadata)
+    destination = add_destination(
+        req.core,
+        str(body["name"]),
+        url,
+        enabled,
+        str(body["event_payload"]),
+        description=str(body.get("description") or ""),
+        metadata=metadata,
+    )
     if "events_from" in body:
         destination["events_from"] = _strings(body["events_from"], "events_from")
     return _shown(destination, include)
@@ -175,8 +218,12 @@ def list_events(req: Request) -> dict[str, Any]:
         if req.params.get("object_id") and (event.get("related_object") or {}).get("id") != req.params["object_id"]:
             return False
         at = _time(event["created"], "created")
-        return not (("gt" in bounds and at <= bounds["gt"]) or ("gte" in bounds and at < bounds["gte"])
-                    or ("lt" in bounds and at >= bounds["lt"]) or ("lte" in bounds and at > bounds["lte"]))
+        return not (
+            ("gt" in bounds and at <= bounds["gt"])
+            or ("gte" in bounds and at < bounds["gte"])
+            or ("lt" in bounds and at >= bounds["lt"])
+            or ("lte" in bounds and at > bounds["lte"])
+        )
 
     found = [e for e in req.core.store.all(EVENT) if keep(e)][::-1]
     limit = i("limit", req.params.get("limit", "20"))

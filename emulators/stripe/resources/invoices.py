@@ -24,8 +24,10 @@ def get_invoice(req: Request) -> dict[str, Any]:
 
 @route("POST", "/v1/invoices/{id}")
 def update_invoice(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"metadata": metadata, "auto_advance": b, "description": nullable(s),
-                              "footer": nullable(s), **EXPAND})
+    p = validate(
+        req.params,
+        {"metadata": metadata, "auto_advance": b, "description": nullable(s), "footer": nullable(s), **EXPAND},
+    )
     inv = _invoice(req)
     if inv["status"] != "draft" and set(p) - {"metadata", "expand"}:
         raise StripeError("Only metadata can be changed once an invoice is finalized.")
@@ -43,12 +45,25 @@ def update_invoice(req: Request) -> dict[str, Any]:
 
 @route("GET", "/v1/invoices")
 def list_invoices(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {**LIST, "customer": s, "subscription": s, "status": enum(*STATUSES),
-                              "collection_method": s, "created": s, "due_date": s})
-    found = [x for x in req.core.store.all("invoice")
-             if ("customer" not in p or x["customer"] == p["customer"])
-             and ("subscription" not in p or x["_subscription"] == p["subscription"])
-             and ("status" not in p or x["status"] == p["status"])]
+    p = validate(
+        req.params,
+        {
+            **LIST,
+            "customer": s,
+            "subscription": s,
+            "status": enum(*STATUSES),
+            "collection_method": s,
+            "created": s,
+            "due_date": s,
+        },
+    )
+    found = [
+        x
+        for x in req.core.store.all("invoice")
+        if ("customer" not in p or x["customer"] == p["customer"])
+        and ("subscription" not in p or x["_subscription"] == p["subscription"])
+        and ("status" not in p or x["status"] == p["status"])
+    ]
     return req.core.page(found, p, "/v1/invoices")
 
 
@@ -75,8 +90,9 @@ def finalize_invoice(req: Request) -> dict[str, Any]:
     p = validate(req.params, {"auto_advance": b, **EXPAND})
     inv = _invoice(req)
     if inv["status"] != "draft":
-        raise StripeError("This invoice is already finalized, you can't re-finalize a non-draft invoice.",
-                          code="invoice_not_editable")
+        raise StripeError(
+            "This invoice is already finalized, you can't re-finalize a non-draft invoice.", code="invoice_not_editable"
+        )
     inv["auto_advance"] = p.get("auto_advance", inv["auto_advance"])
     billing.finalize(req.core, inv)
     return inv
@@ -84,8 +100,18 @@ def finalize_invoice(req: Request) -> dict[str, Any]:
 
 @route("POST", "/v1/invoices/{id}/pay")
 def pay_invoice(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"payment_method": s, "paid_out_of_band": b, "off_session": b, "forgive": b,
-                              "source": s, "mandate": s, **EXPAND})
+    p = validate(
+        req.params,
+        {
+            "payment_method": s,
+            "paid_out_of_band": b,
+            "off_session": b,
+            "forgive": b,
+            "source": s,
+            "mandate": s,
+            **EXPAND,
+        },
+    )
     core = req.core
     inv = _invoice(req)
     if "source" in p or "mandate" in p:
@@ -107,8 +133,7 @@ def pay_invoice(req: Request) -> dict[str, Any]:
     if pm:
         found = core.store.maybe("payment_method", pm)
         if found is None or found["customer"] != inv["customer"]:
-            raise StripeError(f"The customer does not have a payment method with the ID {pm}.",
-                              param="payment_method")
+            raise StripeError(f"The customer does not have a payment method with the ID {pm}.", param="payment_method")
     error = billing.attempt(core, inv, pm, automatic=False)
     if error is not None:
         raise error

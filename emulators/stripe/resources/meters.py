@@ -24,26 +24,37 @@ def _iso(ts: int) -> str:
 
 @route("POST", "/v1/billing/meters")
 def create_meter(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {
-        "display_name": s, "event_name": s,
-        "default_aggregation": obj({"formula": enum("sum", "count", "last")}, ("formula",)),
-        "customer_mapping": obj({"event_payload_key": s, "type": enum("by_id")}, ("event_payload_key", "type")),
-        "value_settings": obj({"event_payload_key": s}, ("event_payload_key",)),
-        "event_time_window": enum("day", "hour"), **EXPAND,
-    }, ("display_name", "event_name", "default_aggregation"))
+    p = validate(
+        req.params,
+        {
+            "display_name": s,
+            "event_name": s,
+            "default_aggregation": obj({"formula": enum("sum", "count", "last")}, ("formula",)),
+            "customer_mapping": obj({"event_payload_key": s, "type": enum("by_id")}, ("event_payload_key", "type")),
+            "value_settings": obj({"event_payload_key": s}, ("event_payload_key",)),
+            "event_time_window": enum("day", "hour"),
+            **EXPAND,
+        },
+        ("display_name", "event_name", "default_aggregation"),
+    )
     store = req.core.store
     if usage.meter_for(req.core, p["event_name"]) is not None:
-        raise StripeError(f"An active meter with event_name '{p['event_name']}' already exists.",
-                          param="event_name")
+        raise StripeError(f"An active meter with event_name '{p['event_name']}' already exists.", param="event_name")
     now = req.core.now()
     meter = blank("billing.meter")
     meter.update(
-        id=store.new_id("mtr"), created=now, updated=now, display_name=p["display_name"],
-        event_name=p["event_name"], default_aggregation=p["default_aggregation"],
+        id=store.new_id("mtr"),
+        created=now,
+        updated=now,
+        display_name=p["display_name"],
+        event_name=p["event_name"],
+        default_aggregation=p["default_aggregation"],
         customer_mapping=p.get("customer_mapping", {"event_payload_key": "stripe_customer_id", "type": "by_id"}),
         value_settings=p.get("value_settings", {"event_payload_key": "value"}),
-        event_time_window=p.get("event_time_window"), status="active",
-        status_transitions={"deactivated_at": None}, livemode=False,
+        event_time_window=p.get("event_time_window"),
+        status="active",
+        status_transitions={"deactivated_at": None},
+        livemode=False,
     )
     return store.put("billing.meter", meter)
 
@@ -94,8 +105,11 @@ def list_meters(req: Request) -> dict[str, Any]:
 
 @route("GET", "/v1/billing/meters/{id}/event_summaries")
 def event_summaries(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {**LIST, "customer": s, "start_time": i, "end_time": i,
-                              "value_grouping_window": enum("day", "hour")}, ("customer", "start_time", "end_time"))
+    p = validate(
+        req.params,
+        {**LIST, "customer": s, "start_time": i, "end_time": i, "value_grouping_window": enum("day", "hour")},
+        ("customer", "start_time", "end_time"),
+    )
     meter = req.core.store.get("billing.meter", req.args[0], "billing meter")
     for key in ("start_time", "end_time"):
         if p[key] % 60:
@@ -108,19 +122,28 @@ def event_summaries(req: Request) -> dict[str, Any]:
     while start < p["end_time"]:
         end = min(start + step, p["end_time"])
         value = usage.aggregate(meter, p["customer"], start, end)
-        windows.append({
-            "id": f"mtrusg_{meter['id']}_{start}", "object": "billing.meter_event_summary",
-            "aggregated_value": float(value), "start_time": start, "end_time": end, "livemode": False,
-            "meter": meter["id"],
-        })
+        windows.append(
+            {
+                "id": f"mtrusg_{meter['id']}_{start}",
+                "object": "billing.meter_event_summary",
+                "aggregated_value": float(value),
+                "start_time": start,
+                "end_time": end,
+                "livemode": False,
+                "meter": meter["id"],
+            }
+        )
         start = end
     return req.core.page(windows, p, f"/v1/billing/meters/{meter['id']}/event_summaries", newest_first=False)
 
 
 @route("POST", "/v1/billing/meter_events")
 def create_meter_event(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"event_name": s, "payload": _payload, "identifier": s, "timestamp": i, **EXPAND},
-                 ("event_name", "payload"))
+    p = validate(
+        req.params,
+        {"event_name": s, "payload": _payload, "identifier": s, "timestamp": i, **EXPAND},
+        ("event_name", "payload"),
+    )
     event = usage.record(req.core, p["event_name"], p["payload"], p.get("identifier"), p.get("timestamp"))
     assert event is not None  # v1 raises on duplicates instead of dropping them
     thresholds.evaluate_customer(req.core, event["_customer"])
@@ -142,8 +165,14 @@ def create_session(req: Request) -> dict[str, Any]:
     token = f"mes_tok_{secrets.token_hex(16)}"
     expires = now + req.core.config.meter_session_ttl
     req.core.meter_sessions[token] = expires
-    return {"id": req.core.store.new_id("mes"), "object": "v2.billing.meter_event_session",
-            "authentication_token": token, "created": _iso(now), "expires_at": _iso(expires), "livemode": False}
+    return {
+        "id": req.core.store.new_id("mes"),
+        "object": "v2.billing.meter_event_session",
+        "authentication_token": token,
+        "created": _iso(now),
+        "expires_at": _iso(expires),
+        "livemode": False,
+    }
 
 
 class _Shaped(NamedTuple):
@@ -160,12 +189,14 @@ def _v2_shape(body: Any, prefix: str) -> _Shaped:
     allowed = {"event_name", "payload", "identifier", "timestamp"}
     for key in body:
         if key not in allowed:
-            raise StripeError(f"Received unknown parameter: {prefix}{key}", code="parameter_unknown",
-                              param=f"{prefix}{key}")
+            raise StripeError(
+                f"Received unknown parameter: {prefix}{key}", code="parameter_unknown", param=f"{prefix}{key}"
+            )
     for key in ("event_name", "payload"):
         if key not in body:
-            raise StripeError(f"Missing required param: {prefix}{key}.", code="parameter_missing",
-                              param=f"{prefix}{key}")
+            raise StripeError(
+                f"Missing required param: {prefix}{key}.", code="parameter_missing", param=f"{prefix}{key}"
+            )
     payload = body["payload"]
     if not isinstance(payload, dict) or not all(isinstance(v, str) for v in payload.values()):
         raise invalid(f"{prefix}payload", "payload must be an object of string values.")
@@ -188,8 +219,15 @@ def _store(req: Request, shaped: _Shaped, prefix: str, stream: bool) -> dict[str
     if stream and not identifier:
         identifier = req.core.store.new_id("mev")  # "If not provided, one will be generated"; reports name it
     try:
-        event = usage.record(req.core, shaped.event_name, shaped.payload, identifier, shaped.timestamp,
-                             prefix=prefix, duplicates_raise=not stream)
+        event = usage.record(
+            req.core,
+            shaped.event_name,
+            shaped.payload,
+            identifier,
+            shaped.timestamp,
+            prefix=prefix,
+            duplicates_raise=not stream,
+        )
     except usage.MeterEventError as exc:
         if not stream:
             raise
@@ -220,6 +258,12 @@ def create_stream(req: Request) -> dict[str, Any]:
 def create_v2_event(req: Request) -> dict[str, Any]:
     event = _store(req, _v2_shape(req.body_json, ""), "", stream=False)
     assert event is not None
-    return {"object": "v2.billing.meter_event", "created": _iso(event["created"]), "event_name": event["event_name"],
-            "identifier": event["identifier"], "livemode": False, "payload": event["payload"],
-            "timestamp": _iso(event["timestamp"])}
+    return {
+        "object": "v2.billing.meter_event",
+        "created": _iso(event["created"]),
+        "event_name": event["event_name"],
+        "identifier": event["identifier"],
+        "livemode": False,
+        "payload": event["payload"],
+        "timestamp": _iso(event["timestamp"]),
+    }

@@ -19,8 +19,15 @@ def create_clock(req: Request) -> dict[str, Any]:
     p = validate(req.params, {"frozen_time": i, "name": s, **EXPAND}, ("frozen_time",))
     clock = blank("test_helpers.test_clock")
     now = req.core.now()
-    clock.update(id=req.core.store.new_id("clock"), created=now, deletes_after=now + 30 * 86400,
-                 frozen_time=p["frozen_time"], name=p.get("name"), status="ready", status_details={})
+    clock.update(
+        id=req.core.store.new_id("clock"),
+        created=now,
+        deletes_after=now + 30 * 86400,
+        frozen_time=p["frozen_time"],
+        name=p.get("name"),
+        status="ready",
+        status_details={},
+    )
     return req.core.store.put("test_helpers.test_clock", clock)
 
 
@@ -58,8 +65,9 @@ def advance_clock(req: Request) -> dict[str, Any]:
     core = req.core
     clock = core.store.get("test_helpers.test_clock", req.args[0], "test clock")
     if p["frozen_time"] <= clock["frozen_time"]:
-        raise invalid("frozen_time", f"The test clock can only move forward: frozen_time must be after "
-                      f"{clock['frozen_time']}.")
+        raise invalid(
+            "frozen_time", f"The test clock can only move forward: frozen_time must be after {clock['frozen_time']}."
+        )
     clock["status"] = "advancing"
     core.emit("test_helpers.test_clock.advancing", clock, None, clock["id"])
     core.scheduler.run_until(clock["id"], p["frozen_time"])
@@ -78,9 +86,16 @@ def get_event(req: Request) -> dict[str, Any]:
 
 @route("GET", "/v1/events")
 def list_events(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {**LIST, "type": s, "types": arr(s),
-                              "created": obj({"gt": i, "gte": i, "lt": i, "lte": i}),
-                              "delivery_success": s})
+    p = validate(
+        req.params,
+        {
+            **LIST,
+            "type": s,
+            "types": arr(s),
+            "created": obj({"gt": i, "gte": i, "lt": i, "lte": i}),
+            "delivery_success": s,
+        },
+    )
     created = p.get("created", {})
 
     def keep(e: dict[str, Any]) -> bool:
@@ -93,36 +108,74 @@ def list_events(req: Request) -> dict[str, Any]:
         if "types" in p and e["type"] not in p["types"]:
             return False
         c = e["created"]
-        return not (("gt" in created and c <= created["gt"]) or ("gte" in created and c < created["gte"])
-                    or ("lt" in created and c >= created["lt"]) or ("lte" in created and c > created["lte"]))
+        return not (
+            ("gt" in created and c <= created["gt"])
+            or ("gte" in created and c < created["gte"])
+            or ("lt" in created and c >= created["lt"])
+            or ("lte" in created and c > created["lte"])
+        )
 
     return req.core.page([e for e in req.core.store.all("event") if keep(e)], p, "/v1/events")
 
 
 # ---- webhook endpoints ---------------------------------------------------------------------------
-def add_endpoint(core: Any, url: str, enabled_events: list[str], secret: str | None = None, *,
-                 description: str | None = None, meta: dict[str, str] | None = None,
-                 api_version: str | None = None) -> dict[str, Any]:
+def add_endpoint(
+    core: Any,
+    url: str,
+    enabled_events: list[str],
+    secret: str | None = None,
+    *,
+    description: str | None = None,
+    meta: dict[str, str] | None = None,
+    api_version: str | None = None,
+) -> dict[str, Any]:
     endpoint = blank("webhook_endpoint")
     secret = secret or f"whsec_{secrets.token_hex(24)}"
-    endpoint.update(id=core.store.new_id("we"), api_version=api_version, application=None, created=core.now(),
-                    description=description, enabled_events=enabled_events, metadata=meta or {}, status="enabled",
-                    url=url, secret=secret, _secret=secret)
+    endpoint.update(
+        id=core.store.new_id("we"),
+        api_version=api_version,
+        application=None,
+        created=core.now(),
+        description=description,
+        enabled_events=enabled_events,
+        metadata=meta or {},
+        status="enabled",
+        url=url,
+        secret=secret,
+        _secret=secret,
+    )
     return core.store.put("webhook_endpoint", endpoint)
 
 
 @route("POST", "/v1/webhook_endpoints")
 def create_endpoint(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"url": s, "enabled_events": arr(s), "description": s, "metadata": metadata,
-                              "api_version": s, "connect": s, **EXPAND}, ("url", "enabled_events"))
+    p = validate(
+        req.params,
+        {
+            "url": s,
+            "enabled_events": arr(s),
+            "description": s,
+            "metadata": metadata,
+            "api_version": s,
+            "connect": s,
+            **EXPAND,
+        },
+        ("url", "enabled_events"),
+    )
     if not p["url"].startswith(("http://", "https://")):
         raise invalid("url", "Invalid URL: must start with http:// or https://")
     if "connect" in p:
         raise invalid("connect", "Connect endpoints are not supported by the emulator.")
     if p.get("api_version") not in (None, API_VERSION):
         raise invalid("api_version", f"The emulator speaks API version {API_VERSION} only.")
-    endpoint = add_endpoint(req.core, p["url"], p["enabled_events"], description=p.get("description"),
-                            meta=p.get("metadata"), api_version=p.get("api_version"))
+    endpoint = add_endpoint(
+        req.core,
+        p["url"],
+        p["enabled_events"],
+        description=p.get("description"),
+        meta=p.get("metadata"),
+        api_version=p.get("api_version"),
+    )
     return endpoint  # the secret is shown only on creation, as Stripe does
 
 
@@ -140,8 +193,17 @@ def get_endpoint(req: Request) -> dict[str, Any]:
 
 @route("POST", "/v1/webhook_endpoints/{id}")
 def update_endpoint(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"url": s, "enabled_events": arr(s), "description": nullable(s), "metadata": metadata,
-                              "disabled": enum("true", "false"), **EXPAND})
+    p = validate(
+        req.params,
+        {
+            "url": s,
+            "enabled_events": arr(s),
+            "description": nullable(s),
+            "metadata": metadata,
+            "disabled": enum("true", "false"),
+            **EXPAND,
+        },
+    )
     endpoint = req.core.store.get("webhook_endpoint", req.args[0], "webhook endpoint")
     for key in ("url", "enabled_events", "description"):
         if key in p:
@@ -166,5 +228,3 @@ def list_endpoints(req: Request) -> dict[str, Any]:
     page = req.core.page(req.core.store.all("webhook_endpoint"), p, "/v1/webhook_endpoints")
     page["data"] = [_hide_secret(e) for e in page["data"]]
     return page
-
-

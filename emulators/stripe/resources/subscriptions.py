@@ -29,8 +29,10 @@ from emulators.stripe.wire import (
 DISCOUNTS = arr(obj({"coupon": s, "promotion_code": s, "discount": s}))
 PRORATION = enum("create_prorations", "none", "always_invoice")
 PAYMENT_BEHAVIOR = enum("allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete")
-BILLING_MODE = obj({"type": enum("classic", "flexible"),
-                    "flexible": obj({"proration_discounts": enum("included", "itemized")})}, ("type",))
+BILLING_MODE = obj(
+    {"type": enum("classic", "flexible"), "flexible": obj({"proration_discounts": enum("included", "itemized")})},
+    ("type",),
+)
 
 
 def billing_mode(spec: dict[str, Any] | None, param: str) -> dict[str, Any] | None:
@@ -42,20 +44,27 @@ def billing_mode(spec: dict[str, Any] | None, param: str) -> dict[str, Any] | No
     if spec is None:
         return None
     if spec["type"] == "classic":
-        raise invalid(f"{param}[type]", f"{param}[type]=classic is not supported by this emulator, which bills "
-                      "subscriptions in flexible billing mode (the default).")
-    return {"type": "flexible",
-            "flexible": {"proration_discounts": (spec.get("flexible") or {}).get("proration_discounts", "included")}}
+        raise invalid(
+            f"{param}[type]",
+            f"{param}[type]=classic is not supported by this emulator, which bills "
+            "subscriptions in flexible billing mode (the default).",
+        )
+    return {
+        "type": "flexible",
+        "flexible": {"proration_discounts": (spec.get("flexible") or {}).get("proration_discounts", "included")},
+    }
 
 
 def check_price(req: Request, price_id: str, param: str, currency: str | None, interval: tuple | None) -> dict:
     price = req.core.store.get("price", price_id, param=param)
     if not price["active"]:
-        raise StripeError(f"The price specified is inactive. This field only accepts active prices. ({price_id})",
-                          param=param)
+        raise StripeError(
+            f"The price specified is inactive. This field only accepts active prices. ({price_id})", param=param
+        )
     if price["recurring"] is None:
-        raise StripeError(f"The price specified ({price_id}) is a one-time price; subscriptions need recurring "
-                          "prices.", param=param)
+        raise StripeError(
+            f"The price specified ({price_id}) is a one-time price; subscriptions need recurring prices.", param=param
+        )
     if currency is not None and price["currency"] != currency:
         raise invalid(param, "All prices on a subscription must have the same currency.")
     rec = price["recurring"]
@@ -86,10 +95,20 @@ def make_discounts(req: Request, specs: list[dict[str, str]], customer_id: str, 
         now = req.core.now(req.core.clock_of(customer_id))
         discount = blank("discount")
         end = billing.months(coupon["duration_in_months"], now) if coupon["duration"] == "repeating" else None
-        discount.update(id=store.new_id("di"), customer=customer_id, start=now, end=end,
-                        promotion_code=promo["id"] if promo else None,
-                        source={"type": "coupon", "coupon": coupon["id"]}, checkout_session=None, invoice=None,
-                        invoice_item=None, subscription=None, subscription_item=None, customer_account=None)
+        discount.update(
+            id=store.new_id("di"),
+            customer=customer_id,
+            start=now,
+            end=end,
+            promotion_code=promo["id"] if promo else None,
+            source={"type": "coupon", "coupon": coupon["id"]},
+            checkout_session=None,
+            invoice=None,
+            invoice_item=None,
+            subscription=None,
+            subscription_item=None,
+            customer_account=None,
+        )
         store.put("discount", discount)
         out.append(discount["id"])
     return out
@@ -101,8 +120,9 @@ def resolve_lines(req: Request, specs: list[dict[str, Any]], param: str) -> list
     seen = set()
     for n, spec in enumerate(specs):
         if "price" not in spec:
-            raise StripeError(f"Missing required param: {param}[{n}][price].", code="parameter_missing",
-                              param=f"{param}[{n}][price]")
+            raise StripeError(
+                f"Missing required param: {param}[{n}][price].", code="parameter_missing", param=f"{param}[{n}][price]"
+            )
         price = check_price(req, spec["price"], f"{param}[{n}][price]", currency, interval)
         currency = price["currency"]
         interval = (price["recurring"]["interval"], price["recurring"]["interval_count"])
@@ -122,13 +142,28 @@ def resolve_lines(req: Request, specs: list[dict[str, Any]], param: str) -> list
 
 @route("POST", "/v1/subscriptions")
 def create_subscription(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {
-        "customer": s, "items": arr(obj({"price": s, "quantity": i, "metadata": metadata})), "metadata": metadata,
-        "trial_period_days": i, "trial_end": int_or("now"), "default_payment_method": s,
-        "payment_behavior": PAYMENT_BEHAVIOR, "proration_behavior": PRORATION, "cancel_at_period_end": b,
-        "description": s, "discounts": DISCOUNTS, "collection_method": enum("charge_automatically"),
-        "off_session": b, "billing_thresholds": thresholds.SPEC, "billing_mode": BILLING_MODE, **EXPAND},
-        ("customer", "items"))
+    p = validate(
+        req.params,
+        {
+            "customer": s,
+            "items": arr(obj({"price": s, "quantity": i, "metadata": metadata})),
+            "metadata": metadata,
+            "trial_period_days": i,
+            "trial_end": int_or("now"),
+            "default_payment_method": s,
+            "payment_behavior": PAYMENT_BEHAVIOR,
+            "proration_behavior": PRORATION,
+            "cancel_at_period_end": b,
+            "description": s,
+            "discounts": DISCOUNTS,
+            "collection_method": enum("charge_automatically"),
+            "off_session": b,
+            "billing_thresholds": thresholds.SPEC,
+            "billing_mode": BILLING_MODE,
+            **EXPAND,
+        },
+        ("customer", "items"),
+    )
     core = req.core
     mode = billing_mode(p.get("billing_mode"), "billing_mode")
     customer = core.store.get("customer", p["customer"], param="customer")
@@ -138,8 +173,9 @@ def create_subscription(req: Request) -> dict[str, Any]:
     if pm:
         found = core.store.maybe("payment_method", pm)
         if found is None or found["customer"] != customer["id"]:
-            raise StripeError(f"The customer does not have a payment method with the ID {pm}.",
-                              param="default_payment_method")
+            raise StripeError(
+                f"The customer does not have a payment method with the ID {pm}.", param="default_payment_method"
+            )
     trials.check_days(p.get("trial_period_days"), "trial_period_days")
     trial_end = p.get("trial_end")
     now = core.now(core.clock_of(customer["id"]))
@@ -155,9 +191,18 @@ def create_subscription(req: Request) -> dict[str, Any]:
                 raise error
     discounts = make_discounts(req, p.get("discounts", []), customer["id"], "discounts")
     return billing.create_subscription(
-        core, customer, lines, metadata=p.get("metadata", {}), trial_days=p.get("trial_period_days"),
-        trial_end=trial_end, default_payment_method=pm, discounts=discounts, description=p.get("description"),
-        cancel_at_period_end=p.get("cancel_at_period_end", False), billing_thresholds=limits, billing_mode=mode,
+        core,
+        customer,
+        lines,
+        metadata=p.get("metadata", {}),
+        trial_days=p.get("trial_period_days"),
+        trial_end=trial_end,
+        default_payment_method=pm,
+        discounts=discounts,
+        description=p.get("description"),
+        cancel_at_period_end=p.get("cancel_at_period_end", False),
+        billing_thresholds=limits,
+        billing_mode=mode,
     )
 
 
@@ -173,21 +218,33 @@ def _diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 @route("POST", "/v1/subscriptions/{id}")
 def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one branch per field
-    p = validate(req.params, {
-        "metadata": metadata, "cancel_at_period_end": b, "cancel_at": nullable(i),
-        "default_payment_method": nullable(s),
-        "description": nullable(s), "proration_behavior": PRORATION, "payment_behavior": PAYMENT_BEHAVIOR,
-        "items": arr(obj({"id": s, "price": s, "quantity": i, "metadata": metadata, "deleted": b})),
-        "cancellation_details": obj({"comment": nullable(s), "feedback": nullable(s)}), "trial_end": int_or("now"),
-        "off_session": b, "billing_thresholds": thresholds.SPEC, **EXPAND})
+    p = validate(
+        req.params,
+        {
+            "metadata": metadata,
+            "cancel_at_period_end": b,
+            "cancel_at": nullable(i),
+            "default_payment_method": nullable(s),
+            "description": nullable(s),
+            "proration_behavior": PRORATION,
+            "payment_behavior": PAYMENT_BEHAVIOR,
+            "items": arr(obj({"id": s, "price": s, "quantity": i, "metadata": metadata, "deleted": b})),
+            "cancellation_details": obj({"comment": nullable(s), "feedback": nullable(s)}),
+            "trial_end": int_or("now"),
+            "off_session": b,
+            "billing_thresholds": thresholds.SPEC,
+            **EXPAND,
+        },
+    )
     core = req.core
     sub = core.store.get("subscription", req.args[0])
     if sub["status"] in ("canceled", "incomplete_expired"):
         allowed = {"metadata", "cancellation_details", "expand"}
         bad = set(p) - allowed
         if bad:
-            raise StripeError("A canceled subscription can only update its cancellation_details and metadata.",
-                              param=sorted(bad)[0])
+            raise StripeError(
+                "A canceled subscription can only update its cancellation_details and metadata.", param=sorted(bad)[0]
+            )
     limits = thresholds.for_update(core, sub, p)  # checked before anything changes
     before = copy.deepcopy(sub)
     clock = core.clock_of(sub["customer"])
@@ -212,8 +269,9 @@ def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one 
         pm = p["default_payment_method"]
         found = core.store.maybe("payment_method", pm) if pm else None
         if pm and (found is None or found["customer"] != sub["customer"]):
-            raise StripeError(f"The customer does not have a payment method with the ID {pm}.",
-                              param="default_payment_method")
+            raise StripeError(
+                f"The customer does not have a payment method with the ID {pm}.", param="default_payment_method"
+            )
         sub["default_payment_method"] = pm
     if p.get("trial_end") == "now" and sub["status"] == "trialing":
         raise invalid("trial_end", "Ending a trial early is not supported by the emulator.")
@@ -237,8 +295,13 @@ def update_subscription(req: Request) -> dict[str, Any]:  # noqa: PLR0912 - one 
     return sub
 
 
-def _charge_or_undo(req: Request, sub: dict[str, Any], before: dict[str, Any],
-                    saved: list[tuple[dict, dict]], lines: list[dict[str, Any]]) -> None:  # fmt: skip
+def _charge_or_undo(
+    req: Request,
+    sub: dict[str, Any],
+    before: dict[str, Any],
+    saved: list[tuple[dict, dict]],
+    lines: list[dict[str, Any]],
+) -> None:
     """`payment_behavior=error_if_incomplete`: "return an HTTP 402 status code if a subscription's invoice
     cannot be paid ... this parameter does not update the subscription and returns an error instead"
     (SubscriptionUpdateParams). The invoice `always_invoice` makes is charged with the payment method
@@ -261,14 +324,22 @@ def _charge_or_undo(req: Request, sub: dict[str, Any], before: dict[str, Any],
         item.update(copy_before)
     sub["items"]["data"][:] = kept
     sub["items"]["total_count"] = len(kept)
-    for key in ("metadata", "billing_thresholds", "cancel_at_period_end", "cancel_at", "canceled_at",
-                "description", "default_payment_method"):
+    for key in (
+        "metadata",
+        "billing_thresholds",
+        "cancel_at_period_end",
+        "cancel_at",
+        "canceled_at",
+        "description",
+        "default_payment_method",
+    ):
         sub[key] = before[key]
     raise error
 
 
 def _update_items(
-    req: Request, sub: dict[str, Any], specs: list[dict[str, Any]], now: int, *, billed: bool) -> list[dict]:
+    req: Request, sub: dict[str, Any], specs: list[dict[str, Any]], now: int, *, billed: bool
+) -> list[dict]:
     """Apply `items[]`; the lines the change bills (prorations, usage of removed metered prices).
 
     `billed`: the lines will be invoiced (proration_behavior is not `none`), so what the items'
@@ -284,13 +355,18 @@ def _update_items(
         if "id" in spec:
             item = next((x for x in current if x["id"] == spec["id"]), None)
             if item is None:
-                raise StripeError(f"No such subscription item: '{spec['id']}'", status=404,
-                                  code="resource_missing", param=f"{param}[id]")
+                raise StripeError(
+                    f"No such subscription item: '{spec['id']}'",
+                    status=404,
+                    code="resource_missing",
+                    param=f"{param}[id]",
+                )
             lines += _change_item(req, sub, item, spec, param, interval, now, billed)
             continue
         if "price" not in spec:
-            raise StripeError(f"Missing required param: {param}[price].", code="parameter_missing",
-                              param=f"{param}[price]")
+            raise StripeError(
+                f"Missing required param: {param}[price].", code="parameter_missing", param=f"{param}[price]"
+            )
         price = check_price(req, spec["price"], f"{param}[price]", sub["currency"], interval)
         item = billing.new_item(core, sub, price, spec.get("quantity"), spec.get("metadata", {}), now)
         if current:
@@ -308,8 +384,14 @@ def _update_items(
 
 
 def _change_item(  # noqa: PLR0917 - one item of an items[] update
-    req: Request, sub: dict[str, Any], item: dict[str, Any], spec: dict[str, Any], param: str,
-    interval: tuple | None, now: int, billed: bool,
+    req: Request,
+    sub: dict[str, Any],
+    item: dict[str, Any],
+    spec: dict[str, Any],
+    param: str,
+    interval: tuple | None,
+    now: int,
+    billed: bool,
 ) -> list[dict]:
     """Delete or change an existing item; the lines that bills."""
     core = req.core
@@ -351,25 +433,53 @@ def _change_item(  # noqa: PLR0917 - one item of an items[] update
 
 @route("DELETE", "/v1/subscriptions/{id}")
 def cancel_subscription(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"invoice_now": b, "prorate": b,
-                              "cancellation_details": obj({"comment": nullable(s), "feedback": nullable(s)}), **EXPAND})
+    p = validate(
+        req.params,
+        {
+            "invoice_now": b,
+            "prorate": b,
+            "cancellation_details": obj({"comment": nullable(s), "feedback": nullable(s)}),
+            **EXPAND,
+        },
+    )
     sub = req.core.store.get("subscription", req.args[0])
     if sub["status"] in ("canceled", "incomplete_expired"):
-        raise StripeError(f"This subscription ({sub['id']}) has already been canceled.",
-                          code="resource_missing", status=404)
+        raise StripeError(
+            f"This subscription ({sub['id']}) has already been canceled.", code="resource_missing", status=404
+        )
     if "cancellation_details" in p:
         sub["cancellation_details"].update(p["cancellation_details"])
     return billing.cancel(req.core, sub, invoice_now=p.get("invoice_now", False), prorate=p.get("prorate", False))
 
 
-STATUSES = ("active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "trialing", "paused",
-            "all", "ended")
+STATUSES = (
+    "active",
+    "past_due",
+    "unpaid",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "paused",
+    "all",
+    "ended",
+)
 
 
 @route("GET", "/v1/subscriptions")
 def list_subscriptions(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {**LIST, "customer": s, "price": s, "status": enum(*STATUSES), "test_clock": s,
-                              "created": s, "collection_method": s})
+    p = validate(
+        req.params,
+        {
+            **LIST,
+            "customer": s,
+            "price": s,
+            "status": enum(*STATUSES),
+            "test_clock": s,
+            "created": s,
+            "collection_method": s,
+        },
+    )
     status = p.get("status")
 
     def keep(sub: dict[str, Any]) -> bool:
@@ -400,8 +510,7 @@ def search_subscriptions(req: Request) -> dict[str, Any]:
 def list_items(req: Request) -> dict[str, Any]:
     p = validate(req.params, {**LIST, "subscription": s}, ("subscription",))
     sub = req.core.store.get("subscription", p["subscription"], param="subscription")
-    return req.core.page(billing.items(sub), p, f"/v1/subscription_items?subscription={sub['id']}",
-                         newest_first=False)
+    return req.core.page(billing.items(sub), p, f"/v1/subscription_items?subscription={sub['id']}", newest_first=False)
 
 
 @route("GET", "/v1/subscription_items/{id}")
@@ -412,8 +521,18 @@ def get_item(req: Request) -> dict[str, Any]:
 
 @route("POST", "/v1/subscription_items/{id}")
 def update_item(req: Request) -> dict[str, Any]:
-    p = validate(req.params, {"price": s, "quantity": i, "metadata": metadata, "proration_behavior": PRORATION,
-                              "payment_behavior": PAYMENT_BEHAVIOR, "off_session": b, **EXPAND})
+    p = validate(
+        req.params,
+        {
+            "price": s,
+            "quantity": i,
+            "metadata": metadata,
+            "proration_behavior": PRORATION,
+            "payment_behavior": PAYMENT_BEHAVIOR,
+            "off_session": b,
+            **EXPAND,
+        },
+    )
     item = req.core.store.get("subscription_item", req.args[0], "subscription item")
     spec = {k: v for k, v in p.items() if k in ("price", "quantity", "metadata")}
     params: dict[str, Any] = {"items": [{"id": item["id"], **{k: _form(v) for k, v in spec.items()}}]}

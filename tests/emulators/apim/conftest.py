@@ -51,12 +51,23 @@ class Apim:
 
     def api(self, aid: str, path: str | None = None, **props: Any) -> m.ApiContract:
         """An API (created if missing): the gateway routes /{path}/... to it."""
-        params = m.ApiCreateOrUpdateParameter(display_name=aid.title(), path=aid if path is None else path,
-                                              protocols=["https"], service_url=f"https://{aid}.example", **props)
+        params = m.ApiCreateOrUpdateParameter(
+            display_name=aid.title(),
+            path=aid if path is None else path,
+            protocols=["https"],
+            service_url=f"https://{aid}.example",
+            **props,
+        )
         return self.client.api.begin_create_or_update(self.rg, self.svc, aid, params).result()
 
-    def product(self, pid: str, policy_xml: str | None = None, *, apis: tuple[str, ...] = ("echo",),
-                groups: tuple[str, ...] = ()) -> m.ProductContract:  # fmt: skip
+    def product(
+        self,
+        pid: str,
+        policy_xml: str | None = None,
+        *,
+        apis: tuple[str, ...] = ("echo",),
+        groups: tuple[str, ...] = (),
+    ) -> m.ProductContract:
         """A published product with the APIs (path = id, created if missing) and groups linked to it."""
         product = self.client.product.create_or_update(
             self.rg, self.svc, pid, m.ProductContract(display_name=pid.title(), state="published")

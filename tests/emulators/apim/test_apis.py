@@ -28,13 +28,15 @@ class Raw:
     def __call__(self, pipeline_response: Any) -> None:
         response = pipeline_response.http_response
         text = response.text()
-        self.seen.append((response.request.method, response.status_code, dict(response.headers),
-                          json.loads(text) if text else None))  # fmt: skip
+        self.seen.append(
+            (response.request.method, response.status_code, dict(response.headers), json.loads(text) if text else None)
+        )
 
 
 def params(path: str = "echo", **props: Any) -> m.ApiCreateOrUpdateParameter:
-    return m.ApiCreateOrUpdateParameter(display_name="Echo API", path=path, protocols=["https"],
-                                        service_url="https://backend.example/api", **props)  # fmt: skip
+    return m.ApiCreateOrUpdateParameter(
+        display_name="Echo API", path=path, protocols=["https"], service_url="https://backend.example/api", **props
+    )
 
 
 def arm(apim: Apim, method: str, rest: str, body: Any = None) -> requests.Response:
@@ -42,8 +44,14 @@ def arm(apim: Apim, method: str, rest: str, body: Any = None) -> requests.Respon
     url = rest if rest.startswith("https://") else f"{apim.emu.management_url}{apim.emu.emu.service_id}{rest}"
     if "api-version=" not in url:
         url += ("&" if "?" in url else "?") + "api-version=2024-05-01"
-    return requests.request(method, url, json=body, verify=apim.emu.ca_bundle, timeout=10,
-                            headers={"Authorization": f"Bearer {apim.emu.emu.tokens.issue()[0]}"})  # fmt: skip
+    return requests.request(
+        method,
+        url,
+        json=body,
+        verify=apim.emu.ca_bundle,
+        timeout=10,
+        headers={"Authorization": f"Bearer {apim.emu.emu.tokens.issue()[0]}"},
+    )
 
 
 def test_create_api_is_a_long_running_operation_the_sdk_completes(apim: Apim) -> None:
@@ -56,8 +64,17 @@ def test_create_api_is_a_long_running_operation_the_sdk_completes(apim: Apim) ->
     assert created.status_code == 201
     body = created.json()
     assert body["type"] == "Microsoft.ApiManagement/service/apis"
-    assert set(body["properties"]) == {"displayName", "apiRevision", "path", "protocols", "isCurrent", "isOnline",
-                                       "subscriptionKeyParameterNames", "subscriptionRequired", "provisioningState"}
+    assert set(body["properties"]) == {
+        "displayName",
+        "apiRevision",
+        "path",
+        "protocols",
+        "isCurrent",
+        "isOnline",
+        "subscriptionKeyParameterNames",
+        "subscriptionRequired",
+        "provisioningState",
+    }
     assert body["properties"]["provisioningState"] == "InProgress"
     assert body["properties"]["protocols"] == ["https"]
     assert created.headers["ETag"]
@@ -84,17 +101,20 @@ def test_get_list_update_and_delete_apis(apim: Apim) -> None:
     assert apim.client.api.get_entity_tag(apim.rg, apim.svc, "a2") is True
     listed = Raw()
     assert [a.name for a in apim.client.api.list_by_service(apim.rg, apim.svc, raw_response_hook=listed)] == [
-        "a1", "a2", "a3"]
+        "a1",
+        "a2",
+        "a3",
+    ]
     # ApiManagementListApis.json: list entries have no subscriptionKeyParameterNames / isOnline; nextLink "".
     body = listed.seen[0][3]
     assert (body["count"], body["nextLink"]) == (3, "")
     assert "isOnline" not in body["value"][0]["properties"]
     assert [a.name for a in apim.client.api.list_by_service(apim.rg, apim.svc, filter="path eq 'three'")] == ["a3"]
-    assert [a.name for a in apim.client.api.list_by_service(apim.rg, apim.svc,
-                                                            filter="contains(displayName, 'echo')", top=2)] == [
-        "a1", "a2", "a3"]  # fmt: skip
-    updated = apim.client.api.update(apim.rg, apim.svc, "a1", "*", m.ApiUpdateContract(display_name="New",
-                                                                                        path="uno"))  # fmt: skip
+    assert [
+        a.name
+        for a in apim.client.api.list_by_service(apim.rg, apim.svc, filter="contains(displayName, 'echo')", top=2)
+    ] == ["a1", "a2", "a3"]
+    updated = apim.client.api.update(apim.rg, apim.svc, "a1", "*", m.ApiUpdateContract(display_name="New", path="uno"))
     assert (updated.display_name, updated.path, updated.service_url) == ("New", "uno", "https://backend.example/api")
     apim.client.api.begin_delete(apim.rg, apim.svc, "a1", "*").result()
     with pytest.raises(ResourceNotFoundError):
@@ -109,14 +129,26 @@ def test_api_paths_are_unique_and_fields_are_validated(apim: Apim) -> None:
     assert err.value.status_code == 400
     # Verbatim form of a real answer (Azure/apiops#343).
     refused = arm(apim, "PUT", "/apis/second", {"properties": {"displayName": "S", "path": "Shared"}})
-    assert refused.json() == {"error": {
-        "code": "ValidationError", "message": "One or more fields contain incorrect values:",
-        "details": [{"code": "ValidationError", "target": "path",
-                     "message": "Cannot create API 'second' with the same Path 'Shared' as API 'first'  unless it's "
-                                "a part of the same version set"}]}}  # fmt: skip
-    for body, field in (({"properties": {"displayName": "X"}}, "path"), ({"properties": {"path": "x"}}, "displayName"),
-                        ({"properties": {"displayName": "X", "path": "x", "protocols": ["ftp"]}}, "protocols"),
-                        ({"properties": {"displayName": "X", "path": "x", "serviceUrl": "nope"}}, "serviceUrl")):
+    assert refused.json() == {
+        "error": {
+            "code": "ValidationError",
+            "message": "One or more fields contain incorrect values:",
+            "details": [
+                {
+                    "code": "ValidationError",
+                    "target": "path",
+                    "message": "Cannot create API 'second' with the same Path 'Shared' as API 'first'  unless it's "
+                    "a part of the same version set",
+                }
+            ],
+        }
+    }
+    for body, field in (
+        ({"properties": {"displayName": "X"}}, "path"),
+        ({"properties": {"path": "x"}}, "displayName"),
+        ({"properties": {"displayName": "X", "path": "x", "protocols": ["ftp"]}}, "protocols"),
+        ({"properties": {"displayName": "X", "path": "x", "serviceUrl": "nope"}}, "serviceUrl"),
+    ):
         answer = arm(apim, "PUT", "/apis/bad", body)
         assert answer.status_code == 400
         assert answer.json()["error"]["details"][0]["target"] == field
@@ -138,8 +170,9 @@ def test_product_api_links(apim: Apim) -> None:
     apim.client.product_api.create_or_update(apim.rg, apim.svc, "p", "other")
     assert apim.client.product_api.check_entity_exists(apim.rg, apim.svc, "p", "echo") is True
     listed = Raw()
-    assert [a.name for a in apim.client.product_api.list_by_product(apim.rg, apim.svc, "p",
-                                                                    raw_response_hook=listed)] == ["echo", "other"]
+    assert [
+        a.name for a in apim.client.product_api.list_by_product(apim.rg, apim.svc, "p", raw_response_hook=listed)
+    ] == ["echo", "other"]
     entry = listed.seen[0][3]["value"][0]
     # ApiManagementListProductApis.json: id under the product, type products/apis.
     assert entry["id"].endswith("/products/p/apis/echo")
@@ -166,8 +199,9 @@ def test_product_group_links(apim: Apim) -> None:
     apim.client.product.create_or_update(apim.rg, apim.svc, "p", m.ProductContract(display_name="P"))
     # "By default, new products are unpublished, and are visible only to the Administrators group."
     listed = Raw()
-    assert [g.name for g in apim.client.product_group.list_by_product(apim.rg, apim.svc, "p",
-                                                                      raw_response_hook=listed)] == ["administrators"]
+    assert [
+        g.name for g in apim.client.product_group.list_by_product(apim.rg, apim.svc, "p", raw_response_hook=listed)
+    ] == ["administrators"]
     # ApiManagementListProductGroups.json: entries under the product, type products/groups, full properties.
     entry = listed.seen[0][3]["value"][0]
     assert entry["id"].endswith("/products/p/groups/administrators")
@@ -182,8 +216,9 @@ def test_product_group_links(apim: Apim) -> None:
     assert raw.seen[0][3]["id"].endswith("/groups/developers")
     assert raw.seen[0][3]["type"] == "Microsoft.ApiManagement/service/products/groups"
     assert apim.client.product_group.check_entity_exists(apim.rg, apim.svc, "p", "partners") is True
-    assert [g.name for g in apim.client.product_group.list_by_product(
-        apim.rg, apim.svc, "p", filter="name eq 'developers'")] == ["developers"]  # fmt: skip
+    assert [
+        g.name for g in apim.client.product_group.list_by_product(apim.rg, apim.svc, "p", filter="name eq 'developers'")
+    ] == ["developers"]
     apim.client.group.delete(apim.rg, apim.svc, "partners", "*")  # a deleted group leaves its products
     with pytest.raises(ResourceNotFoundError):
         apim.client.product_group.check_entity_exists(apim.rg, apim.svc, "p", "partners")
@@ -200,7 +235,11 @@ def test_the_service_resource(apim: Apim) -> None:
     raw = Raw()
     service = apim.client.api_management_service.get(apim.rg, apim.svc, raw_response_hook=raw)
     assert (text(service.name), text(service.type), service.sku.name, service.sku.capacity) == (
-        apim.svc, "Microsoft.ApiManagement/service", "Developer", 1)
+        apim.svc,
+        "Microsoft.ApiManagement/service",
+        "Developer",
+        1,
+    )
     assert service.gateway_url == apim.emu.gateway_url
     assert service.developer_portal_url == apim.emu.portal_url
     assert service.publisher_email == apim.emu.publisher_email

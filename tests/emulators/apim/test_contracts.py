@@ -30,8 +30,15 @@ from tests.emulators.apim.conftest import ManualClock
 
 CONTRACTS = Path(__file__).resolve().parents[3].parent / "shared" / "contracts" / "apim"
 TIMESTAMPS = {"createdDate", "registrationDate", "startDate"}
-NOT_MEASURED = {"bandwidth", "apiTimeAvg", "apiTimeMin", "apiTimeMax", "serviceTimeAvg", "serviceTimeMin",
-                "serviceTimeMax"}  # fmt: skip
+NOT_MEASURED = {
+    "bandwidth",
+    "apiTimeAvg",
+    "apiTimeMin",
+    "apiTimeMax",
+    "serviceTimeAvg",
+    "serviceTimeMin",
+    "serviceTimeMax",
+}
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -89,8 +96,13 @@ def body(params: dict[str, Any]) -> io.BytesIO:
 def env() -> Iterator[tuple[ApiManagementClient, str, str, ApimEmulator]]:
     # The samples' own coordinates, so resource ids can be compared verbatim; the samples date from 2017.
     clock = ManualClock(datetime(2017, 6, 3, 12, 0, tzinfo=UTC))
-    with ApimEmulator(subscription_id="00000000-0000-0000-0000-000000000000", resource_group="rg1",
-                      service_name="apimService1", clock=clock, publisher_email="admin@live.com") as emu:  # fmt: skip
+    with ApimEmulator(
+        subscription_id="00000000-0000-0000-0000-000000000000",
+        resource_group="rg1",
+        service_name="apimService1",
+        clock=clock,
+        publisher_email="admin@live.com",
+    ) as emu:
         client = emu.management_client(retry_total=0)
         yield client, "rg1", "apimService1", emu
         client.close()
@@ -101,8 +113,9 @@ def test_create_user(env: Any) -> None:
     s = sample("ApiManagementCreateUser")
     p, raw = s["parameters"], Raw()
     for status in ("201", "200"):  # first create, then update in place
-        client.user.create_or_update(rg, svc, p["userId"], body(p), content_type="application/json",
-                                     raw_response_hook=raw.hook())  # fmt: skip
+        client.user.create_or_update(
+            rg, svc, p["userId"], body(p), content_type="application/json", raw_response_hook=raw.hook()
+        )
         assert raw.status == int(status)
         assert_matches(raw.body, s["responses"][status]["body"])
 
@@ -112,10 +125,17 @@ def test_get_user(env: Any) -> None:
     s = sample("ApiManagementGetUser")
     expected = s["responses"]["200"]["body"]
     props = expected["properties"]
-    client.user.create_or_update(rg, svc, s["parameters"]["userId"], m.UserCreateParameters(
-        email=props["email"], first_name=props["firstName"], last_name=props["lastName"],
-        identities=[m.UserIdentityContract(provider=i["provider"], id=i["id"]) for i in props["identities"]],
-    ))  # fmt: skip
+    client.user.create_or_update(
+        rg,
+        svc,
+        s["parameters"]["userId"],
+        m.UserCreateParameters(
+            email=props["email"],
+            first_name=props["firstName"],
+            last_name=props["lastName"],
+            identities=[m.UserIdentityContract(provider=i["provider"], id=i["id"]) for i in props["identities"]],
+        ),
+    )
     raw = Raw()
     client.user.get(rg, svc, s["parameters"]["userId"], raw_response_hook=raw.hook())
     assert_matches(raw.body, expected)
@@ -126,8 +146,9 @@ def test_create_product(env: Any) -> None:
     s = sample("ApiManagementCreateProduct")
     p, raw = s["parameters"], Raw()
     for status in ("201", "200"):
-        client.product.create_or_update(rg, svc, p["productId"], body(p), content_type="application/json",
-                                        raw_response_hook=raw.hook())  # fmt: skip
+        client.product.create_or_update(
+            rg, svc, p["productId"], body(p), content_type="application/json", raw_response_hook=raw.hook()
+        )
         assert raw.status == int(status)
         assert_matches(raw.body, s["responses"][status]["body"])
 
@@ -139,9 +160,14 @@ def test_create_product_policy(env: Any) -> None:
     client.product.create_or_update(rg, svc, p["productId"], m.ProductContract(display_name="P"))
     for status in ("201", "200"):
         client.product_policy.create_or_update(
-            rg, svc, p["productId"], p["policyId"], body(p), content_type="application/json",
+            rg,
+            svc,
+            p["productId"],
+            p["policyId"],
+            body(p),
+            content_type="application/json",
             raw_response_hook=raw.hook(),
-        )  # fmt: skip
+        )
         assert raw.status == int(status)
         # APIM rewrites {{named values}} to their ids on save; the emulator keeps the text it was sent.
         assert_matches(raw.body, s["responses"][status]["body"], ignore=frozenset({"value"}))
@@ -150,8 +176,9 @@ def test_create_product_policy(env: Any) -> None:
 
 def _user_and_product(client: ApiManagementClient, rg: str, svc: str, owner_id: str, scope: str) -> None:
     uid, pid = owner_id.rsplit("/", 1)[1], scope.rsplit("/", 1)[1]
-    client.user.create_or_update(rg, svc, uid, m.UserCreateParameters(
-        email=f"{uid}@example.com", first_name="foo", last_name="bar"))  # fmt: skip
+    client.user.create_or_update(
+        rg, svc, uid, m.UserCreateParameters(email=f"{uid}@example.com", first_name="foo", last_name="bar")
+    )
     client.product.create_or_update(rg, svc, pid, m.ProductContract(display_name="P"))
 
 
@@ -162,8 +189,9 @@ def test_create_subscription(env: Any) -> None:
     props = p["parameters"]["properties"]
     _user_and_product(client, rg, svc, props["ownerId"], props["scope"])
     for status in ("201", "200"):
-        client.subscription.create_or_update(rg, svc, p["sid"], body(p), content_type="application/json",
-                                             raw_response_hook=raw.hook())  # fmt: skip
+        client.subscription.create_or_update(
+            rg, svc, p["sid"], body(p), content_type="application/json", raw_response_hook=raw.hook()
+        )
         assert raw.status == int(status)
         assert_matches(raw.body, s["responses"][status]["body"])
 
@@ -174,15 +202,20 @@ def test_get_and_update_subscription(env: Any) -> None:
     expected = get["responses"]["200"]["body"]["properties"]
     _user_and_product(client, rg, svc, expected["ownerId"], expected["scope"])
     for sid, name in ((get["parameters"]["sid"], expected["displayName"]), (update["parameters"]["sid"], "old")):
-        client.subscription.create_or_update(rg, svc, sid, m.SubscriptionCreateParameters(
-            owner_id=expected["ownerId"], scope=expected["scope"], display_name=name))  # fmt: skip
+        client.subscription.create_or_update(
+            rg,
+            svc,
+            sid,
+            m.SubscriptionCreateParameters(owner_id=expected["ownerId"], scope=expected["scope"], display_name=name),
+        )
     raw = Raw()
     client.subscription.get(rg, svc, get["parameters"]["sid"], raw_response_hook=raw.hook())
     assert_matches(raw.body, get["responses"]["200"]["body"])
 
     p = update["parameters"]
-    client.subscription.update(rg, svc, p["sid"], p["If-Match"], body(p), content_type="application/json",
-                               raw_response_hook=raw.hook())  # fmt: skip
+    client.subscription.update(
+        rg, svc, p["sid"], p["If-Match"], body(p), content_type="application/json", raw_response_hook=raw.hook()
+    )
     assert raw.status == 200
     assert_matches(raw.body, update["responses"]["200"]["body"])
 
@@ -191,10 +224,12 @@ def test_user_token(env: Any) -> None:
     client, rg, svc, _ = env
     s = sample("ApiManagementUserToken")
     p, raw = s["parameters"], Raw()
-    client.user.create_or_update(rg, svc, p["userId"], m.UserCreateParameters(
-        email="token@example.com", first_name="foo", last_name="bar"))  # fmt: skip
-    client.user.get_shared_access_token(rg, svc, p["userId"], body(p), content_type="application/json",
-                                        raw_response_hook=raw.hook())  # fmt: skip
+    client.user.create_or_update(
+        rg, svc, p["userId"], m.UserCreateParameters(email="token@example.com", first_name="foo", last_name="bar")
+    )
+    client.user.get_shared_access_token(
+        rg, svc, p["userId"], body(p), content_type="application/json", raw_response_hook=raw.hook()
+    )
     expected = s["responses"]["200"]["body"]["value"]
     assert set(raw.body) == {"value"}
     # "{userId}&{expiry yyyyMMddHHmm}&{signature}": the first two parts are determined by the request.
@@ -209,26 +244,33 @@ def test_reports_by_subscription(env: Any) -> None:
     for record in expected["value"]:
         uid, pid, sid = (record[k].rsplit("/", 1)[1] for k in ("userId", "productId", "subscriptionId"))
         if uid not in emu.emu.store.users:
-            client.user.create_or_update(rg, svc, uid, m.UserCreateParameters(
-                email=f"u{uid}@example.com", first_name="foo", last_name="bar"))  # fmt: skip
+            client.user.create_or_update(
+                rg, svc, uid, m.UserCreateParameters(email=f"u{uid}@example.com", first_name="foo", last_name="bar")
+            )
         client.product.create_or_update(rg, svc, pid, m.ProductContract(display_name=pid))
-        client.subscription.create_or_update(rg, svc, sid, m.SubscriptionCreateParameters(
-            owner_id=f"/users/{uid}", scope=f"/products/{pid}", display_name=sid, state="active"))  # fmt: skip
+        client.subscription.create_or_update(
+            rg,
+            svc,
+            sid,
+            m.SubscriptionCreateParameters(
+                owner_id=f"/users/{uid}", scope=f"/products/{pid}", display_name=sid, state="active"
+            ),
+        )
     at = datetime(2017, 6, 2, 10, 0, tzinfo=UTC)
     busy_sid = busy["subscriptionId"].rsplit("/", 1)[1]
     for outcome in ("success", "blocked", "failed", "other"):
         emu.record_usage(busy_sid, busy[f"callCount{outcome.title()}"], at=at, outcome=outcome)
 
     raw = Raw()
-    records = list(client.reports.list_by_subscription(rg, svc, filter=s["parameters"]["$filter"],
-                                                       raw_response_hook=raw.hook()))  # fmt: skip
+    records = list(
+        client.reports.list_by_subscription(rg, svc, filter=s["parameters"]["$filter"], raw_response_hook=raw.hook())
+    )
     assert [r.subscription_id for r in records] == [busy["subscriptionId"]]
     assert set(raw.body) == set(expected)
     assert raw.body["nextLink"] == expected["nextLink"]
     # Zero-call rows, which the sample shows, are omitted here (documented), so count differs.
     assert raw.body["count"] == 1
     assert_matches(raw.body["value"], [busy], "value", ignore=frozenset(NOT_MEASURED))
-
 
 
 @pytest.mark.parametrize("op", ["lt", "gt"])
@@ -239,6 +281,7 @@ def test_report_filters_take_only_ge_and_le_on_timestamp(env: Any, op: str) -> N
         list(client.reports.list_by_subscription(rg, svc, filter=flt))
     assert refused.value.status_code == 400
     assert f"'timestamp {op}' is not supported" in str(refused.value)
+
 
 # ---- samples embedded here (not in ../shared) -------------------------------------------------------
 SERVICE = (
@@ -252,25 +295,25 @@ LIST_GROUPS_SYSTEM = {
     "administrators": {
         "displayName": "Administrators",
         "description": "Administrators is a built-in group. Its membership is managed by the system. "
-                       "Microsoft Azure subscription administrators fall into this group.",
+        "Microsoft Azure subscription administrators fall into this group.",
         "builtIn": True,
         "type": "system",
     },
     "developers": {
         "displayName": "Developers",
         "description": "Developers is a built-in group. Its membership is managed by the system. "
-                       "Signed-in users fall into this group.",
+        "Signed-in users fall into this group.",
         "builtIn": True,
         "type": "system",
     },
     "guests": {
         "displayName": "Guests",
         "description": "Guests is a built-in group. Its membership is managed by the system. "
-                       "Unauthenticated users visiting the developer portal fall into this group.",
+        "Unauthenticated users visiting the developer portal fall into this group.",
         "builtIn": True,
         "type": "system",
     },
-}  # fmt: skip
+}
 
 # ApiManagementCreateGroup.json: request and the 201/200 answers (the same body).
 CREATE_GROUP = {
@@ -287,12 +330,14 @@ CREATE_GROUP = {
 # ApiManagementCreateGroupExternal.json: request and the 201/200 answers (the same body).
 CREATE_GROUP_EXTERNAL = {
     "groupId": "aadGroup",
-    "parameters": {"properties": {
-        "displayName": "NewGroup (samiraad.onmicrosoft.com)",
-        "description": "new group to test",
-        "type": "external",
-        "externalId": "aad://samiraad.onmicrosoft.com/groups/83cf2753-5831-4675-bc0e-2f8dc067c58d",
-    }},
+    "parameters": {
+        "properties": {
+            "displayName": "NewGroup (samiraad.onmicrosoft.com)",
+            "description": "new group to test",
+            "type": "external",
+            "externalId": "aad://samiraad.onmicrosoft.com/groups/83cf2753-5831-4675-bc0e-2f8dc067c58d",
+        }
+    },
     "response": {
         "id": SERVICE + "/groups/aadGroup",
         "type": "Microsoft.ApiManagement/service/groups",
@@ -304,7 +349,7 @@ CREATE_GROUP_EXTERNAL = {
             "externalId": "aad://samiraad.onmicrosoft.com/groups/83cf2753-5831-4675-bc0e-2f8dc067c58d",
         },
     },
-}  # fmt: skip
+}
 
 # ApiManagementGetGroup.json: the 200 answer.
 GET_GROUP: dict[str, Any] = {
@@ -346,23 +391,25 @@ CREATE_GROUP_USER: dict[str, Any] = {
 # ApiManagementListGroupUsers.json: the 200 answer. Its entry's id ends in "kjoshiarmTemplateUser1"
 # while its name is "armTemplateUser1" (a slip in the sample), so the id is checked against the name.
 LIST_GROUP_USERS: dict[str, Any] = {
-    "value": [{
-        "id": SERVICE + "/users/kjoshiarmTemplateUser1",
-        "type": "Microsoft.ApiManagement/service/groups/users",
-        "name": "armTemplateUser1",
-        "properties": {
-            "firstName": "user1",
-            "lastName": "lastname1",
-            "email": "user1@live.com",
-            "state": "active",
-            "registrationDate": "2017-05-31T18:54:41.447Z",
-            "note": "note for user 1",
-            "identities": [{"provider": "Basic", "id": "user1@live.com"}],
-        },
-    }],
+    "value": [
+        {
+            "id": SERVICE + "/users/kjoshiarmTemplateUser1",
+            "type": "Microsoft.ApiManagement/service/groups/users",
+            "name": "armTemplateUser1",
+            "properties": {
+                "firstName": "user1",
+                "lastName": "lastname1",
+                "email": "user1@live.com",
+                "state": "active",
+                "registrationDate": "2017-05-31T18:54:41.447Z",
+                "note": "note for user 1",
+                "identities": [{"provider": "Basic", "id": "user1@live.com"}],
+            },
+        }
+    ],
     "count": 1,
     "nextLink": "",
-}  # fmt: skip
+}
 
 # ApiManagementListUsers.json: its first entry, the administrator (the sample's publisher e-mail is
 # admin@live.com, which the env fixture passes as publisher_email).
@@ -390,8 +437,15 @@ def test_list_groups_system_entries(env: Any) -> None:
     assert (raw.body["count"], raw.body["nextLink"]) == (3, "")
     for entry in raw.body["value"]:
         gid = entry["name"]
-        assert_matches(entry, {"id": f"{SERVICE}/groups/{gid}", "type": "Microsoft.ApiManagement/service/groups",
-                               "name": gid, "properties": LIST_GROUPS_SYSTEM[gid]})  # fmt: skip
+        assert_matches(
+            entry,
+            {
+                "id": f"{SERVICE}/groups/{gid}",
+                "type": "Microsoft.ApiManagement/service/groups",
+                "name": gid,
+                "properties": LIST_GROUPS_SYSTEM[gid],
+            },
+        )
 
 
 @pytest.mark.parametrize("s", [CREATE_GROUP, CREATE_GROUP_EXTERNAL], ids=["custom", "external"])
@@ -399,8 +453,14 @@ def test_create_group(env: Any, s: dict[str, Any]) -> None:
     client, rg, svc, _ = env
     raw = Raw()
     for status in (201, 200):
-        client.group.create_or_update(rg, svc, s["groupId"], io.BytesIO(json.dumps(s["parameters"]).encode()),
-                                      content_type="application/json", raw_response_hook=raw.hook())  # fmt: skip
+        client.group.create_or_update(
+            rg,
+            svc,
+            s["groupId"],
+            io.BytesIO(json.dumps(s["parameters"]).encode()),
+            content_type="application/json",
+            raw_response_hook=raw.hook(),
+        )
         assert raw.status == status
         assert_matches(raw.body, s["response"])
 
@@ -408,15 +468,29 @@ def test_create_group(env: Any, s: dict[str, Any]) -> None:
 def test_get_and_update_group(env: Any) -> None:
     client, rg, svc, _ = env
     props = GET_GROUP["properties"]
-    client.group.create_or_update(rg, svc, GET_GROUP["name"], m.GroupCreateParameters(
-        display_name=props["displayName"], description=props["description"], type=props["type"],
-        external_id=props["externalId"]))  # fmt: skip
+    client.group.create_or_update(
+        rg,
+        svc,
+        GET_GROUP["name"],
+        m.GroupCreateParameters(
+            display_name=props["displayName"],
+            description=props["description"],
+            type=props["type"],
+            external_id=props["externalId"],
+        ),
+    )
     raw = Raw()
     client.group.get(rg, svc, GET_GROUP["name"], raw_response_hook=raw.hook())
     assert_matches(raw.body, GET_GROUP)
 
-    client.group.update(rg, svc, GET_GROUP["name"], "*", m.GroupUpdateParameters(display_name="temp group"),
-                        raw_response_hook=raw.hook())  # fmt: skip
+    client.group.update(
+        rg,
+        svc,
+        GET_GROUP["name"],
+        "*",
+        m.GroupUpdateParameters(display_name="temp group"),
+        raw_response_hook=raw.hook(),
+    )
     assert raw.status == 200
     assert set(raw.body["properties"]) == UPDATE_GROUP_PROPERTIES
     assert raw.body["properties"]["builtIn"] is False
@@ -425,25 +499,38 @@ def test_get_and_update_group(env: Any) -> None:
 def test_list_user_groups(env: Any) -> None:
     client, rg, svc, _ = env
     uid = "57681833a40f7eb6c49f6acf"  # ApiManagementListUserGroups.json's userId
-    client.user.create_or_update(rg, svc, uid, m.UserCreateParameters(
-        email="groups@example.com", first_name="foo", last_name="bar"))  # fmt: skip
+    client.user.create_or_update(
+        rg, svc, uid, m.UserCreateParameters(email="groups@example.com", first_name="foo", last_name="bar")
+    )
     raw = Raw()
     list(client.user_group.list(rg, svc, uid, raw_response_hook=raw.hook()))
-    assert_matches(raw.body, {
-        "value": [{"id": f"{SERVICE}/users/{uid}/groups/developers",
-                   "type": "Microsoft.ApiManagement/service/users/groups", "name": "developers",
-                   "properties": LIST_USER_GROUPS_ENTRY_PROPERTIES}],
-        "count": 1,
-        "nextLink": "",
-    })  # fmt: skip
+    assert_matches(
+        raw.body,
+        {
+            "value": [
+                {
+                    "id": f"{SERVICE}/users/{uid}/groups/developers",
+                    "type": "Microsoft.ApiManagement/service/users/groups",
+                    "name": "developers",
+                    "properties": LIST_USER_GROUPS_ENTRY_PROPERTIES,
+                }
+            ],
+            "count": 1,
+            "nextLink": "",
+        },
+    )
 
 
 def test_create_group_user(env: Any) -> None:
     client, rg, svc, _ = env
     props = CREATE_GROUP_USER["properties"]
     client.group.create_or_update(rg, svc, "tempgroup", m.GroupCreateParameters(display_name="temp group"))
-    client.user.create_or_update(rg, svc, CREATE_GROUP_USER["name"], m.UserCreateParameters(
-        email=props["email"], first_name=props["firstName"], last_name=props["lastName"]))  # fmt: skip
+    client.user.create_or_update(
+        rg,
+        svc,
+        CREATE_GROUP_USER["name"],
+        m.UserCreateParameters(email=props["email"], first_name=props["firstName"], last_name=props["lastName"]),
+    )
     raw = Raw()
     for status in (201, 200):
         client.group_user.create(rg, svc, "tempgroup", CREATE_GROUP_USER["name"], raw_response_hook=raw.hook())
@@ -457,9 +544,14 @@ def test_list_group_users(env: Any) -> None:
     expected = LIST_GROUP_USERS["value"][0]
     props, uid = expected["properties"], expected["name"]
     client.group.create_or_update(rg, svc, "57d2ef278aa04f0888cba3f3", m.GroupCreateParameters(display_name="G"))
-    client.user.create_or_update(rg, svc, uid, m.UserCreateParameters(
-        email=props["email"], first_name=props["firstName"], last_name=props["lastName"],
-        note=props["note"]))  # fmt: skip
+    client.user.create_or_update(
+        rg,
+        svc,
+        uid,
+        m.UserCreateParameters(
+            email=props["email"], first_name=props["firstName"], last_name=props["lastName"], note=props["note"]
+        ),
+    )
     client.group_user.create(rg, svc, "57d2ef278aa04f0888cba3f3", uid)
     raw = Raw()
     list(client.group_user.list(rg, svc, "57d2ef278aa04f0888cba3f3", raw_response_hook=raw.hook()))

@@ -63,11 +63,29 @@ def test_cli_serves_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> Non
     ports = [free_port() for _ in range(3)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators.apim", "--port", str(ports[0]), "--gateway-port", str(ports[1]),
-         "--portal-port", str(ports[2]), "--error-rate-429", "0", "--publisher-email", "owner@contoso.com",
-         "--tier", "StandardV2"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "emulators.apim",
+            "--port",
+            str(ports[0]),
+            "--gateway-port",
+            str(ports[1]),
+            "--portal-port",
+            str(ports[2]),
+            "--error-rate-429",
+            "0",
+            "--publisher-email",
+            "owner@contoso.com",
+            "--tier",
+            "StandardV2",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for port in ports:
             wait_for_port(port, timeout=30, alive=lambda: proc.poll() is None)
@@ -84,11 +102,15 @@ def test_cli_serves_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setenv("IDENTITY_ENDPOINT", settings["IDENTITY_ENDPOINT"])
         monkeypatch.setenv("IDENTITY_HEADER", settings["IDENTITY_HEADER"])
         credential = ManagedIdentityCredential(connection_verify=settings["REQUESTS_CA_BUNDLE"])
-        with ApiManagementClient(credential, settings["APIM_SUBSCRIPTION_ID"],
-                                 base_url=settings["APIM_MANAGEMENT_ENDPOINT"],
-                                 connection_verify=settings["REQUESTS_CA_BUNDLE"]) as client:  # fmt: skip
-            created = client.product.create_or_update(settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"],
-                                                      "p", m.ProductContract(display_name="P"))  # fmt: skip
+        with ApiManagementClient(
+            credential,
+            settings["APIM_SUBSCRIPTION_ID"],
+            base_url=settings["APIM_MANAGEMENT_ENDPOINT"],
+            connection_verify=settings["REQUESTS_CA_BUNDLE"],
+        ) as client:
+            created = client.product.create_or_update(
+                settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"], "p", m.ProductContract(display_name="P")
+            )
             admin = client.user.get(settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"], "1")
             service = client.api_management_service.get(settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"])
         assert created.name == "p"
@@ -105,21 +127,36 @@ def test_cli_serves_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_cli_rejects_bad_arguments() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "emulators.apim", "--error-rate-429", "1.5"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "error_rate_429" in result.stderr
     assert "Traceback" not in result.stderr
     result = subprocess.run(
         [sys.executable, "-m", "emulators.apim", "--publisher-email", "nobody"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "publisher_email" in result.stderr
     result = subprocess.run(
         [sys.executable, "-m", "emulators.apim", "--tier", "Consumption"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "--tier: invalid choice: 'Consumption'" in result.stderr
 

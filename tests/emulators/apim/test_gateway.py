@@ -12,10 +12,13 @@ from azure.mgmt.apimanagement import models as m
 from tests.emulators.apim.conftest import Apim, ManualClock, pages, policy, text
 
 KEY = "Ocp-Apim-Subscription-Key"
-INVALID_KEY = ("Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
-               "subscription.")  # fmt: skip
-MISSING_KEY = ("Access denied due to missing subscription key. Make sure to include subscription key when making "
-               "requests to an API.")  # fmt: skip
+INVALID_KEY = (
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
+)
+MISSING_KEY = (
+    "Access denied due to missing subscription key. Make sure to include subscription key when making "
+    "requests to an API."
+)
 
 
 def call(apim: Apim, key: str | None, path: str = "/echo", **kwargs: Any) -> requests.Response:
@@ -52,8 +55,10 @@ def test_quota_lets_exactly_n_through_per_period(timed: Apim, clock: ManualClock
     assert statuses == [200] * 5 + [403] * 2
     blocked = call(timed, key)
     assert blocked.headers["Retry-After"] == str(50 * 60)  # until 13:07
-    assert blocked.json() == {"statusCode": 403, "message": "Out of call volume quota. Quota will be replenished "
-                              "in 00:50:00."}  # fmt: skip
+    assert blocked.json() == {
+        "statusCode": 403,
+        "message": "Out of call volume quota. Quota will be replenished in 00:50:00.",
+    }
 
     clock.advance(minutes=49)  # 13:06, still the first period
     assert call(timed, key).status_code == 403
@@ -100,8 +105,7 @@ def test_rate_limit_by_key_with_subscription_expression(timed: Apim) -> None:
 def test_a_policy_outside_inbound_does_not_limit(timed: Apim) -> None:
     """The gateway reads what the app stored: a limit in the wrong section is not enforced."""
     xml = (
-        '<policies><inbound><base /></inbound><outbound><quota calls="1" renewal-period="300" /></outbound>'
-        "</policies>"
+        '<policies><inbound><base /></inbound><outbound><quota calls="1" renewal-period="300" /></outbound></policies>'
     )
     timed.product("oops", xml)
     timed.subscription("s1", "oops", "u")
@@ -157,8 +161,11 @@ def test_reports_count_outcomes(timed: Apim, clock: ManualClock) -> None:
     assert list(rows) == ["/subscriptions/s1"]  # the idle subscription has no row
     row = rows["/subscriptions/s1"]
     assert (row.call_count_success, row.call_count_blocked, row.call_count_failed, row.call_count_other) == (
-        2, 2, 2, 1,
-    )  # fmt: skip
+        2,
+        2,
+        2,
+        1,
+    )
     assert row.call_count_total == 7
     assert row.product_id == "/products/free"
     assert row.user_id == "/users/u"
@@ -193,8 +200,9 @@ def test_bulk_usage_and_control_endpoint(timed: Apim, clock: ManualClock) -> Non
         timeout=10,
     )
     assert posted.status_code == 200
-    bad = requests.post(f"{timed.emu.gateway_url}/_emulator/usage", json={"subscriptionId": "nope", "calls": 1},
-                        timeout=10)  # fmt: skip
+    bad = requests.post(
+        f"{timed.emu.gateway_url}/_emulator/usage", json={"subscriptionId": "nope", "calls": 1}, timeout=10
+    )
     assert bad.status_code == 400
     assert "nope" in bad.json()["error"]["message"]
 
@@ -211,13 +219,19 @@ def test_report_filter_by_subscription(timed: Apim, clock: ManualClock) -> None:
     for sid in ("a", "b"):
         timed.subscription(sid, "open", "u")
         timed.emu.record_usage(sid, 3, at=clock())
-    records = list(timed.client.reports.list_by_subscription(
-        timed.rg, timed.svc,
-        filter=window(clock() - timedelta(minutes=1), clock()) + " and subscriptionId eq 'b'",
-    ))  # fmt: skip
+    records = list(
+        timed.client.reports.list_by_subscription(
+            timed.rg,
+            timed.svc,
+            filter=window(clock() - timedelta(minutes=1), clock()) + " and subscriptionId eq 'b'",
+        )
+    )
     assert [r.subscription_id for r in records] == ["/subscriptions/b"]
-    products = list(timed.client.reports.list_by_product(
-        timed.rg, timed.svc, filter=window(clock() - timedelta(minutes=1), clock())))  # fmt: skip
+    products = list(
+        timed.client.reports.list_by_product(
+            timed.rg, timed.svc, filter=window(clock() - timedelta(minutes=1), clock())
+        )
+    )
     assert [(text(p.product_id), p.call_count_success) for p in products] == [("/products/open", 6)]
 
 
@@ -292,8 +306,12 @@ def test_suspended_and_cancelled_keys_are_refused_and_reported_as_blocked(timed:
 def test_api_scoped_and_all_apis_keys_skip_product_policies(timed: Apim) -> None:
     timed.product("p", policy('<rate-limit calls="1" renewal-period="60" />'), apis=("echo", "other"))
     for sid, scope in (("one", "/apis/echo"), ("all", "/apis")):
-        timed.client.subscription.create_or_update(timed.rg, timed.svc, sid, m.SubscriptionCreateParameters(
-            owner_id="/users/u", scope=scope, display_name=sid, state="active"))  # fmt: skip
+        timed.client.subscription.create_or_update(
+            timed.rg,
+            timed.svc,
+            sid,
+            m.SubscriptionCreateParameters(owner_id="/users/u", scope=scope, display_name=sid, state="active"),
+        )
     one, every = timed.key("one"), timed.key("all")
     assert [call(timed, one, "/echo").status_code for _ in range(3)] == [200, 200, 200]  # no product rate limit
     assert call(timed, one, "/other").status_code == 401  # another API
@@ -314,8 +332,9 @@ def test_calls_without_a_key_reach_only_apis_that_need_no_subscription(timed: Ap
 
 
 def test_custom_subscription_key_names(timed: Apim) -> None:
-    timed.api("custom", subscription_key_parameter_names=m.SubscriptionKeyParameterNamesContract(
-        header="X-Key", query="key"))  # fmt: skip
+    timed.api(
+        "custom", subscription_key_parameter_names=m.SubscriptionKeyParameterNamesContract(header="X-Key", query="key")
+    )
     timed.product("p", apis=("custom",))
     timed.subscription("s1", "p", "u")
     key = timed.key("s1")
@@ -332,8 +351,9 @@ def test_a_scope_change_keeps_the_keys_and_the_gateway_applies_the_new_products_
     key = timed.key("s1")
     secondary = timed.client.subscription.list_secrets(timed.rg, timed.svc, "s1").secondary_key
     assert [call(timed, key).status_code for _ in range(3)] == [200, 200, 429]
-    moved = timed.client.subscription.update(timed.rg, timed.svc, "s1", "*",
-                                             m.SubscriptionUpdateParameters(scope="/products/large"))
+    moved = timed.client.subscription.update(
+        timed.rg, timed.svc, "s1", "*", m.SubscriptionUpdateParameters(scope="/products/large")
+    )
     assert text(moved.scope).endswith("/products/large")
     assert moved.state == "active"
     secrets = timed.client.subscription.list_secrets(timed.rg, timed.svc, "s1")
@@ -344,5 +364,6 @@ def test_a_scope_change_keeps_the_keys_and_the_gateway_applies_the_new_products_
     listed = [s.name for s in timed.client.product_subscriptions.list(timed.rg, timed.svc, "large")]
     assert listed == ["s1"]
     with pytest.raises(Exception, match="does not exist"):
-        timed.client.subscription.update(timed.rg, timed.svc, "s1", "*",
-                                         m.SubscriptionUpdateParameters(scope="/products/none"))
+        timed.client.subscription.update(
+            timed.rg, timed.svc, "s1", "*", m.SubscriptionUpdateParameters(scope="/products/none")
+        )

@@ -56,8 +56,11 @@ def test_new_service_has_the_administrator_and_the_built_in_groups(apim: Apim) -
     c, rg, svc = apim.client, apim.rg, apim.svc
     admin = c.user.get(rg, svc, "1")
     assert (admin.first_name, admin.last_name, admin.email, admin.state) == (
-        "Administrator", "", DEFAULT_PUBLISHER_EMAIL, "active",
-    )  # fmt: skip
+        "Administrator",
+        "",
+        DEFAULT_PUBLISHER_EMAIL,
+        "active",
+    )
     assert [(i.provider, i.id) for i in admin.identities or []] == [("Azure", DEFAULT_PUBLISHER_EMAIL)]
     assert names(c.user.list_by_service(rg, svc)) == ["1"]
 
@@ -92,8 +95,13 @@ def test_publisher_email_is_a_constructor_option() -> None:
 def test_users_created_through_the_api_are_developers(apim: Apim) -> None:
     c, rg, svc = apim.client, apim.rg, apim.svc
     raw = Raw()
-    created = c.user.create_or_update(rg, svc, "alice", m.UserCreateParameters(
-        email="alice@example.com", first_name="Alice", last_name="Liddell"), raw_response_hook=raw.hook())  # fmt: skip
+    created = c.user.create_or_update(
+        rg,
+        svc,
+        "alice",
+        m.UserCreateParameters(email="alice@example.com", first_name="Alice", last_name="Liddell"),
+        raw_response_hook=raw.hook(),
+    )
     assert raw.body["properties"]["groups"] == []  # as ApiManagementCreateUser.json shows the PUT answer
     assert created.groups == []
     assert names(c.user_group.list(rg, svc, "alice")) == ["developers"]
@@ -109,12 +117,14 @@ def test_expand_groups_returns_the_users_groups(apim: Apim) -> None:
     c.group_user.create(rg, svc, "partners", "alice")
 
     raw = Raw()
-    by_user = {text(u.name): u for u in c.user.list_by_service(rg, svc, expand_groups=True,
-                                                                 raw_response_hook=raw.hook())}  # fmt: skip
+    by_user = {
+        text(u.name): u for u in c.user.list_by_service(rg, svc, expand_groups=True, raw_response_hook=raw.hook())
+    }
     assert [g.display_name for g in listed(by_user["1"].groups)] == ["Administrators"]
     assert [(g.display_name, g.built_in, g.type) for g in listed(by_user["alice"].groups)] == [
-        ("Developers", True, "system"), ("Partners", False, "custom"),
-    ]  # fmt: skip
+        ("Developers", True, "system"),
+        ("Partners", False, "custom"),
+    ]
     by_name = {u["name"]: u["properties"]["groups"] for u in raw.body["value"]}
     assert set(by_name["alice"][0]) == GROUP_PROPERTIES  # GroupContractProperties, not GroupContract
     assert by_name["alice"][1] == {"displayName": "Partners", "description": "P", "builtIn": False, "type": "custom"}
@@ -144,14 +154,23 @@ def test_deleting_a_user_removes_its_memberships(apim: Apim) -> None:
 def test_custom_group_lifecycle(apim: Apim) -> None:
     c, rg, svc = apim.client, apim.rg, apim.svc
     raw = Raw()
-    created = c.group.create_or_update(rg, svc, "partners", m.GroupCreateParameters(
-        display_name="Partners", description="Partner developers"), raw_response_hook=raw.hook())  # fmt: skip
+    created = c.group.create_or_update(
+        rg,
+        svc,
+        "partners",
+        m.GroupCreateParameters(display_name="Partners", description="Partner developers"),
+        raw_response_hook=raw.hook(),
+    )
     assert raw.status == 201
-    assert (text(created.name), created.display_name, created.type_properties_type) == ("partners", "Partners",
-                                                                                          "custom")  # fmt: skip
+    assert (text(created.name), created.display_name, created.type_properties_type) == (
+        "partners",
+        "Partners",
+        "custom",
+    )
     assert text(created.id).endswith(f"/service/{svc}/groups/partners")
-    c.group.create_or_update(rg, svc, "partners", m.GroupCreateParameters(display_name="Partners"),
-                             raw_response_hook=raw.hook())  # fmt: skip
+    c.group.create_or_update(
+        rg, svc, "partners", m.GroupCreateParameters(display_name="Partners"), raw_response_hook=raw.hook()
+    )
     assert raw.status == 200
 
     got = c.group.get(rg, svc, "partners")
@@ -175,17 +194,27 @@ def test_group_validation(apim: Apim) -> None:
     c, rg, svc = apim.client, apim.rg, apim.svc
     err = refused(lambda: c.group.create_or_update(rg, svc, "g", io.BytesIO(b'{"properties": {}}')), 400)
     assert "displayName" in err.message
-    err = refused(lambda: c.group.create_or_update(rg, svc, "g", m.GroupCreateParameters(
-        display_name="G", type="system")), 400)  # fmt: skip
+    err = refused(
+        lambda: c.group.create_or_update(rg, svc, "g", m.GroupCreateParameters(display_name="G", type="system")), 400
+    )
     assert "type" in err.message
-    err = refused(lambda: c.group.create_or_update(rg, svc, "aad", m.GroupCreateParameters(
-        display_name="AAD", type="external")), 400)  # fmt: skip
+    err = refused(
+        lambda: c.group.create_or_update(rg, svc, "aad", m.GroupCreateParameters(display_name="AAD", type="external")),
+        400,
+    )
     assert "externalId" in err.message
-    external = c.group.create_or_update(rg, svc, "aad", m.GroupCreateParameters(
-        display_name="AAD", type="external", external_id="aad://contoso.onmicrosoft.com/groups/1234"))  # fmt: skip
+    external = c.group.create_or_update(
+        rg,
+        svc,
+        "aad",
+        m.GroupCreateParameters(
+            display_name="AAD", type="external", external_id="aad://contoso.onmicrosoft.com/groups/1234"
+        ),
+    )
     assert (external.type_properties_type, external.external_id) == (
-        "external", "aad://contoso.onmicrosoft.com/groups/1234",
-    )  # fmt: skip
+        "external",
+        "aad://contoso.onmicrosoft.com/groups/1234",
+    )
 
 
 def test_group_list_filter_and_paging(apim: Apim) -> None:
@@ -214,7 +243,10 @@ def test_group_user_membership(apim: Apim) -> None:
     added = c.group_user.create(rg, svc, "partners", "alice", raw_response_hook=raw.hook())
     assert raw.status == 201
     assert (text(added.name), text(added.type), added.email) == (
-        "alice", "Microsoft.ApiManagement/service/groups/users", "alice@example.com")  # fmt: skip
+        "alice",
+        "Microsoft.ApiManagement/service/groups/users",
+        "alice@example.com",
+    )
     assert text(added.id).endswith("/users/alice")
     c.group_user.create(rg, svc, "partners", "alice", raw_response_hook=raw.hook())
     assert raw.status == 200  # already a member
@@ -286,8 +318,11 @@ def test_the_administrator_cannot_be_changed_or_deleted(apim: Apim) -> None:
     assert err.error is not None
     assert err.error.code == "MethodNotAllowed"
     refused(lambda: c.user.update(rg, svc, "1", "*", m.UserUpdateParameters(first_name="Eve")))
-    refused(lambda: c.user.create_or_update(rg, svc, "1", m.UserCreateParameters(
-        email="eve@example.com", first_name="Eve", last_name="E")))  # fmt: skip
+    refused(
+        lambda: c.user.create_or_update(
+            rg, svc, "1", m.UserCreateParameters(email="eve@example.com", first_name="Eve", last_name="E")
+        )
+    )
     admin = c.user.get(rg, svc, "1")
     assert (admin.first_name, admin.email) == ("Administrator", DEFAULT_PUBLISHER_EMAIL)
     assert names(c.group_user.list(rg, svc, "administrators")) == ["1"]

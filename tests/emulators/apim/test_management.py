@@ -28,9 +28,11 @@ def test_user_lifecycle_and_email_filter(apim: Apim) -> None:
     assert [u.name for u in found] == ["alice"]
 
     updated = apim.client.user.create_or_update(
-        apim.rg, apim.svc, "alice",
+        apim.rg,
+        apim.svc,
+        "alice",
         m.UserCreateParameters(email="alice@example.com", first_name="Alice", last_name="Liddell", note="vip"),
-    )  # fmt: skip
+    )
     assert (updated.first_name, updated.last_name, updated.note) == ("Alice", "Liddell", "vip")
 
     etag = apim.client.user.get_entity_tag(apim.rg, apim.svc, "alice")
@@ -60,9 +62,11 @@ def test_validation_errors_name_the_field(apim: Apim) -> None:
     apim.product("gold")
     with pytest.raises(HttpResponseError) as err:
         apim.client.subscription.create_or_update(
-            apim.rg, apim.svc, "s1",
+            apim.rg,
+            apim.svc,
+            "s1",
             m.SubscriptionCreateParameters(scope="/products/gold", display_name="s1", state="paused"),
-        )  # fmt: skip
+        )
     assert err.value.status_code == 400
     assert "state" in arm_error(err).message
     assert "active" in arm_error(err).message  # says what would be right
@@ -165,9 +169,12 @@ def test_product_policy_round_trip_and_invalid_xml(apim: Apim) -> None:
     assert "well-formed" in arm_error(err).message
     with pytest.raises(HttpResponseError) as err:
         apim.client.product_policy.create_or_update(
-            apim.rg, apim.svc, "gold", "policy",
+            apim.rg,
+            apim.svc,
+            "gold",
+            "policy",
             m.PolicyContract(value=policy('<quota calls="lots" renewal-period="60" />')),
-        )  # fmt: skip
+        )
     assert "calls" in arm_error(err).message
 
 
@@ -204,13 +211,15 @@ def test_shared_access_token(apim: Apim) -> None:
 def test_delegation_settings(apim: Apim) -> None:
     key = base64.b64encode(os.urandom(64)).decode()
     apim.client.delegation_settings.create_or_update(
-        apim.rg, apim.svc,
+        apim.rg,
+        apim.svc,
         m.PortalDelegationSettings(
-            url="http://127.0.0.1:9/delegation", validation_key=key,
+            url="http://127.0.0.1:9/delegation",
+            validation_key=key,
             subscriptions=m.SubscriptionsDelegationSettingsProperties(enabled=True),
             user_registration=m.RegistrationDelegationSettingsProperties(enabled=True),
         ),
-    )  # fmt: skip
+    )
     got = apim.client.delegation_settings.get(apim.rg, apim.svc)
     assert got.url == "http://127.0.0.1:9/delegation"
     assert got.validation_key is None  # only listSecrets reveals it
@@ -252,8 +261,10 @@ def test_app_settings_work_with_default_azure_credential(apim: Apim, monkeypatch
         client.product.create_or_update(
             settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"], "free", m.ProductContract(display_name="F")
         )
-        names = [p.name for p in client.product.list_by_service(
-            settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"])]  # fmt: skip
+        names = [
+            p.name
+            for p in client.product.list_by_service(settings["APIM_RESOURCE_GROUP"], settings["APIM_SERVICE_NAME"])
+        ]
     assert names == ["free"]
 
 

@@ -55,13 +55,15 @@ def portal(apim: Apim, clock: ManualClock) -> tuple[Apim, str]:
     apim.emu.set_clock(clock)
     key = base64.b64encode(os.urandom(64)).decode()
     apim.client.delegation_settings.create_or_update(
-        apim.rg, apim.svc,
+        apim.rg,
+        apim.svc,
         m.PortalDelegationSettings(
-            url=DELEGATION, validation_key=key,
+            url=DELEGATION,
+            validation_key=key,
             subscriptions=m.SubscriptionsDelegationSettingsProperties(enabled=True),
             user_registration=m.RegistrationDelegationSettingsProperties(enabled=True),
         ),
-    )  # fmt: skip
+    )
     apim.product("gold", groups=("guests", "developers"))  # visible to anonymous and signed-in visitors
     apim.client.product.create_or_update(apim.rg, apim.svc, "hidden", m.ProductContract(display_name="Hidden"))
     apim.user("u")
@@ -92,8 +94,12 @@ def test_sign_in_with_token_then_subscribe_and_unsubscribe_links(portal: tuple[A
     apim, key = portal
     session = requests.Session()
     token = token_for(apim, "u", clock() + timedelta(minutes=10))
-    signed_in = session.get(apim.emu.portal_url + "/signin-sso", params={"token": token, "returnUrl": "/products"},
-                            allow_redirects=False, timeout=10)  # fmt: skip
+    signed_in = session.get(
+        apim.emu.portal_url + "/signin-sso",
+        params={"token": token, "returnUrl": "/products"},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert signed_in.status_code == 302
     assert signed_in.headers["Location"] == "/products"
 
@@ -131,8 +137,9 @@ def test_signin_sso_rejects_bad_tokens_and_foreign_return_urls(portal: tuple[Api
     uid, stamp, sig = token.split("&")
     for bad in ("", "garbage", f"{uid}&{stamp}&{'A' * len(sig)}", f"other&{stamp}&{sig}"):
         assert requests.get(url, params={"token": bad}, allow_redirects=False, timeout=10).status_code == 401
-    elsewhere = requests.get(url, params={"token": token, "returnUrl": "https://evil.example/"},
-                             allow_redirects=False, timeout=10)  # fmt: skip
+    elsewhere = requests.get(
+        url, params={"token": token, "returnUrl": "https://evil.example/"}, allow_redirects=False, timeout=10
+    )
     assert elsewhere.headers["Location"] == "/"
     clock.advance(minutes=11)
     assert requests.get(url, params={"token": token}, allow_redirects=False, timeout=10).status_code == 401
@@ -143,8 +150,9 @@ def test_delegation_from_constructor() -> None:
     with ApimEmulator(delegation_url=DELEGATION, delegation_key_b64=key) as emu:
         assert emu.app_settings()["APIM_DELEGATION_VALIDATION_KEY"] == key
         client = emu.management_client()
-        client.product.create_or_update(emu.resource_group, emu.service_name, "p",
-                                        m.ProductContract(display_name="P", state="published"))  # fmt: skip
+        client.product.create_or_update(
+            emu.resource_group, emu.service_name, "p", m.ProductContract(display_name="P", state="published")
+        )
         client.product_group.create_or_update(emu.resource_group, emu.service_name, "p", "guests")
         q = query(links(requests.get(emu.portal_url, timeout=10).text)["signin"][0])
         assert q["sig"] == expected_sig(key, q["salt"], q["returnUrl"])
@@ -153,8 +161,12 @@ def test_delegation_from_constructor() -> None:
 def sign_in(apim: Apim, uid: str, clock: ManualClock) -> requests.Session:
     session = requests.Session()
     token = token_for(apim, uid, clock() + timedelta(minutes=10))
-    assert session.get(apim.emu.portal_url + "/signin-sso", params={"token": token}, allow_redirects=False,
-                       timeout=10).status_code == 302  # fmt: skip
+    assert (
+        session.get(
+            apim.emu.portal_url + "/signin-sso", params={"token": token}, allow_redirects=False, timeout=10
+        ).status_code
+        == 302
+    )
     return session
 
 
@@ -185,8 +197,9 @@ def test_each_visitor_sees_the_products_of_their_groups(portal: tuple[Apim, str]
     assert shown(None, apim) == []
 
 
-def test_subscribe_links_are_offered_to_signed_in_users_who_see_the_product(portal: tuple[Apim, str],
-                                                                           clock: ManualClock) -> None:
+def test_subscribe_links_are_offered_to_signed_in_users_who_see_the_product(
+    portal: tuple[Apim, str], clock: ManualClock
+) -> None:
     apim, _ = portal
     anonymous = links(requests.get(apim.emu.portal_url + "/", timeout=10).text)
     assert [query(h)["operation"] for h in anonymous["subscribe"]] == ["SignIn"]  # sign in first

@@ -15,16 +15,19 @@ from tests.emulators.apim.conftest import Apim, ManualClock, arm_error, policy
 
 KEY = "Ocp-Apim-Subscription-Key"
 # What billing/policy.py generates for a product that bills successful calls only.
-BILLABLE = ("@((context.Response.StatusCode <= 301 || context.Response.StatusCode == 304 || "
-            "context.Response.StatusCode == 307))")  # fmt: skip
+BILLABLE = (
+    "@((context.Response.StatusCode <= 301 || context.Response.StatusCode == 304 || "
+    "context.Response.StatusCode == 307))"
+)
 
 
 def by_key(calls: int, renewal: str = "0", condition: str | None = BILLABLE, **extra: str) -> str:
     attrs = {"calls": str(calls), "renewal-period": renewal, "counter-key": "@(context.Subscription.Id)", **extra}
     if condition is not None:
         attrs["increment-condition"] = condition
-    text = " ".join(f'{k}="{v.replace("&", "&amp;").replace("<", "&lt;").replace(chr(34), "&quot;")}"'
-                    for k, v in attrs.items())  # fmt: skip
+    text = " ".join(
+        f'{k}="{v.replace("&", "&amp;").replace("<", "&lt;").replace(chr(34), "&quot;")}"' for k, v in attrs.items()
+    )
     return policy(f"<quota-by-key {text} />")
 
 
@@ -74,7 +77,8 @@ def test_lifetime_quota_never_renews_until_the_counter_is_reset(timed: Apim, clo
     assert blocked.json()["message"].startswith("Out of call volume quota.")
     # The app resets the counter when Stripe starts a new period: QuotaByCounterKeys_Update.
     reset = timed.client.quota_by_counter_keys.update(
-        timed.rg, timed.svc, "s1", m.QuotaCounterValueUpdateContract(calls_count=0, kb_transferred=0))
+        timed.rg, timed.svc, "s1", m.QuotaCounterValueUpdateContract(calls_count=0, kb_transferred=0)
+    )
     assert [(c.counter_key, counted(c).calls_count) for c in counters(reset)] == [("s1", 0)]
     assert [call(timed, key).status_code for _ in range(2)] == [200, 403]
 
@@ -85,11 +89,14 @@ def test_renewing_quota_by_key_windows_follow_first_period_start(timed: Apim, cl
     key = subscribe(timed, "monthly", xml)
     assert [call(timed, key).status_code for _ in range(3)] == [200, 200, 403]
     assert int(call(timed, key).headers["Retry-After"]) == int(
-        (datetime(2025, 3, 15, 9, tzinfo=UTC) - clock()).total_seconds())
+        (datetime(2025, 3, 15, 9, tzinfo=UTC) - clock()).total_seconds()
+    )
     counter = counters(timed.client.quota_by_counter_keys.list_by_service(timed.rg, timed.svc, "s1"))[0]
     assert counter.period_key == "1_P1M"  # the second month since 2025-01-15
     assert (counter.period_start_time, counter.period_end_time) == (
-        datetime(2025, 2, 15, 9, tzinfo=UTC), datetime(2025, 3, 15, 9, tzinfo=UTC))
+        datetime(2025, 2, 15, 9, tzinfo=UTC),
+        datetime(2025, 3, 15, 9, tzinfo=UTC),
+    )
     clock.current = datetime(2025, 3, 15, 9, tzinfo=UTC)
     assert call(timed, key).status_code == 200
 
@@ -102,18 +109,22 @@ def test_quota_by_key_counters_are_shared_by_key_across_products(timed: Apim) ->
     assert [call(timed, k).status_code for k in (a, b, a, b)] == [200, 200, 200, 403]
 
 
-@pytest.mark.parametrize(("element", "why"), [
-    ('<quota-by-key calls="5" renewal-period="60" counter-key="k" />', "minimum period is 300 seconds"),
-    ('<quota calls="5" renewal-period="P0Y1M0DT0H0M0S" />', "must be a number of seconds"),
-    ('<quota-by-key calls="5" renewal-period="300" />', "counter-key"),
-    ('<quota-by-key renewal-period="300" counter-key="k" />', "calls and/or bandwidth"),
-    ('<rate-limit calls="5" renewal-period="301" />', "1 to 300 seconds"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("element", "why"),
+    [
+        ('<quota-by-key calls="5" renewal-period="60" counter-key="k" />', "minimum period is 300 seconds"),
+        ('<quota calls="5" renewal-period="P0Y1M0DT0H0M0S" />', "must be a number of seconds"),
+        ('<quota-by-key calls="5" renewal-period="300" />', "counter-key"),
+        ('<quota-by-key renewal-period="300" counter-key="k" />', "calls and/or bandwidth"),
+        ('<rate-limit calls="5" renewal-period="301" />', "1 to 300 seconds"),
+    ],
+)
 def test_policies_apim_refuses_are_refused(apim: Apim, element: str, why: str) -> None:
     apim.product("p")
     with pytest.raises(HttpResponseError) as err:
-        apim.client.product_policy.create_or_update(apim.rg, apim.svc, "p", "policy",
-                                                    m.PolicyContract(value=policy(element), format="xml"))  # fmt: skip
+        apim.client.product_policy.create_or_update(
+            apim.rg, apim.svc, "p", "policy", m.PolicyContract(value=policy(element), format="xml")
+        )
     assert err.value.status_code == 400
     assert why in str(err.value)
 
@@ -133,7 +144,8 @@ def test_quota_counters_api_shapes_and_period_updates(timed: Apim) -> None:
         call(timed, key)
     raw: dict[str, object] = {}
     listed = timed.client.quota_by_counter_keys.list_by_service(
-        timed.rg, timed.svc, "s1", raw_response_hook=lambda r: raw.update(r.http_response.json()))
+        timed.rg, timed.svc, "s1", raw_response_hook=lambda r: raw.update(r.http_response.json())
+    )
     # ApiManagementGetQuotaCounterKeys.json: value[] of QuotaCounterContract, nextLink "".
     assert set(raw) == {"value", "count", "nextLink"}
     entry = raw["value"][0]  # type: ignore[index]
@@ -145,7 +157,8 @@ def test_quota_counters_api_shapes_and_period_updates(timed: Apim) -> None:
     one = timed.client.quota_by_period_keys.get(timed.rg, timed.svc, "s1", period)
     assert (one.counter_key, counted(one).calls_count, counted(one).kb_transferred) == ("s1", 3, 0)
     updated = timed.client.quota_by_period_keys.update(
-        timed.rg, timed.svc, "s1", period, m.QuotaCounterValueUpdateContract(calls_count=9))
+        timed.rg, timed.svc, "s1", period, m.QuotaCounterValueUpdateContract(calls_count=9)
+    )
     assert counted(updated).calls_count == 9
     assert [call(timed, key).status_code for _ in range(2)] == [200, 403]
 
@@ -158,8 +171,9 @@ def test_unknown_counters_and_quota_counters_are_not_found(timed: Apim) -> None:
         with pytest.raises(ResourceNotFoundError):
             timed.client.quota_by_counter_keys.list_by_service(timed.rg, timed.svc, name)
         with pytest.raises(ResourceNotFoundError):
-            timed.client.quota_by_counter_keys.update(timed.rg, timed.svc, name,
-                                                      m.QuotaCounterValueUpdateContract(calls_count=0))  # fmt: skip
+            timed.client.quota_by_counter_keys.update(
+                timed.rg, timed.svc, name, m.QuotaCounterValueUpdateContract(calls_count=0)
+            )
     with pytest.raises(ResourceNotFoundError):
         timed.client.quota_by_period_keys.get(timed.rg, timed.svc, "s1", "0_PT1H")
 
@@ -174,17 +188,31 @@ def test_v2_tiers_refuse_quota_by_key_and_have_no_quota_counters(tier: str) -> N
         captured: dict[str, object] = {}
         with pytest.raises(HttpResponseError) as err:
             client.product_policy.create_or_update(
-                rg, svc, "p", "policy", m.PolicyContract(value=by_key(5), format="xml"),
-                raw_response_hook=lambda r: captured.update(r.http_response.json()))  # fmt: skip
+                rg,
+                svc,
+                "p",
+                "policy",
+                m.PolicyContract(value=by_key(5), format="xml"),
+                raw_response_hook=lambda r: captured.update(r.http_response.json()),
+            )
         assert err.value.status_code == 400
         detail = captured["error"]["details"][0]  # type: ignore[index]
         # The policy()'s <quota-by-key> starts on line 4 after four spaces: column 6 is where its name is.
-        assert detail["message"] == f"Error in element 'quota-by-key' on line 4, column 6: Policy is not allowed " \
-                                    f"in '{tier}' sku"
+        assert (
+            detail["message"] == f"Error in element 'quota-by-key' on line 4, column 6: Policy is not allowed "
+            f"in '{tier}' sku"
+        )
         # `quota` and the rate limits are there on every tier.
-        client.product_policy.create_or_update(rg, svc, "p", "policy", m.PolicyContract(
-            value=policy('<rate-limit calls="5" renewal-period="60" />', '<quota calls="9" renewal-period="60" />'),
-            format="xml"))  # fmt: skip
+        client.product_policy.create_or_update(
+            rg,
+            svc,
+            "p",
+            "policy",
+            m.PolicyContract(
+                value=policy('<rate-limit calls="5" renewal-period="60" />', '<quota calls="9" renewal-period="60" />'),
+                format="xml",
+            ),
+        )
         with pytest.raises(HttpResponseError) as err:
             client.quota_by_counter_keys.list_by_service(rg, svc, "anything")
         assert err.value.status_code == 400
@@ -199,7 +227,7 @@ def test_expressions_follow_csharp_rules() -> None:
     ctx = Context(subscription_id="sub-1", user_id="u", product_id="gold", status_code=304)
     assert evaluate_key("@(context.Subscription.Id)", ctx) == "sub-1"
     assert evaluate_key('@("b" + "a")', ctx) == "ba"  # the spec's own counter-key example
-    assert evaluate_key("@(context.Product.Id + \"-\" + context.User.Id)", ctx) == "gold-u"
+    assert evaluate_key('@(context.Product.Id + "-" + context.User.Id)', ctx) == "gold-u"
     assert evaluate_key("literal-key", ctx) == "literal-key"
     assert evaluate_key("@{ return context.Response.StatusCode.ToString(); }", ctx) == "304"
     assert evaluate_condition(BILLABLE, ctx) is True
@@ -211,15 +239,18 @@ def test_expressions_follow_csharp_rules() -> None:
         assert evaluate_condition(BILLABLE, Context(status_code=status)) is counted
 
 
-@pytest.mark.parametrize("text", [
-    "@(context.Subscription.Id)",  # no subscription: a null reference, as in APIM
-    "@(context.Response.StatusCode == 200)",  # no response yet
-    "@(context.Request.Body)",  # not provided by the emulator
-    "@(1 < \"a\")",
-    "@(1 ||)",
-    "@(context.Api.Id.Trim())",
-    "not an expression",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@(context.Subscription.Id)",  # no subscription: a null reference, as in APIM
+        "@(context.Response.StatusCode == 200)",  # no response yet
+        "@(context.Request.Body)",  # not provided by the emulator
+        '@(1 < "a")',
+        "@(1 ||)",
+        "@(context.Api.Id.Trim())",
+        "not an expression",
+    ],
+)
 def test_expressions_the_emulator_cannot_evaluate(text: str) -> None:
     def run() -> object:
         if text.startswith("@"):
@@ -230,8 +261,9 @@ def test_expressions_the_emulator_cannot_evaluate(text: str) -> None:
         run()
 
 
-def test_quota_windows_count_from_the_subscriptions_start_not_from_activation_again(timed: Apim,
-                                                                                     clock: ManualClock) -> None:
+def test_quota_windows_count_from_the_subscriptions_start_not_from_activation_again(
+    timed: Apim, clock: ManualClock
+) -> None:
     key = subscribe(timed, "p", policy('<quota calls="1" renewal-period="86400" />'))
     assert call(timed, key).status_code == 200
     clock.advance(hours=5)
@@ -245,7 +277,9 @@ def test_quota_windows_count_from_the_subscriptions_start_not_from_activation_ag
 
 
 def test_a_key_named_by_two_policies_is_incremented_once_per_request(timed: Apim) -> None:
-    twice = policy('<quota-by-key calls="3" renewal-period="300" counter-key="k" />',
-                   '<quota-by-key calls="3" renewal-period="300" counter-key="k" increment-condition="true" />')
+    twice = policy(
+        '<quota-by-key calls="3" renewal-period="300" counter-key="k" />',
+        '<quota-by-key calls="3" renewal-period="300" counter-key="k" increment-condition="true" />',
+    )
     key = subscribe(timed, "p", twice)
     assert [call(timed, key).status_code for _ in range(4)] == [200, 200, 200, 403]

@@ -35,8 +35,7 @@ class Workspace:
 
     def query(self, kql: str, **kwargs: Any) -> list[dict[str, Any]]:
         """The first table's rows as dicts; fails the test on a partial result."""
-        result = self.logs.query_workspace(self.emu.workspace_id, kql, timespan=kwargs.pop("timespan", None),
-                                           **kwargs)  # fmt: skip
+        result = self.logs.query_workspace(self.emu.workspace_id, kql, timespan=kwargs.pop("timespan", None), **kwargs)
         assert isinstance(result, LogsQueryResult), getattr(result, "partial_error", result)
         table = result.tables[0]
         return [dict(zip(table.columns, row, strict=True)) for row in table.rows]
@@ -54,8 +53,13 @@ class Workspace:
     def raw(self, body: dict[str, Any] | None = None, **headers: str) -> requests.Response:
         """POST to the query endpoint without the SDK (for answers the SDK turns into exceptions)."""
         url = f"{self.emu.log_analytics_endpoint}/workspaces/{self.emu.workspace_id}/query"
-        return requests.post(url, json=body or {"query": "ApiManagementGatewayLogs | count"}, headers=headers,
-                             verify=self.emu.ca_bundle, timeout=30)  # fmt: skip
+        return requests.post(
+            url,
+            json=body or {"query": "ApiManagementGatewayLogs | count"},
+            headers=headers,
+            verify=self.emu.ca_bundle,
+            timeout=30,
+        )
 
 
 @pytest.fixture
@@ -64,9 +68,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def make_workspace(
-    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Workspace]]:
+def make_workspace(clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Workspace]]:
     """Start an APIM emulator (keyword arguments as ApimEmulator's) and point the app's environment at it."""
     started: list[tuple[ApimEmulator, Any, LogsQueryClient]] = []
 
@@ -79,8 +81,11 @@ def make_workspace(
         client = emu.management_client(retry_total=0)
         # The app's construction: the endpoint from LOG_ANALYTICS_ENDPOINT, the default credential chain.
         # No retries, so a test that provokes a 429 sees it instead of sleeping through Retry-After.
-        logs = LogsQueryClient(DefaultAzureCredential(exclude_interactive_browser_credential=True),
-                               endpoint=emu.app_settings()["LOG_ANALYTICS_ENDPOINT"], retry_total=0)  # fmt: skip
+        logs = LogsQueryClient(
+            DefaultAzureCredential(exclude_interactive_browser_credential=True),
+            endpoint=emu.app_settings()["LOG_ANALYTICS_ENDPOINT"],
+            retry_total=0,
+        )
         started.append((emu, client, logs))
         return Workspace(Apim(emu, client), clock, logs)
 

@@ -54,11 +54,23 @@ def test_classic_tiers_keep_their_reports(workspace: Workspace) -> None:
 def test_cli_serves_the_workspace_on_the_port_and_delay_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators.apim", "--log-analytics-port", str(port),
-         "--log-ingestion-delay-seconds", "0", "--tier", "BasicV2"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "emulators.apim",
+            "--log-analytics-port",
+            str(port),
+            "--log-ingestion-delay-seconds",
+            "0",
+            "--tier",
+            "BasicV2",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
         wait_for_port(port, timeout=30, alive=lambda: proc.poll() is None)
         assert proc.stdout is not None
@@ -74,9 +86,13 @@ def test_cli_serves_the_workspace_on_the_port_and_delay_it_is_given(monkeypatch:
         credential = ManagedIdentityCredential(connection_verify=settings["REQUESTS_CA_BUNDLE"])
         token = credential.get_token("https://api.loganalytics.io/.default").token
         url = f"{settings['LOG_ANALYTICS_ENDPOINT']}/workspaces/{settings['LOG_ANALYTICS_WORKSPACE_ID']}/query"
-        answer = requests.post(url, json={"query": "ApiManagementGatewayLogs | count"}, timeout=30,
-                               headers={"Authorization": f"Bearer {token}"},
-                               verify=settings["REQUESTS_CA_BUNDLE"])  # fmt: skip
+        answer = requests.post(
+            url,
+            json={"query": "ApiManagementGatewayLogs | count"},
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=settings["REQUESTS_CA_BUNDLE"],
+        )
         assert answer.status_code == 204  # a new workspace has no data
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
@@ -89,8 +105,13 @@ def test_cli_serves_the_workspace_on_the_port_and_delay_it_is_given(monkeypatch:
 def test_cli_rejects_a_negative_ingestion_delay() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "emulators.apim", "--log-ingestion-delay-seconds", "-1"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "ingestion delay" in result.stderr
     assert "Traceback" not in result.stderr

@@ -19,8 +19,10 @@ BY_OUTCOME = """
             other = countif(not(ResponseCode <= 301 or ResponseCode in (304, 307, 401, 403, 429, 400)
                                 or (ResponseCode >= 500 and ResponseCode < 600)))
   by ApimSubscriptionId"""
-DAY = ("| where TimeGenerated >= datetime(2026-12-01T00:00:00Z) and TimeGenerated < datetime(2026-12-02T00:00:00Z)"
-       ' | where ProductId == "payg"')  # fmt: skip
+DAY = (
+    "| where TimeGenerated >= datetime(2026-12-01T00:00:00Z) and TimeGenerated < datetime(2026-12-02T00:00:00Z)"
+    ' | where ProductId == "payg"'
+)
 
 
 def _seed(ws: Workspace) -> str:
@@ -73,9 +75,15 @@ def test_calls_are_counted_per_subscription_and_outcome_class_as_the_reports_api
     # The witness agrees with the other witness: the emulator's Reports API over the same calls.
     apim = workspace.apim
     window = "timestamp ge datetime'2026-12-01T00:00:00' and timestamp le datetime'2026-12-02T00:00:00'"
-    reported = {str(r.subscription_id).rsplit("/", 1)[-1]: (r.call_count_success, r.call_count_blocked,
-                                                       r.call_count_failed, r.call_count_other)
-                for r in apim.client.reports.list_by_subscription(apim.rg, apim.svc, window)}  # fmt: skip
+    reported = {
+        str(r.subscription_id).rsplit("/", 1)[-1]: (
+            r.call_count_success,
+            r.call_count_blocked,
+            r.call_count_failed,
+            r.call_count_other,
+        )
+        for r in apim.client.reports.list_by_subscription(apim.rg, apim.svc, window)
+    }
     assert reported == counted
 
 
@@ -84,8 +92,10 @@ def test_the_apps_sharded_daily_query_sees_each_subscription_in_exactly_one_shar
     payg = {sid: counts for sid, counts in EXPECTED.items() if sid != "s-limited"}
     seen: dict[str, tuple[int, int, int, int]] = {}
     for shard in "0123456789abcdef":
-        kql = (f'ApiManagementGatewayLogs {DAY} | where substring(hash_md5(ApimSubscriptionId), 0, 1) == "{shard}" '
-               f"| where isnotempty(ApimSubscriptionId) {BY_OUTCOME}")  # fmt: skip
+        kql = (
+            f'ApiManagementGatewayLogs {DAY} | where substring(hash_md5(ApimSubscriptionId), 0, 1) == "{shard}" '
+            f"| where isnotempty(ApimSubscriptionId) {BY_OUTCOME}"
+        )
         for row in workspace.query(kql):
             sid = row["ApimSubscriptionId"]
             assert hashlib.md5(sid.encode()).hexdigest()[0] == shard  # noqa: S324 - KQL's hash_md5, not security
@@ -96,20 +106,25 @@ def test_the_apps_sharded_daily_query_sees_each_subscription_in_exactly_one_shar
 
 def test_refused_calls_are_logged_without_a_subscription_and_name_their_error(workspace: Workspace) -> None:
     _seed(workspace)
-    rows = workspace.query("ApiManagementGatewayLogs | where isempty(ApimSubscriptionId) | project ResponseCode, "
-                           "LastErrorReason, LastErrorSource, ApiId, ProductId, UserId")  # fmt: skip
+    rows = workspace.query(
+        "ApiManagementGatewayLogs | where isempty(ApimSubscriptionId) | project ResponseCode, "
+        "LastErrorReason, LastErrorSource, ApiId, ProductId, UserId"
+    )
     assert sorted(tuple(r.values()) for r in rows) == [
         (401, "SubscriptionKeyInvalid", "authorization", "echo", "", ""),
         (401, "SubscriptionKeyNotFound", "authorization", "echo", "", ""),
         (404, "OperationNotFound", "configuration", "", "", ""),
     ]
-    limited = workspace.query('ApiManagementGatewayLogs | where ApimSubscriptionId == "s-limited" '
-                              "| project ResponseCode, BackendResponseCode, LastErrorReason, UserId, ProductId "
-                              "| sort by ResponseCode asc")  # fmt: skip
+    limited = workspace.query(
+        'ApiManagementGatewayLogs | where ApimSubscriptionId == "s-limited" '
+        "| project ResponseCode, BackendResponseCode, LastErrorReason, UserId, ProductId "
+        "| sort by ResponseCode asc"
+    )
     assert [tuple(r.values()) for r in limited] == [
-        (200, 200, "", "u3", "limited"), (200, 200, "", "u3", "limited"),
+        (200, 200, "", "u3", "limited"),
+        (200, 200, "", "u3", "limited"),
         (429, None, "RateLimitExceeded", "u3", "limited"),
-    ]  # fmt: skip
+    ]
 
 
 def test_gateway_rows_describe_the_request_and_never_the_key(workspace: Workspace) -> None:

@@ -73,8 +73,9 @@ def test_the_timespan_is_applied_on_top_of_the_querys_own_time_filter(workspace:
     assert _count(workspace, "s1", timespan=(START - timedelta(hours=2), timedelta(minutes=90))) == 7
     assert _count(workspace, "s1", timespan=timedelta(minutes=30)) == 11  # the last 30 minutes up to now
     # "The query is evaluated for the intersection of the time interval in the query string and the timespan."
-    kql = ('ApiManagementGatewayLogs | where ApimSubscriptionId == "s1" '
-           "and TimeGenerated < datetime(2026-12-01T08:30:00Z)")
+    kql = (
+        'ApiManagementGatewayLogs | where ApimSubscriptionId == "s1" and TimeGenerated < datetime(2026-12-01T08:30:00Z)'
+    )
     both = workspace.query(f"{kql} | count", timespan=(START - timedelta(hours=2), START))
     assert both[0]["Count"] == 7
     # Both bounds inclusive (a guess, see README): rows exactly at the start and at the end are in.

@@ -39,8 +39,12 @@ def auth_mailbox() -> Iterator[Mailbox]:
         yield running
 
 
-def mail(to: str = "consumer@example.test", subject: str = "Confirm your address", body: str = "Hello\n",
-         sender: str = "DoNotReply@portal.localhost") -> EmailMessage:
+def mail(
+    to: str = "consumer@example.test",
+    subject: str = "Confirm your address",
+    body: str = "Hello\n",
+    sender: str = "DoNotReply@portal.localhost",
+) -> EmailMessage:
     message = EmailMessage()
     message["From"] = f"API Portal <{sender}>"
     message["To"] = to
@@ -73,8 +77,11 @@ def test_a_sent_message_is_stored_with_envelope_headers_and_decoded_body(mailbox
     message = mail(to="Consumer <consumer@example.test>", subject="Bestätigen Sie Ihre Adresse", body=body)
     before = datetime.now(UTC)
     with client(mailbox) as smtp:
-        refused = smtp.sendmail("bounce@portal.localhost", ["consumer@example.test", "audit@example.test"],
-                                message.as_bytes(policy=email.policy.SMTP))
+        refused = smtp.sendmail(
+            "bounce@portal.localhost",
+            ["consumer@example.test", "audit@example.test"],
+            message.as_bytes(policy=email.policy.SMTP),
+        )
     after = datetime.now(UTC)
 
     assert refused == {}
@@ -102,8 +109,9 @@ def test_recipient_filter_is_case_insensitive_and_oldest_first(mailbox: Mailbox)
     with client(mailbox) as smtp:
         smtp.send_message(mail(to="Ada@Example.test", subject="first"))
         smtp.send_message(mail(to="bob@example.test", subject="other"))
-        smtp.sendmail("x@portal.localhost", ["ada@example.TEST"],
-                      mail(subject="bcc only").as_bytes(policy=email.policy.SMTP))
+        smtp.sendmail(
+            "x@portal.localhost", ["ada@example.TEST"], mail(subject="bcc only").as_bytes(policy=email.policy.SMTP)
+        )
 
     assert [m.subject for m in mailbox.messages("ADA@example.test")] == ["first", "bcc only"]
     assert [m.subject for m in mailbox.messages("Ada <ada@example.test>")] == ["first", "bcc only"]
@@ -154,8 +162,17 @@ def test_links_are_the_http_urls_of_the_text_body_in_order() -> None:
         "Again: https://portal.test/confirm?token=a1&next=%2Fhome\n"
         "Bare https:// is no link.\n"
     )
-    message = MailMessage(id=1, envelope_from="", envelope_to=(), from_header="", to_header="", subject="",
-                          received_at=datetime.now(UTC), text=text, raw=b"")
+    message = MailMessage(
+        id=1,
+        envelope_from="",
+        envelope_to=(),
+        from_header="",
+        to_header="",
+        subject="",
+        received_at=datetime.now(UTC),
+        text=text,
+        raw=b"",
+    )
     assert Mailbox.links(message) == [
         "https://portal.test/confirm?token=a1&next=%2Fhome",
         "http://127.0.0.1:7071/api/reset?t=x",
@@ -299,8 +316,14 @@ def test_the_page_is_read_only(mailbox: Mailbox) -> None:
 
 def test_the_page_lists_messages_newest_first_with_clickable_links(mailbox: Mailbox) -> None:
     send(mailbox, mail(to="ada@example.test", subject="Older one"))
-    send(mailbox, mail(to="bob@example.test", subject="Reset your password",
-                       body="Reset: https://portal.test/reset?token=abc&user=1\n"))
+    send(
+        mailbox,
+        mail(
+            to="bob@example.test",
+            subject="Reset your password",
+            body="Reset: https://portal.test/reset?token=abc&user=1\n",
+        ),
+    )
 
     page = requests.get(f"{mailbox.web_url}/", timeout=10)
     assert page.status_code == 200
@@ -317,11 +340,14 @@ def test_the_page_lists_messages_newest_first_with_clickable_links(mailbox: Mail
 
 
 def test_html_in_a_mail_is_escaped_on_the_page(mailbox: Mailbox) -> None:
-    send(mailbox, mail(
-        to="ada@example.test",
-        subject="<script>alert('subject')</script>",
-        body='<img src=x onerror=alert(1)> & <b>bold</b>\nhttps://portal.test/x?a="><script>alert(2)</script>\n',
-    ))  # fmt: skip
+    send(
+        mailbox,
+        mail(
+            to="ada@example.test",
+            subject="<script>alert('subject')</script>",
+            body='<img src=x onerror=alert(1)> & <b>bold</b>\nhttps://portal.test/x?a="><script>alert(2)</script>\n',
+        ),
+    )
     page = requests.get(f"{mailbox.web_url}/", timeout=10)
     text = page.text
     assert "<script>" not in text
@@ -361,8 +387,13 @@ def test_given_ports_are_used_and_app_settings_point_at_them() -> None:
         assert box.smtp_host == "127.0.0.1"
         assert box.smtp_port == smtp_port
         assert box.web_url == f"http://127.0.0.1:{web_port}"
-        assert box.app_settings() == {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
-                                      "SMTP_USERNAME": USER, "SMTP_PASSWORD": PASSWORD, "SMTP_STARTTLS": "false"}
+        assert box.app_settings() == {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp_port),
+            "SMTP_USERNAME": USER,
+            "SMTP_PASSWORD": PASSWORD,
+            "SMTP_STARTTLS": "false",
+        }
 
 
 def test_bad_arguments_and_unstarted_addresses() -> None:
@@ -382,7 +413,11 @@ def test_cli_serves_until_sigterm() -> None:
     smtp_port, web_port = two_free_ports()
     process = subprocess.Popen(
         [sys.executable, "-m", "emulators.mailbox", "--smtp-port", str(smtp_port), "--web-port", str(web_port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(web_port, timeout=20, alive=lambda: process.poll() is None)
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
@@ -399,8 +434,14 @@ def test_cli_serves_until_sigterm() -> None:
 
 
 def test_cli_rejects_a_user_without_password() -> None:
-    result = subprocess.run([sys.executable, "-m", "emulators.mailbox", "--user", "u"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=20, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "emulators.mailbox", "--user", "u"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert result.returncode == 2
     assert "--password" in result.stderr
     assert "Traceback" not in result.stderr

@@ -30,11 +30,15 @@ def sink() -> Iterator[WebhookSink]:
 
 @pytest.fixture
 def meter(client: Any) -> Any:
-    return client.v1.billing.meters.create(params={
-        "display_name": "API calls", "event_name": "api_calls", "default_aggregation": {"formula": "sum"},
-        "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
-        "value_settings": {"event_payload_key": "value"},
-    })
+    return client.v1.billing.meters.create(
+        params={
+            "display_name": "API calls",
+            "event_name": "api_calls",
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+            "value_settings": {"event_payload_key": "value"},
+        }
+    )
 
 
 @pytest.fixture

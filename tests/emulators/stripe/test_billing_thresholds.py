@@ -35,8 +35,11 @@ HOUR = 3600
 JAN_10 = JAN_1_2026 + 9 * DAY
 
 PAYG = {"unit_amount_decimal": "0.15"}  # $0.15 per 100 calls
-FREEMIUM = {"billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": [
-    {"up_to": 100, "unit_amount": 0}, {"up_to": "inf", "unit_amount_decimal": "0.2"}]}
+FREEMIUM = {
+    "billing_scheme": "tiered",
+    "tiers_mode": "graduated",
+    "tiers": [{"up_to": 100, "unit_amount": 0}, {"up_to": "inf", "unit_amount_decimal": "0.2"}],
+}
 BLOCKS = {"unit_amount": 74995, "transform_quantity": {"divide_by": 1_500_000, "round": "up"}}
 
 
@@ -49,15 +52,21 @@ def _no_internal_errors(stripe_emulator: StripeEmulator) -> Iterator[None]:
 
 def _metered_price(client: Any, meter: Any, shape: dict[str, Any]) -> Any:
     product = client.v1.products.create(params={"name": "API"})
-    return client.v1.prices.create(params={
-        "product": product.id, "currency": "usd", **shape,
-        "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id}})
+    return client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            **shape,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
 
 
 def _flat_price(client: Any, amount: int) -> Any:
     product = client.v1.products.create(params={"name": "Plan"})
-    return client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": amount,
-                                           "recurring": {"interval": "month"}})
+    return client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": amount, "recurring": {"interval": "month"}}
+    )
 
 
 def _subscribe(client: Any, customer: Any, prices: list[Any], amount_gte: int | None, **extra: Any) -> Any:
@@ -72,9 +81,13 @@ def _now(client: Any, clock: Any) -> int:
 
 
 def _report(client: Any, clock: Any, customer: Any, calls: int, when: int | None = None) -> None:
-    client.v1.billing.meter_events.create(params={
-        "event_name": "api_calls", "timestamp": _now(client, clock) if when is None else when,
-        "payload": {"stripe_customer_id": customer.id, "value": str(calls)}})
+    client.v1.billing.meter_events.create(
+        params={
+            "event_name": "api_calls",
+            "timestamp": _now(client, clock) if when is None else when,
+            "payload": {"stripe_customer_id": customer.id, "value": str(calls)},
+        }
+    )
 
 
 def _advance(client: Any, clock: Any, to: int) -> None:
@@ -118,16 +131,19 @@ class Case(NamedTuple):
     rest: int  # the period-end invoice's amount
 
 
-@pytest.mark.parametrize("case", [
-    # 4000 calls = 600; 7003 = 1050.45 -> 1050 (invoiced); 10006 = 1500.9 -> 1501, so the rest is 451
-    # (billing the last 3003 calls on their own would round 450.45 down to 450).
-    pytest.param(Case(PAYG, 1000, [4000, 3003, 3003], 1050, 451), id="payg-per-unit"),
-    # 2000 calls = 380; 3000 = 580 (invoiced); 3551 = 690.2 -> 690: the rest is 110, not the 90 that
-    # 551 calls would cost if the 100 free calls started again after the threshold invoice.
-    pytest.param(Case(FREEMIUM, 500, [2000, 1000, 551], 580, 110), id="freemium-free-tier"),
-    # 1 started block = 74995 < 100000; 2M calls = 2 blocks = 149990 (invoiced); 3.5M = 3 blocks.
-    pytest.param(Case(BLOCKS, 100000, [1_000_000, 1_000_000, 1_500_000], 149990, 74995), id="blocks"),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # 4000 calls = 600; 7003 = 1050.45 -> 1050 (invoiced); 10006 = 1500.9 -> 1501, so the rest is 451
+        # (billing the last 3003 calls on their own would round 450.45 down to 450).
+        pytest.param(Case(PAYG, 1000, [4000, 3003, 3003], 1050, 451), id="payg-per-unit"),
+        # 2000 calls = 380; 3000 = 580 (invoiced); 3551 = 690.2 -> 690: the rest is 110, not the 90 that
+        # 551 calls would cost if the 100 free calls started again after the threshold invoice.
+        pytest.param(Case(FREEMIUM, 500, [2000, 1000, 551], 580, 110), id="freemium-free-tier"),
+        # 1 started block = 74995 < 100000; 2M calls = 2 blocks = 149990 (invoiced); 3.5M = 3 blocks.
+        pytest.param(Case(BLOCKS, 100000, [1_000_000, 1_000_000, 1_500_000], 149990, 74995), id="blocks"),
+    ],
+)
 def test_threshold_invoice_mid_period_then_the_period_end_bills_the_rest(client: Any, meter: Any, case: Case) -> None:
     shape, amount_gte, calls, at_threshold, rest = case
     price = _metered_price(client, meter, shape)
@@ -141,7 +157,11 @@ def test_threshold_invoice_mid_period_then_the_period_end_bills_the_rest(client:
     _report(client, clock, customer, calls[1])
     (early,) = _by_reason(client, sub, "subscription_threshold")
     assert (early.status, early.amount_due, early.period_start, early.period_end) == (
-        "draft", at_threshold, JAN_1_2026, JAN_10)
+        "draft",
+        at_threshold,
+        JAN_1_2026,
+        JAN_10,
+    )
     assert early.threshold_reason.amount_gte == amount_gte
     assert _lines(early) == [(calls[0] + calls[1], at_threshold)]
     assert early.lines.data[0].period.start == JAN_1_2026
@@ -149,18 +169,24 @@ def test_threshold_invoice_mid_period_then_the_period_end_bills_the_rest(client:
     _advance(client, clock, JAN_10 + 2 * HOUR)  # finalised and charged an hour later, like renewals
     early = client.v1.invoices.retrieve(early.id)
     assert (early.status, early.amount_paid) == ("paid", at_threshold)
-    assert _events_of(client, early.id) == ["invoice.created", "invoice.finalized", "invoice.paid",
-                                            "invoice.payment_succeeded"]
+    assert _events_of(client, early.id) == [
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+    ]
     after = client.v1.subscriptions.retrieve(sub.id)
     assert (after.status, after.billing_cycle_anchor, after["items"].data[0].current_period_end) == (
-        "active", JAN_1_2026, FEB_1)  # the billing cycle anchor is unchanged
+        "active",
+        JAN_1_2026,
+        FEB_1,
+    )  # the billing cycle anchor is unchanged
 
     _report(client, clock, customer, calls[2])  # below the threshold again: left for the period end
     assert len(_by_reason(client, sub, "subscription_threshold")) == 1
     _advance(client, clock, FEB_1 + 2 * HOUR)
     (cycle,) = _by_reason(client, sub, "subscription_cycle")
-    assert (cycle.status, cycle.amount_paid, cycle.period_start, cycle.period_end) == (
-        "paid", rest, JAN_1_2026, FEB_1)
+    assert (cycle.status, cycle.amount_paid, cycle.period_start, cycle.period_end) == ("paid", rest, JAN_1_2026, FEB_1)
     total = at_threshold + rest
     assert _lines(cycle) == [(sum(calls), total), (None, -at_threshold)]
     assert cycle.lines.data[1].description.startswith("Amount previously billed")
@@ -169,8 +195,15 @@ def test_threshold_invoice_mid_period_then_the_period_end_bills_the_rest(client:
 
 def test_volume_tiers_follow_stripes_documented_example(client: Any, meter: Any) -> None:
     """The docs' example: 0.50 USD up to 10,000 units, 0.40 USD beyond (volume), threshold 5,000 USD."""
-    price = _metered_price(client, meter, {"billing_scheme": "tiered", "tiers_mode": "volume", "tiers": [
-        {"up_to": 10000, "unit_amount": 50}, {"up_to": "inf", "unit_amount": 40}]})
+    price = _metered_price(
+        client,
+        meter,
+        {
+            "billing_scheme": "tiered",
+            "tiers_mode": "volume",
+            "tiers": [{"up_to": 10000, "unit_amount": 50}, {"up_to": "inf", "unit_amount": 40}],
+        },
+    )
     clock, customer = clocked_customer(client)
     sub = _subscribe(client, customer, [price], 500000)
     _advance(client, clock, JAN_10)
@@ -192,8 +225,15 @@ def test_volume_tiers_follow_stripes_documented_example(client: Any, meter: Any)
 
 def test_volume_tiers_credit_what_was_overbilled_to_the_balance(client: Any, meter: Any) -> None:
     """Docs: one unit past 10,000 drops the total to 4,000.40 USD; the 999.60 USD owed is credited."""
-    price = _metered_price(client, meter, {"billing_scheme": "tiered", "tiers_mode": "volume", "tiers": [
-        {"up_to": 10000, "unit_amount": 50}, {"up_to": "inf", "unit_amount": 40}]})
+    price = _metered_price(
+        client,
+        meter,
+        {
+            "billing_scheme": "tiered",
+            "tiers_mode": "volume",
+            "tiers": [{"up_to": 10000, "unit_amount": 50}, {"up_to": "inf", "unit_amount": 40}],
+        },
+    )
     clock, customer = clocked_customer(client)
     sub = _subscribe(client, customer, [price], 500000)
     _advance(client, clock, JAN_10)
@@ -244,25 +284,35 @@ def test_failed_threshold_payment_makes_the_subscription_past_due_then_unpaid(cl
     assert client.v1.invoices.retrieve(early.id).attempt_count == 4
 
 
-@pytest.mark.parametrize(("thresholds", "param", "code"), [
-    ({"amount_gte": 49}, "billing_thresholds[amount_gte]", "parameter_invalid"),
-    ({"amount_gte": 0}, "billing_thresholds[amount_gte]", "parameter_invalid"),
-    ({"amount_gte": -100}, "billing_thresholds[amount_gte]", "parameter_invalid"),
-    ({"amount_gte": 1495}, "billing_thresholds[amount_gte]", "parameter_invalid"),  # = the flat fee
-    ({"amount_gte": 5000, "reset_billing_cycle_anchor": True}, "billing_thresholds[reset_billing_cycle_anchor]",
-     "parameter_invalid"),
-    ({"reset_billing_cycle_anchor": False}, "billing_thresholds[amount_gte]", "parameter_missing"),
-    ({"amount_gte": 5000, "usage_gte": 10}, "billing_thresholds[usage_gte]", "parameter_unknown"),
-])
+@pytest.mark.parametrize(
+    ("thresholds", "param", "code"),
+    [
+        ({"amount_gte": 49}, "billing_thresholds[amount_gte]", "parameter_invalid"),
+        ({"amount_gte": 0}, "billing_thresholds[amount_gte]", "parameter_invalid"),
+        ({"amount_gte": -100}, "billing_thresholds[amount_gte]", "parameter_invalid"),
+        ({"amount_gte": 1495}, "billing_thresholds[amount_gte]", "parameter_invalid"),  # = the flat fee
+        (
+            {"amount_gte": 5000, "reset_billing_cycle_anchor": True},
+            "billing_thresholds[reset_billing_cycle_anchor]",
+            "parameter_invalid",
+        ),
+        ({"reset_billing_cycle_anchor": False}, "billing_thresholds[amount_gte]", "parameter_missing"),
+        ({"amount_gte": 5000, "usage_gte": 10}, "billing_thresholds[usage_gte]", "parameter_unknown"),
+    ],
+)
 def test_invalid_thresholds_are_refused_naming_the_parameter(
     client: Any, meter: Any, thresholds: dict[str, Any], param: str, code: str
 ) -> None:
     flat, usage = _flat_price(client, 1495), _metered_price(client, meter, PAYG)
     _, customer = clocked_customer(client)
     with pytest.raises(stripe.InvalidRequestError) as refused:
-        client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id},
-                                                                                  {"price": usage.id}],
-                                               "billing_thresholds": thresholds})
+        client.v1.subscriptions.create(
+            params={
+                "customer": customer.id,
+                "items": [{"price": flat.id}, {"price": usage.id}],
+                "billing_thresholds": thresholds,
+            }
+        )
     assert (refused.value.param, refused.value.code) == (param, code)
     assert refused.value.error is not None
     assert refused.value.error.type == "invalid_request_error"
@@ -285,9 +335,14 @@ def test_threshold_must_stay_above_the_flat_fees_when_items_change(client: Any, 
     assert refused.value.param == "billing_thresholds[amount_gte]"
     unchanged = client.v1.subscriptions.retrieve(sub.id)
     assert (unchanged["items"].data[0].price.id, unchanged.billing_thresholds.amount_gte) == (flat.id, 1496)
-    updated = client.v1.subscriptions.update(sub.id, params={
-        "items": [{"id": flat_item.id, "price": bigger.id}], "proration_behavior": "none",
-        "billing_thresholds": {"amount_gte": 9000}})
+    updated = client.v1.subscriptions.update(
+        sub.id,
+        params={
+            "items": [{"id": flat_item.id, "price": bigger.id}],
+            "proration_behavior": "none",
+            "billing_thresholds": {"amount_gte": 9000},
+        },
+    )
     assert updated.billing_thresholds.amount_gte == 9000
 
 
@@ -341,24 +396,36 @@ def test_trialing_subscriptions_are_not_evaluated(client: Any, meter: Any) -> No
     assert (early.amount_due, early.period_start) == (1050, JAN_1_2026 + 14 * DAY)
 
 
-def test_every_ingestion_path_and_a_clock_advance_evaluate(stripe_emulator: StripeEmulator, client: Any,
-                                                          meter: Any) -> None:
+def test_every_ingestion_path_and_a_clock_advance_evaluate(
+    stripe_emulator: StripeEmulator, client: Any, meter: Any
+) -> None:
     price = _metered_price(client, meter, PAYG)
     clock, customer = clocked_customer(client)
     sub = _subscribe(client, customer, [price], 1000)
     _advance(client, clock, JAN_10)
 
-    client.v2.billing.meter_events.create(params={
-        "event_name": "api_calls", "timestamp": "2026-01-10T00:00:00Z",
-        "payload": {"stripe_customer_id": customer.id, "value": "7000"}})
+    client.v2.billing.meter_events.create(
+        params={
+            "event_name": "api_calls",
+            "timestamp": "2026-01-10T00:00:00Z",
+            "payload": {"stripe_customer_id": customer.id, "value": "7000"},
+        }
+    )
     assert [i.amount_due for i in _by_reason(client, sub, "subscription_threshold")] == [1050]
 
     session = client.v2.billing.meter_event_session.create()
-    streamer = stripe.StripeClient(session.authentication_token,
-                                   base_addresses={"meter_events": stripe_emulator.base_url})
+    streamer = stripe.StripeClient(
+        session.authentication_token, base_addresses={"meter_events": stripe_emulator.base_url}
+    )
     events: list[MeterEventStreamCreateParamsEvent] = [
-        {"event_name": "api_calls", "identifier": f"batch-{n}", "timestamp": "2026-01-10T00:00:00Z",
-         "payload": {"stripe_customer_id": customer.id, "value": "4000"}} for n in range(3)]
+        {
+            "event_name": "api_calls",
+            "identifier": f"batch-{n}",
+            "timestamp": "2026-01-10T00:00:00Z",
+            "payload": {"stripe_customer_id": customer.id, "value": "4000"},
+        }
+        for n in range(3)
+    ]
     streamer.v2.billing.meter_event_stream.create(params={"events": events})  # 600, 1200 (invoiced), 1800
     assert [i.amount_due for i in _by_reason(client, sub, "subscription_threshold")] == [1050, 1200]
 

@@ -16,8 +16,9 @@ PER_CUSTOMER = {"id", "email", "metadata", "created", "invoice_prefix"}
 def test_bulk_customers_are_retrieved_and_searched_like_api_customers(
     stripe_emulator: StripeEmulator, client: Any
 ) -> None:
-    made = client.v1.customers.create(params={"email": "api@example.com",
-                                              "metadata": {"apim_user": "u-api", "tier": "gold"}})  # fmt: skip
+    made = client.v1.customers.create(
+        params={"email": "api@example.com", "metadata": {"apim_user": "u-api", "tier": "gold"}}
+    )
     specs = [("bulk0@example.com", {"apim_user": "u-0", "tier": "gold"}), ("bulk1@example.com", {"apim_user": "u-1"})]
     ids = stripe_emulator.bulk_create_customers(iter(specs))  # any iterable, e.g. a generator
     assert len(ids) == 2

@@ -60,8 +60,9 @@ def test_cancel_at_period_end_bills_the_periods_usage_on_a_last_invoice_and_no_n
 ) -> None:
     flat, usage = _catalog(client, meter)
     clock, customer = clocked_customer(client)
-    sub = client.v1.subscriptions.create(params={
-        "customer": customer.id, "items": [{"price": flat.id, "quantity": 1}, {"price": usage.id}]})
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": flat.id, "quantity": 1}, {"price": usage.id}]}
+    )
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": FEB_1 - 10})
     _report(client, customer, JAN_1_2026 + 86400, 1000, "early")  # 150 cents
     client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})

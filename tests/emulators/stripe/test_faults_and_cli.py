@@ -74,9 +74,22 @@ def test_duplicate_webhook_deliveries(sink: WebhookSink) -> None:
 def test_cli_serves_until_sigterm() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulators.stripe", "--port", str(port), "--api-key", "sk_test_cli",
-         "--error-rate-500", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "emulators.stripe",
+            "--port",
+            str(port),
+            "--api-key",
+            "sk_test_cli",
+            "--error-rate-500",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, timeout=20, alive=lambda: process.poll() is None)
         client = stripe.StripeClient("sk_test_cli", base_addresses={"api": f"http://127.0.0.1:{port}"})
@@ -91,7 +104,12 @@ def test_cli_serves_until_sigterm() -> None:
 def test_cli_rejects_bad_options() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "emulators.stripe", "--port", "0", "--error-rate-429", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=20, check=False)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert result.returncode == 2
     assert "fraction" in result.stderr
     assert "Traceback" not in result.stderr

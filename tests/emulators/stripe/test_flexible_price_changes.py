@@ -32,21 +32,31 @@ CARD = {"cardNumber": "4242424242424242", "cardExpiry": "12 / 34", "cardCvc": "1
 
 def _metered(client: Any, meter: Any, cents: int, name: str = "API") -> Any:
     product = client.v1.products.create(params={"name": name})
-    return client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": cents,
-                                           "recurring": {"interval": "month", "usage_type": "metered",
-                                                         "meter": meter.id}})
+    return client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": cents,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
 
 
 def _flat(client: Any, cents: int) -> Any:
     product = client.v1.products.create(params={"name": "Plan"})
-    return client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": cents,
-                                           "recurring": {"interval": "month"}})
+    return client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": cents, "recurring": {"interval": "month"}}
+    )
 
 
 def _report(client: Any, customer: Any, when: int, calls: int) -> None:
-    client.v1.billing.meter_events.create(params={
-        "event_name": "api_calls", "timestamp": when, "payload": {"stripe_customer_id": customer.id,
-                                                                   "value": str(calls)}})
+    client.v1.billing.meter_events.create(
+        params={
+            "event_name": "api_calls",
+            "timestamp": when,
+            "payload": {"stripe_customer_id": customer.id, "value": str(calls)},
+        }
+    )
 
 
 def _advance(client: Any, clock: Any, to: int) -> None:
@@ -83,22 +93,33 @@ def swapped(request: pytest.FixtureRequest, client: Any, meter: Any) -> tuple[An
 
 def test_subscriptions_default_to_flexible_billing_mode(client: Any, meter: Any) -> None:
     clock, customer = clocked_customer(client)
-    sub = client.v1.subscriptions.create(params={"customer": customer.id,
-                                                 "items": [{"price": _metered(client, meter, 2).id}]})
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": _metered(client, meter, 2).id}]}
+    )
     assert sub.billing_mode.type == "flexible"
     assert sub.billing_mode.updated_at == JAN_1_2026
     with pytest.raises(stripe.InvalidRequestError) as classic:
-        client.v1.subscriptions.create(params={"customer": customer.id, "billing_mode": {"type": "classic"},
-                                               "items": [{"price": _flat(client, 100).id}]})
+        client.v1.subscriptions.create(
+            params={
+                "customer": customer.id,
+                "billing_mode": {"type": "classic"},
+                "items": [{"price": _flat(client, 100).id}],
+            }
+        )
     assert classic.value.param == "billing_mode[type]"
     assert clock.id
 
 
 def test_checkout_subscriptions_are_flexible_too(client: Any) -> None:
     flat = _flat(client, 1495)
-    session = client.v1.checkout.sessions.create(params={
-        "mode": "subscription", "line_items": [{"price": flat.id, "quantity": 1}], "customer_email": "a@example.com",
-        "success_url": "http://127.0.0.1:9/ok"})
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": flat.id, "quantity": 1}],
+            "customer_email": "a@example.com",
+            "success_url": "http://127.0.0.1:9/ok",
+        }
+    )
     requests.post(session.url, data=CARD, timeout=10, allow_redirects=False)
     sub = client.v1.subscriptions.retrieve(client.v1.checkout.sessions.retrieve(session.id).subscription)
     assert sub.billing_mode.type == "flexible"
@@ -109,7 +130,8 @@ def test_none_drops_the_usage_of_the_replaced_metered_price(client: Any, swapped
     sub, _, b = swapped
     renewal = _renewal(client, sub)
     assert [(line.pricing.price_details.price, line.quantity, line.amount) for line in renewal.lines.data] == [
-        (b.id, 50, 150)]  # the 100 calls at A are never invoiced
+        (b.id, 50, 150)
+    ]  # the 100 calls at A are never invoiced
     assert (renewal.status, renewal.amount_paid) == ("paid", 150)
     assert renewal.lines.data[0].period.start == JAN_1_2026 + 10 * DAY  # B bills from the change
 
@@ -144,8 +166,7 @@ def test_usage_reported_after_the_change_is_billed_at_the_new_price(client: Any,
     sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": a.id}]})
     _advance(client, clock, JAN_1_2026 + 10 * DAY)
     _report(client, customer, JAN_1_2026 + 5 * DAY, 100)
-    client.v1.subscription_items.update(sub["items"].data[0].id, params={"price": b.id,
-                                                                          "proration_behavior": "none"})
+    client.v1.subscription_items.update(sub["items"].data[0].id, params={"price": b.id, "proration_behavior": "none"})
     _report(client, customer, JAN_1_2026 + 6 * DAY, 30)  # reported after the change
     _advance(client, clock, FEB_1 + 2 * HOUR)
     assert _renewal(client, sub).amount_paid == 30 * 3
@@ -154,8 +175,9 @@ def test_usage_reported_after_the_change_is_billed_at_the_new_price(client: Any,
 def test_removing_a_metered_item_bills_its_unbilled_usage(client: Any, meter: Any) -> None:
     flat, a = _flat(client, 1000), _metered(client, meter, 2)
     clock, customer = clocked_customer(client)
-    sub = client.v1.subscriptions.create(params={"customer": customer.id,
-                                                 "items": [{"price": flat.id}, {"price": a.id}]})
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": flat.id}, {"price": a.id}]}
+    )
     metered_item = next(x for x in sub["items"].data if x.price.id == a.id)
     _advance(client, clock, JAN_1_2026 + 10 * DAY)
     _report(client, customer, JAN_1_2026 + 5 * DAY, 100)
@@ -170,13 +192,15 @@ def test_removing_a_metered_item_bills_its_unbilled_usage(client: Any, meter: An
 def test_removing_it_with_none_bills_nothing(client: Any, meter: Any) -> None:
     flat, a = _flat(client, 1000), _metered(client, meter, 2)
     clock, customer = clocked_customer(client)
-    sub = client.v1.subscriptions.create(params={"customer": customer.id,
-                                                 "items": [{"price": flat.id}, {"price": a.id}]})
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": flat.id}, {"price": a.id}]}
+    )
     metered_item = next(x for x in sub["items"].data if x.price.id == a.id)
     _advance(client, clock, JAN_1_2026 + 10 * DAY)
     _report(client, customer, JAN_1_2026 + 5 * DAY, 100)
-    client.v1.subscriptions.update(sub.id, params={"items": [{"id": metered_item.id, "deleted": True}],
-                                                   "proration_behavior": "none"})
+    client.v1.subscriptions.update(
+        sub.id, params={"items": [{"id": metered_item.id, "deleted": True}], "proration_behavior": "none"}
+    )
     _advance(client, clock, FEB_1 + 2 * HOUR)
     assert _renewal(client, sub).amount_paid == 1000
 
@@ -197,8 +221,9 @@ def test_a_metered_item_added_mid_period_bills_usage_reported_from_then(client: 
 def test_threshold_invoices_are_not_billed_twice_by_the_change(client: Any, meter: Any) -> None:
     a, b = _metered(client, meter, 1), _metered(client, meter, 3)
     clock, customer = clocked_customer(client)
-    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": a.id}],
-                                                 "billing_thresholds": {"amount_gte": 1000}})
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": a.id}], "billing_thresholds": {"amount_gte": 1000}}
+    )
     _advance(client, clock, JAN_1_2026 + 5 * DAY)
     _report(client, customer, JAN_1_2026 + 5 * DAY, 1500)  # a threshold invoice of 1500 at A
     _report(client, customer, JAN_1_2026 + 5 * DAY, 200)
@@ -207,25 +232,34 @@ def test_threshold_invoices_are_not_billed_twice_by_the_change(client: Any, mete
     _report(client, customer, JAN_1_2026 + 10 * DAY, 100)
     _advance(client, clock, FEB_1 + 2 * HOUR)
     invoices = _invoices(client, sub)
-    assert [i.billing_reason for i in invoices] == ["subscription_create", "subscription_threshold",
-                                                    "subscription_cycle"]
+    assert [i.billing_reason for i in invoices] == [
+        "subscription_create",
+        "subscription_threshold",
+        "subscription_cycle",
+    ]
     assert invoices[1].amount_paid == 1500
     # A's unbilled usage (1700 - 1500 already billed) and B's 100 calls at 3 cents
     assert invoices[2].amount_paid == 200 + 300
 
 
 def test_credit_prorations_use_what_was_debited(client: Any) -> None:
-    """"Flexible billing mode calculates credit prorations based on the original amount previously
+    """ "Flexible billing mode calculates credit prorations based on the original amount previously
     debited to a customer": after an upgrade with proration_behavior=none the period was paid at the
     old price, so a later downgrade credits the old price's unused time, not the new one's."""
     basic, pro = _flat(client, 1000), _flat(client, 3000)
     clock, customer = clocked_customer(client)
     sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": basic.id}]})
     item = sub["items"].data[0].id
-    client.v1.subscriptions.update(sub.id, params={"items": [{"id": item, "price": pro.id}],
-                                                   "proration_behavior": "none"})
+    client.v1.subscriptions.update(
+        sub.id, params={"items": [{"id": item, "price": pro.id}], "proration_behavior": "none"}
+    )
     _advance(client, clock, FEB_1 - 31 * DAY // 5)  # a fifth of January left
-    updated = client.v1.subscriptions.update(sub.id, params={
-        "items": [{"id": item, "price": basic.id}], "proration_behavior": "always_invoice",
-        "expand": ["latest_invoice"]})
+    updated = client.v1.subscriptions.update(
+        sub.id,
+        params={
+            "items": [{"id": item, "price": basic.id}],
+            "proration_behavior": "always_invoice",
+            "expand": ["latest_invoice"],
+        },
+    )
     assert sorted(line.amount for line in updated.latest_invoice.lines.data) == [-200, 200]  # not -600 for pro

@@ -15,17 +15,24 @@ CARD = {"cardExpiry": "12 / 34", "cardCvc": "123", "billingName": "Ada Dev"}
 
 def _catalog(client: Any) -> tuple[Any, Any]:
     product = client.v1.products.create(params={"name": "Basic"})
-    flat = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 1495,
-                                           "recurring": {"interval": "month"}})
+    flat = client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": 1495, "recurring": {"interval": "month"}}
+    )
     return product, flat
 
 
 def _session(client: Any, flat: Any, **extra: Any) -> Any:
-    return client.v1.checkout.sessions.create(params={
-        "mode": "subscription", "line_items": [{"price": flat.id, "quantity": 1}],
-        "success_url": "http://127.0.0.1:9/done?session_id={CHECKOUT_SESSION_ID}",
-        "cancel_url": "http://127.0.0.1:9/back", "metadata": {"apim_user_id": "u1"},
-        "subscription_data": {"metadata": {"apim_product": "basic", "apim_user_id": "u1"}}, **extra})
+    return client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": flat.id, "quantity": 1}],
+            "success_url": "http://127.0.0.1:9/done?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": "http://127.0.0.1:9/back",
+            "metadata": {"apim_user_id": "u1"},
+            "subscription_data": {"metadata": {"apim_product": "basic", "apim_user_id": "u1"}},
+            **extra,
+        }
+    )
 
 
 def test_successful_test_card_completes_checkout(stripe_emulator: StripeEmulator, client: Any) -> None:
@@ -33,11 +40,17 @@ def test_successful_test_card_completes_checkout(stripe_emulator: StripeEmulator
     session = _session(client, flat, customer_email="ada@example.com", client_reference_id="u1")
     page = requests.get(session.url, timeout=10)
     assert page.status_code == 200
-    for field in ('name="cardNumber"', 'name="cardExpiry"', 'name="cardCvc"', 'type="submit"',
-                  'href="http://127.0.0.1:9/back"'):
+    for field in (
+        'name="cardNumber"',
+        'name="cardExpiry"',
+        'name="cardCvc"',
+        'type="submit"',
+        'href="http://127.0.0.1:9/back"',
+    ):
         assert field in page.text
-    done = requests.post(session.url, data={"cardNumber": "4242 4242 4242 4242", **CARD}, timeout=10,
-                         allow_redirects=False)
+    done = requests.post(
+        session.url, data={"cardNumber": "4242 4242 4242 4242", **CARD}, timeout=10, allow_redirects=False
+    )
     assert done.status_code == 303
     location = urlsplit(done.headers["Location"])
     assert parse_qs(location.query)["session_id"] == [session.id]
@@ -53,16 +66,22 @@ def test_successful_test_card_completes_checkout(stripe_emulator: StripeEmulator
     customer = client.v1.customers.retrieve(completed.customer)
     assert customer.email == "ada@example.com"
     types = [e.type for e in reversed(client.v1.events.list(params={"limit": 100}).data)]
-    assert types.index("customer.created") < types.index("customer.subscription.created") \
-        < types.index("invoice.paid") < types.index("checkout.session.completed")
+    assert (
+        types.index("customer.created")
+        < types.index("customer.subscription.created")
+        < types.index("invoice.paid")
+        < types.index("checkout.session.completed")
+    )
     assert requests.get(session.url, timeout=10).status_code == 410
 
 
 def test_declined_cards_rerender_the_form_without_a_subscription(client: Any) -> None:
     _, flat = _catalog(client)
     session = _session(client, flat, customer_email="ada@example.com")
-    for number, message in (("4000000000000002", "Your card was declined."),
-                            ("4000000000009995", "Your card has insufficient funds.")):
+    for number, message in (
+        ("4000000000000002", "Your card was declined."),
+        ("4000000000009995", "Your card has insufficient funds."),
+    ):
         page = requests.post(session.url, data={"cardNumber": number, **CARD}, timeout=10, allow_redirects=False)
         assert page.status_code == 200
         assert message in page.text
@@ -78,8 +97,12 @@ def test_promotion_code_discounts_the_first_invoice(client: Any) -> None:
     customer = client.v1.customers.create(params={"email": "b@example.com"})
     session = _session(client, flat, customer=customer.id, allow_promotion_codes=True)
     assert 'name="promotionCode"' in requests.get(session.url, timeout=10).text
-    done = requests.post(session.url, data={"cardNumber": "4242424242424242", "promotionCode": "save20", **CARD},
-                         timeout=10, allow_redirects=False)
+    done = requests.post(
+        session.url,
+        data={"cardNumber": "4242424242424242", "promotionCode": "save20", **CARD},
+        timeout=10,
+        allow_redirects=False,
+    )
     assert done.status_code == 303
     completed = client.v1.checkout.sessions.retrieve(session.id)
     invoice = client.v1.invoices.retrieve(completed.invoice)
@@ -92,8 +115,9 @@ def test_portal_lists_invoices_and_cancels_at_period_end(stripe_emulator: Stripe
     session = _session(client, flat, customer_email="c@example.com")
     requests.post(session.url, data={"cardNumber": "4242424242424242", **CARD}, timeout=10, allow_redirects=False)
     completed = client.v1.checkout.sessions.retrieve(session.id)
-    portal = client.v1.billing_portal.sessions.create(params={"customer": completed.customer,
-                                                             "return_url": "http://127.0.0.1:9/account"})
+    portal = client.v1.billing_portal.sessions.create(
+        params={"customer": completed.customer, "return_url": "http://127.0.0.1:9/account"}
+    )
     page = requests.get(portal.url, timeout=10)
     invoice = client.v1.invoices.retrieve(completed.invoice)
     assert invoice.number in page.text
@@ -126,7 +150,7 @@ def test_checkout_on_a_test_clock_then_a_swapped_failing_card(client: Any) -> No
 
 
 def test_checkout_sets_the_subscriptions_default_payment_method(client: Any) -> None:
-    """"When subscriptions are created in Checkout, the collected payment method is set as the
+    """ "When subscriptions are created in Checkout, the collected payment method is set as the
     default_payment_method on the Subscription" (not the customer's invoice settings)."""
     _, flat = _catalog(client)
     session = _session(client, flat, customer_email="e@example.com")

@@ -32,8 +32,9 @@ def _first_invoice_amount(client: Any, price_id: str, quantity: int | None) -> i
     item: dict[str, Any] = {"price": price_id}
     if quantity is not None:
         item["quantity"] = quantity
-    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [item],
-                                                 "expand": ["latest_invoice"]})
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [item], "expand": ["latest_invoice"]}
+    )
     assert sub.status == "active"
     assert sub.latest_invoice.status == "paid"
     assert sub.latest_invoice.amount_paid == sub.latest_invoice.amount_due
@@ -42,53 +43,89 @@ def _first_invoice_amount(client: Any, price_id: str, quantity: int | None) -> i
 
 @pytest.mark.parametrize(("quantity", "expected"), [(1, 700), (5, 3500), (6, 3900), (20, 12000), (25, 15000)])
 def test_volume_tiers_match_stripe_docs_table(client: Any, product: Any, quantity: int, expected: int) -> None:
-    price = client.v1.prices.create(params={
-        "product": product.id, "currency": "usd", "recurring": {"interval": "month"},
-        "billing_scheme": "tiered", "tiers_mode": "volume", "tiers": TYPOGRAPHIC_TIERS})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+            "billing_scheme": "tiered",
+            "tiers_mode": "volume",
+            "tiers": TYPOGRAPHIC_TIERS,
+        }
+    )
     assert _first_invoice_amount(client, price.id, quantity) == expected
 
 
 @pytest.mark.parametrize(("quantity", "expected"), [(5, 3500), (6, 4150), (20, 12750)])
 def test_graduated_tiers_sum_each_tier(client: Any, product: Any, quantity: int, expected: int) -> None:
-    price = client.v1.prices.create(params={
-        "product": product.id, "currency": "usd", "recurring": {"interval": "month"},
-        "billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": TYPOGRAPHIC_TIERS})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+            "billing_scheme": "tiered",
+            "tiers_mode": "graduated",
+            "tiers": TYPOGRAPHIC_TIERS,
+        }
+    )
     assert _first_invoice_amount(client, price.id, quantity) == expected
 
 
-@pytest.mark.parametrize(("rounding", "quantity", "expected"), [("up", 61, 2 * 500), ("down", 61, 1 * 500),
-                                                               ("up", 60, 1 * 500)])
-def test_package_pricing_divides_then_rounds(client: Any, product: Any, rounding: str, quantity: int,
-                                             expected: int) -> None:
+@pytest.mark.parametrize(
+    ("rounding", "quantity", "expected"), [("up", 61, 2 * 500), ("down", 61, 1 * 500), ("up", 60, 1 * 500)]
+)
+def test_package_pricing_divides_then_rounds(
+    client: Any, product: Any, rounding: str, quantity: int, expected: int
+) -> None:
     # 5 USD per started (or completed) hour when quantity counts minutes: divide by 60.
-    price = client.v1.prices.create(params={
-        "product": product.id, "currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
-        "transform_quantity": {"divide_by": 60, "round": rounding}})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "transform_quantity": {"divide_by": 60, "round": rounding},
+        }
+    )
     assert _first_invoice_amount(client, price.id, quantity) == expected
 
 
 def test_licensed_per_seat_price(client: Any, product: Any) -> None:
-    price = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 2000,
-                                            "recurring": {"interval": "month"}})
+    price = client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": 2000, "recurring": {"interval": "month"}}
+    )
     assert _first_invoice_amount(client, price.id, 3) == 6000
 
 
 def test_metered_graduated_usage_is_billed_at_period_end(client: Any, product: Any, meter: Any) -> None:
     """Usage of the finished period goes through the tiers on the renewal invoice."""
-    price = client.v1.prices.create(params={
-        "product": product.id, "currency": "usd", "billing_scheme": "tiered", "tiers_mode": "graduated",
-        "tiers": TYPOGRAPHIC_TIERS, "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id}})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "billing_scheme": "tiered",
+            "tiers_mode": "graduated",
+            "tiers": TYPOGRAPHIC_TIERS,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
     clock, customer = clocked_customer(client)
-    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}],
-                                                 "expand": ["latest_invoice"]})
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": price.id}], "expand": ["latest_invoice"]}
+    )
     assert sub.latest_invoice.amount_due == 0  # a metered-only subscription starts with a $0 invoice
     assert sub.latest_invoice.status == "paid"
     start = clock.frozen_time
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": start + 10 * 86400})
     for n, value in enumerate(("12", "8")):  # 20 fonts in the period, reported in two events
-        client.v1.billing.meter_events.create(params={
-            "event_name": "api_calls", "timestamp": start + 3600 * (n + 1), "identifier": f"use-{n}",
-            "payload": {"stripe_customer_id": customer.id, "value": value}})
+        client.v1.billing.meter_events.create(
+            params={
+                "event_name": "api_calls",
+                "timestamp": start + 3600 * (n + 1),
+                "identifier": f"use-{n}",
+                "payload": {"stripe_customer_id": customer.id, "value": value},
+            }
+        )
     period_end = sub["items"].data[0].current_period_end
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": period_end + 2 * 3600})
     renewal = client.v1.invoices.list(params={"subscription": sub.id, "limit": 1}).data[0]
@@ -101,14 +138,25 @@ def test_metered_graduated_usage_is_billed_at_period_end(client: Any, product: A
 
 
 def test_metered_volume_usage(client: Any, product: Any, meter: Any) -> None:
-    price = client.v1.prices.create(params={
-        "product": product.id, "currency": "usd", "billing_scheme": "tiered", "tiers_mode": "volume",
-        "tiers": TYPOGRAPHIC_TIERS, "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id}})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "billing_scheme": "tiered",
+            "tiers_mode": "volume",
+            "tiers": TYPOGRAPHIC_TIERS,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
     clock, customer = clocked_customer(client)
     sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
-    client.v1.billing.meter_events.create(params={
-        "event_name": "api_calls", "timestamp": clock.frozen_time,
-        "payload": {"stripe_customer_id": customer.id, "value": "6"}})
+    client.v1.billing.meter_events.create(
+        params={
+            "event_name": "api_calls",
+            "timestamp": clock.frozen_time,
+            "payload": {"stripe_customer_id": customer.id, "value": "6"},
+        }
+    )
     period_end = sub["items"].data[0].current_period_end
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": period_end + 2 * 3600})
     renewal = client.v1.invoices.list(params={"subscription": sub.id, "limit": 1}).data[0]

@@ -35,11 +35,17 @@ def _no_internal_errors(stripe_emulator: StripeEmulator) -> Iterator[None]:
 
 def _prices(client: Any, meter: Any) -> tuple[Any, Any]:
     product = client.v1.products.create(params={"name": "Basic"})
-    flat = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 1495,
-                                           "recurring": {"interval": "month"}})
-    usage = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount_decimal": "0.15",
-                                            "recurring": {"interval": "month", "usage_type": "metered",
-                                                          "meter": meter.id}})  # fmt: skip
+    flat = client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": 1495, "recurring": {"interval": "month"}}
+    )
+    usage = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount_decimal": "0.15",
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
     return flat, usage
 
 
@@ -47,14 +53,23 @@ def _trial_checkout(client: Any, prices: list[Any], days: int = 14, card: str = 
     """(clock, completed session): a customer on a clock at JAN_1_2026 pays nothing on the hosted page."""
     clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": JAN_1_2026})
     customer = client.v1.customers.create(params={"email": "ada@example.com", "test_clock": clock.id})
-    items = [{"price": p.id, "quantity": 1} if p.recurring.usage_type == "licensed" else {"price": p.id}
-             for p in prices]  # fmt: skip
-    session = client.v1.checkout.sessions.create(params={
-        "mode": "subscription", "customer": customer.id, "line_items": items,
-        "success_url": "http://127.0.0.1:9/done", "payment_method_collection": "always",
-        "subscription_data": {"trial_period_days": days, "metadata": {"who": "ada"},
-                              "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}}},
-    })  # fmt: skip
+    items = [
+        {"price": p.id, "quantity": 1} if p.recurring.usage_type == "licensed" else {"price": p.id} for p in prices
+    ]
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer.id,
+            "line_items": items,
+            "success_url": "http://127.0.0.1:9/done",
+            "payment_method_collection": "always",
+            "subscription_data": {
+                "trial_period_days": days,
+                "metadata": {"who": "ada"},
+                "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+            },
+        }
+    )
     page = requests.get(session.url, timeout=10).text
     assert f"{days}-day free trial" in page
     assert "Due today: <strong>$0.00</strong>" in page
@@ -73,12 +88,18 @@ def _events(client: Any, kind: str) -> list[Any]:
 
 
 def _report(client: Any, customer: str, calls: int, when: int) -> None:
-    client.v1.billing.meter_events.create(params={
-        "event_name": "api_calls", "timestamp": when, "payload": {"stripe_customer_id": customer, "value": str(calls)}})
+    client.v1.billing.meter_events.create(
+        params={
+            "event_name": "api_calls",
+            "timestamp": when,
+            "payload": {"stripe_customer_id": customer, "value": str(calls)},
+        }
+    )
 
 
-def test_checkout_starts_a_trial_with_a_zero_first_invoice_and_the_card_on_the_subscription(client: Any,
-                                                                                          meter: Any) -> None:
+def test_checkout_starts_a_trial_with_a_zero_first_invoice_and_the_card_on_the_subscription(
+    client: Any, meter: Any
+) -> None:
     flat, usage = _prices(client, meter)
     _, session = _trial_checkout(client, [flat, usage])
     assert (session.status, session.payment_status, session.amount_total) == ("complete", "no_payment_required", 0)
@@ -99,8 +120,11 @@ def test_trial_will_end_three_days_before_the_end_by_the_test_clock(client: Any,
     assert _events(client, "customer.subscription.trial_will_end") == []
     _advance(client, clock, TRIAL_END - 3 * DAY)
     (event,) = _events(client, "customer.subscription.trial_will_end")
-    assert (event.created, event.data.object.id, event.data.object.status) == (TRIAL_END - 3 * DAY,
-                                                                               session.subscription, "trialing")
+    assert (event.created, event.data.object.id, event.data.object.status) == (
+        TRIAL_END - 3 * DAY,
+        session.subscription,
+        "trialing",
+    )
     _advance(client, clock, TRIAL_END + 2 * HOUR)
     assert len(_events(client, "customer.subscription.trial_will_end")) == 1  # once
 
@@ -112,8 +136,9 @@ def test_a_trial_of_three_days_or_less_warns_at_once(client: Any, meter: Any) ->
     assert (event.created, event.data.object.id) == (JAN_1_2026, session.subscription)
 
 
-def test_the_trial_end_makes_it_active_and_charges_the_first_real_invoice_an_hour_later(client: Any,
-                                                                                       meter: Any) -> None:
+def test_the_trial_end_makes_it_active_and_charges_the_first_real_invoice_an_hour_later(
+    client: Any, meter: Any
+) -> None:
     flat, usage = _prices(client, meter)
     clock, session = _trial_checkout(client, [flat, usage])
     customer, sid = session.customer, session.subscription
@@ -124,11 +149,16 @@ def test_the_trial_end_makes_it_active_and_charges_the_first_real_invoice_an_hou
     draft = sub.latest_invoice
     assert sub.status == "active"
     assert (draft.status, draft.billing_reason, draft.period_start, draft.period_end) == (
-        "draft", "subscription_cycle", JAN_1_2026, TRIAL_END)
+        "draft",
+        "subscription_cycle",
+        JAN_1_2026,
+        TRIAL_END,
+    )
     assert draft.automatically_finalizes_at == TRIAL_END + HOUR
     updated = [e.to_dict()["data"] for e in _events(client, "customer.subscription.updated")]
-    assert [d["object"]["status"] for d in updated if d.get("previous_attributes", {}).get("status") == "trialing"
-            ] == ["active"]  # fmt: skip
+    assert [d["object"]["status"] for d in updated if d.get("previous_attributes", {}).get("status") == "trialing"] == [
+        "active"
+    ]
     _advance(client, clock, TRIAL_END + 2 * HOUR)
     paid = client.v1.invoices.retrieve(draft.id)
     assert (paid.status, paid.amount_paid) == ("paid", 1495)  # the first month's fee, none of the trial's usage
@@ -150,7 +180,10 @@ def test_a_declined_charge_at_the_trial_end_makes_it_past_due(client: Any, meter
     sub = client.v1.subscriptions.retrieve(session.subscription, params={"expand": ["latest_invoice"]})
     assert sub.status == "past_due"
     assert (sub.latest_invoice.status, sub.latest_invoice.attempted, sub.latest_invoice.amount_remaining) == (
-        "open", True, 1495)
+        "open",
+        True,
+        1495,
+    )
     assert _events(client, "invoice.payment_failed")
 
 
@@ -168,23 +201,31 @@ def test_cancelling_in_the_trial_bills_none_of_its_usage(client: Any, meter: Any
 
 def test_trial_parameters_are_checked(client: Any, meter: Any) -> None:
     flat, _ = _prices(client, meter)
-    base = {"mode": "subscription", "line_items": [{"price": flat.id, "quantity": 1}],
-            "success_url": "http://127.0.0.1:9/done"}  # fmt: skip
-    for data, param in (({"trial_period_days": 0}, "subscription_data[trial_period_days]"),
-                        ({"trial_period_days": 731}, "subscription_data[trial_period_days]"),
-                        ({"trial_period_days": 7, "trial_settings": {"end_behavior": {"missing_payment_method":
-                                                                                      "cancel"}}},
-                         "subscription_data[trial_settings][end_behavior][missing_payment_method]")):  # fmt: skip
+    base = {
+        "mode": "subscription",
+        "line_items": [{"price": flat.id, "quantity": 1}],
+        "success_url": "http://127.0.0.1:9/done",
+    }
+    for data, param in (
+        ({"trial_period_days": 0}, "subscription_data[trial_period_days]"),
+        ({"trial_period_days": 731}, "subscription_data[trial_period_days]"),
+        (
+            {"trial_period_days": 7, "trial_settings": {"end_behavior": {"missing_payment_method": "cancel"}}},
+            "subscription_data[trial_settings][end_behavior][missing_payment_method]",
+        ),
+    ):
         with pytest.raises(stripe.InvalidRequestError) as refused:
             client.v1.checkout.sessions.create(params={**base, "subscription_data": data})
         assert refused.value.param == param
     with pytest.raises(stripe.InvalidRequestError) as refused:
-        client.v1.checkout.sessions.create(params={**base, "payment_method_collection": "if_required",
-                                                   "subscription_data": {"trial_period_days": 7}})
+        client.v1.checkout.sessions.create(
+            params={**base, "payment_method_collection": "if_required", "subscription_data": {"trial_period_days": 7}}
+        )
     assert refused.value.param == "payment_method_collection"
     assert client.v1.checkout.sessions.create(params={**base, "subscription_data": {"trial_period_days": 730}}).id
     customer = client.v1.customers.create(params={"email": "b@example.com"})
     with pytest.raises(stripe.InvalidRequestError) as refused:
-        client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": flat.id}],
-                                               "trial_period_days": 0})
+        client.v1.subscriptions.create(
+            params={"customer": customer.id, "items": [{"price": flat.id}], "trial_period_days": 0}
+        )
     assert refused.value.param == "trial_period_days"

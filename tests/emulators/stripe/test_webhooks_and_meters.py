@@ -53,8 +53,7 @@ def test_endpoint_created_through_the_api_signs_with_its_returned_secret(client:
     client.v1.products.create(params={"name": "no event for products"})
     client.v1.customers.create(params={"email": "b@example.com"})
     (delivery,) = sink.wait_for(1)
-    assert stripe.Webhook.construct_event(delivery.body, delivery.signature, endpoint.secret).type == \
-        "customer.created"
+    assert stripe.Webhook.construct_event(delivery.body, delivery.signature, endpoint.secret).type == "customer.created"
 
 
 @pytest.fixture
@@ -65,30 +64,40 @@ def metered(client: Any, meter: Any) -> tuple[Any, Any]:
 
 
 def _summed(client: Any, meter: Any, customer: Any) -> float:
-    summaries = client.v1.billing.meters.event_summaries.list(meter.id, params={
-        "customer": customer.id, "start_time": JAN_1_2026, "end_time": JAN_1_2026 + 7200})
+    summaries = client.v1.billing.meters.event_summaries.list(
+        meter.id, params={"customer": customer.id, "start_time": JAN_1_2026, "end_time": JAN_1_2026 + 7200}
+    )
     return float(sum(s.aggregated_value for s in summaries.data))
 
 
 def test_duplicate_identifiers_count_once_v1(client: Any, meter: Any, metered: tuple[Any, Any]) -> None:
     _, customer = metered
-    params = {"event_name": "api_calls", "identifier": "report-42", "timestamp": JAN_1_2026 + 60,
-              "payload": {"stripe_customer_id": customer.id, "value": "7"}}
+    params = {
+        "event_name": "api_calls",
+        "identifier": "report-42",
+        "timestamp": JAN_1_2026 + 60,
+        "payload": {"stripe_customer_id": customer.id, "value": "7"},
+    }
     client.v1.billing.meter_events.create(params=params)
     with pytest.raises(stripe.InvalidRequestError, match="An event already exists with identifier report-42"):
         client.v1.billing.meter_events.create(params=params)
     assert _summed(client, meter, customer) == 7
 
 
-def test_duplicate_identifiers_count_once_v2_stream(stripe_emulator: StripeEmulator, client: Any, meter: Any,
-                                                   metered: tuple[Any, Any]) -> None:
+def test_duplicate_identifiers_count_once_v2_stream(
+    stripe_emulator: StripeEmulator, client: Any, meter: Any, metered: tuple[Any, Any]
+) -> None:
     _, customer = metered
     session = client.v2.billing.meter_event_session.create()
-    streamer = stripe.StripeClient(session.authentication_token,
-                                   base_addresses={"meter_events": stripe_emulator.base_url})
+    streamer = stripe.StripeClient(
+        session.authentication_token, base_addresses={"meter_events": stripe_emulator.base_url}
+    )
     event: MeterEventStreamCreateParamsEvent = {
-        "event_name": "api_calls", "identifier": "batch-1", "timestamp": "2026-01-01T00:01:00Z",
-        "payload": {"stripe_customer_id": customer.id, "value": "5"}}
+        "event_name": "api_calls",
+        "identifier": "batch-1",
+        "timestamp": "2026-01-01T00:01:00Z",
+        "payload": {"stripe_customer_id": customer.id, "value": "5"},
+    }
     streamer.v2.billing.meter_event_stream.create(params={"events": [event, event]})
     streamer.v2.billing.meter_event_stream.create(params={"events": [event]})
     assert _summed(client, meter, customer) == 5
@@ -114,8 +123,9 @@ def test_timestamps_outside_stripes_window_are_refused(client: Any, meter: Any, 
 def test_meter_event_for_unknown_meter_names_the_parameter(client: Any, meter: Any) -> None:
     customer = client.v1.customers.create()
     with pytest.raises(stripe.InvalidRequestError) as info:
-        client.v1.billing.meter_events.create(params={"event_name": "nope",
-                                                      "payload": {"stripe_customer_id": customer.id}})
+        client.v1.billing.meter_events.create(
+            params={"event_name": "nope", "payload": {"stripe_customer_id": customer.id}}
+        )
     assert info.value.param == "event_name"
     assert info.value.http_body is not None
     assert json.loads(info.value.http_body)["error"]["type"] == "invalid_request_error"

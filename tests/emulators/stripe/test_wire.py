@@ -14,11 +14,15 @@ from emulators.stripe.wire import parse_form
 
 
 def test_nested_form_keys_decode_to_dicts_and_lists() -> None:
-    body = ("line_items[0][price]=p1&line_items[0][quantity]=2&line_items[1][price]=p2"
-            "&metadata[a]=x&expand[]=one&expand[]=two&flag=true")
+    body = (
+        "line_items[0][price]=p1&line_items[0][quantity]=2&line_items[1][price]=p2"
+        "&metadata[a]=x&expand[]=one&expand[]=two&flag=true"
+    )
     assert parse_form(body) == {
         "line_items": [{"price": "p1", "quantity": "2"}, {"price": "p2"}],
-        "metadata": {"a": "x"}, "expand": ["one", "two"], "flag": "true",
+        "metadata": {"a": "x"},
+        "expand": ["one", "two"],
+        "flag": "true",
     }
 
 
@@ -28,8 +32,9 @@ def test_unknown_parameters_are_refused_by_name(client: Any) -> None:
     assert info.value.param == "nickname"
     assert info.value.code == "parameter_unknown"
     with pytest.raises(stripe.InvalidRequestError) as nested:
-        client.v1.checkout.sessions.create(params={"mode": "subscription",
-                                                   "subscription_data": {"metadata": {}, "colour": "red"}})
+        client.v1.checkout.sessions.create(
+            params={"mode": "subscription", "subscription_data": {"metadata": {}, "colour": "red"}}
+        )
     assert nested.value.param == "subscription_data[colour]"
 
 
@@ -55,8 +60,9 @@ def test_api_key_is_required_and_wrong_keys_are_redacted(stripe_emulator: Stripe
     assert "sk_test_wrong_secret_value" not in wrong.text
     basic = base64.b64encode(f"{stripe_emulator.api_key}:".encode()).decode()
     assert requests.get(url, headers={"Authorization": f"Basic {basic}"}, timeout=10).status_code == 200
-    bad_version = requests.get(url, headers={"Authorization": f"Bearer {stripe_emulator.api_key}",
-                                             "Stripe-Version": "yesterday"}, timeout=10)
+    bad_version = requests.get(
+        url, headers={"Authorization": f"Bearer {stripe_emulator.api_key}", "Stripe-Version": "yesterday"}, timeout=10
+    )
     assert bad_version.status_code == 400
 
 
@@ -82,8 +88,9 @@ def test_pagination_walks_every_object_once(client: Any) -> None:
 
 def test_expand_replaces_ids_with_objects(client: Any) -> None:
     product = client.v1.products.create(params={"name": "P"})
-    price = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 100,
-                                            "recurring": {"interval": "month"}})
+    price = client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": 100, "recurring": {"interval": "month"}}
+    )
     assert isinstance(client.v1.prices.retrieve(price.id).product, str)
     expanded = client.v1.prices.retrieve(price.id, params={"expand": ["product"]})
     assert expanded.product.name == "P"
@@ -106,8 +113,13 @@ def test_customer_search_by_metadata_and_email(stripe_emulator: StripeEmulator, 
 
 def test_lookup_keys_are_unique_unless_transferred(client: Any) -> None:
     product = client.v1.products.create(params={"name": "P"})
-    base = {"product": product.id, "currency": "usd", "unit_amount": 100, "recurring": {"interval": "month"},
-            "lookup_key": "basic_monthly"}
+    base = {
+        "product": product.id,
+        "currency": "usd",
+        "unit_amount": 100,
+        "recurring": {"interval": "month"},
+        "lookup_key": "basic_monthly",
+    }
     old = client.v1.prices.create(params=base)
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.prices.create(params=base)
@@ -119,12 +131,13 @@ def test_lookup_keys_are_unique_unless_transferred(client: Any) -> None:
 
 
 def test_idempotency_keys_expire_after_24_hours(stripe_emulator: StripeEmulator, client: Any) -> None:
-    """"You can remove keys from the system automatically after they're at least 24 hours old. We
+    """ "You can remove keys from the system automatically after they're at least 24 hours old. We
     generate a new request if a key is reused after the original is pruned." (the emulator's clock)"""
     first = client.v1.customers.create(params={"email": "a@example.com"}, options={"idempotency_key": "day"})
     stripe_emulator.advance_wall_clock(24 * 3600 - 1)
-    assert client.v1.customers.create(params={"email": "a@example.com"},
-                                      options={"idempotency_key": "day"}).id == first.id
+    assert (
+        client.v1.customers.create(params={"email": "a@example.com"}, options={"idempotency_key": "day"}).id == first.id
+    )
     with pytest.raises(stripe.IdempotencyError):
         client.v1.customers.create(params={"email": "b@example.com"}, options={"idempotency_key": "day"})
     stripe_emulator.advance_wall_clock(1)
