@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import sys
 import threading
 import time
@@ -83,6 +84,7 @@ from azure.mgmt.apimanagement.models import ProductContract  # noqa: E402
 from billing.adapters.apim_client import ApimService, apim_service  # noqa: E402
 from billing.adapters.storage import ensure_table, table  # noqa: E402
 from billing.adapters.stripe_client import stripe_client  # noqa: E402
+from billing.adapters.usage_logs import LogAnalyticsUsage, log_analytics_usage  # noqa: E402
 from billing.adapters.usage_meter import StripeMeterSender  # noqa: E402
 from billing.adapters.usage_reports import ApimUsageReports, report_filter  # noqa: E402
 from billing.catalog_names import CUSTOMER_META_APIM_USER, METER_CUSTOMER_KEY, METER_VALUE_KEY, meter_event_name  # noqa: E402
@@ -98,17 +100,20 @@ from billing.usage.ratelimit import TokenBucket  # noqa: E402
 from billing.usage.retry import Throttled, Transient, call_with_retry, parse_retry_after  # noqa: E402
 from billing.usage.runner import fan_out, handle_message  # noqa: E402
 from billing.usage.windows import ReportWindow  # noqa: E402
-from billing.usage.wiring import DEFAULT_BATCH_SIZE  # noqa: E402
+from billing.usage.wiring import DEFAULT_BATCH_SIZE, LOGS_REQUESTS_PER_SECOND  # noqa: E402
 from devstack.azurite import Azurite  # noqa: E402
 from emulators.apim.server import ApimEmulator  # noqa: E402
 from emulators.stripe.server import StripeEmulator  # noqa: E402
 
 PRODUCTS = ("developer", "payg", "standard")  # the metered products of payment/monetizationModels.json
+SOURCES = ("logs", "reports")  # USAGE_SOURCE: Log Analytics (the default) or APIM's Reports API
 ARM_READ_BURST = 250  # ARM (2024 token bucket): subscription reads, bucket size
 ARM_READ_RPS = 25.0  # ... refill per second
+LOGS_BURST = LOGS_REQUESTS_PER_SECOND  # the app's Log Analytics budget (billing.usage.wiring): TokenBucket(6)
 LAG_SECONDS = 1800
 DAY = 86400
 SETUP_THREADS = 16
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -116,11 +121,13 @@ class Result:
     approach: str
     subscriptions: int
     wall: float
-    apim_requests: int
+    source_requests: int  # report pages (reports), KQL queries (logs), report calls (naive)
     stripe_requests: int
-    floor: float  # rate-limit floor
+    floor: float  # rate-limit floor: the slower of the source's limit and Stripe's
+    stripe_floor: float = 0.0  # Stripe's requests at the Stripe budget alone
     latency_floor: float = 0.0
     cpu: float | None = None  # process CPU seconds during the run (None: extrapolated)
+    peak_rss: int | None = None  # bytes: the highest RSS high-water mark of the timer and worker processes
     extrapolated: bool = False
     note: str = ""
 
@@ -129,19 +136,32 @@ def arm_floor(reads: int) -> float:
     return max(0, reads - ARM_READ_BURST) / ARM_READ_RPS
 
 
-def floor_seconds(apim_requests: int, stripe_requests: int, stripe_rps: float) -> float:
+def logs_floor(queries: int) -> float:
+    """The app's own Log Analytics budget (6/s, under the service's 200 per 30 s) for `queries` queries."""
+    return max(0.0, queries - LOGS_BURST) / LOGS_REQUESTS_PER_SECOND
+
+
+def source_floor(source: str, requests: int) -> float:
+    return logs_floor(requests) if source == "logs" else arm_floor(requests)
+
+
+def floor_seconds(apim_requests: int, stripe_requests: int, stripe_rps: float, source: str = "reports") -> float:
     """The least time the rate limits allow: the slower of the two services (they run side by side)."""
-    return max(arm_floor(apim_requests), stripe_requests / stripe_rps)
+    return max(source_floor(source, apim_requests), stripe_requests / stripe_rps)
 
 
-def push_latency_floor(report_pages: int, latency_ms: int) -> float:
-    """First page, then the other pages side by side, then one meter send (see the module docstring)."""
+def push_latency_floor(source: str, report_pages: int, latency_ms: int) -> float:
+    """Reports: first page, then the other pages side by side, then one meter send; logs: a meter send
+    (the workspace has no injected latency; see the module docstring)."""
+    if source == "logs":
+        return latency_ms / 1000
     return (3 if report_pages > 1 else 2) * latency_ms / 1000
 
 
-def calls_for(product: str, n: int, models: MonetizationModels) -> int:
-    """Successful calls of subscription n: always beyond the included calls, so every one bills."""
-    return models.product(product).included_calls + 1 + n % 997
+def calls_for(n: int, max_calls: int) -> int:
+    """Subscription n's new successful calls in today's window: 1 to `max_calls`, all billable (its
+    watermark already holds its product's included calls)."""
+    return 1 + n % max_calls
 
 
 @contextmanager
@@ -172,8 +192,26 @@ def process_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_rss(pid: int | None) -> int:
+    """Resident bytes of another process now, from /proc (0 where there is none)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss() -> int:
+    """This process's RSS high-water mark in bytes (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def arm_budget() -> TokenBucket:
     return TokenBucket(ARM_READ_RPS, burst=ARM_READ_BURST)
+
+
+def logs_budget() -> TokenBucket:
+    return TokenBucket(LOGS_REQUESTS_PER_SECOND)  # as billing.usage.wiring.usage_source builds it
 
 
 # Setup ------------------------------------------------------------------------------------------
@@ -183,65 +221,142 @@ class Seeded:
     expected_overage: int  # sum over subscriptions of the calls beyond the included ones
     window: ReportWindow  # today's push window: yesterday's window end to now minus the lag
     setup_seconds: float
+    steps: dict[str, float]  # seconds per setup step
+    log_rows: int  # rows of ApiManagementGatewayLogs the seeded usage stands for
+    yesterday: list[WatermarkWrite]  # the watermarks as yesterday's push left them (from an empty table)
 
 
-def seed(size: int, stripe_emu: StripeEmulator, apim_emu: ApimEmulator, *, env: dict[str, str],
-         models: MonetizationModels, as_of: int) -> Seeded:  # fmt: skip
+def seed(
+    size: int,
+    stripe_emu: StripeEmulator,
+    apim_emu: ApimEmulator,
+    *,
+    env: dict[str, str],
+    models: MonetizationModels,
+    as_of: int,
+    max_calls: int,
+    products: tuple[str, ...],
+) -> Seeded:
     started = time.monotonic()
+    steps: dict[str, float] = {}
+
+    def step(name: str) -> None:
+        steps[name] = time.monotonic() - started - sum(steps.values())
+
     client = stripe_emu.client()
-    for pid in PRODUCTS:
-        client.v1.billing.meters.create(params={"display_name": f"{pid} calls", "event_name": meter_event_name(pid),
-                                                "default_aggregation": {"formula": "sum"}})  # fmt: skip
-    consumers = -(-size // len(PRODUCTS))
+    for pid in products:
+        client.v1.billing.meters.create(
+            params={
+                "display_name": f"{pid} calls",
+                "event_name": meter_event_name(pid),
+                "default_aggregation": {"formula": "sum"},
+            }
+        )
+    consumers = -(-size // len(products))
     customers = stripe_emu.bulk_create_customers(
-        (f"bench{n}@example.com", {CUSTOMER_META_APIM_USER: f"bench{n}"}) for n in range(consumers))
+        (f"bench{n}@example.com", {CUSTOMER_META_APIM_USER: f"bench{n}"}) for n in range(consumers)
+    )
+    step("Stripe customers")
 
     mgmt = apim_emu.management_client(retry_total=0)
-    for pid in PRODUCTS:
-        mgmt.product.create_or_update(apim_emu.resource_group, apim_emu.service_name, pid, ProductContract(
-            display_name=pid, subscription_required=True, approval_required=False, state="published"))  # fmt: skip
+    for pid in products:
+        mgmt.product.create_or_update(
+            apim_emu.resource_group,
+            apim_emu.service_name,
+            pid,
+            ProductContract(display_name=pid, subscription_required=True, approval_required=False, state="published"),
+        )
     mgmt.close()
     window = ReportWindow(as_of - LAG_SECONDS - DAY, as_of - LAG_SECONDS)  # yesterday's end to today's
     spread = 29 * DAY // size or 1  # anchors one second apart or more over the last 29 days
-    links, expected = [], 0
-    by_product: dict[str, list[str]] = {pid: [] for pid in PRODUCTS}
+    links, expected, rows = [], 0, 0
+    by_product: dict[str, list[str]] = {pid: [] for pid in products}
     for n in range(size):
-        pid = PRODUCTS[n % len(PRODUCTS)]
+        pid = products[n % len(products)]
         sid = f"sub_bench{n:07d}"
         by_product[pid].append(sid)
         period_start = window.start - 1 - n * spread
-        links.append(SubscriptionLink(
-            apim_subscription_id=sid, apim_user_id=f"bench{n // len(PRODUCTS)}", product_id=pid,
-            subscription_name=sid, stripe_customer_id=customers[n // len(PRODUCTS)], stripe_subscription_id=sid,
-            stripe_usage_item_id=f"si_bench{n:07d}", stripe_status="active", apim_state="active",
-            current_period_start=period_start, current_period_end=period_start + 30 * DAY, stripe_state_at=as_of,
-        ))  # fmt: skip
+        links.append(
+            SubscriptionLink(
+                apim_subscription_id=sid,
+                apim_user_id=f"bench{n // len(products)}",
+                product_id=pid,
+                subscription_name=sid,
+                stripe_customer_id=customers[n // len(products)],
+                stripe_subscription_id=sid,
+                stripe_usage_item_id=f"si_bench{n:07d}",
+                stripe_status="active",
+                apim_state="active",
+                current_period_start=period_start,
+                current_period_end=period_start + 30 * DAY,
+                stripe_state_at=as_of,
+            )
+        )
     for pid, sids in by_product.items():
         apim_emu.bulk_create_subscriptions(sids, product_id=pid)
+    step("APIM subscriptions")
+    # One event per record_usage for the Reports API, and one bulk event for the workspace, expanded into
+    # its rows by the query (emulators/loganalytics/store.py): the bulk path, not a row per call.
     usage_at = datetime.fromtimestamp(window.start + 3600, UTC)
     for n, link in enumerate(links):
-        calls = calls_for(link.product_id, n, models)
+        calls = calls_for(n, max_calls)
         apim_emu.record_usage(link.apim_subscription_id, calls, at=usage_at)
         apim_emu.record_usage(link.apim_subscription_id, 3, at=usage_at, outcome="blocked")
-        expected += calls - models.product(link.product_id).included_calls
+        expected += calls
+        rows += calls + 3
+    logs = apim_emu.emu.logs
+    if logs is not None:
+        logs.flush()  # into DuckDB now, in columns: otherwise the push's first query would pay for it
+    step("usage (reports + logs)")
 
     writer = SubscriptionLinks(ensure_table(SUBSCRIPTIONS_TABLE, env))
     ordered = sorted(links, key=lambda lk: group_of(lk.apim_subscription_id))  # a partition in one share
-    step = -(-len(ordered) // SETUP_THREADS)
-    shares = [ordered[n : n + step] for n in range(0, len(ordered), step)]
+    share = -(-len(ordered) // SETUP_THREADS)
+    shares = [ordered[n : n + share] for n in range(0, len(ordered), share)]
     with ThreadPoolExecutor(SETUP_THREADS) as pool:  # a transaction per partition and 100 links
         list(pool.map(writer.bulk_insert, shares))
-    # Yesterday's push: every watermark's cursor at the end of its window, nothing reported yet.
-    marks = Watermarks(ensure_table(USAGE_WATERMARKS_TABLE, env))
-    marks.write(WatermarkWrite(Watermark(lk.apim_subscription_id, lk.product_id, lk.current_period_start), 0,
-                               window.start)
-                for lk in links)  # fmt: skip
-    return Seeded(links, expected, window, time.monotonic() - started)
+    step("links in Azurite")
+    # Yesterday's push: every watermark's cursor at the end of its window, the product's included calls
+    # reported already (so all of today's calls bill), nothing pending.
+    yesterday = [
+        WatermarkWrite(
+            Watermark(lk.apim_subscription_id, lk.product_id, lk.current_period_start),
+            models.product(lk.product_id).included_calls,
+            window.start,
+        )
+        for lk in links
+    ]
+    reset_watermarks(env, links, yesterday, create=True)
+    step("watermarks")
+    return Seeded(links, expected, window, time.monotonic() - started, steps, rows, yesterday)
+
+
+def reset_watermarks(
+    env: dict[str, str], links: list[SubscriptionLink], yesterday: list[WatermarkWrite], *, create: bool = False
+) -> None:
+    """Write the watermarks as yesterday's push left them, over whatever a run made of them.
+
+    One range read first (of every group row): `write` then needs no read per row, and replaces each
+    row at the version just read.
+    """
+    marks = Watermarks(ensure_table(USAGE_WATERMARKS_TABLE, env) if create else table(USAGE_WATERMARKS_TABLE, env))
+    now = marks.read([(lk.apim_subscription_id, lk.product_id, lk.current_period_start) for lk in links])
+    marks.write(WatermarkWrite(now[w.previous.subscription_id], w.reported, w.counted_until) for w in yesterday)
+
+
+def reset_stripe_meters(stripe_emu: StripeEmulator) -> None:
+    """Forget the meter events (and their identifiers) a run sent: the next run starts from the same Stripe."""
+    store = stripe_emu.core.store
+    with store.lock:
+        for meter in store.all("billing.meter"):
+            meter.pop("_events", None)
+            meter.pop("_identifiers", None)
 
 
 def set_latency(stripe_emu: StripeEmulator, apim_emu: ApimEmulator, latency_ms: int, stripe_rps: int) -> None:
-    answer = requests.post(f"{stripe_emu.base_url}/_emulator/faults",
-                           json={"latency_ms": latency_ms, "rate_limit": stripe_rps}, timeout=10)  # fmt: skip
+    answer = requests.post(
+        f"{stripe_emu.base_url}/_emulator/faults", json={"latency_ms": latency_ms, "rate_limit": stripe_rps}, timeout=10
+    )
     answer.raise_for_status()
     apim_emu.faults.update({"latency_ms": latency_ms})
 
@@ -273,21 +388,32 @@ class TimedWatermarks(Watermarks):
 _PROCESS: dict[str, Any] = {}
 
 
-def _init_process(env: dict[str, str], stripe_rps: float, barrier: Any, queue: Any) -> None:
+def _init_process(env: dict[str, str], source: str, stripe_rps: float, barrier: Any, queue: Any) -> None:
     os.environ.update(env)
-    service = apim_service(env)
-    reports = ApimUsageReports(service, arm_budget())
+    # The app's adapters with the budgets billing.usage.wiring gives them (ARM's documented bucket here).
+    reports: ApimUsageReports | LogAnalyticsUsage
+    if source == "logs":
+        reports = log_analytics_usage(logs_budget(), env)
+    else:
+        reports = ApimUsageReports(apim_service(env), arm_budget())
     meter = StripeMeterSender(stripe_client(env), stripe_budget(stripe_rps))
     marks = TimedWatermarks(table(USAGE_WATERMARKS_TABLE, env))  # the app's clients (billing.adapters.storage)
     links = SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env))
-    _PROCESS.update(push=UsagePush(load_models(), reports, meter, marks, links, lag_seconds=LAG_SECONDS,
-                                   batch_size=DEFAULT_BATCH_SIZE), reports=reports, meter=meter, marks=marks,
-                    barrier=barrier, queue=queue)  # fmt: skip
+    _PROCESS.update(
+        push=UsagePush(
+            load_models(), reports, meter, marks, links, lag_seconds=LAG_SECONDS, batch_size=DEFAULT_BATCH_SIZE
+        ),
+        reports=reports,
+        meter=meter,
+        marks=marks,
+        barrier=barrier,
+        queue=queue,
+    )
 
 
-def _ready(_: int) -> int:
+def _ready(_: int) -> tuple[int, int]:
     _PROCESS["barrier"].wait(60)  # every process of the pool initialised, each holding one of these
-    return os.getpid()
+    return os.getpid(), peak_rss()
 
 
 def _timer(as_of: int, consumers: int) -> dict[str, Any]:
@@ -299,9 +425,19 @@ def _timer(as_of: int, consumers: int) -> dict[str, Any]:
     seconds = time.monotonic() - started
     for _ in range(consumers):
         queue.put(None)  # no more messages
-    return {"batches": len(plan.batches), "reads": plan.report_reads, "phases": plan.phases,
-            "apim": _PROCESS["reports"].requests, "azurite": _PROCESS["marks"].requests, "seconds": seconds,
-            "cpu": time.process_time() - cpu}  # fmt: skip
+    reports = _PROCESS["reports"]
+    shards = reports.shards_by_product() if isinstance(reports, LogAnalyticsUsage) else {}
+    return {
+        "batches": len(plan.batches),
+        "reads": plan.report_reads,
+        "phases": plan.phases,
+        "apim": reports.requests,
+        "shards": shards,
+        "azurite": _PROCESS["marks"].requests,
+        "seconds": seconds,
+        "cpu": time.process_time() - cpu,
+        "rss": peak_rss(),
+    }
 
 
 def _worker(threads: int) -> dict[str, Any]:
@@ -334,30 +470,53 @@ def _worker(threads: int) -> dict[str, Any]:
         for future in futures:
             total.add(future.result())
     marks: TimedWatermarks = _PROCESS["marks"]
-    return {"summary": total, "rest": len(rest), "errors": errors, "stripe": dict(_PROCESS["meter"].requests),
-            "azurite": marks.requests, "write_seconds": marks.seconds, "cpu": time.process_time() - cpu}  # fmt: skip
+    return {
+        "summary": total,
+        "rest": len(rest),
+        "errors": errors,
+        "stripe": dict(_PROCESS["meter"].requests),
+        "azurite": marks.requests,
+        "write_seconds": marks.seconds,
+        "cpu": time.process_time() - cpu,
+        "rss": peak_rss(),
+    }
 
 
-def _pool(env: dict[str, str], processes: int, stripe_rps: float, queue: Any) -> Any:
+def _pool(env: dict[str, str], source: str, processes: int, stripe_rps: float, queue: Any) -> tuple[Any, list[int]]:
+    """A pool of started processes, and each one's RSS once it has imported and built the app's objects."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
-    pool = context.Pool(processes, initializer=_init_process, initargs=(env, stripe_rps, barrier, queue))
-    pool.map(_ready, range(processes), chunksize=1)
-    return pool
+    pool = context.Pool(processes, initializer=_init_process, initargs=(env, source, stripe_rps, barrier, queue))
+    ready = pool.map(_ready, range(processes), chunksize=1)
+    return pool, [rss for _pid, rss in ready]
 
 
-def run_push(env: dict[str, str], seeded: Seeded, *, as_of: int, processes: int, workers: int,
-             stripe_rps: int, latency_ms: int, azurite_pid: int | None) -> Result:  # fmt: skip
+def _mib(n: float) -> str:
+    return f"{n / MIB:,.0f}"
+
+
+def run_push(
+    env: dict[str, str],
+    seeded: Seeded,
+    *,
+    source: str,
+    as_of: int,
+    processes: int,
+    workers: int,
+    stripe_rps: int,
+    latency_ms: int,
+    azurite_pid: int | None,
+) -> Result:
     queue = multiprocessing.get_context("spawn").Queue()  # the Storage queue between timer and workers
-    timer_pool = _pool(env, 1, stripe_rps, queue)
-    worker_pool = _pool(env, processes, stripe_rps / processes, queue)
+    timer_pool, timer_idle = _pool(env, source, 1, stripe_rps, queue)
+    worker_pool, workers_idle = _pool(env, source, processes, stripe_rps / processes, queue)
     try:
         started, main_cpu, azurite_cpu = time.monotonic(), time.process_time(), process_cpu(azurite_pid)
         timing = timer_pool.apply_async(_timer, (as_of, processes))
         done = worker_pool.map(_worker, [workers] * processes, chunksize=1)
         planned = timing.get()
         wall = time.monotonic() - started
-        emulators_cpu = time.process_time() - main_cpu  # this process only serves the two emulators now
+        emulators_cpu = time.process_time() - main_cpu  # this process only serves the emulators now
         azurite_cpu = process_cpu(azurite_pid) - azurite_cpu
     finally:
         timer_pool.terminate()
@@ -369,38 +528,70 @@ def run_push(env: dict[str, str], seeded: Seeded, *, as_of: int, processes: int,
         for kind, n in part["stripe"].items():
             meter_requests[kind] = meter_requests.get(kind, 0) + n
     stripe_requests = sum(meter_requests.values())
+    stripe_floor = stripe_requests / stripe_rps
+    own_floor = source_floor(source, planned["apim"])
     # With one report read for everyone, no event could be computed before the whole report is read
     # (a subscription's row may be on any page): the two rate limits would apply one after the other.
     # Reading product by product lets them overlap; this says how much that bought.
-    sequential = arm_floor(planned["apim"]) + stripe_requests / stripe_rps
+    sequential = own_floor + stripe_floor
     cpu = planned["cpu"] + sum(part["cpu"] for part in done)
     problems = []
     rest = sum(part["rest"] for part in done)
     errors = [e for part in done for e in part["errors"]]
     if total.failed or rest or errors:
-        problems.append(f"{total.failed} failed, {rest} re-enqueued, {len(errors)} messages raised "
-                        f"(first: {errors[0] if errors else '-'})")  # fmt: skip
+        problems.append(
+            f"{total.failed} failed, {rest} re-enqueued, {len(errors)} messages raised "
+            f"(first: {errors[0] if errors else '-'})"
+        )
     if total.events_sent != len(seeded.links) or total.calls_reported != seeded.expected_overage:
-        problems.append(f"sent {total.events_sent} events / {total.calls_reported} calls, expected "
-                        f"{len(seeded.links)} / {seeded.expected_overage}")  # fmt: skip
+        problems.append(
+            f"sent {total.events_sent} events / {total.calls_reported} calls, expected "
+            f"{len(seeded.links)} / {seeded.expected_overage}"
+        )
+    rss = [planned["rss"], *(part["rss"] for part in done)]
+    if source == "logs":
+        shards = planned["shards"]
+        reads = (
+            f"{planned['apim']} KQL queries for {planned['reads']} report windows (a product each), shards "
+            f"kept per product { ({pid: len(s) for pid, s in shards.items()}) }; floor of the app's Log "
+            f"Analytics budget ({LOGS_REQUESTS_PER_SECOND:g}/s) {own_floor:.1f}s"
+        )
+    else:
+        reads = (
+            f"{planned['apim']} report pages for {planned['reads']} report reads (a product each); "
+            f"ARM floor {own_floor:.1f}s"
+        )
     note = (
-        f"{planned['batches']} batches, {planned['reads']} report reads (a product each); timer "
-        f"{planned['seconds']:.1f}s (links listed at {planned['phases']['links']:.1f}s, first product's batches "
-        f"queued at {planned['phases'].get('first batches', 0):.1f}s, last at {planned['phases']['reports']:.1f}s); "
+        f"{planned['batches']} batches, {reads}; timer {planned['seconds']:.1f}s (links listed at "
+        f"{planned['phases']['links']:.1f}s, first product's batches queued at "
+        f"{planned['phases'].get('first batches', 0):.1f}s, last at {planned['phases']['reports']:.1f}s); "
         f"{processes} worker processes x {workers} threads; meter {meter_requests}; "
-        f"floors: ARM {arm_floor(planned['apim']):.1f}s, Stripe {stripe_requests / stripe_rps:.1f}s, one after the "
-        f"other {sequential:.1f}s (wall/that {wall / sequential if sequential else 0:.2f}); Azurite "
+        f"floors: Stripe {stripe_floor:.1f}s, one after the other {sequential:.1f}s (wall/that "
+        f"{wall / sequential if sequential else 0:.2f}); Azurite "
         f"{planned['azurite'] + sum(p['azurite'] for p in done)} requests, watermark writes "
         f"{sum(p['write_seconds'] for p in done):.1f}s summed over threads; cpu s = timer + workers; "
         f"CPU of the {os.cpu_count()} cores' {wall * (os.cpu_count() or 1):.0f} core-s: push {cpu:.0f} (timer "
-        f"{planned['cpu']:.0f}), "
-        f"emulators {emulators_cpu:.0f}, Azurite {azurite_cpu:.0f}"
+        f"{planned['cpu']:.0f}), emulators {emulators_cpu:.0f}, Azurite {azurite_cpu:.0f}; "
+        f"peak RSS MiB: timer {_mib(planned['rss'])} (idle {_mib(timer_idle[0])}), workers "
+        f"{'/'.join(_mib(p['rss']) for p in done)} (idle {'/'.join(_mib(r) for r in workers_idle)}), "
+        f"all {_mib(sum(rss))}; Azurite now {_mib(process_rss(azurite_pid))}, emulators' process (high-water) "
+        f"{_mib(peak_rss())}"
     )
     if problems:
         note += f"; PROBLEM: {'; '.join(problems)}"
-    return Result("usage push", len(seeded.links), wall, planned["apim"], stripe_requests,
-                  floor_seconds(planned["apim"], stripe_requests, stripe_rps),
-                  push_latency_floor(planned["apim"], latency_ms), cpu, note=note)  # fmt: skip
+    return Result(
+        f"push/{source}",
+        len(seeded.links),
+        wall,
+        planned["apim"],
+        stripe_requests,
+        max(own_floor, stripe_floor),
+        stripe_floor,
+        push_latency_floor(source, planned["apim"], latency_ms),
+        cpu,
+        max(rss),
+        note=note,
+    )
 
 
 # The naive approach (the Microsoft sample) ----------------------------------------------------------
@@ -424,8 +615,9 @@ def _arm_call(call: Any) -> Any:
         raise
 
 
-def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, workers: int, stripe_rps: int,
-              latency_ms: int) -> Result:  # fmt: skip
+def run_naive(
+    env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, workers: int, stripe_rps: int, latency_ms: int
+) -> Result:
     service: ApimService = apim_service(env)
     client = stripe_client(env)
     arm, stripe_bucket = arm_budget(), stripe_budget(stripe_rps)
@@ -444,25 +636,34 @@ def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, w
         def report() -> int:
             count("apim")
             rows: Any = service.client.reports.list_by_subscription(
-                service.resource_group, service.service_name,
-                filter=report_filter(window, link.apim_subscription_id), retry_total=0)  # fmt: skip
+                service.resource_group,
+                service.service_name,
+                filter=report_filter(window, link.apim_subscription_id),
+                retry_total=0,
+            )
             return sum(int(r.call_count_success or 0) for r in next(rows.by_page()))
 
         calls = call_with_retry(lambda: _arm_call(report), arm)
 
         def usage() -> None:
             count("stripe")
-            client.v1.billing.meter_events.create(params={
-                "event_name": meter_event_name(link.product_id),
-                "payload": {METER_CUSTOMER_KEY: link.stripe_customer_id, METER_VALUE_KEY: str(calls)},
-                "identifier": f"naive:{link.apim_subscription_id}:{as_of}", "timestamp": window.end - 1,
-            }, options={"max_network_retries": 0})  # fmt: skip
+            client.v1.billing.meter_events.create(
+                params={
+                    "event_name": meter_event_name(link.product_id),
+                    "payload": {METER_CUSTOMER_KEY: link.stripe_customer_id, METER_VALUE_KEY: str(calls)},
+                    "identifier": f"naive:{link.apim_subscription_id}:{as_of}",
+                    "timestamp": window.end - 1,
+                },
+                options={"max_network_retries": 0},
+            )
 
         def update() -> None:
             count("stripe")
-            client.v1.customers.update(link.stripe_customer_id,
-                                       params={"metadata": {f"last_usage_update_{link.product_id}": stamp}},
-                                       options={"max_network_retries": 0})  # fmt: skip
+            client.v1.customers.update(
+                link.stripe_customer_id,
+                params={"metadata": {f"last_usage_update_{link.product_id}": stamp}},
+                options={"max_network_retries": 0},
+            )
 
         call_with_retry(lambda: _stripe_call(usage), stripe_bucket)
         call_with_retry(lambda: _stripe_call(update), stripe_bucket)
@@ -473,14 +674,23 @@ def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, w
     wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     service.client.close()
     chain = 3 * latency_ms / 1000  # report, then usage, then update
-    measured = Result("naive (sample)", len(links), wall, counters["apim"], counters["stripe"],
-                      floor_seconds(counters["apim"], counters["stripe"], stripe_rps), chain, cpu)  # fmt: skip
+    floor = floor_seconds(counters["apim"], counters["stripe"], stripe_rps)
     size = len(seeded.links)
     if len(links) == size:
-        return Result("naive", size, wall, counters["apim"], counters["stripe"], measured.floor, chain, cpu)
+        return Result(
+            "naive",
+            size,
+            wall,
+            counters["apim"],
+            counters["stripe"],
+            floor,
+            counters["stripe"] / stripe_rps,
+            chain,
+            cpu,
+        )
     apim_n, stripe_n = size, 2 * size  # per subscription: 1 report call; 1 usage + 1 update
     floor_n = floor_seconds(apim_n, stripe_n, stripe_rps)
-    ratio = wall / measured.floor if measured.floor else 1.0
+    ratio = wall / floor if floor else 1.0
     return Result(
         "naive",
         size,
@@ -488,6 +698,7 @@ def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, w
         apim_n,
         stripe_n,
         floor_n,
+        stripe_n / stripe_rps,
         chain,
         extrapolated=True,
         note=f"extrapolated from {len(links)} measured in {wall:.1f}s (wall/floor {ratio:.2f} kept)",
@@ -496,42 +707,82 @@ def run_naive(env: dict[str, str], seeded: Seeded, *, sample: int, as_of: int, w
 
 # Driver -----------------------------------------------------------------------------------------
 def run_size(size: int, args: argparse.Namespace, models: MonetizationModels) -> list[Result]:
+    products = tuple(args.products)
     with Azurite() as azurite, StripeEmulator(port=0) as stripe_emu, ApimEmulator() as apim_emu:
-        env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emu.app_settings(),
-               **apim_emu.app_settings()}  # fmt: skip
+        env = {"AzureWebJobsStorage": azurite.connection_string, **stripe_emu.app_settings(), **apim_emu.app_settings()}
         with environment(env):
             as_of = int(time.time())
-            seeded = seed(size, stripe_emu, apim_emu, env=env, models=models, as_of=as_of)
-            print(f"  setup: {size:,} subscriptions, {len({lk.stripe_customer_id for lk in seeded.links}):,} "
-                  f"customers, links in Azurite, in {seeded.setup_seconds:.0f}s", flush=True)  # fmt: skip
-            set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
-            push = run_push(env, seeded, as_of=as_of, processes=args.processes, workers=args.workers,
-                            azurite_pid=azurite.pid,
-                            stripe_rps=args.stripe_rps, latency_ms=args.latency_ms)  # fmt: skip
-            naive = run_naive(
-                env,
-                seeded,
-                sample=min(size, args.naive_sample),
+            seeded = seed(
+                size,
+                stripe_emu,
+                apim_emu,
+                env=env,
+                models=models,
                 as_of=as_of,
-                workers=args.workers,
-                stripe_rps=args.stripe_rps,
-                latency_ms=args.latency_ms,
+                max_calls=args.max_calls,
+                products=products,
             )
-    return [push, naive]
+            steps = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in seeded.steps.items())
+            print(
+                f"  setup: {size:,} subscriptions on {len(products)} products, "
+                f"{len({lk.stripe_customer_id for lk in seeded.links}):,} customers, {seeded.log_rows:,} gateway-log "
+                f"rows, links in Azurite, in {seeded.setup_seconds:.0f}s ({steps})",
+                flush=True,
+            )
+            set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
+            results = []
+            for n, source in enumerate(args.sources):
+                if n:  # the same starting point for every source: yesterday's watermarks, no meter events
+                    set_latency(stripe_emu, apim_emu, 0, 1_000_000)
+                    reset_watermarks(env, seeded.links, seeded.yesterday)
+                    reset_stripe_meters(stripe_emu)
+                    set_latency(stripe_emu, apim_emu, args.latency_ms, args.stripe_rps)
+                    time.sleep(1)  # the Stripe emulator's rate window starts empty
+                result = run_push(
+                    env,
+                    seeded,
+                    source=source,
+                    as_of=as_of,
+                    processes=args.processes,
+                    workers=args.workers,
+                    azurite_pid=azurite.pid,
+                    stripe_rps=args.stripe_rps,
+                    latency_ms=args.latency_ms,
+                )
+                print(results_table([result]), flush=True)
+                results.append(result)
+            if "reports" in args.sources and args.naive_sample:
+                naive = run_naive(
+                    env,
+                    seeded,
+                    sample=min(size, args.naive_sample),
+                    as_of=as_of,
+                    workers=args.workers,
+                    stripe_rps=args.stripe_rps,
+                    latency_ms=args.latency_ms,
+                )
+                print(results_table([naive]), flush=True)
+                results.append(naive)
+    return results
 
 
 def results_table(rows: list[Result]) -> str:
-    head = (f"{'approach':<12} {'subs':>8} {'wall s':>9} {'cpu s':>7} {'APIM req':>9} {'Stripe req':>10} "
-            f"{'rate floor':>10} {'lat floor':>9} {'wall/rate':>9} {'wall/lat':>8}")  # fmt: skip
+    head = (
+        f"{'approach':<13} {'subs':>9} {'wall s':>8} {'cpu s':>6} {'src req':>7} {'Stripe req':>10} "
+        f"{'Stripe fl':>9} {'wall/Str':>8} {'rate fl':>8} {'wall/rate':>9} {'lat fl':>6} {'peak MiB':>8}"
+    )
     out = [head, "-" * len(head)]
     for r in rows:
         mark = "~" if r.extrapolated else ""
+        stripe = f"{mark}{r.wall / r.stripe_floor:.2f}" if r.stripe_floor > 0 else "n/a"
         rate = f"{mark}{r.wall / r.floor:.2f}" if r.floor > 0 else "n/a"
-        lat = f"{mark}{r.wall / r.latency_floor:.1f}" if r.latency_floor > 0 else "n/a"
-        cpu = "" if r.cpu is None else f"{r.cpu:.1f}"
-        out.append(f"{r.approach:<12} {r.subscriptions:>8,} {mark + format(r.wall, '.1f'):>9} {cpu:>7} "
-                   f"{r.apim_requests:>9,} {r.stripe_requests:>10,} {r.floor:>10.2f} {r.latency_floor:>9.2f} "
-                   f"{rate:>9} {lat:>8}")  # fmt: skip
+        cpu = "" if r.cpu is None else f"{r.cpu:.0f}"
+        rss = "" if r.peak_rss is None else _mib(r.peak_rss)
+        out.append(
+            f"{r.approach:<13} {r.subscriptions:>9,} {mark + format(r.wall, '.1f'):>8} {cpu:>6} "
+            f"{r.source_requests:>7,} {r.stripe_requests:>10,} {r.stripe_floor:>9.1f} {stripe:>8} "
+            f"{r.floor:>8.1f} {rate:>9} {r.latency_floor:>6.2f} {rss:>8}"
+        )
         if r.note:
             out.append(f"    {r.note}")
     return "\n".join(out)
@@ -541,34 +792,74 @@ def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes takes whole numbers separated by commas, e.g. 1000,10000; "
-                                         f"got '{text}'") from None  # fmt: skip
+        raise argparse.ArgumentTypeError(
+            f"--sizes takes whole numbers separated by commas, e.g. 1000,10000; got '{text}'"
+        ) from None
     if not sizes or any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"--sizes must list numbers of subscriptions >= 1, got '{text}'")
     return sizes
 
 
+def _products(text: str) -> list[str]:
+    products = [part.strip() for part in text.split(",") if part.strip()]
+    if not products or any(p not in PRODUCTS for p in products) or len(set(products)) != len(products):
+        raise argparse.ArgumentTypeError(f"--products lists some of {','.join(PRODUCTS)} once each, got '{text}'")
+    return products
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.usage_bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=_sizes, default=_sizes("1000,10000,100000"))
+    parser.add_argument("--sizes", type=_sizes, default=_sizes("100000,1000000"))
+    parser.add_argument(
+        "--source",
+        choices=[*SOURCES, "both"],
+        default="both",
+        help="the usage source the push reads (USAGE_SOURCE); both: logs, then reports",
+    )
     parser.add_argument("--latency-ms", type=int, default=50, help="added to every emulator API request")
     parser.add_argument("--stripe-rps", type=int, default=100, help="Stripe requests a second before 429")
     parser.add_argument("--processes", type=int, default=2, help="queue worker processes (Functions instances)")
     parser.add_argument("--workers", type=int, default=8, help="messages at once per worker process; naive threads")
-    parser.add_argument("--naive-sample", type=int, default=1000, help="naive subscriptions measured per size")
+    parser.add_argument(
+        "--naive-sample",
+        type=int,
+        default=1000,
+        help="naive subscriptions measured per size (with the reports source; 0: none)",
+    )
+    parser.add_argument(
+        "--max-calls",
+        type=int,
+        default=97,
+        help="new calls per subscription in the window: 1 to this many (gateway-log rows to scan)",
+    )
+    parser.add_argument(
+        "--products",
+        type=_products,
+        default=list(PRODUCTS),
+        help="the metered products the subscriptions are spread over, in turn",
+    )
     args = parser.parse_args(argv)
-    if args.latency_ms < 0 or min(args.stripe_rps, args.processes, args.workers, args.naive_sample) < 1:
-        parser.error("--latency-ms must be >= 0; --stripe-rps, --processes, --workers and --naive-sample >= 1")
+    if (
+        args.latency_ms < 0
+        or args.naive_sample < 0
+        or min(args.stripe_rps, args.processes, args.workers, args.max_calls) < 1
+    ):
+        parser.error(
+            "--latency-ms and --naive-sample must be >= 0; --stripe-rps, --processes, --workers and --max-calls >= 1"
+        )
+    args.sources = list(SOURCES) if args.source == "both" else [args.source]
     models = load_models()
-    print(f"usage bench: latency {args.latency_ms} ms/request, Stripe {args.stripe_rps} req/s (emulator-enforced), "
-          f"ARM reads {ARM_READ_BURST} burst + {ARM_READ_RPS:g}/s (client-enforced), {args.workers} workers, "
-          f"batch size {DEFAULT_BATCH_SIZE}", flush=True)  # fmt: skip
+    print(
+        f"usage bench: sources {', '.join(args.sources)}; latency {args.latency_ms} ms/request, Stripe "
+        f"{args.stripe_rps} req/s (emulator-enforced), ARM reads {ARM_READ_BURST} burst + {ARM_READ_RPS:g}/s, Log "
+        f"Analytics {LOGS_REQUESTS_PER_SECOND:g} queries/s (client-enforced), {args.workers} workers, batch size "
+        f"{DEFAULT_BATCH_SIZE}, 1-{args.max_calls} calls per subscription; {os.cpu_count()} cores",
+        flush=True,
+    )
     rows: list[Result] = []
     for size in args.sizes:
         print(f"size {size:,}:", flush=True)
-        results = run_size(size, args, models)
-        print(results_table(results), flush=True)
-        rows.extend(results)
+        rows.extend(run_size(size, args, models))
     print("\nsummary\n" + results_table(rows))
     return 0
 

@@ -58,6 +58,11 @@ class LogAnalyticsUsage:
         self._shards: dict[str | None, list[str]] = {}  # product -> the shards its last read needed
         self.requests = 0
 
+    def shards_by_product(self) -> dict[str | None, list[str]]:
+        """The shards each product's last read needed ([""]: one query of the whole product), for summaries."""
+        with self._lock:
+            return {key: list(found) for key, found in self._shards.items()}
+
     def read(
         self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None
     ) -> dict[str, UsageCounts]:
@@ -71,8 +76,9 @@ class LogAnalyticsUsage:
         leaves: list[str] = []
         with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as pool:
             while pending:
-                answers = list(pool.map(lambda shard: (shard, self._query(window, subscription_id, product_id,
-                                                                          shard)), pending))  # fmt: skip
+                answers = list(
+                    pool.map(lambda shard: (shard, self._query(window, subscription_id, product_id, shard)), pending)
+                )
                 pending = []
                 for shard, rows in answers:
                     if rows is None:  # too large: read this shard's 16 parts instead
@@ -87,8 +93,9 @@ class LogAnalyticsUsage:
                 self._shards[key] = sorted(leaves)  # the next read of this product starts from these
         return counts
 
-    def _query(self, window: ReportWindow, subscription_id: str | None, product_id: str | None,
-               shard: str) -> dict[str, UsageCounts] | None:  # fmt: skip
+    def _query(
+        self, window: ReportWindow, subscription_id: str | None, product_id: str | None, shard: str
+    ) -> dict[str, UsageCounts] | None:
         """One query's rows, or None if the answer was cut at the row or size limit."""
         query = usage_query(window, subscription_id, product_id, shard)
         timespan = (datetime.fromtimestamp(window.start, UTC), datetime.fromtimestamp(window.end, UTC))
@@ -101,9 +108,14 @@ class LogAnalyticsUsage:
             with self._lock:
                 self.requests += 1
             try:
-                return self._client.query_workspace(self._workspace_id, query, timespan=timespan,
-                                                    server_timeout=SERVER_TIMEOUT_SECONDS, retry_total=0,
-                                                    raw_response_hook=hook)  # fmt: skip
+                return self._client.query_workspace(
+                    self._workspace_id,
+                    query,
+                    timespan=timespan,
+                    server_timeout=SERVER_TIMEOUT_SECONDS,
+                    retry_total=0,
+                    raw_response_hook=hook,
+                )
             except ValueError:
                 # "204 No Content: a workspace has no data in it" (the Query API's documented answer),
                 # which azure-monitor-query 2.0.0 tries to read as JSON.
@@ -133,8 +145,10 @@ def _translate(exc: HttpResponseError) -> Exception:
     if status >= 500:
         return Transient(f"Log Analytics answered {status}")
     if status == 403:
-        return LogQueryError("Log Analytics refused the query (403): the app's identity needs Log Analytics Reader "
-                             "on the workspace (infra/modules/app-roles.bicep)")  # fmt: skip
+        return LogQueryError(
+            "Log Analytics refused the query (403): the app's identity needs Log Analytics Reader "
+            "on the workspace (infra/modules/app-roles.bicep)"
+        )
     return LogQueryError(f"Log Analytics refused the query ({status}): {exc.message}")
 
 
