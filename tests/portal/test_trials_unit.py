@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from billing.access.deadline import Deadline, DeadlineExceeded
-from billing.access.decisions import AccessTarget, ApimState, ApimView
 from billing.access.ports import AccessPorts
 from billing.access.routing import HANDLED_EVENTS, EventPlan, RemindTrialEnd, plan_event
 from billing.access.sync import sync_subscription
@@ -23,7 +22,9 @@ from billing.model_loader import DEFAULT_MODELS_PATH, parse_models
 from billing.portal.offers import describe
 from billing.portal.subscribe import GoToCheckout, subscribe
 from billing.portal.trials import TrialReminders, mail_key, trial_address, trial_keys, trial_offer
-from billing.records import SubscriptionLink
+from tests.access.fakes import FakeApim as FakeApimSubscriptions
+from tests.access.fakes import FakeStripe, FakeUsage
+from tests.fakes import FakeLinks
 from tests.portal.fakes import FakeApim, FakePayments, RecordingMailer
 
 DAY = 86400
@@ -153,14 +154,6 @@ def _trialing(status: str = "trialing", **extra: Any) -> dict[str, Any]:
     return sub
 
 
-class OneSubscription:
-    def __init__(self, sub: Mapping[str, Any]) -> None:
-        self.sub = sub
-
-    def retrieve(self, subscription_id: str) -> Mapping[str, Any] | None:
-        return copy.deepcopy(self.sub) if subscription_id == self.sub["id"] else None
-
-
 class Sent:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str, int]] = []
@@ -170,8 +163,10 @@ class Sent:
         return "mailed"
 
 
-def _ports(sub: Mapping[str, Any], sent: Sent) -> AccessPorts:
-    return AccessPorts(OneSubscription(sub), None, None, None, reminders=sent)  # type: ignore[arg-type]
+def _ports(sub: dict[str, Any], sent: Sent) -> AccessPorts:
+    return AccessPorts(
+        FakeStripe(copy.deepcopy(sub)), FakeApimSubscriptions(), FakeLinks(), FakeUsage(), reminders=sent
+    )
 
 
 def test_trial_will_end_is_handled_and_planned_as_a_reminder_that_survives_the_queue() -> None:
@@ -205,66 +200,11 @@ def test_the_reminder_goes_from_the_work_queue_and_only_while_the_trial_ends_in_
     assert len(sent.sent) == 1
 
 
-class GrantStripe(OneSubscription):
-    """What a first grant reads from Stripe: nothing owed, nothing ending; what it cancels."""
-
-    def __init__(self, sub: Mapping[str, Any]) -> None:
-        super().__init__(sub)
-        self.cancelled: list[str] = []
-
-    def owed(self, customer_id: str, except_subscription: str) -> int:
-        return 0
-
-    def ending(self, customer_id: str, except_subscription: str) -> list[str]:
-        return []
-
-    def cancel_refused(self, subscription_id: str) -> None:
-        self.cancelled.append(subscription_id)
-
-    def set_billing_threshold(self, subscription_id: str, amount_minor: int) -> None:
-        raise AssertionError("Basic has no spending limit")
-
-
-class GrantApim:
-    def __init__(self) -> None:
-        self.subs: dict[str, ApimView] = {}
-
-    def get(self, sid: str, timeout: float) -> ApimView | None:
-        return self.subs.get(sid)
-
-    def create(self, sid: str, target: AccessTarget, state: ApimState, timeout: float) -> None:
-        self.subs[sid] = ApimView(state.value, target.user_id, target.product_id)
-
-    def set_state(self, sid: str, state: ApimState, timeout: float) -> None:
-        self.subs[sid] = replace(self.subs[sid], state=state.value)
-
-    def holders(self, user_id: str, product_id: str, timeout: float) -> list[str]:
-        return [
-            sid for sid, v in self.subs.items() if (v.user_id, v.product_id, v.state) == (user_id, product_id, "active")
-        ]
-
-
-class GrantLinks:
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[SubscriptionLink, str]] = {}
-
-    def get(self, sid: str) -> tuple[SubscriptionLink, str] | None:
-        return self.rows.get(sid)
-
-    def create_if_absent(self, link: SubscriptionLink) -> bool:
-        self.rows.setdefault(link.apim_subscription_id, (link, "e1"))
-        return True
-
-    def replace_if_unchanged(self, link: SubscriptionLink, etag: str) -> bool:
-        self.rows[link.apim_subscription_id] = (link, etag + "'")
-        return True
-
-
 def test_the_first_grant_claims_the_trial_and_a_second_trial_is_refused_and_cancelled() -> None:
     ledger, mail = Ledger(), mail_key("u1@example.com")
     first = _trialing(metadata={**_trialing()["metadata"], SUB_META_TRIAL_MAIL: mail})
-    stripe, apim = GrantStripe(first), GrantApim()
-    ports = AccessPorts(stripe, apim, GrantLinks(), None, trials=ledger)  # type: ignore[arg-type]
+    stripe, apim = FakeStripe(first), FakeApimSubscriptions()
+    ports = AccessPorts(stripe, apim, FakeLinks(), FakeUsage(), trials=ledger)
     assert sync_subscription("sub_1", ports, event_created=1).outcome == "changed"
     assert apim.subs["sub_1"].state == "active"  # trialing: the key works
     assert ledger.rows == {("basic", "user-u1"): "sub_1", ("basic", f"mail-{mail}"): "sub_1"}
