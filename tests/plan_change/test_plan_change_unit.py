@@ -24,6 +24,7 @@ from billing.portal.plan_change import (
 from billing.portal.ports import ApimSubscription, Debt
 from billing.pricing import included_calls_for_part, is_upgrade, part_quote, prorated_fee, quote
 from billing.usage.batches import PlanChangeRequest
+from tests.portal.fakes import FakeApim, FakePayments
 
 MODELS = load_models()
 START, END = 1_767_225_600, 1_769_904_000  # January 2026
@@ -31,27 +32,12 @@ MID = START + 15 * 86400
 SID, UID = "sub_1", "ada"
 
 
-@dataclass
-class Apim:
-    subs: dict[str, ApimSubscription] = field(default_factory=dict)
-
-    def get_subscription(self, sid: str) -> ApimSubscription | None:
-        return self.subs.get(sid)
-
-
-@dataclass
-class Payments:
-    debts: list[Debt] = field(default_factory=list)
-    finals: list[str] = field(default_factory=list)
-
-    def outstanding_invoices(self, uid: str, email: str | None) -> list[Debt]:
-        return self.debts
-
-    def pending_final_invoices(self, uid: str) -> list[str]:
-        return self.finals
-
-    def price_ids(self, keys: Sequence[str]) -> dict[str, str]:
-        return {k: f"price_{k}" for k in keys}
+def _payments(debts: Sequence[Debt] = (), finals: Sequence[str] = ()) -> FakePayments:
+    """The portal's typed payments fake, with a price for every product's lookup keys."""
+    keys = [f"{product.id}-{kind}" for product in MODELS.products for kind in ("flat", "usage")]
+    payments = FakePayments({key: f"price_{key}" for key in keys})
+    payments.debts, payments.pending = list(debts), list(finals)
+    return payments
 
 
 @dataclass
@@ -86,8 +72,9 @@ class Changes:
         self.calls.append(("later", request))
 
 
-def _world(product: str = "standard", owner: str = UID, meta_user: str = UID, **plan: Any) -> tuple[Apim, Changes]:
-    apim = Apim({SID: ApimSubscription(SID, owner, product, "key", "active", None, None)})
+def _world(product: str = "standard", owner: str = UID, meta_user: str = UID, **plan: Any) -> tuple[FakeApim, Changes]:
+    apim = FakeApim({owner: f"{owner}@example.com"})
+    apim.subs[SID] = ApimSubscription(SID, owner, product, "key", "active", None, None)
     items = (
         PlanItem("si_flat", "price_flat", f"{product}-flat", False, 1),
         PlanItem("si_usage", "price_usage", f"{product}-usage", True, None),
@@ -118,7 +105,7 @@ def test_the_parts_of_a_period_add_up_to_the_whole_fee_and_share_the_included_ca
 def test_an_upgrade_charges_now_and_leaves_the_old_metered_price_for_the_report_lag() -> None:
     apim, changes = _world()
     found = subject(UID, SID, models=MODELS, apim=apim, changes=changes)
-    done = change_plan(found, MODELS.product("pro"), now=0, nonce="n", payments=Payments(), changes=changes)
+    done = change_plan(found, MODELS.product("pro"), now=0, nonce="n", payments=_payments(), changes=changes)
     # 44,995 x 16/31 = 23,223.23 -> 23,223 charged; 8,995 x 16/31 = 4,642.58 -> 4,643 credited.
     assert done.kind is ChangeKind.UPGRADE
     assert done.due_now == "USD 185.80"
@@ -135,7 +122,7 @@ def test_an_upgrade_charges_now_and_leaves_the_old_metered_price_for_the_report_
     # The key names the part of the period it leaves, not the form: two forms cannot both upgrade.
     apim2, changes2 = _world()
     found2 = subject(UID, SID, models=MODELS, apim=apim2, changes=changes2)
-    change_plan(found2, MODELS.product("enterprise"), now=0, nonce="other", payments=Payments(), changes=changes2)
+    change_plan(found2, MODELS.product("enterprise"), now=0, nonce="other", payments=_payments(), changes=changes2)
     assert changes2.calls[1][1][2] == key
 
 
@@ -151,17 +138,17 @@ def test_who_may_change_and_when() -> None:
     found = subject(UID, SID, models=MODELS, apim=apim, changes=changes)
     debt = Debt("in_1", "A-1", "usd", 500, "https://pay")
     with pytest.raises(PlanChangeError, match="unpaid invoices") as owed:
-        change_plan(found, MODELS.product("pro"), now=0, nonce="n", payments=Payments(debts=[debt]), changes=changes)
+        change_plan(found, MODELS.product("pro"), now=0, nonce="n", payments=_payments(debts=[debt]), changes=changes)
     assert owed.value.status == 402
     assert changes.calls == []
     with pytest.raises(PlanChangeError, match="still being billed"):
         change_plan(
-            found, MODELS.product("pro"), now=0, nonce="n", payments=Payments(finals=["sub_0"]), changes=changes
+            found, MODELS.product("pro"), now=0, nonce="n", payments=_payments(finals=["sub_0"]), changes=changes
         )
     apim, changes = _world(metadata={"apim_retiring_usage_item": "si_old"})
     found = subject(UID, SID, models=MODELS, apim=apim, changes=changes)
     with pytest.raises(PlanChangeError, match="still being completed"):
-        change_plan(found, MODELS.product("pro"), now=0, nonce="n", payments=Payments(), changes=changes)
+        change_plan(found, MODELS.product("pro"), now=0, nonce="n", payments=_payments(), changes=changes)
 
 
 def test_a_downgrade_is_scheduled_for_the_period_end_and_undone_by_releasing_it() -> None:
@@ -169,7 +156,7 @@ def test_a_downgrade_is_scheduled_for_the_period_end_and_undone_by_releasing_it(
     found = subject(UID, SID, models=MODELS, apim=apim, changes=changes)
     debt = Debt("in_1", "A-1", "usd", 500, "https://pay")
     done = change_plan(
-        found, MODELS.product("standard"), now=0, nonce="n", payments=Payments(debts=[debt]), changes=changes
+        found, MODELS.product("standard"), now=0, nonce="n", payments=_payments(debts=[debt]), changes=changes
     )  # a debt does not stop a cheaper plan
     assert done.kind is ChangeKind.DOWNGRADE
     assert done.effective_at == END
@@ -184,7 +171,7 @@ def test_a_downgrade_is_scheduled_for_the_period_end_and_undone_by_releasing_it(
     assert pending is not None
     assert (pending.product_name, pending.date) == ("Standard", "2026-02-01")
     with pytest.raises(PlanChangeError, match="already planned"):
-        change_plan(found, MODELS.product("enterprise"), now=0, nonce="n", payments=Payments(), changes=changes)
+        change_plan(found, MODELS.product("enterprise"), now=0, nonce="n", payments=_payments(), changes=changes)
     assert undo(found, changes) is not None
     assert changes.calls == [("release", "sub_sched_1")]
 
@@ -192,7 +179,7 @@ def test_a_downgrade_is_scheduled_for_the_period_end_and_undone_by_releasing_it(
 def test_moving_to_free_ends_the_paid_subscription_at_the_period_end() -> None:
     apim, changes = _world("basic")
     found = subject(UID, SID, models=MODELS, apim=apim, changes=changes)
-    done = change_plan(found, MODELS.product("free"), now=0, nonce="n", payments=Payments(), changes=changes)
+    done = change_plan(found, MODELS.product("free"), now=0, nonce="n", payments=_payments(), changes=changes)
     assert done.kind is ChangeKind.TO_FREE
     assert changes.calls == [("end", "free")]
     assert quote_change(found, MODELS.product("free"), 0).effective_at == END
