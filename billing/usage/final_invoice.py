@@ -62,7 +62,27 @@ class SubscriptionEnder(Protocol):
 
 
 class UsageNotDelivered(RuntimeError):
-    """Stripe refused or did not confirm some usage: the subscription is not cancelled yet (retried)."""
+    """Stripe refused or did not confirm some usage: what was to follow it is not done yet (retried)."""
+
+
+def closing_or_none(what: str, build: Callable[[], PushBatch | None]) -> PushBatch | None:
+    """`build()`'s closing batch; None (logged) when the app never recorded the subscription."""
+    try:
+        return build()
+    except LookupError as exc:
+        log.warning("%s: %s; no usage reported", what, exc)
+        return None
+
+
+def deliver(push: UsagePush, batch: PushBatch | None, what: str, then: str) -> PushSummary:
+    """Send `batch` (None: nothing to report); UsageNotDelivered unless Stripe took all of it, so that
+    what `then` names happens only after the usage it must follow."""
+    if batch is None:
+        return PushSummary(subscriptions_seen=1, skipped=1)
+    summary, _ = push.process_batch(batch)
+    if summary.failed or summary.left_pending:
+        raise UsageNotDelivered(f"{what}: usage not delivered ({'; '.join(summary.failures)}); {then}")
+    return summary
 
 
 def run_final_invoice(
@@ -80,21 +100,9 @@ def run_final_invoice(
             f"final invoice of {sid}: the usage before its plan change not delivered "
             f"({'; '.join(old_part.failures)}); Stripe is cancelled once it is"
         )
-    try:
-        batch = push.closing_batch(sid, period, request.cancel_at)
-    except LookupError as exc:
-        # The webhook never recorded the subscription: nothing of it can be reported, but it must end.
-        log.warning("final invoice of %s: %s; no usage reported", sid, exc)
-        batch = None
-    if batch is None:
-        summary = PushSummary(subscriptions_seen=1, skipped=1)
-    else:
-        summary, _ = push.process_batch(batch)
-        if summary.failed or summary.left_pending:
-            raise UsageNotDelivered(
-                f"final invoice of {sid}: usage not delivered ({'; '.join(summary.failures)}); "
-                "Stripe is cancelled once it is"
-            )
+    # Without a link (the webhook never recorded it) nothing can be reported, but it must still end.
+    batch = closing_or_none(f"final invoice of {sid}", lambda: push.closing_batch(sid, period, request.cancel_at))
+    summary = deliver(push, batch, f"final invoice of {sid}", "Stripe is cancelled once it is")
     ender.cancel_with_final_invoice(sid)
     if batch is not None and send_later is not None and push.counts is not None:
         send_later(confirm_message(sid, period.start, until=request.cancel_at), confirm_delay)

@@ -26,7 +26,7 @@ import logging
 from typing import Protocol
 
 from billing.usage.batches import PlanChangeRequest
-from billing.usage.final_invoice import UsageNotDelivered
+from billing.usage.final_invoice import closing_or_none, deliver
 from billing.usage.push import PushSummary, UsagePush
 
 log = logging.getLogger("billing.usage")
@@ -58,22 +58,14 @@ def run_plan_change(push: UsagePush, request: PlanChangeRequest, retirer: UsageI
             retiring,
         )
         return PushSummary(subscriptions_seen=1, skipped=1)
-    try:
-        batch = push.closing_batch(
+    what = f"plan change of {sid} from {request.product_id}"
+    batch = closing_or_none(
+        what,
+        lambda: push.closing_batch(
             sid, request.period, request.changed_at, until=request.changed_at, part=(request.product_id, request.since)
-        )
-    except LookupError as exc:
-        log.warning("plan change of %s: %s; no usage reported", sid, exc)
-        batch = None
-    if batch is None:
-        summary = PushSummary(subscriptions_seen=1, skipped=1)
-    else:
-        summary, _ = push.process_batch(batch)
-        if summary.failed or summary.left_pending:
-            raise UsageNotDelivered(
-                f"plan change of {sid}: usage of {request.product_id} not delivered "
-                f"({'; '.join(summary.failures)}); its price is removed once it is"
-            )
+        ),
+    )
+    summary = deliver(push, batch, what, "its price is removed once it is")
     retirer.retire_usage_item(sid, request.item_id)
     log.info(
         "plan change of %s from %s at %d: %s; its metered item %s removed",
