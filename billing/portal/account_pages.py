@@ -21,7 +21,7 @@ from billing.portal.link_binding import Bound
 from billing.portal.passwords import MIN_LENGTH
 from billing.portal.ports import HOLDING_STATES
 from billing.portal.tokens import Signer, TokenError
-from billing.portal.web import Session, WebRequest, WebResponse, problem, render, too_many
+from billing.portal.web import Session, WebRequest, WebResponse, expired_form, problem, render, too_many
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,14 @@ _TEMPLATES = {
 }
 
 
-def _portal_link(deps: PortalDeps) -> str:
-    return deps.portal_url + "/"
-
-
 def _signer(deps: PortalDeps, op: str) -> Signer:
     # One purpose per operation: a password form's token cannot be posted to the close form.
-    return Signer(deps.session_keys, f"account-{op}")
+    return deps.signer(f"account-{op}")
 
 
 def _not_here(req: WebRequest, deps: PortalDeps) -> WebResponse:
     return problem(
-        req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=_portal_link(deps)
+        req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=deps.portal_home
     )
 
 
@@ -67,7 +63,7 @@ def account_operation_page(
             "account",
             "This user's account was not made through this site's sign-up, so it "
             "cannot be changed here. Ask the API provider's support.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     return _form(
         deps,
@@ -108,7 +104,7 @@ def _form(
         email=email,
         account_token=token,
         csrf_token=deps.sessions.csrf_token(session, now),
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
         min_password=str(MIN_LENGTH),
         **extra,
     )
@@ -132,13 +128,7 @@ def _bound(deps: PortalDeps, req: WebRequest, now: float, op: str) -> tuple[Sess
         return _not_here(req, deps)
     session = deps.sessions.check_csrf(req, now)
     if session is None:
-        return problem(
-            req,
-            403,
-            "csrf",
-            "This form has expired or did not come from this site. Go back to the developer portal and start again.",
-            portal_url=_portal_link(deps),
-        )
+        return expired_form(req, deps.portal_home)
     try:
         payload = _signer(deps, op).verify(req.form.get("account", ""), now=now)
     except TokenError:
@@ -154,7 +144,7 @@ def _bound(deps: PortalDeps, req: WebRequest, now: float, op: str) -> tuple[Sess
             401,
             "account",
             "This form is not valid for you or has expired. Start again from your profile in the developer portal.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     return session, uid, email
 
@@ -174,8 +164,8 @@ def _done(
         title=title,
         status_role=True,
         paragraphs=list(paragraphs),
-        portal_url=_portal_link(deps),
-        link_url=link_url or _portal_link(deps),
+        portal_url=deps.portal_home,
+        link_url=link_url or deps.portal_home,
         link_text=link_text,
     )
 
@@ -293,6 +283,6 @@ def close_account_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
         "Account closed",
         *paragraphs,
         cookie=deps.sessions.clear_cookie(),
-        link_url=_portal_link(deps),
+        link_url=deps.portal_home,
         link_text="Back to the developer portal",
     )

@@ -10,6 +10,7 @@ from billing.portal.devices import DeviceCookies
 from billing.portal.hash_budget import HashBudget
 from billing.portal.plan_change import PlanChangesPort
 from billing.portal.ports import AccountsPort, ApimPort, FinalInvoicesPort, PaymentsPort, SaltsPort
+from billing.portal.tokens import Signer
 from billing.portal.trials import TrialsPort
 from billing.portal.web import Sessions
 from billing.usage.ports import UsageReports
@@ -37,6 +38,15 @@ class PortalDeps:
     usage: UsageReports  # the usage push's source, for the billing page
     trials: TrialsPort  # who has had which product's free trial
     plan_changes: PlanChangesPort  # upgrades, downgrades and their undoing (billing.portal.plan_change)
+
+    @property
+    def portal_home(self) -> str:
+        """The developer portal's home page: where every page of this app links back to."""
+        return self.portal_url + "/"
+
+    def signer(self, purpose: str) -> Signer:
+        """Tokens of one purpose (a form, a cookie), signed with the session keys."""
+        return Signer(self.session_keys, purpose)
 
 
 class ConfigurationError(RuntimeError):

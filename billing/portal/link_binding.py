@@ -33,7 +33,7 @@ class Bound:
 
 def bind_link(deps: PortalDeps, req: WebRequest, now: float, *, owner: str, salt: str) -> Bound | WebResponse:
     """The session acting for `owner`, or the refusal (then nothing was claimed or changed)."""
-    portal = deps.portal_url + "/"
+    portal = deps.portal_home
     current = deps.sessions.read(req, now)
     signed_in = current is not None and current.uid is not None
     if deps.mode == "full" and not signed_in:

@@ -24,10 +24,10 @@ from billing.portal.link_binding import Bound, bind_link
 from billing.portal.ports import HOLDING_STATES, ApimSubscription
 from billing.portal.signin_pages import account_page
 from billing.portal.subscribe import GoToCheckout, SubscribeError, held_subscription, subscribe
-from billing.portal.tokens import Signer, TokenError
+from billing.portal.tokens import TokenError
 from billing.portal.trials import TrialOffer, trial_offer
 from billing.portal.unsubscribe import UnsubscribeError, is_paid_subscription, unsubscribe
-from billing.portal.web import WebRequest, WebResponse, problem, redirect, render
+from billing.portal.web import WebRequest, WebResponse, expired_form, problem, redirect, render
 
 log = logging.getLogger(__name__)
 
@@ -35,43 +35,21 @@ FORM_TTL = 3600  # seconds a subscribe or cancel form stays valid
 _SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 
 
-def _offer_signer(deps: PortalDeps) -> Signer:
-    return Signer(deps.session_keys, "subscribe-offer")
-
-
-def _cancel_signer(deps: PortalDeps) -> Signer:
-    return Signer(deps.session_keys, "unsubscribe")
-
-
-def _portal_link(deps: PortalDeps) -> str:
-    return deps.portal_url + "/"
-
-
-def _expired_form(req: WebRequest, deps: PortalDeps) -> WebResponse:
-    return problem(
-        req,
-        403,
-        "csrf",
-        "This form has expired or did not come from this site. Go back to the developer portal and start again.",
-        portal_url=_portal_link(deps),
-    )
-
-
 # ---- GET /api/delegation ---------------------------------------------------------------------
 def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     try:
         request = delegation.verify(deps.delegation_key, req.query)
     except delegation.DelegationError as exc:
-        return problem(req, exc.status, "delegation", exc.message, portal_url=_portal_link(deps))
+        return problem(req, exc.status, "delegation", exc.message, portal_url=deps.portal_home)
     op = request.operation
     if op in ("SignIn", "SignUp"):
         return account_page(deps, req, now, op, request.get("returnUrl"))
     if op == "SignOut":
         # The portal signed itself out before it called here (it has no sign-out page of its own).
-        return redirect(_portal_link(deps), deps.sessions.clear_cookie())
+        return redirect(deps.portal_home, deps.sessions.clear_cookie())
     if op in ACCOUNT_OPERATIONS and deps.mode != "full":
         return problem(
-            req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=_portal_link(deps)
+            req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=deps.portal_home
         )
     sub: ApimSubscription | None = None
     if op in ("Unsubscribe", "Renew"):
@@ -82,7 +60,7 @@ def delegation_endpoint(deps: PortalDeps, req: WebRequest, now: float) -> WebRes
                 404,
                 "subscription",
                 "There is no such subscription: API Management does not know the subscription this link names.",
-                portal_url=_portal_link(deps),
+                portal_url=deps.portal_home,
             )
         owner = sub.owner_id
     else:
@@ -117,7 +95,7 @@ def _subscribe_page(
         product = deps.models.product(product_id)
     except UnknownProductError:
         return problem(
-            req, 404, "product", f"There is no product named {product_id!r} for sale.", portal_url=_portal_link(deps)
+            req, 404, "product", f"There is no product named {product_id!r} for sale.", portal_url=deps.portal_home
         )
     uid = session.uid or ""
     email = deps.apim.user_email(uid)
@@ -127,7 +105,7 @@ def _subscribe_page(
     closing = bool(product.is_paid and held is None and not debts and deps.payments.pending_final_invoices(uid))
     trial = trial_offer(product, uid, email, deps.trials) if held is None else TrialOffer(None)
     # "n": one nonce per form shown, so submitting the same form twice does one thing once.
-    offer = _offer_signer(deps).sign(
+    offer = deps.signer("subscribe-offer").sign(
         {"u": uid, "p": product.id, "c": session.nonce, "n": secrets.token_urlsafe(9)}, now=now, ttl_seconds=FORM_TTL
     )
     return render(
@@ -147,16 +125,16 @@ def _subscribe_page(
         account_email=email or "",
         csrf_token=deps.sessions.csrf_token(session, now),
         offer_token=offer,
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
     )
 
 
 def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     session = deps.sessions.check_csrf(req, now)
     if session is None:
-        return _expired_form(req, deps)
+        return expired_form(req, deps.portal_home)
     try:
-        offer = _offer_signer(deps).verify(req.form.get("offer", ""), now=now)
+        offer = deps.signer("subscribe-offer").verify(req.form.get("offer", ""), now=now)
     except TokenError:
         offer = {}
     uid, pid, nonce = offer.get("u"), offer.get("p"), offer.get("n")
@@ -169,7 +147,7 @@ def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse
             "offer",
             "This subscription form is not valid for you or has expired. Start again "
             "from the product's Subscribe link in the developer portal.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     product = deps.models.product(pid)
     name = req.form.get("name", "")
@@ -192,7 +170,7 @@ def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse
             exc.status,
             "subscribe",
             exc.message,
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
             title="Already subscribed" if exc.status == 409 else "",
         )
     if isinstance(outcome, GoToCheckout):
@@ -200,13 +178,13 @@ def subscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse
     return render(
         "message.html",
         title="You are subscribed",
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
         status_role=True,
         paragraphs=[
             f"Your subscription to {product.display_name} is active.",
             "Your keys are in the developer portal, under your profile.",
         ],
-        link_url=_portal_link(deps),
+        link_url=deps.portal_home,
         link_text="Go to your keys",
     )
 
@@ -220,11 +198,11 @@ def checkout_success(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
             400,
             "session_id",
             "session_id must be a Stripe Checkout Session id (cs_...).",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     info = deps.payments.checkout_info(session_id)
     if info is None:
-        return problem(req, 404, "session_id", "There is no such checkout.", portal_url=_portal_link(deps))
+        return problem(req, 404, "session_id", "There is no such checkout.", portal_url=deps.portal_home)
     # This page grants nothing: the subscription becomes active when Stripe's webhook says it is paid.
     if info.status == "complete":
         paragraphs = [
@@ -240,8 +218,8 @@ def checkout_success(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
         title=title,
         paragraphs=paragraphs,
         status_role=True,
-        portal_url=_portal_link(deps),
-        link_url=_portal_link(deps),
+        portal_url=deps.portal_home,
+        link_url=deps.portal_home,
         link_text="Go to the developer portal",
     )
 
@@ -251,12 +229,12 @@ def checkout_cancelled(deps: PortalDeps, req: WebRequest, now: float) -> WebResp
         "message.html",
         title="Checkout cancelled",
         status_role=True,
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
         paragraphs=[
             "No payment was taken and no subscription was made.",
             "You can subscribe again from the developer portal at any time.",
         ],
-        link_url=_portal_link(deps),
+        link_url=deps.portal_home,
         link_text="Back to the developer portal",
     )
 
@@ -271,12 +249,12 @@ def _unsubscribe_page(
             "message.html",
             cookie=cookie,
             title="Already cancelled",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
             paragraphs=[f"The subscription “{sub.display_name}” is {sub.state}."],
-            link_url=_portal_link(deps),
+            link_url=deps.portal_home,
             link_text="Back to the developer portal",
         )
-    token = _cancel_signer(deps).sign(
+    token = deps.signer("unsubscribe").sign(
         {"s": sub.sid, "u": session.uid, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL
     )
     product_name = sub.product_id or ""
@@ -292,16 +270,16 @@ def _unsubscribe_page(
         paid=is_paid_subscription(sub.sid),
         cancel_token=token,
         csrf_token=deps.sessions.csrf_token(session, now),
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
     )
 
 
 def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     session = deps.sessions.check_csrf(req, now)
     if session is None:
-        return _expired_form(req, deps)
+        return expired_form(req, deps.portal_home)
     try:
-        payload = _cancel_signer(deps).verify(req.form.get("cancel", ""), now=now)
+        payload = deps.signer("unsubscribe").verify(req.form.get("cancel", ""), now=now)
     except TokenError:
         payload = {}
     sid = payload.get("s")
@@ -312,23 +290,23 @@ def unsubscribe_post(deps: PortalDeps, req: WebRequest, now: float) -> WebRespon
             "cancel",
             "This cancellation form is not valid or has expired. Start again from "
             "the subscription's Cancel link in the developer portal.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     try:
         name = unsubscribe(sid, deps.apim, deps.payments, datetime.fromtimestamp(now, UTC), deps.final_invoices)
     except UnsubscribeError as exc:
-        return problem(req, exc.status, "subscription", exc.message, portal_url=_portal_link(deps))
+        return problem(req, exc.status, "subscription", exc.message, portal_url=deps.portal_home)
     return render(
         "message.html",
         title="Subscription cancelled",
         status_role=True,
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
         paragraphs=[
             f"The subscription “{name}” is cancelled; its keys no longer work.",
             "Any usage so far is billed on a final invoice once API Management's usage data "
             "has your last calls; no new period is charged.",
         ],
-        link_url=_portal_link(deps),
+        link_url=deps.portal_home,
         link_text="Back to the developer portal",
     )
 
@@ -346,7 +324,7 @@ def _renew_page(deps: PortalDeps, req: WebRequest, now: float, bound: Bound, sub
             "message.html",
             cookie=bound.cookie,
             title="Nothing to renew",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
             paragraphs=[
                 f"The subscription “{sub.display_name}” is {sub.state}: there is nothing to renew.",
                 "Paid subscriptions renew by themselves each month while your payment method works; "
@@ -371,7 +349,7 @@ def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
             401,
             "signin",
             "Sign in from the developer portal first, then open this page again.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
             title="Please sign in",
         )
     data = overview(
@@ -388,7 +366,7 @@ def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         "billing.html",
         title="Billing",
         overview=data,
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
         csrf_token=deps.sessions.csrf_token(session, now),
         undo_tokens=plan_pages.undo_tokens(deps, session, data, now),
     )
@@ -396,4 +374,4 @@ def billing(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
 
 def sign_out(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     """Signed out of this app, back on the portal's home page."""
-    return redirect(_portal_link(deps), deps.sessions.clear_cookie())
+    return redirect(deps.portal_home, deps.sessions.clear_cookie())

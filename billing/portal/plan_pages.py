@@ -30,26 +30,14 @@ from billing.portal.plan_change import (
     subject,
     undo,
 )
-from billing.portal.tokens import Signer, TokenError
-from billing.portal.web import Session, WebRequest, WebResponse, problem, render
+from billing.portal.tokens import TokenError
+from billing.portal.web import Session, WebRequest, WebResponse, expired_form, problem, render
 
 if TYPE_CHECKING:
     from billing.portal.deps import PortalDeps
 
 log = logging.getLogger(__name__)
 FORM_TTL = 3600
-
-
-def _signer(deps: PortalDeps) -> Signer:
-    return Signer(deps.session_keys, "plan-change")
-
-
-def _undo_signer(deps: PortalDeps) -> Signer:
-    return Signer(deps.session_keys, "plan-change-undo")
-
-
-def _portal(deps: PortalDeps) -> str:
-    return deps.portal_url + "/"
 
 
 def _date(at: int) -> str:
@@ -59,7 +47,7 @@ def _date(at: int) -> str:
 def undo_tokens(deps: PortalDeps, session: Session, data: BillingOverview, now: float) -> Mapping[str, str]:
     """Per subscription with a planned change, the signed form value of its undo button."""
     return {
-        row.sid: _undo_signer(deps).sign(
+        row.sid: deps.signer("plan-change-undo").sign(
             {"u": session.uid, "s": row.sid, "c": session.nonce}, now=now, ttl_seconds=FORM_TTL
         )
         for row in data.subscriptions
@@ -75,7 +63,7 @@ def _signed_in(deps: PortalDeps, req: WebRequest, now: float) -> Session | WebRe
             401,
             "signin",
             "Sign in from the developer portal first, then open the billing page again.",
-            portal_url=_portal(deps),
+            portal_url=deps.portal_home,
             title="Please sign in",
         )
     return session
@@ -87,7 +75,7 @@ def _refused(req: WebRequest, deps: PortalDeps, exc: PlanChangeError) -> WebResp
         exc.status,
         "plan_change",
         exc.message[:1].upper() + exc.message[1:] + ".",
-        portal_url=_portal(deps),
+        portal_url=deps.portal_home,
         title="The plan was not changed",
     )
 
@@ -104,12 +92,12 @@ def preview(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         if target.id == found.product.id or target.currency != found.product.currency:
             raise PlanChangeError("choose another product for this subscription")
     except UnknownProductError:
-        return problem(req, 404, "product", "There is no such product.", portal_url=_portal(deps))
+        return problem(req, 404, "product", "There is no such product.", portal_url=deps.portal_home)
     except PlanChangeError as exc:
         return _refused(req, deps, exc)
     quote = quote_change(found, target, int(now))
     # "f": the product the quote was made from: a form confirmed after another change (a second tab) is stale.
-    token = _signer(deps).sign(
+    token = deps.signer("plan-change").sign(
         {
             "u": uid,
             "s": found.sid,
@@ -131,40 +119,48 @@ def preview(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         pending=found.pending(deps.models),
         csrf_token=deps.sessions.csrf_token(session, now),
         plan_token=token,
-        portal_url=_portal(deps),
+        portal_url=deps.portal_home,
     )
 
 
-def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+def _posted_form(
+    deps: PortalDeps, req: WebRequest, now: float, *, purpose: str, field: str, fields: tuple[str, ...]
+) -> tuple[str, dict[str, str]] | WebResponse:
+    """(the signed-in user, the form's `fields`) of a POST with a valid CSRF token and a `field` token of
+    `purpose` made for this user and this browser session; else the refusal."""
     session = deps.sessions.check_csrf(req, now)
     if session is None or session.uid is None:
-        return problem(
-            req,
-            403,
-            "csrf",
-            "This form has expired or did not come from this site. Open the billing page again.",
-            portal_url=_portal(deps),
-        )
+        return expired_form(req, deps.portal_home, "Open the billing page again.")
     try:
-        form = _signer(deps).verify(req.form.get("plan", ""), now=now)
+        form = deps.signer(purpose).verify(req.form.get(field, ""), now=now)
     except TokenError:
         form = {}
-    sid, pid, nonce = form.get("s"), form.get("p"), form.get("n")
-    if not (isinstance(sid, str) and isinstance(pid, str) and isinstance(nonce, str)) or (
-        form.get("u") != session.uid or form.get("c") != session.nonce
+    values = {name: form.get(name) for name in fields}
+    if (
+        form.get("u") != session.uid
+        or form.get("c") != session.nonce
+        or not all(isinstance(v, str) for v in values.values())
     ):
         return problem(
             req,
             401,
             "plan",
             "This form is not valid for you or has expired. Open the billing page again.",
-            portal_url=_portal(deps),
+            portal_url=deps.portal_home,
         )
-    uid = session.uid
+    return session.uid, {name: str(value) for name, value in values.items()}
+
+
+def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
+    posted = _posted_form(deps, req, now, purpose="plan-change", field="plan", fields=("s", "p", "n", "f"))
+    if isinstance(posted, WebResponse):
+        return posted
+    uid, form = posted
+    sid, pid, nonce = form["s"], form["p"], form["n"]
     try:
         target = deps.models.product(pid)
         found = subject(uid, sid, models=deps.models, apim=deps.apim, changes=deps.plan_changes)
-        if found.product.id != form.get("f"):
+        if found.product.id != form["f"]:
             raise ChangeConflict(f"{sid} is on {found.product.id} now, not the product this form quoted from")
         quote = change_plan(
             found,
@@ -176,7 +172,7 @@ def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
             email=deps.apim.user_email(uid),
         )
     except UnknownProductError:
-        return problem(req, 404, "product", "There is no such product.", portal_url=_portal(deps))
+        return problem(req, 404, "product", "There is no such product.", portal_url=deps.portal_home)
     except PlanChangeError as exc:
         return _refused(req, deps, exc)
     except PaymentFailed as exc:
@@ -186,7 +182,7 @@ def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
             "payment",
             f"The payment for the upgrade failed ({exc}); nothing was changed. "
             "Update your card from the billing page, then try again.",
-            portal_url=_portal(deps),
+            portal_url=deps.portal_home,
             title="Payment failed",
         )
     except ChangeConflict:
@@ -196,7 +192,7 @@ def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
             "plan_change",
             "Another change of this subscription was made meanwhile; nothing "
             "more was changed. Open the billing page again.",
-            portal_url=_portal(deps),
+            portal_url=deps.portal_home,
             title="Already changed",
         )
     log.info("subscription %s of user %s: %s to %s", sid, uid, quote.kind.value, target.id)
@@ -215,37 +211,20 @@ def confirm(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         title="Plan changed" if quote.kind is ChangeKind.UPGRADE else "Change planned",
         status_role=True,
         paragraphs=paragraphs,
-        portal_url=_portal(deps),
+        portal_url=deps.portal_home,
         link_url="/api/portal/billing",
         link_text="Billing",
     )
 
 
 def undo_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
-    session = deps.sessions.check_csrf(req, now)
-    if session is None or session.uid is None:
-        return problem(
-            req,
-            403,
-            "csrf",
-            "This form has expired or did not come from this site. Open the billing page again.",
-            portal_url=_portal(deps),
-        )
+    posted = _posted_form(deps, req, now, purpose="plan-change-undo", field="undo", fields=("s",))
+    if isinstance(posted, WebResponse):
+        return posted
+    uid, form = posted
+    sid = form["s"]
     try:
-        form = _undo_signer(deps).verify(req.form.get("undo", ""), now=now)
-    except TokenError:
-        form = {}
-    sid = form.get("s")
-    if not isinstance(sid, str) or form.get("u") != session.uid or form.get("c") != session.nonce:
-        return problem(
-            req,
-            401,
-            "plan",
-            "This form is not valid for you or has expired. Open the billing page again.",
-            portal_url=_portal(deps),
-        )
-    try:
-        found = subject(session.uid, sid, models=deps.models, apim=deps.apim, changes=deps.plan_changes)
+        found = subject(uid, sid, models=deps.models, apim=deps.apim, changes=deps.plan_changes)
         pending = found.pending(deps.models)
         undone = undo(found, deps.plan_changes)
     except PlanChangeError as exc:
@@ -260,7 +239,7 @@ def undo_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         title="Change undone",
         status_role=True,
         paragraphs=[text],
-        portal_url=_portal(deps),
+        portal_url=deps.portal_home,
         link_url="/api/portal/billing",
         link_text="Billing",
     )

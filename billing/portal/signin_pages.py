@@ -17,7 +17,7 @@ from billing.portal import delegation
 from billing.portal.deps import PortalDeps
 from billing.portal.passwords import MIN_LENGTH
 from billing.portal.records import CONFIRM, RESET, Account
-from billing.portal.web import WebRequest, WebResponse, problem, redirect, render, too_many
+from billing.portal.web import WebRequest, WebResponse, expired_form, problem, redirect, render, too_many
 
 SSO_TOKEN_TTL = timedelta(hours=1)
 _TEMPLATES = {
@@ -29,23 +29,9 @@ _TEMPLATES = {
 }
 
 
-def _portal_link(deps: PortalDeps) -> str:
-    return deps.portal_url + "/"
-
-
 def _not_here(req: WebRequest, deps: PortalDeps) -> WebResponse:
     return problem(
-        req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=_portal_link(deps)
-    )
-
-
-def _expired_form(req: WebRequest, deps: PortalDeps) -> WebResponse:
-    return problem(
-        req,
-        403,
-        "csrf",
-        "This form has expired or did not come from this site. Go back to the developer portal and start again.",
-        portal_url=_portal_link(deps),
+        req, 404, "not_found", "Accounts are managed by the developer portal itself.", portal_url=deps.portal_home
     )
 
 
@@ -70,8 +56,8 @@ def _form(
         title=title,
         error=error,
         csrf_token=deps.sessions.csrf_token(session, now),
-        portal_url=_portal_link(deps),
-        signup_url=_portal_link(deps),
+        portal_url=deps.portal_home,
+        signup_url=deps.portal_home,
         min_password=str(MIN_LENGTH),
         forgot_url="/api/portal/password/forgot",
         **context,
@@ -85,13 +71,13 @@ def _check_your_mail(deps: PortalDeps, email: str, *paragraphs: str) -> WebRespo
         200,
         title="Check your e-mail",
         status_role=True,
-        portal_url=_portal_link(deps),
+        portal_url=deps.portal_home,
         paragraphs=[
             f"We sent a message to {email}.",
             *paragraphs,
             "Nothing arrived within a few minutes? Look in your spam folder, or try again.",
         ],
-        link_url=_portal_link(deps),
+        link_url=deps.portal_home,
         link_text="Back to the developer portal",
     )
 
@@ -114,8 +100,8 @@ def _message(
         status,
         title=title,
         paragraphs=[text],
-        portal_url=_portal_link(deps),
-        link_url=link_url or _portal_link(deps),
+        portal_url=deps.portal_home,
+        link_url=link_url or deps.portal_home,
         link_text=link_text,
     )
 
@@ -144,7 +130,7 @@ def _posted(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse | None
     if deps.mode != "full":
         return _not_here(req, deps)
     if deps.sessions.check_csrf(req, now) is None:
-        return _expired_form(req, deps)
+        return expired_form(req, deps.portal_home)
     return None
 
 
@@ -156,7 +142,7 @@ def account_page(deps: PortalDeps, req: WebRequest, now: float, op: str, return_
             400,
             "returnUrl",
             "returnUrl must be a path on the developer portal such as /products; other sites are never followed.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     if deps.mode == "subscriptions":
         # Identities stay with APIM's own providers: back to the portal's own sign-in.
@@ -181,7 +167,7 @@ def sign_up(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
             400,
             "returnUrl",
             "returnUrl must be a path on the developer portal such as /products.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     form = service.SignUpForm(
         req.form.get("email", ""),
@@ -262,7 +248,7 @@ def sign_in(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
             400,
             "returnUrl",
             "returnUrl must be a path on the developer portal such as /products.",
-            portal_url=_portal_link(deps),
+            portal_url=deps.portal_home,
         )
     email = req.form.get("email", "")
     try:

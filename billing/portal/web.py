@@ -133,6 +133,15 @@ def redirect(location: str, cookie: str | None = None) -> WebResponse:
     return WebResponse(303, "", "text/plain; charset=utf-8", headers, [cookie] if cookie else [])
 
 
+def expired_form(
+    req: WebRequest, portal_url: str, again: str = "Go back to the developer portal and start again."
+) -> WebResponse:
+    """A form whose CSRF token is missing, forged or expired: 403, and what to do instead."""
+    return problem(
+        req, 403, "csrf", f"This form has expired or did not come from this site. {again}", portal_url=portal_url
+    )
+
+
 def problem(req: WebRequest, status: int, code: str, message: str, *, portal_url: str, title: str = "") -> WebResponse:
     """An error: a short page for browsers, JSON for API-style callers. Never a traceback or a secret."""
     if req.wants_html:
