@@ -49,9 +49,9 @@ def stripe_client(env: Mapping[str, str] | None = None) -> stripe.StripeClient:
     )
 
 
-def webhook_secrets(env: Mapping[str, str] | None = None) -> list[str]:
-    """Endpoint secrets; several during a rotation (comma-separated in STRIPE_WEBHOOK_SECRET)."""
-    return [s.strip() for s in config.get("STRIPE_WEBHOOK_SECRET", env).split(",") if s.strip()]
+def webhook_secrets(env: Mapping[str, str] | None = None, setting: str = "STRIPE_WEBHOOK_SECRET") -> list[str]:
+    """Signing secrets of a Stripe endpoint; several during a rotation (comma-separated in `setting`)."""
+    return [s.strip() for s in config.get(setting, env).split(",") if s.strip()]
 
 
 def _header(error: stripe.StripeError, name: str) -> str | None:

@@ -34,10 +34,10 @@ def test_answers_are_cached_so_callers_cannot_multiply_the_probes() -> None:
     now = [1000.0]
     calls: list[str] = []
 
-    def probes() -> dict[str, object]:
-        return {"stripe": lambda: calls.append("stripe")}
+    def stripe() -> None:
+        calls.append("stripe")
 
-    check = ReadinessCheck(probes, timeout=5, cache_seconds=30, clock=lambda: now[0])  # type: ignore[arg-type]
+    check = ReadinessCheck(lambda: {"stripe": stripe}, timeout=5, cache_seconds=30, clock=lambda: now[0])
     first = check.current()
     for _ in range(50):
         assert check.current() is first
