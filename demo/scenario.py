@@ -307,13 +307,15 @@ class Demo:
             if state.plan.renewal_fails:
                 self.swap_to_failing_card(state)
         ends = sorted((self.current_period_end(state), n) for n, state in enumerate(live))
+        # Every consumer's last calls first: periods can end seconds apart, and advancing a test clock takes
+        # real seconds during which APIM's clock would pass the next consumer's last moments.
         for period_end, n in ends:
-            state = live[n]
-            self.last_second_calls(state, period_end)
+            self.last_second_calls(live[n], period_end)
+        for period_end, n in ends:
             # Just past the period end: Stripe drafts the renewal invoice (invoice.created), and the
             # app reports the period's closing usage, once APIM's data has the last calls (the report
             # lag), before Stripe finalises the invoice an hour later.
-            self.advance_clock(state, period_end + 300)
+            self.advance_clock(live[n], period_end + 300)
         self.settle()
         for state in live:
             clock = self.stripe.test_helpers.test_clocks.retrieve(state.clock_id)
@@ -326,10 +328,12 @@ class Demo:
     def last_second_calls(self, state: ConsumerState, period_end: int) -> None:
         """A few calls in the last seconds of the period, in APIM's time: they reach APIM's data after the
         period ended, so only a closing report that waits for the report lag bills them."""
-        ahead = period_end - LAST_CALLS_BEFORE_END - self.apim.now().timestamp()
-        if ahead < 0:
-            return  # APIM's clock only goes forward and is past this moment (periods ending seconds apart)
-        self.apim.advance_clock(ahead)
+        now = self.apim.now().timestamp()
+        if now > period_end - 1:
+            return  # APIM's clock only goes forward, and an earlier step took it past this period (a short trial)
+        ahead = period_end - LAST_CALLS_BEFORE_END - now
+        if ahead > 0:  # otherwise an earlier consumer's last calls brought APIM's clock within these seconds
+            self.apim.advance_clock(ahead)
         outcomes = self.call_gateway(state.key, LAST_CALLS, lambda _: None)
         for status, count in outcomes.items():
             state.gateway_outcomes[status] = state.gateway_outcomes.get(status, 0) + count
