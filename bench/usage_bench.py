@@ -540,7 +540,7 @@ def _timer(as_of: int, consumers: int) -> dict[str, Any]:
     reports = _PROCESS["reports"]
     shards = reports.shards_by_product() if isinstance(reports, LogAnalyticsUsage) else {}
     return {
-        "batches": len(plan.batches),
+        "batches": plan.batch_count,
         "reads": plan.report_reads,
         "phases": plan.phases,
         "apim": reports.requests,

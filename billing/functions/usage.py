@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from billing import bootstrap, config, telemetry
+from billing import bootstrap, telemetry
 from billing.access.webhook import Answer, verify
 from billing.adapters.stripe_cancel import StripeSubscriptionEnder
+from billing.adapters.stripe_client import webhook_secrets
 from billing.adapters.stripe_signature import signature_problem
 from billing.functions.http import error_response, json_response
 from billing.records import ClaimKind
@@ -43,9 +44,15 @@ def _send_later(body: bytes, seconds: int) -> None:
 def usage_push_timer(timer: func.TimerRequest) -> None:
     as_of = int(datetime.now(UTC).timestamp())
     with telemetry.span("usage.fan_out", **{"usage.as_of": as_of}):
-        plan = fan_out(bootstrap.services().usage_push(), _send, as_of)
-        telemetry.annotate(**{"usage.batches": len(plan.batches)})
-    log.info("usage push: %d batches for as_of=%d%s", len(plan.batches), as_of, " (past due)" if timer.past_due else "")
+        services = bootstrap.services()  # once: fan_out sends thousands of batches
+        batches = services.queue(USAGE_BATCH_QUEUE)
+
+        def send(body: bytes) -> None:
+            batches.send_message(body)
+
+        plan = fan_out(services.usage_push(), send, as_of)
+        telemetry.annotate(**{"usage.batches": plan.batch_count})
+    log.info("usage push: %d batches for as_of=%d%s", plan.batch_count, as_of, " (past due)" if timer.past_due else "")
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=USAGE_BATCH_QUEUE, connection="AzureWebJobsStorage")
@@ -113,7 +120,7 @@ def stripe_thin_events(req: func.HttpRequest) -> func.HttpResponse:
 
 def _thin_event(req: func.HttpRequest) -> func.HttpResponse:
     body = req.get_body() or b""
-    secrets = [s.strip() for s in config.get("STRIPE_EVENT_DESTINATION_SECRET").split(",") if s.strip()]
+    secrets = webhook_secrets(setting="STRIPE_EVENT_DESTINATION_SECRET")
     verified = verify(
         body,
         req.headers.get("stripe-signature"),

@@ -10,7 +10,9 @@ imports write a partition's rows in transactions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import queue
+import threading
+from collections.abc import Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, fields
 from itertools import pairwise
@@ -26,6 +28,8 @@ from billing.store.table_rows import query_rows
 from billing.store.table_transactions import MAX_OPERATIONS, TransactionRefused, Write, submit
 
 LIST_RANGES = 8  # partition ranges `all` reads side by side (each a paged query)
+PAGE_ROWS = 1000  # the Table service's page: rows handed over at once
+PREFETCH_PAGES = 2  # pages a range reads ahead of the caller: memory stays bounded whatever the table holds
 
 
 _FIELDS = {f.name for f in fields(SubscriptionLink)}
@@ -97,15 +101,53 @@ class SubscriptionLinks:
                 written += len(chunk)
         return written
 
-    def all(self) -> Iterator[SubscriptionLink]:
-        """Every link: `LIST_RANGES` partition ranges read side by side, then yielded in order."""
+    def all(self) -> Generator[SubscriptionLink, None, None]:
+        """Every link, in partition order, as it is read: `LIST_RANGES` partition ranges read side by side,
+        each at most `PREFETCH_PAGES` pages ahead of the caller, so a million links are never all in memory."""
         bounds = [GROUPS * n // LIST_RANGES for n in range(LIST_RANGES + 1)]
         filters = [
             f"PartitionKey ge '{group_of_number(low)}' and PartitionKey lt '{group_of_number(high)}'"
             for low, high in pairwise(bounds)
         ]
+        stop = threading.Event()
+        pages: list[queue.Queue[list[dict[str, Any]] | BaseException | None]] = [
+            queue.Queue(maxsize=PREFETCH_PAGES) for _ in filters
+        ]
+
+        def read(text: str, out: queue.Queue[list[dict[str, Any]] | BaseException | None]) -> None:
+            try:
+                page: list[dict[str, Any]] = []
+                for row in query_rows(self._table, text):
+                    page.append(row.values)
+                    if len(page) == PAGE_ROWS:
+                        if not _put(out, page, stop):
+                            return
+                        page = []
+                if _put(out, page, stop):
+                    _put(out, None, stop)  # this range is done
+            except BaseException as exc:  # handed to the caller, who raises it
+                _put(out, exc, stop)
+
         with ThreadPoolExecutor(max_workers=LIST_RANGES) as pool:
-            ranges = list(pool.map(lambda text: [row.values for row in query_rows(self._table, text)], filters))
-        for rows in ranges:
-            for values in rows:
-                yield _from_entity(values)
+            try:
+                for text, out in zip(filters, pages, strict=True):
+                    pool.submit(read, text, out)
+                for out in pages:
+                    while (page := out.get()) is not None:
+                        if isinstance(page, BaseException):
+                            raise page
+                        for values in page:
+                            yield _from_entity(values)
+            finally:
+                stop.set()  # a caller that stopped early (or an error) ends the readers
+
+
+def _put(out: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
+    """Hand `item` to the caller, waiting while its queue is full; False once the caller stopped listening."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -216,7 +216,6 @@ class Watermarks:
         self._table = table
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[str | None, dict[str, StoredEntry]]] = {}  # group -> (etag, entries); None: no row
-        self._have_every_row = False  # newest_cursors read every row into _rows
         self.requests = 0  # storage requests made (reads and transactions), for summaries
 
     def group_of(self, subscription_id: str, product_id: str) -> str:
@@ -227,18 +226,16 @@ class Watermarks:
             self.requests += 1
 
     # Reading -------------------------------------------------------------------------------
-    def read(self, keys: Sequence[WatermarkKey], *, recent: bool = False) -> dict[str, Watermark]:
+    def read(self, keys: Sequence[WatermarkKey], *, planning: bool = False) -> dict[str, Watermark]:
         """Watermarks of (sid, product, period start) keys, by sid: one range query over their groups.
 
-        `recent`: from the rows `newest_cursors` read (every row), if it ran; no request then.
+        `planning`: the rows are not kept for a later write (a plan reads every group once and writes none).
         """
         if not keys:
             return {}
-        with self._lock:
-            rows = dict(self._rows) if recent and self._have_every_row else None
-        if rows is None:
-            groups = {group_key(sid, pid) for sid, pid, _ in keys}
-            rows = self._read_groups(min(groups), max(groups))
+        groups = {group_key(sid, pid) for sid, pid, _ in keys}
+        rows = self._read_groups(min(groups), max(groups), keep=not planning)
+        if not planning:
             with self._lock:
                 self._rows.update({g: (None, {}) for g in groups if g not in rows})
         out: dict[str, Watermark] = {}
@@ -250,28 +247,24 @@ class Watermarks:
     def get(self, subscription_id: str, product_id: str, period_start: int) -> Watermark:
         return self.read([(subscription_id, product_id, period_start)])[subscription_id]
 
-    def newest_cursors(self, before: int) -> dict[str, tuple[int, int]]:
-        """Per product, (newest cursor below `before`, open watermarks), most open first: one read of all rows."""
-        every_row = self._read_groups(None, None)
-        with self._lock:
-            self._have_every_row = True
-        found: dict[str, tuple[int, int]] = {}
-        for group, (_etag, entries) in every_row.items():
+    def open_cursors(self, before: int) -> dict[str, dict[int, int]]:
+        """Per product, its open watermarks by cursor below `before`, the product with most first: one pass
+        over every row, row after row, none kept."""
+        found: dict[str, dict[int, int]] = {}
+        for group, _etag, entries in self._each_row(None, None):
             product, _, number = group.rpartition("~")
             if not product or not number:
                 continue  # not a group row of this layout
-            newest, count = found.get(product, (-1, 0))
+            cursors = found.setdefault(product, {})
             for cursor in (_open_cursor(e) for e in entries.values()):
                 if cursor is not None and cursor < before:
-                    newest, count = max(newest, cursor), count + 1
-            if count:
-                found[product] = (newest, count)
-        return dict(sorted(found.items(), key=lambda item: -item[1][1]))
+                    cursors[cursor] = cursors.get(cursor, 0) + 1
+        return dict(sorted(((p, c) for p, c in found.items() if c), key=lambda item: -sum(item[1].values())))
 
     def states(self) -> dict[str, ProductUsageState]:
-        """Per product: open periods, cursors and pending events (one read of every row)."""
+        """Per product: open periods, cursors and pending events (one pass over every row)."""
         states: dict[str, ProductUsageState] = {}
-        for group, (_etag, entries) in self._read_groups(None, None).items():
+        for group, _etag, entries in self._each_row(None, None):
             product, _, number = group.rpartition("~")
             if not product or not number:
                 continue  # not a group row of this layout
@@ -294,16 +287,20 @@ class Watermarks:
             states[product] = state
         return dict(sorted(states.items()))
 
-    def _read_groups(self, low: str | None, high: str | None) -> dict[str, tuple[str | None, dict[str, StoredEntry]]]:
-        """Rows with RowKey in [low, high] (every row when None)."""
-        rows: dict[str, tuple[str | None, dict[str, StoredEntry]]] = {}
+    def _each_row(self, low: str | None, high: str | None) -> Iterator[tuple[str, str | None, dict[str, StoredEntry]]]:
+        """(group, etag, entries) of the rows with RowKey in [low, high] (every row when None), as read."""
         query = f"PartitionKey eq '{GROUP_PARTITION}'"
         if low is not None and high is not None:
             query += f" and RowKey ge '{low}' and RowKey le '{high}'"
         for row in query_rows(self._table, query, on_page=self._count_request):
-            rows[str(row.values["RowKey"])] = (row.etag, _decode(row.values))
-        with self._lock:
-            self._rows.update(rows)
+            yield str(row.values["RowKey"]), row.etag, _decode(row.values)
+
+    def _read_groups(self, low: str, high: str, *, keep: bool) -> dict[str, tuple[str | None, dict[str, StoredEntry]]]:
+        """Rows with RowKey in [low, high]; `keep`: remembered for the writes that follow."""
+        rows = {group: (etag, entries) for group, etag, entries in self._each_row(low, high)}
+        if keep:
+            with self._lock:
+                self._rows.update(rows)
         return rows
 
     def _entries(self, group: str, etag: str | None) -> dict[str, StoredEntry]:

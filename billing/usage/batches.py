@@ -284,10 +284,12 @@ def split(
     group_of: Callable[[str, str], str],
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Iterator[PushBatch]:
-    """Batches of whole groups (`group_of` a subscription and product id), at most `batch_size` items each.
+    """Batches of whole groups (`group_of` a subscription and product id), at most `batch_size` items each
+    but for a group larger than that, which is a batch of its own.
 
-    A group larger than a batch is cut (its parts then conflict if run at once; a conflict reruns).
-    Each batch stays small enough for one queue message.
+    A batch never shares a group with another (two would conflict on its row when run at once, and a
+    conflict after sending costs a read and a write), unless the group outgrows a queue message (about
+    400 subscriptions; a million spread over 1,024 groups and three products make 326): it is cut there.
     """
     if batch_size < 1:
         raise ValueError(f"the batch size must be at least 1, got {batch_size}")
@@ -304,7 +306,7 @@ def split(
             yield PushBatch(window_end, as_of, tuple(current))
             current, size = [], 0
         for item, item_size in zip(group, sizes, strict=True):
-            if current and (len(current) >= batch_size or size + item_size > limit):  # a group bigger than a batch
+            if current and size + item_size > limit:  # a group bigger than a queue message
                 yield PushBatch(window_end, as_of, tuple(current))
                 current, size = [], 0
             current.append(item)

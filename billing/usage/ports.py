@@ -95,11 +95,11 @@ class WatermarkStore(Protocol):
         """
         ...
 
-    def read(self, keys: Sequence[WatermarkKey], *, recent: bool = False) -> dict[str, Watermark]:
+    def read(self, keys: Sequence[WatermarkKey], *, planning: bool = False) -> dict[str, Watermark]:
         """Watermarks of (subscription id, product id, period start) keys, by subscription id.
 
-        `recent`: may answer from the store's last read of every row (`newest_cursors`) instead of
-        reading again; for planning, since a write still fails if its row changed meanwhile.
+        `planning`: nothing written follows from this read, so the store need not keep what it read
+        (a plan reads every watermark once, and must not hold them all).
         """
         ...
 
@@ -107,11 +107,11 @@ class WatermarkStore(Protocol):
         """Apply the writes if nothing changed since they were read (else WatermarkConflict)."""
         ...
 
-    def newest_cursors(self, before: int) -> dict[str, tuple[int, int]]:
-        """Per product: the newest cursor of its open watermarks below `before` (a pending event's,
-        if it has one) and how many of its watermarks are open, most open first.
+    def open_cursors(self, before: int) -> dict[str, dict[int, int]]:
+        """Per product: how many of its open watermarks have each cursor below `before` (a pending event's,
+        if it has one), the product with most open watermarks first.
 
-        After a normal run every cursor is that run's end: the start of the next run's last window.
+        After a normal run every cursor is that run's end: the start of the next run's one window.
         """
         ...
 
@@ -119,4 +119,6 @@ class WatermarkStore(Protocol):
 class LinkSource(Protocol):
     def get(self, apim_subscription_id: str) -> tuple[SubscriptionLink, str] | None: ...
 
-    def all(self) -> Iterator[SubscriptionLink]: ...
+    def all(self) -> Iterator[SubscriptionLink]:
+        """Every link, a group's links together (the store lists them by partition), as they are read."""
+        ...

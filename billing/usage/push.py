@@ -1,10 +1,10 @@
 """The usage push: APIM report counts -> Stripe meter events, exactly once per call and period.
 
 Two stages, one per Functions trigger:
-- `plan` (timer, or the CLI): list the metered links and their watermarks' cursors, read the run's
-  report window once (paged, all subscriptions; a piece more per distinct cursor a failed run left
-  behind: `billing.usage.windows`), cut the result into `PushBatch`es of whole watermark groups
-  (one queue message each).
+- `plan` (timer, or the CLI): read each product's report window once (paged, all subscriptions; a
+  piece more per distinct cursor a failed run left behind: `billing.usage.windows`) while the metered
+  links are listed, and cut them, a slice at a time with their watermarks' cursors, into `PushBatch`es
+  of whole watermark groups (one queue message each), handed over as they are cut.
 - `process_batch` (queue trigger, or the CLI in-process): per chunk of subscriptions, read their
   watermarks, decide per subscription (`window_action`) whether the window's calls count, write the
   events down as pending with the new watermarks, send them, then record them. A crash after
@@ -61,6 +61,7 @@ log = logging.getLogger("billing.usage")
 # take several, and the time limit is checked between them.
 CHUNK = 300
 CONFLICT_RETRIES = 3  # a chunk whose watermarks changed meanwhile is redone from what is stored
+SLICE = 3000  # links listed between two cuts of batches: what the plan holds at once, whatever the total
 
 
 @dataclass
@@ -99,10 +100,11 @@ class PushSummary:
 class PushPlan:
     window_end: int
     report_reads: int  # report windows read (each paged), for the summary
-    batches: list[PushBatch]
-    # Seconds from the start of planning until the links were listed, the reports read and the
+    batches: list[PushBatch]  # kept only when no `on_batch` took them (the CLI); else empty
+    # Seconds from the start of planning until the first batch, the links listed, the reports read and the
     # batches cut: says whether a slow fan-out waited on Table Storage, on ARM or on itself.
     phases: dict[str, float] = field(default_factory=dict)
+    batch_count: int = 0  # batches cut, whether kept or handed over
 
 
 @dataclass
@@ -144,82 +146,89 @@ class UsagePush:
         links: Iterable[SubscriptionLink] | None = None,
         on_batch: Callable[[PushBatch], None] | None = None,
     ) -> PushPlan:
-        """The run's batches: each product's report read once (all pages) per distinct cursor.
+        """The run's batches, cut while the links are listed: each product's report read once (all pages)
+        per distinct cursor of its open watermarks.
 
         Each subscription's window starts at its cursor (the one its pending event will leave, if
         it has one), so a run never needs a cursor of its own and one that died part-way is caught
         up by the next. No cursor yet: the item only adopts the run's end (`window_action`).
 
-        Reports are read one product after another (APIM filters a report by product), and a
-        product's batches go to `on_batch` (the fan-out enqueues them) as soon as its report is
-        read: the workers send one product's events to Stripe while the next product's report is
-        read, so Stripe's rate limit and ARM's are spent side by side, not one after the other.
-        The first read (paced by ARM's rate limit) starts at once from the newest cursor (after a
-        normal run, every watermark's) while the links are listed; older cursors, if any, add their
-        pieces afterwards.
+        Memory stays bounded whatever the number of subscriptions: links are planned a slice at a time
+        as they are listed (the store lists a group's links together), each slice's watermarks read and
+        let go, its batches handed to `on_batch` (the fan-out enqueues them) at once, so workers send to
+        Stripe from the first seconds while the rest is listed. A product's last group of a slice waits
+        for the next slice, which may hold more of it: a batch holds whole groups. One thread reads the
+        open cursors (one pass over the watermarks), then the products' reports one after another, the
+        product with most open watermarks first; a product's links wait for its report, its batches
+        never for another product's. Without `on_batch` the plan keeps its batches (the CLI runs them).
         """
         end = run_end(as_of, self.lag_seconds)
         started = time.monotonic()
         phases: dict[str, float] = {}
-        batches: list[PushBatch] = []
-        reads = 0
-        # One thread lists the links; another reads the products' reports one after another, from
-        # each product's newest cursor, so ARM's budget is spent without a pause from the start.
-        with ThreadPoolExecutor(max_workers=1) as lister, ThreadPoolExecutor(max_workers=1) as reader:
-            listed = lister.submit(lambda: list(self.metered_links() if links is None else links))
-            newest = self.watermarks.newest_cursors(end)  # the product with the most open watermarks first
-            early = {
-                pid: (cursor, reader.submit(self.reports.read, ReportWindow(cursor, end), None, pid))
-                for pid, (cursor, _open) in newest.items()
-            }
-            metered = listed.result()
+        kept: list[PushBatch] = []
+        cut = 0
+
+        def emit(batch: PushBatch) -> None:
+            nonlocal cut
+            cut += 1
+            phases.setdefault("first batches", time.monotonic() - started)
+            if on_batch is None:
+                kept.append(batch)
+            else:
+                on_batch(batch)
+
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            reads = _ProductReads(self, reader, end)
+            held: dict[str, dict[str, list[SubscriptionLink]]] = {}  # product -> group -> its links, as listed
+            waiting, next_plan = 0, SLICE
+            for link in self.metered_links() if links is None else links:
+                sid, pid = link.apim_subscription_id, link.product_id
+                held.setdefault(pid, {}).setdefault(self.watermarks.group_of(sid, pid), []).append(link)
+                waiting += 1
+                if waiting >= next_plan:
+                    waiting = self._plan_held(held, reads, end, as_of, emit, final=False)
+                    next_plan = waiting + SLICE
             phases["links"] = time.monotonic() - started
-            keys = [(lk.apim_subscription_id, lk.product_id, lk.current_period_start) for lk in metered]
-            marks = self.watermarks.read(keys, recent=True)  # the rows newest_cursors has just read
-            cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
-            by_product: dict[str, list[SubscriptionLink]] = {}
-            for link in metered:
-                by_product.setdefault(link.product_id, []).append(link)
-            # Then the others, the largest first: the last product's sending is what the run waits for.
-            later = sorted((pid for pid in by_product if pid not in early), key=lambda pid: -len(by_product[pid]))
-            for pid in [*early, *later]:
-                own = by_product.get(pid, [])
-                own_cursors = (cursors.get(lk.apim_subscription_id) for lk in own)
-                starts = window_starts((c for c in own_cursors if c is not None), end)
-                windows = pieces(starts, end) if starts else []
-                ready: dict[ReportWindow, Future[Mapping[str, UsageCounts]]] = {}
-                if pid in early:
-                    guess, future = early[pid]
-                    if windows and windows[-1].start == guess:
-                        ready = {windows[-1]: future}
-                    else:
-                        reads += 1  # read for nothing: no subscription of it has that cursor any more
-                counts_by_start = self._read_windows(windows, ready, pid)
-                reads += len(windows)
-                items = _items(own, cursors, starts, counts_by_start, end)
-                for batch in split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size):
-                    batches.append(batch)
-                    if on_batch is not None:
-                        on_batch(batch)
-                phases.setdefault("first batches", time.monotonic() - started)
+            self._plan_held(held, reads, end, as_of, emit, final=True)
             phases["reports"] = time.monotonic() - started
         phases["batches"] = time.monotonic() - started
-        return PushPlan(end, reads, batches, phases)
+        return PushPlan(end, reads.count, kept, phases, cut)
 
-    def _read_windows(
+    def _plan_held(
         self,
-        windows: list[ReportWindow],
-        ready: Mapping[ReportWindow, Future[Mapping[str, UsageCounts]]],
-        product_id: str,
-    ) -> dict[int, dict[str, UsageCounts]]:
+        held: dict[str, dict[str, list[SubscriptionLink]]],
+        reads: _ProductReads,
+        end: int,
+        as_of: int,
+        emit: Callable[[PushBatch], None],
+        *,
+        final: bool,
+    ) -> int:
+        """Cut the held links' batches: every group but each product's last (more of it may follow) of the
+        products whose reports are read, or, `final`, everything. Returns how many links are still held."""
+        for pid, groups in held.items():
+            ready = list(groups) if final else list(groups)[:-1]
+            if not ready or not (final or reads.ready(pid)):
+                continue
+            own = [lk for key in ready for lk in groups.pop(key)]
+            keys = [(lk.apim_subscription_id, pid, lk.current_period_start) for lk in own]
+            marks = self.watermarks.read(keys, planning=True)
+            cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
+            starts, counts_by_start = reads.result(pid)
+            items = _items(own, cursors, starts, counts_by_start, end)
+            for batch in split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size):
+                emit(batch)
+        return sum(len(group) for groups in held.values() for group in groups.values())
+
+    def _read_windows(self, windows: list[ReportWindow], product_id: str) -> dict[int, dict[str, UsageCounts]]:
         """Per window start, each subscription's calls from that start to the run's end (pieces summed)."""
         totals: dict[str, UsageCounts] = {}
         out: dict[int, dict[str, UsageCounts]] = {}
         for window in reversed(windows):  # newest first: each start adds its piece to the later ones
-            read = ready[window].result() if window in ready else self.reports.read(window, None, product_id)
+            read = self.reports.read(window, None, product_id)
             for sid, c in read.items():
                 totals[sid] = totals[sid] + c if sid in totals else c
-            out[window.start] = dict(totals)
+            out[window.start] = totals if window == windows[0] else dict(totals)  # the oldest needs no copy
         return out
 
     def closing_batch(
@@ -413,6 +422,21 @@ class UsagePush:
         pending = PendingEvent(step.event, step.reported, until, closed)
         return step, WatermarkWrite(mark, mark.reported, mark.counted_until, pending)
 
+    def _write_recorded(self, delivered: list[Watermark]) -> dict[str, Watermark]:
+        """Record pending events Stripe accepted. A group row that another batch wrote since it was read is
+        read again and the events still pending there recorded: redoing the chunk would resend them all."""
+        for attempt in range(CONFLICT_RETRIES):
+            if not delivered:
+                return {}
+            try:
+                return self.watermarks.write(_recorded(m) for m in delivered)
+            except WatermarkConflict:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise  # the chunk is redone: its pending events are resent, and Stripe drops the duplicates
+            fresh = self.watermarks.read([(m.subscription_id, m.product_id, m.period_start) for m in delivered])
+            delivered = [now for m in delivered if _same_pending(now := fresh[m.subscription_id], m)]
+        return {}
+
     def _merge(self, marks: dict[str, Watermark], written: dict[str, Watermark]) -> dict[str, Watermark]:
         """`marks` after a write: the written ones replaced, the others of the same groups re-versioned."""
         versions = {self.watermarks.group_of(sid, m.product_id): m.etag for sid, m in written.items()}
@@ -450,7 +474,7 @@ class UsagePush:
                 summary.failures.append(f"{event.subscription_id}: {reason}")
                 summary.left_pending.append((event.subscription_id, periods[event.subscription_id].start))
         summary.recovered += len(done)
-        return self.watermarks.write(_recorded(m) for m in done) if done else {}
+        return self._write_recorded(done)
 
     def _settle_old(
         self, old: list[Watermark], summary: PushSummary, now: int, periods: Mapping[str, Period]
@@ -516,8 +540,7 @@ class UsagePush:
             assert mark.pending is not None
             assert mark.pending.event.identifier == event.identifier
             done.append(mark)
-        if done:
-            self.watermarks.write(_recorded(m) for m in done)
+        self._write_recorded(done)
         summary.events_sent += len(result.accepted)
         summary.calls_reported += sum(e.value for e in result.accepted)
         for event, reason in result.failed:
@@ -526,6 +549,39 @@ class UsagePush:
             summary.failures.append(f"{event.subscription_id}: {reason}")
             summary.left_pending.append((event.subscription_id, marks[event.subscription_id].period_start))
             log.warning("usage push: Stripe refused the event of %s: %s", event.subscription_id, reason)
+
+
+class _ProductReads:
+    """The run's report reads, in `reader` (one thread): the open watermarks' cursors first (one pass over
+    the watermarks), then each product's windows from them, the product with most open watermarks first."""
+
+    def __init__(self, push: UsagePush, reader: ThreadPoolExecutor, end: int) -> None:
+        self._push, self._reader, self._end = push, reader, end
+        self._cursors = reader.submit(push.watermarks.open_cursors, end)
+        self._products: dict[str, tuple[list[int], Future[dict[int, dict[str, UsageCounts]]]]] | None = None
+        self.count = 0  # report windows read (each paged), for the summary
+
+    def _started(self) -> dict[str, tuple[list[int], Future[dict[int, dict[str, UsageCounts]]]]]:
+        if self._products is None:
+            self._products = {}
+            for pid, cursors in self._cursors.result().items():
+                starts = window_starts(cursors, self._end)
+                windows = pieces(starts, self._end) if starts else []
+                self.count += len(windows)
+                self._products[pid] = (starts, self._reader.submit(self._push._read_windows, windows, pid))
+        return self._products
+
+    def ready(self, product_id: str) -> bool:
+        """Whether the product's report is read (or it has nothing to read): its links can be planned now."""
+        if self._products is None and not self._cursors.done():
+            return False
+        found = self._started().get(product_id)
+        return found is None or found[1].done()
+
+    def result(self, product_id: str) -> tuple[list[int], Mapping[int, Mapping[str, UsageCounts]]]:
+        """The product's window starts and, per start, each subscription's calls from it to the run's end."""
+        found = self._started().get(product_id)
+        return ([], {}) if found is None else (found[0], found[1].result())
 
 
 def _items(
@@ -553,6 +609,15 @@ def _items(
 def _expected_cursor(mark: Watermark) -> int | None:
     """Where the cursor will be once a pending event (resent first) is recorded."""
     return mark.pending.counted_until if mark.pending is not None else mark.counted_until
+
+
+def _same_pending(now: Watermark, then: Watermark) -> bool:
+    """`now` still holds the pending event `then` held (nobody recorded or replaced it meanwhile)."""
+    return (
+        now.pending is not None
+        and then.pending is not None
+        and now.pending.event.identifier == then.pending.event.identifier
+    )
 
 
 def _recorded(mark: Watermark) -> WatermarkWrite:

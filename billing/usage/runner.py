@@ -38,7 +38,7 @@ def fan_out(push: UsagePush, send: Callable[[bytes], None], as_of: int) -> PushP
     plan = push.plan(as_of, on_batch=lambda batch: send(batch_message(batch)))
     log.info(
         "usage push: %d batches enqueued (as of %d; links listed at %.1fs, reports read at %.1fs, cut at %.1fs)",
-        len(plan.batches),
+        plan.batch_count,
         as_of,
         plan.phases.get("links", 0),
         plan.phases.get("reports", 0),

@@ -14,7 +14,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import EdmType, TableClient, TableServiceClient
 
 from billing.records import SubscriptionLink
-from billing.store import table_wire
+from billing.store import subscriptions, table_wire
 from billing.store.groups import group_of
 from billing.store.subscriptions import SubscriptionLinks
 from billing.store.table_rows import Via, query_rows
@@ -128,6 +128,22 @@ def test_links_live_in_their_group_partition_and_list_completely(table: TableCli
     assert not links.replace_if_unchanged(made[7].with_changes(apim_state="cancelled"), found[1])  # stale ETag
     assert links.get(made[7].apim_subscription_id)[0].apim_state == "suspended"  # type: ignore[index]
     assert links.get("sub_never") is None
+
+
+def test_links_are_listed_in_partition_order_a_few_pages_ahead_and_a_caller_may_stop_early(
+    table: TableClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subscriptions, "PAGE_ROWS", 10)  # hand-overs of 10 rows: the readers run ahead and wait
+    links = SubscriptionLinks(table)
+    assert links.bulk_insert(_link(n) for n in range(300)) == 300
+    listed = [group_of(lk.apim_subscription_id) for lk in links.all()]
+    assert len(listed) == 300
+    assert listed == sorted(listed)
+    threads = threading.active_count()
+    early = links.all()
+    next(early)
+    early.close()  # a caller that stops: the readers waiting to hand over more rows end
+    assert threading.active_count() == threads
 
 
 def test_bulk_insert_refuses_a_link_that_exists(table: TableClient) -> None:

@@ -120,7 +120,7 @@ class FakeWatermarks:
         found = self.rows.get((sid, period_start))
         return self.read([(sid, found.product_id if found else "payg", period_start)])[sid]
 
-    def read(self, keys: Sequence[WatermarkKey], *, recent: bool = False) -> dict[str, Watermark]:
+    def read(self, keys: Sequence[WatermarkKey], *, planning: bool = False) -> dict[str, Watermark]:
         out = {}
         for sid, pid, period_start in keys:
             etag = self.versions.get(self.group_of(sid, pid))
@@ -128,13 +128,14 @@ class FakeWatermarks:
             out[sid] = replace(found, etag=etag) if found else Watermark(sid, pid, period_start, etag=etag)
         return out
 
-    def newest_cursors(self, before: int) -> dict[str, tuple[int, int]]:
-        found: dict[str, list[int]] = {}
+    def open_cursors(self, before: int) -> dict[str, dict[int, int]]:
+        found: dict[str, dict[int, int]] = {}
         for m in self.rows.values():
             cursor = m.pending.counted_until if m.pending else m.counted_until
             if cursor is not None and cursor < before:
-                found.setdefault(m.product_id, []).append(cursor)
-        return {pid: (max(c), len(c)) for pid, c in sorted(found.items(), key=lambda item: -len(item[1]))}
+                cursors = found.setdefault(m.product_id, {})
+                cursors[cursor] = cursors.get(cursor, 0) + 1
+        return dict(sorted(found.items(), key=lambda item: -sum(item[1].values())))
 
     def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
         hook, self.before_write = self.before_write, None

@@ -229,9 +229,10 @@ def test_each_products_batches_go_out_while_the_next_products_report_is_still_re
     # The developer read waited for payg's batches: they went out before it, not after every read.
     assert reports.waited_for_release
     assert [r[2] for r in reports.reads] == ["payg", "developer"]  # the product with most watermarks first
-    assert sent == plan.batches
+    assert plan.batches == []
+    assert plan.batch_count == len(sent)
     assert [{i.product_id for i in b.items} for b in sent] == [{"payg"}] * 3 + [{"developer"}] * 2
-    for batch in plan.batches:
+    for batch in sent:
         push.process_batch(batch)
     dev = MODELS.product("developer").included_calls
     assert meter.total() == sum(200 + n for n in range(60)) + sum(200 + n - dev for n in range(60, 90))
@@ -314,6 +315,28 @@ def test_a_group_changed_by_another_run_is_redone_from_what_is_stored() -> None:
     summary = run_in_process(push, P0 + DAY)
     assert summary.failed == 0
     assert (meter.total("sub_1"), meter.total("sub_2")) == (3, 5)
+
+
+def test_a_group_written_by_another_run_after_sending_is_recorded_without_resending() -> None:
+    reports, meter, marks = FakeReports(), FakeMeter(), FakeWatermarks(group_size=10)
+    links = [link("sub_1", "payg", P0, P1), link("sub_2", "payg", P0, P1)]
+    _start(_push(links, reports, meter, marks))
+    reports.add("sub_1", P0 + 60, success=3)
+    reports.add("sub_2", P1 - 60, success=2)
+
+    def another_run_writes_the_group(_: SendResult) -> None:
+        # sub_2's closing report (same group row) lands after Stripe took sub_1's event, before it is recorded.
+        report_closing_usage("sub_2", P0, P1, _push(links, reports, meter, marks), now=P1)
+
+    sent_before = meter.requests
+    summary = run_in_process(_push(links, reports, meter, marks, after_send=another_run_writes_the_group), P0 + DAY)
+    assert summary.failed == 0
+    assert summary.events_sent == 1
+    assert meter.requests - sent_before == 2  # sub_2's closing event and sub_1's event, neither sent twice
+    assert (meter.total("sub_1"), meter.total("sub_2")) == (3, 2)
+    recorded = marks.get("sub_1", P0)
+    assert recorded.pending is None
+    assert recorded.reported == 3
 
 
 @settings(max_examples=150, deadline=None)

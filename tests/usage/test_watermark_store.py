@@ -129,7 +129,7 @@ def test_a_closing_report_before_any_push_writes_a_watermark_without_a_cursor(ta
     assert Watermarks(table).get("sub_new", "payg", P0).counted_until == P0 + 30 * DAY
 
 
-def test_products_are_kept_apart_and_their_newest_cursors_read_in_one_pass(table: TableClient) -> None:
+def test_products_are_kept_apart_and_their_open_cursors_read_in_one_pass(table: TableClient) -> None:
     marks = Watermarks(table)
     payg = [f"sub_p{n}" for n in range(5)]
     standard = [f"sub_s{n}" for n in range(2)]
@@ -144,12 +144,12 @@ def test_products_are_kept_apart_and_their_newest_cursors_read_in_one_pass(table
     assert rows == {group_key(sid, "payg") for sid in payg} | {group_key(sid, "standard") for sid in standard}
     assert all(key.startswith(("payg~", "standard~")) for key in rows)
     fresh = Watermarks(table)
-    newest = fresh.newest_cursors(P0 + 10 * DAY)
-    assert list(newest.items()) == [("payg", (P0 + 2 * DAY, 5)), ("standard", (P0 + 3 * DAY, 2))]  # most first
-    assert fresh.newest_cursors(P0 + 3 * DAY) == {"payg": (P0 + 2 * DAY, 5)}  # cursors at or after: not open
-    # The plan reads the cursors from the same pass; a write still checks the row's version.
-    recent = fresh.read([(payg[0], "payg", P0)], recent=True)[payg[0]]
-    assert (recent.reported, recent.counted_until) == (1, P0 + DAY)
+    cursors = fresh.open_cursors(P0 + 10 * DAY)
+    assert list(cursors.items()) == [("payg", {P0 + DAY: 4, P0 + 2 * DAY: 1}), ("standard", {P0 + 3 * DAY: 2})]
+    assert fresh.open_cursors(P0 + 3 * DAY) == {"payg": {P0 + DAY: 4, P0 + 2 * DAY: 1}}  # at or after: not open
+    # A plan's read is not kept for a write; a write from it still checks the row's version.
+    planned = fresh.read([(payg[0], "payg", P0)], planning=True)[payg[0]]
+    assert (planned.reported, planned.counted_until) == (1, P0 + DAY)
     marks.write([WatermarkWrite(marks.get(payg[0], "payg", P0), 5, P0 + 4 * DAY)])
     with pytest.raises(WatermarkConflict):
-        fresh.write([WatermarkWrite(recent, 9, P0 + 5 * DAY)])
+        fresh.write([WatermarkWrite(planned, 9, P0 + 5 * DAY)])
