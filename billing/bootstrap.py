@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from billing import config
 
@@ -58,14 +58,25 @@ class Services:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env: Mapping[str, str] = dict(env)
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._built: dict[str, object] = {}
+        self._building: dict[str, threading.Lock] = {}  # one per key: a build waits only for its own key
 
     def _once(self, key: str, build: Callable[[], T]) -> T:
-        with self._lock:  # held while building: two first uses never build two clients
-            if key not in self._built:
-                self._built[key] = build()
-            return self._built[key]  # type: ignore[return-value]
+        """Two first uses of a key never build two clients; builds of other keys (a table's creation, a
+        token) go on meanwhile, so a cold instance's first invocations do not queue behind one another."""
+        with self._lock:
+            if key in self._built:
+                return cast(T, self._built[key])
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            with self._lock:
+                if key in self._built:
+                    return cast(T, self._built[key])
+            made = build()  # may build other keys: their own locks
+            with self._lock:
+                self._built[key] = made
+            return made
 
     # --- clients of the outside services ------------------------------------------------------
     def stripe(self) -> stripe.StripeClient:
