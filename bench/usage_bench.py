@@ -24,15 +24,19 @@ the state of a steady day: yesterday's push ran, today's is due.
 Then it sets both emulators to `--latency-ms` per request (the workspace has no injected latency:
 its queries take the time DuckDB takes) and Stripe to a rate limit of `--stripe-rps` requests a second
 (Stripe's live-mode limit is 100; the emulator answers 429 beyond; the meter event stream's 10,000
-events a second are 100 requests of 100). The APIM emulator has no ARM rate limit, so ARM's
-documented read limit (a token bucket of 250 requests refilled at 25 a second, per subscription and
-principal) is enforced in the client; the Log Analytics adapter has the app's own budget (6 queries a
-second, `billing.usage.wiring`; the workspace allows 200 per 30 s). Measured:
+events a second are 100 requests of 100). The APIM emulator has no ARM rate limit, so the push's reads
+are paced by the app's own ARM budget (`USAGE_ARM_REQUESTS_PER_SECOND`, set to ARM's documented refill of
+25 a second) and the naive approach's by ARM's documented read limit (a token bucket of 250 requests
+refilled at 25 a second, per subscription and principal), enforced in the client; the Log Analytics
+adapter has the app's own budget (6 queries a second, `billing.usage.wiring`; the workspace allows 200
+per 30 s). Measured:
 
 - usage push, once per source (`--source`; `both`: logs, then reports, each from the same state: the
-  watermarks written back to yesterday's and the Stripe emulator's meter events forgotten): the app's
-  own code with the app's adapters (`LogAnalyticsUsage` over the real `LogsQueryClient` and HTTPS, or
-  `ApimUsageReports`; `StripeMeterSender`, `Watermarks`): `runner.fan_out` in a timer process, which
+  watermarks written back to yesterday's and the Stripe emulator's meter events forgotten): the push as
+  the Functions app builds it (`billing.bootstrap.services().usage_push()`, from the settings an instance
+  would have: `USAGE_SOURCE`, its share of the Stripe budget, the lag, the batch size), so the app's
+  adapters (`LogAnalyticsUsage` over the real `LogsQueryClient` and HTTPS, or `ApimUsageReports`;
+  `StripeMeterSender`, `Watermarks`) with the app's budgets: `runner.fan_out` in a timer process, which
   puts each product's batches on a queue as soon as that product's usage is read, and
   `runner.handle_message` in `--processes` worker processes taking messages as they come, at most
   `--workers` at a time each, as queue-triggered Functions instances would; each worker process has
@@ -116,14 +120,14 @@ if str(ROOT) not in sys.path:
 
 import stripe  # noqa: E402
 from azure.core.exceptions import HttpResponseError  # noqa: E402
-from azure.data.tables import TableClient  # noqa: E402
 from azure.mgmt.apimanagement.models import ProductContract  # noqa: E402
 
+from billing import bootstrap  # noqa: E402
 from billing.adapters.apim_client import ApimService, apim_service  # noqa: E402
 from billing.adapters.storage import ensure_table, table  # noqa: E402
 from billing.adapters.stripe_client import stripe_client  # noqa: E402
-from billing.adapters.usage_logs import LogAnalyticsUsage, log_analytics_usage  # noqa: E402
-from billing.adapters.usage_meter import STREAM_MAX_EVENTS, StripeMeterSender  # noqa: E402
+from billing.adapters.usage_logs import LogAnalyticsUsage  # noqa: E402
+from billing.adapters.usage_meter import STREAM_MAX_EVENTS  # noqa: E402
 from billing.adapters.usage_reports import ApimUsageReports, report_filter  # noqa: E402
 from billing.catalog_names import CUSTOMER_META_APIM_USER, METER_CUSTOMER_KEY, METER_VALUE_KEY, meter_event_name  # noqa: E402
 from billing.model_loader import load_models  # noqa: E402
@@ -264,10 +268,6 @@ def peak_rss() -> int:
 
 def arm_budget() -> TokenBucket:
     return TokenBucket(ARM_READ_RPS, burst=ARM_READ_BURST)
-
-
-def logs_budget() -> TokenBucket:
-    return TokenBucket(LOGS_REQUESTS_PER_SECOND)  # as billing.usage.wiring.usage_source builds it
 
 
 # Setup ------------------------------------------------------------------------------------------
@@ -417,26 +417,6 @@ def set_latency(stripe_emu: StripeEmulator, apim_emu: ApimEmulator, latency_ms: 
     apim_emu.faults.update({"latency_ms": latency_ms})
 
 
-class TimedWatermarks(Watermarks):
-    """The app's watermark repository, adding up the time spent in its Table Storage transactions.
-
-    The figure says how much of the workers' time goes to Table Storage writes.
-    """
-
-    def __init__(self, table: TableClient) -> None:
-        super().__init__(table)
-        self.seconds = 0.0
-        self._lock = threading.Lock()
-
-    def write(self, writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:
-        started = time.monotonic()
-        try:
-            return super().write(writes)
-        finally:
-            with self._lock:
-                self.seconds += time.monotonic() - started
-
-
 # The usage push -----------------------------------------------------------------------------------
 # As on Azure Functions, the timer and the queue workers run in their own processes (instances), not
 # in the one that hosts the emulators; `--processes` worker processes take the batches, each with
@@ -452,15 +432,28 @@ def _init_process(  # noqa: PLR0917
     queue: Any,
     profile: str | None,
 ) -> None:
+    """The process's push as the Functions app builds it: `billing.bootstrap`, from the app's settings.
+
+    The settings an instance would have: the usage source, its share of the Stripe budget, the lag and the
+    batch size; ARM's budget is the app's setting at ARM's documented refill rate (25/s)."""
     os.environ.update(env)
-    # The app's adapters with the budgets billing.usage.wiring gives them (ARM's documented bucket here).
-    reports: ApimUsageReports | LogAnalyticsUsage
-    if source == "logs":
-        reports = log_analytics_usage(logs_budget(), env)
-    else:
-        reports = ApimUsageReports(apim_service(env), arm_budget())
+    os.environ.update(
+        {
+            "USAGE_SOURCE": source,
+            "USAGE_STRIPE_REQUESTS_PER_SECOND": f"{stripe_rps * 0.95:g}",  # under the emulator's limit
+            "USAGE_ARM_REQUESTS_PER_SECOND": f"{ARM_READ_RPS:g}",
+            "USAGE_REPORT_LAG_MINUTES": f"{LAG_SECONDS / 60:g}",
+            "USAGE_BATCH_SIZE": str(DEFAULT_BATCH_SIZE),
+        }
+    )
+    push = bootstrap.services().usage_push()
+    reports, marks = push.reports, push.watermarks
+    assert isinstance(reports, (ApimUsageReports, LogAnalyticsUsage))
+    assert isinstance(marks, Watermarks)
     reading = {"seconds": 0.0}
-    read = reports.read
+    writing = {"seconds": 0.0}
+    lock = threading.Lock()
+    read, write = reports.read, marks.write
 
     def timed_read(*args: Any, **kwargs: Any) -> Any:  # the source's share of the timer
         started = time.monotonic()
@@ -469,20 +462,25 @@ def _init_process(  # noqa: PLR0917
         finally:
             reading["seconds"] += time.monotonic() - started
 
+    def timed_write(writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:  # Table Storage's share of workers
+        started = time.monotonic()
+        try:
+            return write(writes)
+        finally:
+            with lock:
+                writing["seconds"] += time.monotonic() - started
+
     reports.read = timed_read  # type: ignore[method-assign]
-    meter = StripeMeterSender(stripe_client(env), stripe_budget(stripe_rps))
-    marks = TimedWatermarks(table(USAGE_WATERMARKS_TABLE, env))  # the app's clients (billing.adapters.storage)
-    links = SubscriptionLinks(table(SUBSCRIPTIONS_TABLE, env))
+    marks.write = timed_write  # type: ignore[method-assign]
     _PROCESS.update(
-        push=UsagePush(
-            load_models(), reports, meter, marks, links, lag_seconds=LAG_SECONDS, batch_size=DEFAULT_BATCH_SIZE
-        ),
+        push=push,
         reports=reports,
-        meter=meter,
+        meter=push.meter,
         marks=marks,
         barrier=barrier,
         queue=queue,
         reading=reading,
+        writing=writing,
         profile=profile,
         source=source,
     )
@@ -582,14 +580,13 @@ def _worker(threads: int) -> dict[str, Any]:
             futures.append(pool.submit(one, body))
         for future in futures:
             total.add(future.result())
-    marks: TimedWatermarks = _PROCESS["marks"]
     return {
         "summary": total,
         "rest": len(rest),
         "errors": errors,
         "stripe": dict(_PROCESS["meter"].requests),
-        "azurite": marks.requests,
-        "write_seconds": marks.seconds,
+        "azurite": _PROCESS["marks"].requests,
+        "write_seconds": _PROCESS["writing"]["seconds"],
         "cpu": time.process_time() - cpu,
         "rss": peak_rss(),
     }
@@ -993,7 +990,8 @@ def main(argv: list[str] | None = None) -> int:
     models = load_models()
     print(
         f"usage bench: sources {', '.join(args.sources)}; latency {args.latency_ms} ms/request, Stripe "
-        f"{args.stripe_rps} req/s (emulator-enforced), ARM reads {ARM_READ_BURST} burst + {ARM_READ_RPS:g}/s, Log "
+        f"{args.stripe_rps} req/s (emulator-enforced), ARM reads {ARM_READ_RPS:g}/s (the app's budget; the naive "
+        f"approach: ARM's {ARM_READ_BURST} burst + {ARM_READ_RPS:g}/s), Log "
         f"Analytics {LOGS_REQUESTS_PER_SECOND:g} queries/s (client-enforced), {args.workers} workers, batch size "
         f"{DEFAULT_BATCH_SIZE}, 1-{args.max_calls} calls per subscription; {os.cpu_count()} cores",
         flush=True,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from billing.models import MonetizationModels, Product, UnknownProductError
 from billing.pricing import billable_overage, part_product
@@ -62,6 +62,9 @@ log = logging.getLogger("billing.usage")
 CHUNK = 300
 CONFLICT_RETRIES = 3  # a chunk whose watermarks changed meanwhile is redone from what is stored
 SLICE = 3000  # links listed between two cuts of batches: what the plan holds at once, whatever the total
+# Links the plan may hold while their products' reports are still read (about 150 bytes each); past it the
+# listing waits for the reads: memory stays bounded however slow the source (ARM pages a report at 25/s).
+MAX_HELD = 500_000
 
 
 @dataclass
@@ -179,14 +182,16 @@ class UsagePush:
 
         with ThreadPoolExecutor(max_workers=1) as reader:
             reads = _ProductReads(self, reader, end)
-            held: dict[str, dict[str, list[SubscriptionLink]]] = {}  # product -> group -> its links, as listed
+            held: dict[str, dict[str, list[_Held]]] = {}  # product -> group -> its links, as listed
             waiting, next_plan = 0, SLICE
             for link in self.metered_links() if links is None else links:
                 sid, pid = link.apim_subscription_id, link.product_id
-                held.setdefault(pid, {}).setdefault(self.watermarks.group_of(sid, pid), []).append(link)
+                held.setdefault(pid, {}).setdefault(self.watermarks.group_of(sid, pid), []).append(_held(link))
                 waiting += 1
                 if waiting >= next_plan:
-                    waiting = self._plan_held(held, reads, end, as_of, emit, final=False)
+                    # Past MAX_HELD the listing waits for the reports (a slow source) instead of holding more.
+                    wait = waiting >= MAX_HELD
+                    waiting = self._plan_held(held, reads, end, as_of, emit, final=False, wait=wait)
                     next_plan = waiting + SLICE
             phases["links"] = time.monotonic() - started
             self._plan_held(held, reads, end, as_of, emit, final=True)
@@ -196,26 +201,28 @@ class UsagePush:
 
     def _plan_held(
         self,
-        held: dict[str, dict[str, list[SubscriptionLink]]],
+        held: dict[str, dict[str, list[_Held]]],
         reads: _ProductReads,
         end: int,
         as_of: int,
         emit: Callable[[PushBatch], None],
         *,
         final: bool,
+        wait: bool = False,
     ) -> int:
         """Cut the held links' batches: every group but each product's last (more of it may follow) of the
-        products whose reports are read, or, `final`, everything. Returns how many links are still held."""
+        products whose reports are read (`wait`: of every product, once its report is), or, `final`,
+        everything. Returns how many links are still held."""
         for pid, groups in held.items():
             ready = list(groups) if final else list(groups)[:-1]
-            if not ready or not (final or reads.ready(pid)):
+            if not ready or not (final or wait or reads.ready(pid)):
                 continue
             own = [lk for key in ready for lk in groups.pop(key)]
-            keys = [(lk.apim_subscription_id, pid, lk.current_period_start) for lk in own]
+            keys = [(lk.subscription_id, pid, lk.period_start) for lk in own]
             marks = self.watermarks.read(keys, planning=True)
             cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
             starts, counts_by_start = reads.result(pid)
-            items = _items(own, cursors, starts, counts_by_start, end)
+            items = _items(own, pid, cursors=cursors, starts=starts, counts_by_start=counts_by_start, end=end)
             for batch in split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size):
                 emit(batch)
         return sum(len(group) for groups in held.values() for group in groups.values())
@@ -584,8 +591,25 @@ class _ProductReads:
         return ([], {}) if found is None else (found[0], found[1].result())
 
 
+class _Held(NamedTuple):
+    """What the plan keeps of a listed link until its batch is cut: a fraction of a `SubscriptionLink`."""
+
+    subscription_id: str
+    customer_id: str
+    period_start: int
+    period_end: int
+    since: int  # where the product's part of the period starts after a plan change; 0: at the period start
+
+
+def _held(link: SubscriptionLink) -> _Held:
+    start, end, since = link.current_period_start, link.current_period_end, link.product_since
+    return _Held(link.apim_subscription_id, link.stripe_customer_id, start, end, since if start < since < end else 0)
+
+
 def _items(
-    links: list[SubscriptionLink],
+    links: list[_Held],
+    product_id: str,
+    *,
     cursors: Mapping[str, int | None],
     starts: list[int],
     counts_by_start: Mapping[int, Mapping[str, UsageCounts]],
@@ -594,15 +618,14 @@ def _items(
     """One item per link not yet counted up to `end`, with its window start and calls."""
     items = []
     for link in links:
-        sid = link.apim_subscription_id
+        sid = link.subscription_id
         cursor = cursors.get(sid)
         if cursor is not None and cursor >= end:
             continue  # counted up to this run's end already
         start = None if cursor is None else start_for(cursor, starts)
         counts = UsageCounts() if start is None else counts_by_start[start].get(sid, UsageCounts())
-        period = Period(link.current_period_start, link.current_period_end)
-        since = link.product_since if period.start < link.product_since < period.end else 0
-        items.append(PushItem(sid, link.stripe_customer_id, link.product_id, period, start, counts, since=since))
+        period = Period(link.period_start, link.period_end)
+        items.append(PushItem(sid, link.customer_id, product_id, period, start, counts, since=link.since))
     return items
 
 

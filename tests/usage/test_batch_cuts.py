@@ -6,8 +6,11 @@ import base64
 import threading
 from collections.abc import Iterator, Mapping
 
+import pytest
+
 from billing.model_loader import load_models
 from billing.records import SubscriptionLink
+from billing.usage import push as push_module
 from billing.usage.batches import PushBatch, PushItem, batch_message, parse_message, split
 from billing.usage.plan import UsageCounts
 from billing.usage.push import SLICE, UsagePush
@@ -58,17 +61,21 @@ def _group_of(sid: str) -> str:
 
 class _Listing:
     """Links as the store lists them, a group's together; notes how far the listing got. After `pause_after`
-    links it waits (10 s at most) until the report is read, as a listing slower than the read would."""
+    links it waits (10 s at most) until `read` is set, as a listing slower than the report read would."""
 
-    def __init__(self, links: list[SubscriptionLink], pause_after: int, read: threading.Event) -> None:
+    def __init__(
+        self, links: list[SubscriptionLink], pause_after: int | None = None, read: threading.Event | None = None
+    ) -> None:
         self.links, self.listed, self.pause_after, self.read = links, 0, pause_after, read
+        self.finished = threading.Event()
 
     def __iter__(self) -> Iterator[SubscriptionLink]:
         for lk in self.links:
-            if self.listed == self.pause_after:
+            if self.listed == self.pause_after and self.read is not None:
                 self.read.wait(10)
             self.listed += 1
             yield lk
+        self.finished.set()
 
 
 class _NotedReports(FakeReports):
@@ -118,3 +125,40 @@ def test_batches_go_out_while_the_links_are_listed_and_the_plan_holds_a_slice_no
     for batch in sent:
         push.process_batch(batch)
     assert meter.total() == sum(n % 7 + 1 for n in range(total))
+
+
+class _SlowReports(FakeReports):
+    """A source slower than the listing: each read waits until the listing has ended (2 s at most)."""
+
+    def __init__(self, listing: _Listing) -> None:
+        super().__init__()
+        self.listing = listing
+        self.listed_when_read: list[int] = []
+
+    def read(
+        self, window: ReportWindow, subscription_id: str | None = None, product_id: str | None = None
+    ) -> Mapping[str, UsageCounts]:
+        self.listing.finished.wait(2)  # a plan that waits for the read never finishes listing first
+        self.listed_when_read.append(self.listing.listed)
+        return super().read(window, subscription_id, product_id)
+
+
+def test_a_source_slower_than_the_listing_makes_the_listing_wait_not_the_memory_grow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(push_module, "MAX_HELD", SLICE)  # a million links' worth, scaled down
+    total = 4 * SLICE
+    links = [link(f"sub_{n:06d}", "payg", P0, P1) for n in range(total)]
+    marks, meter = FakeWatermarks(group_size=50), FakeMeter()
+    opening = UsagePush(MODELS, FakeReports(), meter, marks, FakeLinks(links), lag_seconds=LAG, counts=meter)
+    run_in_process(opening, P0 + 1 + LAG)  # opens every window: the next run reads the report
+    listing = _Listing(links)
+    reports = _SlowReports(listing)
+    for n in range(total):
+        reports.add(f"sub_{n:06d}", P0 + 3600, success=1)
+    push = UsagePush(MODELS, reports, meter, marks, FakeLinks(links), lag_seconds=LAG, counts=meter)
+    sent: list[PushBatch] = []
+    push.plan(P0 + DAY, links=listing, on_batch=sent.append)
+    # The plan stopped listing at its bound until the report came, rather than hold every link meanwhile.
+    assert reports.listed_when_read == [SLICE]
+    assert sorted(i.subscription_id for b in sent for i in b.items) == [lk.apim_subscription_id for lk in links]
