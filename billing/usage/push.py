@@ -65,6 +65,7 @@ SLICE = 3000  # links listed between two cuts of batches: what the plan holds at
 # Links the plan may hold while their products' reports are still read (about 150 bytes each); past it the
 # listing waits for the reads: memory stays bounded however slow the source (ARM pages a report at 25/s).
 MAX_HELD = 500_000
+OPEN_CURSOR_HORIZON = 35 * 86_400  # longer than any billing period (a month) and a few days' late closing
 
 
 @dataclass
@@ -184,17 +185,21 @@ class UsagePush:
             reads = _ProductReads(self, reader, end)
             held: dict[str, dict[str, list[_Held]]] = {}  # product -> group -> its links, as listed
             waiting, next_plan = 0, SLICE
-            for link in self.metered_links() if links is None else links:
-                sid, pid = link.apim_subscription_id, link.product_id
-                held.setdefault(pid, {}).setdefault(self.watermarks.group_of(sid, pid), []).append(_held(link))
-                waiting += 1
-                if waiting >= next_plan:
-                    # Past MAX_HELD the listing waits for the reports (a slow source) instead of holding more.
-                    wait = waiting >= MAX_HELD
-                    waiting = self._plan_held(held, reads, end, as_of, emit, final=False, wait=wait)
-                    next_plan = waiting + SLICE
-            phases["links"] = time.monotonic() - started
-            self._plan_held(held, reads, end, as_of, emit, final=True)
+            try:
+                for link in self.metered_links() if links is None else links:
+                    sid, pid = link.apim_subscription_id, link.product_id
+                    held.setdefault(pid, {}).setdefault(self.watermarks.group_of(sid, pid), []).append(_held(link))
+                    waiting += 1
+                    if waiting >= next_plan:
+                        # Past MAX_HELD the listing waits for the reports (a slow source) instead of holding more.
+                        wait = waiting >= MAX_HELD
+                        waiting = self._plan_held(held, reads, end, as_of, emit, final=False, wait=wait)
+                        next_plan = waiting + SLICE
+                phases["links"] = time.monotonic() - started
+                self._plan_held(held, reads, end, as_of, emit, final=True)
+            except BaseException:
+                reader.shutdown(wait=False, cancel_futures=True)  # fail now, not after every queued read
+                raise
             phases["reports"] = time.monotonic() - started
         phases["batches"] = time.monotonic() - started
         return PushPlan(end, reads.count, kept, phases, cut)
@@ -217,14 +222,21 @@ class UsagePush:
             ready = list(groups) if final else list(groups)[:-1]
             if not ready or not (final or wait or reads.ready(pid)):
                 continue
-            own = [lk for key in ready for lk in groups.pop(key)]
-            keys = [(lk.subscription_id, pid, lk.period_start) for lk in own]
-            marks = self.watermarks.read(keys, planning=True)
-            cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
             starts, counts_by_start = reads.result(pid)
-            items = _items(own, pid, cursors=cursors, starts=starts, counts_by_start=counts_by_start, end=end)
-            for batch in split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size):
-                emit(batch)
+            own: list[_Held] = []
+            for n, key in enumerate(ready):  # a slice at a time: a product may hold many while its report is read
+                own.extend(groups.pop(key))
+                if len(own) < SLICE and n < len(ready) - 1:
+                    continue
+                keys = [(lk.subscription_id, pid, lk.period_start) for lk in own]
+                marks = self.watermarks.read(keys, planning=True)
+                cursors = {sid: _expected_cursor(m) for sid, m in marks.items()}
+                items = _items(own, pid, cursors=cursors, starts=starts, counts_by_start=counts_by_start, end=end)
+                for batch in split(end, as_of, items, group_of=self.watermarks.group_of, batch_size=self.batch_size):
+                    emit(batch)
+                own = []
+            if final:
+                reads.forget(pid)  # every link of it is planned: its counts can go
         return sum(len(group) for groups in held.values() for group in groups.values())
 
     def _read_windows(self, windows: list[ReportWindow], product_id: str) -> dict[int, dict[str, UsageCounts]]:
@@ -340,13 +352,16 @@ class UsagePush:
 
     def _process_chunk(self, batch: PushBatch, chunk: tuple[PushItem, ...], dry_run: bool) -> PushSummary:
         summary = PushSummary(subscriptions_seen=len(chunk))
-        marks = self.watermarks.read([(i.subscription_id, i.product_id, i.period.start) for i in chunk])
+        keys = [(i.subscription_id, i.product_id, i.period.start) for i in chunk]
+        marks = self.watermarks.read(keys)
 
         # 1. Recovery: pending events of an interrupted run go first, unchanged.
         pending = [m for m in marks.values() if m.pending is not None]
         if pending and not dry_run:
             periods = {i.subscription_id: i.period for i in chunk}
-            marks = self._merge(marks, self._recover(pending, summary, batch.as_of, periods))
+            recovered = self._recover(pending, summary, batch.as_of, periods)
+            # After a conflict another batch wrote these rows: every watermark read above may be stale.
+            marks = self._merge(marks, recovered) if recovered is not None else self.watermarks.read(keys)
         elif pending:
             summary.planned.extend(m.pending.event for m in pending if m.pending is not None)
 
@@ -429,20 +444,26 @@ class UsagePush:
         pending = PendingEvent(step.event, step.reported, until, closed)
         return step, WatermarkWrite(mark, mark.reported, mark.counted_until, pending)
 
-    def _write_recorded(self, delivered: list[Watermark]) -> dict[str, Watermark]:
-        """Record pending events Stripe accepted. A group row that another batch wrote since it was read is
-        read again and the events still pending there recorded: redoing the chunk would resend them all."""
+    def _write_recorded(self, delivered: list[Watermark]) -> dict[str, Watermark] | None:
+        """Record pending events Stripe accepted; the written watermarks, or None if a group row had moved.
+
+        A row that another batch wrote since it was read is read again and the events still pending there
+        recorded: redoing the chunk would resend them all. None then tells the caller that the other
+        watermarks it read of those rows are stale (what the other batch wrote is not in them)."""
+        moved = False
         for attempt in range(CONFLICT_RETRIES):
             if not delivered:
-                return {}
+                break
             try:
-                return self.watermarks.write(_recorded(m) for m in delivered)
+                written = self.watermarks.write(_recorded(m) for m in delivered)
+                return None if moved else written
             except WatermarkConflict:
                 if attempt == CONFLICT_RETRIES - 1:
                     raise  # the chunk is redone: its pending events are resent, and Stripe drops the duplicates
+            moved = True
             fresh = self.watermarks.read([(m.subscription_id, m.product_id, m.period_start) for m in delivered])
             delivered = [now for m in delivered if _same_pending(now := fresh[m.subscription_id], m)]
-        return {}
+        return None if moved else {}
 
     def _merge(self, marks: dict[str, Watermark], written: dict[str, Watermark]) -> dict[str, Watermark]:
         """`marks` after a write: the written ones replaced, the others of the same groups re-versioned."""
@@ -464,9 +485,10 @@ class UsagePush:
 
     def _recover(
         self, pending: list[Watermark], summary: PushSummary, now: int, periods: Mapping[str, Period]
-    ) -> dict[str, Watermark]:
+    ) -> dict[str, Watermark] | None:
         """Pending events of an interrupted run: resent unchanged while Stripe still de-duplicates
-        their identifiers; past that, settled by Stripe's count (`confirm.make_up`)."""
+        their identifiers; past that, settled by Stripe's count (`confirm.make_up`). The written
+        watermarks, or None if their rows had moved meanwhile (`_write_recorded`)."""
         young = [m for m in pending if m.pending is not None and not is_old(m.pending, now)]
         done = self._settle_old([m for m in pending if m not in young], summary, now, periods)
         if young:
@@ -572,7 +594,9 @@ class _ProductReads:
         if self._products is None:
             self._products = {}
             for pid, cursors in self._cursors.result().items():
-                starts = window_starts(cursors, self._end)
+                # An open watermark's cursor older than a billing period belongs to a period that ended and
+                # waits for its closing report: no window starts there (each would be another paged read).
+                starts = window_starts((c for c in cursors if c >= self._end - OPEN_CURSOR_HORIZON), self._end)
                 windows = pieces(starts, self._end) if starts else []
                 self.count += len(windows)
                 self._products[pid] = (starts, self._reader.submit(self._push._read_windows, windows, pid))
@@ -589,6 +613,10 @@ class _ProductReads:
         """The product's window starts and, per start, each subscription's calls from it to the run's end."""
         found = self._started().get(product_id)
         return ([], {}) if found is None else (found[0], found[1].result())
+
+    def forget(self, product_id: str) -> None:
+        """Let the product's counts go (all its links are planned)."""
+        self._started().pop(product_id, None)
 
 
 class _Held(NamedTuple):
@@ -622,7 +650,9 @@ def _items(
         cursor = cursors.get(sid)
         if cursor is not None and cursor >= end:
             continue  # counted up to this run's end already
-        start = None if cursor is None else start_for(cursor, starts)
+        # No start (the product's cursors were read before this one was written): the window is skipped
+        # (`window_action`), and the next run, whose starts have this cursor, counts it.
+        start = None if cursor is None or not starts else start_for(cursor, starts)
         counts = UsageCounts() if start is None else counts_by_start[start].get(sid, UsageCounts())
         period = Period(link.period_start, link.period_end)
         items.append(PushItem(sid, link.customer_id, product_id, period, start, counts, since=link.since))

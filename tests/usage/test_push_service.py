@@ -461,3 +461,67 @@ def test_a_full_batch_message_fits_a_storage_queue_message() -> None:
     assert len(batches) > 1
     assert sum(len(g) for g in groups) == len(set().union(*groups))
     assert Period(P0, P1).end == P1
+
+
+def test_a_recovery_whose_row_another_batch_wrote_replans_the_rest_from_what_is_stored() -> None:
+    # A has a pending event (sent, then a crash); B shares A's group. While a newer run resends A's event, a
+    # batch of an older run counts B and records it: the newer run must not count B's window again.
+    reports, meter, marks = FakeReports(), FakeMeter(), FakeWatermarks(group_size=10)
+    links = [link("sub_1", "payg", P0, P1), link("sub_2", "payg", P0, P1)]
+    _start(_push(links, reports, meter, marks))
+    for hour in range(1, 10):
+        reports.add("sub_1", P0 + hour * 3600, success=10)
+        reports.add("sub_2", P0 + hour * 3600, success=10)
+
+    def crash(_: SendResult) -> None:
+        raise Crash
+
+    crashing = _push(links, reports, meter, marks, after_send=crash)
+    (first,) = crashing.plan(P0 + 3 * 3600 + LAG, links=[links[0]]).batches
+    with pytest.raises(Crash):
+        crashing.process_batch(first)
+    assert marks.get("sub_1", P0).pending is not None
+    push = _push(links, reports, meter, marks)
+    (older,) = push.plan(P0 + 4 * 3600 + LAG, links=[links[1]]).batches
+    (newer,) = push.plan(P0 + 8 * 3600 + LAG, links=links).batches
+    marks.before_write = lambda: push.process_batch(older)
+    push.process_batch(newer)
+    run_in_process(push, P0 + DAY)  # and the next run catches up what the newer one left
+    assert (meter.total("sub_1"), meter.total("sub_2")) == (90, 90)  # 9 hours of 10 calls, each once
+
+
+def test_a_cursor_written_after_the_plan_read_the_cursors_waits_for_the_next_run() -> None:
+    class CursorsReadEarly(FakeWatermarks):
+        """The pass over the open cursors ran before the previous run's first batch wrote its row."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.early: dict[str, dict[int, int]] | None = {}
+
+        def open_cursors(self, before: int) -> dict[str, dict[int, int]]:
+            early, self.early = self.early, None
+            return early if early is not None else super().open_cursors(before)
+
+    reports, meter, marks = FakeReports(), FakeMeter(), CursorsReadEarly()
+    links = [link("sub_1", "payg", P0, P1)]
+    run_in_process(_push(links, reports, meter, marks), P0 + 1 + LAG)  # adopts; its cursors were read before
+    reports.add("sub_1", P0 + 3600, success=7)
+    marks.early = {}
+    assert run_in_process(_push(links, reports, meter, marks), P0 + DAY).failed == 0  # planned, nothing counted
+    assert meter.total("sub_1") == 0
+    run_in_process(_push(links, reports, meter, marks), P0 + 2 * DAY)
+    assert meter.total("sub_1") == 7
+
+
+def test_an_open_watermark_of_a_long_ended_period_adds_no_report_read() -> None:
+    reports, meter, marks = FakeReports(), FakeMeter(), FakeWatermarks()
+    links = [link("sub_1", "payg", P0, P1)]
+    _start(_push(links, reports, meter, marks))
+    # A period that ended 40 days ago and whose closing report never came: its cursor is still open.
+    old = P0 - 70 * DAY
+    marks.rows[("sub_9", old)] = Watermark("sub_9", "payg", old, reported=5, counted_until=P0 - 40 * DAY)
+    reports.add("sub_1", P0 + 3600, success=4)
+    reports.reads.clear()
+    run_in_process(_push(links, reports, meter, marks), P0 + DAY)
+    assert [r[0] for r in reports.reads] == [ReportWindow(P0 + 1, P0 + DAY - LAG)]  # one window, from sub_1's cursor
+    assert meter.total("sub_1") == 4
