@@ -104,13 +104,13 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -158,6 +158,8 @@ DAY = 86400
 SETUP_THREADS = 16
 MIB = 1024 * 1024
 AZURITE_HEAP_MIB = 12 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -424,6 +426,21 @@ def set_latency(stripe_emu: StripeEmulator, apim_emu: ApimEmulator, latency_ms: 
 _PROCESS: dict[str, Any] = {}
 
 
+def _timed(call: Callable[..., T], total: dict[str, float]) -> Callable[..., T]:
+    """`call`, adding the seconds each call takes to `total["seconds"]` (from any thread)."""
+    lock = threading.Lock()
+
+    def timed(*args: Any, **kwargs: Any) -> T:
+        started = time.monotonic()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            with lock:
+                total["seconds"] += time.monotonic() - started
+
+    return timed
+
+
 def _init_process(  # noqa: PLR0917
     env: dict[str, str],
     source: str,
@@ -450,28 +467,10 @@ def _init_process(  # noqa: PLR0917
     reports, marks = push.reports, push.watermarks
     assert isinstance(reports, (ApimUsageReports, LogAnalyticsUsage))
     assert isinstance(marks, Watermarks)
-    reading = {"seconds": 0.0}
-    writing = {"seconds": 0.0}
-    lock = threading.Lock()
-    read, write = reports.read, marks.write
-
-    def timed_read(*args: Any, **kwargs: Any) -> Any:  # the source's share of the timer
-        started = time.monotonic()
-        try:
-            return read(*args, **kwargs)
-        finally:
-            reading["seconds"] += time.monotonic() - started
-
-    def timed_write(writes: Iterable[WatermarkWrite]) -> dict[str, Watermark]:  # Table Storage's share of workers
-        started = time.monotonic()
-        try:
-            return write(writes)
-        finally:
-            with lock:
-                writing["seconds"] += time.monotonic() - started
-
-    reports.read = timed_read  # type: ignore[method-assign]
-    marks.write = timed_write  # type: ignore[method-assign]
+    reading = {"seconds": 0.0}  # the source's share of the timer
+    writing = {"seconds": 0.0}  # Table Storage's share of the workers
+    reports.read = _timed(reports.read, reading)  # type: ignore[method-assign]
+    marks.write = _timed(marks.write, writing)  # type: ignore[method-assign]
     _PROCESS.update(
         push=push,
         reports=reports,

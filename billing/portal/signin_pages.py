@@ -65,6 +65,23 @@ def _form(
     return too_many(answer, retry_after)
 
 
+def _bad_return_url(deps: PortalDeps, req: WebRequest) -> WebResponse:
+    return problem(
+        req,
+        400,
+        "returnUrl",
+        "returnUrl must be a path on the developer portal such as /products.",
+        portal_url=deps.portal_home,
+    )
+
+
+def _refused(
+    deps: PortalDeps, req: WebRequest, now: float, page: str, exc: service.AccountError, **values: str
+) -> WebResponse:
+    """The page again with the refusal's message, its status, and Retry-After when it is a 429."""
+    return _form(deps, req, now, page, status=exc.status, error=exc.message, retry_after=exc.retry_after, **values)
+
+
 def _check_your_mail(deps: PortalDeps, email: str, *paragraphs: str) -> WebResponse:
     return render(
         "message.html",
@@ -162,13 +179,7 @@ def sign_up(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return refused
     return_url = _return_url(req)
     if return_url is None:
-        return problem(
-            req,
-            400,
-            "returnUrl",
-            "returnUrl must be a path on the developer portal such as /products.",
-            portal_url=deps.portal_home,
-        )
+        return _bad_return_url(deps, req)
     form = service.SignUpForm(
         req.form.get("email", ""),
         req.form.get("password", ""),
@@ -178,14 +189,12 @@ def sign_up(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     try:
         service.request_sign_up(form, return_url, req.client, deps.account_ports, int(now))
     except service.AccountError as exc:
-        return _form(
+        return _refused(
             deps,
             req,
             now,
             "SignUp",
-            status=exc.status,
-            error=exc.message,
-            retry_after=exc.retry_after,
+            exc,
             email=form.email,
             first_name=form.first_name,
             last_name=form.last_name,
@@ -222,14 +231,12 @@ def confirm_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         account, return_url = service.confirm_sign_up(token, req.form.get("password", ""), deps.account_ports, int(now))
     except service.AccountError as exc:
         if exc.field == "password" or exc.status == 429:
-            return _form(
+            return _refused(
                 deps,
                 req,
                 now,
                 "Confirm",
-                status=exc.status,
-                error=exc.message,
-                retry_after=exc.retry_after,
+                exc,
                 token=token,
             )
         return _message(deps, exc.status, "Your account was not created", _sentence(exc.message))
@@ -243,13 +250,7 @@ def sign_in(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         return refused
     return_url = _return_url(req)
     if return_url is None:
-        return problem(
-            req,
-            400,
-            "returnUrl",
-            "returnUrl must be a path on the developer portal such as /products.",
-            portal_url=deps.portal_home,
-        )
+        return _bad_return_url(deps, req)
     email = req.form.get("email", "")
     try:
         account = service.sign_in(
@@ -261,14 +262,12 @@ def sign_in(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
             now=int(now),
         )
     except service.AccountError as exc:
-        return _form(
+        return _refused(
             deps,
             req,
             now,
             "SignIn",
-            status=exc.status,
-            error=exc.message,
-            retry_after=exc.retry_after,
+            exc,
             email=email,
             return_url=return_url,
         )
@@ -290,9 +289,7 @@ def forgot_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
     try:
         service.request_password_reset(email, req.client, deps.account_ports, int(now))
     except service.AccountError as exc:
-        return _form(
-            deps, req, now, "Forgot", status=exc.status, error=exc.message, retry_after=exc.retry_after, email=email
-        )
+        return _refused(deps, req, now, "Forgot", exc, email=email)
     return _check_your_mail(
         deps,
         email.strip(),
@@ -330,9 +327,7 @@ def reset_post(deps: PortalDeps, req: WebRequest, now: float) -> WebResponse:
         )
     except service.AccountError as exc:
         if exc.field or exc.status == 429:
-            return _form(
-                deps, req, now, "Reset", status=exc.status, error=exc.message, retry_after=exc.retry_after, token=token
-            )
+            return _refused(deps, req, now, "Reset", exc, token=token)
         return _message(
             deps,
             exc.status,

@@ -62,7 +62,7 @@ log = logging.getLogger("billing.usage")
 CHUNK = 300
 CONFLICT_RETRIES = 3  # a chunk whose watermarks changed meanwhile is redone from what is stored
 SLICE = 3000  # links listed between two cuts of batches: what the plan holds at once, whatever the total
-# Links the plan may hold while their products' reports are still read (about 150 bytes each); past it the
+# Links the plan may hold while their products' reports are still read (five fields each); past it the
 # listing waits for the reads: memory stays bounded however slow the source (ARM pages a report at 25/s).
 MAX_HELD = 500_000
 OPEN_CURSOR_HORIZON = 35 * 86_400  # longer than any billing period (a month) and a few days' late closing
